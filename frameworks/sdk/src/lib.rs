@@ -1,0 +1,4 @@
+//! Scheduler SDK for writing Agora frameworks.
+//!
+//! Work in progress: see the open issues for what this crate will own.
+#![forbid(unsafe_code)]

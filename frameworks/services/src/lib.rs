@@ -1,0 +1,4 @@
+//! Marathon-compatible long-running services framework.
+//!
+//! Work in progress: see the open issues for what this crate will own.
+#![forbid(unsafe_code)]

@@ -1,0 +1,49 @@
+//! The `agora` binary: every Agora process and the user CLI behind one command.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agora",
+    version,
+    about = "Agora: a two-level resource-offer cluster scheduler"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the version of this binary and of the wire contract it speaks.
+    Version,
+    /// Check an agent resource description (`cpus:4;mem:8192;ports:[31000-32000]`) and print it
+    /// normalised, or say which token is wrong.
+    Resources {
+        /// The resource description, as given to `agora agent --resources`.
+        spec: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Version => {
+            println!(
+                "agora {} (wire contract agora.v1)",
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        Command::Resources { spec } => {
+            let resources = agora_proto::Resources::parse(&spec)?;
+            println!("{resources}");
+        }
+    }
+    Ok(())
+}

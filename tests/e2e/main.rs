@@ -1,0 +1,4 @@
+//! End-to-end tests: one test binary that starts the real `agora` binary and talks to it only through
+//! its public interfaces.
+
+mod cli;
