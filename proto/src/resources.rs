@@ -355,6 +355,63 @@ impl Resources {
         self.flatten().contains(&other.flatten())
     }
 
+    /// Takes `wanted` (roles ignored) out of `self`, drawing each amount from reserved resources
+    /// first and unreserved ones after, and returns exactly what was taken, with its roles. Returns
+    /// `None` and leaves `self` unchanged when `wanted` does not fit. This is how a task asking for
+    /// `cpus:1;ports:[31005-31005]` is carved out of an offer that mixes roles.
+    pub fn take_flattened(&mut self, wanted: &Resources) -> Option<Resources> {
+        if !self.contains_flattened(wanted) {
+            return None;
+        }
+        let mut taken = Resources::new();
+        for (want_key, amount) in &wanted.flatten().entries {
+            // Reservations first: they can serve only this role, unreserved resources serve anyone.
+            let mut keys: Vec<ResourceKey> = self
+                .entries
+                .keys()
+                .filter(|k| k.name == want_key.name)
+                .cloned()
+                .collect();
+            keys.sort_by_key(|k| !k.is_reserved());
+            match amount {
+                Amount::Scalar(mut left) => {
+                    for key in keys {
+                        if left == 0 {
+                            break;
+                        }
+                        let have = match self.entries.get(&key) {
+                            Some(Amount::Scalar(v)) => *v,
+                            _ => 0,
+                        };
+                        let part = have.min(left);
+                        self.add_scalar(key.clone(), -part);
+                        taken.add_scalar(key, part);
+                        left -= part;
+                    }
+                }
+                Amount::Ranges(want) => {
+                    for key in keys {
+                        if let Some(Amount::Ranges(have)) = self.entries.get(&key) {
+                            let part = Ranges::from_pairs(want.0.iter().flat_map(|&(b, e)| {
+                                have.0.iter().filter_map(move |&(hb, he)| {
+                                    let (lo, hi) = (b.max(hb), e.min(he));
+                                    (lo <= hi).then_some((lo, hi))
+                                })
+                            }));
+                            if !part.is_empty() {
+                                let mut one = Resources::new();
+                                one.add_ranges(key.clone(), &part);
+                                self.subtract(&one);
+                                taken.add_ranges(key, &part);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(taken)
+    }
+
     /// The same amounts with every role and reservation removed (all unreserved).
     pub fn flatten(&self) -> Resources {
         let mut out = Resources::new();

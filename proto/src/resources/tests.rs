@@ -362,3 +362,38 @@ proptest! {
         prop_assert_eq!(d.union(&a.difference(&d)), a);
     }
 }
+
+#[test]
+fn take_flattened_draws_reservations_first() {
+    let mut offer = res("cpus:2;cpus(web):1;mem:100;ports:[31000-31010]");
+    let taken = offer
+        .take_flattened(&res("cpus:2;ports:[31005-31005]"))
+        .expect("fits");
+    assert_eq!(taken.to_string(), "cpus:1;cpus(web):1;ports:[31005-31005]");
+    assert_eq!(
+        offer.to_string(),
+        "cpus:1;mem:100;ports:[31000-31004,31006-31010]"
+    );
+}
+
+#[test]
+fn take_flattened_refuses_what_does_not_fit_and_changes_nothing() {
+    let mut offer = res("cpus:1;ports:[31000-31001]");
+    assert_eq!(offer.take_flattened(&res("cpus:1.5")), None);
+    assert_eq!(offer.take_flattened(&res("ports:[31002-31002]")), None);
+    assert_eq!(offer.to_string(), "cpus:1;ports:[31000-31001]");
+}
+
+proptest! {
+    #[test]
+    fn take_flattened_conserves_resources(a in arb_resources(), b in arb_resources()) {
+        let mut rest = a.clone();
+        match rest.take_flattened(&b) {
+            Some(taken) => {
+                prop_assert_eq!(taken.flatten(), b.flatten());
+                prop_assert_eq!(rest + taken, a);
+            }
+            None => prop_assert!(!a.contains_flattened(&b)),
+        }
+    }
+}
