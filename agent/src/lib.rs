@@ -1,4 +1,326 @@
-//! The Agora agent: containerizers, executors, checkpointing and recovery.
+//! The Agora agent: runs tasks in containers on one machine, checkpoints what it launched so tasks
+//! survive an agent restart, serves sandbox files over HTTP, and talks to the master.
 //!
-//! Work in progress: see the open issues for what this crate will own.
-#![forbid(unsafe_code)]
+//! ```text
+//!                  ┌──────────────────────── agent ──────────────────────────┐
+//!  master ◀─gRPC─▶ │ master_link ──cmd──▶ agent actor ──jobs──▶ containerizers │──▶ native / docker
+//!                  │      ▲                 │ status updates (checkpointed,  │
+//!                  │      └────outbox───────┘ resent until acknowledged)      │
+//!  people ──HTTP─▶ │ http: /files/read, /files/browse, /monitor/statistics   │
+//!                  └──────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! # API the `agora agent` subcommand calls
+//! ```no_run
+//! # async fn f() -> Result<(), agora_agent::AgentError> {
+//! let config = agora_agent::AgentConfig {
+//!     master: Some("127.0.0.1:5050".into()),
+//!     work_dir: "/var/lib/agora".into(),
+//!     ..Default::default()
+//! };
+//! agora_agent::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+//! Flags map one to one onto [`AgentConfig`] fields: `--master`, `--port` (5051), `--work-dir`,
+//! `--resources`, `--attributes`, `--containerizers docker,native`, `--hostname`.
+//! For embedding (tests, `agora local`), [`Agent::start`] gives the [`AgentHandle`] and the outbox of
+//! status updates without HTTP or a master.
+//!
+//! Modules: [`agent`] (the actor), [`containerizer`] (trait, native, docker, cgroups),
+//! [`lifecycle`] and [`status_update`] (pure cores), [`checkpoint`], [`paths`], [`http`],
+//! [`master_link`].
+//!
+//! `unsafe` is denied crate-wide and forbidden in every module but `sys`, which holds the one
+//! `pre_exec` hook that enters namespaces.
+#![deny(unsafe_code)]
+
+pub mod agent;
+pub mod checkpoint;
+pub mod containerizer;
+pub mod error;
+pub mod http;
+pub mod lifecycle;
+pub mod master_link;
+pub mod paths;
+pub mod status_update;
+mod sys;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::v1;
+use agora_proto::Resources;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use agent::{AgentHandle, AgentSettings, ContainerStatistics};
+pub use containerizer::{Containerizer, ContainerizerKind};
+pub use error::{AgentError, ContainerError};
+
+/// Default HTTP port of an agent.
+pub const DEFAULT_PORT: u16 = 5051;
+
+/// Command-line configuration of `agora agent`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `--master`: `host:port` of a master (or `zk://…` once the detector exists). `None` runs the
+    /// agent standalone (HTTP only, no tasks arrive).
+    pub master: Option<String>,
+    /// `--port`: HTTP port (sandbox files, statistics, health). 0 picks a free port.
+    pub port: u16,
+    /// Address the HTTP server binds (default all interfaces).
+    pub bind: IpAddr,
+    /// `--work-dir`: checkpoints and sandboxes.
+    pub work_dir: PathBuf,
+    /// `--resources`, e.g. `cpus:4;mem:8192;ports:[31000-32000]`; detected from the machine when absent.
+    pub resources: Option<String>,
+    /// `--attributes`, e.g. `rack:a;zone:eu`.
+    pub attributes: Option<String>,
+    /// `--containerizers`: comma-separated, `docker,native` (default `native`).
+    pub containerizers: String,
+    /// `--hostname`: advertised hostname; the machine's when absent.
+    pub hostname: Option<String>,
+    /// cgroup filesystem root (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+    /// Parent cgroup for the agent's containers (`agora`).
+    pub cgroup_parent: String,
+    /// First retry of an unacknowledged status update (10 s); doubles up to `status_retry_max` (10 min).
+    pub status_retry_initial: Duration,
+    pub status_retry_max: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            master: None,
+            port: DEFAULT_PORT,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            work_dir: PathBuf::from("/var/lib/agora/agent"),
+            resources: None,
+            attributes: None,
+            containerizers: "native".into(),
+            hostname: None,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "agora".into(),
+            status_retry_initial: Duration::from_secs(10),
+            status_retry_max: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Parses `--containerizers` (`docker,native`).
+///
+/// # Errors
+/// [`AgentError::UnknownContainerizer`].
+pub fn parse_containerizers(s: &str) -> Result<Vec<ContainerizerKind>, AgentError> {
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let k = ContainerizerKind::parse(name)
+            .ok_or_else(|| AgentError::UnknownContainerizer(name.into()))?;
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    if out.is_empty() {
+        return Err(AgentError::UnknownContainerizer(s.into()));
+    }
+    Ok(out)
+}
+
+/// Parses `--attributes` (`rack:a;zone:eu`).
+///
+/// # Errors
+/// [`AgentError::Attributes`] for an entry without `name:value`.
+pub fn parse_attributes(s: &str) -> Result<Vec<v1::Attribute>, AgentError> {
+    s.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once(':') {
+            Some((n, v)) if !n.trim().is_empty() => Ok(v1::Attribute {
+                name: n.trim().into(),
+                text: v.trim().into(),
+            }),
+            _ => Err(AgentError::Attributes(s.into())),
+        })
+        .collect()
+}
+
+/// The machine's resources when `--resources` is absent: all cpus, memory minus 1 GiB kept for the
+/// system (at least half of it offered), ports 31000-32000.
+pub fn detect_resources() -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let mem_total_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| (kb / 1024.0).floor())
+        .unwrap_or(1024.0);
+    let mem = (mem_total_mib - 1024.0).max(mem_total_mib / 2.0).floor();
+    let spec = format!("cpus:{cpus};mem:{mem};ports:[31000-32000]");
+    Resources::parse(&spec).unwrap_or_default()
+}
+
+/// A started agent: its handle, its outbox of status updates, and what it tells the master.
+pub struct Agent {
+    pub handle: AgentHandle,
+    pub outbox: mpsc::UnboundedReceiver<v1::StatusUpdate>,
+    pub info: v1::AgentInfo,
+}
+
+impl Agent {
+    /// Sets up containerizers, recovers checkpointed tasks and starts the actor. No HTTP, no master:
+    /// see [`run`] for the whole agent.
+    ///
+    /// # Errors
+    /// Bad flags, an unreachable Docker engine when `docker` is enabled, unreadable checkpoints.
+    pub async fn start(config: &AgentConfig) -> Result<Agent, AgentError> {
+        let kinds = parse_containerizers(&config.containerizers)?;
+        let resources = match &config.resources {
+            Some(r) => Resources::parse(r).map_err(|e| AgentError::Resources(e.to_string()))?,
+            None => detect_resources(),
+        };
+        let attributes = parse_attributes(config.attributes.as_deref().unwrap_or(""))?;
+        let hostname = config.hostname.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        });
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|e| AgentError::io(&config.work_dir, e))?;
+        let work_dir = std::fs::canonicalize(&config.work_dir)
+            .map_err(|e| AgentError::io(&config.work_dir, e))?;
+        let layout = paths::Layout::new(&work_dir);
+        let mut containerizers: Vec<Arc<dyn Containerizer>> = Vec::new();
+        for k in kinds {
+            match k {
+                ContainerizerKind::Native => {
+                    containerizers.push(Arc::new(containerizer::native::NativeContainerizer::new(
+                        layout.clone(),
+                        &config.cgroup_root,
+                        &config.cgroup_parent,
+                    )))
+                }
+                ContainerizerKind::Docker => {
+                    let d = containerizer::docker::DockerContainerizer::connect()
+                        .await
+                        .map_err(|e| AgentError::DockerUnavailable(e.to_string()))?;
+                    containerizers.push(Arc::new(d));
+                }
+            }
+        }
+        let (handle, outbox) = agent::start(AgentSettings {
+            work_dir,
+            hostname: hostname.clone(),
+            containerizers,
+            status_retry_initial: config.status_retry_initial,
+            status_retry_max: config.status_retry_max,
+        })
+        .await?;
+        let info = v1::AgentInfo {
+            hostname,
+            resources: resources.to_proto(),
+            attributes,
+            http_port: config.port as u32,
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        Ok(Agent {
+            handle,
+            outbox,
+            info,
+        })
+    }
+}
+
+/// Runs a whole agent until `shutdown` resolves: recovery, the HTTP server on `config.port`, and the
+/// link to the master when `config.master` is set. On shutdown the agent stops but leaves its tasks
+/// running (a restarted agent recovers them).
+///
+/// # Errors
+/// Start-up errors (see [`Agent::start`]), [`AgentError::Bind`], or the master shutting the agent down.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let Agent {
+        handle,
+        outbox,
+        mut info,
+    } = Agent::start(&config).await?;
+    let addr = SocketAddr::new(config.bind, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AgentError::Bind {
+            addr: addr.to_string(),
+            source: e,
+        })?;
+    let local = listener.local_addr().map_err(|e| AgentError::Bind {
+        addr: addr.to_string(),
+        source: e,
+    })?;
+    info.http_port = local.port() as u32;
+    info!(agent_id = %handle.agent_id(), http = %local, "agent started");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let server =
+        axum::serve(listener, http::router(handle.clone())).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
+    let http = tokio::spawn(async move { server.await });
+    let link = match &config.master {
+        Some(master) => {
+            let l = master_link::MasterLink::new(master.clone(), handle.clone(), info.clone());
+            let stop = stop_rx.clone();
+            Some(tokio::spawn(l.run(outbox, stop)))
+        }
+        None => {
+            warn!("no --master given: the agent runs standalone and receives no tasks");
+            drop(outbox);
+            None
+        }
+    };
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        r = async {
+            match link {
+                Some(l) => l.await.unwrap_or(Ok(())),
+                None => std::future::pending().await,
+            }
+        } => r,
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    handle.abort();
+    info!("agent stopped; its tasks keep running");
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags() {
+        assert_eq!(
+            parse_containerizers("docker, native").expect("parse"),
+            [ContainerizerKind::Docker, ContainerizerKind::Native]
+        );
+        assert!(
+            matches!(parse_containerizers("lxc"), Err(AgentError::UnknownContainerizer(n)) if n == "lxc")
+        );
+        let a = parse_attributes("rack:a; zone:eu").expect("attrs");
+        assert_eq!((a[1].name.as_str(), a[1].text.as_str()), ("zone", "eu"));
+        assert!(parse_attributes("rack").is_err());
+        let r = detect_resources();
+        assert!(r.scalar_total("cpus") >= 1.0 && r.scalar_total("mem") > 0.0);
+    }
+}

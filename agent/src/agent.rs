@@ -1,0 +1,1056 @@
+//! The agent's actor: one tokio task owns every task record, the status update manager and the
+//! checkpoint; everything else talks to it through [`AgentHandle`].
+//!
+//! ```text
+//!  master link / tests ──Command──▶ actor ──launch/wait/kill jobs──▶ containerizers
+//!         ▲                          │  ▲                                 │
+//!         └──StatusUpdate (outbox)───┘  └──────────Event (internal)───────┘
+//! ```
+//! Before acting on a task the actor checkpoints it (`meta/frameworks/<fw>/tasks/<task>/task.pb`);
+//! every status update is checkpointed (`updates.pb`) before it is sent, and resent with backoff until
+//! acknowledged. On start the actor recovers from the checkpoint: it reattaches to containers that
+//! still run, reports those that ended meanwhile, and resends unacknowledged updates.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use agora_proto::v1::{self, Reason, TaskState};
+use agora_proto::Resources;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::checkpoint::{
+    read_message, write_atomic, write_message, PendingUpdates, TaskCheckpoint,
+};
+use crate::containerizer::{Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
+use crate::error::{AgentError, ContainerError};
+use crate::lifecycle::{can_transition, terminal_status, Termination};
+use crate::paths::Layout;
+use crate::status_update::{Ack, StatusUpdateManager, TaskKey};
+
+/// Kill grace period when neither the kill nor the task names one (as in Mesos).
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// How the actor is set up; see [`crate::AgentConfig`] for the user-facing flags.
+pub struct AgentSettings {
+    pub work_dir: PathBuf,
+    pub hostname: String,
+    pub containerizers: Vec<Arc<dyn Containerizer>>,
+    /// First retry of an unacknowledged update (Mesos: 10 s); doubles up to `status_retry_max`.
+    pub status_retry_initial: Duration,
+    pub status_retry_max: Duration,
+}
+
+/// Resource usage of one task's container, for `/monitor/statistics` and heartbeats.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerStatistics {
+    pub framework_id: String,
+    pub executor_id: String,
+    pub task_id: String,
+    pub container_id: String,
+    pub containerizer: &'static str,
+    pub statistics: Usage,
+}
+
+enum Command {
+    RunTask {
+        framework: v1::FrameworkInfo,
+        task: v1::TaskInfo,
+    },
+    KillTask {
+        framework_id: String,
+        task_id: String,
+        grace: Option<Duration>,
+    },
+    Acknowledge {
+        framework_id: String,
+        task_id: String,
+        uuid: Vec<u8>,
+    },
+    ShutdownFramework {
+        framework_id: String,
+    },
+    ResendUnacknowledged,
+    Tasks {
+        reply: oneshot::Sender<Vec<v1::Task>>,
+    },
+    Frameworks {
+        reply: oneshot::Sender<Vec<v1::FrameworkInfo>>,
+    },
+    Statistics {
+        reply: oneshot::Sender<Vec<ContainerStatistics>>,
+    },
+    SetAgentId {
+        agent_id: String,
+        reply: oneshot::Sender<Result<(), AgentError>>,
+    },
+}
+
+enum Event {
+    Launched {
+        key: TaskKey,
+        container_id: String,
+        result: Result<(), ContainerError>,
+    },
+    Terminated {
+        key: TaskKey,
+        container_id: String,
+        result: Result<Termination, ContainerError>,
+    },
+}
+
+/// A cheap, cloneable handle to the agent's actor. The actor stops when every handle is dropped or
+/// [`AgentHandle::abort`] is called; running tasks are left running either way.
+#[derive(Clone)]
+pub struct AgentHandle {
+    tx: mpsc::UnboundedSender<Command>,
+    agent_id: Arc<std::sync::RwLock<String>>,
+    layout: Layout,
+    abort: Arc<tokio::task::AbortHandle>,
+}
+
+impl AgentHandle {
+    /// The agent's id (checkpointed in `meta/agent_id`).
+    pub fn agent_id(&self) -> String {
+        self.agent_id.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), AgentError> {
+        self.tx.send(cmd).map_err(|_| AgentError::Stopped)
+    }
+
+    /// Launches a task with the built-in command executor (STARTING, RUNNING, then a terminal update).
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone. Problems with the task itself are reported as
+    /// status updates (TASK_ERROR / TASK_FAILED), not as errors here.
+    pub fn run_task(
+        &self,
+        framework: v1::FrameworkInfo,
+        task: v1::TaskInfo,
+    ) -> Result<(), AgentError> {
+        self.send(Command::RunTask { framework, task })
+    }
+
+    /// Kills a task: SIGTERM (or `docker stop`), then SIGKILL after `grace` (else the task's kill
+    /// policy, else 3 s).
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone.
+    pub fn kill_task(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), AgentError> {
+        self.send(Command::KillTask {
+            framework_id: framework_id.into(),
+            task_id: task_id.into(),
+            grace,
+        })
+    }
+
+    /// The framework acknowledged the update `uuid` of a task: stop resending it.
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone.
+    pub fn acknowledge(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        uuid: &[u8],
+    ) -> Result<(), AgentError> {
+        self.send(Command::Acknowledge {
+            framework_id: framework_id.into(),
+            task_id: task_id.into(),
+            uuid: uuid.to_vec(),
+        })
+    }
+
+    /// Kills every task of a framework.
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone.
+    pub fn shutdown_framework(&self, framework_id: &str) -> Result<(), AgentError> {
+        self.send(Command::ShutdownFramework {
+            framework_id: framework_id.into(),
+        })
+    }
+
+    /// Resends every unacknowledged update now (after connecting to a master).
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone.
+    pub fn resend_unacknowledged(&self) -> Result<(), AgentError> {
+        self.send(Command::ResendUnacknowledged)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, AgentError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| AgentError::Stopped)
+    }
+
+    /// Tasks the agent knows: running ones and terminal ones whose last update is not acknowledged.
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone.
+    pub async fn tasks(&self) -> Result<Vec<v1::Task>, AgentError> {
+        self.ask(|reply| Command::Tasks { reply }).await
+    }
+
+    /// Frameworks of the tasks the agent knows (for re-registration).
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone.
+    pub async fn frameworks(&self) -> Result<Vec<v1::FrameworkInfo>, AgentError> {
+        self.ask(|reply| Command::Frameworks { reply }).await
+    }
+
+    /// cpu and memory use of every running container.
+    ///
+    /// # Errors
+    /// [`AgentError::Stopped`] when the actor is gone.
+    pub async fn statistics(&self) -> Result<Vec<ContainerStatistics>, AgentError> {
+        self.ask(|reply| Command::Statistics { reply }).await
+    }
+
+    /// Adopts the id a master assigned at first registration and checkpoints it.
+    ///
+    /// # Errors
+    /// I/O errors writing the checkpoint; [`AgentError::Stopped`].
+    pub async fn set_agent_id(&self, agent_id: &str) -> Result<(), AgentError> {
+        self.ask(|reply| Command::SetAgentId {
+            agent_id: agent_id.into(),
+            reply,
+        })
+        .await?
+    }
+
+    /// Stops the actor at once, as if the agent process died (kill -9): no cleanup, running tasks
+    /// keep running. Used by tests of recovery; [`crate::run`] uses it on shutdown too.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+}
+
+struct TaskEntry {
+    cp: TaskCheckpoint,
+    kind: Option<ContainerizerKind>,
+    mem_mib: Option<f64>,
+    last_status: Option<v1::TaskStatus>,
+}
+
+impl TaskEntry {
+    fn state(&self) -> TaskState {
+        TaskState::try_from(self.cp.state).unwrap_or(TaskState::Unspecified)
+    }
+    fn task(&self) -> v1::TaskInfo {
+        self.cp.task.clone().unwrap_or_default()
+    }
+    fn grace(&self, over: Option<Duration>) -> Duration {
+        over.or_else(|| {
+            self.cp
+                .task
+                .as_ref()
+                .and_then(|t| t.kill_policy.as_ref())
+                .map(|k| k.grace_period_seconds)
+                .filter(|g| g.is_finite() && *g >= 0.0)
+                .map(Duration::from_secs_f64)
+        })
+        .unwrap_or(DEFAULT_KILL_GRACE)
+    }
+}
+
+struct Actor {
+    agent_id: Arc<std::sync::RwLock<String>>,
+    hostname: String,
+    layout: Layout,
+    containerizers: HashMap<ContainerizerKind, Arc<dyn Containerizer>>,
+    tasks: BTreeMap<TaskKey, TaskEntry>,
+    sum: StatusUpdateManager,
+    outbox: mpsc::UnboundedSender<v1::StatusUpdate>,
+    events: mpsc::UnboundedSender<Event>,
+    jobs: JoinSet<()>,
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Starts an agent: loads (or creates) its id, recovers checkpointed tasks, and returns a handle and
+/// the outbox of status updates to forward to the master (each resent until acknowledged through
+/// [`AgentHandle::acknowledge`]).
+///
+/// # Errors
+/// Unreadable or corrupt checkpoints, an unwritable work dir.
+pub async fn start(
+    settings: AgentSettings,
+) -> Result<(AgentHandle, mpsc::UnboundedReceiver<v1::StatusUpdate>), AgentError> {
+    let layout = Layout::new(&settings.work_dir);
+    fs::create_dir_all(layout.meta()).map_err(|e| AgentError::io(layout.meta(), e))?;
+    let id_file = layout.agent_id_file();
+    let agent_id = match fs::read_to_string(&id_file) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        Ok(_) => {
+            return Err(AgentError::CorruptCheckpoint {
+                path: id_file,
+                message: "empty agent id".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().to_string();
+            write_atomic(&id_file, id.as_bytes())?;
+            id
+        }
+        Err(e) => return Err(AgentError::io(id_file, e)),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (outbox, outbox_rx) = mpsc::unbounded_channel();
+    let (events, events_rx) = mpsc::unbounded_channel();
+    let agent_id = Arc::new(std::sync::RwLock::new(agent_id));
+    let mut actor = Actor {
+        agent_id: agent_id.clone(),
+        hostname: settings.hostname,
+        layout: layout.clone(),
+        containerizers: settings
+            .containerizers
+            .into_iter()
+            .map(|c| (c.kind(), c))
+            .collect(),
+        tasks: BTreeMap::new(),
+        sum: StatusUpdateManager::new(settings.status_retry_initial, settings.status_retry_max),
+        outbox,
+        events,
+        jobs: JoinSet::new(),
+    };
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let join = tokio::spawn(async move {
+        let recovered = actor.recover().await;
+        let ok = recovered.is_ok();
+        let _ = ready_tx.send(recovered);
+        if ok {
+            actor.run(rx, events_rx).await;
+        }
+    });
+    let handle = AgentHandle {
+        tx,
+        agent_id,
+        layout,
+        abort: Arc::new(join.abort_handle()),
+    };
+    ready_rx.await.map_err(|_| AgentError::Stopped)??;
+    Ok((handle, outbox_rx))
+}
+
+impl Actor {
+    fn agent_id(&self) -> String {
+        self.agent_id.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    async fn run(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) {
+        loop {
+            let deadline = self.sum.next_deadline().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.command(cmd),
+                    None => break,
+                },
+                Some(ev) = events.recv() => self.event(ev),
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {}
+                Some(res) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    if let Err(e) = res {
+                        if e.is_panic() { warn!(error = %e, "an agent job panicked"); }
+                    }
+                }
+            }
+            self.pump();
+        }
+        debug!("agent actor stopped: every handle was dropped");
+    }
+
+    /// Sends the updates that are due.
+    fn pump(&mut self) {
+        for u in self.sum.due(Instant::now()) {
+            let _ = self.outbox.send(u);
+        }
+    }
+
+    fn checkpoint_task(&self, key: &TaskKey) {
+        let Some(e) = self.tasks.get(key) else { return };
+        let dir = self.layout.task_meta(&key.0, &key.1);
+        if let Err(err) = write_message(&dir.join("task.pb"), &e.cp) {
+            warn!(task = %key.1, error = %err, "cannot checkpoint task");
+        }
+    }
+
+    fn checkpoint_updates(&self, key: &TaskKey) {
+        let dir = self.layout.task_meta(&key.0, &key.1);
+        let pending = PendingUpdates {
+            updates: self.sum.pending(&key.0, &key.1),
+        };
+        if let Err(err) = write_message(&dir.join("updates.pb"), &pending) {
+            warn!(task = %key.1, error = %err, "cannot checkpoint status updates");
+        }
+    }
+
+    /// Records a new state of a task, checkpoints it, and queues the update for the master.
+    fn update(
+        &mut self,
+        key: &TaskKey,
+        state: TaskState,
+        reason: Reason,
+        message: String,
+        exit_code: Option<i32>,
+    ) {
+        let agent_id = self.agent_id();
+        let hostname = self.hostname.clone();
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let from = e.state();
+        if from != TaskState::Unspecified && from != state && !can_transition(from, state) {
+            debug!(task = %key.1, ?from, to = ?state, "dropping an update that would go backwards");
+            return;
+        }
+        if state == TaskState::TaskRunning && e.cp.started_at == 0.0 {
+            e.cp.started_at = now_secs();
+        }
+        e.cp.state = state as i32;
+        let status = v1::TaskStatus {
+            task_id: key.1.clone(),
+            state: state as i32,
+            reason: reason as i32,
+            message,
+            source: v1::StatusSource::SourceAgent as i32,
+            agent_id,
+            executor_id: e.cp.executor_id.clone(),
+            uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            healthy: None,
+            timestamp: now_secs(),
+            exit_code,
+            ip_addresses: vec![hostname],
+            data: Vec::new(),
+        };
+        info!(task = %key.1, state = state.as_str_name(), reason = reason.as_str_name(), message = %status.message, "task status");
+        e.last_status = Some(status.clone());
+        self.sum.add(
+            v1::StatusUpdate {
+                framework_id: key.0.clone(),
+                status: Some(status),
+            },
+            Instant::now(),
+        );
+        self.checkpoint_updates(key);
+        self.checkpoint_task(key);
+    }
+
+    fn containerizer(&self, kind: Option<ContainerizerKind>) -> Option<Arc<dyn Containerizer>> {
+        kind.and_then(|k| self.containerizers.get(&k).cloned())
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::RunTask { framework, task } => self.run_task(framework, task),
+            Command::KillTask {
+                framework_id,
+                task_id,
+                grace,
+            } => self.kill_task(&(framework_id, task_id), grace),
+            Command::Acknowledge {
+                framework_id,
+                task_id,
+                uuid,
+            } => self.acknowledge((framework_id, task_id), &uuid),
+            Command::ShutdownFramework { framework_id } => {
+                let keys: Vec<TaskKey> = self
+                    .tasks
+                    .keys()
+                    .filter(|k| k.0 == framework_id)
+                    .cloned()
+                    .collect();
+                for k in keys {
+                    self.kill_task(&k, None);
+                }
+            }
+            Command::ResendUnacknowledged => self.sum.resend_all(Instant::now()),
+            Command::Tasks { reply } => {
+                let _ = reply.send(
+                    self.tasks
+                        .iter()
+                        .map(|(k, e)| self.task_record(k, e))
+                        .collect(),
+                );
+            }
+            Command::Frameworks { reply } => {
+                let mut fws: BTreeMap<String, v1::FrameworkInfo> = BTreeMap::new();
+                for e in self.tasks.values() {
+                    if let Some(f) = &e.cp.framework {
+                        fws.insert(f.id.clone(), f.clone());
+                    }
+                }
+                let _ = reply.send(fws.into_values().collect());
+            }
+            Command::Statistics { reply } => {
+                let targets: Vec<_> = self
+                    .tasks
+                    .iter()
+                    .filter(|(_, e)| e.cp.launched && !agora_proto::is_terminal(e.state()))
+                    .filter_map(|(k, e)| {
+                        let c = self.containerizer(e.kind)?;
+                        Some((
+                            k.clone(),
+                            e.cp.executor_id.clone(),
+                            e.cp.container_id.clone(),
+                            c,
+                        ))
+                    })
+                    .collect();
+                self.jobs.spawn(async move {
+                    let mut out = Vec::new();
+                    for ((fw, task), ex, cid, c) in targets {
+                        match c.usage(&cid).await {
+                            Ok(statistics) => out.push(ContainerStatistics {
+                                framework_id: fw,
+                                executor_id: ex,
+                                task_id: task,
+                                container_id: cid,
+                                containerizer: c.kind().as_str(),
+                                statistics,
+                            }),
+                            Err(e) => debug!(container = %cid, error = %e, "no statistics"),
+                        }
+                    }
+                    let _ = reply.send(out);
+                });
+            }
+            Command::SetAgentId { agent_id, reply } => {
+                let res = write_atomic(&self.layout.agent_id_file(), agent_id.as_bytes());
+                if res.is_ok() {
+                    if let Ok(mut id) = self.agent_id.write() {
+                        *id = agent_id;
+                    }
+                }
+                let _ = reply.send(res);
+            }
+        }
+    }
+
+    fn task_record(&self, key: &TaskKey, e: &TaskEntry) -> v1::Task {
+        let info = e.task();
+        v1::Task {
+            name: info.name.clone(),
+            task_id: key.1.clone(),
+            framework_id: key.0.clone(),
+            executor_id: e.cp.executor_id.clone(),
+            agent_id: self.agent_id(),
+            state: e.cp.state,
+            resources: info.resources.clone(),
+            status: e.last_status.clone(),
+            labels: info.labels.clone(),
+            container: info.container.clone(),
+            health_check: info.health_check.clone(),
+            kill_policy: info.kill_policy.clone(),
+            started_at: e.cp.started_at,
+            info: Some(info),
+        }
+    }
+
+    fn run_task(&mut self, framework: v1::FrameworkInfo, task: v1::TaskInfo) {
+        let key: TaskKey = (framework.id.clone(), task.task_id.clone());
+        if key.0.is_empty() || key.1.is_empty() {
+            warn!(framework = %key.0, task = %key.1, "refusing a task without framework id or task id");
+            return;
+        }
+        if let Some(e) = self.tasks.get(&key) {
+            if !agora_proto::is_terminal(e.state()) {
+                warn!(task = %key.1, "a task with this id is already running here; ignoring the duplicate launch");
+                return;
+            }
+        }
+        let kind = ContainerizerKind::for_task(&task);
+        let container_id = uuid::Uuid::new_v4().to_string();
+        let executor_id = task
+            .executor
+            .as_ref()
+            .map(|e| e.executor_id.clone())
+            .unwrap_or_else(|| task.task_id.clone());
+        let sandbox = self
+            .layout
+            .sandbox(&self.agent_id(), &key.0, &executor_id, &container_id);
+        let resources = Resources::from_proto(&task.resources);
+        let mem_mib = resources
+            .as_ref()
+            .ok()
+            .map(|r| r.scalar_total("mem"))
+            .filter(|m| *m > 0.0);
+        let cp = TaskCheckpoint {
+            framework: Some(framework),
+            task: Some(task.clone()),
+            executor_id: executor_id.clone(),
+            container_id: container_id.clone(),
+            containerizer: kind.as_str().into(),
+            sandbox: sandbox.display().to_string(),
+            state: TaskState::TaskStaging as i32,
+            kill_requested: false,
+            launched: false,
+            started_at: 0.0,
+        };
+        self.tasks.insert(
+            key.clone(),
+            TaskEntry {
+                cp,
+                kind: Some(kind),
+                mem_mib,
+                last_status: None,
+            },
+        );
+        // Checkpoint before acting; a leftover checkpoint of an earlier task with this id is replaced.
+        let _ = fs::remove_file(self.layout.task_meta(&key.0, &key.1).join("updates.pb"));
+        self.checkpoint_task(&key);
+
+        let invalid = |msg: String| (TaskState::TaskError, Reason::TaskInvalid, msg);
+        let problem = if task.executor.is_some() {
+            Some(invalid("custom executors are not supported by this agent yet; omit `executor` to use the command executor".into()))
+        } else if self.containerizer(Some(kind)).is_none() {
+            Some(invalid(format!("the task needs the {} containerizer, which is not enabled on this agent (--containerizers)", kind.as_str())))
+        } else if let Err(e) = &resources {
+            Some(invalid(format!("invalid resources: {e}")))
+        } else {
+            None
+        };
+        if let Some((state, reason, msg)) = problem {
+            self.update(&key, state, reason, msg, None);
+            return;
+        }
+        let Ok(resources) = resources else { return };
+        if let Err(e) = fs::create_dir_all(&sandbox) {
+            self.update(
+                &key,
+                TaskState::TaskFailed,
+                Reason::ContainerLaunchFailed,
+                format!("cannot create the sandbox {}: {e}", sandbox.display()),
+                None,
+            );
+            return;
+        }
+        self.update(
+            &key,
+            TaskState::TaskStarting,
+            Reason::Unspecified,
+            "preparing the container".into(),
+            None,
+        );
+
+        let ports: Vec<u16> = resources
+            .ranges_total("ports")
+            .pairs()
+            .iter()
+            .flat_map(|(b, e)| *b..=*e)
+            .filter_map(|p| u16::try_from(p).ok())
+            .take(1024)
+            .collect();
+        let mut env: BTreeMap<String, String> = task
+            .command
+            .as_ref()
+            .map(|c| c.environment.clone().into_iter().collect())
+            .unwrap_or_default();
+        env.insert("AGORA_AGENT_ID".into(), self.agent_id());
+        env.insert("AGORA_FRAMEWORK_ID".into(), key.0.clone());
+        env.insert("AGORA_EXECUTOR_ID".into(), executor_id.clone());
+        env.insert("AGORA_TASK_ID".into(), key.1.clone());
+        env.insert("AGORA_CONTAINER_ID".into(), container_id.clone());
+        env.insert("AGORA_SANDBOX".into(), sandbox.display().to_string());
+        env.insert("HOST".into(), self.hostname.clone());
+        if !ports.is_empty() {
+            env.insert(
+                "PORTS".into(),
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            for (i, p) in ports.iter().take(16).enumerate() {
+                env.insert(format!("PORT{i}"), p.to_string());
+            }
+            env.insert("PORT".into(), ports[0].to_string());
+        }
+        let cpus = Some(resources.scalar_total("cpus")).filter(|c| *c > 0.0);
+        let spec = LaunchSpec {
+            container_id: container_id.clone(),
+            agent_id: self.agent_id(),
+            framework_id: key.0.clone(),
+            executor_id,
+            task,
+            sandbox,
+            cpus,
+            mem_mib,
+            ports,
+            env,
+        };
+        let Some(c) = self.containerizer(Some(kind)) else {
+            return;
+        };
+        let events = self.events.clone();
+        self.jobs.spawn(async move {
+            let result = c.launch(&spec).await;
+            let _ = events.send(Event::Launched {
+                key,
+                container_id,
+                result,
+            });
+        });
+    }
+
+    fn watch(&mut self, key: TaskKey) {
+        let Some(e) = self.tasks.get(&key) else {
+            return;
+        };
+        let Some(c) = self.containerizer(e.kind) else {
+            return;
+        };
+        let container_id = e.cp.container_id.clone();
+        let sandbox = PathBuf::from(&e.cp.sandbox);
+        let events = self.events.clone();
+        self.jobs.spawn(async move {
+            let result = c.wait(&container_id, &sandbox).await;
+            let _ = events.send(Event::Terminated {
+                key,
+                container_id,
+                result,
+            });
+        });
+    }
+
+    fn start_kill(&mut self, key: &TaskKey, grace: Duration) {
+        let Some(e) = self.tasks.get(key) else { return };
+        let Some(c) = self.containerizer(e.kind) else {
+            return;
+        };
+        let cid = e.cp.container_id.clone();
+        let task = key.1.clone();
+        self.jobs.spawn(async move {
+            if let Err(err) = c.kill(&cid, grace).await {
+                warn!(%task, error = %err, "kill failed");
+            }
+        });
+    }
+
+    fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Launched {
+                key,
+                container_id,
+                result,
+            } => {
+                let Some(e) = self.tasks.get_mut(&key) else {
+                    return;
+                };
+                if e.cp.container_id != container_id {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        e.cp.launched = true;
+                        let kill = e.cp.kill_requested.then(|| e.grace(None));
+                        self.update(
+                            &key,
+                            TaskState::TaskRunning,
+                            Reason::Unspecified,
+                            "the task is running".into(),
+                            None,
+                        );
+                        self.watch(key.clone());
+                        if let Some(grace) = kill {
+                            self.start_kill(&key, grace);
+                        }
+                    }
+                    Err(err) => {
+                        let (state, reason) = match &err {
+                            ContainerError::ImagePull { .. } => {
+                                (TaskState::TaskFailed, Reason::ImagePullFailed)
+                            }
+                            ContainerError::InvalidTask(_) => {
+                                (TaskState::TaskError, Reason::TaskInvalid)
+                            }
+                            _ if e.cp.kill_requested => {
+                                (TaskState::TaskKilled, Reason::TaskKilledDuringLaunch)
+                            }
+                            _ => (TaskState::TaskFailed, Reason::ContainerLaunchFailed),
+                        };
+                        self.update(&key, state, reason, err.to_string(), None);
+                        self.destroy(&key);
+                    }
+                }
+            }
+            Event::Terminated {
+                key,
+                container_id,
+                result,
+            } => {
+                let Some(e) = self.tasks.get(&key) else {
+                    return;
+                };
+                if e.cp.container_id != container_id || agora_proto::is_terminal(e.state()) {
+                    return;
+                }
+                let (state, reason, msg, code) = match result {
+                    Ok(t) => {
+                        let (s, r, m) = terminal_status(&t, e.cp.kill_requested, e.mem_mib);
+                        (s, r, m, t.exit_code)
+                    }
+                    Err(err) => (
+                        TaskState::TaskFailed,
+                        Reason::ExecutorTerminated,
+                        format!("lost track of the container: {err}"),
+                        None,
+                    ),
+                };
+                self.update(&key, state, reason, msg, code);
+                self.destroy(&key);
+            }
+        }
+    }
+
+    fn destroy(&mut self, key: &TaskKey) {
+        let Some(e) = self.tasks.get(key) else { return };
+        let Some(c) = self.containerizer(e.kind) else {
+            return;
+        };
+        let cid = e.cp.container_id.clone();
+        self.jobs.spawn(async move { c.destroy(&cid).await });
+    }
+
+    fn kill_task(&mut self, key: &TaskKey, grace: Option<Duration>) {
+        let Some(e) = self.tasks.get_mut(key) else {
+            debug!(task = %key.1, "kill of an unknown task ignored");
+            return;
+        };
+        if agora_proto::is_terminal(e.state()) {
+            return;
+        }
+        let first = !e.cp.kill_requested;
+        e.cp.kill_requested = true;
+        let grace = e.grace(grace);
+        let launched = e.cp.launched;
+        let wants_killing = e.cp.framework.as_ref().is_some_and(|f| {
+            f.capabilities
+                .contains(&(v1::FrameworkCapability::TaskKillingState as i32))
+        });
+        self.checkpoint_task(key);
+        if first && wants_killing {
+            self.update(
+                key,
+                TaskState::TaskKilling,
+                Reason::KillRequested,
+                format!("stopping, grace period {grace:?}"),
+                None,
+            );
+        }
+        if launched {
+            self.start_kill(key, grace);
+        }
+        // Not launched yet: the kill is issued when the launch completes (see Event::Launched).
+    }
+
+    fn acknowledge(&mut self, key: TaskKey, uuid: &[u8]) {
+        match self.sum.acknowledge(&key.0, &key.1, uuid, Instant::now()) {
+            Ack::Ignored => debug!(task = %key.1, "acknowledgement of an unknown update ignored"),
+            Ack::Accepted { drained, .. } => {
+                let terminal = self
+                    .tasks
+                    .get(&key)
+                    .is_some_and(|e| agora_proto::is_terminal(e.state()));
+                if drained && terminal {
+                    // Done with this task: forget it (the sandbox stays for the files API).
+                    self.tasks.remove(&key);
+                    let dir = self.layout.task_meta(&key.0, &key.1);
+                    if let Err(e) = fs::remove_dir_all(&dir) {
+                        warn!(path = %dir.display(), error = %e, "cannot remove task checkpoint");
+                    }
+                } else {
+                    self.checkpoint_updates(&key);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds the task table from the checkpoint and reconciles it with the containerizers.
+    async fn recover(&mut self) -> Result<(), AgentError> {
+        let root = self.layout.frameworks_meta();
+        let mut found = Vec::new();
+        for fw in read_dirs(&root)? {
+            for task_dir in read_dirs(&fw.join("tasks"))? {
+                found.push(task_dir);
+            }
+        }
+        let now = Instant::now();
+        for dir in found {
+            let Some(cp) = read_message::<TaskCheckpoint>(&dir.join("task.pb"))? else {
+                let _ = fs::remove_dir_all(&dir);
+                continue;
+            };
+            let pending =
+                read_message::<PendingUpdates>(&dir.join("updates.pb"))?.unwrap_or_default();
+            let fw_id = cp
+                .framework
+                .as_ref()
+                .map(|f| f.id.clone())
+                .unwrap_or_default();
+            let task_id = cp
+                .task
+                .as_ref()
+                .map(|t| t.task_id.clone())
+                .unwrap_or_default();
+            let key: TaskKey = (fw_id, task_id);
+            let kind = ContainerizerKind::parse(&cp.containerizer);
+            let mem_mib = cp
+                .task
+                .as_ref()
+                .and_then(|t| Resources::from_proto(&t.resources).ok())
+                .map(|r| r.scalar_total("mem"))
+                .filter(|m| *m > 0.0);
+            let last_status = pending.updates.last().and_then(|u| u.status.clone());
+            for u in pending.updates {
+                self.sum.add(u, now);
+            }
+            let entry = TaskEntry {
+                cp,
+                kind,
+                mem_mib,
+                last_status,
+            };
+            let state = entry.state();
+            let launched = entry.cp.launched;
+            let kill_requested = entry.cp.kill_requested;
+            let grace = entry.grace(None);
+            self.tasks.insert(key.clone(), entry);
+            if agora_proto::is_terminal(state) {
+                if self.sum.pending(&key.0, &key.1).is_empty() {
+                    self.tasks.remove(&key);
+                    let _ = fs::remove_dir_all(&dir);
+                }
+                continue;
+            }
+            let Some(c) = self.containerizer(kind) else {
+                self.update(
+                    &key,
+                    TaskState::TaskFailed,
+                    Reason::AgentRestarted,
+                    format!(
+                        "the agent restarted without the '{}' containerizer the task ran in",
+                        kind.map(|k| k.as_str()).unwrap_or("?")
+                    ),
+                    None,
+                );
+                continue;
+            };
+            let cid = self
+                .tasks
+                .get(&key)
+                .map(|e| e.cp.container_id.clone())
+                .unwrap_or_default();
+            let found = match c.recover(&cid).await {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(task = %key.1, error = %e, "cannot recover container");
+                    Recovered::Terminated(Termination {
+                        exit_code: None,
+                        oom_killed: false,
+                        message: Some(format!("cannot recover the container: {e}")),
+                    })
+                }
+            };
+            info!(task = %key.1, container = %cid, ?found, "recovered task");
+            match found {
+                Recovered::Running => {
+                    if let Some(e) = self.tasks.get_mut(&key) {
+                        e.cp.launched = true;
+                    }
+                    if !launched || state != TaskState::TaskRunning {
+                        self.update(
+                            &key,
+                            TaskState::TaskRunning,
+                            Reason::AgentRestarted,
+                            "the task is running (recovered after an agent restart)".into(),
+                            None,
+                        );
+                    }
+                    self.watch(key.clone());
+                    if kill_requested {
+                        self.start_kill(&key, grace);
+                    }
+                }
+                Recovered::Terminated(t) => {
+                    let (s, r, m) = {
+                        let e = self.tasks.get(&key);
+                        terminal_status(&t, kill_requested, e.and_then(|e| e.mem_mib))
+                    };
+                    self.update(
+                        &key,
+                        s,
+                        r,
+                        format!("{m} (while the agent was down)"),
+                        t.exit_code,
+                    );
+                    self.destroy(&key);
+                }
+                Recovered::Missing => {
+                    let (s, r, m) = if launched {
+                        (
+                            TaskState::TaskFailed,
+                            Reason::ExecutorTerminated,
+                            "the task's container disappeared while the agent was down",
+                        )
+                    } else {
+                        (
+                            TaskState::TaskFailed,
+                            Reason::AgentRestarted,
+                            "the agent restarted while launching the task; it never started",
+                        )
+                    };
+                    self.update(&key, s, r, m.into(), None);
+                    self.destroy(&key);
+                }
+            }
+        }
+        self.pump();
+        Ok(())
+    }
+}
+
+fn read_dirs(dir: &std::path::Path) -> Result<Vec<PathBuf>, AgentError> {
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            v.sort();
+            Ok(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(AgentError::io(dir, e)),
+    }
+}

@@ -1,0 +1,131 @@
+//! Durable records under `<work_dir>/meta`: atomic writes (temp file + fsync + rename) of protobuf
+//! messages, so a crash leaves either the old or the new version of a file, never half of one.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use agora_proto::v1;
+use prost::Message;
+
+use crate::error::AgentError;
+
+/// What the agent writes about a task before acting on it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TaskCheckpoint {
+    #[prost(message, optional, tag = "1")]
+    pub framework: Option<v1::FrameworkInfo>,
+    #[prost(message, optional, tag = "2")]
+    pub task: Option<v1::TaskInfo>,
+    #[prost(string, tag = "3")]
+    pub executor_id: String,
+    #[prost(string, tag = "4")]
+    pub container_id: String,
+    /// `native` or `docker`.
+    #[prost(string, tag = "5")]
+    pub containerizer: String,
+    #[prost(string, tag = "6")]
+    pub sandbox: String,
+    /// The latest state the agent reported for the task.
+    #[prost(enumeration = "v1::TaskState", tag = "7")]
+    pub state: i32,
+    #[prost(bool, tag = "8")]
+    pub kill_requested: bool,
+    /// True once the containerizer reported the container as launched.
+    #[prost(bool, tag = "9")]
+    pub launched: bool,
+    #[prost(double, tag = "10")]
+    pub started_at: f64,
+}
+
+/// The status updates of one task that were not acknowledged yet, oldest first.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingUpdates {
+    #[prost(message, repeated, tag = "1")]
+    pub updates: Vec<v1::StatusUpdate>,
+}
+
+/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
+///
+/// # Errors
+/// Any I/O error, with the path it happened on.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| AgentError::io(dir, e))?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let write = || -> io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        AgentError::io(path, e)
+    })
+}
+
+/// Writes a protobuf message atomically.
+///
+/// # Errors
+/// See [`write_atomic`].
+pub fn write_message<M: Message>(path: &Path, msg: &M) -> Result<(), AgentError> {
+    write_atomic(path, &msg.encode_to_vec())
+}
+
+/// Reads a protobuf message; `Ok(None)` if the file does not exist.
+///
+/// # Errors
+/// I/O errors, or [`AgentError::CorruptCheckpoint`] when the bytes do not decode.
+pub fn read_message<M: Message + Default>(path: &Path) -> Result<Option<M>, AgentError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            M::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|e| AgentError::CorruptCheckpoint {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AgentError::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing_and_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a/b/task.pb");
+        assert_eq!(read_message::<TaskCheckpoint>(&path).expect("read"), None);
+        let cp = TaskCheckpoint {
+            container_id: "c1".into(),
+            launched: true,
+            ..Default::default()
+        };
+        write_message(&path, &cp).expect("write");
+        assert_eq!(
+            read_message::<TaskCheckpoint>(&path).expect("read"),
+            Some(cp)
+        );
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(path.parent().expect("parent"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("task.pb")]);
+        fs::write(&path, b"\xff\xff\xff").expect("corrupt");
+        assert!(matches!(
+            read_message::<TaskCheckpoint>(&path),
+            Err(AgentError::CorruptCheckpoint { .. })
+        ));
+    }
+}

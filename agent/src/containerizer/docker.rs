@@ -1,0 +1,556 @@
+//! The Docker containerizer, on the Docker Engine API through `bollard` (no `docker` CLI).
+//!
+//! A task's container is named `agora-<container_id>` and labelled with the agent, framework,
+//! executor, task and container ids; recovery finds containers by the `agora.container_id` label.
+//! Images are pulled only when absent (or with `force_pull_image`); a failed pull fails the task with
+//! `REASON_IMAGE_PULL_FAILED`. Limits come from the task's resources: `cpus` → cpu shares (×1024) and
+//! a cfs quota, `mem` → memory limit (no extra swap). The sandbox is mounted at
+//! [`SANDBOX_MOUNT`], and the container's stdout/stderr are streamed into the sandbox files.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+use agora_proto::v1;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptions, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions, StatsOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptions,
+};
+use bollard::Docker;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use tracing::{debug, warn};
+
+use super::{argv, Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
+use crate::error::ContainerError;
+use crate::lifecycle::Termination;
+
+/// Where a task's sandbox appears inside its container (also in `$AGORA_SANDBOX`).
+pub const SANDBOX_MOUNT: &str = "/mnt/agora/sandbox";
+pub const LABEL_AGENT: &str = "agora.agent_id";
+pub const LABEL_FRAMEWORK: &str = "agora.framework_id";
+pub const LABEL_EXECUTOR: &str = "agora.executor_id";
+pub const LABEL_TASK: &str = "agora.task_id";
+pub const LABEL_CONTAINER: &str = "agora.container_id";
+
+/// Docker's name for a task's container.
+pub fn container_name(container_id: &str) -> String {
+    format!("agora-{container_id}")
+}
+
+/// Splits an image reference into repository and tag (`latest` when none is given), so that a pull
+/// never fetches every tag of a repository. Digests (`repo@sha256:…`) are kept whole.
+pub fn split_image(image: &str) -> (String, String) {
+    if image.contains('@') {
+        return (image.to_string(), String::new());
+    }
+    let last_slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (
+            image[..last_slash + i].to_string(),
+            image[last_slash + i + 1..].to_string(),
+        ),
+        None => (image.to_string(), "latest".to_string()),
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// See the module documentation.
+pub struct DockerContainerizer {
+    docker: Docker,
+}
+
+impl DockerContainerizer {
+    /// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`) and negotiates the API
+    /// version, so that older engines (API 1.41) work.
+    ///
+    /// # Errors
+    /// When the engine cannot be reached.
+    pub async fn connect() -> Result<Self, ContainerError> {
+        let docker = Docker::connect_with_local_defaults()?;
+        let docker = docker.negotiate_version().await?;
+        Ok(DockerContainerizer { docker })
+    }
+
+    /// The engine client, for callers that need more (tests cleaning up by label).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn ensure_image(&self, image: &str, force_pull: bool) -> Result<(), ContainerError> {
+        if !force_pull {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (repo, tag) = split_image(image);
+        let options = CreateImageOptions {
+            from_image: Some(repo),
+            tag: (!tag.is_empty()).then_some(tag),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            progress.map_err(|e| ContainerError::ImagePull {
+                image: image.to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        // Some engines end a failed pull without an error message: check the image is there.
+        self.docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| ContainerError::ImagePull {
+                image: image.to_string(),
+                message: format!("not present after the pull: {e}"),
+            })?;
+        Ok(())
+    }
+
+    fn create_body(
+        spec: &LaunchSpec,
+        docker: &v1::DockerInfo,
+    ) -> Result<ContainerCreateBody, ContainerError> {
+        let container = spec.task.container.clone().unwrap_or_default();
+        let cmd = match &spec.task.command {
+            Some(c) if c.shell || !c.value.is_empty() || !c.arguments.is_empty() => {
+                Some(argv(Some(c))?)
+            }
+            _ => None,
+        };
+        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(format!("AGORA_SANDBOX={SANDBOX_MOUNT}"));
+        let labels: HashMap<String, String> = [
+            (LABEL_AGENT, &spec.agent_id),
+            (LABEL_FRAMEWORK, &spec.framework_id),
+            (LABEL_EXECUTOR, &spec.executor_id),
+            (LABEL_TASK, &spec.task.task_id),
+            (LABEL_CONTAINER, &spec.container_id),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(spec.task.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .collect();
+
+        let network =
+            v1::DockerNetwork::try_from(docker.network).unwrap_or(v1::DockerNetwork::Unspecified);
+        let network_mode = match network {
+            v1::DockerNetwork::Host => "host",
+            v1::DockerNetwork::None => "none",
+            v1::DockerNetwork::Bridge | v1::DockerNetwork::Unspecified => "bridge",
+        };
+        let mut exposed = Vec::new();
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for pm in &docker.port_mappings {
+            if network != v1::DockerNetwork::Bridge && network != v1::DockerNetwork::Unspecified {
+                return Err(ContainerError::InvalidTask(format!(
+                    "port_mappings need BRIDGE networking, the task uses {}",
+                    network.as_str_name()
+                )));
+            }
+            if !spec.ports.contains(&(pm.host_port as u16)) || pm.host_port > u16::MAX as u32 {
+                return Err(ContainerError::InvalidTask(format!(
+                    "port mapping host_port {} is not among the task's ports resource {:?}",
+                    pm.host_port, spec.ports
+                )));
+            }
+            let proto = if pm.protocol.is_empty() {
+                "tcp"
+            } else {
+                pm.protocol.as_str()
+            };
+            if proto != "tcp" && proto != "udp" {
+                return Err(ContainerError::InvalidTask(format!(
+                    "port mapping protocol '{proto}' (tcp or udp)"
+                )));
+            }
+            let key = format!("{}/{proto}", pm.container_port);
+            exposed.push(key.clone());
+            bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: None,
+                    host_port: Some(pm.host_port.to_string()),
+                });
+        }
+        let mut binds = vec![format!("{}:{SANDBOX_MOUNT}:rw", spec.sandbox.display())];
+        for v in &container.volumes {
+            if !v.container_path.starts_with('/') {
+                return Err(ContainerError::InvalidTask(format!(
+                    "volume container_path '{}' must be absolute",
+                    v.container_path
+                )));
+            }
+            let host = if v.host_path.is_empty() {
+                return Err(ContainerError::InvalidTask(format!(
+                    "volume '{}' has no host_path",
+                    v.container_path
+                )));
+            } else if v.host_path.starts_with('/') {
+                v.host_path.clone()
+            } else {
+                if Path::new(&v.host_path)
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    return Err(ContainerError::InvalidTask(format!(
+                        "relative volume host_path '{}' may not contain '..'",
+                        v.host_path
+                    )));
+                }
+                let p = spec.sandbox.join(&v.host_path);
+                fs::create_dir_all(&p).map_err(|e| ContainerError::io(&p, e))?;
+                p.display().to_string()
+            };
+            let mode = match v.mode.to_ascii_uppercase().as_str() {
+                "" | "RW" => "rw",
+                "RO" => "ro",
+                other => {
+                    return Err(ContainerError::InvalidTask(format!(
+                        "volume mode '{other}' (RW or RO)"
+                    )))
+                }
+            };
+            binds.push(format!("{host}:{}:{mode}", v.container_path));
+        }
+        if !docker.parameters.is_empty() {
+            warn!(task = %spec.task.task_id, "docker parameters are not supported and are ignored");
+        }
+        let mem = spec
+            .mem_mib
+            .filter(|m| *m > 0.0)
+            .map(|m| (m * 1024.0 * 1024.0) as i64);
+        let cpus = spec.cpus.filter(|c| *c > 0.0);
+        let host_config = HostConfig {
+            memory: mem,
+            memory_swap: mem,
+            cpu_shares: cpus.map(|c| ((c * 1024.0).round() as i64).max(2)),
+            cpu_period: cpus.map(|_| 100_000),
+            cpu_quota: cpus.map(|c| ((c * 100_000.0).round() as i64).max(1000)),
+            network_mode: Some(network_mode.to_string()),
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            binds: Some(binds),
+            privileged: Some(docker.privileged),
+            ..Default::default()
+        };
+        Ok(ContainerCreateBody {
+            image: Some(docker.image.clone()),
+            cmd,
+            env: Some(env),
+            labels: Some(labels),
+            hostname: (!container.hostname.is_empty() && network_mode != "host")
+                .then(|| container.hostname.clone()),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            host_config: Some(host_config),
+            ..Default::default()
+        })
+    }
+
+    async fn do_launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
+        let docker = spec
+            .task
+            .container
+            .as_ref()
+            .and_then(|c| c.docker.clone())
+            .ok_or_else(|| {
+                ContainerError::InvalidTask(
+                    "container.docker is required for a DOCKER container".into(),
+                )
+            })?;
+        if docker.image.trim().is_empty() {
+            return Err(ContainerError::InvalidTask(
+                "container.docker.image is empty".into(),
+            ));
+        }
+        let body = Self::create_body(spec, &docker)?;
+        self.ensure_image(&docker.image, docker.force_pull_image)
+            .await?;
+        let name = container_name(&spec.container_id);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| ContainerError::Launch(format!("cannot create container {name}: {e}")))?;
+        if let Err(e) = self
+            .docker
+            .start_container(&name, None::<StartContainerOptions>)
+            .await
+        {
+            self.remove(&name).await;
+            return Err(ContainerError::Launch(format!(
+                "cannot start container {name}: {e}"
+            )));
+        }
+        debug!(container = %name, image = %docker.image, "docker container started");
+        Ok(())
+    }
+
+    async fn remove(&self, name: &str) {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => warn!(container = %name, error = %e, "cannot remove container"),
+        }
+    }
+
+    /// Copies the container's output into the sandbox until the container stops. After a recovery,
+    /// output is taken from the stdout file's last modification on, so a few lines may repeat.
+    async fn stream_logs(&self, name: &str, sandbox: &Path) {
+        let since = fs::metadata(sandbox.join("stdout"))
+            .and_then(|m| m.modified())
+            .ok()
+            .filter(|_| {
+                fs::metadata(sandbox.join("stdout"))
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+            })
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i32)
+            .unwrap_or(0);
+        let open = |n: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(sandbox.join(n))
+        };
+        let (Ok(mut out), Ok(mut err)) = (open("stdout"), open("stderr")) else {
+            warn!(sandbox = %sandbox.display(), "cannot open the sandbox's stdout/stderr");
+            return;
+        };
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .since(since)
+            .build();
+        let mut logs = self.docker.logs(name, Some(opts));
+        while let Some(chunk) = logs.next().await {
+            let res = match chunk {
+                Ok(bollard::container::LogOutput::StdErr { message }) => err.write_all(&message),
+                Ok(output) => out.write_all(output.as_ref()),
+                Err(e) => {
+                    debug!(container = %name, error = %e, "log stream ended");
+                    break;
+                }
+            };
+            if let Err(e) = res {
+                warn!(container = %name, error = %e, "cannot write container output to the sandbox");
+                break;
+            }
+        }
+    }
+
+    async fn termination(&self, name: &str, fallback: Option<i32>) -> Termination {
+        match self.docker.inspect_container(name, None).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                let message = state.error.filter(|e| !e.is_empty());
+                Termination {
+                    exit_code: state.exit_code.map(|c| c as i32).or(fallback),
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                    message,
+                }
+            }
+            Err(e) => Termination {
+                exit_code: fallback,
+                oom_killed: false,
+                message: Some(format!("cannot inspect the container: {e}")),
+            },
+        }
+    }
+
+    async fn do_wait(
+        &self,
+        container_id: &str,
+        sandbox: &Path,
+    ) -> Result<Termination, ContainerError> {
+        let name = container_name(container_id);
+        let logs = self.stream_logs(&name, sandbox);
+        let wait = async {
+            let mut w = self
+                .docker
+                .wait_container(&name, None::<WaitContainerOptions>);
+            match w.next().await {
+                Some(Ok(r)) => Ok(Some(r.status_code as i32)),
+                Some(Err(BollardError::DockerContainerWaitError { code, .. })) => {
+                    Ok(Some(code as i32))
+                }
+                Some(Err(e)) if is_not_found(&e) => Ok(None),
+                Some(Err(e)) => Err(ContainerError::from(e)),
+                None => Ok(None),
+            }
+        };
+        let (code, ()) = futures::join!(
+            wait,
+            // The log stream ends when the container stops; bound it in case the engine keeps it open.
+            async {
+                let _ = tokio::time::timeout(Duration::from_secs(24 * 3600), logs).await;
+            }
+        );
+        let code = code?;
+        Ok(self.termination(&name, code).await)
+    }
+
+    async fn do_kill(&self, container_id: &str, grace: Duration) -> Result<(), ContainerError> {
+        let name = container_name(container_id);
+        let secs = grace.as_secs_f64().ceil() as i32;
+        let opts = StopContainerOptionsBuilder::default().t(secs).build();
+        match self.docker.stop_container(&name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn do_recover(&self, container_id: &str) -> Result<Recovered, ContainerError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_CONTAINER}={container_id}")])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self.docker.list_containers(Some(opts)).await?;
+        let Some(c) = found.into_iter().next() else {
+            return Ok(Recovered::Missing);
+        };
+        let name = c.id.unwrap_or_else(|| container_name(container_id));
+        let info = self.docker.inspect_container(&name, None).await?;
+        let state = info.state.unwrap_or_default();
+        if state.running.unwrap_or(false) {
+            return Ok(Recovered::Running);
+        }
+        Ok(Recovered::Terminated(Termination {
+            exit_code: state.exit_code.map(|c| c as i32),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            message: Some("ended while the agent was down".into()),
+        }))
+    }
+
+    async fn do_usage(&self, container_id: &str) -> Result<Usage, ContainerError> {
+        let name = container_name(container_id);
+        let opts = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let stats = self
+            .docker
+            .stats(&name, Some(opts))
+            .next()
+            .await
+            .ok_or_else(|| ContainerError::Launch(format!("no statistics for {name}")))??;
+        let cpu = stats
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .unwrap_or_default();
+        let mem = stats.memory_stats.unwrap_or_default();
+        let inspect = self.docker.inspect_container(&name, None).await.ok();
+        let hc = inspect.and_then(|i| i.host_config).unwrap_or_default();
+        Ok(Usage {
+            cpus_user_time_secs: cpu.usage_in_usermode.unwrap_or(0) as f64 / 1e9,
+            cpus_system_time_secs: cpu.usage_in_kernelmode.unwrap_or(0) as f64 / 1e9,
+            cpus_limit: match (hc.cpu_quota, hc.cpu_period) {
+                (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
+                _ => None,
+            },
+            mem_rss_bytes: mem
+                .stats
+                .as_ref()
+                .and_then(|s| s.get("rss").or_else(|| s.get("anon")).copied())
+                .or(mem.usage)
+                .unwrap_or(0),
+            mem_limit_bytes: hc.memory.filter(|m| *m > 0).map(|m| m as u64).or(mem.limit),
+        })
+    }
+}
+
+impl Containerizer for DockerContainerizer {
+    fn kind(&self) -> ContainerizerKind {
+        ContainerizerKind::Docker
+    }
+
+    fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<(), ContainerError>> {
+        self.do_launch(spec).boxed()
+    }
+
+    fn wait<'a>(
+        &'a self,
+        container_id: &'a str,
+        sandbox: &'a Path,
+    ) -> BoxFuture<'a, Result<Termination, ContainerError>> {
+        self.do_wait(container_id, sandbox).boxed()
+    }
+
+    fn kill<'a>(
+        &'a self,
+        container_id: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), ContainerError>> {
+        self.do_kill(container_id, grace).boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        container_id: &'a str,
+    ) -> BoxFuture<'a, Result<Recovered, ContainerError>> {
+        self.do_recover(container_id).boxed()
+    }
+
+    fn usage<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, Result<Usage, ContainerError>> {
+        self.do_usage(container_id).boxed()
+    }
+
+    fn destroy<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, ()> {
+        async move { self.remove(&container_name(container_id)).await }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references() {
+        assert_eq!(split_image("busybox"), ("busybox".into(), "latest".into()));
+        assert_eq!(
+            split_image("busybox:1.36"),
+            ("busybox".into(), "1.36".into())
+        );
+        assert_eq!(
+            split_image("reg.local:5000/app"),
+            ("reg.local:5000/app".into(), "latest".into())
+        );
+        assert_eq!(
+            split_image("reg.local:5000/app:v2"),
+            ("reg.local:5000/app".into(), "v2".into())
+        );
+        assert_eq!(
+            split_image("app@sha256:abc"),
+            ("app@sha256:abc".into(), String::new())
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Containerizers: how a task's process is isolated, watched, killed and found again after an
+//! agent restart. One trait, two implementations chosen per task:
+//!
+//! - [`native::NativeContainerizer`]: a supervised process in new PID/mount/UTS/IPC namespaces with
+//!   cgroup cpu and memory limits (a plain process group when not root).
+//! - [`docker::DockerContainerizer`]: the Docker Engine API through `bollard`.
+//!
+//! A container is named by the agent's `container_id` (a uuid) alone: everything a containerizer needs
+//! to find it again (pid files, Docker labels) derives from that id and the sandbox, so recovery
+//! needs nothing but the task checkpoint.
+#![forbid(unsafe_code)]
+
+pub mod cgroups;
+pub mod docker;
+pub mod native;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agora_proto::v1;
+use futures::future::BoxFuture;
+
+use crate::error::ContainerError;
+use crate::lifecycle::Termination;
+
+/// Which containerizer runs a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContainerizerKind {
+    Native,
+    Docker,
+}
+
+impl ContainerizerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerizerKind::Native => "native",
+            ContainerizerKind::Docker => "docker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "native" | "mesos" => Some(ContainerizerKind::Native),
+            "docker" => Some(ContainerizerKind::Docker),
+            _ => None,
+        }
+    }
+
+    /// The containerizer a task asks for: `container.type`, or DOCKER when `container.docker` is set,
+    /// else NATIVE.
+    pub fn for_task(task: &v1::TaskInfo) -> Self {
+        match &task.container {
+            Some(c) if c.r#type == v1::ContainerType::Docker as i32 => ContainerizerKind::Docker,
+            Some(c) if c.r#type == v1::ContainerType::Native as i32 => ContainerizerKind::Native,
+            Some(c) if c.docker.is_some() => ContainerizerKind::Docker,
+            _ => ContainerizerKind::Native,
+        }
+    }
+}
+
+/// Everything a containerizer needs to launch one task's container.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub container_id: String,
+    pub agent_id: String,
+    pub framework_id: String,
+    pub executor_id: String,
+    pub task: v1::TaskInfo,
+    /// Absolute sandbox directory (exists before launch); stdout/stderr go there.
+    pub sandbox: PathBuf,
+    /// `cpus` of the task's resources, if any.
+    pub cpus: Option<f64>,
+    /// `mem` of the task's resources in MiB, if any.
+    pub mem_mib: Option<f64>,
+    /// Host ports the task was given (its `ports` resource), in order.
+    pub ports: Vec<u16>,
+    /// Environment for the task: the command's own plus `AGORA_*`, `PORT0…`.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Resource usage of one container, from cgroups or `docker stats`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    pub cpus_user_time_secs: f64,
+    pub cpus_system_time_secs: f64,
+    pub cpus_limit: Option<f64>,
+    pub mem_rss_bytes: u64,
+    pub mem_limit_bytes: Option<u64>,
+}
+
+/// What recovery found for a checkpointed container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// Still running; [`Containerizer::wait`] watches it again.
+    Running,
+    /// Ended while the agent was away.
+    Terminated(Termination),
+    /// No trace of it (never started, or removed by someone else).
+    Missing,
+}
+
+/// One way of running containers. Implementations are cheap to share (`Arc`), and every method can
+/// be called on a container launched by an earlier run of the agent.
+pub trait Containerizer: Send + Sync {
+    fn kind(&self) -> ContainerizerKind;
+
+    /// Starts the container; returns once its process runs (image pulled, container started).
+    ///
+    /// # Errors
+    /// [`ContainerError::ImagePull`], [`ContainerError::InvalidTask`], [`ContainerError::Launch`], I/O.
+    fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<(), ContainerError>>;
+
+    /// Resolves when the container has ended, with how it ended. Works after recovery too.
+    ///
+    /// # Errors
+    /// When the containerizer loses track of the container (engine unreachable).
+    fn wait<'a>(
+        &'a self,
+        container_id: &'a str,
+        sandbox: &'a std::path::Path,
+    ) -> BoxFuture<'a, Result<Termination, ContainerError>>;
+
+    /// Asks the container to stop (SIGTERM / `docker stop`), and forces it (SIGKILL) after `grace`.
+    /// Returns once the signals are sent; [`Containerizer::wait`] reports the end.
+    ///
+    /// # Errors
+    /// When signals cannot be delivered.
+    fn kill<'a>(
+        &'a self,
+        container_id: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), ContainerError>>;
+
+    /// Looks for a container launched before the agent restarted.
+    ///
+    /// # Errors
+    /// When the state cannot be read (engine unreachable, unreadable files).
+    fn recover<'a>(
+        &'a self,
+        container_id: &'a str,
+    ) -> BoxFuture<'a, Result<Recovered, ContainerError>>;
+
+    /// Current resource usage of a running container.
+    ///
+    /// # Errors
+    /// When the container is unknown or its statistics cannot be read.
+    fn usage<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, Result<Usage, ContainerError>>;
+
+    /// Frees what is left of an ended container (cgroups, the Docker container). The sandbox stays.
+    fn destroy<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// The command line to run for a task, from its `CommandInfo` (shell → `/bin/sh -c value`; otherwise
+/// `value` is the program, `arguments` its argv with argv\[0\] first).
+///
+/// # Errors
+/// [`ContainerError::InvalidTask`] when there is nothing to run.
+pub fn argv(command: Option<&v1::CommandInfo>) -> Result<Vec<String>, ContainerError> {
+    let Some(cmd) = command else {
+        return Err(ContainerError::InvalidTask(
+            "the task has no command".into(),
+        ));
+    };
+    if cmd.shell {
+        if cmd.value.trim().is_empty() {
+            return Err(ContainerError::InvalidTask(
+                "command.value is empty (shell = true)".into(),
+            ));
+        }
+        return Ok(vec!["/bin/sh".into(), "-c".into(), cmd.value.clone()]);
+    }
+    let mut out = Vec::new();
+    match (cmd.value.is_empty(), cmd.arguments.is_empty()) {
+        (true, true) => {
+            return Err(ContainerError::InvalidTask(
+                "command has neither value nor arguments".into(),
+            ))
+        }
+        (true, false) => out.extend(cmd.arguments.iter().cloned()),
+        (false, true) => out.push(cmd.value.clone()),
+        (false, false) => {
+            out.push(cmd.value.clone());
+            out.extend(cmd.arguments.iter().skip(1).cloned());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_from_command_info() {
+        let shell = v1::CommandInfo {
+            shell: true,
+            value: "echo hi".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            argv(Some(&shell)).expect("argv"),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        let args = v1::CommandInfo {
+            value: "/bin/echo".into(),
+            arguments: vec!["echo".into(), "a".into()],
+            ..Default::default()
+        };
+        assert_eq!(argv(Some(&args)).expect("argv"), ["/bin/echo", "a"]);
+        let only_args = v1::CommandInfo {
+            arguments: vec!["sleep".into(), "1".into()],
+            ..Default::default()
+        };
+        assert_eq!(argv(Some(&only_args)).expect("argv"), ["sleep", "1"]);
+        assert!(argv(None).is_err());
+        assert!(argv(Some(&v1::CommandInfo {
+            shell: true,
+            ..Default::default()
+        }))
+        .is_err());
+    }
+
+    #[test]
+    fn kind_per_task() {
+        let mut t = v1::TaskInfo::default();
+        assert_eq!(ContainerizerKind::for_task(&t), ContainerizerKind::Native);
+        t.container = Some(v1::ContainerInfo {
+            docker: Some(Default::default()),
+            ..Default::default()
+        });
+        assert_eq!(ContainerizerKind::for_task(&t), ContainerizerKind::Docker);
+        t.container = Some(v1::ContainerInfo {
+            r#type: v1::ContainerType::Native as i32,
+            ..Default::default()
+        });
+        assert_eq!(ContainerizerKind::for_task(&t), ContainerizerKind::Native);
+    }
+}

@@ -1,0 +1,423 @@
+//! The native containerizer: each task runs under a small supervising shell.
+//!
+//! ```text
+//! agent ──spawn (setsid; unshare mnt,uts,ipc,pid)──▶ supervisor  /bin/sh, joins the cgroups,
+//!                                                     │              records the exit status
+//!                                                     └─▶ init      pid 1 of the new PID namespace,
+//!                                                          │         mounts /proc, exits with the
+//!                                                          │         task's status
+//!                                                          └─▶ task  the command
+//! ```
+//! The supervisor lives in its own session, outside the agent's process group, so tasks survive the
+//! agent. It writes the task's exit status to `meta/containers/<id>/exit_status` (temp + rename);
+//! the agent writes the supervisor's pid and start time next to it. A restarted agent reads these to
+//! learn whether the task still runs or how it ended. Without root there are no namespaces and no
+//! cgroups: the supervisor is a plain session leader and a warning is logged.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tracing::{debug, warn};
+
+use super::cgroups::Cgroups;
+use super::{argv, Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
+use crate::checkpoint::write_atomic;
+use crate::error::ContainerError;
+use crate::lifecycle::Termination;
+use crate::paths::Layout;
+
+/// How often a container's supervisor is polled for its end.
+const POLL: Duration = Duration::from_millis(100);
+
+/// `$1` meta dir, `$2` cgroup.procs files (space separated), `$3` "1" to mount /proc, `$4` hostname,
+/// then the task's argv.
+const SUPERVISOR: &str = r#"meta=$1; procs=$2; mountproc=$3; host=$4; shift 4
+record() { echo "$1" > "$meta/exit_status.tmp" && mv -f "$meta/exit_status.tmp" "$meta/exit_status"; }
+for f in $procs; do
+  echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; record 125; exit 125; }
+done
+if [ -n "$host" ]; then hostname "$host" 2>/dev/null; fi
+/bin/sh -c 'if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; fi; shift; "$@"; exit $?' agora-init "$mountproc" "$@" &
+wait $!
+s=$?
+record $s
+exit $s
+"#;
+
+/// See the module documentation.
+pub struct NativeContainerizer {
+    layout: Layout,
+    cgroups: Option<Cgroups>,
+    namespaces: bool,
+    /// Supervisors spawned by this process, kept to reap them.
+    children: Mutex<HashMap<String, tokio::process::Child>>,
+}
+
+/// `(state, ppid, starttime)` from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let state = f.first()?.chars().next()?;
+    let ppid = f.get(1)?.parse().ok()?;
+    let start = f.get(19)?.parse().ok()?;
+    Some((state, ppid, start))
+}
+
+/// Whether `pid` is a live (not zombie) process that started at `start_time`.
+fn alive(pid: i32, start_time: u64) -> bool {
+    matches!(proc_stat(pid), Some((state, _, st)) if st == start_time && state != 'Z' && state != 'X')
+}
+
+/// All descendants of `root` (not `root` itself), by scanning `/proc`.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if let Some((_, ppid, _)) = proc_stat(pid) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    let mut seen = HashSet::new();
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            if seen.insert(c) {
+                out.push(c);
+                stack.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn signal(pids: impl IntoIterator<Item = i32>, sig: Signal) {
+    for pid in pids {
+        if let Err(e) = kill(Pid::from_raw(pid), sig) {
+            debug!(pid, ?sig, error = %e, "signal not delivered");
+        }
+    }
+}
+
+impl NativeContainerizer {
+    /// `cgroup_root` is normally `/sys/fs/cgroup`; cgroups are created under `<root>/<hierarchy>/<parent>/`.
+    pub fn new(layout: Layout, cgroup_root: &Path, cgroup_parent: &str) -> Self {
+        let root = nix::unistd::geteuid().is_root();
+        let cgroups = if root {
+            Cgroups::detect(cgroup_root, cgroup_parent)
+        } else {
+            None
+        };
+        if !root {
+            warn!("the agent is not running as root: native tasks run as plain process groups, without namespaces or cgroup limits");
+        } else if cgroups.is_none() {
+            warn!(root = %cgroup_root.display(), "no usable cgroup hierarchy: native tasks run without cpu and memory limits");
+        }
+        NativeContainerizer {
+            layout,
+            cgroups,
+            namespaces: root,
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Which cgroup version limits tasks (`v1`, `v2`), if any.
+    pub fn cgroup_version(&self) -> Option<&'static str> {
+        self.cgroups.as_ref().map(Cgroups::version_name)
+    }
+
+    fn meta(&self, container_id: &str) -> PathBuf {
+        self.layout.container_meta(container_id)
+    }
+
+    fn exit_status(&self, container_id: &str) -> Option<i32> {
+        fs::read_to_string(self.meta(container_id).join("exit_status"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// `(pid, start_time)` of the supervisor.
+    fn supervisor(&self, container_id: &str) -> Option<(i32, u64)> {
+        let s = fs::read_to_string(self.meta(container_id).join("pid")).ok()?;
+        let mut it = s.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    fn oom(&self, container_id: &str) -> bool {
+        self.cgroups
+            .as_ref()
+            .is_some_and(|c| c.oom_killed(container_id))
+    }
+
+    fn ended(&self, container_id: &str, code: Option<i32>, message: Option<String>) -> Termination {
+        Termination {
+            exit_code: code,
+            oom_killed: self.oom(container_id),
+            message,
+        }
+    }
+
+    /// Reaps our own child if it has exited; returns its exit status then.
+    fn reap(&self, container_id: &str) -> Option<Option<i32>> {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        let child = children.get_mut(container_id)?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                children.remove(container_id);
+                use std::os::unix::process::ExitStatusExt;
+                Some(status.code().or_else(|| status.signal().map(|s| 128 + s)))
+            }
+            Ok(None) => None,
+            Err(_) => Some(None),
+        }
+    }
+
+    async fn do_launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
+        let argv = argv(spec.task.command.as_ref())?;
+        let meta = self.meta(&spec.container_id);
+        fs::create_dir_all(&meta).map_err(|e| ContainerError::io(&meta, e))?;
+        let _ = fs::remove_file(meta.join("exit_status"));
+        let procs = match &self.cgroups {
+            Some(cg) => {
+                let mem = spec
+                    .mem_mib
+                    .filter(|m| *m > 0.0)
+                    .map(|m| (m * 1024.0 * 1024.0) as u64);
+                cg.create(&spec.container_id, spec.cpus, mem)
+                    .map_err(|e| ContainerError::Launch(format!("cannot set up cgroups: {e}")))?
+            }
+            None => Vec::new(),
+        };
+        let procs: Vec<String> = procs.iter().map(|p| p.display().to_string()).collect();
+        let open = |name: &str| -> Result<fs::File, ContainerError> {
+            let p = spec.sandbox.join(name);
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| ContainerError::io(&p, e))
+        };
+        let (stdout, stderr) = (open("stdout")?, open("stderr")?);
+        let hostname = spec
+            .task
+            .container
+            .as_ref()
+            .map(|c| c.hostname.clone())
+            .unwrap_or_default();
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(SUPERVISOR)
+            .arg("agora-supervisor")
+            .arg(&meta)
+            .arg(procs.join(" "))
+            .arg(if self.namespaces { "1" } else { "0" })
+            .arg(if self.namespaces {
+                hostname.as_str()
+            } else {
+                ""
+            })
+            .args(&argv)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .envs(&spec.env)
+            .current_dir(&spec.sandbox)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        crate::sys::detach_and_isolate(&mut cmd, self.namespaces);
+        let child = cmd.spawn().map_err(|e| {
+            ContainerError::Launch(format!(
+                "cannot start the supervisor for '{}': {e}",
+                argv.join(" ")
+            ))
+        })?;
+        let pid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| ContainerError::Launch("the supervisor exited at once".into()))?;
+        let start = proc_stat(pid).map(|(_, _, s)| s).unwrap_or(0);
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.container_id.clone(), child);
+        write_atomic(&meta.join("pid"), format!("{pid} {start}\n").as_bytes()).map_err(|e| {
+            ContainerError::Launch(format!("cannot checkpoint the supervisor's pid: {e}"))
+        })?;
+        debug!(container = %spec.container_id, pid, cgroups = ?self.cgroup_version(), "native container started");
+        Ok(())
+    }
+
+    async fn do_wait(&self, container_id: &str) -> Result<Termination, ContainerError> {
+        loop {
+            if let Some(code) = self.exit_status(container_id) {
+                let _ = self.reap(container_id);
+                return Ok(self.ended(container_id, Some(code), None));
+            }
+            let gone = match self.reap(container_id) {
+                Some(_) => true,
+                None => {
+                    let ours = self
+                        .children
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains_key(container_id);
+                    !ours
+                        && self
+                            .supervisor(container_id)
+                            .is_none_or(|(pid, st)| !alive(pid, st))
+                }
+            };
+            if gone {
+                // The supervisor records the status before it exits: look once more.
+                if let Some(code) = self.exit_status(container_id) {
+                    return Ok(self.ended(container_id, Some(code), None));
+                }
+                return Ok(self.ended(
+                    container_id,
+                    None,
+                    Some("the task's supervisor died without recording the exit status".into()),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn do_kill(&self, container_id: &str, grace: Duration) -> Result<(), ContainerError> {
+        let Some((sup, start)) = self.supervisor(container_id) else {
+            // Never started, or the pid was not checkpointed: kill whatever is in its cgroup.
+            if let Some(cg) = &self.cgroups {
+                signal(cg.pids(container_id), Signal::SIGKILL);
+            }
+            return Ok(());
+        };
+        if !alive(sup, start) {
+            return Ok(());
+        }
+        // SIGTERM to the task's processes, not to the supervisor nor to the namespace's init (which
+        // would ignore it anyway, having no handler): the init exits with the task's status.
+        let init: HashSet<i32> = descendants(sup)
+            .into_iter()
+            .filter(|p| proc_stat(*p).is_some_and(|(_, ppid, _)| ppid == sup))
+            .collect();
+        let tasks: Vec<i32> = init.iter().flat_map(|i| descendants(*i)).collect();
+        debug!(container = %container_id, ?tasks, "SIGTERM");
+        signal(tasks, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if self.exit_status(container_id).is_some() || !alive(sup, start) {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL.min(grace)).await;
+        }
+        // Grace is over: SIGKILL everything but the supervisor, which records the status (137).
+        let mut rest: HashSet<i32> = descendants(sup).into_iter().collect();
+        if let Some(cg) = &self.cgroups {
+            rest.extend(cg.pids(container_id));
+        }
+        rest.remove(&sup);
+        debug!(container = %container_id, ?rest, "grace period over: SIGKILL");
+        signal(rest, Signal::SIGKILL);
+        Ok(())
+    }
+
+    fn do_recover(&self, container_id: &str) -> Recovered {
+        if let Some(code) = self.exit_status(container_id) {
+            return Recovered::Terminated(self.ended(container_id, Some(code), None));
+        }
+        match self.supervisor(container_id) {
+            Some((pid, st)) if alive(pid, st) => Recovered::Running,
+            Some(_) => {
+                if let Some(code) = self.exit_status(container_id) {
+                    return Recovered::Terminated(self.ended(container_id, Some(code), None));
+                }
+                Recovered::Terminated(self.ended(
+                    container_id,
+                    None,
+                    Some("the task's supervisor died while the agent was down".into()),
+                ))
+            }
+            None => Recovered::Missing,
+        }
+    }
+}
+
+impl Containerizer for NativeContainerizer {
+    fn kind(&self) -> ContainerizerKind {
+        ContainerizerKind::Native
+    }
+
+    fn launch<'a>(&'a self, spec: &'a LaunchSpec) -> BoxFuture<'a, Result<(), ContainerError>> {
+        self.do_launch(spec).boxed()
+    }
+
+    fn wait<'a>(
+        &'a self,
+        container_id: &'a str,
+        _sandbox: &'a Path,
+    ) -> BoxFuture<'a, Result<Termination, ContainerError>> {
+        self.do_wait(container_id).boxed()
+    }
+
+    fn kill<'a>(
+        &'a self,
+        container_id: &'a str,
+        grace: Duration,
+    ) -> BoxFuture<'a, Result<(), ContainerError>> {
+        self.do_kill(container_id, grace).boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        container_id: &'a str,
+    ) -> BoxFuture<'a, Result<Recovered, ContainerError>> {
+        async move { Ok(self.do_recover(container_id)) }.boxed()
+    }
+
+    fn usage<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, Result<Usage, ContainerError>> {
+        async move {
+            match &self.cgroups {
+                Some(cg) => cg
+                    .usage(container_id)
+                    .map_err(|e| ContainerError::io(container_id, e)),
+                None => Ok(Usage::default()),
+            }
+        }
+        .boxed()
+    }
+
+    fn destroy<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, ()> {
+        async move {
+            if let Some(cg) = &self.cgroups {
+                cg.destroy(container_id).await;
+            }
+            let _ = self.reap(container_id);
+            let meta = self.meta(container_id);
+            if let Err(e) = fs::remove_dir_all(&meta) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    warn!(path = %meta.display(), error = %e, "cannot remove container metadata");
+                }
+            }
+        }
+        .boxed()
+    }
+}
