@@ -9,7 +9,8 @@
 //!                                                          └─▶ task  the command
 //! ```
 //! The supervisor lives in its own session, outside the agent's process group, so tasks survive the
-//! agent. It writes the task's exit status to `meta/containers/<id>/exit_status` (temp + rename);
+//! agent. It writes the task's exit status to `meta/containers/<id>/exit_status` (one small write,
+//! with shell builtins only; a reader that finds it empty reads again later);
 //! the agent writes the supervisor's pid and start time next to it. A restarted agent reads these to
 //! learn whether the task still runs or how it ended. Without root there are no namespaces and no
 //! cgroups: the supervisor is a plain session leader and a warning is logged.
@@ -40,17 +41,17 @@ use crate::paths::Layout;
 const POLL: Duration = Duration::from_millis(100);
 
 /// `$1` meta dir, `$2` cgroup.procs files (space separated), `$3` "1" to mount /proc, `$4` hostname,
-/// then the task's argv.
-const SUPERVISOR: &str = r#"meta=$1; procs=$2; mountproc=$3; host=$4; shift 4
-record() { echo "$1" > "$meta/exit_status.tmp" && mv -f "$meta/exit_status.tmp" "$meta/exit_status"; }
+/// then the task's argv. Once the namespace's init (the first child) exits, nothing can fork into
+/// that PID namespace any more, so the supervisor uses only shell builtins after starting it, and
+/// the hostname is set by the init.
+const SUPERVISOR: &str = r#"meta=$1; procs=$2; ns=$3; host=$4; shift 4
 for f in $procs; do
-  echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; record 125; exit 125; }
+  echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; echo 125 > "$meta/exit_status"; exit 125; }
 done
-if [ -n "$host" ]; then hostname "$host" 2>/dev/null; fi
-/bin/sh -c 'if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; fi; shift; "$@"; exit $?' agora-init "$mountproc" "$@" &
+/bin/sh -c 'if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; shift 2; "$@"; exit $?' agora-init "$ns" "$host" "$@" &
 wait $!
 s=$?
-record $s
+echo $s > "$meta/exit_status"
 exit $s
 "#;
 

@@ -1,0 +1,1 @@
+//! Docker containerizer tests (filled in below).

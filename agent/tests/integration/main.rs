@@ -1,0 +1,8 @@
+//! Integration tests of the agent with real processes, cgroups and a real Docker engine. One test
+//! binary (see STYLE.md §6). Tests run as root here and in CI.
+
+mod common;
+mod docker;
+mod http;
+mod native;
+mod recovery;
