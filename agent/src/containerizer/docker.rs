@@ -282,6 +282,14 @@ impl DockerContainerizer {
             ));
         }
         let body = Self::create_body(spec, &docker)?;
+        for f in ["stdout", "stderr"] {
+            let p = spec.sandbox.join(f);
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| ContainerError::io(&p, e))?;
+        }
         self.ensure_image(&docker.image, docker.force_pull_image)
             .await?;
         let name = container_name(&spec.container_id);
