@@ -1,14 +1,60 @@
-//! The agent's link to the master (gRPC `AgentControl`): register or re-register with the
-//! checkpointed agent id, then one bidirectional `Connect` stream: the agent sends Hello, status
-//! updates and heartbeats; the master sends RunTask, KillTask, AcknowledgeUpdate, ShutdownFramework.
-//! Reconnects with backoff when the stream breaks.
+//! The agent's link to the master (gRPC `AgentControl`).
+//!
+//! ```text
+//!  ┌▶ Register (first time; adopt the id the master assigns, checkpoint `meta/registered`)
+//!  │  or Reregister (checkpointed id, running tasks, their frameworks)
+//!  │  Session stream: Hello first, then status updates from the outbox and heartbeats (with usage);
+//!  │                  the master sends RunTask, KillTask, AcknowledgeUpdate, ShutdownFramework, …
+//!  └─ on any error or a closed stream: wait (backoff 0.5 s doubling to 30 s) and start over
+//! ```
+//! Updates in flight when a stream breaks are not lost: the status update manager resends every
+//! unacknowledged update after the next session opens.
 #![forbid(unsafe_code)]
 
-use agora_proto::v1;
+use std::time::Duration;
+
+use agora_proto::v1::{
+    self, agent_control_client::AgentControlClient, agent_message, master_message,
+};
 use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
 
 use crate::agent::AgentHandle;
 use crate::error::AgentError;
+
+/// First reconnection delay; doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Heartbeat period when the master does not say.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The master could not be reached.
+    #[error("cannot reach the master at {address}: {message}")]
+    Connect { address: String, message: String },
+    /// The master refused or failed a call.
+    #[error("the master answered {0}")]
+    Rpc(#[from] tonic::Status),
+    /// The master closed the session stream.
+    #[error("the master closed the session")]
+    Closed,
+    /// The agent's actor is gone.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+enum End {
+    Stopped,
+    Shutdown(String),
+}
 
 /// See the module documentation.
 pub struct MasterLink {
@@ -18,6 +64,7 @@ pub struct MasterLink {
 }
 
 impl MasterLink {
+    /// `master` is `host:port` or an `http://` URL.
     pub fn new(master: String, agent: AgentHandle, info: v1::AgentInfo) -> Self {
         MasterLink {
             master,
@@ -26,17 +73,201 @@ impl MasterLink {
         }
     }
 
-    /// Runs until `stop` turns true.
+    fn endpoint(&self) -> String {
+        if self.master.starts_with("http://") || self.master.starts_with("https://") {
+            self.master.clone()
+        } else {
+            format!("http://{}", self.master)
+        }
+    }
+
+    fn registered_marker(&self) -> std::path::PathBuf {
+        self.agent.layout().meta().join("registered")
+    }
+
+    /// Runs until `stop` turns true, reconnecting with backoff.
     ///
     /// # Errors
-    /// [`AgentError::ShutdownByMaster`] when the master removes the agent.
+    /// [`AgentError::ShutdownByMaster`] when the master removes the agent; [`AgentError::Stopped`]
+    /// when the actor is gone.
     pub async fn run(
         self,
-        outbox: mpsc::UnboundedReceiver<v1::StatusUpdate>,
+        mut outbox: mpsc::UnboundedReceiver<v1::StatusUpdate>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
-        let _ = (&self.master, &self.agent, &self.info, outbox);
-        let _ = stop.wait_for(|s| *s).await;
-        Ok(())
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            match self.session(&mut outbox, &mut stop, &mut backoff).await {
+                Ok(End::Stopped) => return Ok(()),
+                Ok(End::Shutdown(msg)) => return Err(AgentError::ShutdownByMaster(msg)),
+                Err(LinkError::Agent(e)) => return Err(e),
+                Err(e) => warn!(error = %e, retry_in = ?backoff, "master link down"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stopped(&mut stop) => return Ok(()),
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn register(
+        &self,
+        client: &mut AgentControlClient<tonic::transport::Channel>,
+    ) -> Result<v1::RegisterAgentResponse, LinkError> {
+        if self.registered_marker().exists() {
+            let req = v1::ReregisterAgentRequest {
+                agent_id: self.agent.agent_id(),
+                agent_info: Some(self.info.clone()),
+                tasks: self.agent.tasks().await?,
+                executors: Vec::new(),
+                frameworks: self.agent.frameworks().await?,
+                join_token: String::new(),
+            };
+            let resp = client.reregister(req).await?.into_inner();
+            info!(agent_id = %self.agent.agent_id(), "re-registered with the master");
+            Ok(resp)
+        } else {
+            let req = v1::RegisterAgentRequest {
+                agent_info: Some(self.info.clone()),
+                join_token: String::new(),
+            };
+            let resp = client.register(req).await?.into_inner();
+            if !resp.agent_id.is_empty() && resp.agent_id != self.agent.agent_id() {
+                self.agent.set_agent_id(&resp.agent_id).await?;
+            }
+            crate::checkpoint::write_atomic(
+                &self.registered_marker(),
+                self.agent.agent_id().as_bytes(),
+            )?;
+            info!(agent_id = %self.agent.agent_id(), "registered with the master");
+            Ok(resp)
+        }
+    }
+
+    async fn session(
+        &self,
+        outbox: &mut mpsc::UnboundedReceiver<v1::StatusUpdate>,
+        stop: &mut watch::Receiver<bool>,
+        backoff: &mut Duration,
+    ) -> Result<End, LinkError> {
+        let address = self.endpoint();
+        let mut client = AgentControlClient::connect(address.clone())
+            .await
+            .map_err(|e| LinkError::Connect {
+                address: address.clone(),
+                message: e.to_string(),
+            })?;
+        let resp = self.register(&mut client).await?;
+        let heartbeat = Some(resp.heartbeat_interval_seconds)
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(DEFAULT_HEARTBEAT);
+        let (tx, rx) = mpsc::channel::<v1::AgentMessage>(256);
+        let hello = agent_message::Message::Hello(agent_message::Hello {
+            agent_id: self.agent.agent_id(),
+        });
+        tx.send(v1::AgentMessage {
+            message: Some(hello),
+        })
+        .await
+        .map_err(|_| LinkError::Closed)?;
+        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+        *backoff = MIN_BACKOFF;
+        self.agent.resend_unacknowledged()?;
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = stopped(stop) => return Ok(End::Stopped),
+                update = outbox.recv() => {
+                    let Some(update) = update else { return Err(AgentError::Stopped.into()) };
+                    let msg = agent_message::Message::StatusUpdate(update);
+                    tx.send(v1::AgentMessage { message: Some(msg) }).await.map_err(|_| LinkError::Closed)?;
+                }
+                _ = ticker.tick() => {
+                    let usage = self.usage().await;
+                    let msg = agent_message::Message::Heartbeat(agent_message::Heartbeat { usage });
+                    tx.send(v1::AgentMessage { message: Some(msg) }).await.map_err(|_| LinkError::Closed)?;
+                }
+                msg = inbound.message() => match msg? {
+                    None => return Err(LinkError::Closed),
+                    Some(m) => {
+                        if let Some(end) = self.dispatch(m)? {
+                            return Ok(end);
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    async fn usage(&self) -> Vec<v1::TaskUsage> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        match tokio::time::timeout(Duration::from_secs(2), self.agent.statistics()).await {
+            Ok(Ok(stats)) => stats
+                .into_iter()
+                .map(|s| v1::TaskUsage {
+                    framework_id: s.framework_id,
+                    task_id: s.task_id,
+                    cpus_user_time_seconds: s.statistics.cpus_user_time_secs,
+                    cpus_system_time_seconds: s.statistics.cpus_system_time_secs,
+                    cpus_limit: s.statistics.cpus_limit.unwrap_or(0.0),
+                    mem_rss_bytes: s.statistics.mem_rss_bytes,
+                    mem_limit_bytes: s.statistics.mem_limit_bytes.unwrap_or(0),
+                    timestamp: now,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn dispatch(&self, m: v1::MasterMessage) -> Result<Option<End>, LinkError> {
+        use master_message::Message as M;
+        let Some(m) = m.message else { return Ok(None) };
+        match m {
+            M::RunTask(r) => match (r.framework, r.task) {
+                (Some(f), Some(t)) => self.agent.run_task(f, t)?,
+                _ => warn!("RunTask without framework or task ignored"),
+            },
+            M::RunTaskGroup(g) => {
+                warn!("task groups are not supported yet: running each task with the command executor");
+                let framework = g.framework.unwrap_or_default();
+                for t in g.task_group.map(|g| g.tasks).unwrap_or_default() {
+                    self.agent.run_task(framework.clone(), t)?;
+                }
+            }
+            M::KillTask(k) => {
+                let grace = k
+                    .kill_policy
+                    .map(|p| p.grace_period_seconds)
+                    .filter(|g| g.is_finite() && *g >= 0.0)
+                    .map(Duration::from_secs_f64);
+                self.agent.kill_task(&k.framework_id, &k.task_id, grace)?;
+            }
+            M::ShutdownFramework(s) => self.agent.shutdown_framework(&s.framework_id)?,
+            // The command executor's id is its task's id.
+            M::ShutdownExecutor(s) => {
+                self.agent
+                    .kill_task(&s.framework_id, &s.executor_id, None)?
+            }
+            M::AcknowledgeUpdate(a) => {
+                self.agent
+                    .acknowledge(&a.framework_id, &a.task_id, &a.uuid)?
+            }
+            M::ReconcileTasks(_) => self.agent.resend_unacknowledged()?,
+            M::FrameworkMessage(_) => {
+                debug!("framework message dropped: the command executor takes none")
+            }
+            M::Shutdown(s) => return Ok(Some(End::Shutdown(s.message))),
+            M::Heartbeat(_) => {}
+        }
+        Ok(None)
     }
 }

@@ -4,5 +4,6 @@
 mod common;
 mod docker;
 mod http;
+mod master_link;
 mod native;
 mod recovery;
