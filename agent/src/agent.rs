@@ -59,8 +59,8 @@ pub struct ContainerStatistics {
 
 enum Command {
     RunTask {
-        framework: v1::FrameworkInfo,
-        task: v1::TaskInfo,
+        framework: Box<v1::FrameworkInfo>,
+        task: Box<v1::TaskInfo>,
     },
     KillTask {
         framework_id: String,
@@ -138,7 +138,10 @@ impl AgentHandle {
         framework: v1::FrameworkInfo,
         task: v1::TaskInfo,
     ) -> Result<(), AgentError> {
-        self.send(Command::RunTask { framework, task })
+        self.send(Command::RunTask {
+            framework: Box::new(framework),
+            task: Box::new(task),
+        })
     }
 
     /// Kills a task: SIGTERM (or `docker stop`), then SIGKILL after `grace` (else the task's kill
@@ -470,7 +473,7 @@ impl Actor {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::RunTask { framework, task } => self.run_task(framework, task),
+            Command::RunTask { framework, task } => self.run_task(*framework, *task),
             Command::KillTask {
                 framework_id,
                 task_id,
@@ -569,7 +572,7 @@ impl Actor {
             labels: info.labels.clone(),
             container: info.container.clone(),
             health_check: info.health_check.clone(),
-            kill_policy: info.kill_policy.clone(),
+            kill_policy: info.kill_policy,
             started_at: e.cp.started_at,
             info: Some(info),
         }

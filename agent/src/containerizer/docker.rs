@@ -411,13 +411,17 @@ impl DockerContainerizer {
                 None => Ok(None),
             }
         };
-        let (code, ()) = futures::join!(
-            wait,
-            // The log stream ends when the container stops; bound it in case the engine keeps it open.
-            async {
-                let _ = tokio::time::timeout(Duration::from_secs(24 * 3600), logs).await;
+        // The log stream ends when the container stops; once the container has ended, give it a
+        // moment to drain rather than waiting on it forever.
+        let mut logs = Box::pin(logs);
+        let mut wait = Box::pin(wait);
+        let code = tokio::select! {
+            code = &mut wait => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut logs).await;
+                code
             }
-        );
+            () = &mut logs => wait.await,
+        };
         let code = code?;
         Ok(self.termination(&name, code).await)
     }
