@@ -1,5 +1,7 @@
 //! The `agora` binary: every Agora process and the user CLI behind one command.
 
+mod cmd;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -15,6 +17,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a master: agents register with it, frameworks subscribe to it for offers.
+    Master(cmd::master::MasterArgs),
+    /// Run an agent: report this machine's resources to the master and run its tasks.
+    Agent(cmd::agent::AgentArgs),
     /// Print the version of this binary and of the wire contract it speaks.
     Version,
     /// Check an agent resource description (`cpus:4;mem:8192;ports:[31000-32000]`) and print it
@@ -34,6 +40,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Master(args) => runtime()?.block_on(cmd::master::run(args))?,
+        Command::Agent(args) => runtime()?.block_on(cmd::agent::run(args))?,
         Command::Version => {
             println!(
                 "agora {} (wire contract agora.v1)",
@@ -46,4 +54,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

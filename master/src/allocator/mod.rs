@@ -149,6 +149,9 @@ pub enum AllocatorError {
     /// Weights must be positive and finite.
     #[error("weight of role '{role}' must be a positive finite number, got {weight}")]
     InvalidWeight { role: String, weight: f64 },
+    /// `allocate_used` named resources that are not free on the agent.
+    #[error("{resources} are not free on agent '{agent}'")]
+    NotFree { agent: String, resources: String },
     /// Recovering these resources would give the agent more free resources than it has in total:
     /// they were not allocated (for example recovered twice).
     #[error("recovering {resources} on agent '{agent}' exceeds its total: they are not allocated")]
@@ -737,6 +740,53 @@ impl Allocator {
         if let Some(amount) = taken {
             self.untrack(f, r, &amount);
         }
+        Ok(())
+    }
+
+    /// Marks resources that are already in use on an agent as allocated to a framework in one of its
+    /// roles, without making an offer: the tasks an agent reports when it re-registers (after an agent
+    /// or master restart, or a partition) hold resources the allocator must not offer again.
+    ///
+    /// # Errors
+    /// [`AllocatorError::UnknownAgent`], [`AllocatorError::UnknownFramework`],
+    /// [`AllocatorError::NotInRole`]; [`AllocatorError::NotFree`] if the agent's free resources do not
+    /// hold them (nothing changes then).
+    pub fn allocate_used(
+        &mut self,
+        agent_id: &str,
+        framework_id: &str,
+        role: &str,
+        resources: &Resources,
+    ) -> Result<()> {
+        let a = self.agent_slot(agent_id)?;
+        let f = self.framework_slot(framework_id)?;
+        let r = self.role_slots_of(f, framework_id, &[role])?[0];
+        let Some(agent) = self.agents[a as usize].as_mut() else {
+            return Err(AllocatorError::UnknownAgent(agent_id.to_string()));
+        };
+        if !agent.free.contains(resources) {
+            return Err(AllocatorError::NotFree {
+                agent: agent_id.to_string(),
+                resources: resources.to_string(),
+            });
+        }
+        agent.free.subtract(resources);
+        let q = Quantities::of(resources);
+        agent.free_q.subtract(&q);
+        match agent
+            .allocations
+            .iter_mut()
+            .find(|al| al.framework == f && al.role == r)
+        {
+            Some(al) => al.quantities.add(&q),
+            None => agent.allocations.push(AgentAllocation {
+                framework: f,
+                role: r,
+                quantities: q,
+            }),
+        }
+        self.role_sorter.allocated(r, &q);
+        self.roles[r as usize].frameworks.allocated(f, &q);
         Ok(())
     }
 

@@ -1,0 +1,118 @@
+//! Errors of the master, kept apart by who must act on them: a caller that sent a bad request
+//! ([`MasterError`]) or the operator of a master whose durable state failed ([`StoreError`]).
+
+/// A request the master refused. Each variant names the field or id at fault; it maps onto one gRPC
+/// status ([`MasterError::to_status`]) and one HTTP status.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MasterError {
+    /// A field of the request is malformed or breaks a rule.
+    #[error("{field}: {problem}")]
+    InvalidArgument { field: String, problem: String },
+    /// The request names an agent, framework, task or offer the master does not know.
+    #[error("{kind} '{id}' is not known to this master{hint}")]
+    NotFound {
+        kind: &'static str,
+        id: String,
+        hint: String,
+    },
+    /// Valid, but not now: a stale stream id, a removed framework, a gone agent.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The master is shutting down or its actor is gone.
+    #[error("the master is not available: {0}")]
+    Unavailable(String),
+}
+
+impl MasterError {
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        MasterError::InvalidArgument {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        MasterError::NotFound {
+            kind,
+            id: id.into(),
+            hint: String::new(),
+        }
+    }
+
+    pub fn not_found_hint(kind: &'static str, id: impl Into<String>, hint: &str) -> Self {
+        MasterError::NotFound {
+            kind,
+            id: id.into(),
+            hint: format!(": {hint}"),
+        }
+    }
+
+    /// The gRPC status a client sees.
+    pub fn to_status(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            MasterError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+            MasterError::NotFound { .. } => tonic::Status::not_found(message),
+            MasterError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            MasterError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            MasterError::Unavailable(_) => tonic::Status::unavailable(message),
+        }
+    }
+
+    /// The HTTP status of the same error on the JSON API.
+    pub fn http_status(&self) -> http::StatusCode {
+        match self {
+            MasterError::InvalidArgument { .. } => http::StatusCode::BAD_REQUEST,
+            MasterError::NotFound { .. } => http::StatusCode::NOT_FOUND,
+            MasterError::FailedPrecondition(_) => http::StatusCode::CONFLICT,
+            MasterError::PermissionDenied(_) => http::StatusCode::FORBIDDEN,
+            MasterError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<MasterError> for tonic::Status {
+    fn from(e: MasterError) -> Self {
+        e.to_status()
+    }
+}
+
+/// The durable registry could not be read or written. Fatal for a leader: it must not go on
+/// acting on state it cannot persist.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing the store's files failed.
+    #[error("registry I/O on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored registry is not valid JSON of the expected shape.
+    #[error("registry at {path} is corrupt: {message}")]
+    Corrupt { path: String, message: String },
+    /// A compare-and-set write found another version than expected: someone else wrote.
+    #[error("registry version conflict: expected {expected:?}, found {found:?}")]
+    Conflict {
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
+}
+
+/// Why the master process stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("server failed: {0}")]
+    Serve(String),
+}

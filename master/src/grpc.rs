@@ -1,0 +1,301 @@
+//! The gRPC services (`Scheduler`, `AgentControl`, `Operator`): each handler translates a call into
+//! a request to the actor and its answer back into a response or a status. No state lives here.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use agora_proto::v1::{
+    self, agent_control_server::AgentControl, operator_server::Operator, scheduler_server::Scheduler,
+};
+use futures::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::actor::{MasterHandle, Request as ActorRequest};
+use crate::error::MasterError;
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
+type MasterMessageStream = Pin<Box<dyn Stream<Item = Result<v1::MasterMessage, Status>> + Send>>;
+
+/// How long an agent may take to send `hello` after opening its session.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Implements the three services on one [`MasterHandle`].
+#[derive(Clone)]
+pub struct Services {
+    master: MasterHandle,
+}
+
+impl Services {
+    pub fn new(master: MasterHandle) -> Self {
+        Services { master }
+    }
+}
+
+fn ok() -> Result<Response<v1::CallResponse>, Status> {
+    Ok(Response::new(v1::CallResponse {}))
+}
+
+macro_rules! scheduler_call {
+    ($self:ident, $req:ident, |$book:ident, $r:ident, $clock:ident| $body:expr) => {{
+        let $r = $req.into_inner();
+        $self
+            .master
+            .call(move |$book, $clock| {
+                let _ = &$clock;
+                $body
+            })
+            .await?;
+        ok()
+    }};
+}
+
+#[tonic::async_trait]
+impl Scheduler for Services {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        self.master.send(ActorRequest::Subscribe {
+            request: request.into_inner(),
+            events,
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| MasterError::Unavailable("the master is stopping".into()))??;
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn accept(
+        &self,
+        request: Request<v1::AcceptRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.accept(r, clock))
+    }
+
+    async fn decline(
+        &self,
+        request: Request<v1::DeclineRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.decline(r, clock))
+    }
+
+    async fn revive(
+        &self,
+        request: Request<v1::ReviveRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.revive(r))
+    }
+
+    async fn suppress(
+        &self,
+        request: Request<v1::SuppressRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.suppress(r))
+    }
+
+    async fn kill(
+        &self,
+        request: Request<v1::KillRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.kill(r, clock))
+    }
+
+    async fn shutdown(
+        &self,
+        request: Request<v1::ShutdownRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.shutdown_executor(r))
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<v1::AcknowledgeRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.acknowledge(r))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<v1::ReconcileRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.reconcile(r, clock))
+    }
+
+    async fn message(
+        &self,
+        request: Request<v1::MessageRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.message(r))
+    }
+
+    async fn teardown(
+        &self,
+        request: Request<v1::TeardownRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        scheduler_call!(self, request, |book, r, clock| book.teardown(r, clock))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentControl for Services {
+    type SessionStream = MasterMessageStream;
+
+    async fn register(
+        &self,
+        request: Request<v1::RegisterAgentRequest>,
+    ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
+        let r = request.into_inner();
+        let resp = self
+            .master
+            .call(move |book, clock| book.register_agent(r, clock))
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn reregister(
+        &self,
+        request: Request<v1::ReregisterAgentRequest>,
+    ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
+        let r = request.into_inner();
+        let resp = self
+            .master
+            .call(move |book, clock| book.reregister_agent(r, clock))
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn session(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s of opening the session"))??;
+        let agent_id = match first.and_then(|m| m.message) {
+            Some(v1::agent_message::Message::Hello(h)) if !h.agent_id.is_empty() => h.agent_id,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be hello with the agent_id",
+                ))
+            }
+        };
+        let (messages, rx) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        self.master.send(ActorRequest::AgentSession {
+            agent_id: agent_id.clone(),
+            messages,
+            reply,
+        })?;
+        let connection = answer
+            .await
+            .map_err(|_| MasterError::Unavailable("the master is stopping".into()))??;
+        let master = self.master.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => {
+                        if let Some(message) = m.message {
+                            let req = ActorRequest::AgentMessage {
+                                agent_id: agent_id.clone(),
+                                message,
+                            };
+                            if master.send(req).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = master.send(ActorRequest::AgentClosed {
+                agent_id,
+                connection,
+            });
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl Operator for Services {
+    async fn get_state(
+        &self,
+        _request: Request<v1::GetStateRequest>,
+    ) -> Result<Response<v1::GetStateResponse>, Status> {
+        let leader = self.master.leader().to_string();
+        let state = self
+            .master
+            .call(move |book, _| Ok(book.state(&leader)))
+            .await?;
+        Ok(Response::new(state))
+    }
+
+    async fn get_roles(
+        &self,
+        _request: Request<v1::GetRolesRequest>,
+    ) -> Result<Response<v1::GetRolesResponse>, Status> {
+        let roles = self.master.call(|book, _| Ok(book.roles())).await?;
+        Ok(Response::new(v1::GetRolesResponse { roles }))
+    }
+
+    async fn drain_agent(
+        &self,
+        request: Request<v1::DrainAgentRequest>,
+    ) -> Result<Response<v1::OperatorResponse>, Status> {
+        let r = request.into_inner();
+        self.master
+            .call(move |book, _| book.drain_agent(&r.agent_id, r.grace_period_seconds))
+            .await?;
+        Ok(Response::new(v1::OperatorResponse {}))
+    }
+
+    async fn reactivate_agent(
+        &self,
+        request: Request<v1::ReactivateAgentRequest>,
+    ) -> Result<Response<v1::OperatorResponse>, Status> {
+        let r = request.into_inner();
+        self.master
+            .call(move |book, _| book.reactivate_agent(&r.agent_id))
+            .await?;
+        Ok(Response::new(v1::OperatorResponse {}))
+    }
+
+    async fn mark_agent_gone(
+        &self,
+        request: Request<v1::MarkAgentGoneRequest>,
+    ) -> Result<Response<v1::OperatorResponse>, Status> {
+        let r = request.into_inner();
+        self.master
+            .call(move |book, clock| book.mark_agent_gone(&r.agent_id, clock))
+            .await?;
+        Ok(Response::new(v1::OperatorResponse {}))
+    }
+
+    async fn update_weights(
+        &self,
+        request: Request<v1::UpdateWeightsRequest>,
+    ) -> Result<Response<v1::OperatorResponse>, Status> {
+        let r = request.into_inner();
+        self.master
+            .call(move |book, _| book.update_weights(&r.weights))
+            .await?;
+        Ok(Response::new(v1::OperatorResponse {}))
+    }
+
+    async fn set_quota(
+        &self,
+        request: Request<v1::SetQuotaRequest>,
+    ) -> Result<Response<v1::OperatorResponse>, Status> {
+        let r = request.into_inner();
+        self.master.call(move |book, _| book.set_quota(r)).await?;
+        Ok(Response::new(v1::OperatorResponse {}))
+    }
+}

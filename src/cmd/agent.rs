@@ -1,0 +1,57 @@
+//! `agora agent`: runs tasks on this machine for the master.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The master: `host:port` (ZooKeeper detection `zk://…` comes with HA).
+    #[arg(long, env = "AGORA_MASTER")]
+    master: String,
+    /// HTTP port (sandbox files, statistics, health).
+    #[arg(long, default_value_t = agora_agent::DEFAULT_PORT)]
+    port: u16,
+    /// Address the HTTP server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    ip: IpAddr,
+    /// Checkpoints and sandboxes.
+    #[arg(long, default_value = "/var/lib/agora/agent", env = "AGORA_AGENT_WORK_DIR")]
+    work_dir: PathBuf,
+    /// Resources offered, e.g. `cpus:4;mem:8192;disk:20480;ports:[31000-32000]` (default: detected).
+    #[arg(long)]
+    resources: Option<String>,
+    /// Attributes for placement constraints, e.g. `rack:a;zone:eu`.
+    #[arg(long)]
+    attributes: Option<String>,
+    /// Containerizers to enable, comma-separated: `docker`, `native`.
+    #[arg(long, default_value = "native")]
+    containerizers: String,
+    /// Hostname advertised to the master and frameworks (default: the machine's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// cgroup filesystem root.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(r) = &args.resources {
+        agora_proto::Resources::parse(r).map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
+    }
+    let config = agora_agent::AgentConfig {
+        master: Some(args.master),
+        port: args.port,
+        bind: args.ip,
+        work_dir: args.work_dir,
+        resources: args.resources,
+        attributes: args.attributes,
+        containerizers: args.containerizers,
+        hostname: args.hostname,
+        cgroup_root: args.cgroup_root,
+        ..Default::default()
+    };
+    agora_agent::run(config, super::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `agora master`: the leader of a cluster (standalone; ZooKeeper election comes with `--zk`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::seconds;
+
+#[derive(Args, Debug)]
+pub struct MasterArgs {
+    /// Port for gRPC (agents, frameworks, operators) and HTTP (/state, /metrics, web UI).
+    #[arg(long, default_value_t = agora_master::DEFAULT_PORT, env = "AGORA_MASTER_PORT")]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    ip: IpAddr,
+    /// Address agents and frameworks are told to reach this master at (default: the listen
+    /// address, or 127.0.0.1 when listening on all interfaces).
+    #[arg(long)]
+    advertise_ip: Option<String>,
+    /// Name shown in the UI and in MasterInfo (default: the machine's hostname).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Directory for the registry (admitted agents, weights, quota, maintenance).
+    #[arg(long, default_value = "/var/lib/agora/master", env = "AGORA_MASTER_WORK_DIR")]
+    work_dir: PathBuf,
+    /// Seconds between batched allocation cycles.
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    allocation_interval: Duration,
+    /// Seconds after which an unanswered offer is rescinded (default: never).
+    #[arg(long, value_parser = seconds)]
+    offer_timeout: Option<Duration>,
+    /// Seconds of silence after which an agent is unreachable (its tasks TASK_UNREACHABLE).
+    #[arg(long, default_value = "75", value_parser = seconds)]
+    agent_timeout: Duration,
+    /// Seconds after which an unreachable agent is gone (its tasks TASK_GONE).
+    #[arg(long, default_value = "3600", value_parser = seconds)]
+    agent_gone_timeout: Duration,
+    /// Seconds frameworks reported by re-registering agents have to re-subscribe after a master
+    /// restart.
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    framework_recovery_timeout: Duration,
+    /// Seconds between HEARTBEAT events to frameworks.
+    #[arg(long, default_value = "15", value_parser = seconds)]
+    framework_heartbeat: Duration,
+    /// Role ordering: `drf` (weighted dominant resource fairness) or `strict-priority`.
+    #[arg(long, default_value = "drf", value_parser = ["drf", "strict-priority"])]
+    allocation_policy: String,
+}
+
+pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    let config = agora_master::MasterConfig {
+        bind: SocketAddr::new(args.ip, args.port),
+        advertise_ip: args.advertise_ip,
+        hostname: args.hostname,
+        work_dir: args.work_dir,
+        allocation_interval: args.allocation_interval,
+        offer_timeout: args.offer_timeout,
+        agent_timeout: args.agent_timeout,
+        agent_gone_timeout: args.agent_gone_timeout,
+        framework_recovery_timeout: args.framework_recovery_timeout,
+        framework_heartbeat: args.framework_heartbeat,
+        policy: match args.allocation_policy.as_str() {
+            "strict-priority" => agora_master::Policy::StrictPriority,
+            _ => agora_master::Policy::Drf,
+        },
+        seed: rand_seed(),
+    };
+    let master = agora_master::start(config).await?;
+    eprintln!("agora master listening on {}", master.address);
+    master.wait(super::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn rand_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
