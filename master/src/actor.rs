@@ -112,7 +112,10 @@ pub fn spawn(
     timers: Timers,
     leader: String,
     shutdown: watch::Receiver<bool>,
-) -> (MasterHandle, tokio::task::JoinHandle<Result<(), StoreError>>) {
+) -> (
+    MasterHandle,
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = MasterHandle {
         tx: tx.clone(),
@@ -207,7 +210,11 @@ impl Actor {
         let Some(registry) = self.book.take_registry() else {
             return Ok(());
         };
-        match self.store.store(registry.to_bytes(), self.store_version).await {
+        match self
+            .store
+            .store(registry.to_bytes(), self.store_version)
+            .await
+        {
             Ok(v) => {
                 self.store_version = Some(v);
                 Ok(())

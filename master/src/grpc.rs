@@ -5,7 +5,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use agora_proto::v1::{
-    self, agent_control_server::AgentControl, operator_server::Operator, scheduler_server::Scheduler,
+    self, agent_control_server::AgentControl, operator_server::Operator,
+    scheduler_server::Scheduler,
 };
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -178,7 +179,9 @@ impl AgentControl for Services {
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no hello within 10 s of opening the session"))??;
+            .map_err(|_| {
+                Status::deadline_exceeded("no hello within 10 s of opening the session")
+            })??;
         let agent_id = match first.and_then(|m| m.message) {
             Some(v1::agent_message::Message::Hello(h)) if !h.agent_id.is_empty() => h.agent_id,
             _ => {

@@ -214,7 +214,9 @@ async fn redirect(State(master): State<MasterHandle>) -> Response {
 
 async fn roles(State(master): State<MasterHandle>) -> Result<Json<Value>, ApiError> {
     let roles = master.call(|book, _| Ok(book.roles())).await?;
-    Ok(Json(json!({ "roles": roles.iter().map(role_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "roles": roles.iter().map(role_json).collect::<Vec<_>>() }),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -232,7 +234,9 @@ async fn weights(State(master): State<MasterHandle>, body: Bytes) -> Result<Stat
             weight: w.weight,
         })
         .collect();
-    master.call(move |book, _| book.update_weights(&weights)).await?;
+    master
+        .call(move |book, _| book.update_weights(&weights))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -295,7 +299,9 @@ async fn reactivate(
     State(master): State<MasterHandle>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    master.call(move |book, _| book.reactivate_agent(&id)).await?;
+    master
+        .call(move |book, _| book.reactivate_agent(&id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -212,15 +212,14 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
     );
     let _ = metrics::handle();
     let services = grpc::Services::new(handle.clone());
-    let grpc = tonic::service::Routes::new(v1::scheduler_server::SchedulerServer::new(
-        services.clone(),
-    ))
-    .add_service(v1::agent_control_server::AgentControlServer::new(
-        services.clone(),
-    ))
-    .add_service(v1::operator_server::OperatorServer::new(services))
-    .prepare()
-    .into_axum_router();
+    let grpc =
+        tonic::service::Routes::new(v1::scheduler_server::SchedulerServer::new(services.clone()))
+            .add_service(v1::agent_control_server::AgentControlServer::new(
+                services.clone(),
+            ))
+            .add_service(v1::operator_server::OperatorServer::new(services))
+            .prepare()
+            .into_axum_router();
     let app = http::router(handle.clone()).merge(grpc);
     info!(id = %master_info.id, %address, advertised = %advertised, "master started");
     let mut serve_stop = stop_rx;

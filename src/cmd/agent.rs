@@ -17,7 +17,11 @@ pub struct AgentArgs {
     #[arg(long, default_value = "0.0.0.0")]
     ip: IpAddr,
     /// Checkpoints and sandboxes.
-    #[arg(long, default_value = "/var/lib/agora/agent", env = "AGORA_AGENT_WORK_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/lib/agora/agent",
+        env = "AGORA_AGENT_WORK_DIR"
+    )]
     work_dir: PathBuf,
     /// Resources offered, e.g. `cpus:4;mem:8192;disk:20480;ports:[31000-32000]` (default: detected).
     #[arg(long)]

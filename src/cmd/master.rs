@@ -24,7 +24,11 @@ pub struct MasterArgs {
     #[arg(long)]
     hostname: Option<String>,
     /// Directory for the registry (admitted agents, weights, quota, maintenance).
-    #[arg(long, default_value = "/var/lib/agora/master", env = "AGORA_MASTER_WORK_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/lib/agora/master",
+        env = "AGORA_MASTER_WORK_DIR"
+    )]
     work_dir: PathBuf,
     /// Seconds between batched allocation cycles.
     #[arg(long, default_value = "1", value_parser = seconds)]

@@ -72,21 +72,27 @@ fn used_resources_reported_at_reregistration_are_not_offered_and_count_in_shares
     alloc.add_agent("a", res("cpus:4;mem:4096")).unwrap();
     alloc.add_framework("f", &["r"]).unwrap();
     alloc.add_framework("g", &["s"]).unwrap();
-    alloc.allocate_used("a", "f", "r", &res("cpus:3;mem:1024")).unwrap();
+    alloc
+        .allocate_used("a", "f", "r", &res("cpus:3;mem:1024"))
+        .unwrap();
     assert_eq!(alloc.framework_share("f", "r"), Some(0.75));
     let offers = alloc.allocate(t0);
     assert_eq!(offers.len(), 1);
     assert_eq!(offers[0].framework_id, "g");
     assert_eq!(offers[0].resources, res("cpus:1;mem:3072"));
     // More than is free is refused and changes nothing.
-    let err = alloc.allocate_used("a", "g", "s", &res("cpus:1")).unwrap_err();
+    let err = alloc
+        .allocate_used("a", "g", "s", &res("cpus:1"))
+        .unwrap_err();
     assert!(matches!(err, AllocatorError::NotFree { .. }), "{err}");
     assert!(matches!(
         alloc.allocate_used("a", "f", "s", &res("cpus:0")),
         Err(AllocatorError::NotInRole { .. })
     ));
     // The task ends: its resources come back and are offered again.
-    alloc.recover("a", "f", "r", &res("cpus:3;mem:1024")).unwrap();
+    alloc
+        .recover("a", "f", "r", &res("cpus:3;mem:1024"))
+        .unwrap();
     assert_eq!(alloc.framework_share("f", "r"), Some(0.0));
 }
 

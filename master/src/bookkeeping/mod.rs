@@ -300,10 +300,15 @@ impl Bookkeeping {
     // Agents
     // ------------------------------------------------------------------------------------------
 
-    fn validate_agent_info(info: Option<v1::AgentInfo>) -> Result<(v1::AgentInfo, Resources), MasterError> {
+    fn validate_agent_info(
+        info: Option<v1::AgentInfo>,
+    ) -> Result<(v1::AgentInfo, Resources), MasterError> {
         let info = info.ok_or_else(|| MasterError::invalid("agent_info", "is required"))?;
         if info.hostname.trim().is_empty() {
-            return Err(MasterError::invalid("agent_info.hostname", "must not be empty"));
+            return Err(MasterError::invalid(
+                "agent_info.hostname",
+                "must not be empty",
+            ));
         }
         let total = Resources::from_proto(&info.resources)
             .map_err(|e| MasterError::invalid("agent_info.resources", e.to_string()))?;
@@ -457,7 +462,9 @@ impl Bookkeeping {
         }
         // Tasks the master sent to this agent but the agent does not have: they never arrived.
         for key in previous_tasks.difference(&reported) {
-            let Some(entry) = self.tasks.get(key) else { continue };
+            let Some(entry) = self.tasks.get(key) else {
+                continue;
+            };
             if is_terminal(state_of(&entry.task)) {
                 continue;
             }
@@ -587,7 +594,12 @@ impl Bookkeeping {
     }
 
     /// A message on an agent's session stream.
-    pub fn agent_message(&mut self, agent_id: &str, message: agent_message::Message, clock: &Clock) {
+    pub fn agent_message(
+        &mut self,
+        agent_id: &str,
+        message: agent_message::Message,
+        clock: &Clock,
+    ) {
         let Some(agent) = self.agents.get_mut(agent_id) else {
             return;
         };
@@ -654,7 +666,13 @@ impl Bookkeeping {
     }
 
     /// Records a task's new status, frees its resources when it ends, and forwards the update.
-    fn apply_status(&mut self, framework_id: &str, st: v1::TaskStatus, clock: &Clock, from_master: bool) {
+    fn apply_status(
+        &mut self,
+        framework_id: &str,
+        st: v1::TaskStatus,
+        clock: &Clock,
+        from_master: bool,
+    ) {
         let key = (framework_id.to_string(), st.task_id.clone());
         let new_state = TaskState::try_from(st.state).unwrap_or(TaskState::Unspecified);
         if let Some(entry) = self.tasks.get_mut(&key) {
@@ -662,7 +680,11 @@ impl Bookkeeping {
             if !is_terminal(old_state) {
                 entry.task.state = st.state;
                 if new_state == TaskState::TaskRunning && entry.task.started_at == 0.0 {
-                    entry.task.started_at = if st.timestamp > 0.0 { st.timestamp } else { clock.wall };
+                    entry.task.started_at = if st.timestamp > 0.0 {
+                        st.timestamp
+                    } else {
+                        clock.wall
+                    };
                 }
             }
             entry.task.status = Some(st.clone());
@@ -676,7 +698,9 @@ impl Bookkeeping {
 
     /// Frees a terminal task's resources and moves it to the completed list.
     fn finish_task(&mut self, key: &TaskKey) {
-        let Some(entry) = self.tasks.remove(key) else { return };
+        let Some(entry) = self.tasks.remove(key) else {
+            return;
+        };
         let agent_id = entry.task.agent_id.clone();
         if entry.allocated {
             let _ = self
@@ -719,7 +743,10 @@ impl Bookkeeping {
                 Some(g) => Some(v1::KillPolicy {
                     grace_period_seconds: g,
                 }),
-                None => self.tasks.get(&key).and_then(|t| t.task.kill_policy.clone()),
+                None => self
+                    .tasks
+                    .get(&key)
+                    .and_then(|t| t.task.kill_policy.clone()),
             };
             self.to_agent(
                 agent_id,
@@ -770,8 +797,15 @@ impl Bookkeeping {
             if let Some(t) = self.tasks.get_mut(key) {
                 t.allocated = false;
             }
-            let aware = self.frameworks.get(&key.0).is_some_and(|f| f.partition_aware());
-            let state = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
+            let aware = self
+                .frameworks
+                .get(&key.0)
+                .is_some_and(|f| f.partition_aware());
+            let state = if aware {
+                TaskState::TaskGone
+            } else {
+                TaskState::TaskLost
+            };
             let st = status(
                 &key.1,
                 agent_id,
@@ -797,7 +831,9 @@ impl Bookkeeping {
     }
 
     fn mark_agent_unreachable(&mut self, agent_id: &str, clock: &Clock) {
-        let Some(agent) = self.agents.get_mut(agent_id) else { return };
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
         if agent.status != AgentStatus::Active {
             return;
         }
@@ -811,11 +847,20 @@ impl Bookkeeping {
         let _ = self.allocator.remove_agent(agent_id);
         self.counters.agents_unreachable += 1;
         for key in tasks {
-            let aware = self.frameworks.get(&key.0).is_some_and(|f| f.partition_aware());
-            let Some(entry) = self.tasks.get_mut(&key) else { continue };
+            let aware = self
+                .frameworks
+                .get(&key.0)
+                .is_some_and(|f| f.partition_aware());
+            let Some(entry) = self.tasks.get_mut(&key) else {
+                continue;
+            };
             entry.allocated = false;
             entry.task.state = TaskState::TaskUnreachable as i32;
-            let state = if aware { TaskState::TaskUnreachable } else { TaskState::TaskLost };
+            let state = if aware {
+                TaskState::TaskUnreachable
+            } else {
+                TaskState::TaskLost
+            };
             let st = status(
                 &key.1,
                 agent_id,
@@ -864,7 +909,10 @@ impl Bookkeeping {
         if !info.failover_timeout_seconds.is_finite() || info.failover_timeout_seconds < 0.0 {
             return Err(MasterError::invalid(
                 "framework_info.failover_timeout_seconds",
-                format!("{} must be a finite number >= 0", info.failover_timeout_seconds),
+                format!(
+                    "{} must be a finite number >= 0",
+                    info.failover_timeout_seconds
+                ),
             ));
         }
         for (i, role) in req.suppressed_roles.iter().enumerate() {
@@ -905,12 +953,7 @@ impl Bookkeeping {
                 }
                 let _ = self.allocator.remove_framework(&id);
                 let _ = self.allocator.add_framework(&id, &info.roles);
-                let keys: Vec<TaskKey> = self
-                    .tasks
-                    .keys()
-                    .filter(|k| k.0 == id)
-                    .cloned()
-                    .collect();
+                let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.0 == id).cloned().collect();
                 for key in keys {
                     if let Some(t) = self.tasks.get_mut(&key) {
                         if !info.roles.contains(&t.role) {
@@ -968,7 +1011,9 @@ impl Bookkeeping {
     /// The framework's subscription stream `stream_id` ended. A stale stream (already replaced by a
     /// failover) changes nothing.
     pub fn framework_disconnected(&mut self, framework_id: &str, stream_id: &str, clock: &Clock) {
-        let Some(fw) = self.frameworks.get_mut(framework_id) else { return };
+        let Some(fw) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
         if fw.stream_id != stream_id || !fw.connected {
             return;
         }
@@ -991,7 +1036,9 @@ impl Bookkeeping {
 
     /// Removes a framework: its offers go back, its tasks are killed on their agents.
     fn remove_framework(&mut self, framework_id: &str, why: &str, clock: &Clock) {
-        let Some(fw) = self.frameworks.remove(framework_id) else { return };
+        let Some(fw) = self.frameworks.remove(framework_id) else {
+            return;
+        };
         for o in &fw.offers {
             if let Some(entry) = self.offers.remove(o) {
                 if let Some(a) = self.agents.get_mut(&entry.offer.agent_id) {
@@ -1008,7 +1055,9 @@ impl Bookkeeping {
         let mut agents = BTreeMap::new();
         for task_id in &fw.tasks {
             let key = (framework_id.to_string(), task_id.clone());
-            let Some(entry) = self.tasks.get_mut(&key) else { continue };
+            let Some(entry) = self.tasks.get_mut(&key) else {
+                continue;
+            };
             agents.insert(entry.task.agent_id.clone(), ());
             entry.task.state = TaskState::TaskKilled as i32;
             entry.task.status = Some(status(
@@ -1052,7 +1101,10 @@ impl Bookkeeping {
     fn check_header(&self, header: Option<&v1::CallHeader>) -> Result<String, MasterError> {
         let header = header.ok_or_else(|| MasterError::invalid("header", "is required"))?;
         if header.framework_id.is_empty() {
-            return Err(MasterError::invalid("header.framework_id", "must not be empty"));
+            return Err(MasterError::invalid(
+                "header.framework_id",
+                "must not be empty",
+            ));
         }
         let Some(fw) = self.frameworks.get(&header.framework_id) else {
             if self.removed_frameworks.contains(&header.framework_id) {
@@ -1091,7 +1143,11 @@ impl Bookkeeping {
     ///
     /// # Errors
     /// [`MasterError::NotFound`].
-    pub fn teardown_by_operator(&mut self, framework_id: &str, clock: &Clock) -> Result<(), MasterError> {
+    pub fn teardown_by_operator(
+        &mut self,
+        framework_id: &str,
+        clock: &Clock,
+    ) -> Result<(), MasterError> {
         if !self.frameworks.contains_key(framework_id) {
             return Err(MasterError::not_found("framework", framework_id));
         }
@@ -1106,7 +1162,10 @@ impl Bookkeeping {
             if !fw.info.roles.contains(r) {
                 return Err(MasterError::invalid(
                     format!("roles[{i}]"),
-                    format!("'{r}' is not one of the framework's roles {:?}", fw.info.roles),
+                    format!(
+                        "'{r}' is not one of the framework's roles {:?}",
+                        fw.info.roles
+                    ),
                 ));
             }
         }
@@ -1163,7 +1222,10 @@ impl Bookkeeping {
     fn make_offers(&mut self, offers: Vec<crate::allocator::Offer>, clock: &Clock) {
         let mut by_framework: BTreeMap<String, Vec<v1::Offer>> = BTreeMap::new();
         for o in offers {
-            let usable = self.frameworks.get(&o.framework_id).is_some_and(|f| f.connected)
+            let usable = self
+                .frameworks
+                .get(&o.framework_id)
+                .is_some_and(|f| f.connected)
                 && self
                     .agents
                     .get(&o.agent_id)
@@ -1176,7 +1238,9 @@ impl Bookkeeping {
             }
             self.next_offer += 1;
             let id = format!("{}-O{}", self.master_id(), self.next_offer);
-            let Some(agent) = self.agents.get_mut(&o.agent_id) else { continue };
+            let Some(agent) = self.agents.get_mut(&o.agent_id) else {
+                continue;
+            };
             agent.offers.insert(id.clone());
             let offer = v1::Offer {
                 id: id.clone(),
@@ -1224,7 +1288,9 @@ impl Bookkeeping {
     /// Takes an offer back: its resources return to the allocator and, when `notify`, the
     /// framework gets a RESCIND event.
     fn rescind(&mut self, offer_id: &str, notify: bool) {
-        let Some(entry) = self.offers.remove(offer_id) else { return };
+        let Some(entry) = self.offers.remove(offer_id) else {
+            return;
+        };
         let framework_id = entry.offer.framework_id.clone();
         if let Some(a) = self.agents.get_mut(&entry.offer.agent_id) {
             a.offers.remove(offer_id);
@@ -1331,21 +1397,36 @@ impl Bookkeeping {
             .iter()
             .flat_map(|op| match &op.operation {
                 Some(operation::Operation::Launch(l)) => l.tasks.clone(),
-                Some(operation::Operation::LaunchGroup(g)) => {
-                    g.task_group.as_ref().map(|t| t.tasks.clone()).unwrap_or_default()
-                }
+                Some(operation::Operation::LaunchGroup(g)) => g
+                    .task_group
+                    .as_ref()
+                    .map(|t| t.tasks.clone())
+                    .unwrap_or_default(),
                 _ => Vec::new(),
             })
             .collect();
         if req.offer_ids.is_empty() {
-            self.drop_tasks(&framework_id, &all_tasks, "the accept names no offers", clock);
-            return Err(MasterError::invalid("offer_ids", "must name at least one offer"));
+            self.drop_tasks(
+                &framework_id,
+                &all_tasks,
+                "the accept names no offers",
+                clock,
+            );
+            return Err(MasterError::invalid(
+                "offer_ids",
+                "must name at least one offer",
+            ));
         }
         let (taken, mut problems) = self.take_offers(&framework_id, &req.offer_ids);
-        let agent_id = taken.first().map(|e| e.offer.agent_id.clone()).unwrap_or_default();
+        let agent_id = taken
+            .first()
+            .map(|e| e.offer.agent_id.clone())
+            .unwrap_or_default();
         let role = taken.first().map(|e| e.role.clone()).unwrap_or_default();
         if taken.iter().any(|e| e.offer.agent_id != agent_id) {
-            problems.push("the offers are on different agents; accept offers of one agent at a time".into());
+            problems.push(
+                "the offers are on different agents; accept offers of one agent at a time".into(),
+            );
         }
         if taken.iter().any(|e| e.role != role) {
             problems.push("the offers were allocated to different roles".into());
@@ -1359,9 +1440,9 @@ impl Bookkeeping {
         }
         let recover_all = |this: &mut Self, taken: &[OfferEntry]| {
             for e in taken {
-                let _ = this
-                    .allocator
-                    .recover(&e.offer.agent_id, &framework_id, &e.role, &e.resources);
+                let _ =
+                    this.allocator
+                        .recover(&e.offer.agent_id, &framework_id, &e.role, &e.resources);
             }
         };
         if !problems.is_empty() {
@@ -1379,7 +1460,8 @@ impl Bookkeeping {
         let mut available = offered.clone();
         let mut total = self.agents[&agent_id].total.clone();
         let mut total_changed = false;
-        let mut launches: Vec<(master_message::Message, Vec<(v1::TaskInfo, Resources)>)> = Vec::new();
+        let mut launches: Vec<(master_message::Message, Vec<(v1::TaskInfo, Resources)>)> =
+            Vec::new();
         let mut errors: Vec<(String, String)> = Vec::new();
         let mut ids_in_call = HashSet::new();
         let fw_info = self.frameworks[&framework_id].info.clone();
@@ -1394,7 +1476,14 @@ impl Bookkeeping {
                     let mut group = Vec::new();
                     for (j, task) in l.tasks.iter().enumerate() {
                         let field = format!("operations[{i}].launch.tasks[{j}]");
-                        match self.check_task(&framework_id, &agent_id, task, &mut available, &mut ids_in_call, &field) {
+                        match self.check_task(
+                            &framework_id,
+                            &agent_id,
+                            task,
+                            &mut available,
+                            &mut ids_in_call,
+                            &field,
+                        ) {
                             Ok(res) => group.push((task.clone(), res)),
                             Err(why) => errors.push((task.task_id.clone(), why)),
                         }
@@ -1410,12 +1499,23 @@ impl Bookkeeping {
                     }
                 }
                 Some(operation::Operation::LaunchGroup(g)) => {
-                    let tasks = g.task_group.as_ref().map(|t| t.tasks.clone()).unwrap_or_default();
+                    let tasks = g
+                        .task_group
+                        .as_ref()
+                        .map(|t| t.tasks.clone())
+                        .unwrap_or_default();
                     let mut group = Vec::new();
                     let mut failed = None;
                     for (j, task) in tasks.iter().enumerate() {
                         let field = format!("operations[{i}].launch_group.task_group.tasks[{j}]");
-                        match self.check_task(&framework_id, &agent_id, task, &mut available, &mut ids_in_call, &field) {
+                        match self.check_task(
+                            &framework_id,
+                            &agent_id,
+                            task,
+                            &mut available,
+                            &mut ids_in_call,
+                            &field,
+                        ) {
                             Ok(res) => group.push((task.clone(), res)),
                             Err(why) => {
                                 failed = Some(why);
@@ -1438,11 +1538,12 @@ impl Bookkeeping {
                             t.agent_id = agent_id.clone();
                             tg.tasks.push(t);
                         }
-                        let msg = master_message::Message::RunTaskGroup(master_message::RunTaskGroup {
-                            framework: Some(fw_info.clone()),
-                            executor: g.executor.clone(),
-                            task_group: Some(tg),
-                        });
+                        let msg =
+                            master_message::Message::RunTaskGroup(master_message::RunTaskGroup {
+                                framework: Some(fw_info.clone()),
+                                executor: g.executor.clone(),
+                                task_group: Some(tg),
+                            });
                         launches.push((msg, group));
                     }
                 }
@@ -1461,7 +1562,10 @@ impl Bookkeeping {
                         recover_all(self, &taken);
                         let e = MasterError::invalid(
                             field,
-                            format!("{flat} is more than the unreserved part of the offers ({})", available.unreserved()),
+                            format!(
+                                "{flat} is more than the unreserved part of the offers ({})",
+                                available.unreserved()
+                            ),
                         );
                         self.drop_tasks(&framework_id, &all_tasks, &e.to_string(), clock);
                         return Err(e);
@@ -1482,7 +1586,9 @@ impl Bookkeeping {
                             recover_all(self, &taken);
                             let e = MasterError::invalid(
                                 field,
-                                format!("{r} is not among the offers' reserved resources ({available})"),
+                                format!(
+                                    "{r} is not among the offers' reserved resources ({available})"
+                                ),
                             );
                             self.drop_tasks(&framework_id, &all_tasks, &e.to_string(), clock);
                             return Err(e);
@@ -1514,7 +1620,9 @@ impl Bookkeeping {
             let _ = self.allocator.update_agent_total(&agent_id, total.clone());
             let mut held = used.clone();
             held.add(&available);
-            let _ = self.allocator.allocate_used(&agent_id, &framework_id, &role, &held);
+            let _ = self
+                .allocator
+                .allocate_used(&agent_id, &framework_id, &role, &held);
             if let Some(a) = self.agents.get_mut(&agent_id) {
                 a.total = total.clone();
             }
@@ -1605,7 +1713,9 @@ impl Bookkeeping {
             return Err(format!("{field}.task_id must not be empty"));
         }
         if let Some(bad) = task.task_id.chars().find(|c| c.is_control() || *c == '/') {
-            return Err(format!("{field}.task_id contains {bad:?}, which is not allowed"));
+            return Err(format!(
+                "{field}.task_id contains {bad:?}, which is not allowed"
+            ));
         }
         let key = (framework_id.to_string(), task.task_id.clone());
         if self.tasks.contains_key(&key) || !ids_in_call.insert(task.task_id.clone()) {
@@ -1621,7 +1731,9 @@ impl Bookkeeping {
             ));
         }
         if task.command.is_none() && task.executor.is_none() {
-            return Err(format!("{field}.command is required (or a custom executor)"));
+            return Err(format!(
+                "{field}.command is required (or a custom executor)"
+            ));
         }
         if let Some(c) = &task.command {
             if task.executor.is_none() && c.value.is_empty() && c.arguments.is_empty() {
@@ -1639,7 +1751,9 @@ impl Bookkeeping {
             if c.r#type == v1::ContainerType::Docker as i32
                 && c.docker.as_ref().is_none_or(|d| d.image.trim().is_empty())
             {
-                return Err(format!("{field}.container.docker.image is required for a DOCKER container"));
+                return Err(format!(
+                    "{field}.container.docker.image is required for a DOCKER container"
+                ));
             }
         }
         let mut wanted = Resources::from_proto(&task.resources)
@@ -1698,7 +1812,10 @@ impl Bookkeeping {
         if !req.agent_id.is_empty() && req.agent_id != entry.task.agent_id {
             return Err(MasterError::invalid(
                 "agent_id",
-                format!("task '{}' runs on agent '{}', not '{}'", req.task_id, entry.task.agent_id, req.agent_id),
+                format!(
+                    "task '{}' runs on agent '{}', not '{}'",
+                    req.task_id, entry.task.agent_id, req.agent_id
+                ),
             ));
         }
         let agent_id = entry.task.agent_id.clone();
@@ -1781,12 +1898,23 @@ impl Bookkeeping {
     ///
     /// # Errors
     /// Header errors.
-    pub fn reconcile(&mut self, req: v1::ReconcileRequest, clock: &Clock) -> Result<(), MasterError> {
+    pub fn reconcile(
+        &mut self,
+        req: v1::ReconcileRequest,
+        clock: &Clock,
+    ) -> Result<(), MasterError> {
         let framework_id = self.check_header(req.header.as_ref())?;
         let mut answers = Vec::new();
         let latest = |entry: &v1::Task| {
             let mut st = entry.status.clone().unwrap_or_else(|| {
-                status(&entry.task_id, &entry.agent_id, state_of(entry), v1::Reason::Reconciliation, "", clock.wall)
+                status(
+                    &entry.task_id,
+                    &entry.agent_id,
+                    state_of(entry),
+                    v1::Reason::Reconciliation,
+                    "",
+                    clock.wall,
+                )
             });
             st.state = entry.state;
             st.uuid.clear();
@@ -1813,10 +1941,15 @@ impl Bookkeeping {
                 {
                     answers.push(latest(done));
                 } else {
-                    let unreachable = self.agents.get(&r.agent_id).is_some_and(|a| {
-                        matches!(a.status, AgentStatus::Unreachable { .. })
-                    });
-                    let state = if unreachable { TaskState::TaskUnreachable } else { TaskState::TaskUnknown };
+                    let unreachable = self
+                        .agents
+                        .get(&r.agent_id)
+                        .is_some_and(|a| matches!(a.status, AgentStatus::Unreachable { .. }));
+                    let state = if unreachable {
+                        TaskState::TaskUnreachable
+                    } else {
+                        TaskState::TaskUnknown
+                    };
                     answers.push(status(
                         &r.task_id,
                         &r.agent_id,
@@ -1889,7 +2022,10 @@ impl Bookkeeping {
         agora_proto::resources::validate_role(&req.role)
             .map_err(|p| MasterError::invalid("role", p))?;
         if req.role == "*" {
-            return Err(MasterError::invalid("role", "the default role '*' cannot have a quota"));
+            return Err(MasterError::invalid(
+                "role",
+                "the default role '*' cannot have a quota",
+            ));
         }
         let q = Resources::from_proto(&req.guarantee)
             .map_err(|e| MasterError::invalid("guarantee", e.to_string()))?
@@ -1916,12 +2052,15 @@ impl Bookkeeping {
         for (id, a) in &self.agents {
             match a.status {
                 AgentStatus::Active => {
-                    if clock.now.saturating_duration_since(a.last_seen) > self.settings.agent_timeout {
+                    if clock.now.saturating_duration_since(a.last_seen)
+                        > self.settings.agent_timeout
+                    {
                         silent.push(id.clone());
                     }
                 }
                 AgentStatus::Unreachable { since } => {
-                    if clock.now.saturating_duration_since(since) > self.settings.agent_gone_timeout {
+                    if clock.now.saturating_duration_since(since) > self.settings.agent_gone_timeout
+                    {
                         gone.push(id.clone());
                     }
                 }
@@ -1943,7 +2082,11 @@ impl Bookkeeping {
             .collect();
         expired.sort();
         for id in expired {
-            self.remove_framework(&id, "it did not re-subscribe within its failover timeout", clock);
+            self.remove_framework(
+                &id,
+                "it did not re-subscribe within its failover timeout",
+                clock,
+            );
         }
         if self.settings.offer_timeout.is_some() {
             let mut old: Vec<String> = self
@@ -2150,7 +2293,8 @@ fn check_reservation(
     fw: &v1::FrameworkInfo,
     field: &str,
 ) -> Result<Resources, MasterError> {
-    let res = Resources::from_proto(resources).map_err(|e| MasterError::invalid(field, e.to_string()))?;
+    let res =
+        Resources::from_proto(resources).map_err(|e| MasterError::invalid(field, e.to_string()))?;
     if res.is_empty() {
         return Err(MasterError::invalid(field, "must not be empty"));
     }
@@ -2158,7 +2302,10 @@ fn check_reservation(
         if r.role.is_empty() || r.role == "*" || !fw.roles.contains(&r.role) {
             return Err(MasterError::invalid(
                 format!("{field}[{i}].role"),
-                format!("'{}' must be one of the framework's roles {:?}", r.role, fw.roles),
+                format!(
+                    "'{}' must be one of the framework's roles {:?}",
+                    r.role, fw.roles
+                ),
             ));
         }
         let Some(resv) = &r.reservation else {
@@ -2170,7 +2317,10 @@ fn check_reservation(
         if !fw.principal.is_empty() && resv.principal != fw.principal {
             return Err(MasterError::invalid(
                 format!("{field}[{i}].reservation.principal"),
-                format!("'{}' is not the framework's principal '{}'", resv.principal, fw.principal),
+                format!(
+                    "'{}' is not the framework's principal '{}'",
+                    resv.principal, fw.principal
+                ),
             ));
         }
     }

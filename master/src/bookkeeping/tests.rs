@@ -1,1 +1,808 @@
+//! Deterministic tests of the master's rules: time is a parameter, outputs are inspected directly.
+
 use super::*;
+
+fn settings() -> Settings {
+    Settings {
+        master_info: v1::MasterInfo {
+            id: "m1".into(),
+            address: "127.0.0.1:5050".into(),
+            ..Default::default()
+        },
+        agent_timeout: Duration::from_secs(10),
+        agent_gone_timeout: Duration::from_secs(100),
+        offer_timeout: Some(Duration::from_secs(30)),
+        framework_recovery_timeout: Duration::from_secs(60),
+        framework_heartbeat: Duration::from_secs(15),
+        completed_tasks_kept: 100,
+    }
+}
+
+struct World {
+    book: Bookkeeping,
+    t0: Instant,
+}
+
+fn res(s: &str) -> Vec<v1::Resource> {
+    Resources::parse(s).expect("resources").to_proto()
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            book: Bookkeeping::new(settings(), AllocatorConfig::default(), Registry::default()),
+            t0: Instant::now(),
+        }
+    }
+
+    fn at(&self, secs: f64) -> Clock {
+        Clock {
+            now: self.t0 + Duration::from_secs_f64(secs),
+            wall: 1_000.0 + secs,
+        }
+    }
+
+    fn agent(&mut self, hostname: &str, resources: &str) -> String {
+        let c = self.at(0.0);
+        let resp = self
+            .book
+            .register_agent(
+                v1::RegisterAgentRequest {
+                    agent_info: Some(v1::AgentInfo {
+                        hostname: hostname.into(),
+                        resources: res(resources),
+                        ..Default::default()
+                    }),
+                    join_token: String::new(),
+                },
+                &c,
+            )
+            .expect("register");
+        self.book
+            .agent_connected(&resp.agent_id, &c)
+            .expect("hello");
+        resp.agent_id
+    }
+
+    fn framework(&mut self, name: &str, role: &str, failover: f64) -> v1::CallHeader {
+        let c = self.at(0.0);
+        let (framework_id, stream_id) = self
+            .book
+            .subscribe(
+                v1::SubscribeRequest {
+                    framework_info: Some(v1::FrameworkInfo {
+                        name: name.into(),
+                        roles: vec![role.into()],
+                        failover_timeout_seconds: failover,
+                        capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
+                        ..Default::default()
+                    }),
+                    suppressed_roles: vec![],
+                },
+                &c,
+            )
+            .expect("subscribe");
+        v1::CallHeader {
+            framework_id,
+            stream_id,
+        }
+    }
+
+    fn update(&mut self, agent: &str, fw: &str, task: &str, state: TaskState, secs: f64) {
+        let c = self.at(secs);
+        agent_update(&mut self.book, agent, fw, task, state, &c);
+    }
+
+    /// The agent heartbeats, then housekeeping runs, at `secs`.
+    fn tick_alive(&mut self, agent: &str, secs: f64) {
+        let c = self.at(secs);
+        self.book.agent_message(
+            agent,
+            agent_message::Message::Heartbeat(agent_message::Heartbeat { usage: vec![] }),
+            &c,
+        );
+        self.book.tick(&c);
+    }
+
+    fn offers(&mut self, secs: f64) -> Vec<v1::Offer> {
+        self.book.allocate(&self.at(secs));
+        self.book
+            .take_outbound()
+            .into_iter()
+            .flat_map(|o| match o {
+                Outbound::Framework {
+                    event:
+                        v1::Event {
+                            event: Some(event::Event::Offers(o)),
+                        },
+                    ..
+                } => o.offers,
+                _ => vec![],
+            })
+            .collect()
+    }
+}
+
+fn task(id: &str, resources: &str) -> v1::TaskInfo {
+    v1::TaskInfo {
+        name: id.into(),
+        task_id: id.into(),
+        resources: res(resources),
+        command: Some(v1::CommandInfo {
+            shell: true,
+            value: "sleep 100".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn launch(header: &v1::CallHeader, offers: &[&str], tasks: Vec<v1::TaskInfo>) -> v1::AcceptRequest {
+    v1::AcceptRequest {
+        header: Some(header.clone()),
+        offer_ids: offers.iter().map(|s| s.to_string()).collect(),
+        operations: vec![v1::Operation {
+            operation: Some(operation::Operation::Launch(operation::Launch { tasks })),
+        }],
+        filters: None,
+    }
+}
+
+/// Updates sent to frameworks, as (task id, state, message).
+fn updates(out: &[Outbound]) -> Vec<(String, TaskState, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outbound::Framework {
+                event:
+                    v1::Event {
+                        event: Some(event::Event::Update(u)),
+                    },
+                ..
+            } => u.status.as_ref().map(|s| {
+                (
+                    s.task_id.clone(),
+                    TaskState::try_from(s.state).unwrap_or(TaskState::Unspecified),
+                    s.message.clone(),
+                )
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn run_tasks(out: &[Outbound]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outbound::Agent {
+                message:
+                    v1::MasterMessage {
+                        message: Some(master_message::Message::RunTask(r)),
+                    },
+                ..
+            } => r.task.as_ref().map(|t| t.task_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn agent_update(
+    book: &mut Bookkeeping,
+    agent: &str,
+    fw: &str,
+    task: &str,
+    state: TaskState,
+    c: &Clock,
+) {
+    book.agent_message(
+        agent,
+        agent_message::Message::StatusUpdate(v1::StatusUpdate {
+            framework_id: fw.into(),
+            status: Some(v1::TaskStatus {
+                task_id: task.into(),
+                state: state as i32,
+                uuid: vec![1, 2, 3],
+                source: v1::StatusSource::SourceExecutor as i32,
+                ..Default::default()
+            }),
+        }),
+        c,
+    );
+}
+
+#[test]
+fn subscribe_sends_subscribed_first_with_the_stream_id() {
+    let mut w = World::new();
+    let h = w.framework("f", "web", 0.0);
+    let out = w.book.take_outbound();
+    match &out[0] {
+        Outbound::Framework {
+            event:
+                v1::Event {
+                    event: Some(event::Event::Subscribed(s)),
+                },
+            ..
+        } => {
+            assert_eq!(s.framework_id, h.framework_id);
+            assert_eq!(s.stream_id, h.stream_id);
+        }
+        other => panic!("first event is {other:?}"),
+    }
+}
+
+#[test]
+fn offer_accept_launch_reaches_the_agent_and_finishing_frees_resources() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:4;mem:4096");
+    let h = w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].agent_id, a);
+    let req = launch(&h, &[&offers[0].id], vec![task("t1", "cpus:1;mem:512")]);
+    w.book.accept(req, &w.at(1.5)).expect("accept");
+    let out = w.book.take_outbound();
+    assert_eq!(run_tasks(&out), ["t1"]);
+    // The rest (3 cpus) was declined with the default 5 s filter: nothing offered at once.
+    assert!(w.offers(2.0).is_empty());
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskRunning, 2.0);
+    let out = w.book.take_outbound();
+    assert_eq!(updates(&out)[0].1, TaskState::TaskRunning);
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskFinished, 3.0);
+    w.book.take_outbound();
+    let offers = w.offers(7.0);
+    assert_eq!(offers.len(), 1);
+    assert_eq!(
+        Resources::from_proto(&offers[0].resources).expect("res"),
+        Resources::parse("cpus:4;mem:4096").expect("res")
+    );
+    let state = w.book.state("x");
+    assert!(state.tasks.is_empty());
+    assert_eq!(state.completed_tasks[0].task_id, "t1");
+}
+
+#[test]
+fn over_committed_task_gets_task_error_and_the_others_launch() {
+    let mut w = World::new();
+    w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    let req = launch(
+        &h,
+        &[&offers[0].id],
+        vec![task("ok", "cpus:1;mem:512"), task("big", "cpus:2;mem:512")],
+    );
+    w.book.accept(req, &w.at(1.0)).expect("accept");
+    let out = w.book.take_outbound();
+    assert_eq!(run_tasks(&out), ["ok"]);
+    let ups = updates(&out);
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].0, "big");
+    assert_eq!(ups[0].1, TaskState::TaskError);
+    assert!(ups[0].2.contains("over-commits"), "{}", ups[0].2);
+    assert!(ups[0].2.contains("tasks[1].resources"), "{}", ups[0].2);
+}
+
+#[test]
+fn duplicate_task_ids_are_refused_within_a_call_and_against_live_tasks() {
+    let mut w = World::new();
+    w.agent("h1", "cpus:8;mem:8192");
+    let h = w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    let req = launch(
+        &h,
+        &[&offers[0].id],
+        vec![task("t", "cpus:1;mem:128"), task("t", "cpus:1;mem:128")],
+    );
+    w.book.accept(req, &w.at(1.0)).expect("accept");
+    let out = w.book.take_outbound();
+    assert_eq!(run_tasks(&out), ["t"]);
+    let ups = updates(&out);
+    assert_eq!(ups.len(), 1);
+    assert!(ups[0].2.contains("already used"), "{}", ups[0].2);
+    // Later, with a new offer, the same id is still taken. (A filter outlives one more cycle.)
+    w.offers(6.5);
+    let offers = w.offers(7.0);
+    let req = launch(&h, &[&offers[0].id], vec![task("t", "cpus:1;mem:128")]);
+    w.book.accept(req, &w.at(7.0)).expect("accept");
+    let ups = updates(&w.book.take_outbound());
+    assert_eq!(ups[0].1, TaskState::TaskError);
+}
+
+#[test]
+fn unknown_and_foreign_offers_fail_the_call_drop_the_tasks_and_recover_good_offers() {
+    let mut w = World::new();
+    w.agent("h1", "cpus:2;mem:1024");
+    w.agent("h2", "cpus:2;mem:1024");
+    let f = w.framework("f", "a", 0.0);
+    let g = w.framework("g", "b", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    assert_eq!(offers.len(), 2);
+    let mine = offers
+        .iter()
+        .find(|o| o.framework_id == f.framework_id)
+        .expect("f's offer");
+    let theirs = offers
+        .iter()
+        .find(|o| o.framework_id == g.framework_id)
+        .expect("g's offer");
+    let err = w
+        .book
+        .accept(
+            launch(&f, &[&theirs.id], vec![task("t", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("another framework"), "{err}");
+    let ups = updates(&w.book.take_outbound());
+    assert_eq!(ups[0].1, TaskState::TaskDropped);
+    let err = w
+        .book
+        .accept(
+            launch(&f, &[&mine.id, "nope"], vec![task("t", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("offer 'nope' is not outstanding"),
+        "{err}"
+    );
+    // f's good offer was recovered (no filter), g's is still g's.
+    let state = w.book.state("x");
+    assert_eq!(state.offers.len(), 1);
+    assert_eq!(state.offers[0].id, theirs.id);
+    let again = w.offers(2.0);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].framework_id, f.framework_id);
+}
+
+#[test]
+fn a_stale_stream_id_is_refused() {
+    let mut w = World::new();
+    let mut h = w.framework("f", "web", 0.0);
+    h.stream_id = "old".into();
+    let err = w
+        .book
+        .revive(v1::ReviveRequest {
+            header: Some(h),
+            roles: vec![],
+        })
+        .unwrap_err();
+    assert!(matches!(err, MasterError::FailedPrecondition(_)), "{err}");
+}
+
+#[test]
+fn decline_with_filter_keeps_the_agent_away_until_it_expires() {
+    let mut w = World::new();
+    w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    w.book
+        .decline(
+            v1::DeclineRequest {
+                header: Some(h.clone()),
+                offer_ids: vec![offers[0].id.clone()],
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(10.0),
+                }),
+            },
+            &w.at(1.0),
+        )
+        .expect("decline");
+    assert!(w.offers(5.0).is_empty());
+    assert_eq!(w.offers(11.5).len(), 1);
+}
+
+#[test]
+fn unanswered_offers_are_rescinded_after_the_offer_timeout() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    w.tick_alive(&a, 20.0);
+    assert!(w.book.take_outbound().is_empty());
+    w.tick_alive(&a, 31.5);
+    let out = w.book.take_outbound();
+    assert!(out.iter().any(|o| matches!(o, Outbound::Framework { event: v1::Event { event: Some(event::Event::Rescind(r)) }, .. } if r.offer_id == offers[0].id)));
+    assert_eq!(w.offers(32.0).len(), 1);
+}
+
+#[test]
+fn a_silent_agent_becomes_unreachable_then_comes_back_with_its_tasks() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 3600.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.update(&a, &h.framework_id, "t", TaskState::TaskRunning, 2.0);
+    w.book.take_outbound();
+    w.book.tick(&w.at(11.0));
+    assert!(
+        w.book.take_outbound().is_empty(),
+        "not silent long enough yet"
+    );
+    w.book.tick(&w.at(12.5));
+    let ups = updates(&w.book.take_outbound());
+    assert_eq!(
+        ups,
+        [("t".into(), TaskState::TaskUnreachable, ups[0].2.clone())]
+    );
+    assert!(!w.book.state("x").agents[0].active);
+    // It re-registers reporting the task: the framework hears it is running again.
+    let mut running = w.book.state("x").tasks[0].clone();
+    running.state = TaskState::TaskRunning as i32;
+    running.status = Some(v1::TaskStatus {
+        task_id: "t".into(),
+        state: TaskState::TaskRunning as i32,
+        ..Default::default()
+    });
+    w.book
+        .reregister_agent(
+            v1::ReregisterAgentRequest {
+                agent_id: a.clone(),
+                agent_info: Some(v1::AgentInfo {
+                    hostname: "h1".into(),
+                    resources: res("cpus:2;mem:1024"),
+                    ..Default::default()
+                }),
+                tasks: vec![running],
+                ..Default::default()
+            },
+            &w.at(20.0),
+        )
+        .expect("reregister");
+    let ups = updates(&w.book.take_outbound());
+    assert_eq!(ups[0].1, TaskState::TaskRunning);
+    let state = w.book.state("x");
+    assert!(state.agents[0].active);
+    // The task's resources are in use: only the rest is offered.
+    w.book.agent_connected(&a, &w.at(20.0)).expect("hello");
+    let offers = w.offers(21.0);
+    assert_eq!(
+        Resources::from_proto(&offers[0].resources).expect("res"),
+        Resources::parse("cpus:1;mem:896").expect("res")
+    );
+}
+
+#[test]
+fn an_unreachable_agent_is_gone_after_the_gone_timeout() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    w.book.tick(&w.at(11.0));
+    w.book.tick(&w.at(112.0));
+    assert!(w.book.state("x").agents.is_empty());
+    let err = w
+        .book
+        .reregister_agent(
+            v1::ReregisterAgentRequest {
+                agent_id: a,
+                agent_info: Some(v1::AgentInfo {
+                    hostname: "h1".into(),
+                    resources: res("cpus:2;mem:1024"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &w.at(120.0),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("marked gone"), "{err}");
+    assert!(w.book.take_registry().expect("dirty").gone_agents.len() == 1);
+}
+
+#[test]
+fn framework_failover_within_the_timeout_keeps_tasks_and_past_it_kills_them() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 60.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.update(&a, &h.framework_id, "t", TaskState::TaskRunning, 2.0);
+    w.book.take_outbound();
+    w.book
+        .framework_disconnected(&h.framework_id, &h.stream_id, &w.at(3.0));
+    for t in [10.0, 20.0, 30.0, 40.0, 50.0] {
+        w.tick_alive(&a, t);
+    }
+    assert_eq!(w.book.state("x").tasks.len(), 1);
+    // Re-subscribing with the id takes the task back.
+    let (id, stream) = w
+        .book
+        .subscribe(
+            v1::SubscribeRequest {
+                framework_info: Some(v1::FrameworkInfo {
+                    id: h.framework_id.clone(),
+                    name: "f".into(),
+                    roles: vec!["web".into()],
+                    failover_timeout_seconds: 60.0,
+                    ..Default::default()
+                }),
+                suppressed_roles: vec![],
+            },
+            &w.at(51.0),
+        )
+        .expect("failover");
+    assert_eq!(id, h.framework_id);
+    for t in [60.0, 70.0, 80.0, 90.0, 100.0, 110.0, 120.0] {
+        w.tick_alive(&a, t);
+    }
+    assert_eq!(w.book.state("x").tasks.len(), 1);
+    // Disconnected again, past the timeout: the tasks are killed on the agent.
+    w.book.framework_disconnected(&id, &stream, &w.at(121.0));
+    w.book.take_outbound();
+    w.tick_alive(&a, 130.0);
+    assert_eq!(w.book.state("x").tasks.len(), 1);
+    w.tick_alive(&a, 182.0);
+    let out = w.book.take_outbound();
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Outbound::Agent {
+            message: v1::MasterMessage {
+                message: Some(master_message::Message::ShutdownFramework(_))
+            },
+            ..
+        }
+    )));
+    assert!(w.book.state("x").tasks.is_empty());
+    assert!(w.book.state("x").frameworks.is_empty());
+}
+
+#[test]
+fn reconciliation_answers_known_tasks_and_unknown_ids() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.update(&a, &h.framework_id, "t", TaskState::TaskRunning, 2.0);
+    w.book.take_outbound();
+    w.book
+        .reconcile(
+            v1::ReconcileRequest {
+                header: Some(h.clone()),
+                tasks: vec![],
+            },
+            &w.at(3.0),
+        )
+        .expect("implicit");
+    let ups = updates(&w.book.take_outbound());
+    assert_eq!(ups.len(), 1);
+    assert_eq!(ups[0].1, TaskState::TaskRunning);
+    w.book
+        .reconcile(
+            v1::ReconcileRequest {
+                header: Some(h.clone()),
+                tasks: vec![
+                    v1::reconcile_request::TaskRef {
+                        task_id: "t".into(),
+                        agent_id: a.clone(),
+                    },
+                    v1::reconcile_request::TaskRef {
+                        task_id: "ghost".into(),
+                        agent_id: String::new(),
+                    },
+                ],
+            },
+            &w.at(3.0),
+        )
+        .expect("explicit");
+    let ups = updates(&w.book.take_outbound());
+    assert_eq!(ups[0].1, TaskState::TaskRunning);
+    assert_eq!(ups[1].0, "ghost");
+    assert_eq!(ups[1].1, TaskState::TaskUnknown);
+}
+
+#[test]
+fn two_frameworks_in_two_roles_get_drf_fair_shares() {
+    // The DRF paper's example, through offers and accepts: 9 cpus, 18 GiB; A's tasks <1 cpu, 4 GiB>,
+    // B's <3 cpus, 1 GiB> → A runs 3 tasks, B runs 2.
+    let mut w = World::new();
+    w.agent("h1", "cpus:9;mem:18432");
+    let a = w.framework("a", "ra", 0.0);
+    let b = w.framework("b", "rb", 0.0);
+    w.book.take_outbound();
+    let mut launched: HashMap<String, usize> = HashMap::new();
+    for step in 0..40 {
+        let now = 1.0 + step as f64;
+        for offer in w.offers(now) {
+            let (h, want) = if offer.framework_id == a.framework_id {
+                (&a, "cpus:1;mem:4096")
+            } else {
+                (&b, "cpus:3;mem:1024")
+            };
+            let n = launched.entry(h.framework_id.clone()).or_default();
+            let fits = Resources::from_proto(&offer.resources)
+                .expect("res")
+                .contains_flattened(&Resources::parse(want).expect("res"));
+            let tasks = if fits {
+                *n += 1;
+                vec![task(&format!("t{n}"), want)]
+            } else {
+                vec![]
+            };
+            let mut req = launch(h, &[&offer.id], tasks);
+            req.filters = Some(v1::Filters {
+                refuse_seconds: Some(0.0),
+            });
+            w.book.accept(req, &w.at(now)).expect("accept");
+            w.book.take_outbound();
+        }
+    }
+    assert_eq!(launched.get(&a.framework_id), Some(&3));
+    assert_eq!(launched.get(&b.framework_id), Some(&2));
+}
+
+#[test]
+fn teardown_kills_tasks_and_the_id_cannot_subscribe_again() {
+    let mut w = World::new();
+    w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 100.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.book.take_outbound();
+    w.book
+        .teardown(
+            v1::TeardownRequest {
+                header: Some(h.clone()),
+            },
+            &w.at(2.0),
+        )
+        .expect("teardown");
+    let out = w.book.take_outbound();
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Outbound::CloseFramework { .. })));
+    let err = w
+        .book
+        .subscribe(
+            v1::SubscribeRequest {
+                framework_info: Some(v1::FrameworkInfo {
+                    id: h.framework_id.clone(),
+                    ..Default::default()
+                }),
+                suppressed_roles: vec![],
+            },
+            &w.at(3.0),
+        )
+        .unwrap_err();
+    assert!(matches!(err, MasterError::FailedPrecondition(_)));
+}
+
+#[test]
+fn bad_inputs_name_the_field() {
+    let mut w = World::new();
+    let err = w
+        .book
+        .register_agent(
+            v1::RegisterAgentRequest {
+                agent_info: Some(v1::AgentInfo {
+                    hostname: "h".into(),
+                    resources: vec![v1::Resource {
+                        name: "cpus".into(),
+                        value: Some(v1::resource::Value::Scalar(-1.0)),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                join_token: String::new(),
+            },
+            &w.at(0.0),
+        )
+        .unwrap_err();
+    assert!(err.to_string().starts_with("agent_info.resources"), "{err}");
+    let err = w
+        .book
+        .subscribe(
+            v1::SubscribeRequest {
+                framework_info: Some(v1::FrameworkInfo {
+                    roles: vec!["bad role".into()],
+                    ..Default::default()
+                }),
+                suppressed_roles: vec![],
+            },
+            &w.at(0.0),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("framework_info.roles[0]"),
+        "{err}"
+    );
+    let err = w
+        .book
+        .update_weights(&[v1::WeightInfo {
+            role: "web".into(),
+            weight: 0.0,
+        }])
+        .unwrap_err();
+    assert!(err.to_string().starts_with("weights[0].weight"), "{err}");
+}
+
+#[test]
+fn reserve_then_launch_on_the_reservation_and_unreserve() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:4;mem:4096");
+    let c = w.at(0.0);
+    let (fid, sid) = w
+        .book
+        .subscribe(
+            v1::SubscribeRequest {
+                framework_info: Some(v1::FrameworkInfo {
+                    name: "f".into(),
+                    roles: vec!["web".into()],
+                    principal: "alice".into(),
+                    ..Default::default()
+                }),
+                suppressed_roles: vec![],
+            },
+            &c,
+        )
+        .expect("subscribe");
+    let h = v1::CallHeader {
+        framework_id: fid,
+        stream_id: sid,
+    };
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    let reserved = Resources::parse("cpus(web,alice):2;mem(web,alice):1024").expect("res");
+    let req = v1::AcceptRequest {
+        header: Some(h.clone()),
+        offer_ids: vec![offers[0].id.clone()],
+        operations: vec![
+            v1::Operation {
+                operation: Some(operation::Operation::Reserve(operation::Reserve {
+                    resources: reserved.to_proto(),
+                })),
+            },
+            v1::Operation {
+                operation: Some(operation::Operation::Launch(operation::Launch {
+                    tasks: vec![task("t", "cpus:1;mem:512")],
+                })),
+            },
+        ],
+        filters: Some(v1::Filters {
+            refuse_seconds: Some(0.0),
+        }),
+    };
+    w.book.accept(req, &w.at(1.0)).expect("reserve + launch");
+    assert_eq!(run_tasks(&w.book.take_outbound()), ["t"]);
+    let state = w.book.state("x");
+    let total = Resources::from_proto(&state.agents[0].info.as_ref().expect("info").resources)
+        .expect("res");
+    assert!(total.contains(&reserved), "{total}");
+    let reg = w.book.take_registry().expect("dirty");
+    assert_eq!(reg.agents[&a].reservations, reserved.to_string());
+    // The task took the reserved cpus first.
+    let used = Resources::from_proto(&state.tasks[0].resources).expect("res");
+    assert_eq!(
+        used,
+        Resources::parse("cpus(web,alice):1;mem(web,alice):512").expect("res")
+    );
+}
