@@ -336,7 +336,7 @@ impl Actor {
                 Outbound::CloseAgent { agent_id } => {
                     if let Some((_, tx)) = self.agents.remove(&agent_id) {
                         let _ = tx.send(Err(tonic::Status::failed_precondition(format!(
-                            "agent '{agent_id}' was removed by the master"
+                            "the master ended the session of agent '{agent_id}': re-register"
                         ))));
                     }
                 }

@@ -2,3 +2,5 @@
 //! its public interfaces.
 
 mod cli;
+mod harness;
+mod master;

@@ -581,6 +581,11 @@ impl Bookkeeping {
                 "call Register or Reregister before opening a session",
             )
         })?;
+        if agent.status != AgentStatus::Active {
+            return Err(MasterError::FailedPrecondition(format!(
+                "agent '{agent_id}' was marked unreachable: call Reregister with its tasks first"
+            )));
+        }
         agent.connected = true;
         agent.last_seen = clock.now;
         Ok(())
@@ -603,6 +608,14 @@ impl Bookkeeping {
         let Some(agent) = self.agents.get_mut(agent_id) else {
             return;
         };
+        if agent.status != AgentStatus::Active {
+            // It was marked unreachable while its stream stayed open (a freeze, a partition):
+            // end the session so that it re-registers and its tasks are reconciled.
+            self.outbound.push(Outbound::CloseAgent {
+                agent_id: agent_id.to_string(),
+            });
+            return;
+        }
         agent.last_seen = clock.now;
         match message {
             agent_message::Message::Hello(_) => {}
@@ -1229,7 +1242,7 @@ impl Bookkeeping {
                 && self
                     .agents
                     .get(&o.agent_id)
-                    .is_some_and(|a| a.status == AgentStatus::Active);
+                    .is_some_and(|a| a.status == AgentStatus::Active && a.connected);
             if !usable {
                 let _ = self
                     .allocator

@@ -1,0 +1,452 @@
+//! Starting real `agora` processes on loopback ports chosen at run time, and waiting on conditions
+//! with deadlines (never fixed sleeps). Every process is killed when its handle drops.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agora_proto::v1::{self, scheduler_client::SchedulerClient};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the process to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A child process of the `agora` binary, with its output in a log file.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+    pub name: String,
+}
+
+impl Process {
+    pub fn spawn(name: &str, args: &[String], dir: &Path) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("the agora binary starts");
+        Process {
+            child,
+            log,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {}", self.pid());
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// A master process.
+pub struct Master {
+    pub process: Process,
+    pub port: u16,
+    pub work_dir: PathBuf,
+}
+
+impl Master {
+    pub async fn start(dir: &Path, extra: &[&str]) -> Master {
+        let port = free_port();
+        Self::start_on(dir, port, extra).await
+    }
+
+    pub async fn start_on(dir: &Path, port: u16, extra: &[&str]) -> Master {
+        let work_dir = dir.join("master");
+        let mut args: Vec<String> = vec![
+            "master".into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--work-dir".into(),
+            work_dir.display().to_string(),
+            "--allocation-interval".into(),
+            "0.1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let process = Process::spawn(&format!("master-{port}"), &args, dir);
+        let m = Master {
+            process,
+            port,
+            work_dir,
+        };
+        let url = format!("{}/health", m.url());
+        eventually(
+            "the master to answer /health",
+            Duration::from_secs(20),
+            || {
+                let url = url.clone();
+                async move {
+                    let r = reqwest::get(&url).await.ok()?;
+                    r.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+        m
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn state(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/state", self.url()))
+            .await
+            .expect("GET /state")
+            .json()
+            .await
+            .expect("/state is JSON")
+    }
+
+    /// Waits until `/state` satisfies `pred`, and returns it.
+    pub async fn state_where(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let url = format!("{}/state", self.url());
+        eventually(what, within, || {
+            let url = url.clone();
+            let pred = &pred;
+            async move {
+                let s: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+                pred(&s).then_some(s)
+            }
+        })
+        .await
+    }
+}
+
+/// An agent process with the native containerizer.
+pub struct Agent {
+    pub process: Process,
+    pub port: u16,
+    pub work_dir: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, name: &str, master: &str, resources: &str) -> Agent {
+        let port = free_port();
+        let work_dir = dir.join(name);
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--master".into(),
+            master.into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+            "--work-dir".into(),
+            work_dir.display().to_string(),
+            "--resources".into(),
+            resources.into(),
+            "--hostname".into(),
+            name.into(),
+            "--containerizers".into(),
+            "native".into(),
+        ];
+        Agent {
+            process: Process::spawn(name, &args, dir),
+            port,
+            work_dir,
+        }
+    }
+
+    /// Starts again on the same work dir and port (after a kill).
+    pub fn restart(&mut self, dir: &Path, name: &str, master: &str, resources: &str) {
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--master".into(),
+            master.into(),
+            "--ip".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            self.port.to_string(),
+            "--work-dir".into(),
+            self.work_dir.display().to_string(),
+            "--resources".into(),
+            resources.into(),
+            "--hostname".into(),
+            name.into(),
+            "--containerizers".into(),
+            "native".into(),
+        ];
+        self.process = Process::spawn(&format!("{name}-again"), &args, dir);
+    }
+}
+
+/// A framework written directly against the gRPC contract, as a framework author in another
+/// language would: subscribe, then unary calls with the header, events on a channel.
+pub struct TestFramework {
+    pub client: SchedulerClient<Channel>,
+    pub header: v1::CallHeader,
+    pub events: mpsc::UnboundedReceiver<v1::Event>,
+    /// Why the event stream ended, once it has.
+    pub closed: tokio::sync::watch::Receiver<Option<String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestFramework {
+    /// Dropping the framework closes its subscription, as a crashed scheduler would.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl TestFramework {
+    pub async fn subscribe(master: &str, info: v1::FrameworkInfo) -> TestFramework {
+        Self::try_subscribe(master, info).await.expect("subscribe")
+    }
+
+    pub async fn try_subscribe(
+        master: &str,
+        info: v1::FrameworkInfo,
+    ) -> Result<TestFramework, tonic::Status> {
+        let mut client = SchedulerClient::connect(format!("http://{master}"))
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut stream = client
+            .subscribe(v1::SubscribeRequest {
+                framework_info: Some(info),
+                suppressed_roles: vec![],
+            })
+            .await?
+            .into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::unknown("stream ended before SUBSCRIBED"))?;
+        let Some(v1::event::Event::Subscribed(s)) = first.event else {
+            return Err(tonic::Status::unknown(format!("first event was {first:?}")));
+        };
+        let (tx, events) = mpsc::unbounded_channel();
+        let (closed_tx, closed) = tokio::sync::watch::channel(None);
+        let reader = tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(e)) => {
+                        if tx.send(e).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = closed_tx.send(Some("stream ended".into()));
+                        return;
+                    }
+                    Err(status) => {
+                        let _ = closed_tx.send(Some(status.message().to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(TestFramework {
+            client,
+            header: v1::CallHeader {
+                framework_id: s.framework_id,
+                stream_id: s.stream_id,
+            },
+            events,
+            closed,
+            reader,
+        })
+    }
+
+    pub fn info(name: &str, role: &str, failover: f64) -> v1::FrameworkInfo {
+        v1::FrameworkInfo {
+            name: name.into(),
+            roles: vec![role.into()],
+            failover_timeout_seconds: failover,
+            capabilities: vec![v1::FrameworkCapability::PartitionAware as i32],
+            checkpoint: true,
+            ..Default::default()
+        }
+    }
+
+    /// The next event matching `pick`, skipping others (heartbeats, offers when waiting for
+    /// updates, …).
+    pub async fn next<T>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut pick: impl FnMut(&v1::Event) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(e)) => {
+                    if let Some(v) = pick(&e) {
+                        return v;
+                    }
+                }
+                Ok(None) => panic!("event stream ended while waiting for {what}"),
+                Err(_) => panic!("timed out after {within:?} waiting for {what}"),
+            }
+        }
+    }
+
+    pub async fn next_offer(&mut self) -> v1::Offer {
+        self.next("an offer", Duration::from_secs(20), |e| match &e.event {
+            Some(v1::event::Event::Offers(o)) => o.offers.first().cloned(),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next update of `task_id`, acknowledged if it carries a uuid.
+    pub async fn next_update(&mut self, task_id: &str, within: Duration) -> v1::TaskStatus {
+        let id = task_id.to_string();
+        let st = self
+            .next(&format!("an update of {task_id}"), within, |e| {
+                match &e.event {
+                    Some(v1::event::Event::Update(u)) => {
+                        u.status.clone().filter(|s| s.task_id == id)
+                    }
+                    _ => None,
+                }
+            })
+            .await;
+        if !st.uuid.is_empty() {
+            self.client
+                .acknowledge(v1::AcknowledgeRequest {
+                    header: Some(self.header.clone()),
+                    agent_id: st.agent_id.clone(),
+                    task_id: st.task_id.clone(),
+                    uuid: st.uuid.clone(),
+                })
+                .await
+                .expect("acknowledge");
+        }
+        st
+    }
+
+    /// Waits for `task_id` to reach `state` (acknowledging every update on the way).
+    pub async fn until_state(&mut self, task_id: &str, state: v1::TaskState) -> v1::TaskStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let st = self.next_update(task_id, left).await;
+            if st.state == state as i32 {
+                return st;
+            }
+        }
+    }
+
+    pub async fn launch(
+        &mut self,
+        offer: &v1::Offer,
+        tasks: Vec<v1::TaskInfo>,
+    ) -> Result<(), tonic::Status> {
+        self.client
+            .accept(v1::AcceptRequest {
+                header: Some(self.header.clone()),
+                offer_ids: vec![offer.id.clone()],
+                operations: vec![v1::Operation {
+                    operation: Some(v1::operation::Operation::Launch(v1::operation::Launch {
+                        tasks,
+                    })),
+                }],
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(0.0),
+                }),
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A native shell task.
+pub fn shell_task(id: &str, cmd: &str, resources: &str) -> v1::TaskInfo {
+    v1::TaskInfo {
+        name: id.into(),
+        task_id: id.into(),
+        resources: agora_proto::Resources::parse(resources)
+            .expect("resources")
+            .to_proto(),
+        command: Some(v1::CommandInfo {
+            shell: true,
+            value: cmd.into(),
+            ..Default::default()
+        }),
+        kill_policy: Some(v1::KillPolicy {
+            grace_period_seconds: 1.0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Task states by id from `/state` (`tasks` and `completed_tasks`).
+pub fn task_state(state: &serde_json::Value, task_id: &str) -> Option<String> {
+    ["tasks", "completed_tasks"].iter().find_map(|k| {
+        state[k].as_array()?.iter().find_map(|t| {
+            (t["id"] == task_id).then(|| t["state"].as_str().unwrap_or("").to_string())
+        })
+    })
+}
