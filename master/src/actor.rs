@@ -181,6 +181,8 @@ impl Actor {
                         n += 1;
                     }
                     self.deliver();
+                    // Group commit: one registry write per drained batch of requests.
+                    self.persist().await?;
                 }
                 _ = allocation.tick() => {
                     let started = Instant::now();

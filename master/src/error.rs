@@ -1,6 +1,9 @@
 //! Errors of the master, kept apart by who must act on them: a caller that sent a bad request
 //! ([`MasterError`]) or the operator of a master whose durable state failed ([`StoreError`]).
 
+/// gRPC metadata key naming the leading master on `UNAVAILABLE` from a standby.
+pub const LEADER_METADATA: &str = "agora-leader";
+
 /// A request the master refused. Each variant names the field or id at fault; it maps onto one gRPC
 /// status ([`MasterError::to_status`]) and one HTTP status.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -21,6 +24,9 @@ pub enum MasterError {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// This master is a standby: call the leader.
+    #[error("this master is not the leader{}", match leader { Some(l) => format!("; the leading master is at {l}"), None => "; no leading master is elected yet".to_string() })]
+    NotLeader { leader: Option<String> },
     /// The master is shutting down or its actor is gone.
     #[error("the master is not available: {0}")]
     Unavailable(String),
@@ -59,6 +65,16 @@ impl MasterError {
             MasterError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             MasterError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             MasterError::Unavailable(_) => tonic::Status::unavailable(message),
+            MasterError::NotLeader { leader } => {
+                let mut status = tonic::Status::unavailable(message);
+                if let Some(value) = leader
+                    .as_deref()
+                    .and_then(|l| tonic::metadata::MetadataValue::try_from(l).ok())
+                {
+                    status.metadata_mut().insert(LEADER_METADATA, value);
+                }
+                status
+            }
         }
     }
 
@@ -69,7 +85,9 @@ impl MasterError {
             MasterError::NotFound { .. } => http::StatusCode::NOT_FOUND,
             MasterError::FailedPrecondition(_) => http::StatusCode::CONFLICT,
             MasterError::PermissionDenied(_) => http::StatusCode::FORBIDDEN,
-            MasterError::Unavailable(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            MasterError::Unavailable(_) | MasterError::NotLeader { .. } => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -115,4 +133,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("server failed: {0}")]
     Serve(String),
+    /// This master lost (or could not take part in) the ZooKeeper election; it must stop and be
+    /// restarted by its supervisor.
+    #[error("leadership lost: {0}")]
+    LostLeadership(String),
 }

@@ -13,8 +13,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::Arc;
+
 use crate::actor::{MasterHandle, Request as ActorRequest};
 use crate::error::MasterError;
+use crate::node::Node;
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
 type MasterMessageStream = Pin<Box<dyn Stream<Item = Result<v1::MasterMessage, Status>> + Send>>;
@@ -22,15 +25,20 @@ type MasterMessageStream = Pin<Box<dyn Stream<Item = Result<v1::MasterMessage, S
 /// How long an agent may take to send `hello` after opening its session.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Implements the three services on one [`MasterHandle`].
+/// Implements the three services; a standby answers every call with `UNAVAILABLE` and the
+/// leader's address.
 #[derive(Clone)]
 pub struct Services {
-    master: MasterHandle,
+    node: Arc<Node>,
 }
 
 impl Services {
-    pub fn new(master: MasterHandle) -> Self {
-        Services { master }
+    pub fn new(node: Arc<Node>) -> Self {
+        Services { node }
+    }
+
+    fn master(&self) -> Result<&MasterHandle, Status> {
+        Ok(self.node.leading()?)
     }
 }
 
@@ -42,7 +50,7 @@ macro_rules! scheduler_call {
     ($self:ident, $req:ident, |$book:ident, $r:ident, $clock:ident| $body:expr) => {{
         let $r = $req.into_inner();
         $self
-            .master
+            .master()?
             .call(move |$book, $clock| {
                 let _ = &$clock;
                 $body
@@ -62,7 +70,7 @@ impl Scheduler for Services {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (events, rx) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
-        self.master.send(ActorRequest::Subscribe {
+        self.master()?.send(ActorRequest::Subscribe {
             request: request.into_inner(),
             events,
             reply,
@@ -154,7 +162,7 @@ impl AgentControl for Services {
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
         let r = request.into_inner();
         let resp = self
-            .master
+            .master()?
             .call(move |book, clock| book.register_agent(r, clock))
             .await?;
         Ok(Response::new(resp))
@@ -166,7 +174,7 @@ impl AgentControl for Services {
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
         let r = request.into_inner();
         let resp = self
-            .master
+            .master()?
             .call(move |book, clock| book.reregister_agent(r, clock))
             .await?;
         Ok(Response::new(resp))
@@ -192,7 +200,7 @@ impl AgentControl for Services {
         };
         let (messages, rx) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
-        self.master.send(ActorRequest::AgentSession {
+        self.master()?.send(ActorRequest::AgentSession {
             agent_id: agent_id.clone(),
             messages,
             reply,
@@ -200,7 +208,7 @@ impl AgentControl for Services {
         let connection = answer
             .await
             .map_err(|_| MasterError::Unavailable("the master is stopping".into()))??;
-        let master = self.master.clone();
+        let master = self.master()?.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
@@ -233,9 +241,9 @@ impl Operator for Services {
         &self,
         _request: Request<v1::GetStateRequest>,
     ) -> Result<Response<v1::GetStateResponse>, Status> {
-        let leader = self.master.leader().to_string();
+        let leader = self.master()?.leader().to_string();
         let state = self
-            .master
+            .master()?
             .call(move |book, _| Ok(book.state(&leader)))
             .await?;
         Ok(Response::new(state))
@@ -245,7 +253,7 @@ impl Operator for Services {
         &self,
         _request: Request<v1::GetRolesRequest>,
     ) -> Result<Response<v1::GetRolesResponse>, Status> {
-        let roles = self.master.call(|book, _| Ok(book.roles())).await?;
+        let roles = self.master()?.call(|book, _| Ok(book.roles())).await?;
         Ok(Response::new(v1::GetRolesResponse { roles }))
     }
 
@@ -254,7 +262,7 @@ impl Operator for Services {
         request: Request<v1::DrainAgentRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
         let r = request.into_inner();
-        self.master
+        self.master()?
             .call(move |book, _| book.drain_agent(&r.agent_id, r.grace_period_seconds))
             .await?;
         Ok(Response::new(v1::OperatorResponse {}))
@@ -265,7 +273,7 @@ impl Operator for Services {
         request: Request<v1::ReactivateAgentRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
         let r = request.into_inner();
-        self.master
+        self.master()?
             .call(move |book, _| book.reactivate_agent(&r.agent_id))
             .await?;
         Ok(Response::new(v1::OperatorResponse {}))
@@ -276,7 +284,7 @@ impl Operator for Services {
         request: Request<v1::MarkAgentGoneRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
         let r = request.into_inner();
-        self.master
+        self.master()?
             .call(move |book, clock| book.mark_agent_gone(&r.agent_id, clock))
             .await?;
         Ok(Response::new(v1::OperatorResponse {}))
@@ -287,7 +295,7 @@ impl Operator for Services {
         request: Request<v1::UpdateWeightsRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
         let r = request.into_inner();
-        self.master
+        self.master()?
             .call(move |book, _| book.update_weights(&r.weights))
             .await?;
         Ok(Response::new(v1::OperatorResponse {}))
@@ -298,7 +306,9 @@ impl Operator for Services {
         request: Request<v1::SetQuotaRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
         let r = request.into_inner();
-        self.master.call(move |book, _| book.set_quota(r)).await?;
+        self.master()?
+            .call(move |book, _| book.set_quota(r))
+            .await?;
         Ok(Response::new(v1::OperatorResponse {}))
     }
 }

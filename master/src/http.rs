@@ -14,11 +14,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::actor::MasterHandle;
+use std::sync::Arc;
+
 use crate::error::MasterError;
+use crate::node::Node;
 
 /// The HTTP routes.
-pub fn router(master: MasterHandle) -> Router {
+pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
@@ -32,7 +34,7 @@ pub fn router(master: MasterHandle) -> Router {
         .route("/api/v1/agents/{id}/reactivate", post(reactivate))
         .route("/api/v1/agents/{id}/gone", post(gone))
         .route("/api/v1/frameworks/{id}/teardown", post(teardown))
-        .with_state(master)
+        .with_state(node)
 }
 
 /// An error as JSON: `{"message": "..."}` with the matching status.
@@ -178,13 +180,39 @@ fn role_json(r: &v1::RoleState) -> Value {
     })
 }
 
-async fn state(State(master): State<MasterHandle>) -> Result<Json<Value>, ApiError> {
+async fn state(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let Ok(master) = node.leading() else {
+        return Ok(standby_redirect(&node, "/state"));
+    };
     let leader = master.leader().to_string();
     let s = master.call(move |book, _| Ok(book.state(&leader))).await?;
-    Ok(Json(state_json(&s)))
+    Ok(Json(state_json(&s)).into_response())
 }
 
-async fn metrics(State(master): State<MasterHandle>) -> Result<Response, ApiError> {
+/// A standby's answer: 307 to the same path on the leader, or 503 when none is elected; the body
+/// says which, for people and scripts that do not follow redirects.
+fn standby_redirect(node: &Node, path: &str) -> Response {
+    match node.leader() {
+        Some(leader) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, format!("http://{leader}{path}"))],
+            Json(json!({ "leader": leader, "standby": true })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "leader": null,
+                "standby": true,
+                "message": "no leading master is elected yet",
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let master = node.leading()?;
     let (gauges, counters) = master
         .call(|book, _| Ok((book.gauges(), book.counters().clone())))
         .await?;
@@ -203,16 +231,12 @@ async fn metrics(State(master): State<MasterHandle>) -> Result<Response, ApiErro
         .into_response())
 }
 
-async fn redirect(State(master): State<MasterHandle>) -> Response {
-    let location = format!("http://{}/", master.leader());
-    (
-        StatusCode::TEMPORARY_REDIRECT,
-        [(header::LOCATION, location)],
-    )
-        .into_response()
+async fn redirect(State(node): State<Arc<Node>>) -> Response {
+    standby_redirect(&node, "/")
 }
 
-async fn roles(State(master): State<MasterHandle>) -> Result<Json<Value>, ApiError> {
+async fn roles(State(node): State<Arc<Node>>) -> Result<Json<Value>, ApiError> {
+    let master = node.leading()?;
     let roles = master.call(|book, _| Ok(book.roles())).await?;
     Ok(Json(
         json!({ "roles": roles.iter().map(role_json).collect::<Vec<_>>() }),
@@ -225,7 +249,8 @@ struct WeightBody {
     weight: f64,
 }
 
-async fn weights(State(master): State<MasterHandle>, body: Bytes) -> Result<StatusCode, ApiError> {
+async fn weights(State(node): State<Arc<Node>>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let master = node.leading()?;
     let list: Vec<WeightBody> = parse_body(&body)?;
     let weights: Vec<v1::WeightInfo> = list
         .into_iter()
@@ -247,10 +272,11 @@ struct QuotaBody {
 }
 
 async fn quota(
-    State(master): State<MasterHandle>,
+    State(node): State<Arc<Node>>,
     Path(role): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
+    let master = node.leading()?;
     let q: QuotaBody = parse_body(&body)?;
     let guarantee = if q.guarantee.trim().is_empty() {
         Resources::new()
@@ -272,10 +298,11 @@ struct DrainBody {
 }
 
 async fn drain(
-    State(master): State<MasterHandle>,
+    State(node): State<Arc<Node>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
+    let master = node.leading()?;
     let d: DrainBody = if body.is_empty() {
         DrainBody::default()
     } else {
@@ -296,9 +323,10 @@ async fn drain(
 }
 
 async fn reactivate(
-    State(master): State<MasterHandle>,
+    State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let master = node.leading()?;
     master
         .call(move |book, _| book.reactivate_agent(&id))
         .await?;
@@ -306,9 +334,10 @@ async fn reactivate(
 }
 
 async fn gone(
-    State(master): State<MasterHandle>,
+    State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let master = node.leading()?;
     master
         .call(move |book, clock| book.mark_agent_gone(&id, clock))
         .await?;
@@ -316,9 +345,10 @@ async fn gone(
 }
 
 async fn teardown(
-    State(master): State<MasterHandle>,
+    State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let master = node.leading()?;
     master
         .call(move |book, clock| book.teardown_by_operator(&id, clock))
         .await?;

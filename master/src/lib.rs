@@ -26,21 +26,24 @@
 pub mod actor;
 pub mod allocator;
 pub mod bookkeeping;
+pub mod election;
 pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod node;
 pub mod registry;
+pub mod zk_store;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agora_proto::v1;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{error, info};
 
 pub use allocator::{
     AllocationStats, Allocator, AllocatorConfig, AllocatorError, Offer, Policy, Quantities,
@@ -80,6 +83,14 @@ pub struct MasterConfig {
     pub policy: Policy,
     /// Seed of the allocator's agent shuffle.
     pub seed: u64,
+    /// `--zk zk://h1:2181,h2:2181/agora`: elect the leader and keep the registry in ZooKeeper.
+    /// `None`: standalone, registry in `work_dir`.
+    pub zk: Option<String>,
+    /// `--zk-session-timeout`.
+    pub zk_session_timeout: Duration,
+    /// `--agent-reregister-timeout`: after taking over, a new leader waits this long for the
+    /// registry's agents to re-register before it makes offers without them.
+    pub agent_reregister_timeout: Duration,
 }
 
 impl Default for MasterConfig {
@@ -97,38 +108,64 @@ impl Default for MasterConfig {
             framework_heartbeat: Duration::from_secs(15),
             policy: Policy::Drf,
             seed: 0,
+            zk: None,
+            zk_session_timeout: Duration::from_secs(10),
+            agent_reregister_timeout: Duration::from_secs(60),
         }
     }
 }
 
-/// A running master: its address and how to stop it.
+/// A running master process: its address, its leadership, and how to stop it.
 pub struct RunningMaster {
     pub address: SocketAddr,
-    pub handle: actor::MasterHandle,
+    pub node: Arc<node::Node>,
     stop: tokio::sync::watch::Sender<bool>,
+    fatal: tokio::sync::mpsc::UnboundedReceiver<RunError>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     server: tokio::task::JoinHandle<Result<(), RunError>>,
 }
 
 impl RunningMaster {
+    /// The actor's handle, once this master leads.
+    pub fn handle(&self) -> Option<actor::MasterHandle> {
+        self.node.leading().ok().cloned()
+    }
+
     /// Stops serving and waits for the registry to be written.
     ///
     /// # Errors
     /// Whatever stopped the server or the registry.
     pub async fn stop(self) -> Result<(), RunError> {
         let _ = self.stop.send(true);
-        self.server
+        let result = self
+            .server
             .await
-            .map_err(|e| RunError::Serve(e.to_string()))?
+            .map_err(|e| RunError::Serve(e.to_string()))?;
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        result
     }
 
-    /// Waits until the master stops on its own (a registry failure) or `shutdown` resolves.
+    /// Runs until `shutdown` resolves, or until a fatal error (lost leadership, a registry write
+    /// failure, the server failing), which is returned.
     ///
     /// # Errors
     /// Whatever stopped it.
     pub async fn wait(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         tokio::select! {
             () = shutdown => self.stop().await,
-            r = &mut self.server => r.map_err(|e| RunError::Serve(e.to_string()))?,
+            e = self.fatal.recv() => {
+                let e = e.unwrap_or_else(|| RunError::Serve("the master stopped".into()));
+                error!(error = %e, "master stopping");
+                let _ = self.stop.send(true);
+                Err(e)
+            }
         }
     }
 }
@@ -141,10 +178,13 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Binds, loads the registry and starts serving.
+/// Binds and starts serving. Standalone, it leads at once with the registry in `work_dir`; with
+/// `zk`, it serves as a standby (redirecting to the leader) until ZooKeeper elects it, then loads
+/// the registry from ZooKeeper and leads.
 ///
 /// # Errors
-/// [`RunError::Bind`], or [`RunError::Store`] if the registry cannot be read.
+/// [`RunError::Bind`]; [`RunError::Store`] if the local registry cannot be read;
+/// [`RunError::LostLeadership`] if ZooKeeper cannot be joined.
 pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
     let listener = TcpListener::bind(config.bind)
         .await
@@ -156,16 +196,6 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         addr: config.bind.to_string(),
         source,
     })?;
-    let store = registry::LocalDirStore::new(&config.work_dir)?;
-    use registry::StateStore as _;
-    let loaded = store.load().await?;
-    let (registry, version) = match loaded {
-        Some(v) => (
-            registry::Registry::from_bytes(&v.data, &config.work_dir.display().to_string())?,
-            Some(v.version),
-        ),
-        None => (registry::Registry::default(), None),
-    };
     let advertised_host = config.advertise_ip.clone().unwrap_or_else(|| {
         if address.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -181,37 +211,13 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         start_time: bookkeeping::Clock::system().wall,
     };
-    let settings = bookkeeping::Settings {
-        master_info: master_info.clone(),
-        agent_timeout: config.agent_timeout,
-        agent_gone_timeout: config.agent_gone_timeout,
-        offer_timeout: config.offer_timeout,
-        framework_recovery_timeout: config.framework_recovery_timeout,
-        framework_heartbeat: config.framework_heartbeat,
-        completed_tasks_kept: 1000,
-    };
-    let alloc_config = AllocatorConfig {
-        policy: config.policy,
-        seed: config.seed,
-        ..Default::default()
-    };
-    let book = bookkeeping::Bookkeeping::new(settings, alloc_config, registry);
+    let node = Arc::new(node::Node::new(advertised.clone()));
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let timers = actor::Timers {
-        allocation_interval: config.allocation_interval.max(Duration::from_millis(1)),
-        housekeeping: Duration::from_millis(200),
-        framework_heartbeat: config.framework_heartbeat.max(Duration::from_millis(10)),
-    };
-    let (handle, actor_join) = actor::spawn(
-        book,
-        Arc::new(store),
-        version,
-        timers,
-        advertised.clone(),
-        stop_rx.clone(),
-    );
+    let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();
+    let tasks = Arc::new(Mutex::new(Vec::new()));
     let _ = metrics::handle();
-    let services = grpc::Services::new(handle.clone());
+
+    let services = grpc::Services::new(node.clone());
     let grpc =
         tonic::service::Routes::new(v1::scheduler_server::SchedulerServer::new(services.clone()))
             .add_service(v1::agent_control_server::AgentControlServer::new(
@@ -220,48 +226,160 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
             .add_service(v1::operator_server::OperatorServer::new(services))
             .prepare()
             .into_axum_router();
-    let app = http::router(handle.clone()).merge(grpc);
-    info!(id = %master_info.id, %address, advertised = %advertised, "master started");
-    let mut serve_stop = stop_rx;
+    let app = http::router(node.clone()).merge(grpc);
+    let mut serve_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app)
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = serve_stop.wait_for(|s| *s).await;
             })
-            .into_future();
-        tokio::pin!(serve);
-        let mut actor_join = actor_join;
-        let serve_ended = tokio::select! {
-            r = &mut serve => Some(r),
-            r = &mut actor_join => {
-                // The actor stops only on shutdown or a registry failure: either way, stop serving.
-                return match r {
-                    Ok(r) => r.map_err(RunError::from),
-                    Err(e) => Err(RunError::Serve(e.to_string())),
-                };
-            }
-        };
-        if let Some(Err(e)) = serve_ended {
-            actor_join.abort();
-            return Err(RunError::Serve(e.to_string()));
-        }
-        match actor_join.await {
-            Ok(r) => r.map_err(RunError::from),
-            Err(e) => Err(RunError::Serve(e.to_string())),
-        }
+            .into_future()
+            .await
+            .map_err(|e| RunError::Serve(e.to_string()))
     });
+
+    let leader = Leader {
+        config: config.clone(),
+        master_info: master_info.clone(),
+        node: node.clone(),
+        stop_rx,
+        fatal: fatal_tx.clone(),
+        tasks: tasks.clone(),
+    };
+    match config.zk.clone() {
+        None => {
+            let store = registry::LocalDirStore::new(&config.work_dir)?;
+            leader.lead(Arc::new(store)).await?;
+        }
+        Some(zk) => {
+            let spec = agora_proto::detector::MasterSpec::parse(&zk)
+                .map_err(|e| RunError::LostLeadership(e.to_string()))?;
+            let agora_proto::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
+                return Err(RunError::LostLeadership(format!(
+                    "--zk '{zk}' must be a zk://host:port,…/path URL"
+                )));
+            };
+            let me = agora_proto::detector::MasterInfoJson::from(&master_info);
+            let election =
+                election::Election::join(&servers, &path, &me, config.zk_session_timeout)
+                    .await
+                    .map_err(|e| RunError::LostLeadership(e.to_string()))?;
+            let campaign = tokio::spawn(async move {
+                let fatal = leader.fatal.clone();
+                if let Err(e) = campaign(leader, election, path).await {
+                    let _ = fatal.send(e);
+                }
+            });
+            if let Ok(mut t) = tasks.lock() {
+                t.push(campaign);
+            }
+        }
+    }
+    info!(id = %master_info.id, %address, advertised = %advertised, "master started");
     Ok(RunningMaster {
         address,
-        handle,
+        node,
         stop,
+        fatal,
+        tasks,
         server,
     })
+}
+
+/// Waits to be elected, leads, and reports losing leadership as fatal.
+async fn campaign(
+    leader: Leader,
+    election: election::Election,
+    path: String,
+) -> Result<(), RunError> {
+    let node = leader.node.clone();
+    let set_leader = move |l: Option<String>| node.set_leader(l);
+    tokio::select! {
+        r = election.wait_to_lead(&set_leader) => r.map_err(|e| RunError::LostLeadership(e.to_string()))?,
+        e = election.lost() => return Err(RunError::LostLeadership(e.to_string())),
+    }
+    info!(node = %election.node_path(), "elected leading master");
+    let store = zk_store::ZkStore::new(election.client().clone(), &path, election.node_path());
+    leader.lead(Arc::new(store)).await?;
+    let e = election.lost().await;
+    Err(RunError::LostLeadership(e.to_string()))
+}
+
+/// Everything needed to start leading.
+struct Leader {
+    config: MasterConfig,
+    master_info: v1::MasterInfo,
+    node: Arc<node::Node>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+    fatal: tokio::sync::mpsc::UnboundedSender<RunError>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Leader {
+    /// Loads the registry and starts the actor; calls reach it from now on.
+    async fn lead(&self, store: Arc<dyn registry::StateStore>) -> Result<(), RunError> {
+        let loaded = store.load().await?;
+        let (registry, version) = match loaded {
+            Some(v) => (
+                registry::Registry::from_bytes(&v.data, "the registry")?,
+                Some(v.version),
+            ),
+            None => (registry::Registry::default(), None),
+        };
+        let config = &self.config;
+        let settings = bookkeeping::Settings {
+            master_info: self.master_info.clone(),
+            agent_timeout: config.agent_timeout,
+            agent_gone_timeout: config.agent_gone_timeout,
+            offer_timeout: config.offer_timeout,
+            framework_recovery_timeout: config.framework_recovery_timeout,
+            framework_heartbeat: config.framework_heartbeat,
+            completed_tasks_kept: 1000,
+            agent_reregister_timeout: config.agent_reregister_timeout,
+        };
+        let alloc_config = AllocatorConfig {
+            policy: config.policy,
+            seed: config.seed,
+            ..Default::default()
+        };
+        let book = bookkeeping::Bookkeeping::new(settings, alloc_config, registry);
+        let timers = actor::Timers {
+            allocation_interval: config.allocation_interval.max(Duration::from_millis(1)),
+            housekeeping: Duration::from_millis(200),
+            framework_heartbeat: config.framework_heartbeat.max(Duration::from_millis(10)),
+        };
+        let (handle, actor_join) = actor::spawn(
+            book,
+            store,
+            version,
+            timers,
+            self.node.me().to_string(),
+            self.stop_rx.clone(),
+        );
+        self.node.become_leader(handle);
+        let fatal = self.fatal.clone();
+        let watcher = tokio::spawn(async move {
+            match actor_join.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let _ = fatal.send(RunError::Store(e));
+                }
+                Err(e) => {
+                    let _ = fatal.send(RunError::Serve(e.to_string()));
+                }
+            }
+        });
+        if let Ok(mut t) = self.tasks.lock() {
+            t.push(watcher);
+        }
+        Ok(())
+    }
 }
 
 /// Runs a master until `shutdown` resolves.
 ///
 /// # Errors
-/// See [`start`]; a registry write failure.
+/// See [`start`] and [`RunningMaster::wait`].
 pub async fn run(config: MasterConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     start(config).await?.wait(shutdown).await
 }

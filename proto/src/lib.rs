@@ -5,9 +5,14 @@
 //! - [`resources`]: exact arithmetic on resource sets (scalars in thousandths, port ranges), the
 //!   agent flag syntax `cpus:4;mem:8192;ports:[31000-32000]`, and conversion to and from the wire type.
 //!
+//! - [`detector`] (feature `detector`): finding the leading master, at a fixed address or through
+//!   ZooKeeper.
+//!
 //! Every other crate trusts this one for what a resource set is, so it is unit- and property-tested.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "detector")]
+pub mod detector;
 pub mod resources;
 
 /// Generated code for package `agora.v1`.

@@ -1,4 +1,4 @@
-//! `agora master`: the leader of a cluster (standalone; ZooKeeper election comes with `--zk`).
+//! `agora master`: the leader of a cluster, standalone or elected through ZooKeeper (`--zk`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -49,6 +49,17 @@ pub struct MasterArgs {
     /// Seconds between HEARTBEAT events to frameworks.
     #[arg(long, default_value = "15", value_parser = seconds)]
     framework_heartbeat: Duration,
+    /// ZooKeeper URL for leader election and the registry, e.g. `zk://z1:2181,z2:2181/agora`.
+    /// Without it the master runs standalone with its registry in --work-dir.
+    #[arg(long, env = "AGORA_ZK")]
+    zk: Option<String>,
+    /// Seconds of ZooKeeper session timeout. A leader disconnected for a third of it steps down.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    zk_session_timeout: Duration,
+    /// Seconds a newly elected leader waits for the registry's agents to re-register before it
+    /// makes offers without them (they are then recorded unreachable).
+    #[arg(long, default_value = "60", value_parser = seconds)]
+    agent_reregister_timeout: Duration,
     /// Role ordering: `drf` (weighted dominant resource fairness) or `strict-priority`.
     #[arg(long, default_value = "drf", value_parser = ["drf", "strict-priority"])]
     allocation_policy: String,
@@ -71,6 +82,9 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
             _ => agora_master::Policy::Drf,
         },
         seed: rand_seed(),
+        zk: args.zk,
+        zk_session_timeout: args.zk_session_timeout,
+        agent_reregister_timeout: args.agent_reregister_timeout,
     };
     let master = agora_master::start(config).await?;
     eprintln!("agora master listening on {}", master.address);

@@ -58,6 +58,8 @@ pub struct Settings {
     pub framework_heartbeat: Duration,
     /// How many finished tasks `/state` keeps.
     pub completed_tasks_kept: usize,
+    /// A new leader waits this long for the registry's agents to re-register before offering.
+    pub agent_reregister_timeout: Duration,
 }
 
 impl Settings {
@@ -164,6 +166,9 @@ pub struct Bookkeeping {
     next_offer: u64,
     next_stream: u64,
     counters: Counters,
+    /// After a take-over: the registry's agents not yet re-registered, and when to stop waiting
+    /// (set by the first timer call, since `new` has no clock).
+    recovering: Option<(HashSet<String>, Option<Instant>)>,
 }
 
 /// Totals since the master started, for `/metrics`.
@@ -230,7 +235,15 @@ impl Bookkeeping {
                 alloc.set_quota(role, &q);
             }
         }
+        let expected: HashSet<String> = registry
+            .agents
+            .iter()
+            .filter(|(_, r)| r.unreachable_since.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let recovering = (!expected.is_empty()).then_some((expected, None));
         Bookkeeping {
+            recovering,
             settings,
             allocator: alloc,
             registry,
@@ -346,6 +359,9 @@ impl Bookkeeping {
     }
 
     fn admit_agent(&mut self, id: &str, info: v1::AgentInfo, mut total: Resources, clock: &Clock) {
+        if let Some((expected, _)) = self.recovering.as_mut() {
+            expected.remove(id);
+        }
         let record = self.registry.agents.get(id).cloned().unwrap_or_default();
         if !record.reservations.is_empty() {
             if let Ok(reserved) = Resources::parse(&record.reservations) {
@@ -1227,6 +1243,9 @@ impl Bookkeeping {
 
     /// One allocation cycle: turns the allocator's decisions into OFFERS events.
     pub fn allocate(&mut self, clock: &Clock) -> AllocationStats {
+        if self.still_recovering(clock) {
+            return AllocationStats::default();
+        }
         let offers = self.allocator.allocate(clock.now);
         self.make_offers(offers, clock);
         self.allocator.last_stats().clone()
@@ -2057,9 +2076,32 @@ impl Bookkeeping {
     // Timers
     // ------------------------------------------------------------------------------------------
 
+    /// Whether a new leader is still waiting for the registry's agents to re-register (it makes
+    /// no offers meanwhile, so that frameworks do not launch on a half-known cluster). Agents that
+    /// miss the deadline are recorded unreachable.
+    pub fn still_recovering(&mut self, clock: &Clock) -> bool {
+        let Some((expected, deadline)) = self.recovering.as_mut() else {
+            return false;
+        };
+        let deadline = *deadline.get_or_insert(clock.now + self.settings.agent_reregister_timeout);
+        if !expected.is_empty() && clock.now < deadline {
+            return true;
+        }
+        let missing: Vec<String> = expected.drain().collect();
+        self.recovering = None;
+        for id in missing {
+            if let Some(r) = self.registry.agents.get_mut(&id) {
+                r.unreachable_since = Some(clock.wall);
+                self.registry_dirty = true;
+            }
+        }
+        false
+    }
+
     /// Housekeeping: silent agents become unreachable and then gone, disconnected frameworks past
     /// their failover timeout are removed, old offers are rescinded.
     pub fn tick(&mut self, clock: &Clock) {
+        self.still_recovering(clock);
         let mut silent = Vec::new();
         let mut gone = Vec::new();
         for (id, a) in &self.agents {

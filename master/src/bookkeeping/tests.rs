@@ -15,6 +15,7 @@ fn settings() -> Settings {
         framework_recovery_timeout: Duration::from_secs(60),
         framework_heartbeat: Duration::from_secs(15),
         completed_tasks_kept: 100,
+        agent_reregister_timeout: Duration::from_secs(20),
     }
 }
 
@@ -805,4 +806,63 @@ fn reserve_then_launch_on_the_reservation_and_unreserve() {
         used,
         Resources::parse("cpus(web,alice):1;mem(web,alice):512").expect("res")
     );
+}
+
+#[test]
+fn a_new_leader_offers_only_after_the_registry_agents_reregister_or_a_timeout() {
+    let t0 = Instant::now();
+    let at = |secs: f64| Clock {
+        now: t0 + Duration::from_secs_f64(secs),
+        wall: 1_000.0 + secs,
+    };
+    let mut registry = Registry::default();
+    for id in ["a1", "a2"] {
+        registry.agents.insert(
+            id.into(),
+            AgentRecord {
+                hostname: id.into(),
+                ..Default::default()
+            },
+        );
+    }
+    let mut book = Bookkeeping::new(settings(), AllocatorConfig::default(), registry);
+    let info = |h: &str| v1::AgentInfo {
+        hostname: h.into(),
+        resources: res("cpus:1;mem:512"),
+        ..Default::default()
+    };
+    book.reregister_agent(
+        v1::ReregisterAgentRequest {
+            agent_id: "a1".into(),
+            agent_info: Some(info("a1")),
+            ..Default::default()
+        },
+        &at(1.0),
+    )
+    .expect("reregister");
+    book.agent_connected("a1", &at(1.0)).expect("hello");
+    book.subscribe(
+        v1::SubscribeRequest {
+            framework_info: Some(v1::FrameworkInfo {
+                name: "f".into(),
+                ..Default::default()
+            }),
+            suppressed_roles: vec![],
+        },
+        &at(1.0),
+    )
+    .expect("subscribe");
+    assert_eq!(
+        book.allocate(&at(2.0)).offers,
+        0,
+        "a2 has not come back yet"
+    );
+    assert_eq!(
+        book.allocate(&at(22.0)).offers,
+        1,
+        "the wait is over after 20 s"
+    );
+    let reg = book.take_registry().expect("dirty");
+    assert!(reg.agents["a2"].unreachable_since.is_some());
+    assert!(reg.agents["a1"].unreachable_since.is_none());
 }

@@ -1,0 +1,182 @@
+//! Leader election on ZooKeeper, and losing it safely.
+//!
+//! Each master creates an ephemeral sequential znode `<path>/masters/json.info_<seq>` holding its
+//! MasterInfo JSON; the lowest sequence leads, every other master watches its predecessor (no herd
+//! when the leader dies). A leader whose session expires, or that stays disconnected longer than a
+//! third of the session timeout, has lost leadership: [`Election::lost`] resolves and the master
+//! process exits non-zero for its supervisor to restart it — it never goes on offering, so two
+//! masters never offer at once. Registry writes are also fenced on the leader's znode
+//! (see [`crate::zk_store`]).
+
+use std::time::Duration;
+
+use agora_proto::detector::{self, MasterInfoJson, MASTER_NODE_PREFIX};
+use tracing::{info, warn};
+use zookeeper_client as zk;
+
+/// Why an election step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    #[error("ZooKeeper at {servers}: {message}")]
+    ZooKeeper { servers: String, message: String },
+    #[error("lost the ZooKeeper session: {0}")]
+    Lost(String),
+}
+
+/// This master's candidacy.
+pub struct Election {
+    client: zk::Client,
+    servers: String,
+    path: String,
+    node: String,
+    session_timeout: Duration,
+}
+
+impl Election {
+    /// Connects and creates this master's election znode.
+    ///
+    /// # Errors
+    /// [`ElectionError::ZooKeeper`].
+    pub async fn join(
+        servers: &str,
+        path: &str,
+        me: &MasterInfoJson,
+        session_timeout: Duration,
+    ) -> Result<Self, ElectionError> {
+        let zk_err = |e: &dyn std::fmt::Display| ElectionError::ZooKeeper {
+            servers: servers.to_string(),
+            message: e.to_string(),
+        };
+        let client = detector::connect(servers, session_timeout)
+            .await
+            .map_err(|e| zk_err(&e))?;
+        let dir = format!("{path}/masters");
+        client
+            .mkdir(
+                &dir,
+                &zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()),
+            )
+            .await
+            .map_err(|e| zk_err(&e))?;
+        let data = serde_json::to_vec(me).map_err(|e| zk_err(&e))?;
+        let (_, seq) = client
+            .create(
+                &format!("{dir}/{MASTER_NODE_PREFIX}"),
+                &data,
+                &zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all()),
+            )
+            .await
+            .map_err(|e| zk_err(&e))?;
+        let node = format!("{MASTER_NODE_PREFIX}{seq}");
+        info!(%node, "joined the master election");
+        Ok(Election {
+            client,
+            servers: servers.to_string(),
+            path: path.to_string(),
+            node,
+            session_timeout,
+        })
+    }
+
+    pub fn client(&self) -> &zk::Client {
+        &self.client
+    }
+
+    /// Full path of this master's election znode (the fence of registry writes).
+    pub fn node_path(&self) -> String {
+        format!("{}/masters/{}", self.path, self.node)
+    }
+
+    /// Waits until this master leads. `on_leader` is told the current leader's address while it
+    /// waits (standby masters redirect to it).
+    ///
+    /// # Errors
+    /// [`ElectionError::Lost`] if this master's znode disappears (its session expired).
+    pub async fn wait_to_lead(
+        &self,
+        on_leader: &(dyn Fn(Option<String>) + Send + Sync),
+    ) -> Result<(), ElectionError> {
+        loop {
+            let nodes = detector::master_nodes(&self.client, &self.servers, &self.path)
+                .await
+                .map_err(|e| ElectionError::ZooKeeper {
+                    servers: self.servers.clone(),
+                    message: e.to_string(),
+                })?;
+            let Some(pos) = nodes.iter().position(|n| *n == self.node) else {
+                return Err(ElectionError::Lost(format!(
+                    "election znode {} is gone",
+                    self.node_path()
+                )));
+            };
+            if pos == 0 {
+                on_leader(None);
+                return Ok(());
+            }
+            let leader = detector::leader_info(&self.client, &self.servers, &self.path)
+                .await
+                .ok()
+                .flatten()
+                .map(|i| i.address);
+            on_leader(leader);
+            let predecessor = format!("{}/masters/{}", self.path, nodes[pos - 1]);
+            match self.client.check_and_watch_stat(&predecessor).await {
+                Ok((Some(_), watcher)) => {
+                    // Re-check now and then too: the leader can change without our predecessor
+                    // changing, and standbys must point at the right one.
+                    tokio::select! {
+                        _ = watcher.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                Ok((None, _)) => {}
+                Err(e) => {
+                    return Err(ElectionError::ZooKeeper {
+                        servers: self.servers.clone(),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Resolves when this master must stop acting as leader: its session expired or closed, or it
+    /// stayed disconnected past a third of the session timeout.
+    pub async fn lost(&self) -> ElectionError {
+        let grace = self.session_timeout / 3;
+        let mut states = self.client.state_watcher();
+        loop {
+            match states.changed().await {
+                zk::SessionState::Expired
+                | zk::SessionState::Closed
+                | zk::SessionState::AuthFailed => {
+                    return ElectionError::Lost("the ZooKeeper session ended".into())
+                }
+                zk::SessionState::Disconnected => {
+                    warn!(
+                        ?grace,
+                        "disconnected from ZooKeeper; stepping down unless it comes back"
+                    );
+                    let back = tokio::time::timeout(grace, async {
+                        loop {
+                            match states.changed().await {
+                                zk::SessionState::SyncConnected
+                                | zk::SessionState::ConnectedReadOnly => return true,
+                                zk::SessionState::Disconnected => continue,
+                                _ => return false,
+                            }
+                        }
+                    })
+                    .await;
+                    if back != Ok(true) {
+                        return ElectionError::Lost(format!(
+                            "disconnected from ZooKeeper for more than {grace:?}"
+                        ));
+                    }
+                    info!("reconnected to ZooKeeper");
+                }
+                _ => {}
+            }
+        }
+    }
+}

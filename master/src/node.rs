@@ -1,0 +1,64 @@
+//! Whether this master process leads. Handlers ask the [`Node`] for the actor's handle; a standby
+//! has none and answers with where the leader is (gRPC `UNAVAILABLE` with `agora-leader` metadata,
+//! HTTP redirects).
+
+use std::sync::{OnceLock, RwLock};
+
+use crate::actor::MasterHandle;
+use crate::error::MasterError;
+
+/// See the module documentation.
+pub struct Node {
+    handle: OnceLock<MasterHandle>,
+    leader: RwLock<Option<String>>,
+    me: String,
+}
+
+impl Node {
+    /// A node advertised at `me` (`host:port`), not leading yet.
+    pub fn new(me: String) -> Self {
+        Node {
+            handle: OnceLock::new(),
+            leader: RwLock::new(None),
+            me,
+        }
+    }
+
+    /// The actor's handle when this master leads.
+    ///
+    /// # Errors
+    /// [`MasterError::NotLeader`] naming the leader, when known.
+    pub fn leading(&self) -> Result<&MasterHandle, MasterError> {
+        self.handle.get().ok_or_else(|| MasterError::NotLeader {
+            leader: self.leader(),
+        })
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.handle.get().is_some()
+    }
+
+    /// Takes leadership: from now on calls reach the actor.
+    pub fn become_leader(&self, handle: MasterHandle) {
+        let _ = self.handle.set(handle);
+    }
+
+    /// Records where the leader is (standby).
+    pub fn set_leader(&self, leader: Option<String>) {
+        if let Ok(mut l) = self.leader.write() {
+            *l = leader;
+        }
+    }
+
+    /// The leading master's address: this one when leading.
+    pub fn leader(&self) -> Option<String> {
+        if self.is_leading() {
+            return Some(self.me.clone());
+        }
+        self.leader.read().ok().and_then(|l| l.clone())
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+}
