@@ -63,8 +63,21 @@ pub struct MasterLink {
     info: v1::AgentInfo,
 }
 
+/// The leader named by a standby master's `UNAVAILABLE` answer, if any.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    status
+        .metadata()
+        .get("agora-leader")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 impl MasterLink {
-    /// `master` is `host:port` or an `http://` URL.
+    /// `master` is `host:port`, an `http://` URL, or `zk://h1:2181,h2:2181/agora` (the leader is
+    /// looked up in ZooKeeper before every session, so the agent follows failovers).
     pub fn new(master: String, agent: AgentHandle, info: v1::AgentInfo) -> Self {
         MasterLink {
             master,
@@ -73,11 +86,11 @@ impl MasterLink {
         }
     }
 
-    fn endpoint(&self) -> String {
-        if self.master.starts_with("http://") || self.master.starts_with("https://") {
-            self.master.clone()
+    fn endpoint(address: &str) -> String {
+        if address.starts_with("http://") || address.starts_with("https://") {
+            address.to_string()
         } else {
-            format!("http://{}", self.master)
+            format!("http://{address}")
         }
     }
 
@@ -96,14 +109,36 @@ impl MasterLink {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
         let mut backoff = MIN_BACKOFF;
+        let mut detector = agora_proto::detector::Detector::new(&self.master)
+            .map_err(|e| AgentError::BadMaster(e.to_string()))?;
+        let mut hint: Option<String> = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
-            match self.session(&mut outbox, &mut stop, &mut backoff).await {
+            let address = match hint.take() {
+                Some(h) => Ok(h),
+                None => detector.leader().await,
+            };
+            let result = match address {
+                Ok(address) => {
+                    self.session(&address, &mut outbox, &mut stop, &mut backoff)
+                        .await
+                }
+                Err(e) => Err(LinkError::Connect {
+                    address: self.master.clone(),
+                    message: e.to_string(),
+                }),
+            };
+            match result {
                 Ok(End::Stopped) => return Ok(()),
                 Ok(End::Shutdown(msg)) => return Err(AgentError::ShutdownByMaster(msg)),
                 Err(LinkError::Agent(e)) => return Err(e),
+                Err(LinkError::Rpc(status)) if leader_hint(&status).is_some() => {
+                    hint = leader_hint(&status);
+                    info!(leader = ?hint, "that master is a standby: following it to the leader");
+                    continue;
+                }
                 Err(e) => warn!(error = %e, retry_in = ?backoff, "master link down"),
             }
             tokio::select! {
@@ -150,11 +185,12 @@ impl MasterLink {
 
     async fn session(
         &self,
+        address: &str,
         outbox: &mut mpsc::UnboundedReceiver<v1::StatusUpdate>,
         stop: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<End, LinkError> {
-        let address = self.endpoint();
+        let address = Self::endpoint(address);
         let mut client = AgentControlClient::connect(address.clone())
             .await
             .map_err(|e| LinkError::Connect {
