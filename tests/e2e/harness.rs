@@ -78,6 +78,11 @@ impl Process {
         assert!(ok, "kill -{sig} {}", self.pid());
     }
 
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// `kill -9` and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -2,5 +2,6 @@
 //! its public interfaces.
 
 mod cli;
+mod ha;
 mod harness;
 mod master;

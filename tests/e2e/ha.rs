@@ -1,0 +1,435 @@
+//! High availability on a real ZooKeeper (the one `scripts/test` starts, `AGORA_TEST_ZK`): three
+//! masters, agents that find the leader through ZooKeeper, leader death, a leader cut off from
+//! ZooKeeper, and the registry surviving a restart of every master.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_proto::v1::{self, TaskState};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::harness::{eventually, free_port, shell_task, Agent, Process, TestFramework};
+
+const SESSION_TIMEOUT: f64 = 4.0;
+
+fn zk_servers() -> String {
+    std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into())
+}
+
+/// A ZooKeeper path of its own for each test.
+fn zk_url(servers: &str, test: &str) -> String {
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("zk://{servers}/agora-test-{test}-{unique}")
+}
+
+async fn start_master(dir: &std::path::Path, zk: &str, port: u16) -> Process {
+    let work = dir.join(format!("master-{port}"));
+    let args: Vec<String> = [
+        "master",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &work.display().to_string(),
+        "--allocation-interval",
+        "0.1",
+        "--zk",
+        zk,
+        "--zk-session-timeout",
+        &SESSION_TIMEOUT.to_string(),
+        "--agent-reregister-timeout",
+        "20",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Process::spawn(&format!("master-{port}"), &args, dir)
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client")
+}
+
+/// The port of the master that answers `/state` itself (the leader), among `ports`.
+async fn leader_among(ports: &[u16]) -> Option<u16> {
+    let client = no_redirects();
+    for &p in ports {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{p}/state"))
+            .send()
+            .await
+        {
+            if r.status() == 200 {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+async fn state_of(port: u16) -> Option<serde_json::Value> {
+    let r = no_redirects()
+        .get(format!("http://127.0.0.1:{port}/state"))
+        .send()
+        .await
+        .ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+fn running_tasks(state: &serde_json::Value) -> HashSet<String> {
+    state["tasks"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_takes_over_when_the_leader_dies_and_nothing_running_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zk = zk_url(&zk_servers(), "failover");
+    // Agents start before any master exists and find it once one is elected.
+    let _a1 = Agent::start(dir.path(), "agent-1", &zk, "cpus:1;mem:256");
+    let _a2 = Agent::start(dir.path(), "agent-2", &zk, "cpus:1;mem:256");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut masters = Vec::new();
+    for &p in &ports {
+        masters.push((p, start_master(dir.path(), &zk, p).await));
+    }
+    let leader = eventually("a leader", Duration::from_secs(20), || leader_among(&ports)).await;
+    // Standbys redirect to it, and refuse gRPC calls naming it.
+    let standby = *ports.iter().find(|p| **p != leader).expect("a standby");
+    let redirect = eventually(
+        "a standby to know the leader",
+        Duration::from_secs(10),
+        || async {
+            let r = no_redirects()
+                .get(format!("http://127.0.0.1:{standby}/redirect"))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 307)
+                .then(|| r.headers().get("location").cloned())
+                .flatten()
+        },
+    )
+    .await;
+    assert_eq!(
+        redirect.to_str().expect("ascii"),
+        format!("http://127.0.0.1:{leader}/")
+    );
+    let err = TestFramework::try_subscribe(
+        &format!("127.0.0.1:{standby}"),
+        TestFramework::info("t", "web", 600.0),
+    )
+    .await
+    .err()
+    .expect("a standby refuses");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        err.metadata()
+            .get("agora-leader")
+            .and_then(|v| v.to_str().ok()),
+        Some(format!("127.0.0.1:{leader}").as_str())
+    );
+
+    eventually(
+        "both agents registered",
+        Duration::from_secs(30),
+        || async {
+            let s = state_of(leader).await?;
+            (s["agents"].as_array()?.len() == 2).then_some(())
+        },
+    )
+    .await;
+    // Weights are registry state: they must survive the failover.
+    let put = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{leader}/api/v1/weights"))
+        .body(r#"[{"role":"web","weight":3}]"#)
+        .send()
+        .await
+        .expect("PUT weights");
+    assert_eq!(put.status(), 204);
+
+    let mut fw = TestFramework::subscribe(
+        &format!("127.0.0.1:{leader}"),
+        TestFramework::info("t", "web", 600.0),
+    )
+    .await;
+    let id = fw.header.framework_id.clone();
+    let mut launched = 0;
+    while launched < 2 {
+        let offer = fw.next_offer().await;
+        launched += 1;
+        fw.launch(
+            &offer,
+            vec![shell_task(
+                &format!("svc-{launched}"),
+                "sleep 300",
+                "cpus:0.5;mem:64",
+            )],
+        )
+        .await
+        .expect("accept");
+    }
+    fw.until_state("svc-1", TaskState::TaskRunning).await;
+    fw.until_state("svc-2", TaskState::TaskRunning).await;
+
+    let (_, leader_process) = masters
+        .iter_mut()
+        .find(|(p, _)| *p == leader)
+        .expect("leader process");
+    let killed_at = Instant::now();
+    leader_process.kill();
+    let remaining: Vec<u16> = ports.iter().copied().filter(|p| *p != leader).collect();
+    let new_leader = eventually("a new leader", Duration::from_secs(30), || {
+        leader_among(&remaining)
+    })
+    .await;
+    let took = killed_at.elapsed();
+    assert!(
+        took <= Duration::from_secs_f64(SESSION_TIMEOUT + 2.0),
+        "took {took:?} to elect a new leader"
+    );
+    // Agents follow by themselves and bring their tasks: both still running, same ids.
+    eventually(
+        "the tasks on the new leader",
+        Duration::from_secs(30),
+        || async {
+            let s = state_of(new_leader).await?;
+            (running_tasks(&s) == HashSet::from(["svc-1".to_string(), "svc-2".to_string()]))
+                .then_some(())
+        },
+    )
+    .await;
+    // The old stream carried no terminal update for them.
+    while let Ok(e) = fw.events.try_recv() {
+        if let Some(v1::event::Event::Update(u)) = e.event {
+            let st = u.status.expect("status");
+            assert!(
+                !agora_proto::is_terminal(TaskState::try_from(st.state).expect("state")),
+                "spurious terminal update {st:?}"
+            );
+        }
+    }
+    drop(fw);
+    // The framework fails over to the new leader with its id and finds its tasks running.
+    let mut detector = agora_proto::detector::Detector::new(&zk).expect("detector");
+    let address = detector
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader in ZooKeeper");
+    assert_eq!(address, format!("127.0.0.1:{new_leader}"));
+    let mut info = TestFramework::info("t", "web", 600.0);
+    info.id = id.clone();
+    let mut fw = TestFramework::subscribe(&address, info).await;
+    assert_eq!(fw.header.framework_id, id);
+    fw.client
+        .reconcile(v1::ReconcileRequest {
+            header: Some(fw.header.clone()),
+            tasks: vec![],
+        })
+        .await
+        .expect("reconcile");
+    let mut seen = HashSet::new();
+    while seen.len() < 2 {
+        let st = fw
+            .next("reconciliation", Duration::from_secs(10), |e| {
+                match &e.event {
+                    Some(v1::event::Event::Update(u)) => u.status.clone(),
+                    _ => None,
+                }
+            })
+            .await;
+        assert_eq!(st.state, TaskState::TaskRunning as i32, "{st:?}");
+        seen.insert(st.task_id);
+    }
+    let roles: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{new_leader}/api/v1/roles"))
+            .await
+            .expect("GET roles")
+            .json()
+            .await
+            .expect("json");
+    let web = roles["roles"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "web"))
+        .expect("role web");
+    assert_eq!(web["weight"], 3.0);
+    drop(fw);
+
+    // Every master restarts: the registry (agents, weights) is intact.
+    for (_, m) in masters.iter_mut() {
+        m.kill();
+    }
+    let fresh = free_port();
+    let _again = start_master(dir.path(), &zk, fresh).await;
+    eventually(
+        "the restarted master to lead with the registry",
+        Duration::from_secs(30),
+        || async {
+            let roles: serde_json::Value = no_redirects()
+                .get(format!("http://127.0.0.1:{fresh}/api/v1/roles"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let w = roles["roles"]
+                .as_array()?
+                .iter()
+                .find(|r| r["name"] == "web")?["weight"]
+                .clone();
+            (w == 3.0).then_some(())
+        },
+    )
+    .await;
+    eventually("the agents back on it", Duration::from_secs(30), || async {
+        let s = state_of(fresh).await?;
+        (running_tasks(&s).len() == 2).then_some(())
+    })
+    .await;
+}
+
+/// Forwards TCP to ZooKeeper until cut; after the cut, open connections are dropped and new ones
+/// refused, as in a network partition.
+async fn zk_proxy(target: String) -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let port = listener.local_addr().expect("addr").port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            if flag.load(Ordering::SeqCst) {
+                let _ = inbound.shutdown().await;
+                continue;
+            }
+            let target = target.clone();
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                    return;
+                };
+                let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                let watch_cut = async {
+                    while !flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = copy => {}
+                    _ = watch_cut => {}
+                }
+            });
+        }
+    });
+    (port, cut)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_off_from_zookeeper_stops_before_another_leads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = zk_servers();
+    let (proxy_port, cut) = zk_proxy(servers.clone()).await;
+    let path_url = zk_url(&servers, "partition");
+    let path = path_url
+        .rsplit_once('/')
+        .map(|(_, p)| p.to_string())
+        .expect("path");
+    // The first master reaches ZooKeeper only through the proxy; it leads.
+    let first_port = free_port();
+    let mut first = start_master(
+        dir.path(),
+        &format!("zk://127.0.0.1:{proxy_port}/{path}"),
+        first_port,
+    )
+    .await;
+    let first_only = [first_port];
+    eventually("the first master to lead", Duration::from_secs(20), || {
+        leader_among(&first_only)
+    })
+    .await;
+    let second_port = free_port();
+    let _second = start_master(dir.path(), &path_url, second_port).await;
+    let _agent = Agent::start(dir.path(), "agent-1", &path_url, "cpus:1;mem:256");
+    eventually(
+        "the agent on the leader",
+        Duration::from_secs(20),
+        || async {
+            let s = state_of(first_port).await?;
+            (s["agents"].as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await;
+    let mut fw = TestFramework::subscribe(
+        &format!("127.0.0.1:{first_port}"),
+        TestFramework::info("t", "web", 600.0),
+    )
+    .await;
+    let first_offer = fw.next_offer().await;
+
+    cut.store(true, Ordering::SeqCst);
+    let cut_at = Instant::now();
+    // The old leader steps down (exits non-zero) within a third of the session timeout, plus
+    // the time to notice the disconnection.
+    let exited = eventually(
+        "the cut-off leader to exit",
+        Duration::from_secs(20),
+        || {
+            let status = first.try_wait();
+            async move { status }
+        },
+    )
+    .await;
+    let stepped_down = cut_at.elapsed();
+    assert!(
+        !exited.success(),
+        "it must exit non-zero for its supervisor"
+    );
+    assert!(
+        first.log_text().contains("leadership lost"),
+        "{}",
+        first.log_text()
+    );
+    // Only after that does the other master lead (the session must expire first).
+    let second_only = [second_port];
+    let new_leader = eventually("the second master to lead", Duration::from_secs(30), || {
+        leader_among(&second_only)
+    })
+    .await;
+    let took_over = cut_at.elapsed();
+    assert_eq!(new_leader, second_port);
+    assert!(
+        stepped_down < took_over,
+        "the old leader stopped at {stepped_down:?}, the new one led at {took_over:?}"
+    );
+    // Offers after the cut come only from the new leader.
+    let mut info = TestFramework::info("t2", "web", 600.0);
+    info.id = fw.header.framework_id.clone();
+    drop(fw);
+    let mut fw = TestFramework::subscribe(&format!("127.0.0.1:{second_port}"), info).await;
+    let offer = fw.next_offer().await;
+    assert_ne!(offer.master_id, first_offer.master_id);
+}
