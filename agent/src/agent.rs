@@ -29,6 +29,7 @@ use crate::checkpoint::{
 };
 use crate::containerizer::{Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
 use crate::error::{AgentError, ContainerError};
+use crate::health::{HealthCheckSpec, HealthTracker, Verdict};
 use crate::lifecycle::{can_transition, terminal_status, Termination};
 use crate::paths::Layout;
 use crate::status_update::{Ack, StatusUpdateManager, TaskKey};
@@ -102,6 +103,63 @@ enum Event {
         container_id: String,
         result: Result<Termination, ContainerError>,
     },
+    /// One health check of a running task ended: `Ok` if healthy, else why not.
+    Health {
+        key: TaskKey,
+        container_id: String,
+        result: Result<(), String>,
+    },
+}
+
+/// Host ports of a task's `ports` resource, in order (at most 1024).
+fn task_ports(resources: &Resources) -> Vec<u16> {
+    resources
+        .ranges_total("ports")
+        .pairs()
+        .iter()
+        .flat_map(|(b, e)| *b..=*e)
+        .filter_map(|p| u16::try_from(p).ok())
+        .take(1024)
+        .collect()
+}
+
+/// The environment a task runs with: its command's variables plus `AGORA_*`, `HOST` and `PORT*`.
+/// Health-check commands that run on the host get it too.
+fn task_env(
+    agent_id: &str,
+    hostname: &str,
+    key: &TaskKey,
+    cp: &TaskCheckpoint,
+    ports: &[u16],
+) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = cp
+        .task
+        .as_ref()
+        .and_then(|t| t.command.as_ref())
+        .map(|c| c.environment.clone().into_iter().collect())
+        .unwrap_or_default();
+    env.insert("AGORA_AGENT_ID".into(), agent_id.into());
+    env.insert("AGORA_FRAMEWORK_ID".into(), key.0.clone());
+    env.insert("AGORA_EXECUTOR_ID".into(), cp.executor_id.clone());
+    env.insert("AGORA_TASK_ID".into(), key.1.clone());
+    env.insert("AGORA_CONTAINER_ID".into(), cp.container_id.clone());
+    env.insert("AGORA_SANDBOX".into(), cp.sandbox.clone());
+    env.insert("HOST".into(), hostname.into());
+    if let Some(first) = ports.first() {
+        env.insert(
+            "PORTS".into(),
+            ports
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        for (i, p) in ports.iter().take(16).enumerate() {
+            env.insert(format!("PORT{i}"), p.to_string());
+        }
+        env.insert("PORT".into(), first.to_string());
+    }
+    env
 }
 
 /// A cheap, cloneable handle to the agent's actor. The actor stops when every handle is dropped or
@@ -254,6 +312,14 @@ struct TaskEntry {
     kind: Option<ContainerizerKind>,
     mem_mib: Option<f64>,
     last_status: Option<v1::TaskStatus>,
+    /// The running health checker, while the task is RUNNING and has a health check.
+    health: Option<HealthRun>,
+}
+
+/// A task's health tracker and the checker task feeding it.
+struct HealthRun {
+    tracker: HealthTracker,
+    checker: tokio::task::AbortHandle,
 }
 
 impl TaskEntry {
@@ -262,6 +328,22 @@ impl TaskEntry {
     }
     fn task(&self) -> v1::TaskInfo {
         self.cp.task.clone().unwrap_or_default()
+    }
+    /// Why the task is being killed, for its terminal update: `None` when no kill was requested.
+    fn kill_cause(&self) -> Option<(Reason, String)> {
+        if !self.cp.kill_requested {
+            return None;
+        }
+        let reason = Reason::try_from(self.cp.kill_reason)
+            .ok()
+            .filter(|r| *r != Reason::Unspecified)
+            .unwrap_or(Reason::KillRequested);
+        let why = if self.cp.kill_message.is_empty() {
+            "killed on request".to_string()
+        } else {
+            self.cp.kill_message.clone()
+        };
+        Some((reason, why))
     }
     fn grace(&self, over: Option<Duration>) -> Duration {
         over.or_else(|| {
@@ -448,13 +530,19 @@ impl Actor {
             agent_id,
             executor_id: e.cp.executor_id.clone(),
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
-            healthy: None,
+            // The latest health result, once a check counted (see crate::health).
+            healthy: e.cp.healthy,
             timestamp: now_secs(),
             exit_code,
             ip_addresses: vec![hostname],
             data: Vec::new(),
         };
-        info!(task = %key.1, state = state.as_str_name(), reason = reason.as_str_name(), message = %status.message, "task status");
+        if agora_proto::is_terminal(state) {
+            if let Some(h) = e.health.take() {
+                h.checker.abort();
+            }
+        }
+        info!(task = %key.1, state = state.as_str_name(), reason = reason.as_str_name(), message = %status.message, healthy = ?status.healthy, "task status");
         e.last_status = Some(status.clone());
         self.sum.add(
             v1::StatusUpdate {
@@ -617,6 +705,9 @@ impl Actor {
             kill_requested: false,
             launched: false,
             started_at: 0.0,
+            kill_reason: Reason::Unspecified as i32,
+            kill_message: String::new(),
+            healthy: None,
         };
         self.tasks.insert(
             key.clone(),
@@ -625,6 +716,7 @@ impl Actor {
                 kind: Some(kind),
                 mem_mib,
                 last_status: None,
+                health: None,
             },
         );
         // Checkpoint before acting; a leftover checkpoint of an earlier task with this id is replaced.
@@ -638,6 +730,8 @@ impl Actor {
             Some(invalid(format!("the task needs the {} containerizer, which is not enabled on this agent (--containerizers)", kind.as_str())))
         } else if let Err(e) = &resources {
             Some(invalid(format!("invalid resources: {e}")))
+        } else if let Some(Err(e)) = task.health_check.as_ref().map(HealthCheckSpec::from_proto) {
+            Some(invalid(e.to_string()))
         } else {
             None
         };
@@ -664,40 +758,11 @@ impl Actor {
             None,
         );
 
-        let ports: Vec<u16> = resources
-            .ranges_total("ports")
-            .pairs()
-            .iter()
-            .flat_map(|(b, e)| *b..=*e)
-            .filter_map(|p| u16::try_from(p).ok())
-            .take(1024)
-            .collect();
-        let mut env: BTreeMap<String, String> = task
-            .command
-            .as_ref()
-            .map(|c| c.environment.clone().into_iter().collect())
-            .unwrap_or_default();
-        env.insert("AGORA_AGENT_ID".into(), self.agent_id());
-        env.insert("AGORA_FRAMEWORK_ID".into(), key.0.clone());
-        env.insert("AGORA_EXECUTOR_ID".into(), executor_id.clone());
-        env.insert("AGORA_TASK_ID".into(), key.1.clone());
-        env.insert("AGORA_CONTAINER_ID".into(), container_id.clone());
-        env.insert("AGORA_SANDBOX".into(), sandbox.display().to_string());
-        env.insert("HOST".into(), self.hostname.clone());
-        if !ports.is_empty() {
-            env.insert(
-                "PORTS".into(),
-                ports
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            for (i, p) in ports.iter().take(16).enumerate() {
-                env.insert(format!("PORT{i}"), p.to_string());
-            }
-            env.insert("PORT".into(), ports[0].to_string());
-        }
+        let ports = task_ports(&resources);
+        let env = match self.tasks.get(&key) {
+            Some(e) => task_env(&self.agent_id(), &self.hostname, &key, &e.cp, &ports),
+            None => return,
+        };
         let cpus = Some(resources.scalar_total("cpus")).filter(|c| *c > 0.0);
         let spec = LaunchSpec {
             container_id: container_id.clone(),
@@ -786,6 +851,8 @@ impl Actor {
                         self.watch(key.clone());
                         if let Some(grace) = kill {
                             self.start_kill(&key, grace);
+                        } else {
+                            self.start_health(&key);
                         }
                     }
                     Err(err) => {
@@ -819,7 +886,7 @@ impl Actor {
                 }
                 let (state, reason, msg, code) = match result {
                     Ok(t) => {
-                        let (s, r, m) = terminal_status(&t, e.cp.kill_requested, e.mem_mib);
+                        let (s, r, m) = terminal_status(&t, e.kill_cause(), e.mem_mib);
                         (s, r, m, t.exit_code)
                     }
                     Err(err) => (
@@ -831,6 +898,119 @@ impl Actor {
                 };
                 self.update(&key, state, reason, msg, code);
                 self.destroy(&key);
+            }
+            Event::Health {
+                key,
+                container_id,
+                result,
+            } => self.health_result(&key, &container_id, result),
+        }
+    }
+
+    /// Starts the health checker of a task that just reached RUNNING (or was recovered running), if
+    /// it has a health check. The grace period and delay count from when the task first ran, so an
+    /// agent restart does not grant a new grace period.
+    fn start_health(&mut self, key: &TaskKey) {
+        let Some(e) = self.tasks.get(key) else { return };
+        let Some(hc) = e.cp.task.as_ref().and_then(|t| t.health_check.as_ref()) else {
+            return;
+        };
+        let spec = match HealthCheckSpec::from_proto(hc) {
+            Ok(s) => s,
+            Err(err) => {
+                // Validated at launch; only a checkpoint from another agent version gets here.
+                warn!(task = %key.1, error = %err, "not checking the task's health");
+                return;
+            }
+        };
+        let Some(containerizer) = self.containerizer(e.kind) else {
+            return;
+        };
+        let elapsed =
+            Duration::try_from_secs_f64(now_secs() - e.cp.started_at).unwrap_or(Duration::ZERO);
+        let started = Instant::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(Instant::now);
+        let tracker = HealthTracker::new(spec.policy, started, e.cp.healthy);
+        let ports =
+            e.cp.task
+                .as_ref()
+                .and_then(|t| Resources::from_proto(&t.resources).ok())
+                .map(|r| task_ports(&r))
+                .unwrap_or_default();
+        let container_id = e.cp.container_id.clone();
+        let target = crate::prober::Target {
+            probe: spec.probe,
+            timeout: spec.policy.timeout,
+            containerizer,
+            container_id: container_id.clone(),
+            task_env: task_env(&self.agent_id(), &self.hostname, key, &e.cp, &ports),
+            sandbox: PathBuf::from(&e.cp.sandbox),
+        };
+        let events = self.events.clone();
+        let k = key.clone();
+        let report = move |result| {
+            events
+                .send(Event::Health {
+                    key: k.clone(),
+                    container_id: container_id.clone(),
+                    result,
+                })
+                .is_ok()
+        };
+        let checker = self.jobs.spawn(crate::prober::run(
+            target,
+            spec.policy.delay.saturating_sub(elapsed),
+            spec.policy.interval,
+            report,
+        ));
+        debug!(task = %key.1, policy = ?spec.policy, "health checks started");
+        if let Some(e) = self.tasks.get_mut(key) {
+            if let Some(old) = e.health.replace(HealthRun { tracker, checker }) {
+                old.checker.abort();
+            }
+        }
+    }
+
+    fn stop_health(&mut self, key: &TaskKey) {
+        if let Some(h) = self.tasks.get_mut(key).and_then(|e| e.health.take()) {
+            h.checker.abort();
+        }
+    }
+
+    /// Applies one health-check result: a status update when the health changed, a kill with
+    /// REASON_TASK_UNHEALTHY after too many failures in a row.
+    fn health_result(&mut self, key: &TaskKey, container_id: &str, result: Result<(), String>) {
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        // A result that raced with the task's end or a kill is stale.
+        if e.cp.container_id != container_id
+            || e.state() != TaskState::TaskRunning
+            || e.cp.kill_requested
+        {
+            return;
+        }
+        let Some(h) = e.health.as_mut() else { return };
+        if let Err(why) = &result {
+            debug!(task = %key.1, %why, "health check failed");
+        }
+        match h.tracker.record(Instant::now(), result) {
+            Verdict::Quiet => {}
+            Verdict::Report { healthy, message } => {
+                e.cp.healthy = Some(healthy);
+                self.update(
+                    key,
+                    TaskState::TaskRunning,
+                    Reason::TaskHealthCheckStatusUpdated,
+                    message,
+                    None,
+                );
+            }
+            Verdict::Kill { message } => {
+                e.cp.healthy = Some(false);
+                warn!(task = %key.1, %message, "killing an unhealthy task");
+                self.kill_task_because(key, None, Reason::TaskUnhealthy, message);
             }
         }
     }
@@ -845,6 +1025,19 @@ impl Actor {
     }
 
     fn kill_task(&mut self, key: &TaskKey, grace: Option<Duration>) {
+        self.kill_task_because(key, grace, Reason::KillRequested, String::new());
+    }
+
+    /// Kills a task; `reason` and `why` (empty: "killed on request") end up on its terminal update.
+    /// The first cause of a kill sticks: a framework's kill after a health kill changes nothing.
+    fn kill_task_because(
+        &mut self,
+        key: &TaskKey,
+        grace: Option<Duration>,
+        reason: Reason,
+        why: String,
+    ) {
+        self.stop_health(key);
         let Some(e) = self.tasks.get_mut(key) else {
             debug!(task = %key.1, "kill of an unknown task ignored");
             return;
@@ -854,6 +1047,10 @@ impl Actor {
         }
         let first = !e.cp.kill_requested;
         e.cp.kill_requested = true;
+        if first {
+            e.cp.kill_reason = reason as i32;
+            e.cp.kill_message = why.clone();
+        }
         let grace = e.grace(grace);
         let launched = e.cp.launched;
         let wants_killing = e.cp.framework.as_ref().is_some_and(|f| {
@@ -862,13 +1059,12 @@ impl Actor {
         });
         self.checkpoint_task(key);
         if first && wants_killing {
-            self.update(
-                key,
-                TaskState::TaskKilling,
-                Reason::KillRequested,
-                format!("stopping, grace period {grace:?}"),
-                None,
-            );
+            let msg = if why.is_empty() {
+                format!("stopping, grace period {grace:?}")
+            } else {
+                format!("stopping, grace period {grace:?}: {why}")
+            };
+            self.update(key, TaskState::TaskKilling, reason, msg, None);
         }
         if launched {
             self.start_kill(key, grace);
@@ -942,6 +1138,7 @@ impl Actor {
                 kind,
                 mem_mib,
                 last_status,
+                health: None,
             };
             let state = entry.state();
             let launched = entry.cp.launched;
@@ -1002,12 +1199,18 @@ impl Actor {
                     self.watch(key.clone());
                     if kill_requested {
                         self.start_kill(&key, grace);
+                    } else {
+                        self.start_health(&key);
                     }
                 }
                 Recovered::Terminated(t) => {
                     let (s, r, m) = {
                         let e = self.tasks.get(&key);
-                        terminal_status(&t, kill_requested, e.and_then(|e| e.mem_mib))
+                        terminal_status(
+                            &t,
+                            e.and_then(TaskEntry::kill_cause),
+                            e.and_then(|e| e.mem_mib),
+                        )
                     };
                     self.update(
                         &key,

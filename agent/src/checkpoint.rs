@@ -37,6 +37,16 @@ pub struct TaskCheckpoint {
     pub launched: bool,
     #[prost(double, tag = "10")]
     pub started_at: f64,
+    /// Why the kill was requested (REASON_KILL_REQUESTED or REASON_TASK_UNHEALTHY), for the
+    /// terminal update; unset in checkpoints of older agents (read as KILL_REQUESTED).
+    #[prost(enumeration = "v1::Reason", tag = "11")]
+    pub kill_reason: i32,
+    /// Words for the terminal update of a killed task (empty: "killed on request").
+    #[prost(string, tag = "12")]
+    pub kill_message: String,
+    /// The latest health the agent reported, so that a restarted agent does not report it again.
+    #[prost(bool, optional, tag = "13")]
+    pub healthy: Option<bool>,
 }
 
 /// The status updates of one task that were not acknowledged yet, oldest first.

@@ -38,10 +38,12 @@ pub mod agent;
 pub mod checkpoint;
 pub mod containerizer;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod master_link;
 pub mod paths;
+pub mod prober;
 pub mod status_update;
 mod sys;
 

@@ -38,10 +38,12 @@ pub fn can_transition(from: TaskState, to: TaskState) -> bool {
 }
 
 /// Turns how a container ended into the terminal update: state, reason and a message a person can act
-/// on. `mem_limit_mib` is only used for the message.
+/// on. `kill` is why a kill was requested (`(REASON_KILL_REQUESTED, "killed on request")`, or
+/// `REASON_TASK_UNHEALTHY` with the health check's words), `None` when none was. `mem_limit_mib` is
+/// only used for the message.
 pub fn terminal_status(
     t: &Termination,
-    kill_requested: bool,
+    kill: Option<(Reason, String)>,
     mem_limit_mib: Option<f64>,
 ) -> (TaskState, Reason, String) {
     let status = match t.exit_code {
@@ -57,7 +59,7 @@ pub fn terminal_status(
         .as_deref()
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
-    if t.oom_killed && !kill_requested {
+    if t.oom_killed && kill.is_none() {
         let limit = mem_limit_mib
             .map(|m| format!(" of {m} MiB"))
             .unwrap_or_default();
@@ -67,11 +69,11 @@ pub fn terminal_status(
             format!("memory limit{limit} exceeded, the task was killed by the OOM killer; {status}{extra}"),
         );
     }
-    if kill_requested {
+    if let Some((reason, why)) = kill {
         return (
             TaskState::TaskKilled,
-            Reason::KillRequested,
-            format!("killed on request; {status}{extra}"),
+            reason,
+            format!("{why}; {status}{extra}"),
         );
     }
     match t.exit_code {
@@ -159,11 +161,22 @@ mod tests {
                 "vanished",
             ),
         ];
-        for (term, kill, state, reason, msg) in cases {
-            let (s, r, m) = terminal_status(term, *kill, Some(32.0));
+        for (term, kill, state, reason, msg) in cases.iter() {
+            let cause = kill.then(|| (Reason::KillRequested, "killed on request".to_string()));
+            let (s, r, m) = terminal_status(term, cause, Some(32.0));
             assert_eq!((s, r), (*state, *reason), "{term:?} kill={kill}");
             assert!(m.contains(msg), "{m:?} should contain {msg:?}");
         }
+        let (s, r, m) = terminal_status(
+            &t(Some(143), false),
+            Some((Reason::TaskUnhealthy, "failed 3 health checks".into())),
+            None,
+        );
+        assert_eq!((s, r), (TaskKilled, Reason::TaskUnhealthy));
+        assert_eq!(
+            m,
+            "failed 3 health checks; exited with status 143 (killed by signal 15)"
+        );
     }
 
     #[test]

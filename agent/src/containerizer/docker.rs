@@ -16,6 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use agora_proto::v1;
 use bollard::errors::Error as BollardError;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptions, ListContainersOptionsBuilder,
@@ -30,6 +31,7 @@ use tracing::{debug, warn};
 use super::{argv, Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
 use crate::error::ContainerError;
 use crate::lifecycle::Termination;
+use crate::prober::{CheckCommand, CheckExit};
 
 /// Where a task's sandbox appears inside its container (also in `$AGORA_SANDBOX`).
 pub const SANDBOX_MOUNT: &str = "/mnt/agora/sandbox";
@@ -463,6 +465,54 @@ impl DockerContainerizer {
         }))
     }
 
+    /// A health-check command inside the container (`docker exec`), with the container's own
+    /// environment plus the check's. The engine has no way to stop an exec: when the caller's timeout
+    /// drops this future, a hung command keeps running inside the container until it ends by itself.
+    async fn do_run_check(
+        &self,
+        container_id: &str,
+        cmd: &CheckCommand,
+    ) -> Result<CheckExit, ContainerError> {
+        let name = container_name(container_id);
+        let env: Vec<String> = cmd.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let exec = self
+            .docker
+            .create_exec(
+                &name,
+                CreateExecOptions {
+                    cmd: Some(cmd.argv.clone()),
+                    env: Some(env),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut output = Vec::new();
+        if let StartExecResults::Attached {
+            output: mut out, ..
+        } = self.docker.start_exec(&exec.id, None).await?
+        {
+            while let Some(chunk) = out.next().await {
+                let bytes = chunk?.into_bytes();
+                // Keep only the end: the message wants the last words, memory stays bounded.
+                output.extend_from_slice(&bytes);
+                if output.len() > 4096 {
+                    output.drain(..output.len() - 4096);
+                }
+            }
+        }
+        let inspect = self.docker.inspect_exec(&exec.id).await?;
+        let code = inspect
+            .exit_code
+            .and_then(|c| i32::try_from(c).ok())
+            .unwrap_or(-1);
+        Ok(CheckExit {
+            code,
+            output: crate::prober::tail(&output),
+        })
+    }
+
     async fn do_usage(&self, container_id: &str) -> Result<Usage, ContainerError> {
         let name = container_name(container_id);
         let opts = StatsOptionsBuilder::default()
@@ -538,6 +588,14 @@ impl Containerizer for DockerContainerizer {
 
     fn destroy<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, ()> {
         async move { self.remove(&container_name(container_id)).await }.boxed()
+    }
+
+    fn run_check<'a>(
+        &'a self,
+        container_id: &'a str,
+        command: &'a CheckCommand,
+    ) -> BoxFuture<'a, Result<CheckExit, ContainerError>> {
+        self.do_run_check(container_id, command).boxed()
     }
 }
 

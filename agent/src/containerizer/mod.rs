@@ -149,6 +149,22 @@ pub trait Containerizer: Send + Sync {
 
     /// Frees what is left of an ended container (cgroups, the Docker container). The sandbox stays.
     fn destroy<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Runs a health-check command next to a running container and reports how it exited. The
+    /// caller bounds it with the check's timeout (dropping the future must stop the command). By
+    /// default the command runs on the host, in the sandbox, with the task's environment
+    /// ([`crate::prober::run_on_host`]); Docker runs it inside the container.
+    ///
+    /// # Errors
+    /// When the command cannot be started (the container is gone, the engine is unreachable).
+    fn run_check<'a>(
+        &'a self,
+        container_id: &'a str,
+        command: &'a crate::prober::CheckCommand,
+    ) -> BoxFuture<'a, Result<crate::prober::CheckExit, ContainerError>> {
+        let _ = container_id;
+        crate::prober::run_on_host(command)
+    }
 }
 
 /// The command line to run for a task, from its `CommandInfo` (shell → `/bin/sh -c value`; otherwise

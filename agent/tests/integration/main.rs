@@ -3,6 +3,7 @@
 
 mod common;
 mod docker;
+mod health;
 mod http;
 mod master_link;
 mod native;
