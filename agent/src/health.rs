@@ -360,7 +360,9 @@ mod tests {
     fn verdict_table() {
         let f = false;
         let t = true;
-        let cases: &[(&str, HealthPolicy, &[(u64, bool)], &str)] = &[
+        // (name, policy, (seconds after start, passed?) results, verdicts as `play` prints them)
+        type Case<'a> = (&'a str, HealthPolicy, &'a [(u64, bool)], &'a str);
+        let cases: &[Case] = &[
             (
                 "healthy once, reported once",
                 policy(0, 3),

@@ -381,3 +381,42 @@ async fn docker_command_check_runs_inside_the_container() {
     );
     crate::docker::remove_containers(&agent.handle.agent_id()).await;
 }
+
+#[tokio::test]
+async fn checks_resume_after_an_agent_restart_without_repeating_the_last_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fw = framework();
+    let mut a = start(dir.path(), "native").await;
+    let task = shell_task("steady", "touch ok; exec sleep 120", "cpus:0.1;mem:32");
+    let hc = command_check("test -f ok", 0.2, 2);
+    a.handle
+        .run_task(fw.clone(), with_check(with_grace(task, 1.0), hc))
+        .expect("run");
+    wait_healthy(&mut a, "steady", true).await;
+    let sb = sandbox(&a, &fw.id, "steady");
+    // A round trip through the actor: the acknowledgements sent before it have been applied, so
+    // nothing is left to resend after the restart.
+    a.handle.tasks().await.expect("tasks");
+    // Like kill -9 of the agent: its checkers die with it, the task keeps running.
+    a.handle.abort();
+    drop(a);
+
+    let mut b = start(dir.path(), "native").await;
+    // Still healthy: the restarted agent checks again but has nothing new to say.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    if let Ok(u) = b.outbox.try_recv() {
+        panic!("unexpected update after the restart: {u:?}");
+    }
+    let tasks = b.handle.tasks().await.expect("tasks");
+    let steady = tasks
+        .iter()
+        .find(|t| t.task_id == "steady")
+        .expect("steady");
+    assert_eq!(steady.state(), TaskState::TaskRunning);
+    // The checks did resume: breaking the task is noticed and, two failures later, it is killed.
+    std::fs::remove_file(sb.join("ok")).expect("rm ok");
+    let (s, seen) = wait_for(&mut b, "steady", TaskState::TaskKilled).await;
+    assert_eq!(s.reason(), Reason::TaskUnhealthy, "{}", s.message);
+    assert_eq!(seen[0].healthy, Some(false), "{seen:?}");
+    assert_eq!(seen[0].state(), TaskState::TaskRunning, "{seen:?}");
+}
