@@ -17,10 +17,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole cluster in this process (master and agents, no ZooKeeper) for a first try.
+    Local(cmd::local::LocalArgs),
     /// Run a master: agents register with it, frameworks subscribe to it for offers.
     Master(cmd::master::MasterArgs),
-    /// Run an agent: report this machine's resources to the master and run its tasks.
+    /// Run an agent (report this machine's resources, run its tasks), or `agent list|drain`.
     Agent(cmd::agent::AgentArgs),
+    /// The cluster's frameworks: `list`, `teardown ID`.
+    Framework {
+        #[command(subcommand)]
+        action: cmd::cli::FrameworkAction,
+        #[command(flatten)]
+        master: cmd::cli::MasterAddress,
+    },
+    /// Tasks: `list`, `logs TASK [--follow] [--stderr]`.
+    Task {
+        #[command(subcommand)]
+        action: cmd::cli::TaskAction,
+        #[command(flatten)]
+        master: cmd::cli::MasterAddress,
+    },
+    /// The cluster as a whole: `status`.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        #[command(flatten)]
+        master: cmd::cli::MasterAddress,
+    },
     /// Print the version of this binary and of the wire contract it speaks.
     Version,
     /// Check an agent resource description (`cpus:4;mem:8192;ports:[31000-32000]`) and print it
@@ -31,7 +54,21 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Leader, agents, frameworks, tasks and resources in use.
+    Status,
+}
+
+fn main() {
+    // Errors are for people: the message and its causes, not a backtrace.
+    if let Err(e) = run() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -40,8 +77,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Local(args) => runtime()?.block_on(cmd::local::run(args))?,
         Command::Master(args) => runtime()?.block_on(cmd::master::run(args))?,
         Command::Agent(args) => runtime()?.block_on(cmd::agent::run(args))?,
+        Command::Framework { action, master } => {
+            runtime()?.block_on(cmd::cli::framework(action, master))?
+        }
+        Command::Task { action, master } => runtime()?.block_on(cmd::cli::task(action, master))?,
+        Command::Cluster {
+            action: ClusterAction::Status,
+            master,
+        } => runtime()?.block_on(cmd::cli::cluster_status(master))?,
         Command::Version => {
             println!(
                 "agora {} (wire contract agora.v1)",

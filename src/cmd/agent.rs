@@ -6,10 +6,17 @@ use std::path::PathBuf;
 use clap::Args;
 
 #[derive(Args, Debug)]
+#[command(subcommand_negates_reqs = true)]
 pub struct AgentArgs {
-    /// The master: `host:port` (ZooKeeper detection `zk://…` comes with HA).
-    #[arg(long, env = "AGORA_MASTER")]
-    master: String,
+    /// Without a subcommand, `agora agent` runs an agent; these manage the cluster's agents.
+    #[command(subcommand)]
+    action: Option<super::cli::AgentAction>,
+    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora`.
+    #[arg(long, env = "AGORA_MASTER", global = true)]
+    master: Option<String>,
+    /// Print JSON instead of a table (with `list`).
+    #[arg(long, global = true)]
+    json: bool,
     /// HTTP port (sandbox files, statistics, health).
     #[arg(long, default_value_t = agora_agent::DEFAULT_PORT)]
     port: u16,
@@ -41,11 +48,21 @@ pub struct AgentArgs {
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(action) = args.action {
+        let m = super::cli::MasterAddress {
+            master: args.master.unwrap_or_else(|| "127.0.0.1:5050".into()),
+            json: args.json,
+        };
+        return super::cli::agent(action, m).await;
+    }
+    let Some(master) = args.master else {
+        anyhow::bail!("--master is required to run an agent (host:port or zk://…)");
+    };
     if let Some(r) = &args.resources {
         agora_proto::Resources::parse(r).map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
     }
     let config = agora_agent::AgentConfig {
-        master: Some(args.master),
+        master: Some(master),
         port: args.port,
         bind: args.ip,
         work_dir: args.work_dir,

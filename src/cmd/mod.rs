@@ -1,6 +1,8 @@
 //! One module per process the binary runs.
 
 pub mod agent;
+pub mod cli;
+pub mod local;
 pub mod master;
 
 /// Parses a duration flag given in seconds (`1`, `0.5`).

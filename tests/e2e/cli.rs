@@ -23,7 +23,16 @@ fn help_lists_subcommands() {
     let out = agora(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["version", "resources"] {
+    for sub in [
+        "version",
+        "resources",
+        "master",
+        "agent",
+        "local",
+        "framework",
+        "task",
+        "cluster",
+    ] {
         assert!(text.contains(sub), "--help lacks {sub}: {text}");
     }
 }

@@ -4,4 +4,5 @@
 mod cli;
 mod ha;
 mod harness;
+mod local;
 mod master;

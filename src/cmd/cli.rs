@@ -1,0 +1,483 @@
+//! The user CLI for the cluster: agents, frameworks, tasks and their logs, cluster status. It
+//! talks to the leading master's HTTP API (found through `--master`, a `host:port` or `zk://` URL)
+//! and to agents' sandbox file API. Tables for people, `--json` for scripts; exit code 1 with a
+//! message that says what to do when something is wrong.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+/// Where the master is: flag, `AGORA_MASTER`, or `agora local`'s default.
+#[derive(Args, Debug, Clone)]
+pub struct MasterAddress {
+    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora` (default: `agora local`'s).
+    #[arg(
+        long,
+        env = "AGORA_MASTER",
+        default_value = "127.0.0.1:5050",
+        global = true
+    )]
+    pub master: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentAction {
+    /// List agents with their resources and state.
+    List,
+    /// Maintenance: stop offers on an agent and kill its tasks (with their grace period).
+    Drain {
+        id: String,
+        /// Seconds of grace for every task, overriding their kill policies.
+        #[arg(long)]
+        grace: Option<f64>,
+    },
+    /// End maintenance on an agent.
+    Reactivate { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FrameworkAction {
+    /// List frameworks with their roles, connection and dominant share.
+    List,
+    /// Remove a framework and kill all its tasks.
+    Teardown { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskAction {
+    /// List running (and with --all, recently finished) tasks.
+    List {
+        /// Only this framework's tasks.
+        #[arg(long)]
+        framework: Option<String>,
+        /// Include finished tasks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a task's stdout (or stderr) from its sandbox.
+    Logs {
+        task: String,
+        /// stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing as the task writes.
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+/// Finds the leader's HTTP base URL.
+pub async fn leader_url(master: &str) -> anyhow::Result<String> {
+    let mut detector = agora_proto::detector::Detector::new(master)?;
+    let address = detector
+        .wait_for_leader(Duration::from_secs(5))
+        .await
+        .with_context(|| format!("cannot find the leading master through '{master}'"))?;
+    Ok(format!("http://{address}"))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+/// GET a JSON document, turning connection failures and error bodies into messages that say
+/// what to do.
+pub async fn get_json(url: &str) -> anyhow::Result<Value> {
+    let resp = client().get(url).send().await.map_err(|e| {
+        anyhow!("cannot reach {url}: {e}\nIs the master running? Start one with `agora local`, or pass --master HOST:PORT.")
+    })?;
+    let status = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("{url} did not answer JSON"))?;
+    if !status.is_success() {
+        bail!(
+            "{url}: {status}: {}",
+            body["message"].as_str().unwrap_or("no message")
+        );
+    }
+    Ok(body)
+}
+
+async fn post(url: &str, body: Option<Value>) -> anyhow::Result<()> {
+    let mut req = client().post(url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!(
+            "{status}: {}",
+            body["message"].as_str().unwrap_or("no message")
+        );
+    }
+    Ok(())
+}
+
+/// Prints rows as aligned columns.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> {
+    let base = leader_url(&m.master).await?;
+    match action {
+        AgentAction::List => {
+            let state = get_json(&format!("{base}/state")).await?;
+            let agents = state["agents"].as_array().cloned().unwrap_or_default();
+            if m.json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+                return Ok(());
+            }
+            let rows = agents
+                .iter()
+                .map(|a| {
+                    let status = if a["draining"] == true {
+                        "draining"
+                    } else if a["active"] == true {
+                        "active"
+                    } else {
+                        "unreachable"
+                    };
+                    vec![
+                        a["id"].as_str().unwrap_or("").to_string(),
+                        a["hostname"].as_str().unwrap_or("").to_string(),
+                        status.to_string(),
+                        format!(
+                            "{}/{}",
+                            fmt_num(num(&a["used_resources"]["cpus"])),
+                            fmt_num(num(&a["resources"]["cpus"]))
+                        ),
+                        format!(
+                            "{}/{}",
+                            fmt_num(num(&a["used_resources"]["mem"])),
+                            fmt_num(num(&a["resources"]["mem"]))
+                        ),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "HOSTNAME",
+                    "STATE",
+                    "CPUS USED/TOTAL",
+                    "MEM MiB USED/TOTAL",
+                ],
+                rows,
+            );
+        }
+        AgentAction::Drain { id, grace } => {
+            let body = grace.map(|g| serde_json::json!({ "grace_period_seconds": g }));
+            post(&format!("{base}/api/v1/agents/{id}/drain"), body)
+                .await
+                .with_context(|| format!("draining agent '{id}'"))?;
+            println!("agent {id} is draining: no new tasks; its tasks are being killed");
+        }
+        AgentAction::Reactivate { id } => {
+            post(&format!("{base}/api/v1/agents/{id}/reactivate"), None)
+                .await
+                .with_context(|| format!("reactivating agent '{id}'"))?;
+            println!("agent {id} is active again");
+        }
+    }
+    Ok(())
+}
+
+pub async fn framework(action: FrameworkAction, m: MasterAddress) -> anyhow::Result<()> {
+    let base = leader_url(&m.master).await?;
+    match action {
+        FrameworkAction::List => {
+            let state = get_json(&format!("{base}/state")).await?;
+            let fws = state["frameworks"].as_array().cloned().unwrap_or_default();
+            if m.json {
+                println!("{}", serde_json::to_string_pretty(&fws)?);
+                return Ok(());
+            }
+            let tasks = state["tasks"].as_array().cloned().unwrap_or_default();
+            let rows = fws
+                .iter()
+                .map(|f| {
+                    let id = f["id"].as_str().unwrap_or("");
+                    let n = tasks.iter().filter(|t| t["framework_id"] == id).count();
+                    vec![
+                        id.to_string(),
+                        f["name"].as_str().unwrap_or("").to_string(),
+                        f["roles"]
+                            .as_array()
+                            .map(|r| {
+                                r.iter()
+                                    .filter_map(|x| x.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .unwrap_or_default(),
+                        if f["connected"] == true { "yes" } else { "no" }.to_string(),
+                        n.to_string(),
+                        format!("{:.3}", num(&f["dominant_share"])),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "NAME",
+                    "ROLES",
+                    "CONNECTED",
+                    "TASKS",
+                    "DOMINANT SHARE",
+                ],
+                rows,
+            );
+        }
+        FrameworkAction::Teardown { id } => {
+            post(&format!("{base}/api/v1/frameworks/{id}/teardown"), None)
+                .await
+                .with_context(|| format!("tearing down framework '{id}'"))?;
+            println!("framework {id} was torn down; its tasks are being killed");
+        }
+    }
+    Ok(())
+}
+
+fn find_task(state: &Value, task: &str) -> Option<Value> {
+    ["tasks", "completed_tasks"].iter().find_map(|k| {
+        state[k]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == task)
+            .cloned()
+    })
+}
+
+pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
+    let base = leader_url(&m.master).await?;
+    let state = get_json(&format!("{base}/state")).await?;
+    match action {
+        TaskAction::List { framework, all } => {
+            let mut tasks = state["tasks"].as_array().cloned().unwrap_or_default();
+            if all {
+                tasks.extend(
+                    state["completed_tasks"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            }
+            if let Some(f) = &framework {
+                tasks.retain(|t| t["framework_id"] == f.as_str());
+            }
+            if m.json {
+                println!("{}", serde_json::to_string_pretty(&tasks)?);
+                return Ok(());
+            }
+            let hosts: std::collections::HashMap<String, String> = state["agents"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|a| {
+                            (
+                                a["id"].as_str().unwrap_or("").to_string(),
+                                a["hostname"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let rows = tasks
+                .iter()
+                .map(|t| {
+                    let agent = t["agent_id"].as_str().unwrap_or("");
+                    vec![
+                        t["id"].as_str().unwrap_or("").to_string(),
+                        t["state"].as_str().unwrap_or("").to_string(),
+                        hosts
+                            .get(agent)
+                            .cloned()
+                            .unwrap_or_else(|| agent.to_string()),
+                        t["framework_id"].as_str().unwrap_or("").to_string(),
+                        t["status"]["message"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect();
+            table(&["ID", "STATE", "HOST", "FRAMEWORK", "MESSAGE"], rows);
+        }
+        TaskAction::Logs {
+            task,
+            stderr,
+            follow,
+        } => {
+            let t = find_task(&state, &task).ok_or_else(|| {
+                anyhow!("the master knows no task '{task}'; `agora task list --all` lists them")
+            })?;
+            let agent_id = t["agent_id"].as_str().unwrap_or("");
+            let agent = state["agents"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["id"] == agent_id))
+                .ok_or_else(|| anyhow!("task '{task}' ran on agent '{agent_id}', which is gone"))?;
+            let agent_url = format!(
+                "http://{}:{}",
+                agent["hostname"].as_str().unwrap_or("localhost"),
+                agent["http_port"]
+            );
+            let framework = t["framework_id"].as_str().unwrap_or("");
+            let executor = t["executor_id"]
+                .as_str()
+                .filter(|e| !e.is_empty())
+                .unwrap_or(&task);
+            let runs = format!(
+                "{}/frameworks/{}/executors/{}/runs",
+                escape(agent_id),
+                escape(framework),
+                escape(executor)
+            );
+            let listing = get_json(&format!(
+                "{agent_url}/files/browse?path={}",
+                url_escape(&runs)
+            ))
+            .await
+            .with_context(|| format!("listing the sandboxes of task '{task}'"))?;
+            let latest = listing
+                .as_array()
+                .and_then(|l| {
+                    l.iter()
+                        .max_by(|a, b| num(&a["mtime"]).total_cmp(&num(&b["mtime"])))
+                })
+                .and_then(|e| e["path"].as_str())
+                .ok_or_else(|| anyhow!("task '{task}' has no sandbox yet"))?
+                .to_string();
+            let file = format!("{latest}/{}", if stderr { "stderr" } else { "stdout" });
+            let mut offset: u64 = 0;
+            loop {
+                let chunk = get_json(&format!(
+                    "{agent_url}/files/read?path={}&offset={offset}&length=65536",
+                    url_escape(&file)
+                ))
+                .await?;
+                let data = chunk["data"].as_str().unwrap_or("");
+                print!("{data}");
+                offset += data.len() as u64;
+                if data.is_empty() {
+                    if !follow {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn cluster_status(m: MasterAddress) -> anyhow::Result<()> {
+    let base = leader_url(&m.master).await?;
+    let state = get_json(&format!("{base}/state")).await?;
+    let agents = state["agents"].as_array().cloned().unwrap_or_default();
+    let (mut cpus, mut mem, mut used_cpus, mut used_mem) = (0.0, 0.0, 0.0, 0.0);
+    for a in agents.iter().filter(|a| a["active"] == true) {
+        cpus += num(&a["resources"]["cpus"]);
+        mem += num(&a["resources"]["mem"]);
+        used_cpus += num(&a["used_resources"]["cpus"]);
+        used_mem += num(&a["used_resources"]["mem"]);
+    }
+    let active = agents.iter().filter(|a| a["active"] == true).count();
+    let tasks = state["tasks"].as_array().map_or(0, |t| t.len());
+    let running = state["tasks"].as_array().map_or(0, |t| {
+        t.iter().filter(|t| t["state"] == "TASK_RUNNING").count()
+    });
+    let frameworks = state["frameworks"].as_array().map_or(0, |f| f.len());
+    if m.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "leader": state["leader"],
+                "agents": {"total": agents.len(), "active": active},
+                "frameworks": frameworks,
+                "tasks": {"total": tasks, "running": running},
+                "cpus": {"total": cpus, "used": used_cpus},
+                "mem": {"total": mem, "used": used_mem},
+            }))?
+        );
+        return Ok(());
+    }
+    println!("leader      {}", state["leader"].as_str().unwrap_or("?"));
+    println!("agents      {active} active of {}", agents.len());
+    println!("frameworks  {frameworks}");
+    println!("tasks       {running} running of {tasks}");
+    println!(
+        "cpus        {} used of {}",
+        fmt_num(used_cpus),
+        fmt_num(cpus)
+    );
+    println!(
+        "mem         {} MiB used of {} MiB",
+        fmt_num(used_mem),
+        fmt_num(mem)
+    );
+    Ok(())
+}
+
+/// The agent's escaping of ids into path components (see the agent's `paths::component`).
+fn escape(id: &str) -> String {
+    agora_agent::paths::component(id)
+}
+
+fn url_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_./~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

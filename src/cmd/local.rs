@@ -1,0 +1,170 @@
+//! `agora local`: a whole cluster in one process for a first run — a master and N agents (each
+//! with its own work dir, its own loopback address `127.0.0.N` and a share of the machine), with
+//! state under `--work-dir` so that a second start recovers the first one's tasks. No ZooKeeper.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::sync::watch;
+
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// How many agents to run; the machine's resources are split between them.
+    #[arg(long, default_value_t = 2)]
+    agents: usize,
+    /// Where the master's registry and the agents' checkpoints and sandboxes live.
+    #[arg(long, default_value = "./agora-local")]
+    work_dir: PathBuf,
+    /// The master's port (gRPC, HTTP API and web UI).
+    #[arg(long, default_value_t = agora_master::DEFAULT_PORT)]
+    port: u16,
+    /// Containerizers: `docker,native`, `native`; default: Docker too when an engine answers.
+    #[arg(long)]
+    containerizers: Option<String>,
+}
+
+/// Splits the machine (or the given total) evenly between `n` agents, ports included.
+pub fn share(total: &agora_proto::Resources, n: usize, i: usize) -> String {
+    let n_f = n.max(1) as f64;
+    let cpus = (total.scalar_total("cpus") / n_f * 1000.0).floor() / 1000.0;
+    let mem = (total.scalar_total("mem") / n_f).floor();
+    let ports_per = 1000 / n.max(1) as u64;
+    let first = 31000 + ports_per * i as u64;
+    format!(
+        "cpus:{cpus};mem:{mem};disk:{};ports:[{first}-{}]",
+        (10240.0 / n_f).floor(),
+        first + ports_per - 1
+    )
+}
+
+async fn docker_answers() -> bool {
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        agora_agent::containerizer::docker::DockerContainerizer::connect(),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}
+
+pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    if args.agents == 0 || args.agents > 200 {
+        anyhow::bail!("--agents must be between 1 and 200, got {}", args.agents);
+    }
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating --work-dir {}", args.work_dir.display()))?;
+    let work_dir = std::fs::canonicalize(&args.work_dir)?;
+    let containerizers = match args.containerizers {
+        Some(c) => c,
+        None if docker_answers().await => "docker,native".to_string(),
+        None => "native".to_string(),
+    };
+    let master = agora_master::start(agora_master::MasterConfig {
+        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port),
+        work_dir: work_dir.join("master"),
+        allocation_interval: Duration::from_millis(250),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("starting the master on 127.0.0.1:{}", args.port))?;
+    let master_address = format!("127.0.0.1:{}", master.address.port());
+
+    let machine = agora_agent::detect_resources();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut agents = Vec::new();
+    for i in 0..args.agents {
+        // Each agent on its own loopback address, so that hostnames (and UNIQUE constraints) tell
+        // them apart and every sandbox link works.
+        let ip = Ipv4Addr::new(127, 0, 0, (i + 2) as u8);
+        let config = agora_agent::AgentConfig {
+            master: Some(master_address.clone()),
+            port: 5051,
+            bind: IpAddr::V4(ip),
+            work_dir: work_dir.join(format!("agent-{}", i + 1)),
+            resources: Some(share(&machine, args.agents, i)),
+            attributes: Some(format!("agent:{}", i + 1)),
+            containerizers: containerizers.clone(),
+            hostname: Some(ip.to_string()),
+            ..Default::default()
+        };
+        let mut stop = stop_rx.clone();
+        agents.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            agora_agent::run(config, shutdown).await
+        }));
+    }
+
+    let state_url = format!("http://{master_address}/state");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let registered = match reqwest::get(&state_url).await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|s| s["agents"].as_array().map(|a| a.len()))
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if registered >= args.agents {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "only {registered} of {} agents registered within 30 s; see the log above",
+                args.agents
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let uses = if containerizers.contains("docker") {
+        "Docker (engine found) and the native containerizer"
+    } else {
+        "the native containerizer (no Docker engine answered)"
+    };
+    println!(
+        "Agora is running locally with {} agents, using {uses}.",
+        args.agents
+    );
+    println!("  web UI and master API   http://{master_address}/");
+    println!("  cluster state           http://{master_address}/state");
+    println!("  metrics                 http://{master_address}/metrics");
+    println!("  state is kept in        {}", work_dir.display());
+    println!("Try: agora cluster status   ·   agora agent list   ·   Ctrl-C stops everything.");
+
+    super::shutdown_signal().await;
+    println!("stopping: agents first (their tasks keep running and are recovered next start), then the master");
+    let _ = stop_tx.send(true);
+    for a in agents {
+        match tokio::time::timeout(Duration::from_secs(10), a).await {
+            Ok(Ok(Err(e))) => eprintln!("an agent stopped with: {e}"),
+            Ok(Err(e)) => eprintln!("an agent task failed: {e}"),
+            _ => {}
+        }
+    }
+    master.stop().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machine_is_split_evenly_with_disjoint_ports() {
+        let total = agora_proto::Resources::parse("cpus:2;mem:8000").expect("res");
+        assert_eq!(
+            share(&total, 2, 0),
+            "cpus:1;mem:4000;disk:5120;ports:[31000-31499]"
+        );
+        assert_eq!(
+            share(&total, 2, 1),
+            "cpus:1;mem:4000;disk:5120;ports:[31500-31999]"
+        );
+        assert!(agora_proto::Resources::parse(&share(&total, 3, 2)).is_ok());
+    }
+}
