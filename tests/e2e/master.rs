@@ -355,9 +355,13 @@ async fn tasks_survive_a_master_restart_and_the_framework_takes_them_back() {
     assert_eq!(st.state, TaskState::TaskRunning as i32);
     // The registry kept the agent across the restart.
     let path = master.work_dir.join("registry.json");
-    eventually("the registry to hold the agent", Duration::from_secs(5), || {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        async move { text.contains("agent-a").then_some(()) }
-    })
+    eventually(
+        "the registry to hold the agent",
+        Duration::from_secs(5),
+        || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            async move { text.contains("agent-a").then_some(()) }
+        },
+    )
     .await;
 }
