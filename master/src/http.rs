@@ -22,6 +22,7 @@ use crate::node::Node;
 /// The HTTP routes.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
+        .route("/", get(ui))
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
         .route("/api/v1/state", get(state))
@@ -35,6 +36,20 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/agents/{id}/gone", post(gone))
         .route("/api/v1/frameworks/{id}/teardown", post(teardown))
         .with_state(node)
+}
+
+/// The web UI: one page, embedded in the binary (no build step), that polls `/state`.
+const UI: &str = include_str!("ui/index.html");
+
+async fn ui(State(node): State<Arc<Node>>) -> Response {
+    if !node.is_leading() {
+        return standby_redirect(&node, "/");
+    }
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        UI,
+    )
+        .into_response()
 }
 
 /// An error as JSON: `{"message": "..."}` with the matching status.

@@ -6,3 +6,4 @@ mod ha;
 mod harness;
 mod local;
 mod master;
+mod ui;

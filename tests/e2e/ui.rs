@@ -1,0 +1,95 @@
+//! The master's web UI in a real browser (Debian's headless Chromium, installed by `scripts/test`):
+//! the page loads, shows the agents and a running task, and logs no console errors.
+
+use agora_proto::v1::TaskState;
+use std::process::Command;
+
+use crate::harness::{shell_task, Agent, Master, TestFramework};
+
+fn chromium() -> String {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new("which")
+            .arg(c)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return c.to_string();
+        }
+    }
+    panic!("no headless Chromium found: `apt-get install chromium` (scripts/test does)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_ui_shows_agents_and_running_tasks_without_console_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let _agent = Agent::start(dir.path(), "ui-agent", &master.address(), "cpus:1;mem:256");
+    let mut fw =
+        TestFramework::subscribe(&master.address(), TestFramework::info("ui-fw", "*", 0.0)).await;
+    let offer = fw.next_offer().await;
+    fw.launch(
+        &offer,
+        vec![shell_task("shown-task", "sleep 60", "cpus:0.1;mem:32")],
+    )
+    .await
+    .expect("accept");
+    fw.until_state("shown-task", TaskState::TaskRunning).await;
+
+    let url = format!("{}/", master.url());
+    let profile = dir.path().join("chromium-profile");
+    let browser = chromium();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--enable-logging=stderr",
+                "--v=0",
+                &format!("--user-data-dir={}", profile.display()),
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                &url,
+            ])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        dom.contains("ui-agent"),
+        "the agent is not on the page:\n{dom}"
+    );
+    assert!(
+        dom.contains("shown-task"),
+        "the task is not on the page:\n{dom}"
+    );
+    assert!(
+        dom.contains("pill TASK_RUNNING"),
+        "the task is not shown running:\n{dom}"
+    );
+    assert!(
+        dom.contains("ui-fw"),
+        "the framework is not on the page:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"<div id="error" style="display: none;"></div>"#),
+        "the page shows an error:\n{dom}"
+    );
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Error") || l.contains("Uncaught")))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:#?}"
+    );
+    drop(fw);
+}
