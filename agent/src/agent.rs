@@ -10,6 +10,13 @@
 //! every status update is checkpointed (`updates.pb`) before it is sent, and resent with backoff until
 //! acknowledged. On start the actor recovers from the checkpoint: it reattaches to containers that
 //! still run, reports those that ended meanwhile, and resends unacknowledged updates.
+//!
+//! Health checks: when a task with a `health_check` reaches RUNNING (or is recovered running) the
+//! actor spawns its checker ([`crate::prober::run`]) as a job and keeps the task's
+//! [`HealthTracker`]; each result comes back as an event, and a change of health becomes a
+//! TASK_RUNNING update (REASON_TASK_HEALTH_CHECK_STATUS_UPDATED) while too many failures in a row
+//! kill the task (REASON_TASK_UNHEALTHY). Every later update of the task carries the last `healthy`.
+//! The checker stops when the task ends or a kill starts.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};

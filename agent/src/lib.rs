@@ -6,6 +6,9 @@
 //!  master ◀─gRPC─▶ │ master_link ──cmd──▶ agent actor ──jobs──▶ containerizers │──▶ native / docker
 //!                  │      ▲                 │ status updates (checkpointed,  │
 //!                  │      └────outbox───────┘ resent until acknowledged)      │
+//!                  │                        ▲ health results                 │
+//!                  │  prober (one checker per RUNNING task with a health check:│
+//!                  │  HTTP/TCP to 127.0.0.1:<port>, command via containerizer)│
 //!  people ──HTTP─▶ │ http: /files/read, /files/browse, /monitor/statistics   │
 //!                  └──────────────────────────────────────────────────────────┘
 //! ```
@@ -27,8 +30,8 @@
 //! status updates without HTTP or a master.
 //!
 //! Modules: [`agent`] (the actor), [`containerizer`] (trait, native, docker, cgroups),
-//! [`lifecycle`] and [`status_update`] (pure cores), [`checkpoint`], [`paths`], [`http`],
-//! [`master_link`].
+//! [`lifecycle`], [`status_update`] and [`health`] (pure cores), [`prober`] (health-check probes),
+//! [`checkpoint`], [`paths`], [`http`], [`master_link`].
 //!
 //! `unsafe` is denied crate-wide and forbidden in every module but `sys`, which holds the one
 //! `pre_exec` hook that enters namespaces.

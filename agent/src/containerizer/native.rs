@@ -43,12 +43,15 @@ const POLL: Duration = Duration::from_millis(100);
 /// `$1` meta dir, `$2` cgroup.procs files (space separated), `$3` "1" to mount /proc, `$4` hostname,
 /// then the task's argv. Once the namespace's init (the first child) exits, nothing can fork into
 /// that PID namespace any more, so the supervisor uses only shell builtins after starting it, and
-/// the hostname is set by the init.
+/// the hostname is set by the init. The supervisor shares the task's cgroups, so it shields itself
+/// from the OOM killer (oom_score_adj -1000; the init puts the task back to 0): it must survive the
+/// task's memory limit to record how the task ended.
 const SUPERVISOR: &str = r#"meta=$1; procs=$2; ns=$3; host=$4; shift 4
+echo -1000 2>/dev/null >/proc/self/oom_score_adj
 for f in $procs; do
   echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; echo 125 > "$meta/exit_status"; exit 125; }
 done
-/bin/sh -c 'if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; shift 2; "$@"; exit $?' agora-init "$ns" "$host" "$@" &
+/bin/sh -c 'echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; shift 2; "$@"; exit $?' agora-init "$ns" "$host" "$@" &
 wait $!
 s=$?
 echo $s > "$meta/exit_status"
@@ -274,23 +277,33 @@ impl NativeContainerizer {
                 let _ = self.reap(container_id);
                 return Ok(self.ended(container_id, Some(code), None));
             }
+            // `Some(status)` once the supervisor is gone: its own exit status when it is our child.
             let gone = match self.reap(container_id) {
-                Some(_) => true,
+                Some(status) => Some(status),
                 None => {
                     let ours = self
                         .children
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .contains_key(container_id);
-                    !ours
+                    let dead = !ours
                         && self
                             .supervisor(container_id)
-                            .is_none_or(|(pid, st)| !alive(pid, st))
+                            .is_none_or(|(pid, st)| !alive(pid, st));
+                    dead.then_some(None)
                 }
             };
-            if gone {
+            if let Some(reaped) = gone {
                 // The supervisor records the status before it exits: look once more.
                 if let Some(code) = self.exit_status(container_id) {
+                    return Ok(self.ended(container_id, Some(code), None));
+                }
+                // It lives in the task's cgroups, so when the task hits its memory limit the OOM
+                // killer may take the supervisor too, or its write of the status may fail. It
+                // exits with the task's status (`exit $s`), or 128 + n when it was killed by
+                // signal n: either way the best answer there is.
+                if let Some(code) = reaped {
+                    debug!(container = %container_id, code, "supervisor exited without recording the status; using its own");
                     return Ok(self.ended(container_id, Some(code), None));
                 }
                 return Ok(self.ended(

@@ -420,3 +420,39 @@ async fn checks_resume_after_an_agent_restart_without_repeating_the_last_report(
     assert_eq!(seen[0].healthy, Some(false), "{seen:?}");
     assert_eq!(seen[0].state(), TaskState::TaskRunning, "{seen:?}");
 }
+
+#[tokio::test]
+async fn docker_http_check_goes_through_the_port_mapping() {
+    ensure_image().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = start(dir.path(), "docker,native").await;
+    let _cleanup = Cleanup(agent.handle.agent_id());
+    let fw = framework();
+    let port = free_port();
+    let mut t = docker_task(
+        "dweb",
+        "exec httpd -f -p 80 -h /www",
+        &format!("cpus:0.1;mem:64;ports:[{port}-{port}]"),
+        IMAGE,
+    );
+    if let Some(d) = t.container.as_mut().and_then(|c| c.docker.as_mut()) {
+        d.network = v1::DockerNetwork::Bridge as i32;
+        d.port_mappings = vec![v1::PortMapping {
+            host_port: port.into(),
+            container_port: 80,
+            ..Default::default()
+        }];
+    }
+    let mut hc = http_check(port, "/index.html");
+    hc.grace_period_seconds = 10.0;
+    agent
+        .handle
+        .run_task(fw.clone(), with_check(with_grace(t, 1.0), hc))
+        .expect("run");
+    let (s, _) = wait_healthy(&mut agent, "dweb", true).await;
+    assert_eq!(s.state(), TaskState::TaskRunning);
+    agent.handle.kill_task(&fw.id, "dweb", None).expect("kill");
+    let (s, _) = wait_for(&mut agent, "dweb", TaskState::TaskKilled).await;
+    assert_eq!((s.reason(), s.healthy), (Reason::KillRequested, Some(true)));
+    crate::docker::remove_containers(&agent.handle.agent_id()).await;
+}

@@ -82,7 +82,7 @@ async fn task_runs_in_its_own_namespaces_and_cgroup() {
     let fw = framework();
     let mut t = shell_task(
         "ns",
-        "echo pid=$$; echo init=$(tr '\\0' ' ' < /proc/1/cmdline); hostname; grep memory /proc/self/cgroup; echo port=$PORT0",
+        "echo pid=$$; echo init=$(tr '\\0' ' ' < /proc/1/cmdline); hostname; grep memory /proc/self/cgroup; echo port=$PORT0; echo oom_score_adj=$(cat /proc/self/oom_score_adj)",
         "cpus:0.2;mem:48;ports:[31005-31005]",
     );
     t.container = Some(v1::ContainerInfo {
@@ -106,6 +106,8 @@ async fn task_runs_in_its_own_namespaces_and_cgroup() {
     assert!(out.contains("agora-box\n"), "{out}");
     assert!(out.contains(":memory:/agora/"), "{out}");
     assert!(out.contains("port=31005"), "{out}");
+    // The supervisor shields itself from the OOM killer, the task does not.
+    assert!(out.contains("oom_score_adj=0\n"), "{out}");
     // The host keeps its own hostname.
     assert_ne!(
         nix::unistd::gethostname()
@@ -214,7 +216,7 @@ async fn memory_over_the_limit_fails_with_container_limitation_memory() {
         "{}",
         s.message
     );
-    assert_eq!(s.exit_code, Some(137));
+    assert_eq!(s.exit_code, Some(137), "{}", s.message);
 }
 
 #[tokio::test]
