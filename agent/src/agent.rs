@@ -378,6 +378,12 @@ struct Actor {
     jobs: JoinSet<()>,
 }
 
+/// The actor's clock: tokio's, so that tests can pause and advance it (`tokio::time::pause`). The
+/// same instant as `std::time::Instant::now()` when time is not paused.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -482,7 +488,7 @@ impl Actor {
 
     /// Sends the updates that are due.
     fn pump(&mut self) {
-        for u in self.sum.due(Instant::now()) {
+        for u in self.sum.due(now()) {
             let _ = self.outbox.send(u);
         }
     }
@@ -556,7 +562,7 @@ impl Actor {
                 framework_id: key.0.clone(),
                 status: Some(status),
             },
-            Instant::now(),
+            now(),
         );
         self.checkpoint_updates(key);
         self.checkpoint_task(key);
@@ -590,7 +596,7 @@ impl Actor {
                     self.kill_task(&k, None);
                 }
             }
-            Command::ResendUnacknowledged => self.sum.resend_all(Instant::now()),
+            Command::ResendUnacknowledged => self.sum.resend_all(now()),
             Command::Tasks { reply } => {
                 let _ = reply.send(
                     self.tasks
@@ -935,9 +941,7 @@ impl Actor {
         };
         let elapsed =
             Duration::try_from_secs_f64(now_secs() - e.cp.started_at).unwrap_or(Duration::ZERO);
-        let started = Instant::now()
-            .checked_sub(elapsed)
-            .unwrap_or_else(Instant::now);
+        let started = now().checked_sub(elapsed).unwrap_or_else(now);
         let tracker = HealthTracker::new(spec.policy, started, e.cp.healthy);
         let ports =
             e.cp.task
@@ -1002,7 +1006,7 @@ impl Actor {
         if let Err(why) = &result {
             debug!(task = %key.1, %why, "health check failed");
         }
-        match h.tracker.record(Instant::now(), result) {
+        match h.tracker.record(now(), result) {
             Verdict::Quiet => {}
             Verdict::Report { healthy, message } => {
                 e.cp.healthy = Some(healthy);
@@ -1080,7 +1084,7 @@ impl Actor {
     }
 
     fn acknowledge(&mut self, key: TaskKey, uuid: &[u8]) {
-        match self.sum.acknowledge(&key.0, &key.1, uuid, Instant::now()) {
+        match self.sum.acknowledge(&key.0, &key.1, uuid, now()) {
             Ack::Ignored => debug!(task = %key.1, "acknowledgement of an unknown update ignored"),
             Ack::Accepted { drained, .. } => {
                 let terminal = self
@@ -1110,7 +1114,7 @@ impl Actor {
                 found.push(task_dir);
             }
         }
-        let now = Instant::now();
+        let now = now();
         for dir in found {
             let Some(cp) = read_message::<TaskCheckpoint>(&dir.join("task.pb"))? else {
                 let _ = fs::remove_dir_all(&dir);
@@ -1265,5 +1269,184 @@ fn read_dirs(dir: &std::path::Path) -> Result<Vec<PathBuf>, AgentError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(AgentError::io(dir, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The actor's health-check wiring on a paused clock, with a fake containerizer whose command
+    //! checks return scripted exit codes: delay, grace period from RUNNING, interval, the kill and
+    //! its reason, and the checker stopping with the task. No processes, no sleeps.
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+
+    use super::*;
+    use crate::prober::{CheckCommand, CheckExit};
+
+    struct Fake {
+        /// Exit codes of the next command checks; 0 once empty.
+        codes: Mutex<VecDeque<i32>>,
+        /// When each check ran.
+        checks: Mutex<Vec<tokio::time::Instant>>,
+        killed: tokio::sync::Notify,
+    }
+
+    impl Containerizer for Fake {
+        fn kind(&self) -> ContainerizerKind {
+            ContainerizerKind::Native
+        }
+        fn launch<'a>(&'a self, _: &'a LaunchSpec) -> BoxFuture<'a, Result<(), ContainerError>> {
+            async { Ok(()) }.boxed()
+        }
+        fn wait<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a std::path::Path,
+        ) -> BoxFuture<'a, Result<Termination, ContainerError>> {
+            async {
+                self.killed.notified().await;
+                Ok(Termination {
+                    exit_code: Some(143),
+                    ..Default::default()
+                })
+            }
+            .boxed()
+        }
+        fn kill<'a>(
+            &'a self,
+            _: &'a str,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<(), ContainerError>> {
+            self.killed.notify_one();
+            async { Ok(()) }.boxed()
+        }
+        fn recover<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Recovered, ContainerError>> {
+            async { Ok(Recovered::Missing) }.boxed()
+        }
+        fn usage<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Usage, ContainerError>> {
+            async { Ok(Usage::default()) }.boxed()
+        }
+        fn destroy<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ()> {
+            async {}.boxed()
+        }
+        fn run_check<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a CheckCommand,
+        ) -> BoxFuture<'a, Result<CheckExit, ContainerError>> {
+            self.checks
+                .lock()
+                .expect("lock")
+                .push(tokio::time::Instant::now());
+            let code = self.codes.lock().expect("lock").pop_front().unwrap_or(0);
+            async move {
+                Ok(CheckExit {
+                    code,
+                    output: String::new(),
+                })
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delay_grace_interval_and_kill_on_a_paused_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = Arc::new(Fake {
+            // pass, then fail for good
+            codes: Mutex::new([0, 1, 1, 1, 1, 1, 1, 1].into()),
+            checks: Mutex::new(Vec::new()),
+            killed: tokio::sync::Notify::new(),
+        });
+        let (handle, mut outbox) = start(AgentSettings {
+            work_dir: dir.path().to_path_buf(),
+            hostname: "h".into(),
+            containerizers: vec![fake.clone()],
+            status_retry_initial: Duration::from_secs(10),
+            status_retry_max: Duration::from_secs(600),
+        })
+        .await
+        .expect("start");
+        let fw = v1::FrameworkInfo {
+            id: "fw".into(),
+            ..Default::default()
+        };
+        let task = v1::TaskInfo {
+            task_id: "t".into(),
+            command: Some(v1::CommandInfo {
+                shell: true,
+                value: "serve".into(),
+                ..Default::default()
+            }),
+            health_check: Some(v1::HealthCheck {
+                r#type: v1::health_check::Type::Command as i32,
+                command: Some(v1::CommandInfo {
+                    shell: true,
+                    value: "check".into(),
+                    ..Default::default()
+                }),
+                delay_seconds: 2.0,
+                grace_period_seconds: 30.0,
+                interval_seconds: 1.0,
+                consecutive_failures: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t0 = tokio::time::Instant::now();
+        handle.run_task(fw, task).expect("run");
+        let secs = |at: tokio::time::Instant| ((at - t0).as_secs_f64() * 10.0).round() / 10.0;
+        let mut seen = Vec::new();
+        loop {
+            let u = outbox.recv().await.expect("outbox");
+            let s = u.status.expect("status");
+            handle.acknowledge("fw", "t", &s.uuid).expect("ack");
+            seen.push((
+                s.state(),
+                s.reason(),
+                s.healthy,
+                secs(tokio::time::Instant::now()),
+            ));
+            if agora_proto::is_terminal(s.state()) {
+                break;
+            }
+        }
+        use Reason as R;
+        use TaskState as S;
+        assert_eq!(
+            seen,
+            [
+                (S::TaskStarting, R::Unspecified, None, 0.0),
+                (S::TaskRunning, R::Unspecified, None, 0.0),
+                // First check after the 2 s delay; it passes, which ends the 30 s grace period.
+                (
+                    S::TaskRunning,
+                    R::TaskHealthCheckStatusUpdated,
+                    Some(true),
+                    2.0
+                ),
+                // So the first failure (1 s later) counts at once, and the third in a row kills.
+                (
+                    S::TaskRunning,
+                    R::TaskHealthCheckStatusUpdated,
+                    Some(false),
+                    3.0
+                ),
+                (S::TaskKilled, R::TaskUnhealthy, Some(false), 5.0),
+            ]
+        );
+        // No checks after the kill: the checker stopped with the task.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let checks: Vec<f64> = fake
+            .checks
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|t| secs(*t))
+            .collect();
+        assert_eq!(checks, [2.0, 3.0, 4.0, 5.0]);
     }
 }
