@@ -42,6 +42,9 @@ pub struct AgentArgs {
     /// Hostname advertised to the master and frameworks (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
+    /// Seconds before an unacknowledged status update is first resent (doubling up to 10 min).
+    #[arg(long, default_value = "10", value_parser = super::seconds)]
+    status_retry_initial: std::time::Duration,
     /// cgroup filesystem root.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
@@ -71,6 +74,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         containerizers: args.containerizers,
         hostname: args.hostname,
         cgroup_root: args.cgroup_root,
+        status_retry_initial: args.status_retry_initial,
         ..Default::default()
     };
     agora_agent::run(config, super::shutdown_signal()).await?;

@@ -6,4 +6,5 @@ mod ha;
 mod harness;
 mod local;
 mod master;
+mod sdk;
 mod ui;
