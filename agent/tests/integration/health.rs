@@ -361,7 +361,9 @@ async fn docker_command_check_runs_inside_the_container() {
         "cpus:0.1;mem:64",
         IMAGE,
     );
-    let hc = command_check(&format!("test -f {marker}"), 0.2, 2);
+    let mut hc = command_check(&format!("test -f {marker}"), 0.2, 2);
+    // Until the task has written its file, failures do not count; after a first pass they do.
+    hc.grace_period_seconds = 10.0;
     agent
         .handle
         .run_task(fw.clone(), with_check(with_grace(task, 1.0), hc))
@@ -388,7 +390,9 @@ async fn checks_resume_after_an_agent_restart_without_repeating_the_last_report(
     let fw = framework();
     let mut a = start(dir.path(), "native").await;
     let task = shell_task("steady", "touch ok; exec sleep 120", "cpus:0.1;mem:32");
-    let hc = command_check("test -f ok", 0.2, 2);
+    let mut hc = command_check("test -f ok", 0.2, 2);
+    // Until the task has written its file, failures do not count; after a first pass they do.
+    hc.grace_period_seconds = 10.0;
     a.handle
         .run_task(fw.clone(), with_check(with_grace(task, 1.0), hc))
         .expect("run");
