@@ -6,5 +6,6 @@ mod ha;
 mod harness;
 mod local;
 mod master;
+mod python;
 mod sdk;
 mod ui;
