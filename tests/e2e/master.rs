@@ -365,3 +365,56 @@ async fn tasks_survive_a_master_restart_and_the_framework_takes_them_back() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_an_agent_kills_its_tasks_and_stops_offers_until_reactivated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let _agent = Agent::start(dir.path(), "agent-a", &master.address(), "cpus:1;mem:256");
+    let mut fw =
+        TestFramework::subscribe(&master.address(), TestFramework::info("t", "web", 0.0)).await;
+    let offer = fw.next_offer().await;
+    fw.launch(&offer, vec![shell_task("drained", "sleep 120", SMALL)])
+        .await
+        .expect("accept");
+    fw.until_state("drained", TaskState::TaskRunning).await;
+    let agent_id = offer.agent_id.clone();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(args)
+            .args(["--master", &master.address()])
+            .output()
+            .expect("agora runs")
+    };
+    let out = cli(&["agent", "drain", &agent_id, "--grace", "0.5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fw.until_state("drained", TaskState::TaskKilled).await;
+    let state = master.state().await;
+    assert_eq!(state["agents"][0]["draining"], true);
+    // No offers from a draining agent.
+    let quiet = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            if let Some(v1::event::Event::Offers(_)) = fw.events.recv().await.and_then(|e| e.event)
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "a draining agent was offered");
+    let unknown = cli(&["agent", "drain", "no-such-agent"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no-such-agent"));
+    let out = cli(&["agent", "reactivate", &agent_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = fw.next_offer().await;
+    assert_eq!(again.agent_id, agent_id);
+}
