@@ -72,6 +72,46 @@ fn is_not_found(e: &BollardError) -> bool {
     )
 }
 
+/// Kills an abandoned `docker exec` (a health check whose timeout dropped it) when dropped while
+/// armed: the engine reports the exec's pid in the host's PID namespace, and the agent kills it
+/// and its descendants. Dropping cannot wait, so the kill runs as a detached task.
+struct ExecReaper {
+    docker: Docker,
+    /// `None` once the exec has ended on its own.
+    exec_id: Option<String>,
+}
+
+impl Drop for ExecReaper {
+    fn drop(&mut self) {
+        let Some(id) = self.exec_id.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let docker = self.docker.clone();
+        rt.spawn(async move {
+            let Ok(info) = docker.inspect_exec(&id).await else {
+                return;
+            };
+            let pid = info
+                .pid
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|p| *p > 1);
+            if let (Some(true), Some(pid)) = (info.running, pid) {
+                debug!(exec = %id, pid, "killing a health check that timed out");
+                let victims = super::native::descendants(pid).into_iter().chain([pid]);
+                for p in victims {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        });
+    }
+}
+
 /// See the module documentation.
 pub struct DockerContainerizer {
     docker: Docker,
@@ -466,8 +506,8 @@ impl DockerContainerizer {
     }
 
     /// A health-check command inside the container (`docker exec`), with the container's own
-    /// environment plus the check's. The engine has no way to stop an exec: when the caller's timeout
-    /// drops this future, a hung command keeps running inside the container until it ends by itself.
+    /// environment plus the check's. The engine has no call to stop an exec: when the caller's
+    /// timeout drops this future, [`ExecReaper`] kills the command's processes.
     async fn do_run_check(
         &self,
         container_id: &str,
@@ -488,6 +528,10 @@ impl DockerContainerizer {
                 },
             )
             .await?;
+        let mut reaper = ExecReaper {
+            docker: self.docker.clone(),
+            exec_id: Some(exec.id.clone()),
+        };
         let mut output = Vec::new();
         if let StartExecResults::Attached {
             output: mut out, ..
@@ -503,6 +547,7 @@ impl DockerContainerizer {
             }
         }
         let inspect = self.docker.inspect_exec(&exec.id).await?;
+        reaper.exec_id = None;
         let code = inspect
             .exit_code
             .and_then(|c| i32::try_from(c).ok())

@@ -84,7 +84,7 @@ fn alive(pid: i32, start_time: u64) -> bool {
 }
 
 /// All descendants of `root` (not `root` itself), by scanning `/proc`.
-fn descendants(root: i32) -> Vec<i32> {
+pub(crate) fn descendants(root: i32) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     if let Ok(dir) = fs::read_dir("/proc") {
         for e in dir.flatten() {

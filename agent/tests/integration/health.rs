@@ -460,3 +460,48 @@ async fn docker_http_check_goes_through_the_port_mapping() {
     assert_eq!((s.reason(), s.healthy), (Reason::KillRequested, Some(true)));
     crate::docker::remove_containers(&agent.handle.agent_id()).await;
 }
+
+/// Processes on this machine (containers' included) whose command line is exactly `argv`.
+fn count_processes(argv: &[&str]) -> usize {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn docker_check_that_times_out_is_killed_inside_the_container() {
+    ensure_image().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = start(dir.path(), "docker,native").await;
+    let _cleanup = Cleanup(agent.handle.agent_id());
+    let fw = framework();
+    // An odd duration, so that no other process on the machine matches.
+    let hung = ["sleep", "31.713"];
+    let mut hc = command_check(&hung.join(" "), 1.0, 0);
+    hc.timeout_seconds = 0.3;
+    let task = docker_task("hung", "exec sleep 60", "cpus:0.1;mem:64", IMAGE);
+    agent
+        .handle
+        .run_task(fw.clone(), with_check(with_grace(task, 1.0), hc))
+        .expect("run");
+    let (s, _) = wait_healthy(&mut agent, "hung", false).await;
+    assert!(s.message.contains("timed out after 300ms"), "{}", s.message);
+    // A check runs 0.3 s of every 1.3 s: without the kill, timed-out checks would pile up.
+    let mut most = 0;
+    for _ in 0..30 {
+        most = most.max(count_processes(&hung));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        most <= 1,
+        "{most} timed-out checks still run in the container"
+    );
+    agent.handle.kill_task(&fw.id, "hung", None).expect("kill");
+    wait_for(&mut agent, "hung", TaskState::TaskKilled).await;
+    crate::docker::remove_containers(&agent.handle.agent_id()).await;
+}
