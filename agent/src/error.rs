@@ -66,6 +66,9 @@ pub enum AgentError {
     /// The master told the agent to shut down (it was removed from the cluster).
     #[error("shut down by the master: {0}")]
     ShutdownByMaster(String),
+    /// The master refused to admit the agent (its join token was rejected).
+    #[error("the master refused this agent: {0}")]
+    JoinRefused(String),
     /// `--master` is neither `host:port` nor a `zk://` URL.
     #[error("{0}")]
     BadMaster(String),

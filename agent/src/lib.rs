@@ -95,6 +95,8 @@ pub struct AgentConfig {
     /// First retry of an unacknowledged status update (10 s); doubles up to `status_retry_max` (10 min).
     pub status_retry_initial: Duration,
     pub status_retry_max: Duration,
+    /// `--join-token-file` / `AGORA_JOIN_TOKEN`: presented when registering.
+    pub join_token: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -112,6 +114,7 @@ impl Default for AgentConfig {
             cgroup_parent: "agora".into(),
             status_retry_initial: Duration::from_secs(10),
             status_retry_max: Duration::from_secs(600),
+            join_token: None,
         }
     }
 }
@@ -283,7 +286,8 @@ pub async fn run(
     let http = tokio::spawn(async move { server.await });
     let link = match &config.master {
         Some(master) => {
-            let l = master_link::MasterLink::new(master.clone(), handle.clone(), info.clone());
+            let l = master_link::MasterLink::new(master.clone(), handle.clone(), info.clone())
+                .with_join_token(config.join_token.clone());
             let stop = stop_rx.clone();
             Some(tokio::spawn(l.run(outbox, stop)))
         }

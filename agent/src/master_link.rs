@@ -61,6 +61,7 @@ pub struct MasterLink {
     master: String,
     agent: AgentHandle,
     info: v1::AgentInfo,
+    join_token: String,
 }
 
 /// The leader named by a standby master's `UNAVAILABLE` answer, if any.
@@ -83,7 +84,14 @@ impl MasterLink {
             master,
             agent,
             info,
+            join_token: String::new(),
         }
+    }
+
+    /// The cluster's join token, presented when registering.
+    pub fn with_join_token(mut self, token: Option<String>) -> Self {
+        self.join_token = token.unwrap_or_default();
+        self
     }
 
     fn endpoint(address: &str) -> String {
@@ -134,6 +142,10 @@ impl MasterLink {
                 Ok(End::Stopped) => return Ok(()),
                 Ok(End::Shutdown(msg)) => return Err(AgentError::ShutdownByMaster(msg)),
                 Err(LinkError::Agent(e)) => return Err(e),
+                Err(LinkError::Rpc(status)) if status.code() == tonic::Code::PermissionDenied => {
+                    // Retrying cannot help: the operator must give the right token.
+                    return Err(AgentError::JoinRefused(status.message().to_string()));
+                }
                 Err(LinkError::Rpc(status)) if leader_hint(&status).is_some() => {
                     hint = leader_hint(&status);
                     info!(leader = ?hint, "that master is a standby: following it to the leader");
@@ -160,7 +172,7 @@ impl MasterLink {
                 tasks: self.agent.tasks().await?,
                 executors: Vec::new(),
                 frameworks: self.agent.frameworks().await?,
-                join_token: String::new(),
+                join_token: self.join_token.clone(),
             };
             let resp = client.reregister(req).await?.into_inner();
             info!(agent_id = %self.agent.agent_id(), "re-registered with the master");
@@ -168,7 +180,7 @@ impl MasterLink {
         } else {
             let req = v1::RegisterAgentRequest {
                 agent_info: Some(self.info.clone()),
-                join_token: String::new(),
+                join_token: self.join_token.clone(),
             };
             let resp = client.register(req).await?.into_inner();
             if !resp.agent_id.is_empty() && resp.agent_id != self.agent.agent_id() {

@@ -161,9 +161,13 @@ impl AgentControl for Services {
         request: Request<v1::RegisterAgentRequest>,
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
         let r = request.into_inner();
+        let token = self.node.join_token()?;
         let resp = self
             .master()?
-            .call(move |book, clock| book.register_agent(r, clock))
+            .call(move |book, clock| {
+                book.set_join_token(token);
+                book.register_agent(r, clock)
+            })
             .await?;
         Ok(Response::new(resp))
     }
@@ -173,9 +177,13 @@ impl AgentControl for Services {
         request: Request<v1::ReregisterAgentRequest>,
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
         let r = request.into_inner();
+        let token = self.node.join_token()?;
         let resp = self
             .master()?
-            .call(move |book, clock| book.reregister_agent(r, clock))
+            .call(move |book, clock| {
+                book.set_join_token(token);
+                book.reregister_agent(r, clock)
+            })
             .await?;
         Ok(Response::new(resp))
     }

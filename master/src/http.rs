@@ -45,11 +45,7 @@ async fn ui(State(node): State<Arc<Node>>) -> Response {
     if !node.is_leading() {
         return standby_redirect(&node, "/");
     }
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        UI,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], UI).into_response()
 }
 
 /// An error as JSON: `{"message": "..."}` with the matching status.

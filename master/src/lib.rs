@@ -30,6 +30,7 @@ pub mod election;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod join_token;
 pub mod metrics;
 pub mod node;
 pub mod registry;
@@ -88,6 +89,9 @@ pub struct MasterConfig {
     pub zk: Option<String>,
     /// `--zk-session-timeout`.
     pub zk_session_timeout: Duration,
+    /// `--join-token-file`: agents must present the token in this file to register (created when
+    /// missing). `None`: anyone may join.
+    pub join_token_file: Option<PathBuf>,
     /// `--agent-reregister-timeout`: after taking over, a new leader waits this long for the
     /// registry's agents to re-register before it makes offers without them.
     pub agent_reregister_timeout: Duration,
@@ -109,6 +113,7 @@ impl Default for MasterConfig {
             policy: Policy::Drf,
             seed: 0,
             zk: None,
+            join_token_file: None,
             zk_session_timeout: Duration::from_secs(10),
             agent_reregister_timeout: Duration::from_secs(60),
         }
@@ -211,7 +216,9 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         start_time: bookkeeping::Clock::system().wall,
     };
-    let node = Arc::new(node::Node::new(advertised.clone()));
+    let node = Arc::new(
+        node::Node::new(advertised.clone()).with_join_token_file(config.join_token_file.clone()),
+    );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();
     let tasks = Arc::new(Mutex::new(Vec::new()));
@@ -356,6 +363,10 @@ impl Leader {
             self.node.me().to_string(),
             self.stop_rx.clone(),
         );
+        if let Some(path) = &config.join_token_file {
+            // Create it now, so that `agora master token` and the first agents agree on it.
+            join_token::load_or_create(path)?;
+        }
         self.node.become_leader(handle);
         let fatal = self.fatal.clone();
         let watcher = tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! has none and answers with where the leader is (gRPC `UNAVAILABLE` with `agora-leader` metadata,
 //! HTTP redirects).
 
+use std::path::PathBuf;
 use std::sync::{OnceLock, RwLock};
 
 use crate::actor::MasterHandle;
@@ -12,6 +13,7 @@ pub struct Node {
     handle: OnceLock<MasterHandle>,
     leader: RwLock<Option<String>>,
     me: String,
+    join_token_file: Option<PathBuf>,
 }
 
 impl Node {
@@ -21,6 +23,31 @@ impl Node {
             handle: OnceLock::new(),
             leader: RwLock::new(None),
             me,
+            join_token_file: None,
+        }
+    }
+
+    /// Agents must present the token in this file to register.
+    pub fn with_join_token_file(mut self, path: Option<PathBuf>) -> Self {
+        self.join_token_file = path;
+        self
+    }
+
+    /// The current join token (read from its file at each call, so rotation is immediate).
+    ///
+    /// # Errors
+    /// [`MasterError::Unavailable`] if the file cannot be read: refusing is safer than admitting.
+    pub fn join_token(&self) -> Result<Option<String>, MasterError> {
+        let Some(path) = &self.join_token_file else {
+            return Ok(None);
+        };
+        match crate::join_token::read(path) {
+            Ok(Some(t)) => Ok(Some(t)),
+            Ok(None) => Err(MasterError::Unavailable(format!(
+                "the join token file {} is missing or empty",
+                path.display()
+            ))),
+            Err(e) => Err(MasterError::Unavailable(e.to_string())),
         }
     }
 

@@ -45,6 +45,12 @@ pub struct AgentArgs {
     /// Seconds before an unacknowledged status update is first resent (doubling up to 10 min).
     #[arg(long, default_value = "10", value_parser = super::seconds)]
     status_retry_initial: std::time::Duration,
+    /// File holding the cluster's join token (`agora master token` prints it).
+    #[arg(long)]
+    join_token_file: Option<PathBuf>,
+    /// The join token itself (prefer --join-token-file: the environment is visible to tasks).
+    #[arg(long = "join-token", env = "AGORA_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
     /// cgroup filesystem root.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
@@ -64,6 +70,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if let Some(r) = &args.resources {
         agora_proto::Resources::parse(r).map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
     }
+    let join_token = match (&args.join_token_file, args.join_token) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--join-token-file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, token) => token,
+    };
     let config = agora_agent::AgentConfig {
         master: Some(master),
         port: args.port,
@@ -75,6 +90,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         hostname: args.hostname,
         cgroup_root: args.cgroup_root,
         status_retry_initial: args.status_retry_initial,
+        join_token,
         ..Default::default()
     };
     agora_agent::run(config, super::shutdown_signal()).await?;

@@ -8,8 +8,25 @@ use clap::Args;
 
 use super::seconds;
 
+#[derive(clap::Subcommand, Debug)]
+pub enum MasterAction {
+    /// Print the join token agents must present (creating it if needed), or rotate it.
+    Token {
+        /// The token file the master is started with.
+        #[arg(long, default_value = "/var/lib/agora/master/join-token")]
+        join_token_file: PathBuf,
+        /// Replace the token: new agents need the new one; admitted agents are not affected.
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct MasterArgs {
+    /// Without a subcommand, `agora master` runs a master.
+    #[command(subcommand)]
+    action: Option<MasterAction>,
     /// Port for gRPC (agents, frameworks, operators) and HTTP (/state, /metrics, web UI).
     #[arg(long, default_value_t = agora_master::DEFAULT_PORT, env = "AGORA_MASTER_PORT")]
     port: u16,
@@ -53,6 +70,10 @@ pub struct MasterArgs {
     /// Without it the master runs standalone with its registry in --work-dir.
     #[arg(long, env = "AGORA_ZK")]
     zk: Option<String>,
+    /// Agents must present the token in this file to register (it is created when missing; print
+    /// it with `agora master token`). Without it anyone who reaches the port may join.
+    #[arg(long, env = "AGORA_JOIN_TOKEN_FILE")]
+    join_token_file: Option<PathBuf>,
     /// Seconds of ZooKeeper session timeout. A leader disconnected for a third of it steps down.
     #[arg(long, default_value = "10", value_parser = seconds)]
     zk_session_timeout: Duration,
@@ -66,6 +87,22 @@ pub struct MasterArgs {
 }
 
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    if let Some(MasterAction::Token {
+        join_token_file,
+        rotate,
+    }) = args.action
+    {
+        let token = if rotate {
+            agora_master::join_token::rotate(&join_token_file)?
+        } else {
+            agora_master::join_token::load_or_create(&join_token_file)?
+        };
+        println!("{token}");
+        return Ok(());
+    }
+    if args.join_token_file.is_none() {
+        tracing::warn!("no --join-token-file: any agent that reaches this master may join");
+    }
     let config = agora_master::MasterConfig {
         bind: SocketAddr::new(args.ip, args.port),
         advertise_ip: args.advertise_ip,
@@ -83,6 +120,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         },
         seed: rand_seed(),
         zk: args.zk,
+        join_token_file: args.join_token_file,
         zk_session_timeout: args.zk_session_timeout,
         agent_reregister_timeout: args.agent_reregister_timeout,
     };

@@ -8,4 +8,5 @@ mod local;
 mod master;
 mod python;
 mod sdk;
+mod security;
 mod ui;

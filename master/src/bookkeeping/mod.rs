@@ -166,6 +166,8 @@ pub struct Bookkeeping {
     next_offer: u64,
     next_stream: u64,
     counters: Counters,
+    /// The token agents must present to register (`--join-token-file`); `None`: an open cluster.
+    join_token: Option<String>,
     /// After a take-over: the registry's agents not yet re-registered, and when to stop waiting
     /// (set by the first timer call, since `new` has no clock).
     recovering: Option<(HashSet<String>, Option<Instant>)>,
@@ -243,6 +245,7 @@ impl Bookkeeping {
             .collect();
         let recovering = (!expected.is_empty()).then_some((expected, None));
         Bookkeeping {
+            join_token: None,
             recovering,
             settings,
             allocator: alloc,
@@ -342,6 +345,29 @@ impl Bookkeeping {
         }
     }
 
+    /// Requires agents to present `token` when they register (`None`: anyone may join). Agents
+    /// already admitted re-register without it, so rotating the token does not cut them off.
+    pub fn set_join_token(&mut self, token: Option<String>) {
+        self.join_token = token.filter(|t| !t.is_empty());
+    }
+
+    fn check_join_token(&self, given: &str) -> Result<(), MasterError> {
+        match &self.join_token {
+            Some(expected) if !constant_time_eq(expected.as_bytes(), given.as_bytes()) => {
+                Err(MasterError::PermissionDenied(if given.is_empty() {
+                    "join token rejected: this cluster requires one; give the agent \
+                     --join-token-file FILE or AGORA_JOIN_TOKEN (print it with `agora master token`)"
+                        .into()
+                } else {
+                    "join token rejected: it is not this cluster's current token (was it \
+                     rotated?); print it with `agora master token`"
+                        .into()
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A new agent: assigns its id and adds its resources to the allocator.
     ///
     /// # Errors
@@ -351,6 +377,7 @@ impl Bookkeeping {
         req: v1::RegisterAgentRequest,
         clock: &Clock,
     ) -> Result<v1::RegisterAgentResponse, MasterError> {
+        self.check_join_token(&req.join_token)?;
         let (info, total) = Self::validate_agent_info(req.agent_info)?;
         self.next_agent += 1;
         let id = format!("{}-S{}", self.master_id(), self.next_agent);
@@ -422,6 +449,10 @@ impl Bookkeeping {
                 "agent '{id}' was marked gone and may not re-register; remove its work dir's \
                  meta/registered file to register as a new agent"
             )));
+        }
+        if !self.registry.agents.contains_key(&id) && !self.agents.contains_key(&id) {
+            // Not admitted before (or the registry was lost): it must prove it may join.
+            self.check_join_token(&req.join_token)?;
         }
         let (info, total) = Self::validate_agent_info(req.agent_info)?;
         // Forget the old view of the agent (its allocator entry and offers); keep its task records
@@ -2330,6 +2361,14 @@ fn quantities_to_proto(q: &crate::allocator::Quantities) -> Vec<v1::Resource> {
         }
     }
     r.to_proto()
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn refuse_of(filters: Option<&v1::Filters>) -> Result<Option<Duration>, MasterError> {

@@ -866,3 +866,49 @@ fn a_new_leader_offers_only_after_the_registry_agents_reregister_or_a_timeout() 
     assert!(reg.agents["a2"].unreachable_since.is_some());
     assert!(reg.agents["a1"].unreachable_since.is_none());
 }
+
+#[test]
+fn with_a_join_token_only_agents_that_present_it_register_and_admitted_ones_come_back() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:1;mem:512");
+    w.book.set_join_token(Some("s3cret".into()));
+    let req = |token: &str| v1::RegisterAgentRequest {
+        agent_info: Some(v1::AgentInfo {
+            hostname: "h2".into(),
+            resources: res("cpus:1;mem:512"),
+            ..Default::default()
+        }),
+        join_token: token.into(),
+    };
+    let err = w.book.register_agent(req(""), &w.at(1.0)).unwrap_err();
+    assert!(matches!(err, MasterError::PermissionDenied(_)));
+    assert!(err.to_string().contains("join token rejected"), "{err}");
+    let err = w.book.register_agent(req("wrong"), &w.at(1.0)).unwrap_err();
+    assert!(
+        err.to_string().contains("not this cluster's current token"),
+        "{err}"
+    );
+    w.book
+        .register_agent(req("s3cret"), &w.at(1.0))
+        .expect("the right token");
+    assert_eq!(w.book.state("x").agents.len(), 2);
+    // An admitted agent re-registers without the (possibly rotated) token; a stranger cannot.
+    let rereg = |id: &str| v1::ReregisterAgentRequest {
+        agent_id: id.into(),
+        agent_info: Some(v1::AgentInfo {
+            hostname: "h".into(),
+            resources: res("cpus:1;mem:512"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    w.book
+        .reregister_agent(rereg(&a), &w.at(2.0))
+        .expect("admitted");
+    let err = w
+        .book
+        .reregister_agent(rereg("stranger"), &w.at(2.0))
+        .unwrap_err();
+    assert!(matches!(err, MasterError::PermissionDenied(_)));
+    assert!(!w.book.state("x").agents.iter().any(|a| a.id == "stranger"));
+}
