@@ -1,4 +1,14 @@
-//! Chronos-compatible batch jobs framework.
+//! The batch framework: Chronos-compatible jobs on Agora — ISO 8601 and cron schedules,
+//! dependencies between jobs, retries with backoff, parallel runs with completions, deadlines.
 //!
-//! Work in progress: see the open issues for what this crate will own.
+//! ```text
+//!  Chronos clients ──HTTP /v1/scheduler──▶ actor ──▶ BatchCore (pure: jobs, runs, retries)
+//!                                            │  ▲         │ claim launches (persisted first)
+//!                                            ▼  │ updates ▼
+//!                                      agora-sdk Framework ──gRPC──▶ master ──▶ agents
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod core;
+pub mod job;
+pub mod schedule;

@@ -1,0 +1,738 @@
+//! The batch scheduler's core: jobs, their schedules and dependencies, runs and the tasks of each
+//! run, retries, deadlines and statistics. Pure and synchronous: the driver passes the time in,
+//! claims launches (which are recorded — and persisted by the driver — *before* any task is
+//! launched, so a failover can neither lose nor duplicate a run), feeds task updates back, and
+//! carries out the kills this core asks for.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{InvalidJob, Job};
+use crate::schedule::{parse_duration, Schedule};
+
+/// Runs kept per job in the history.
+pub const HISTORY_PER_JOB: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// One task of a run (one attempt of one slot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunTask {
+    pub task_id: String,
+    pub slot: u32,
+    pub attempt: u32,
+    /// `PENDING` (waiting for an offer or a retry delay), then the Agora task states.
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub agent_id: String,
+    pub message: String,
+    pub launched_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// A pending retry waits until then.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+impl RunTask {
+    fn active(&self) -> bool {
+        !is_final(&self.state)
+    }
+}
+
+fn is_final(state: &str) -> bool {
+    matches!(
+        state,
+        "TASK_FINISHED"
+            | "TASK_FAILED"
+            | "TASK_KILLED"
+            | "TASK_ERROR"
+            | "TASK_LOST"
+            | "TASK_DROPPED"
+            | "TASK_GONE"
+            | "TASK_UNKNOWN"
+    )
+}
+
+/// One execution of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: u64,
+    pub job: String,
+    /// The schedule occurrence it is for (none for manual and dependent runs).
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: RunStatus,
+    /// Why it ended (or was skipped), for people.
+    pub reason: String,
+    pub trigger: String,
+    pub tasks: Vec<RunTask>,
+}
+
+impl Run {
+    fn successes(&self) -> u32 {
+        self.tasks
+            .iter()
+            .filter(|t| t.state == "TASK_FINISHED")
+            .count() as u32
+    }
+}
+
+/// Read-only statistics Chronos returns with a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub success_count: u64,
+    pub error_count: u64,
+    pub last_success: String,
+    pub last_error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    pub job: Job,
+    pub next_at: Option<DateTime<Utc>>,
+    pub occurrences: u64,
+    pub stats: Stats,
+    #[serde(skip)]
+    schedule: Option<Schedule>,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Kill(String),
+}
+
+/// A task to launch, claimed from the core.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launch {
+    pub task_id: String,
+    pub job: Job,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidJob),
+    #[error("job '{0}' does not exist")]
+    UnknownJob(String),
+    #[error("job '{0}' already exists; update it with PUT")]
+    Exists(String),
+    #[error("job '{job}' is a parent of {children:?}: delete them first")]
+    HasChildren { job: String, children: Vec<String> },
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BatchCore {
+    jobs: BTreeMap<String, JobState>,
+    runs: Vec<Run>,
+    next_run: u64,
+}
+
+fn backoff(attempt: u32) -> ChronoDuration {
+    ChronoDuration::seconds(1i64 << attempt.saturating_sub(1).min(6))
+}
+
+impl BatchCore {
+    /// Re-parses schedules after loading a saved core.
+    pub fn restore(mut self, now: DateTime<Utc>) -> Self {
+        for st in self.jobs.values_mut() {
+            st.schedule = if st.job.schedule.is_empty() {
+                None
+            } else {
+                Schedule::parse(&st.job.schedule, now).ok()
+            };
+        }
+        self
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &JobState> {
+        self.jobs.values()
+    }
+
+    pub fn job(&self, name: &str) -> Option<&JobState> {
+        self.jobs.get(name)
+    }
+
+    /// A job's runs, newest first.
+    pub fn runs_of(&self, name: &str) -> Vec<&Run> {
+        let mut r: Vec<&Run> = self.runs.iter().filter(|r| r.job == name).collect();
+        r.reverse();
+        r
+    }
+
+    /// Adds a job (`replace`: or updates it).
+    ///
+    /// # Errors
+    /// [`BatchError::Invalid`] naming each bad field; [`BatchError::Exists`] / [`BatchError::UnknownJob`].
+    pub fn put_job(
+        &mut self,
+        job: Job,
+        replace: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), BatchError> {
+        let exists = self.jobs.contains_key(&job.name);
+        if exists && !replace {
+            return Err(BatchError::Exists(job.name));
+        }
+        let schedule = job.validate(&|p| self.jobs.contains_key(p), now)?;
+        let next_at = schedule.as_ref().and_then(|s| s.first_at_or_after(now));
+        let (occurrences, stats) = match self.jobs.get(&job.name) {
+            Some(old) if old.job.schedule == job.schedule => (old.occurrences, old.stats.clone()),
+            Some(old) => (0, old.stats.clone()),
+            None => (0, Stats::default()),
+        };
+        let next_at = match self.jobs.get(&job.name) {
+            Some(old) if old.job.schedule == job.schedule => old.next_at,
+            _ => next_at,
+        };
+        self.jobs.insert(
+            job.name.clone(),
+            JobState {
+                job,
+                next_at,
+                occurrences,
+                stats,
+                schedule,
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes a job and kills its running tasks.
+    ///
+    /// # Errors
+    /// [`BatchError::UnknownJob`]; [`BatchError::HasChildren`].
+    pub fn delete_job(
+        &mut self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Effect>, BatchError> {
+        if !self.jobs.contains_key(name) {
+            return Err(BatchError::UnknownJob(name.into()));
+        }
+        let children: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| j.job.parents.iter().any(|p| p == name))
+            .map(|j| j.job.name.clone())
+            .collect();
+        if !children.is_empty() {
+            return Err(BatchError::HasChildren {
+                job: name.into(),
+                children,
+            });
+        }
+        let effects = self.kill_job(name, "the job was deleted", now)?;
+        self.jobs.remove(name);
+        Ok(effects)
+    }
+
+    /// Starts a run now (Chronos `PUT /job/{name}`).
+    ///
+    /// # Errors
+    /// [`BatchError::UnknownJob`].
+    pub fn run_now(&mut self, name: &str, now: DateTime<Utc>) -> Result<u64, BatchError> {
+        if !self.jobs.contains_key(name) {
+            return Err(BatchError::UnknownJob(name.into()));
+        }
+        Ok(self.start_run(name, None, "manual", now))
+    }
+
+    /// Records a success without running (Chronos `POST /job/success/{name}`); children follow.
+    ///
+    /// # Errors
+    /// [`BatchError::UnknownJob`].
+    pub fn mark_success(&mut self, name: &str, now: DateTime<Utc>) -> Result<(), BatchError> {
+        let st = self
+            .jobs
+            .get_mut(name)
+            .ok_or_else(|| BatchError::UnknownJob(name.into()))?;
+        st.stats.success_count += 1;
+        st.stats.last_success = now.to_rfc3339();
+        self.next_run += 1;
+        self.runs.push(Run {
+            id: self.next_run,
+            job: name.into(),
+            scheduled_for: None,
+            started_at: now,
+            finished_at: Some(now),
+            status: RunStatus::Succeeded,
+            reason: "marked successful by request".into(),
+            trigger: "manual".into(),
+            tasks: Vec::new(),
+        });
+        self.trigger_children(name, now);
+        Ok(())
+    }
+
+    /// Kills the tasks of the job's running runs, which fail.
+    ///
+    /// # Errors
+    /// [`BatchError::UnknownJob`].
+    pub fn kill_job(
+        &mut self,
+        name: &str,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Effect>, BatchError> {
+        if !self.jobs.contains_key(name) {
+            return Err(BatchError::UnknownJob(name.into()));
+        }
+        let mut effects = Vec::new();
+        let ids: Vec<usize> = (0..self.runs.len())
+            .filter(|&i| self.runs[i].job == name && self.runs[i].status == RunStatus::Running)
+            .collect();
+        for i in ids {
+            effects.extend(self.finish_run(i, RunStatus::Failed, why, now));
+        }
+        Ok(effects)
+    }
+
+    fn start_run(
+        &mut self,
+        name: &str,
+        scheduled_for: Option<DateTime<Utc>>,
+        trigger: &str,
+        now: DateTime<Utc>,
+    ) -> u64 {
+        self.next_run += 1;
+        let id = self.next_run;
+        self.runs.push(Run {
+            id,
+            job: name.into(),
+            scheduled_for,
+            started_at: now,
+            finished_at: None,
+            status: RunStatus::Running,
+            reason: String::new(),
+            trigger: trigger.into(),
+            tasks: Vec::new(),
+        });
+        self.trim_history(name);
+        id
+    }
+
+    fn skip(&mut self, name: &str, scheduled_for: DateTime<Utc>, why: String, now: DateTime<Utc>) {
+        self.next_run += 1;
+        self.runs.push(Run {
+            id: self.next_run,
+            job: name.into(),
+            scheduled_for: Some(scheduled_for),
+            started_at: now,
+            finished_at: Some(now),
+            status: RunStatus::Skipped,
+            reason: why,
+            trigger: "schedule".into(),
+            tasks: Vec::new(),
+        });
+        self.trim_history(name);
+    }
+
+    fn trim_history(&mut self, name: &str) {
+        let n = self.runs.iter().filter(|r| r.job == name).count();
+        if n > HISTORY_PER_JOB {
+            let mut extra = n - HISTORY_PER_JOB;
+            self.runs.retain(|r| {
+                if extra > 0 && r.job == name && r.status != RunStatus::Running {
+                    extra -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    fn active_run(&self, name: &str) -> bool {
+        self.runs
+            .iter()
+            .any(|r| r.job == name && r.status == RunStatus::Running)
+    }
+
+    /// Timers: due schedule occurrences start (or are skipped and recorded), runs past their
+    /// deadline are failed.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for name in names {
+            loop {
+                let Some(st) = self.jobs.get(&name) else {
+                    break;
+                };
+                let (Some(next), Some(schedule)) = (st.next_at, st.schedule.clone()) else {
+                    break;
+                };
+                if next > now || st.job.disabled {
+                    break;
+                }
+                if schedule.repeats().is_some_and(|n| st.occurrences >= n) {
+                    if let Some(st) = self.jobs.get_mut(&name) {
+                        st.next_at = None;
+                    }
+                    break;
+                }
+                let epsilon = parse_duration(&st.job.epsilon)
+                    .map(|p| p.approx_seconds())
+                    .unwrap_or(60);
+                let late = (now - next).num_seconds();
+                let concurrent = st.job.concurrent;
+                if late > epsilon {
+                    // Far behind (a long outage): record the gap once and resume from now.
+                    let resume = schedule.first_at_or_after(now);
+                    self.skip(
+                        &name,
+                        next,
+                        format!("missed by {late} s, more than its epsilon of {epsilon} s"),
+                        now,
+                    );
+                    if let Some(st) = self.jobs.get_mut(&name) {
+                        st.occurrences += 1;
+                        st.next_at = resume.filter(|r| *r > next);
+                        if st.next_at.is_none() {
+                            st.next_at = schedule.next_after(next);
+                        }
+                    }
+                    continue;
+                }
+                if !concurrent && self.active_run(&name) {
+                    self.skip(
+                        &name,
+                        next,
+                        "the previous run is still going and the job is not concurrent".into(),
+                        now,
+                    );
+                } else {
+                    self.start_run(&name, Some(next), "schedule", now);
+                }
+                if let Some(st) = self.jobs.get_mut(&name) {
+                    st.occurrences += 1;
+                    st.next_at = schedule.next_after(next);
+                }
+            }
+        }
+        let mut effects = Vec::new();
+        for i in 0..self.runs.len() {
+            let r = &self.runs[i];
+            if r.status != RunStatus::Running {
+                continue;
+            }
+            let deadline = self
+                .jobs
+                .get(&r.job)
+                .map(|j| j.job.active_deadline_seconds)
+                .unwrap_or(0.0);
+            if deadline > 0.0 && (now - r.started_at).num_milliseconds() as f64 > deadline * 1000.0
+            {
+                let why = format!("exceeded its activeDeadlineSeconds of {deadline} s");
+                effects.extend(self.finish_run(i, RunStatus::Failed, &why, now));
+            }
+        }
+        effects
+    }
+
+    /// Whether any task is waiting for an offer now (so the driver revives or suppresses).
+    pub fn wants_offers(&self, now: DateTime<Utc>) -> bool {
+        self.runs
+            .iter()
+            .any(|r| r.status == RunStatus::Running && self.slots_to_fill(r, now) > 0)
+    }
+
+    /// Launches a run can make now: its retries whose delay has passed, plus new slots up to
+    /// `min(parallelism, completions still missing)` tasks in flight.
+    fn slots_to_fill(&self, r: &Run, now: DateTime<Utc>) -> u32 {
+        let Some(st) = self.jobs.get(&r.job) else {
+            return 0;
+        };
+        let remaining = st.job.completions.saturating_sub(r.successes());
+        let in_flight = r.tasks.iter().filter(|t| t.active()).count() as u32;
+        let ready_retries = r
+            .tasks
+            .iter()
+            .filter(|t| t.state == "PENDING" && t.not_before.is_none_or(|nb| nb <= now))
+            .count() as u32;
+        let new_slots = st.job.parallelism.min(remaining).saturating_sub(in_flight);
+        ready_retries + new_slots
+    }
+
+    /// Claims up to `max` launches: they are recorded as STAGING tasks before the driver launches
+    /// them (persist the core first).
+    pub fn claim_launches(&mut self, max: usize, now: DateTime<Utc>) -> Vec<Launch> {
+        let mut out = Vec::new();
+        for i in 0..self.runs.len() {
+            if out.len() >= max {
+                break;
+            }
+            if self.runs[i].status != RunStatus::Running {
+                continue;
+            }
+            let Some(job) = self.jobs.get(&self.runs[i].job).map(|j| j.job.clone()) else {
+                continue;
+            };
+            let mut n = self.slots_to_fill(&self.runs[i], now) as usize;
+            let run_id = self.runs[i].id;
+            // Ready retries first.
+            for t in self.runs[i].tasks.iter_mut() {
+                if n == 0 || out.len() >= max {
+                    break;
+                }
+                if t.state == "PENDING" && t.not_before.is_none_or(|nb| nb <= now) {
+                    t.state = "TASK_STAGING".into();
+                    t.launched_at = Some(now);
+                    out.push(Launch {
+                        task_id: t.task_id.clone(),
+                        job: job.clone(),
+                    });
+                    n -= 1;
+                }
+            }
+            while n > 0 && out.len() < max {
+                let slot = self.runs[i]
+                    .tasks
+                    .iter()
+                    .map(|t| t.slot + 1)
+                    .max()
+                    .unwrap_or(0);
+                let task_id = format!("{}.{run_id}.{slot}.1", job.name);
+                self.runs[i].tasks.push(RunTask {
+                    task_id: task_id.clone(),
+                    slot,
+                    attempt: 1,
+                    state: "TASK_STAGING".into(),
+                    exit_code: None,
+                    agent_id: String::new(),
+                    message: String::new(),
+                    launched_at: Some(now),
+                    finished_at: None,
+                    not_before: None,
+                });
+                out.push(Launch {
+                    task_id,
+                    job: job.clone(),
+                });
+                n -= 1;
+            }
+        }
+        out
+    }
+
+    /// Gives a claimed launch back (no offer fitted after all).
+    pub fn unclaim(&mut self, task_id: &str) {
+        for r in self.runs.iter_mut() {
+            if let Some(t) = r.tasks.iter_mut().find(|t| t.task_id == task_id) {
+                if t.state == "TASK_STAGING" {
+                    t.state = "PENDING".into();
+                    t.launched_at = None;
+                }
+            }
+        }
+    }
+
+    /// The tasks the core believes are launched and not ended (to reconcile after a failover).
+    pub fn live_tasks(&self) -> Vec<(String, String)> {
+        self.runs
+            .iter()
+            .filter(|r| r.status == RunStatus::Running)
+            .flat_map(|r| r.tasks.iter())
+            .filter(|t| t.active() && t.state != "PENDING")
+            .map(|t| (t.task_id.clone(), t.agent_id.clone()))
+            .collect()
+    }
+
+    /// A task's new state. Returns kills to carry out.
+    pub fn on_update(
+        &mut self,
+        task_id: &str,
+        state: &str,
+        exit_code: Option<i32>,
+        agent_id: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        let Some(ri) = self
+            .runs
+            .iter()
+            .position(|r| r.tasks.iter().any(|t| t.task_id == task_id))
+        else {
+            return Vec::new();
+        };
+        if self.runs[ri].status != RunStatus::Running {
+            // A straggler of a finished run: make sure it is gone.
+            return if is_final(state) {
+                Vec::new()
+            } else {
+                vec![Effect::Kill(task_id.into())]
+            };
+        }
+        let Some(ti) = self.runs[ri]
+            .tasks
+            .iter()
+            .position(|t| t.task_id == task_id)
+        else {
+            return Vec::new();
+        };
+        let task = &mut self.runs[ri].tasks[ti];
+        if is_final(&task.state) {
+            return Vec::new();
+        }
+        task.state = state.to_string();
+        if !agent_id.is_empty() {
+            task.agent_id = agent_id.to_string();
+        }
+        if exit_code.is_some() {
+            task.exit_code = exit_code;
+        }
+        if !message.is_empty() {
+            task.message = message.to_string();
+        }
+        if !is_final(state) {
+            return Vec::new();
+        }
+        task.finished_at = Some(now);
+        let (slot, attempt) = (task.slot, task.attempt);
+        let Some(job) = self.jobs.get(&self.runs[ri].job).map(|j| j.job.clone()) else {
+            return Vec::new();
+        };
+        if state == "TASK_FINISHED" {
+            if self.runs[ri].successes() >= job.completions {
+                return self.finish_run(ri, RunStatus::Succeeded, "all completions succeeded", now);
+            }
+            return Vec::new();
+        }
+        if attempt <= job.retries {
+            let run_id = self.runs[ri].id;
+            self.runs[ri].tasks.push(RunTask {
+                task_id: format!("{}.{run_id}.{slot}.{}", job.name, attempt + 1),
+                slot,
+                attempt: attempt + 1,
+                state: "PENDING".into(),
+                exit_code: None,
+                agent_id: String::new(),
+                message: format!("retry {} of {} after {state}", attempt, job.retries),
+                launched_at: None,
+                finished_at: None,
+                not_before: Some(now + backoff(attempt)),
+            });
+            return Vec::new();
+        }
+        let why = format!(
+            "task {task_id} ended {state} ({}) after {attempt} attempt(s)",
+            if message.is_empty() {
+                "no message"
+            } else {
+                message
+            }
+        );
+        self.finish_run(ri, RunStatus::Failed, &why, now)
+    }
+
+    fn finish_run(
+        &mut self,
+        ri: usize,
+        status: RunStatus,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let run = &mut self.runs[ri];
+        run.status = status;
+        run.finished_at = Some(now);
+        run.reason = why.to_string();
+        for t in run.tasks.iter_mut() {
+            if t.state == "PENDING" {
+                t.state = "TASK_KILLED".into();
+                t.message = "the run ended before it launched".into();
+            } else if t.active() {
+                effects.push(Effect::Kill(t.task_id.clone()));
+            }
+        }
+        let name = run.job.clone();
+        if let Some(st) = self.jobs.get_mut(&name) {
+            match status {
+                RunStatus::Succeeded => {
+                    st.stats.success_count += 1;
+                    st.stats.last_success = now.to_rfc3339();
+                }
+                RunStatus::Failed => {
+                    st.stats.error_count += 1;
+                    st.stats.last_error = now.to_rfc3339();
+                }
+                _ => {}
+            }
+        }
+        if status == RunStatus::Succeeded {
+            self.trigger_children(&name, now);
+        }
+        effects
+    }
+
+    fn last_finished(&self, name: &str) -> Option<&Run> {
+        self.runs
+            .iter()
+            .rev()
+            .find(|r| r.job == name && matches!(r.status, RunStatus::Succeeded | RunStatus::Failed))
+    }
+
+    /// Children of `parent` whose parents' latest runs all succeeded start a run.
+    fn trigger_children(&mut self, parent: &str, now: DateTime<Utc>) {
+        let children: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|j| !j.job.disabled && j.job.parents.iter().any(|p| p == parent))
+            .map(|j| j.job.name.clone())
+            .collect();
+        for child in children {
+            let parents = self.jobs[&child].job.parents.clone();
+            let ready = parents.iter().all(|p| {
+                self.last_finished(p)
+                    .is_some_and(|r| r.status == RunStatus::Succeeded)
+            });
+            let concurrent = self.jobs[&child].job.concurrent;
+            if ready && (concurrent || !self.active_run(&child)) {
+                self.start_run(&child, None, &format!("parent {parent} succeeded"), now);
+            }
+        }
+    }
+
+    /// Durations of successful runs, for `/job/stat` and `/stats`.
+    pub fn durations(&self, name: &str) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter(|r| r.job == name && r.status == RunStatus::Succeeded)
+            .filter_map(|r| {
+                r.finished_at
+                    .map(|f| (f - r.started_at).num_milliseconds() as f64 / 1000.0)
+            })
+            .collect()
+    }
+
+    /// Parent → child edges.
+    pub fn edges(&self) -> Vec<(String, String)> {
+        self.jobs
+            .values()
+            .flat_map(|j| {
+                j.job
+                    .parents
+                    .iter()
+                    .map(|p| (p.clone(), j.job.name.clone()))
+            })
+            .collect()
+    }
+
+    /// Whether the job has a run going.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.active_run(name)
+    }
+}
+
+#[cfg(test)]
+mod tests;
