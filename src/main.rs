@@ -23,6 +23,15 @@ enum Command {
     Master(cmd::master::MasterArgs),
     /// Run an agent (report this machine's resources, run its tasks), or `agent list|drain`.
     Agent(cmd::agent::AgentArgs),
+    /// Run the batch framework (Chronos-compatible jobs API, default port 8090).
+    Batch(cmd::batch::BatchArgs),
+    /// Batch jobs: `add -f FILE`, `list`, `run NAME`, `history NAME`, `delete NAME`.
+    Job {
+        #[command(subcommand)]
+        action: cmd::batch::JobAction,
+        #[command(flatten)]
+        batch: cmd::batch::BatchAddress,
+    },
     /// The cluster's frameworks: `list`, `teardown ID`.
     Framework {
         #[command(subcommand)]
@@ -77,6 +86,8 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Batch(args) => runtime()?.block_on(cmd::batch::run(args))?,
+        Command::Job { action, batch } => runtime()?.block_on(cmd::batch::job(action, batch))?,
         Command::Local(args) => runtime()?.block_on(cmd::local::run(args))?,
         Command::Master(args) => runtime()?.block_on(cmd::master::run(args))?,
         Command::Agent(args) => runtime()?.block_on(cmd::agent::run(args))?,

@@ -1,5 +1,6 @@
-//! `agora local`: a whole cluster in one process for a first run — a master and N agents (each
-//! with its own work dir, its own loopback address `127.0.0.N` and a share of the machine), with
+//! `agora local`: a whole cluster in one process for a first run — a master, N agents (each
+//! with its own work dir, its own loopback address `127.0.0.N` and a share of the machine) and the
+//! batch framework, with
 //! state under `--work-dir` so that a second start recovers the first one's tasks. No ZooKeeper.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +22,9 @@ pub struct LocalArgs {
     /// The master's port (gRPC, HTTP API and web UI).
     #[arg(long, default_value_t = agora_master::DEFAULT_PORT)]
     port: u16,
+    /// Port of the batch framework's Chronos-compatible API.
+    #[arg(long, default_value_t = agora_batch::DEFAULT_PORT)]
+    batch_port: u16,
     /// Containerizers: `docker,native`, `native`; default: Docker too when an engine answers.
     #[arg(long)]
     containerizers: Option<String>,
@@ -121,6 +125,21 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let batch = agora_batch::start(agora_batch::BatchConfig {
+        master: master_address.clone(),
+        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.batch_port),
+        work_dir: work_dir.join("batch"),
+        role: "*".into(),
+        framework_name: "batch".into(),
+        failover_timeout: Duration::from_secs(7 * 24 * 3600),
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "starting the batch framework on 127.0.0.1:{}",
+            args.batch_port
+        )
+    })?;
     let uses = if containerizers.contains("docker") {
         "Docker (engine found) and the native containerizer"
     } else {
@@ -133,11 +152,16 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     println!("  web UI and master API   http://{master_address}/");
     println!("  cluster state           http://{master_address}/state");
     println!("  metrics                 http://{master_address}/metrics");
+    println!(
+        "  batch jobs (Chronos)    http://{}/v1/scheduler/jobs",
+        batch.address
+    );
     println!("  state is kept in        {}", work_dir.display());
-    println!("Try: agora cluster status   ·   agora agent list   ·   Ctrl-C stops everything.");
+    println!("Try: agora cluster status   ·   agora job add -f examples/jobs/hello.json   ·   Ctrl-C stops everything.");
 
     super::shutdown_signal().await;
     println!("stopping: agents first (their tasks keep running and are recovered next start), then the master");
+    batch.stop().await;
     let _ = stop_tx.send(true);
     for a in agents {
         match tokio::time::timeout(Duration::from_secs(10), a).await {

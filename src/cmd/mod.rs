@@ -1,6 +1,7 @@
 //! One module per process the binary runs.
 
 pub mod agent;
+pub mod batch;
 pub mod cli;
 pub mod local;
 pub mod master;

@@ -36,6 +36,8 @@ fn start_local(dir: &std::path::Path, port: u16, name: &str) -> Process {
         "2",
         "--containerizers",
         "native",
+        "--batch-port",
+        &free_port().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())

@@ -1,6 +1,7 @@
 //! End-to-end tests: one test binary that starts the real `agora` binary and talks to it only through
 //! its public interfaces.
 
+mod batch;
 mod cli;
 mod ha;
 mod harness;

@@ -137,6 +137,9 @@ pub struct BatchCore {
     jobs: BTreeMap<String, JobState>,
     runs: Vec<Run>,
     next_run: u64,
+    /// Kills asked for by API calls, for the driver to carry out after the call.
+    #[serde(skip)]
+    deferred: Vec<Effect>,
 }
 
 fn backoff(attempt: u32) -> ChronoDuration {
@@ -144,6 +147,11 @@ fn backoff(attempt: u32) -> ChronoDuration {
 }
 
 impl BatchCore {
+    /// Kills that API calls asked for since the last call.
+    pub fn take_deferred(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.deferred)
+    }
+
     /// Re-parses schedules after loading a saved core.
     pub fn restore(mut self, now: DateTime<Utc>) -> Self {
         for st in self.jobs.values_mut() {
@@ -296,6 +304,7 @@ impl BatchCore {
         for i in ids {
             effects.extend(self.finish_run(i, RunStatus::Failed, why, now));
         }
+        self.deferred.extend(effects.iter().cloned());
         Ok(effects)
     }
 

@@ -10,5 +10,12 @@
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod http;
 pub mod job;
 pub mod schedule;
+pub mod service;
+
+pub use service::{run, start, BatchConfig, RunningBatch};
+
+/// Default port of the batch framework's API.
+pub const DEFAULT_PORT: u16 = 8090;

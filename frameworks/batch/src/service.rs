@@ -1,0 +1,482 @@
+//! The batch framework process: one actor owns the [`BatchCore`] and the SDK subscription. It
+//! persists the core (to `--work-dir/state.json`, atomically) after every change and *before*
+//! launching what it claimed, reconciles its live tasks after every (re-)subscription, and keeps
+//! its framework id so that a restarted batch framework fails over and keeps its tasks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_proto::v1;
+use agora_sdk::{carve, Event, Framework, TaskNeeds};
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+use crate::core::{BatchCore, BatchError, Effect, Launch};
+use crate::job::Job;
+
+/// Configuration of `agora batch`.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// `--master`: `host:port` or `zk://…`.
+    pub master: String,
+    /// `--port` (8090) and address.
+    pub bind: SocketAddr,
+    /// `--work-dir`: state and framework id.
+    pub work_dir: PathBuf,
+    /// `--role`.
+    pub role: String,
+    /// `--framework-name`.
+    pub framework_name: String,
+    /// How long the master keeps our tasks while we are away.
+    pub failover_timeout: Duration,
+}
+
+/// Why the batch framework could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state in {path}: {message}")]
+    State { path: String, message: String },
+    #[error(transparent)]
+    Sdk(#[from] agora_sdk::SdkError),
+}
+
+type Job_ = Box<dyn FnOnce(&mut BatchCore, DateTime<Utc>) + Send>;
+
+/// A handle for the HTTP layer: runs closures on the core inside the actor.
+#[derive(Clone)]
+pub struct BatchHandle {
+    tx: mpsc::UnboundedSender<Job_>,
+}
+
+impl BatchHandle {
+    /// Runs `f` on the core (the actor persists and acts on the result afterwards).
+    ///
+    /// # Errors
+    /// Whatever `f` returns; [`BatchError::UnknownJob`] is never produced by the channel itself —
+    /// a stopped actor yields `None`.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut BatchCore, DateTime<Utc>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        let job: Job_ = Box::new(move |core, now| {
+            let _ = reply.send(f(core, now));
+        });
+        self.tx.send(job).ok()?;
+        rx.await.ok()
+    }
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+fn load_core(dir: &Path) -> Result<BatchCore, StartError> {
+    let path = state_path(dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<BatchCore>(&bytes)
+            .map(|c| c.restore(Utc::now()))
+            .map_err(|e| StartError::State {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BatchCore::default()),
+        Err(e) => Err(StartError::State {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn save(dir: &Path, core: &BatchCore) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(core).map_err(std::io::Error::other)?;
+    let tmp = dir.join("state.json.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(tmp, state_path(dir))
+}
+
+/// A running batch framework.
+pub struct RunningBatch {
+    pub address: SocketAddr,
+    stop: watch::Sender<bool>,
+    actor: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningBatch {
+    /// Stops the API and the actor (tasks keep running for the failover timeout).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        let _ = self.actor.await;
+    }
+}
+
+/// Binds the API, loads the state and starts the actor.
+///
+/// # Errors
+/// [`StartError`].
+pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
+    std::fs::create_dir_all(&config.work_dir).map_err(|e| StartError::State {
+        path: config.work_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let core = load_core(&config.work_dir)?;
+    let framework_id = std::fs::read_to_string(config.work_dir.join("framework_id"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let mut builder = Framework::builder(&config.master, &config.framework_name)
+        .role(&config.role)
+        .failover_timeout(config.failover_timeout);
+    if let Some(id) = &framework_id {
+        builder = builder.framework_id(id);
+    }
+    let fw = builder.connect()?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind.to_string(),
+        source,
+    })?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = BatchHandle { tx };
+    let (stop, stop_rx) = watch::channel(false);
+    let actor = Actor {
+        core,
+        fw,
+        dir: config.work_dir.clone(),
+        suppressed: false,
+        counters: Arc::new(crate::http::Counters::default()),
+    };
+    let counters = actor.counters.clone();
+    let actor = tokio::spawn(actor.run(rx, stop_rx.clone()));
+    let app = crate::http::router(handle, counters);
+    let mut server_stop = stop_rx;
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "batch API stopped");
+        }
+    });
+    info!(%address, "batch framework started");
+    Ok(RunningBatch {
+        address,
+        stop,
+        actor,
+        server,
+    })
+}
+
+/// Runs until `shutdown` resolves.
+///
+/// # Errors
+/// [`StartError`].
+pub async fn run(
+    config: BatchConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let running = start(config).await?;
+    shutdown.await;
+    running.stop().await;
+    Ok(())
+}
+
+struct Actor {
+    core: BatchCore,
+    fw: Framework,
+    dir: PathBuf,
+    suppressed: bool,
+    counters: Arc<crate::http::Counters>,
+}
+
+fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
+    let job = &launch.job;
+    let mut environment: std::collections::HashMap<String, String> = job
+        .environment_variables
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    environment.insert("AGORA_JOB_NAME".into(), job.name.clone());
+    let command = if job.shell || job.arguments.is_empty() {
+        v1::CommandInfo {
+            shell: job.shell || job.arguments.is_empty(),
+            value: job.command.clone(),
+            arguments: Vec::new(),
+            environment,
+            user: String::new(),
+        }
+    } else {
+        let mut argv = vec![job.command.clone()];
+        argv.extend(job.arguments.iter().cloned());
+        v1::CommandInfo {
+            shell: false,
+            value: job.command.clone(),
+            arguments: argv,
+            environment,
+            user: String::new(),
+        }
+    };
+    let container = job.container.as_ref().map(|c| {
+        let docker = !c.kind.eq_ignore_ascii_case("MESOS");
+        v1::ContainerInfo {
+            r#type: if docker {
+                v1::ContainerType::Docker as i32
+            } else {
+                v1::ContainerType::Native as i32
+            },
+            docker: docker.then(|| v1::DockerInfo {
+                image: c.image.clone(),
+                network: match c.network.to_ascii_uppercase().as_str() {
+                    "HOST" => v1::DockerNetwork::Host as i32,
+                    "NONE" => v1::DockerNetwork::None as i32,
+                    _ => v1::DockerNetwork::Bridge as i32,
+                },
+                port_mappings: Vec::new(),
+                force_pull_image: c.force_pull_image,
+                privileged: false,
+                parameters: c
+                    .parameters
+                    .iter()
+                    .map(|p| v1::Parameter {
+                        key: p.key.clone(),
+                        value: p.value.clone(),
+                    })
+                    .collect(),
+            }),
+            volumes: c
+                .volumes
+                .iter()
+                .map(|v| v1::Volume {
+                    container_path: v.container_path.clone(),
+                    host_path: v.host_path.clone(),
+                    mode: v.mode.clone(),
+                })
+                .collect(),
+            hostname: String::new(),
+        }
+    });
+    v1::TaskInfo {
+        name: job.name.clone(),
+        task_id: launch.task_id.clone(),
+        resources: resources.to_proto(),
+        command: Some(command),
+        container,
+        labels: [("agora.batch/job".to_string(), job.name.clone())].into(),
+        kill_policy: Some(v1::KillPolicy {
+            grace_period_seconds: 3.0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Chronos constraints against an offer: `[field, EQUALS|LIKE|UNLIKE, value]`, field `hostname`
+/// or an attribute. LIKE and UNLIKE compare whole values with `*` as a wildcard.
+fn satisfies(job: &Job, offer: &v1::Offer) -> bool {
+    job.constraints.iter().all(|c| {
+        let (Some(field), Some(op), Some(value)) = (c.first(), c.get(1), c.get(2)) else {
+            return true;
+        };
+        let actual = if field == "hostname" {
+            Some(offer.hostname.clone())
+        } else {
+            offer
+                .attributes
+                .iter()
+                .find(|a| &a.name == field)
+                .map(|a| a.text.clone())
+        };
+        let like = |pattern: &str, s: &str| wildcard(pattern, s);
+        match (op.to_ascii_uppercase().as_str(), actual) {
+            ("EQUALS", Some(a)) => &a == value,
+            ("LIKE", Some(a)) => like(value, &a),
+            ("UNLIKE", Some(a)) => !like(value, &a),
+            ("UNLIKE", None) => true,
+            _ => false,
+        }
+    })
+}
+
+fn wildcard(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, tail)) => {
+            s.starts_with(head)
+                && (0..=s.len().saturating_sub(head.len())).any(|i| {
+                    s.is_char_boundary(head.len() + i) && wildcard(tail, &s[head.len() + i..])
+                })
+        }
+    }
+}
+
+impl Actor {
+    fn persist(&self) {
+        if let Err(e) = save(&self.dir, &self.core) {
+            warn!(error = %e, "cannot save the batch state");
+        }
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        for Effect::Kill(task_id) in effects {
+            if let Err(e) = self.fw.kill(&task_id).await {
+                warn!(%task_id, error = %e, "kill refused");
+            }
+        }
+    }
+
+    async fn offers_wanted(&mut self) {
+        let wants = self.core.wants_offers(Utc::now());
+        if wants && self.suppressed {
+            if self.fw.revive(&[]).await.is_ok() {
+                self.suppressed = false;
+            }
+        } else if !wants && !self.suppressed && self.fw.suppress(&[]).await.is_ok() {
+            self.suppressed = true;
+        }
+    }
+
+    async fn on_offers(&mut self, offers: Vec<v1::Offer>) {
+        let now = Utc::now();
+        let mut claims = self.core.claim_launches(256, now);
+        // Launches are recorded before they happen: a crash from here on cannot run them twice.
+        self.persist();
+        for offer in offers {
+            let Ok(mut left) = agora_proto::Resources::from_proto(&offer.resources) else {
+                continue;
+            };
+            let mut tasks = Vec::new();
+            let mut placed = Vec::new();
+            for (i, launch) in claims.iter().enumerate() {
+                if !satisfies(&launch.job, &offer) {
+                    continue;
+                }
+                let needs = match TaskNeeds::parse(
+                    &format!(
+                        "cpus:{};mem:{};disk:{}",
+                        launch.job.cpus, launch.job.mem, launch.job.disk
+                    ),
+                    0,
+                ) {
+                    Ok(n) => n,
+                    Err(_) => continue,
+                };
+                if let Some(carved) = carve(&mut left, &needs) {
+                    tasks.push(task_info(launch, &carved));
+                    placed.push(i);
+                }
+            }
+            for i in placed.into_iter().rev() {
+                claims.remove(i);
+            }
+            if tasks.is_empty() {
+                let _ = self.fw.decline(&[offer.id.clone()], 5.0).await;
+                continue;
+            }
+            let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+            self.counters.launched(ids.len() as u64);
+            if let Err(e) = self.fw.launch(&offer.id, tasks).await {
+                warn!(error = %e, "launch refused; the tasks are retried");
+                for id in ids {
+                    let effects =
+                        self.core
+                            .on_update(&id, "TASK_DROPPED", None, "", &e.to_string(), now);
+                    self.apply(effects).await;
+                }
+            }
+        }
+        for launch in claims {
+            self.core.unclaim(&launch.task_id);
+        }
+        self.persist();
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job_>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        break;
+                    }
+                }
+                job = rx.recv() => {
+                    let Some(job) = job else { break };
+                    job(&mut self.core, Utc::now());
+                    let effects = self.core.take_deferred();
+                    self.apply(effects).await;
+                    self.persist();
+                    self.offers_wanted().await;
+                }
+                _ = tick.tick() => {
+                    let effects = self.core.tick(Utc::now());
+                    self.apply(effects).await;
+                    self.persist();
+                    self.offers_wanted().await;
+                }
+                event = self.fw.next_event() => {
+                    let Some(event) = event else { break };
+                    match event {
+                        Event::Subscribed { framework_id, .. } => {
+                            info!(%framework_id, "subscribed; reconciling live tasks");
+                            let _ = std::fs::write(self.dir.join("framework_id"), &framework_id);
+                            self.suppressed = false;
+                            let live = self.core.live_tasks();
+                            if !live.is_empty() {
+                                if let Err(e) = self.fw.reconcile(&live).await {
+                                    warn!(error = %e, "reconciliation failed");
+                                }
+                            }
+                            self.offers_wanted().await;
+                        }
+                        Event::Offers(offers) => self.on_offers(offers).await,
+                        Event::Update(status) => {
+                            let state = status.state().as_str_name().to_string();
+                            let effects = self.core.on_update(
+                                &status.task_id,
+                                &state,
+                                status.exit_code,
+                                &status.agent_id,
+                                &status.message,
+                                Utc::now(),
+                            );
+                            self.apply(effects).await;
+                            self.persist();
+                        }
+                        Event::Error(e) => {
+                            warn!(error = %e, "the master closed the subscription");
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.persist();
+    }
+}
+
+impl From<BatchError> for crate::http::ApiError {
+    fn from(e: BatchError) -> Self {
+        crate::http::ApiError::from_batch(e)
+    }
+}

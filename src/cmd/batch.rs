@@ -1,0 +1,224 @@
+//! `agora batch` (the batch framework process) and `agora job …` (its CLI).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::cli::table;
+
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora`.
+    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
+    master: String,
+    /// Port of the Chronos-compatible REST API.
+    #[arg(long, default_value_t = agora_batch::DEFAULT_PORT)]
+    port: u16,
+    /// Address the API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    ip: IpAddr,
+    /// Where jobs, runs and the framework id are kept.
+    #[arg(long, default_value = "/var/lib/agora/batch")]
+    work_dir: PathBuf,
+    /// The role the framework's offers come in.
+    #[arg(long, default_value = "*")]
+    role: String,
+    /// The framework's name at the master.
+    #[arg(long, default_value = "batch")]
+    framework_name: String,
+}
+
+pub fn config(args: BatchArgs) -> agora_batch::BatchConfig {
+    agora_batch::BatchConfig {
+        master: args.master,
+        bind: SocketAddr::new(args.ip, args.port),
+        work_dir: args.work_dir,
+        role: args.role,
+        framework_name: args.framework_name,
+        failover_timeout: Duration::from_secs(7 * 24 * 3600),
+    }
+}
+
+pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
+    let running = agora_batch::start(config(args)).await?;
+    eprintln!("agora batch API listening on {}", running.address);
+    super::shutdown_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobAction {
+    /// Add (or replace) a job from a Chronos job JSON file.
+    Add {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// List jobs with their schedule and statistics.
+    List,
+    /// Run a job now.
+    Run { name: String },
+    /// A job's runs, newest first, with each task's state and exit code.
+    History { name: String },
+    /// Delete a job (its running tasks are killed).
+    Delete { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct BatchAddress {
+    /// The batch framework's API (default: `agora local`'s).
+    #[arg(
+        long,
+        env = "AGORA_BATCH",
+        default_value = "http://127.0.0.1:8090",
+        global = true
+    )]
+    batch: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
+    let resp = req.send().await.map_err(|e| {
+        anyhow!("cannot reach the batch framework at {url}: {e}\nIs it running? `agora local` starts one, or pass --batch URL.")
+    })?;
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    let mut msg = format!(
+        "{status}: {}",
+        body["message"].as_str().unwrap_or("no message")
+    );
+    if let Some(details) = body["details"].as_array() {
+        for d in details {
+            msg.push_str(&format!(
+                "\n  {}: {}",
+                d["path"].as_str().unwrap_or(""),
+                d["errors"]
+                    .as_array()
+                    .map(|e| e
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    bail!(msg)
+}
+
+pub async fn job(action: JobAction, a: BatchAddress) -> anyhow::Result<()> {
+    let base = format!("{}/v1/scheduler", a.batch.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    match action {
+        JobAction::Add { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let job: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let kind = if job["parents"].as_array().is_some_and(|p| !p.is_empty()) {
+                "dependency"
+            } else {
+                "iso8601"
+            };
+            let url = format!("{base}/{kind}");
+            send(client.post(&url).json(&job), &url).await?;
+            println!("job {} saved", job["name"].as_str().unwrap_or("?"));
+        }
+        JobAction::List => {
+            let url = format!("{base}/jobs");
+            let jobs: Value = send(client.get(&url), &url).await?.json().await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                return Ok(());
+            }
+            let rows = jobs
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|j| {
+                    let when = if j["schedule"].as_str().is_some_and(|s| !s.is_empty()) {
+                        j["schedule"].as_str().unwrap_or("").to_string()
+                    } else {
+                        format!(
+                            "after {}",
+                            j["parents"]
+                                .as_array()
+                                .map(|p| p
+                                    .iter()
+                                    .filter_map(|x| x.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(","))
+                                .unwrap_or_default()
+                        )
+                    };
+                    vec![
+                        j["name"].as_str().unwrap_or("").to_string(),
+                        when,
+                        if j["running"] == true {
+                            "running"
+                        } else {
+                            "idle"
+                        }
+                        .to_string(),
+                        j["successCount"].to_string(),
+                        j["errorCount"].to_string(),
+                        j["lastSuccess"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "NAME",
+                    "SCHEDULE",
+                    "STATE",
+                    "SUCCESSES",
+                    "ERRORS",
+                    "LAST SUCCESS",
+                ],
+                rows,
+            );
+        }
+        JobAction::Run { name } => {
+            let url = format!("{base}/job/{name}");
+            send(client.put(&url), &url).await?;
+            println!("job {name} started");
+        }
+        JobAction::History { name } => {
+            let url = format!("{base}/job/{name}/runs");
+            let runs: Value = send(client.get(&url), &url).await?.json().await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+                return Ok(());
+            }
+            let mut rows = Vec::new();
+            for r in runs.as_array().cloned().unwrap_or_default() {
+                rows.push(vec![
+                    r["id"].to_string(),
+                    r["status"].as_str().unwrap_or("").to_string(),
+                    r["startedAt"].as_str().unwrap_or("").to_string(),
+                    r["tasks"].as_array().map_or(0, |t| t.len()).to_string(),
+                    r["reason"].as_str().unwrap_or("").to_string(),
+                ]);
+            }
+            table(&["RUN", "STATUS", "STARTED", "TASKS", "REASON"], rows);
+        }
+        JobAction::Delete { name } => {
+            let url = format!("{base}/job/{name}");
+            send(client.delete(&url), &url).await?;
+            println!("job {name} deleted");
+        }
+    }
+    Ok(())
+}
