@@ -30,6 +30,13 @@ pub struct BatchArgs {
     /// The framework's name at the master.
     #[arg(long, default_value = "batch")]
     framework_name: String,
+    /// ZooKeeper URL for the state and leader election among several instances, e.g.
+    /// `zk://z1:2181,z2:2181/agora-batch` (a path of its own). Without it: state in --work-dir.
+    #[arg(long, env = "AGORA_BATCH_ZK")]
+    zk: Option<String>,
+    /// `host:port` standby instances redirect clients to (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 pub fn config(args: BatchArgs) -> agora_batch::BatchConfig {
@@ -40,6 +47,8 @@ pub fn config(args: BatchArgs) -> agora_batch::BatchConfig {
         role: args.role,
         framework_name: args.framework_name,
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
+        zk: args.zk,
+        advertise: args.advertise,
     }
 }
 

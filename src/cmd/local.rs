@@ -132,6 +132,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         role: "*".into(),
         framework_name: "batch".into(),
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
+        zk: None,
+        advertise: None,
     })
     .await
     .with_context(|| {

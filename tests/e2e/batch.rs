@@ -309,3 +309,113 @@ async fn a_batch_failover_mid_run_neither_loses_nor_duplicates_the_run() {
     assert_eq!(launched.len(), 1, "{state}");
     assert_eq!(state["frameworks"].as_array().map(|f| f.len()), Some(1));
 }
+
+fn start_batch_zk(dir: &Path, master: &str, zk: &str, name: &str) -> Batch {
+    let port = free_port();
+    let args: Vec<String> = [
+        "batch",
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.join(name).display().to_string(),
+        "--zk",
+        zk,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Batch {
+        process: Process::spawn(name, &args, dir),
+        url: format!("http://127.0.0.1:{port}/v1/scheduler"),
+        port,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_instances_elect_a_leader_in_zookeeper_and_the_standby_takes_over_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let _agent = Agent::start(
+        dir.path(),
+        "agent-a",
+        &master.address(),
+        "cpus:2;mem:1024;disk:4096",
+    );
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let zk = format!("zk://{servers}/agora-test-batch-{unique}");
+    let mut first = start_batch_zk(dir.path(), &master.address(), &zk, "batch-1");
+    eventually(
+        "the first instance to lead",
+        Duration::from_secs(20),
+        || async {
+            let r = reqwest::get(format!("{}/jobs", first.url)).await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let second = start_batch_zk(dir.path(), &master.address(), &zk, "batch-2");
+    // The standby sends clients to the leader: a job posted to it lands on the leader.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = eventually(
+        "the standby to know the leader",
+        Duration::from_secs(20),
+        || {
+            let c = no_redirect.clone();
+            let url = format!("{}/jobs", second.url);
+            async move {
+                let r = c.get(&url).send().await.ok()?;
+                (r.status() == 307).then_some(r)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("http://127.0.0.1:{}/v1/scheduler/jobs", first.port).as_str())
+    );
+    let r = post(
+        &format!("{}/iso8601", second.url),
+        json!({"name": "ha-long", "command": "sleep 4", "schedule": "R1//PT1H", "cpus": 0.1, "mem": 32}),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    eventually(
+        "the run's task running",
+        Duration::from_secs(20),
+        || async {
+            let r = runs(&first, "ha-long").await;
+            r.first()
+                .and_then(|r| r["tasks"].as_array().cloned())
+                .filter(|t| t.iter().any(|t| t["state"] == "TASK_RUNNING"))
+                .map(|_| ())
+        },
+    )
+    .await;
+    first.process.kill();
+    // The standby leads after the leader's ZooKeeper session expires, picks up the run from the
+    // state in ZooKeeper and sees it finish: one run, one task.
+    eventually(
+        "the run to succeed on the new leader",
+        Duration::from_secs(40),
+        || async { (finished_runs(&second, "ha-long", "success").await == 1).then_some(()) },
+    )
+    .await;
+    let all = runs(&second, "ha-long").await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        all[0]["tasks"].as_array().map(|t| t.len()),
+        Some(1),
+        "{all:?}"
+    );
+}

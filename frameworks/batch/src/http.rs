@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::core::{BatchCore, BatchError, JobState, Run, RunStatus};
 use crate::job::{FieldError, InvalidJob, Job};
-use crate::service::BatchHandle;
+use crate::service::{BatchHandle, Leadership};
 
 /// Totals for `/metrics`.
 #[derive(Debug, Default)]
@@ -32,12 +32,55 @@ impl Counters {
 
 #[derive(Clone)]
 struct Api {
-    batch: BatchHandle,
+    leadership: Arc<Leadership>,
     counters: Arc<Counters>,
 }
 
+impl Api {
+    fn batch(&self) -> Result<&BatchHandle, ApiError> {
+        self.leadership.handle().ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "message": "this batch instance is not the leader", "leader": self.leadership.leader() }),
+            )
+        })
+    }
+}
+
+/// Standby instances send every API request to the leader (307 keeps the method and body), or
+/// answer 503 while none is elected.
+async fn standby_redirect(
+    State(leadership): State<Arc<Leadership>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    if leadership.handle().is_some() || path == "/ping" || path == "/health" {
+        return next.run(req).await;
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    match leadership.leader() {
+        Some(leader) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, format!("http://{leader}{target}"))],
+            Json(json!({ "leader": leader })),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "message": "no batch leader is elected yet", "leader": null })),
+        )
+            .into_response(),
+    }
+}
+
 /// The API's routes.
-pub fn router(batch: BatchHandle, counters: Arc<Counters>) -> Router {
+pub fn router(leadership: Arc<Leadership>, counters: Arc<Counters>) -> Router {
     let scheduler = Router::new()
         .route("/iso8601", post(put_scheduled).put(put_scheduled))
         .route("/dependency", post(put_dependent).put(put_dependent))
@@ -56,7 +99,14 @@ pub fn router(batch: BatchHandle, counters: Arc<Counters>) -> Router {
         .route("/ping", get(|| async { "pong" }))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .with_state(Api { batch, counters })
+        .layer(axum::middleware::from_fn_with_state(
+            leadership.clone(),
+            standby_redirect,
+        ))
+        .with_state(Api {
+            leadership,
+            counters,
+        })
 }
 
 /// An API error with its status.
@@ -121,7 +171,7 @@ async fn put_job(api: Api, body: Bytes, dependent: bool) -> Result<StatusCode, A
             errors: vec!["a scheduled job needs a schedule (R[n]/<start>/<period> or cron)".into()],
         }]));
     }
-    api.batch
+    api.batch()?
         .call(move |core, now| core.put_job(job, true, now))
         .await
         .ok_or_else(unavailable)?
@@ -155,7 +205,7 @@ fn job_json(st: &JobState, core: &BatchCore) -> Value {
 
 async fn list_jobs(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let jobs = api
-        .batch
+        .batch()?
         .call(|core, _| core.jobs().map(|j| job_json(j, core)).collect::<Vec<_>>())
         .await
         .ok_or_else(unavailable)?;
@@ -169,7 +219,7 @@ async fn search_jobs(
     let name = q.get("name").cloned().unwrap_or_default().to_lowercase();
     let command = q.get("command").cloned().unwrap_or_default().to_lowercase();
     let jobs = api
-        .batch
+        .batch()?
         .call(move |core, _| {
             core.jobs()
                 .filter(|j| j.job.name.to_lowercase().contains(&name))
@@ -183,7 +233,7 @@ async fn search_jobs(
 }
 
 async fn run_now(State(api): State<Api>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
-    api.batch
+    api.batch()?
         .call(move |core, now| core.run_now(&name, now))
         .await
         .ok_or_else(unavailable)?
@@ -196,7 +246,7 @@ async fn delete_job(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     // The actor carries out the kills this asks for right after the call.
-    api.batch
+    api.batch()?
         .call(move |core, now| core.delete_job(&name, now))
         .await
         .ok_or_else(unavailable)?
@@ -208,7 +258,7 @@ async fn kill_tasks(
     State(api): State<Api>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    api.batch
+    api.batch()?
         .call(move |core, now| core.kill_job(&name, "killed on request", now))
         .await
         .ok_or_else(unavailable)?
@@ -220,7 +270,7 @@ async fn mark_success(
     State(api): State<Api>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    api.batch
+    api.batch()?
         .call(move |core, now| core.mark_success(&name, now))
         .await
         .ok_or_else(unavailable)?
@@ -265,7 +315,7 @@ fn run_json(r: &Run) -> Value {
 
 async fn runs(State(api): State<Api>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let out = api
-        .batch
+        .batch()?
         .call(move |core, _| {
             core.job(&name)
                 .map(|_| {
@@ -313,7 +363,7 @@ async fn job_stat(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let out = api
-        .batch
+        .batch()?
         .call(move |core, _| {
             core.job(&name)
                 .ok_or(BatchError::UnknownJob(name.clone()))?;
@@ -362,7 +412,7 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
         }
     };
     let out = api
-        .batch
+        .batch()?
         .call(move |core, _| {
             core.jobs()
                 .map(|j| {
@@ -388,7 +438,7 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
 
 async fn graph_csv(State(api): State<Api>) -> Result<Response, ApiError> {
     let csv = api
-        .batch
+        .batch()?
         .call(|core, _| {
             let mut out = String::new();
             for j in core.jobs() {
@@ -417,9 +467,7 @@ async fn graph_csv(State(api): State<Api>) -> Result<Response, ApiError> {
 
 async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
     let launched = api.counters.tasks_launched.load(Ordering::Relaxed);
-    let text = api
-        .batch
-        .call(move |core, _| {
+    let text = api.batch()?.call(move |core, _| {
             let mut running = 0;
             let mut by_status = std::collections::BTreeMap::<&str, u64>::new();
             let mut success = 0;

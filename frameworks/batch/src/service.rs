@@ -4,7 +4,7 @@
 //! its framework id so that a restarted batch framework fails over and keeps its tasks.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use agora_proto::v1;
 use agora_sdk::{carve, Event, Framework, TaskNeeds};
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::core::{BatchCore, BatchError, Effect, Launch};
 use crate::job::Job;
@@ -32,6 +32,11 @@ pub struct BatchConfig {
     pub framework_name: String,
     /// How long the master keeps our tasks while we are away.
     pub failover_timeout: Duration,
+    /// `--zk zk://h1:2181/agora-batch`: state in ZooKeeper and leader election among several
+    /// instances (the others redirect to the leader). `None`: state in `work_dir`, one instance.
+    pub zk: Option<String>,
+    /// `--advertise`: the `host:port` standbys redirect to (default: the bound address).
+    pub advertise: Option<String>,
 }
 
 /// Why the batch framework could not start.
@@ -47,6 +52,8 @@ pub enum StartError {
     State { path: String, message: String },
     #[error(transparent)]
     Sdk(#[from] agora_sdk::SdkError),
+    #[error("ZooKeeper: {0}")]
+    ZooKeeper(String),
 }
 
 type Job_ = Box<dyn FnOnce(&mut BatchCore, DateTime<Utc>) + Send>;
@@ -76,37 +83,101 @@ impl BatchHandle {
     }
 }
 
-fn state_path(dir: &Path) -> PathBuf {
-    dir.join("state.json")
+/// What is persisted: the core and the framework id (so a restart fails over as the same
+/// framework and keeps its tasks).
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Saved {
+    framework_id: Option<String>,
+    core: BatchCore,
 }
 
-fn load_core(dir: &Path) -> Result<BatchCore, StartError> {
-    let path = state_path(dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice::<BatchCore>(&bytes)
-            .map(|c| c.restore(Utc::now()))
-            .map_err(|e| StartError::State {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BatchCore::default()),
-        Err(e) => Err(StartError::State {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        }),
+/// Where the state lives: a local file, or ZooKeeper (fenced on this instance's leadership).
+enum Backend {
+    Local(PathBuf),
+    Zk {
+        store: agora_master::zk_store::ZkStore,
+        version: Option<u64>,
+    },
+}
+
+impl Backend {
+    async fn load(&mut self) -> Result<Saved, StartError> {
+        let bad = |path: String, message: String| StartError::State { path, message };
+        let bytes = match self {
+            Backend::Local(dir) => {
+                let path = dir.join("state.json");
+                match std::fs::read(&path) {
+                    Ok(b) => Some(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(bad(path.display().to_string(), e.to_string())),
+                }
+            }
+            Backend::Zk { store, version } => {
+                use agora_master::registry::StateStore as _;
+                match store.load().await {
+                    Ok(Some(v)) => {
+                        *version = Some(v.version);
+                        Some(v.data)
+                    }
+                    Ok(None) => None,
+                    Err(e) => return Err(bad("ZooKeeper".into(), e.to_string())),
+                }
+            }
+        };
+        match bytes {
+            None => Ok(Saved::default()),
+            Some(b) => {
+                let mut saved: Saved = serde_json::from_slice(&b)
+                    .map_err(|e| bad("the batch state".into(), e.to_string()))?;
+                saved.core = saved.core.restore(Utc::now());
+                Ok(saved)
+            }
+        }
+    }
+
+    /// Writes the state. A ZooKeeper conflict means another instance leads: fatal.
+    async fn save(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        match self {
+            Backend::Local(dir) => {
+                let tmp = dir.join("state.json.tmp");
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write;
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(&bytes)?;
+                    f.sync_all()?;
+                    std::fs::rename(&tmp, dir.join("state.json"))
+                };
+                write().map_err(|e| e.to_string())
+            }
+            Backend::Zk { store, version } => {
+                use agora_master::registry::StateStore as _;
+                let v = store
+                    .store(bytes, *version)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                *version = Some(v);
+                Ok(())
+            }
+        }
     }
 }
 
-fn save(dir: &Path, core: &BatchCore) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(core).map_err(std::io::Error::other)?;
-    let tmp = dir.join("state.json.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
+/// Leadership of this instance, for the HTTP layer: the actor's handle once leading, and where
+/// the leader is otherwise.
+#[derive(Default)]
+pub struct Leadership {
+    handle: std::sync::OnceLock<BatchHandle>,
+    leader: std::sync::RwLock<Option<String>>,
+}
+
+impl Leadership {
+    pub fn handle(&self) -> Option<&BatchHandle> {
+        self.handle.get()
     }
-    std::fs::rename(tmp, state_path(dir))
+
+    pub fn leader(&self) -> Option<String> {
+        self.leader.read().ok().and_then(|l| l.clone())
+    }
 }
 
 /// A running batch framework.
@@ -126,7 +197,8 @@ impl RunningBatch {
     }
 }
 
-/// Binds the API, loads the state and starts the actor.
+/// Binds the API, then (after winning the election, with `zk`) loads the state and starts the
+/// actor.
 ///
 /// # Errors
 /// [`StartError`].
@@ -135,18 +207,6 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         path: config.work_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    let core = load_core(&config.work_dir)?;
-    let framework_id = std::fs::read_to_string(config.work_dir.join("framework_id"))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    let mut builder = Framework::builder(&config.master, &config.framework_name)
-        .role(&config.role)
-        .failover_timeout(config.failover_timeout);
-    if let Some(id) = &framework_id {
-        builder = builder.framework_id(id);
-    }
-    let fw = builder.connect()?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| StartError::Bind {
@@ -157,20 +217,18 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         addr: config.bind.to_string(),
         source,
     })?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let handle = BatchHandle { tx };
+    let advertised = config.advertise.clone().unwrap_or_else(|| {
+        if address.ip().is_unspecified() {
+            format!("127.0.0.1:{}", address.port())
+        } else {
+            address.to_string()
+        }
+    });
+    let leadership = Arc::new(Leadership::default());
+    let counters = Arc::new(crate::http::Counters::default());
     let (stop, stop_rx) = watch::channel(false);
-    let actor = Actor {
-        core,
-        fw,
-        dir: config.work_dir.clone(),
-        suppressed: false,
-        counters: Arc::new(crate::http::Counters::default()),
-    };
-    let counters = actor.counters.clone();
-    let actor = tokio::spawn(actor.run(rx, stop_rx.clone()));
-    let app = crate::http::router(handle, counters);
-    let mut server_stop = stop_rx;
+    let app = crate::http::router(leadership.clone(), counters.clone());
+    let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = server_stop.wait_for(|s| *s).await;
@@ -179,6 +237,80 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
             warn!(error = %e, "batch API stopped");
         }
     });
+    let leader = Leader {
+        config: config.clone(),
+        leadership: leadership.clone(),
+        counters,
+        stop_rx,
+    };
+    let actor = match &config.zk {
+        None => {
+            let backend = Backend::Local(config.work_dir.clone());
+            leader.lead(backend).await?
+        }
+        Some(zk) => {
+            let spec = agora_proto::detector::MasterSpec::parse(zk)
+                .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
+            let agora_proto::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
+                return Err(StartError::ZooKeeper(format!(
+                    "--zk '{zk}' must be a zk://host:port,…/path URL"
+                )));
+            };
+            let me = agora_proto::detector::MasterInfoJson {
+                id: uuid::Uuid::new_v4().simple().to_string(),
+                hostname: advertised.clone(),
+                address: advertised.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                start_time: Utc::now().timestamp() as f64,
+            };
+            let election = agora_master::election::Election::join(
+                &servers,
+                &path,
+                &me,
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
+            tokio::spawn(async move {
+                let l = leader.leadership.clone();
+                let set = move |addr: Option<String>| {
+                    if let Ok(mut x) = l.leader.write() {
+                        *x = addr;
+                    }
+                };
+                tokio::select! {
+                    r = election.wait_to_lead(&set) => {
+                        if let Err(e) = r {
+                            error!(error = %e, "batch election failed: exiting for the supervisor to restart");
+                            std::process::exit(1);
+                        }
+                    }
+                    e = election.lost() => {
+                        error!(error = %e, "lost the ZooKeeper session: exiting");
+                        std::process::exit(1);
+                    }
+                }
+                info!("this batch instance leads");
+                let store = agora_master::zk_store::ZkStore::new(
+                    election.client().clone(),
+                    &path,
+                    election.node_path(),
+                );
+                let backend = Backend::Zk {
+                    store,
+                    version: None,
+                };
+                if let Err(e) = leader.lead(backend).await {
+                    error!(error = %e, "cannot lead: exiting");
+                    std::process::exit(1);
+                }
+                let e = election.lost().await;
+                // Two leaders must never both launch: stop at once, the supervisor restarts us.
+                error!(error = %e, "lost batch leadership: exiting");
+                std::process::exit(1);
+            })
+        }
+    };
     info!(%address, "batch framework started");
     Ok(RunningBatch {
         address,
@@ -186,6 +318,39 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         actor,
         server,
     })
+}
+
+/// Everything needed to start leading.
+struct Leader {
+    config: BatchConfig,
+    leadership: Arc<Leadership>,
+    counters: Arc<crate::http::Counters>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Leader {
+    async fn lead(&self, mut backend: Backend) -> Result<tokio::task::JoinHandle<()>, StartError> {
+        let saved = backend.load().await?;
+        let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
+            .role(&self.config.role)
+            .failover_timeout(self.config.failover_timeout);
+        if let Some(id) = &saved.framework_id {
+            builder = builder.framework_id(id);
+        }
+        let fw = builder.connect()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            core: saved.core,
+            framework_id: saved.framework_id,
+            fw,
+            backend,
+            last_saved: Vec::new(),
+            suppressed: false,
+            counters: self.counters.clone(),
+        };
+        let _ = self.leadership.handle.set(BatchHandle { tx });
+        Ok(tokio::spawn(actor.run(rx, self.stop_rx.clone())))
+    }
 }
 
 /// Runs until `shutdown` resolves.
@@ -204,8 +369,10 @@ pub async fn run(
 
 struct Actor {
     core: BatchCore,
+    framework_id: Option<String>,
     fw: Framework,
-    dir: PathBuf,
+    backend: Backend,
+    last_saved: Vec<u8>,
     suppressed: bool,
     counters: Arc<crate::http::Counters>,
 }
@@ -330,10 +497,24 @@ fn wildcard(pattern: &str, s: &str) -> bool {
 }
 
 impl Actor {
-    fn persist(&self) {
-        if let Err(e) = save(&self.dir, &self.core) {
-            warn!(error = %e, "cannot save the batch state");
+    /// Saves the state when it changed. Losing the ability to save is fatal: launching what was
+    /// not recorded could run it twice after a failover.
+    async fn persist(&mut self) {
+        let saved = Saved {
+            framework_id: self.framework_id.clone(),
+            core: self.core.clone(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&saved) else {
+            return;
+        };
+        if bytes == self.last_saved {
+            return;
         }
+        if let Err(e) = self.backend.save(bytes.clone()).await {
+            error!(error = %e, "cannot save the batch state: exiting");
+            std::process::exit(1);
+        }
+        self.last_saved = bytes;
     }
 
     async fn apply(&mut self, effects: Vec<Effect>) {
@@ -359,7 +540,7 @@ impl Actor {
         let now = Utc::now();
         let mut claims = self.core.claim_launches(256, now);
         // Launches are recorded before they happen: a crash from here on cannot run them twice.
-        self.persist();
+        self.persist().await;
         for offer in offers {
             let Ok(mut left) = agora_proto::Resources::from_proto(&offer.resources) else {
                 continue;
@@ -407,7 +588,7 @@ impl Actor {
         for launch in claims {
             self.core.unclaim(&launch.task_id);
         }
-        self.persist();
+        self.persist().await;
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job_>, mut stop: watch::Receiver<bool>) {
@@ -424,13 +605,13 @@ impl Actor {
                     job(&mut self.core, Utc::now());
                     let effects = self.core.take_deferred();
                     self.apply(effects).await;
-                    self.persist();
+                    self.persist().await;
                     self.offers_wanted().await;
                 }
                 _ = tick.tick() => {
                     let effects = self.core.tick(Utc::now());
                     self.apply(effects).await;
-                    self.persist();
+                    self.persist().await;
                     self.offers_wanted().await;
                 }
                 event = self.fw.next_event() => {
@@ -438,7 +619,7 @@ impl Actor {
                     match event {
                         Event::Subscribed { framework_id, .. } => {
                             info!(%framework_id, "subscribed; reconciling live tasks");
-                            let _ = std::fs::write(self.dir.join("framework_id"), &framework_id);
+                            self.framework_id = Some(framework_id.clone());
                             self.suppressed = false;
                             let live = self.core.live_tasks();
                             if !live.is_empty() {
@@ -460,7 +641,7 @@ impl Actor {
                                 Utc::now(),
                             );
                             self.apply(effects).await;
-                            self.persist();
+                            self.persist().await;
                         }
                         Event::Error(e) => {
                             warn!(error = %e, "the master closed the subscription");
@@ -471,7 +652,7 @@ impl Actor {
                 }
             }
         }
-        self.persist();
+        self.persist().await;
     }
 }
 
