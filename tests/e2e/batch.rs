@@ -181,6 +181,11 @@ async fn scheduled_jobs_retries_dependencies_and_parallel_runs() {
     let tasks = broken[0]["tasks"].as_array().expect("tasks");
     assert_eq!(tasks.len(), 2, "{broken:?}");
     assert!(tasks.iter().all(|t| t["exitCode"] == 3), "{broken:?}");
+    let sandbox = tasks[0]["sandbox"].as_str().expect("sandbox");
+    assert!(
+        sandbox.contains("/frameworks/") && sandbox.ends_with("/runs"),
+        "{sandbox}"
+    );
     eventually(
         "c to succeed after b after a",
         Duration::from_secs(30),

@@ -134,6 +134,9 @@ pub enum BatchError {
 /// See the module documentation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BatchCore {
+    /// The framework id the tasks run under (for sandbox paths).
+    #[serde(default)]
+    pub framework_id: Option<String>,
     jobs: BTreeMap<String, JobState>,
     runs: Vec<Run>,
     next_run: u64,

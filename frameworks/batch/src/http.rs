@@ -287,7 +287,7 @@ fn status_name(s: RunStatus) -> &'static str {
     }
 }
 
-fn run_json(r: &Run) -> Value {
+fn run_json(r: &Run, framework_id: &str) -> Value {
     json!({
         "id": r.id,
         "job": r.job,
@@ -305,9 +305,10 @@ fn run_json(r: &Run) -> Value {
             "exitCode": t.exit_code,
             "agentId": t.agent_id,
             "message": t.message,
-            // Relative to the agent's sandbox root (its /files/browse API).
+            // Under the agent's sandbox root, as its /files/browse API takes it
+            // (`agora task logs TASK` reads it for you).
             "sandbox": if t.agent_id.is_empty() { String::new() } else {
-                format!("{}/frameworks/…/executors/{}/runs", t.agent_id, t.task_id)
+                format!("{}/frameworks/{framework_id}/executors/{}/runs", t.agent_id, t.task_id)
             },
         })).collect::<Vec<_>>(),
     })
@@ -319,9 +320,10 @@ async fn runs(State(api): State<Api>, Path(name): Path<String>) -> Result<Json<V
         .call(move |core, _| {
             core.job(&name)
                 .map(|_| {
+                    let fw = core.framework_id.clone().unwrap_or_default();
                     core.runs_of(&name)
                         .into_iter()
-                        .map(run_json)
+                        .map(|r| run_json(r, &fw))
                         .collect::<Vec<_>>()
                 })
                 .ok_or(BatchError::UnknownJob(name))

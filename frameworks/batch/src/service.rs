@@ -620,6 +620,7 @@ impl Actor {
                         Event::Subscribed { framework_id, .. } => {
                             info!(%framework_id, "subscribed; reconciling live tasks");
                             self.framework_id = Some(framework_id.clone());
+                            self.core.framework_id = Some(framework_id.clone());
                             self.suppressed = false;
                             let live = self.core.live_tasks();
                             if !live.is_empty() {

@@ -258,3 +258,23 @@ fn bad_jobs_and_unknown_names_are_refused_without_changes() {
         Err(BatchError::Exists(_))
     ));
 }
+
+#[test]
+fn a_run_past_its_active_deadline_is_killed_and_failed() {
+    let mut core = BatchCore::default();
+    core.put_job(job(r#"{"name":"slow","command":"sleep 100","schedule":"R1//PT1H","activeDeadlineSeconds":30}"#), false, t(0))
+        .expect("add");
+    core.tick(t(0));
+    let l = core.claim_launches(10, t(0));
+    core.on_update(&l[0].task_id, "TASK_RUNNING", None, "a1", "", t(1));
+    assert!(core.tick(t(20)).is_empty());
+    assert_eq!(core.tick(t(31)), [Effect::Kill(l[0].task_id.clone())]);
+    let run = &core.runs_of("slow")[0];
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.reason.contains("activeDeadlineSeconds"),
+        "{}",
+        run.reason
+    );
+    assert_eq!(core.job("slow").expect("job").stats.error_count, 1);
+}
