@@ -1,4 +1,5 @@
-//! Marathon-compatible long-running services framework.
-//!
-//! Work in progress: see the open issues for what this crate will own.
+//! The services framework: Marathon-compatible long-running apps on Agora.
 #![forbid(unsafe_code)]
+
+pub mod app;
+pub mod constraints;

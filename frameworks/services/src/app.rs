@@ -1,0 +1,650 @@
+//! App definitions as Marathon accepts them: both networking forms, Marathon's defaults, PATCH
+//! merging, and validation that names every bad field (`/cpus`, `/container/docker/image`, …).
+//! Unknown fields are ignored, as Marathon clients send many.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+fn d_cpus() -> f64 {
+    1.0
+}
+fn d_mem() -> f64 {
+    128.0
+}
+fn d_instances() -> u32 {
+    1
+}
+fn d_backoff() -> f64 {
+    1.0
+}
+fn d_factor() -> f64 {
+    1.15
+}
+fn d_max_delay() -> f64 {
+    300.0
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_kill_selection() -> String {
+    "YOUNGEST_FIRST".into()
+}
+fn d_grace() -> f64 {
+    300.0
+}
+fn d_interval() -> f64 {
+    60.0
+}
+fn d_timeout() -> f64 {
+    20.0
+}
+fn d_failures() -> u32 {
+    3
+}
+fn d_kill_grace() -> f64 {
+    3.0
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    #[serde(default)]
+    pub container_port: u32,
+    /// 0: any port from the offer.
+    #[serde(default)]
+    pub host_port: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_port: Option<u32>,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PortDefinition {
+    /// 0: any port from the offer.
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Docker {
+    #[serde(default)]
+    pub image: String,
+    /// Old form: `BRIDGE`, `HOST`, `NONE`, `USER` (normalised into `networks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Old form (normalised into `container.portMappings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_mappings: Option<Vec<PortMapping>>,
+    #[serde(default)]
+    pub force_pull_image: bool,
+    #[serde(default)]
+    pub privileged: bool,
+    #[serde(default)]
+    pub parameters: Vec<KeyValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct KeyValue {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    #[serde(default)]
+    pub container_path: String,
+    #[serde(default)]
+    pub host_path: String,
+    #[serde(default)]
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// `DOCKER` or `MESOS` (Agora's native containerizer).
+    #[serde(default = "docker_kind", rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<Docker>,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+}
+
+fn docker_kind() -> String {
+    "DOCKER".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Network {
+    /// `container/bridge`, `host` or `container`.
+    #[serde(default = "host_mode")]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn host_mode() -> String {
+    "host".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `HTTP`, `HTTPS`, `TCP`, `COMMAND`, `MESOS_HTTP`, `MESOS_HTTPS`, `MESOS_TCP`.
+    #[serde(default = "http_protocol")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Value>,
+    #[serde(default = "d_grace")]
+    pub grace_period_seconds: f64,
+    #[serde(default = "d_interval")]
+    pub interval_seconds: f64,
+    #[serde(default = "d_timeout")]
+    pub timeout_seconds: f64,
+    #[serde(default = "d_failures")]
+    pub max_consecutive_failures: u32,
+    #[serde(default)]
+    pub delay_seconds: f64,
+}
+
+fn http_protocol() -> String {
+    "HTTP".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStrategy {
+    #[serde(default = "d_one")]
+    pub minimum_health_capacity: f64,
+    #[serde(default = "d_one")]
+    pub maximum_over_capacity: f64,
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> Self {
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+        }
+    }
+}
+
+/// A Marathon app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default = "d_cpus")]
+    pub cpus: f64,
+    #[serde(default = "d_mem")]
+    pub mem: f64,
+    #[serde(default)]
+    pub disk: f64,
+    #[serde(default = "d_instances")]
+    pub instances: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default)]
+    pub networks: Vec<Network>,
+    #[serde(default)]
+    pub port_definitions: Vec<PortDefinition>,
+    /// Old form of `portDefinitions`.
+    #[serde(default, skip_serializing)]
+    pub ports: Option<Vec<u32>>,
+    #[serde(default)]
+    pub require_ports: bool,
+    #[serde(default)]
+    pub env: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub constraints: Vec<Vec<String>>,
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
+    #[serde(default = "d_backoff")]
+    pub backoff_seconds: f64,
+    #[serde(default = "d_factor")]
+    pub backoff_factor: f64,
+    #[serde(default = "d_max_delay")]
+    pub max_launch_delay_seconds: f64,
+    #[serde(default = "d_kill_selection")]
+    pub kill_selection: String,
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default = "d_kill_grace")]
+    pub task_kill_grace_period_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// One field's problems (Marathon's error format).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    pub path: String,
+    pub errors: Vec<String>,
+}
+
+/// Normalises an app id: absolute, no trailing slash (`web` → `/web`).
+pub fn normalize_id(id: &str) -> String {
+    let trimmed = id.trim().trim_end_matches('/');
+    if trimmed.starts_with('/') {
+        trimmed.to_string()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && s != "."
+        && s != ".."
+}
+
+impl App {
+    /// Moves the old networking form (`container.docker.network`/`portMappings`, `ports`) into
+    /// the new one (`networks`, `container.portMappings`, `portDefinitions`), which replies use.
+    pub fn normalize(&mut self) {
+        self.id = normalize_id(&self.id);
+        if let Some(c) = self.container.as_mut() {
+            c.kind = c.kind.to_ascii_uppercase();
+            if let Some(d) = c.docker.as_mut() {
+                if let Some(pm) = d.port_mappings.take() {
+                    if c.port_mappings.is_empty() {
+                        c.port_mappings = pm;
+                    }
+                }
+                if let Some(net) = d.network.take() {
+                    if self.networks.is_empty() {
+                        let mode = match net.to_ascii_uppercase().as_str() {
+                            "BRIDGE" => "container/bridge",
+                            "USER" => "container",
+                            _ => "host",
+                        };
+                        self.networks.push(Network {
+                            mode: mode.into(),
+                            name: None,
+                        });
+                    }
+                }
+            }
+        }
+        if let Some(ports) = self.ports.take() {
+            if self.port_definitions.is_empty() {
+                self.port_definitions = ports
+                    .into_iter()
+                    .map(|port| PortDefinition {
+                        port,
+                        protocol: "tcp".into(),
+                        name: None,
+                        labels: BTreeMap::new(),
+                    })
+                    .collect();
+            }
+        }
+        for hc in self.health_checks.iter_mut() {
+            hc.protocol = hc.protocol.to_ascii_uppercase();
+        }
+        self.kill_selection = self.kill_selection.to_ascii_uppercase();
+    }
+
+    /// Whether the app runs on the container bridge network (port mappings apply).
+    pub fn bridged(&self) -> bool {
+        self.networks.iter().any(|n| n.mode == "container/bridge")
+    }
+
+    /// How many host ports each task needs.
+    pub fn host_ports(&self) -> usize {
+        if self.bridged() {
+            self.container.as_ref().map_or(0, |c| c.port_mappings.len())
+        } else {
+            self.port_definitions.len()
+        }
+    }
+
+    /// Checks every field (after [`App::normalize`]).
+    ///
+    /// # Errors
+    /// Every bad field, each with its errors.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors: Vec<FieldError> = Vec::new();
+        let mut bad = |path: &str, e: String| match errors.iter_mut().find(|f| f.path == path) {
+            Some(f) => f.errors.push(e),
+            None => errors.push(FieldError {
+                path: path.to_string(),
+                errors: vec![e],
+            }),
+        };
+        let segments: Vec<&str> = self.id.trim_start_matches('/').split('/').collect();
+        if self.id == "/" || segments.iter().any(|s| !valid_segment(s)) {
+            bad(
+                "/id",
+                "must be a path of segments of lowercase letters, digits, '-' and '.', a segment not \
+                 starting or ending with '-'"
+                    .into(),
+            );
+        }
+        let has_cmd = self.cmd.as_ref().is_some_and(|c| !c.trim().is_empty());
+        let has_args = self.args.as_ref().is_some_and(|a| !a.is_empty());
+        let has_image = self
+            .container
+            .as_ref()
+            .and_then(|c| c.docker.as_ref())
+            .is_some_and(|d| !d.image.trim().is_empty());
+        if has_cmd && has_args {
+            bad("/cmd", "cmd and args are exclusive: give one".into());
+        }
+        if !has_cmd && !has_args && !has_image {
+            bad("/cmd", "an app needs cmd, args or a container image".into());
+        }
+        if !self.cpus.is_finite() || self.cpus < 0.001 {
+            bad("/cpus", format!("{} must be at least 0.001", self.cpus));
+        }
+        if !self.mem.is_finite() || self.mem < 0.0 {
+            bad("/mem", format!("{} must not be negative", self.mem));
+        }
+        if !self.disk.is_finite() || self.disk < 0.0 {
+            bad("/disk", format!("{} must not be negative", self.disk));
+        }
+        let us = self.upgrade_strategy;
+        if !(0.0..=1.0).contains(&us.minimum_health_capacity) {
+            bad(
+                "/upgradeStrategy/minimumHealthCapacity",
+                if us.minimum_health_capacity > 1.0 {
+                    "is greater than 1".into()
+                } else {
+                    "is less than 0".into()
+                },
+            );
+        }
+        if !(0.0..=1.0).contains(&us.maximum_over_capacity) {
+            bad(
+                "/upgradeStrategy/maximumOverCapacity",
+                if us.maximum_over_capacity > 1.0 {
+                    "is greater than 1".into()
+                } else {
+                    "is less than 0".into()
+                },
+            );
+        }
+        if !(self.backoff_seconds.is_finite() && self.backoff_seconds >= 0.0) {
+            bad("/backoffSeconds", "must be a number of seconds >= 0".into());
+        }
+        if !(self.backoff_factor.is_finite() && self.backoff_factor >= 1.0) {
+            bad("/backoffFactor", "must be at least 1".into());
+        }
+        if !matches!(
+            self.kill_selection.as_str(),
+            "YOUNGEST_FIRST" | "OLDEST_FIRST"
+        ) {
+            bad(
+                "/killSelection",
+                "must be YOUNGEST_FIRST or OLDEST_FIRST".into(),
+            );
+        }
+        if let Some(c) = &self.container {
+            if !matches!(c.kind.as_str(), "DOCKER" | "MESOS") {
+                bad(
+                    "/container/type",
+                    format!("'{}' must be DOCKER or MESOS", c.kind),
+                );
+            }
+            if c.kind == "DOCKER" && !has_image {
+                bad(
+                    "/container/docker/image",
+                    "is required for a DOCKER container".into(),
+                );
+            }
+            for (i, pm) in c.port_mappings.iter().enumerate() {
+                if pm.container_port > 65535 {
+                    bad(
+                        &format!("/container/portMappings/{i}/containerPort"),
+                        "must be 0-65535".into(),
+                    );
+                }
+                if pm.host_port > 65535 {
+                    bad(
+                        &format!("/container/portMappings/{i}/hostPort"),
+                        "must be 0-65535".into(),
+                    );
+                }
+                if !matches!(pm.protocol.as_str(), "tcp" | "udp" | "udp,tcp" | "tcp,udp") {
+                    bad(
+                        &format!("/container/portMappings/{i}/protocol"),
+                        "must be tcp or udp".into(),
+                    );
+                }
+            }
+            if !c.port_mappings.is_empty() && !self.bridged() {
+                bad(
+                    "/container/portMappings",
+                    "port mappings need the container/bridge network (networks: [{\"mode\": \"container/bridge\"}])".into(),
+                );
+            }
+        }
+        for (i, n) in self.networks.iter().enumerate() {
+            if !matches!(n.mode.as_str(), "host" | "container/bridge" | "container") {
+                bad(
+                    &format!("/networks/{i}/mode"),
+                    "must be host, container/bridge or container".into(),
+                );
+            }
+        }
+        let mut fixed = std::collections::HashSet::new();
+        for (i, p) in self.port_definitions.iter().enumerate() {
+            if p.port > 65535 {
+                bad(
+                    &format!("/portDefinitions/{i}/port"),
+                    "must be 0-65535".into(),
+                );
+            }
+            if p.port != 0 && !fixed.insert(p.port) {
+                bad(
+                    &format!("/portDefinitions/{i}/port"),
+                    format!("port {} is given twice", p.port),
+                );
+            }
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            if let Err(e) = crate::constraints::Constraint::parse(c) {
+                bad(&format!("/constraints/{i}"), e);
+            }
+        }
+        for (i, h) in self.health_checks.iter().enumerate() {
+            let p = format!("/healthChecks/{i}");
+            if !matches!(
+                h.protocol.as_str(),
+                "HTTP" | "HTTPS" | "TCP" | "COMMAND" | "MESOS_HTTP" | "MESOS_HTTPS" | "MESOS_TCP"
+            ) {
+                bad(
+                    &format!("{p}/protocol"),
+                    format!("'{}' is not a health check protocol", h.protocol),
+                );
+            }
+            if matches!(h.protocol.as_str(), "HTTPS" | "MESOS_HTTPS") {
+                bad(
+                    &format!("{p}/protocol"),
+                    "HTTPS checks are not supported by Agora's agents yet; use HTTP or TCP".into(),
+                );
+            }
+            if h.protocol == "COMMAND" && h.command.is_none() {
+                bad(
+                    &format!("{p}/command"),
+                    "is required for a COMMAND check".into(),
+                );
+            }
+            if h.protocol != "COMMAND" && h.port.is_none() {
+                let idx = h.port_index.unwrap_or(0) as usize;
+                if idx >= self.host_ports() {
+                    bad(
+                        &format!("{p}/portIndex"),
+                        format!(
+                            "{idx} is not the index of one of the app's {} ports",
+                            self.host_ports()
+                        ),
+                    );
+                }
+            }
+            for (field, v) in [
+                ("gracePeriodSeconds", h.grace_period_seconds),
+                ("intervalSeconds", h.interval_seconds),
+                ("timeoutSeconds", h.timeout_seconds),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    bad(
+                        &format!("{p}/{field}"),
+                        "must be a number of seconds >= 0".into(),
+                    );
+                }
+            }
+        }
+        for (i, dep) in self.dependencies.iter().enumerate() {
+            if normalize_id(dep) == self.id {
+                bad(
+                    &format!("/dependencies/{i}"),
+                    "an app cannot depend on itself".into(),
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Merges a PATCH body into an app's JSON: objects merge key by key, anything else replaces.
+pub fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(json: &str) -> App {
+        let mut a: App = serde_json::from_str(json).expect("app json");
+        a.normalize();
+        a
+    }
+
+    #[test]
+    fn marathon_defaults_and_the_old_network_form_are_normalised() {
+        let a = app(
+            r#"{"id":"prod/web/","container":{"type":"DOCKER","docker":{"image":"nginx","network":"BRIDGE","portMappings":[{"containerPort":80,"hostPort":0}]}},"extra":"ignored"}"#,
+        );
+        assert_eq!(a.id, "/prod/web");
+        assert_eq!((a.cpus, a.mem, a.disk, a.instances), (1.0, 128.0, 0.0, 1));
+        assert_eq!(
+            (
+                a.backoff_seconds,
+                a.backoff_factor,
+                a.max_launch_delay_seconds
+            ),
+            (1.0, 1.15, 300.0)
+        );
+        assert_eq!(a.upgrade_strategy, UpgradeStrategy::default());
+        assert_eq!(a.networks[0].mode, "container/bridge");
+        assert_eq!(a.container.as_ref().map(|c| c.port_mappings.len()), Some(1));
+        assert_eq!(a.host_ports(), 1);
+        assert!(a.validate().is_ok());
+        let reply = serde_json::to_value(&a).expect("json");
+        assert!(
+            reply["container"]["docker"].get("network").is_none(),
+            "{reply}"
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_named_as_marathon_does() {
+        let a = app(
+            r#"{"id":"/Bad_Id","cmd":"x","args":["y"],"cpus":0,"mem":-1,"upgradeStrategy":{"minimumHealthCapacity":1.5},"constraints":[["hostname","NEAR"]],"healthChecks":[{"protocol":"TCP","portIndex":2}],"killSelection":"RANDOM"}"#,
+        );
+        let errors = a.validate().unwrap_err();
+        let find = |p: &str| {
+            errors
+                .iter()
+                .find(|e| e.path == p)
+                .map(|e| e.errors.join(" "))
+        };
+        assert!(find("/id").is_some());
+        assert!(find("/cmd").expect("cmd").contains("exclusive"));
+        assert!(find("/cpus").is_some());
+        assert!(find("/mem").is_some());
+        assert_eq!(
+            find("/upgradeStrategy/minimumHealthCapacity").as_deref(),
+            Some("is greater than 1")
+        );
+        assert!(find("/constraints/0").is_some());
+        assert!(find("/healthChecks/0/portIndex").is_some());
+        assert!(find("/killSelection").is_some());
+    }
+
+    #[test]
+    fn patch_merges_objects_and_replaces_the_rest() {
+        let mut base = serde_json::json!({"id": "/a", "instances": 1, "env": {"A": "1", "B": "2"}});
+        merge(
+            &mut base,
+            &serde_json::json!({"instances": 3, "env": {"B": "x"}}),
+        );
+        assert_eq!(
+            base,
+            serde_json::json!({"id": "/a", "instances": 3, "env": {"A": "1", "B": "x"}})
+        );
+    }
+}
