@@ -3,3 +3,5 @@
 
 pub mod app;
 pub mod constraints;
+pub mod core;
+pub mod launch;

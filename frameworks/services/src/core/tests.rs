@@ -1,0 +1,315 @@
+use super::*;
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+        .expect("t")
+        .with_timezone(&Utc)
+        + ChronoDuration::seconds(secs)
+}
+
+fn app(json: &str) -> App {
+    serde_json::from_str(json).expect("app json")
+}
+
+fn offer(id: &str, host: &str, res: &str) -> v1::Offer {
+    v1::Offer {
+        id: id.into(),
+        agent_id: format!("agent-{host}"),
+        hostname: host.into(),
+        resources: agora_proto::Resources::parse(res).expect("res").to_proto(),
+        ..Default::default()
+    }
+}
+
+fn update(
+    core: &mut ServicesCore,
+    id: &str,
+    state: v1::TaskState,
+    healthy: Option<bool>,
+    at: DateTime<Utc>,
+) -> Vec<Effect> {
+    let st = v1::TaskStatus {
+        task_id: id.into(),
+        state: state as i32,
+        healthy,
+        ..Default::default()
+    };
+    core.on_update(&st, at)
+}
+
+fn run_all(core: &mut ServicesCore, launches: &[Launch], healthy: Option<bool>, at: DateTime<Utc>) {
+    for l in launches {
+        update(
+            core,
+            &l.task.task_id,
+            v1::TaskState::TaskRunning,
+            healthy,
+            at,
+        );
+    }
+}
+
+#[test]
+fn an_app_is_launched_scaled_up_and_down_youngest_first() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/web","cmd":"sleep 100","cpus":0.5,"mem":64,"instances":2}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    let l = core.launches_for(&offer("o1", "h1", "cpus:4;mem:1024"), t(0));
+    assert_eq!(l.len(), 2);
+    run_all(&mut core, &l, None, t(1));
+    assert!(
+        core.deployments().is_empty(),
+        "the start deployment finished"
+    );
+    assert!(core
+        .launches_for(&offer("o2", "h1", "cpus:4;mem:1024"), t(2))
+        .is_empty());
+    core.put_app(
+        app(r#"{"id":"/web","cmd":"sleep 100","cpus":0.5,"mem":64,"instances":3}"#),
+        false,
+        false,
+        t(3),
+    )
+    .expect("scale");
+    assert_eq!(core.deployments()[0].action, "ScaleApplication");
+    let more = core.launches_for(&offer("o3", "h1", "cpus:4;mem:1024"), t(4));
+    assert_eq!(more.len(), 1);
+    run_all(&mut core, &more, None, t(5));
+    core.put_app(
+        app(r#"{"id":"/web","cmd":"sleep 100","cpus":0.5,"mem":64,"instances":1}"#),
+        false,
+        false,
+        t(6),
+    )
+    .expect("scale down");
+    let kills = core.plan(t(6));
+    assert_eq!(kills.len(), 2);
+    // The youngest go first: the one launched at t(4), then one of t(0).
+    assert!(kills.contains(&Effect::Kill(more[0].task.task_id.clone())));
+}
+
+#[test]
+fn failed_tasks_are_replaced_with_a_growing_backoff_but_kills_are_not_delayed() {
+    let mut core = ServicesCore::default();
+    core.put_app(app(r#"{"id":"/crashy","cmd":"exit 1","cpus":0.1,"mem":32,"backoffSeconds":2,"backoffFactor":2}"#), true, false, t(0)).expect("create");
+    let l = core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(0));
+    update(
+        &mut core,
+        &l[0].task.task_id,
+        v1::TaskState::TaskFailed,
+        None,
+        t(1),
+    );
+    assert!(
+        core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(2))
+            .is_empty(),
+        "delayed 2 s"
+    );
+    let l = core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(3));
+    assert_eq!(l.len(), 1);
+    update(
+        &mut core,
+        &l[0].task.task_id,
+        v1::TaskState::TaskFailed,
+        None,
+        t(3),
+    );
+    assert!(
+        core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(6))
+            .is_empty(),
+        "delayed 4 s now"
+    );
+    assert_eq!(
+        core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(7))
+            .len(),
+        1
+    );
+    assert!(core
+        .app("/crashy")
+        .and_then(|a| a.last_task_failure.clone())
+        .is_some());
+}
+
+#[test]
+fn a_rolling_restart_never_drops_below_minimum_health_capacity() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/api","cmd":"serve","cpus":0.1,"mem":32,"instances":4,"upgradeStrategy":{"minimumHealthCapacity":0.5,"maximumOverCapacity":0.25},"healthChecks":[{"protocol":"COMMAND","command":{"value":"true"}}]}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    let l = core.launches_for(&offer("o", "h1", "cpus:10;mem:4096"), t(0));
+    run_all(&mut core, &l, Some(true), t(1));
+    core.restart("/api", false, t(2)).expect("restart");
+    let min_healthy = 2;
+    let max_capacity = 5;
+    let mut now = 2;
+    for _ in 0..20 {
+        now += 1;
+        // The driver carries out every kill (a kill's update can ask for more).
+        let mut kills = core.plan(t(now));
+        while let Some(Effect::Kill(id)) = kills.pop() {
+            kills.extend(update(
+                &mut core,
+                &id,
+                v1::TaskState::TaskKilled,
+                None,
+                t(now),
+            ));
+        }
+        let st = core.app("/api").expect("app");
+        let live: Vec<&TaskRecord> = st.tasks.values().filter(|t| t.live()).collect();
+        let healthy = live.iter().filter(|t| t.healthy_for(&st.app)).count();
+        assert!(healthy >= min_healthy, "{healthy} healthy at step {now}");
+        let launches = core.launches_for(&offer("o", "h1", "cpus:10;mem:4096"), t(now));
+        let st = core.app("/api").expect("app");
+        assert!(st.tasks.values().filter(|t| t.live()).count() <= max_capacity);
+        for l in &launches {
+            let mut kills = update(
+                &mut core,
+                &l.task.task_id,
+                v1::TaskState::TaskRunning,
+                Some(true),
+                t(now),
+            );
+            while let Some(Effect::Kill(id)) = kills.pop() {
+                kills.extend(update(
+                    &mut core,
+                    &id,
+                    v1::TaskState::TaskKilled,
+                    None,
+                    t(now),
+                ));
+            }
+        }
+        if core.deployments().is_empty() {
+            break;
+        }
+    }
+    assert!(core.deployments().is_empty(), "the restart finished");
+    let st = core.app("/api").expect("app");
+    assert!(st.tasks.values().all(|t| t.version == st.config_version));
+    assert_eq!(st.tasks.len(), 4);
+}
+
+#[test]
+fn hostname_unique_spreads_instances_and_says_why_an_offer_does_not_fit() {
+    let mut core = ServicesCore::default();
+    core.put_app(app(r#"{"id":"/spread","cmd":"x","cpus":0.1,"mem":32,"instances":2,"constraints":[["hostname","UNIQUE"]]}"#), true, false, t(0)).expect("create");
+    assert_eq!(
+        core.launches_for(&offer("o1", "h1", "cpus:4;mem:1024"), t(0))
+            .len(),
+        1
+    );
+    assert!(core
+        .launches_for(&offer("o2", "h1", "cpus:4;mem:1024"), t(0))
+        .is_empty());
+    assert!(core
+        .app("/spread")
+        .expect("app")
+        .last_offer_problem
+        .contains("constraint"));
+    assert_eq!(
+        core.launches_for(&offer("o3", "h2", "cpus:4;mem:1024"), t(0))
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn ports_are_assigned_from_the_offer_and_exported() {
+    let mut core = ServicesCore::default();
+    core.put_app(app(r#"{"id":"/p","cmd":"serve","cpus":0.1,"mem":32,"portDefinitions":[{"port":0,"name":"http"},{"port":0}]}"#), true, false, t(0)).expect("create");
+    let l = core.launches_for(
+        &offer("o", "h1", "cpus:1;mem:256;ports:[31000-31001]"),
+        t(0),
+    );
+    let env = &l[0].task.command.as_ref().expect("command").environment;
+    assert_eq!(env["PORT0"], "31000");
+    assert_eq!(env["PORT1"], "31001");
+    assert_eq!(env["PORT_HTTP"], "31000");
+    assert_eq!(env["MARATHON_APP_ID"], "/p");
+    assert!(core
+        .launches_for(
+            &offer("o", "h1", "cpus:1;mem:256;ports:[31000-31000]"),
+            t(0)
+        )
+        .is_empty());
+}
+
+#[test]
+fn a_returning_unreachable_task_makes_a_surplus_that_is_killed() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/s","cmd":"x","cpus":0.1,"mem":32,"instances":1}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    let l = core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(0));
+    let first = l[0].task.task_id.clone();
+    run_all(&mut core, &l, None, t(1));
+    update(
+        &mut core,
+        &first,
+        v1::TaskState::TaskUnreachable,
+        None,
+        t(2),
+    );
+    let replacement = core.launches_for(&offer("o", "h2", "cpus:1;mem:256"), t(3));
+    assert_eq!(replacement.len(), 1, "replaced elsewhere");
+    run_all(&mut core, &replacement, None, t(4));
+    let kills = update(&mut core, &first, v1::TaskState::TaskRunning, None, t(5));
+    assert_eq!(
+        kills,
+        [Effect::Kill(replacement[0].task.task_id.clone())],
+        "youngest first"
+    );
+}
+
+#[test]
+fn locked_apps_and_rollback() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/l","cmd":"x","cpus":0.1,"mem":32,"instances":1}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    let err = core
+        .put_app(
+            app(r#"{"id":"/l","cmd":"y","cpus":0.1,"mem":32}"#),
+            false,
+            false,
+            t(1),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ServicesError::Locked(_)));
+    assert!(matches!(
+        core.put_app(app(r#"{"id":"/l","cmd":"x"}"#), true, false, t(1)),
+        Err(ServicesError::Exists(_))
+    ));
+    let (dep, _) = core
+        .put_app(
+            app(r#"{"id":"/l","cmd":"y","cpus":0.1,"mem":32}"#),
+            false,
+            true,
+            t(2),
+        )
+        .expect("forced");
+    core.cancel_deployment(&dep, false, t(3)).expect("rollback");
+    assert_eq!(core.app("/l").expect("app").app.cmd.as_deref(), Some("x"));
+    assert!(matches!(
+        core.cancel_deployment("nope", false, t(3)),
+        Err(ServicesError::UnknownDeployment(_))
+    ));
+}

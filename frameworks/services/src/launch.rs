@@ -1,0 +1,243 @@
+//! Turning an app into a TaskInfo: command or Docker container, ports (`$PORT0…`, port mappings
+//! onto the host ports from the offer), Marathon's environment variables, and the app's first
+//! health check run by the agent next to the task.
+
+use std::collections::HashMap;
+
+use agora_proto::v1;
+use agora_sdk::Carved;
+
+use crate::app::App;
+
+fn env_string(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The TaskInfo for one instance of `app` on `offer`, with the resources carved for it.
+pub fn task_info(
+    app: &App,
+    task_id: &str,
+    version: &str,
+    carved: &Carved,
+    offer: &v1::Offer,
+) -> v1::TaskInfo {
+    let mut env: HashMap<String, String> = app
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), env_string(v)))
+        .collect();
+    env.insert("MARATHON_APP_ID".into(), app.id.clone());
+    env.insert("MARATHON_APP_VERSION".into(), version.to_string());
+    env.insert("MARATHON_APP_RESOURCE_CPUS".into(), app.cpus.to_string());
+    env.insert("MARATHON_APP_RESOURCE_MEM".into(), app.mem.to_string());
+    env.insert("MESOS_TASK_ID".into(), task_id.to_string());
+    env.insert("HOST".into(), offer.hostname.clone());
+    for (k, v) in &app.labels {
+        let key: String = k
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        env.insert(format!("MARATHON_APP_LABEL_{key}"), v.clone());
+    }
+    for (i, p) in carved.ports.iter().enumerate() {
+        env.insert(format!("PORT{i}"), p.to_string());
+    }
+    if let Some(p) = carved.ports.first() {
+        env.insert("PORT".into(), p.to_string());
+    }
+    if !carved.ports.is_empty() {
+        env.insert(
+            "PORTS".into(),
+            carved
+                .ports
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    let names: Vec<Option<String>> = if app.bridged() {
+        app.container
+            .as_ref()
+            .map(|c| c.port_mappings.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default()
+    } else {
+        app.port_definitions
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    };
+    for (name, port) in names.iter().zip(carved.ports.iter()) {
+        if let Some(n) = name {
+            env.insert(
+                format!("PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                port.to_string(),
+            );
+        }
+    }
+    let command = match (&app.cmd, &app.args) {
+        (Some(cmd), _) => Some(v1::CommandInfo {
+            shell: true,
+            value: cmd.clone(),
+            environment: env.clone(),
+            ..Default::default()
+        }),
+        (None, Some(args)) if !args.is_empty() => Some(v1::CommandInfo {
+            shell: false,
+            value: args[0].clone(),
+            arguments: args.clone(),
+            environment: env.clone(),
+            ..Default::default()
+        }),
+        _ => Some(v1::CommandInfo {
+            shell: false,
+            environment: env.clone(),
+            ..Default::default()
+        }),
+    };
+    let container = app.container.as_ref().map(|c| {
+        let docker = c.kind == "DOCKER";
+        let mappings = if app.bridged() {
+            c.port_mappings
+                .iter()
+                .zip(carved.ports.iter())
+                .map(|(pm, host)| v1::PortMapping {
+                    host_port: *host as u32,
+                    container_port: if pm.container_port == 0 {
+                        *host as u32
+                    } else {
+                        pm.container_port
+                    },
+                    protocol: pm.protocol.clone(),
+                    name: pm.name.clone().unwrap_or_default(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        v1::ContainerInfo {
+            r#type: if docker {
+                v1::ContainerType::Docker as i32
+            } else {
+                v1::ContainerType::Native as i32
+            },
+            docker: c
+                .docker
+                .as_ref()
+                .filter(|_| docker)
+                .map(|d| v1::DockerInfo {
+                    image: d.image.clone(),
+                    network: if app.bridged() {
+                        v1::DockerNetwork::Bridge as i32
+                    } else if app.networks.iter().any(|n| n.mode == "container") {
+                        v1::DockerNetwork::None as i32
+                    } else {
+                        v1::DockerNetwork::Host as i32
+                    },
+                    port_mappings: mappings,
+                    force_pull_image: d.force_pull_image,
+                    privileged: d.privileged,
+                    parameters: d
+                        .parameters
+                        .iter()
+                        .map(|p| v1::Parameter {
+                            key: p.key.clone(),
+                            value: p.value.clone(),
+                        })
+                        .collect(),
+                }),
+            volumes: c
+                .volumes
+                .iter()
+                .map(|v| v1::Volume {
+                    container_path: v.container_path.clone(),
+                    host_path: v.host_path.clone(),
+                    mode: v.mode.clone(),
+                })
+                .collect(),
+            hostname: String::new(),
+        }
+    });
+    let health_check = app.health_checks.first().map(|h| {
+        let port = h
+            .port
+            .map(u64::from)
+            .or_else(|| {
+                carved
+                    .ports
+                    .get(h.port_index.unwrap_or(0) as usize)
+                    .copied()
+            })
+            .unwrap_or(0) as u32;
+        let mut hc = v1::HealthCheck {
+            grace_period_seconds: h.grace_period_seconds,
+            interval_seconds: h.interval_seconds,
+            timeout_seconds: h.timeout_seconds,
+            consecutive_failures: h.max_consecutive_failures,
+            delay_seconds: h.delay_seconds,
+            ..Default::default()
+        };
+        match h.protocol.as_str() {
+            "TCP" | "MESOS_TCP" => {
+                hc.r#type = v1::health_check::Type::Tcp as i32;
+                hc.tcp = Some(v1::health_check::Tcp { port });
+            }
+            "COMMAND" => {
+                hc.r#type = v1::health_check::Type::Command as i32;
+                let value = h
+                    .command
+                    .as_ref()
+                    .and_then(|c| {
+                        c.get("value")
+                            .and_then(|v| v.as_str())
+                            .map(str::to_string)
+                            .or_else(|| c.as_str().map(str::to_string))
+                    })
+                    .unwrap_or_default();
+                hc.command = Some(v1::CommandInfo {
+                    shell: true,
+                    value,
+                    environment: env.clone(),
+                    ..Default::default()
+                });
+            }
+            _ => {
+                hc.r#type = v1::health_check::Type::Http as i32;
+                hc.http = Some(v1::health_check::Http {
+                    port,
+                    path: h.path.clone().unwrap_or_else(|| "/".into()),
+                    scheme: "http".into(),
+                    statuses: Vec::new(),
+                });
+            }
+        }
+        hc
+    });
+    v1::TaskInfo {
+        name: app.id.trim_start_matches('/').replace('/', "."),
+        task_id: task_id.to_string(),
+        agent_id: offer.agent_id.clone(),
+        resources: carved.to_proto(),
+        command,
+        container,
+        health_check,
+        kill_policy: Some(v1::KillPolicy {
+            grace_period_seconds: app.task_kill_grace_period_seconds,
+        }),
+        labels: app
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ..Default::default()
+    }
+}
