@@ -28,6 +28,7 @@ pub mod allocator;
 pub mod bookkeeping;
 pub mod election;
 pub mod error;
+pub mod framework_state;
 pub mod grpc;
 pub mod http;
 pub mod join_token;

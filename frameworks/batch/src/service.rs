@@ -91,92 +91,23 @@ struct Saved {
     core: BatchCore,
 }
 
-/// Where the state lives: a local file, or ZooKeeper (fenced on this instance's leadership).
-enum Backend {
-    Local(PathBuf),
-    Zk {
-        store: agora_master::zk_store::ZkStore,
-        version: Option<u64>,
-    },
-}
+/// Who leads among batch instances (the HTTP layer redirects standbys' requests).
+pub type Leadership = agora_master::framework_state::Leadership<BatchHandle>;
 
-impl Backend {
-    async fn load(&mut self) -> Result<Saved, StartError> {
-        let bad = |path: String, message: String| StartError::State { path, message };
-        let bytes = match self {
-            Backend::Local(dir) => {
-                let path = dir.join("state.json");
-                match std::fs::read(&path) {
-                    Ok(b) => Some(b),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(bad(path.display().to_string(), e.to_string())),
-                }
-            }
-            Backend::Zk { store, version } => {
-                use agora_master::registry::StateStore as _;
-                match store.load().await {
-                    Ok(Some(v)) => {
-                        *version = Some(v.version);
-                        Some(v.data)
-                    }
-                    Ok(None) => None,
-                    Err(e) => return Err(bad("ZooKeeper".into(), e.to_string())),
-                }
-            }
-        };
-        match bytes {
-            None => Ok(Saved::default()),
-            Some(b) => {
-                let mut saved: Saved = serde_json::from_slice(&b)
-                    .map_err(|e| bad("the batch state".into(), e.to_string()))?;
-                saved.core = saved.core.restore(Utc::now());
-                Ok(saved)
-            }
+use agora_master::framework_state::StateBackend;
+
+async fn load_saved(backend: &mut StateBackend) -> Result<Saved, StartError> {
+    let bad = |message: String| StartError::State {
+        path: "the batch state".into(),
+        message,
+    };
+    match backend.load().await.map_err(bad)? {
+        None => Ok(Saved::default()),
+        Some(b) => {
+            let mut saved: Saved = serde_json::from_slice(&b).map_err(|e| bad(e.to_string()))?;
+            saved.core = saved.core.restore(Utc::now());
+            Ok(saved)
         }
-    }
-
-    /// Writes the state. A ZooKeeper conflict means another instance leads: fatal.
-    async fn save(&mut self, bytes: Vec<u8>) -> Result<(), String> {
-        match self {
-            Backend::Local(dir) => {
-                let tmp = dir.join("state.json.tmp");
-                let write = || -> std::io::Result<()> {
-                    use std::io::Write;
-                    let mut f = std::fs::File::create(&tmp)?;
-                    f.write_all(&bytes)?;
-                    f.sync_all()?;
-                    std::fs::rename(&tmp, dir.join("state.json"))
-                };
-                write().map_err(|e| e.to_string())
-            }
-            Backend::Zk { store, version } => {
-                use agora_master::registry::StateStore as _;
-                let v = store
-                    .store(bytes, *version)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                *version = Some(v);
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Leadership of this instance, for the HTTP layer: the actor's handle once leading, and where
-/// the leader is otherwise.
-#[derive(Default)]
-pub struct Leadership {
-    handle: std::sync::OnceLock<BatchHandle>,
-    leader: std::sync::RwLock<Option<String>>,
-}
-
-impl Leadership {
-    pub fn handle(&self) -> Option<&BatchHandle> {
-        self.handle.get()
-    }
-
-    pub fn leader(&self) -> Option<String> {
-        self.leader.read().ok().and_then(|l| l.clone())
     }
 }
 
@@ -224,7 +155,7 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
             address.to_string()
         }
     });
-    let leadership = Arc::new(Leadership::default());
+    let leadership: Arc<Leadership> = Arc::new(Leadership::default());
     let counters = Arc::new(crate::http::Counters::default());
     let (stop, stop_rx) = watch::channel(false);
     let app = crate::http::router(leadership.clone(), counters.clone());
@@ -245,70 +176,20 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
     };
     let actor = match &config.zk {
         None => {
-            let backend = Backend::Local(config.work_dir.clone());
+            let backend = StateBackend::Local(config.work_dir.join("state.json"));
             leader.lead(backend).await?
         }
         Some(zk) => {
-            let spec = agora_proto::detector::MasterSpec::parse(zk)
-                .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
-            let agora_proto::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
-                return Err(StartError::ZooKeeper(format!(
-                    "--zk '{zk}' must be a zk://host:port,…/path URL"
-                )));
-            };
-            let me = agora_proto::detector::MasterInfoJson {
-                id: uuid::Uuid::new_v4().simple().to_string(),
-                hostname: advertised.clone(),
-                address: advertised.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                start_time: Utc::now().timestamp() as f64,
-            };
-            let election = agora_master::election::Election::join(
-                &servers,
-                &path,
-                &me,
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
-            tokio::spawn(async move {
-                let l = leader.leadership.clone();
-                let set = move |addr: Option<String>| {
-                    if let Ok(mut x) = l.leader.write() {
-                        *x = addr;
-                    }
-                };
-                tokio::select! {
-                    r = election.wait_to_lead(&set) => {
-                        if let Err(e) = r {
-                            error!(error = %e, "batch election failed: exiting for the supervisor to restart");
-                            std::process::exit(1);
-                        }
-                    }
-                    e = election.lost() => {
-                        error!(error = %e, "lost the ZooKeeper session: exiting");
-                        std::process::exit(1);
-                    }
-                }
-                info!("this batch instance leads");
-                let store = agora_master::zk_store::ZkStore::new(
-                    election.client().clone(),
-                    &path,
-                    election.node_path(),
-                );
-                let backend = Backend::Zk {
-                    store,
-                    version: None,
-                };
-                if let Err(e) = leader.lead(backend).await {
-                    error!(error = %e, "cannot lead: exiting");
-                    std::process::exit(1);
-                }
-                let e = election.lost().await;
-                // Two leaders must never both launch: stop at once, the supervisor restarts us.
-                error!(error = %e, "lost batch leadership: exiting");
-                std::process::exit(1);
+            let l = leadership.clone();
+            agora_master::framework_state::elect(zk, &advertised, l, move |backend| async move {
+                leader
+                    .lead(backend)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             })
+            .await
+            .map_err(StartError::ZooKeeper)?
         }
     };
     info!(%address, "batch framework started");
@@ -329,8 +210,11 @@ struct Leader {
 }
 
 impl Leader {
-    async fn lead(&self, mut backend: Backend) -> Result<tokio::task::JoinHandle<()>, StartError> {
-        let saved = backend.load().await?;
+    async fn lead(
+        &self,
+        mut backend: StateBackend,
+    ) -> Result<tokio::task::JoinHandle<()>, StartError> {
+        let saved = load_saved(&mut backend).await?;
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout);
@@ -348,7 +232,7 @@ impl Leader {
             suppressed: false,
             counters: self.counters.clone(),
         };
-        let _ = self.leadership.handle.set(BatchHandle { tx });
+        self.leadership.lead(BatchHandle { tx });
         Ok(tokio::spawn(actor.run(rx, self.stop_rx.clone())))
     }
 }
@@ -371,7 +255,7 @@ struct Actor {
     core: BatchCore,
     framework_id: Option<String>,
     fw: Framework,
-    backend: Backend,
+    backend: StateBackend,
     last_saved: Vec<u8>,
     suppressed: bool,
     counters: Arc<crate::http::Counters>,

@@ -1,0 +1,181 @@
+//! What the services and batch frameworks share for high availability: their state document in a
+//! local file or in ZooKeeper (fenced on the instance's leadership), leader election among
+//! instances, and who leads for their HTTP layers (standbys redirect to the leader).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use tracing::{error, info};
+
+use crate::registry::StateStore as _;
+
+/// Where a framework keeps its state.
+pub enum StateBackend {
+    /// A JSON file, replaced atomically (one instance; `agora local`).
+    Local(PathBuf),
+    /// ZooKeeper, chunked and fenced on this instance's election znode.
+    Zk {
+        store: crate::zk_store::ZkStore,
+        version: Option<u64>,
+    },
+}
+
+impl StateBackend {
+    /// The stored document, if any.
+    ///
+    /// # Errors
+    /// A message naming the file or ZooKeeper and what failed.
+    pub async fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            StateBackend::Local(path) => match std::fs::read(&*path) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            },
+            StateBackend::Zk { store, version } => match store.load().await {
+                Ok(Some(v)) => {
+                    *version = Some(v.version);
+                    Ok(Some(v.data))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(format!("ZooKeeper: {e}")),
+            },
+        }
+    }
+
+    /// Replaces the document. A ZooKeeper conflict means another instance leads.
+    ///
+    /// # Errors
+    /// A message saying what failed.
+    pub async fn save(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        match self {
+            StateBackend::Local(path) => {
+                let tmp = path.with_extension("tmp");
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write;
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(&bytes)?;
+                    f.sync_all()?;
+                    std::fs::rename(&tmp, &*path)
+                };
+                write().map_err(|e| format!("{}: {e}", path.display()))
+            }
+            StateBackend::Zk { store, version } => {
+                let v = store
+                    .store(bytes, *version)
+                    .await
+                    .map_err(|e| format!("ZooKeeper: {e}"))?;
+                *version = Some(v);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Who leads, for a framework's HTTP layer: the actor's handle once this instance leads, and the
+/// leader's address otherwise.
+pub struct Leadership<H> {
+    handle: OnceLock<H>,
+    leader: RwLock<Option<String>>,
+}
+
+impl<H> Default for Leadership<H> {
+    fn default() -> Self {
+        Leadership {
+            handle: OnceLock::new(),
+            leader: RwLock::new(None),
+        }
+    }
+}
+
+impl<H> Leadership<H> {
+    /// The actor's handle, when this instance leads.
+    pub fn handle(&self) -> Option<&H> {
+        self.handle.get()
+    }
+
+    /// Takes leadership.
+    pub fn lead(&self, handle: H) {
+        let _ = self.handle.set(handle);
+    }
+
+    /// Where the leader is (standby).
+    pub fn leader(&self) -> Option<String> {
+        self.leader.read().ok().and_then(|l| l.clone())
+    }
+
+    pub fn set_leader(&self, leader: Option<String>) {
+        if let Ok(mut l) = self.leader.write() {
+            *l = leader;
+        }
+    }
+}
+
+/// Joins the election at `zk` (`zk://hosts/path`) as `advertised`, then in the background waits
+/// to lead, calls `lead` with a fenced ZooKeeper backend, and exits the process (for its
+/// supervisor to restart it) if leadership is lost: two instances must never both act.
+///
+/// # Errors
+/// A malformed URL or an unreachable ZooKeeper.
+pub async fn elect<H, F, Fut>(
+    zk: &str,
+    advertised: &str,
+    leadership: Arc<Leadership<H>>,
+    lead: F,
+) -> Result<tokio::task::JoinHandle<()>, String>
+where
+    H: Send + Sync + 'static,
+    F: FnOnce(StateBackend) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let spec = agora_proto::detector::MasterSpec::parse(zk).map_err(|e| e.to_string())?;
+    let agora_proto::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
+        return Err(format!("--zk '{zk}' must be a zk://host:port,…/path URL"));
+    };
+    let me = agora_proto::detector::MasterInfoJson {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        hostname: advertised.to_string(),
+        address: advertised.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        start_time: crate::bookkeeping::Clock::system().wall,
+    };
+    let election = crate::election::Election::join(&servers, &path, &me, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(tokio::spawn(async move {
+        let l = leadership.clone();
+        let set = move |addr: Option<String>| l.set_leader(addr);
+        tokio::select! {
+            r = election.wait_to_lead(&set) => {
+                if let Err(e) = r {
+                    error!(error = %e, "election failed: exiting for the supervisor to restart this instance");
+                    std::process::exit(1);
+                }
+            }
+            e = election.lost() => {
+                error!(error = %e, "lost the ZooKeeper session: exiting");
+                std::process::exit(1);
+            }
+        }
+        info!(%path, "this instance leads");
+        let store =
+            crate::zk_store::ZkStore::new(election.client().clone(), &path, election.node_path());
+        if let Err(e) = lead(StateBackend::Zk {
+            store,
+            version: None,
+        })
+        .await
+        {
+            error!(error = %e, "cannot lead: exiting");
+            std::process::exit(1);
+        }
+        let e = election.lost().await;
+        error!(error = %e, "lost leadership: exiting");
+        std::process::exit(1);
+    }))
+}
