@@ -23,6 +23,15 @@ enum Command {
     Master(cmd::master::MasterArgs),
     /// Run an agent (report this machine's resources, run its tasks), or `agent list|drain`.
     Agent(cmd::agent::AgentArgs),
+    /// Run the services framework (Marathon-compatible /v2 API, default port 8080).
+    Services(cmd::services::ServicesArgs),
+    /// Long-running apps: `create -f FILE`, `list`, `show ID`, `scale ID N`, `restart ID`, `delete ID`.
+    App {
+        #[command(subcommand)]
+        action: cmd::services::AppAction,
+        #[command(flatten)]
+        services: cmd::services::ServicesAddress,
+    },
     /// Run the batch framework (Chronos-compatible jobs API, default port 8090).
     Batch(cmd::batch::BatchArgs),
     /// Batch jobs: `add -f FILE`, `list`, `run NAME`, `history NAME`, `delete NAME`.
@@ -86,6 +95,10 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Services(args) => runtime()?.block_on(cmd::services::run(args))?,
+        Command::App { action, services } => {
+            runtime()?.block_on(cmd::services::app(action, services))?
+        }
         Command::Batch(args) => runtime()?.block_on(cmd::batch::run(args))?,
         Command::Job { action, batch } => runtime()?.block_on(cmd::batch::job(action, batch))?,
         Command::Local(args) => runtime()?.block_on(cmd::local::run(args))?,

@@ -1,6 +1,6 @@
 //! `agora local`: a whole cluster in one process for a first run — a master, N agents (each
-//! with its own work dir, its own loopback address `127.0.0.N` and a share of the machine) and the
-//! batch framework, with
+//! with its own work dir, its own loopback address `127.0.0.N` and a share of the machine), and the
+//! services and batch frameworks, with
 //! state under `--work-dir` so that a second start recovers the first one's tasks. No ZooKeeper.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,6 +22,9 @@ pub struct LocalArgs {
     /// The master's port (gRPC, HTTP API and web UI).
     #[arg(long, default_value_t = agora_master::DEFAULT_PORT)]
     port: u16,
+    /// Port of the services framework's Marathon-compatible API.
+    #[arg(long, default_value_t = agora_services::DEFAULT_PORT)]
+    services_port: u16,
     /// Port of the batch framework's Chronos-compatible API.
     #[arg(long, default_value_t = agora_batch::DEFAULT_PORT)]
     batch_port: u16,
@@ -125,6 +128,23 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let services = agora_services::start(agora_services::ServicesConfig {
+        master: master_address.clone(),
+        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.services_port),
+        work_dir: work_dir.join("services"),
+        role: "*".into(),
+        framework_name: "services".into(),
+        failover_timeout: Duration::from_secs(7 * 24 * 3600),
+        zk: None,
+        advertise: None,
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "starting the services framework on 127.0.0.1:{}",
+            args.services_port
+        )
+    })?;
     let batch = agora_batch::start(agora_batch::BatchConfig {
         master: master_address.clone(),
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.batch_port),
@@ -159,11 +179,12 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         batch.address
     );
     println!("  state is kept in        {}", work_dir.display());
-    println!("Try: agora cluster status   ·   agora job add -f examples/jobs/hello.json   ·   Ctrl-C stops everything.");
+    println!("Try: agora app create -f examples/apps/hello.json   ·   agora job add -f examples/jobs/hello.json   ·   Ctrl-C stops everything.");
 
     super::shutdown_signal().await;
     println!("stopping: agents first (their tasks keep running and are recovered next start), then the master");
     batch.stop().await;
+    services.stop().await;
     let _ = stop_tx.send(true);
     for a in agents {
         match tokio::time::timeout(Duration::from_secs(10), a).await {

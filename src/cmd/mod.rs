@@ -5,6 +5,7 @@ pub mod batch;
 pub mod cli;
 pub mod local;
 pub mod master;
+pub mod services;
 
 /// Parses a duration flag given in seconds (`1`, `0.5`).
 pub fn seconds(s: &str) -> Result<std::time::Duration, String> {

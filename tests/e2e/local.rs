@@ -38,6 +38,8 @@ fn start_local(dir: &std::path::Path, port: u16, name: &str) -> Process {
         "native",
         "--batch-port",
         &free_port().to_string(),
+        "--services-port",
+        &free_port().to_string(),
     ]
     .iter()
     .map(|s| s.to_string())

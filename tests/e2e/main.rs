@@ -10,4 +10,5 @@ mod master;
 mod python;
 mod sdk;
 mod security;
+mod services;
 mod ui;

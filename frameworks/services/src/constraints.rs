@@ -78,15 +78,17 @@ impl Constraint {
             (Op::Unique, Some(v)) => same(v) == 0,
             (Op::Cluster(Some(want)), Some(v)) => v == want,
             (Op::Cluster(None), Some(v)) => placed.iter().flatten().all(|p| p == v),
-            (Op::GroupBy(_), Some(v)) => {
+            (Op::GroupBy(groups), Some(v)) => {
                 let mut counts: std::collections::HashMap<&str, usize> = Default::default();
                 for p in placed.iter().flatten() {
                     *counts.entry(p.as_str()).or_default() += 1;
                 }
                 let mine = counts.get(v).copied().unwrap_or(0);
                 let min = counts.values().copied().min().unwrap_or(0);
-                // A value not used yet is always fine; otherwise do not get ahead of the others.
-                mine == 0 || mine <= min
+                // A value not used yet is always fine. With the number of groups given, a used
+                // value waits until every group has a task; then none may get ahead of the others.
+                let all_groups_seen = groups.is_none_or(|n| counts.len() as u32 >= n);
+                mine == 0 || (all_groups_seen && mine <= min)
             }
             (Op::Like(p), Some(v)) => p.is_match(v),
             (Op::Unlike(p), Some(v)) => !p.is_match(v),
@@ -134,6 +136,9 @@ mod tests {
         assert!(!c(&["rack", "CLUSTER"]).allows(Some("r2"), &placed(&["r1"])));
         assert!(c(&["rack", "GROUP_BY"]).allows(Some("r2"), &placed(&["r1"])));
         assert!(!c(&["rack", "GROUP_BY"]).allows(Some("r1"), &placed(&["r1", "r1", "r2"])));
+        // Two groups expected: the second task waits for the other rack.
+        assert!(!c(&["rack", "GROUP_BY", "2"]).allows(Some("r1"), &placed(&["r1"])));
+        assert!(c(&["rack", "GROUP_BY", "2"]).allows(Some("r1"), &placed(&["r1", "r2"])));
         assert!(c(&["rack", "MAX_PER", "2"]).allows(Some("r1"), &placed(&["r1"])));
         assert!(!c(&["rack", "MAX_PER", "2"]).allows(Some("r1"), &placed(&["r1", "r1"])));
         assert!(c(&["zone", "IS", "eu"]).allows(Some("eu"), &[]));

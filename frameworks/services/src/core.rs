@@ -412,7 +412,21 @@ impl ServicesCore {
             .values_mut()
             .find(|a| a.tasks.contains_key(&status.task_id))
         else {
-            // Not ours any more (its app was deleted): make sure it is gone.
+            // Not ours any more (its app was deleted): report it, and make sure it is gone.
+            let app_id = format!(
+                "/{}",
+                status
+                    .task_id
+                    .rsplit_once('.')
+                    .map_or("", |(a, _)| a)
+                    .replace('_', "/")
+            );
+            self.emit(
+                "status_update_event",
+                json!({ "appId": app_id, "taskId": status.task_id, "taskStatus": state,
+                        "message": status.message, "slaveId": status.agent_id }),
+                now,
+            );
             return if terminal(&state) {
                 Vec::new()
             } else {

@@ -1,7 +1,21 @@
 //! The services framework: Marathon-compatible long-running apps on Agora.
+//!
+//! ```text
+//!  Marathon clients ──HTTP /v2/…──▶ actor ──▶ ServicesCore (pure: apps, tasks, deployments)
+//!                                    │  ▲           │ launches (recorded first) and kills
+//!                                    ▼  │ updates   ▼
+//!                              agora-sdk Framework ──gRPC──▶ master ──▶ agents
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod constraints;
 pub mod core;
+pub mod http;
 pub mod launch;
+pub mod service;
+
+pub use service::{run, start, RunningServices, ServicesConfig};
+
+/// Default port of the services framework's API.
+pub const DEFAULT_PORT: u16 = 8080;

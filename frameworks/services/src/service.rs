@@ -1,0 +1,362 @@
+//! The services framework process: one actor owns the [`ServicesCore`] and the SDK subscription;
+//! it persists the core after every change (before launching, so a failover never loses track of
+//! a task), reconciles after every (re-)subscription, declines offers it cannot use with long
+//! filters and suppresses when nothing is pending.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agora_master::framework_state::StateBackend;
+use agora_sdk::{Event, Framework};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{error, info, warn};
+
+use crate::core::{Effect, ServicesCore};
+
+/// Configuration of `agora services`.
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    pub master: String,
+    pub bind: SocketAddr,
+    pub work_dir: PathBuf,
+    pub role: String,
+    pub framework_name: String,
+    pub failover_timeout: Duration,
+    /// `--zk zk://…/agora-services`: state in ZooKeeper and one leader among instances.
+    pub zk: Option<String>,
+    /// `host:port` standbys redirect to.
+    pub advertise: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state: {0}")]
+    State(String),
+    #[error(transparent)]
+    Sdk(#[from] agora_sdk::SdkError),
+    #[error("ZooKeeper: {0}")]
+    ZooKeeper(String),
+}
+
+type Job = Box<dyn FnOnce(&mut ServicesCore, DateTime<Utc>) + Send>;
+
+/// Runs closures on the core inside the actor.
+#[derive(Clone)]
+pub struct ServicesHandle {
+    tx: mpsc::UnboundedSender<Job>,
+    pub events: broadcast::Sender<(String, Value)>,
+    pub framework_id: Arc<std::sync::RwLock<Option<String>>>,
+    pub master: String,
+}
+
+impl ServicesHandle {
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ServicesCore, DateTime<Utc>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |core, now| {
+            let _ = reply.send(f(core, now));
+        });
+        self.tx.send(job).ok()?;
+        rx.await.ok()
+    }
+}
+
+pub type Leadership = agora_master::framework_state::Leadership<ServicesHandle>;
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Saved {
+    core: ServicesCore,
+}
+
+/// A running services framework.
+pub struct RunningServices {
+    pub address: SocketAddr,
+    stop: watch::Sender<bool>,
+    actor: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServices {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        let _ = self.actor.await;
+    }
+}
+
+/// Binds the API, then (after winning the election, with `zk`) loads the state and leads.
+///
+/// # Errors
+/// [`StartError`].
+pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError> {
+    std::fs::create_dir_all(&config.work_dir)
+        .map_err(|e| StartError::State(format!("{}: {e}", config.work_dir.display())))?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind.to_string(),
+        source,
+    })?;
+    let advertised = config.advertise.clone().unwrap_or_else(|| {
+        if address.ip().is_unspecified() {
+            format!("127.0.0.1:{}", address.port())
+        } else {
+            address.to_string()
+        }
+    });
+    let leadership: Arc<Leadership> = Arc::new(Leadership::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let app = crate::http::router(leadership.clone(), advertised.clone());
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "services API stopped");
+        }
+    });
+    let leader = Leader {
+        config: config.clone(),
+        leadership: leadership.clone(),
+        stop_rx,
+    };
+    let actor = match &config.zk {
+        None => {
+            leader
+                .lead(StateBackend::Local(config.work_dir.join("state.json")))
+                .await?
+        }
+        Some(zk) => agora_master::framework_state::elect(
+            zk,
+            &advertised,
+            leadership.clone(),
+            move |backend| async move {
+                leader
+                    .lead(backend)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await
+        .map_err(StartError::ZooKeeper)?,
+    };
+    info!(%address, "services framework started");
+    Ok(RunningServices {
+        address,
+        stop,
+        actor,
+        server,
+    })
+}
+
+/// Runs until `shutdown` resolves.
+///
+/// # Errors
+/// [`StartError`].
+pub async fn run(
+    config: ServicesConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let running = start(config).await?;
+    shutdown.await;
+    running.stop().await;
+    Ok(())
+}
+
+struct Leader {
+    config: ServicesConfig,
+    leadership: Arc<Leadership>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Leader {
+    async fn lead(
+        &self,
+        mut backend: StateBackend,
+    ) -> Result<tokio::task::JoinHandle<()>, StartError> {
+        let saved: Saved = match backend.load().await.map_err(StartError::State)? {
+            None => Saved::default(),
+            Some(b) => serde_json::from_slice(&b).map_err(|e| StartError::State(e.to_string()))?,
+        };
+        let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
+            .role(&self.config.role)
+            .failover_timeout(self.config.failover_timeout);
+        if let Some(id) = &saved.core.framework_id {
+            builder = builder.framework_id(id);
+        }
+        let fw = builder.connect()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let framework_id = Arc::new(std::sync::RwLock::new(saved.core.framework_id.clone()));
+        let handle = ServicesHandle {
+            tx,
+            events: events.clone(),
+            framework_id: framework_id.clone(),
+            master: self.config.master.clone(),
+        };
+        let actor = Actor {
+            core: saved.core,
+            fw,
+            backend,
+            last_saved: Vec::new(),
+            suppressed: false,
+            events,
+            framework_id,
+        };
+        self.leadership.lead(handle);
+        Ok(tokio::spawn(actor.run(rx, self.stop_rx.clone())))
+    }
+}
+
+struct Actor {
+    core: ServicesCore,
+    fw: Framework,
+    backend: StateBackend,
+    last_saved: Vec<u8>,
+    suppressed: bool,
+    events: broadcast::Sender<(String, Value)>,
+    framework_id: Arc<std::sync::RwLock<Option<String>>>,
+}
+
+impl Actor {
+    async fn persist(&mut self) {
+        for e in self.core.take_events() {
+            let _ = self.events.send(e);
+        }
+        let saved = Saved {
+            core: self.core.clone(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&saved) else {
+            return;
+        };
+        if bytes == self.last_saved {
+            return;
+        }
+        if let Err(e) = self.backend.save(bytes.clone()).await {
+            // Launching what is not recorded could double an app after a failover.
+            error!(error = %e, "cannot save the services state: exiting");
+            std::process::exit(1);
+        }
+        self.last_saved = bytes;
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>) {
+        for Effect::Kill(id) in effects {
+            if let Err(e) = self.fw.kill(&id).await {
+                warn!(task = %id, error = %e, "kill refused");
+            }
+        }
+    }
+
+    async fn offers_wanted(&mut self) {
+        let wants = self.core.wants_offers(Utc::now());
+        if wants && self.suppressed {
+            if self.fw.revive(&[]).await.is_ok() {
+                self.suppressed = false;
+            }
+        } else if !wants && !self.suppressed && self.fw.suppress(&[]).await.is_ok() {
+            self.suppressed = true;
+        }
+    }
+
+    async fn on_offers(&mut self, offers: Vec<agora_proto::v1::Offer>) {
+        let now = Utc::now();
+        let mut plans = Vec::new();
+        for offer in &offers {
+            plans.push((offer.id.clone(), self.core.launches_for(offer, now)));
+        }
+        // Recorded first: a crash after the launch must not lose the task.
+        self.persist().await;
+        for (offer_id, launches) in plans {
+            if launches.is_empty() {
+                // Nothing fits here now: keep it away for a while (offer etiquette).
+                let _ = self.fw.decline(&[offer_id], 15.0).await;
+                continue;
+            }
+            let tasks: Vec<_> = launches.into_iter().map(|l| l.task).collect();
+            let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();
+            if let Err(e) = self.fw.launch(&offer_id, tasks).await {
+                warn!(error = %e, "launch refused; relaunching on a later offer");
+                for id in ids {
+                    self.core.launch_failed(&id);
+                }
+            }
+        }
+        self.persist().await;
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() { break; }
+                }
+                job = rx.recv() => {
+                    let Some(job) = job else { break };
+                    job(&mut self.core, Utc::now());
+                    let mut effects = self.core.take_deferred();
+                    effects.extend(self.core.plan(Utc::now()));
+                    self.apply(effects).await;
+                    self.persist().await;
+                    self.offers_wanted().await;
+                }
+                _ = tick.tick() => {
+                    let effects = self.core.plan(Utc::now());
+                    self.apply(effects).await;
+                    self.persist().await;
+                    self.offers_wanted().await;
+                }
+                event = self.fw.next_event() => {
+                    let Some(event) = event else { break };
+                    match event {
+                        Event::Subscribed { framework_id, .. } => {
+                            info!(%framework_id, "subscribed; reconciling tasks");
+                            self.core.framework_id = Some(framework_id.clone());
+                            if let Ok(mut f) = self.framework_id.write() { *f = Some(framework_id); }
+                            self.suppressed = false;
+                            let live = self.core.live_tasks();
+                            if !live.is_empty() {
+                                if let Err(e) = self.fw.reconcile(&live).await {
+                                    warn!(error = %e, "reconciliation failed");
+                                }
+                            }
+                            self.persist().await;
+                            self.offers_wanted().await;
+                        }
+                        Event::Offers(offers) => self.on_offers(offers).await,
+                        Event::Update(status) => {
+                            let effects = self.core.on_update(&status, Utc::now());
+                            self.apply(effects).await;
+                            self.persist().await;
+                        }
+                        Event::Error(e) => {
+                            warn!(error = %e, "the master closed the subscription");
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.persist().await;
+    }
+}

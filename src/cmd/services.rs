@@ -1,0 +1,271 @@
+//! `agora services` (the Marathon-compatible services framework) and `agora app …` (its CLI).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::cli::table;
+
+#[derive(Args, Debug)]
+pub struct ServicesArgs {
+    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora`.
+    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
+    master: String,
+    /// Port of the Marathon-compatible REST API.
+    #[arg(long, default_value_t = agora_services::DEFAULT_PORT)]
+    port: u16,
+    /// Address the API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    ip: IpAddr,
+    /// Where apps, deployments and task records are kept (without --zk).
+    #[arg(long, default_value = "/var/lib/agora/services")]
+    work_dir: PathBuf,
+    /// ZooKeeper URL for the state and leader election among instances, e.g.
+    /// `zk://z1:2181,z2:2181/agora-services` (a path of its own).
+    #[arg(long, env = "AGORA_SERVICES_ZK")]
+    zk: Option<String>,
+    /// The role the framework's offers come in.
+    #[arg(long, default_value = "*")]
+    role: String,
+    /// The framework's name at the master.
+    #[arg(long, default_value = "services")]
+    framework_name: String,
+    /// `host:port` standby instances redirect clients to (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+}
+
+pub fn config(args: ServicesArgs) -> agora_services::ServicesConfig {
+    agora_services::ServicesConfig {
+        master: args.master,
+        bind: SocketAddr::new(args.ip, args.port),
+        work_dir: args.work_dir,
+        role: args.role,
+        framework_name: args.framework_name,
+        failover_timeout: Duration::from_secs(7 * 24 * 3600),
+        zk: args.zk,
+        advertise: args.advertise,
+    }
+}
+
+pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
+    let running = agora_services::start(config(args)).await?;
+    eprintln!("agora services API listening on {}", running.address);
+    super::shutdown_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppAction {
+    /// Create an app from a Marathon app JSON file.
+    Create {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Wait until the deployment finished.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List apps with their instance counts.
+    List,
+    /// Show one app with its tasks.
+    Show { id: String },
+    /// Change the number of instances.
+    Scale {
+        id: String,
+        instances: u32,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Replace every task, rolling, honouring the app's upgrade strategy.
+    Restart {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete an app and kill its tasks.
+    Delete { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct ServicesAddress {
+    /// The services framework's API (default: `agora local`'s).
+    #[arg(
+        long,
+        env = "AGORA_SERVICES",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    services: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
+    let resp = req.send().await.map_err(|e| {
+        anyhow!("cannot reach the services framework at {url}: {e}\nIs it running? `agora local` starts one, or pass --services URL.")
+    })?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let mut msg = format!(
+        "{status}: {}",
+        body["message"].as_str().unwrap_or("no message")
+    );
+    for d in body["details"].as_array().cloned().unwrap_or_default() {
+        msg.push_str(&format!(
+            "\n  {}: {}",
+            d["path"].as_str().unwrap_or(""),
+            d["errors"]
+                .as_array()
+                .map(|e| e
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        ));
+    }
+    for d in body["deployments"].as_array().cloned().unwrap_or_default() {
+        msg.push_str(&format!(
+            "\n  blocked by deployment {} (use `agora app …` again when it finished)",
+            d["id"].as_str().unwrap_or("")
+        ));
+    }
+    bail!(msg)
+}
+
+async fn wait_deployment(client: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    eprint!("waiting for deployment {id}");
+    loop {
+        let url = format!("{base}/v2/deployments");
+        let deps = send(client.get(&url), &url).await?;
+        if !deps
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["id"] == id))
+        {
+            eprintln!(" done");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("deployment {id} is still running after 10 minutes; `GET /v2/queue` says what it waits for");
+        }
+        eprint!(".");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
+    let base = a.services.trim_end_matches('/').to_string();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let path = |id: &str| format!("{base}/v2/apps/{}", id.trim_start_matches('/'));
+    match action {
+        AppAction::Create { file, wait } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let app: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", file.display()))?;
+            let url = format!("{base}/v2/apps");
+            let created = send(client.post(&url).json(&app), &url).await?;
+            println!("app {} created", created["id"].as_str().unwrap_or("?"));
+            if wait {
+                if let Some(dep) = created["deployments"]
+                    .as_array()
+                    .and_then(|d| d.first())
+                    .and_then(|d| d["id"].as_str())
+                {
+                    wait_deployment(&client, &base, dep).await?;
+                }
+            }
+        }
+        AppAction::List => {
+            let url = format!("{base}/v2/apps");
+            let apps = send(client.get(&url), &url).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&apps["apps"])?);
+                return Ok(());
+            }
+            let rows = apps["apps"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| {
+                    vec![
+                        x["id"].as_str().unwrap_or("").to_string(),
+                        x["instances"].to_string(),
+                        x["tasksRunning"].to_string(),
+                        x["tasksHealthy"].to_string(),
+                        x["cpus"].to_string(),
+                        x["mem"].to_string(),
+                        if x["deployments"].as_array().is_some_and(|d| !d.is_empty()) {
+                            "deploying"
+                        } else {
+                            "stable"
+                        }
+                        .to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "ID",
+                    "INSTANCES",
+                    "RUNNING",
+                    "HEALTHY",
+                    "CPUS",
+                    "MEM",
+                    "STATE",
+                ],
+                rows,
+            );
+        }
+        AppAction::Show { id } => {
+            let url = path(&id);
+            let app = send(client.get(&url), &url).await?;
+            println!("{}", serde_json::to_string_pretty(&app["app"])?);
+        }
+        AppAction::Scale {
+            id,
+            instances,
+            wait,
+        } => {
+            let url = path(&id);
+            let r = send(
+                client
+                    .patch(&url)
+                    .json(&serde_json::json!({ "instances": instances })),
+                &url,
+            )
+            .await?;
+            println!("scaling {id} to {instances}");
+            if wait {
+                wait_deployment(&client, &base, r["deploymentId"].as_str().unwrap_or("")).await?;
+            }
+        }
+        AppAction::Restart { id, wait } => {
+            let url = format!("{}/restart", path(&id));
+            let r = send(client.post(&url), &url).await?;
+            println!("restarting {id}");
+            if wait {
+                wait_deployment(&client, &base, r["deploymentId"].as_str().unwrap_or("")).await?;
+            }
+        }
+        AppAction::Delete { id } => {
+            let url = path(&id);
+            send(client.delete(&url), &url).await?;
+            println!("app {id} deleted");
+        }
+    }
+    Ok(())
+}
