@@ -179,3 +179,39 @@ where
         std::process::exit(1);
     }))
 }
+
+/// Axum middleware for a framework's API: a standby instance sends every request to the leader
+/// (307 keeps the method and body), or answers 503 while none is elected. `/ping` and `/health`
+/// are answered by every instance.
+pub async fn standby_redirect<H: Send + Sync + 'static>(
+    axum::extract::State(leadership): axum::extract::State<Arc<Leadership<H>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    if leadership.handle().is_some() || path == "/ping" || path == "/health" {
+        return next.run(req).await;
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    match leadership.leader() {
+        Some(leader) => (
+            http::StatusCode::TEMPORARY_REDIRECT,
+            [(http::header::LOCATION, format!("http://{leader}{target}"))],
+            axum::Json(serde_json::json!({ "leader": leader })),
+        )
+            .into_response(),
+        None => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                serde_json::json!({ "message": "no leader is elected yet", "leader": null }),
+            ),
+        )
+            .into_response(),
+    }
+}

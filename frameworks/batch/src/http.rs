@@ -47,38 +47,6 @@ impl Api {
     }
 }
 
-/// Standby instances send every API request to the leader (307 keeps the method and body), or
-/// answer 503 while none is elected.
-async fn standby_redirect(
-    State(leadership): State<Arc<Leadership>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let path = req.uri().path();
-    if leadership.handle().is_some() || path == "/ping" || path == "/health" {
-        return next.run(req).await;
-    }
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    match leadership.leader() {
-        Some(leader) => (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, format!("http://{leader}{target}"))],
-            Json(json!({ "leader": leader })),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "message": "no batch leader is elected yet", "leader": null })),
-        )
-            .into_response(),
-    }
-}
-
 /// The API's routes.
 pub fn router(leadership: Arc<Leadership>, counters: Arc<Counters>) -> Router {
     let scheduler = Router::new()
@@ -101,7 +69,7 @@ pub fn router(leadership: Arc<Leadership>, counters: Arc<Counters>) -> Router {
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             leadership.clone(),
-            standby_redirect,
+            agora_master::framework_state::standby_redirect::<BatchHandle>,
         ))
         .with_state(Api {
             leadership,

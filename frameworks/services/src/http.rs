@@ -10,7 +10,6 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -82,36 +81,6 @@ impl Api {
     }
 }
 
-async fn standby_redirect(
-    State(leadership): State<Arc<Leadership>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let path = req.uri().path();
-    if leadership.handle().is_some() || path == "/ping" {
-        return next.run(req).await;
-    }
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    match leadership.leader() {
-        Some(leader) => (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, format!("http://{leader}{target}"))],
-            Json(json!({ "leader": leader })),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "message": "no leader is elected yet" })),
-        )
-            .into_response(),
-    }
-}
-
 /// The API's routes.
 pub fn router(leadership: Arc<Leadership>, me: String) -> Router {
     Router::new()
@@ -136,7 +105,7 @@ pub fn router(leadership: Arc<Leadership>, me: String) -> Router {
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             leadership.clone(),
-            standby_redirect,
+            agora_master::framework_state::standby_redirect::<ServicesHandle>,
         ))
         .with_state(Api { leadership, me })
 }
