@@ -455,3 +455,60 @@ pub fn task_state(state: &serde_json::Value, task_id: &str) -> Option<String> {
         })
     })
 }
+
+/// A tiny Docker image made of Debian's static busybox, imported locally (no registry is
+/// reachable): `agora-e2e-busybox:latest`, with `/www/index.html` = `agora-ok`.
+pub fn ensure_busybox_image() -> &'static str {
+    const IMAGE: &str = "agora-e2e-busybox:latest";
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let exists = Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if exists {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("rootfs");
+        for d in ["bin", "tmp", "www", "etc"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+            .expect("busybox-static is installed");
+        let list = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
+        for applet in String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|a| *a != "busybox")
+        {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+        std::fs::write(root.join("www/index.html"), "agora-ok\n").expect("index");
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
+        let tar = dir.path().join("rootfs.tar");
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(ok.success(), "tar failed");
+        let out = Command::new("docker")
+            .arg("import")
+            .arg(&tar)
+            .arg(IMAGE)
+            .output()
+            .expect("docker import");
+        assert!(
+            out.status.success(),
+            "docker import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    IMAGE
+}

@@ -366,3 +366,124 @@ async fn a_restarted_services_framework_keeps_its_tasks_without_relaunching() {
     assert_eq!(launched, 2, "{state}");
     let _ = s.port;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_apps_publish_ports_pass_health_checks_and_unhealthy_ones_are_replaced() {
+    let image = crate::harness::ensure_busybox_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let args: Vec<String> = [
+        "agent",
+        "--master",
+        &master.address(),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--work-dir",
+        &dir.path().join("agent").display().to_string(),
+        "--resources",
+        "cpus:2;mem:1024;ports:[32000-32050]",
+        "--hostname",
+        "127.0.0.1",
+        "--containerizers",
+        "docker,native",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _agent = Process::spawn("docker-agent", &args, dir.path());
+    let s = start_services(dir.path(), &master.address(), free_port(), "services");
+    eventually("the services API", Duration::from_secs(20), || async {
+        reqwest::get(format!("{}/ping", s.url))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+    let web = json!({
+        "id": "/docker/web",
+        "container": {"type": "DOCKER", "docker": {"image": image, "network": "BRIDGE",
+            "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http"}]}},
+        "cmd": "httpd -f -p 8080 -h /www",
+        "cpus": 0.1, "mem": 32, "instances": 1,
+        "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 10,
+                          "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}]
+    });
+    let r = send(
+        reqwest::Method::POST,
+        &format!("{}/v2/apps", s.url),
+        Some(web),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let app_json = eventually(
+        "the container to be healthy",
+        Duration::from_secs(60),
+        || async {
+            let a = app(&s, "/docker/web").await?;
+            (a["tasksHealthy"] == 1).then_some(a)
+        },
+    )
+    .await;
+    let port = app_json["tasks"][0]["ports"][0]
+        .as_u64()
+        .expect("a host port");
+    assert!((32000..=32050).contains(&port), "{port}");
+    let body = reqwest::get(format!("http://127.0.0.1:{port}/"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(body, "agora-ok\n");
+
+    // An app whose health check fails is killed by the agent and replaced by the framework.
+    let sick = json!({
+        "id": "/docker/sick",
+        "container": {"type": "DOCKER", "docker": {"image": image, "network": "BRIDGE",
+            "portMappings": [{"containerPort": 8080, "hostPort": 0}]}},
+        "cmd": "httpd -f -p 8080 -h /www",
+        "cpus": 0.1, "mem": 32, "instances": 1, "backoffSeconds": 0.5,
+        "healthChecks": [{"protocol": "HTTP", "path": "/missing", "portIndex": 0, "gracePeriodSeconds": 0,
+                          "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 2}]
+    });
+    send(
+        reqwest::Method::POST,
+        &format!("{}/v2/apps", s.url),
+        Some(sick),
+    )
+    .await;
+    let first = eventually("a sick task", Duration::from_secs(60), || async {
+        let a = app(&s, "/docker/sick").await?;
+        a["tasks"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    eventually(
+        "the sick task replaced",
+        Duration::from_secs(60),
+        || async {
+            let a = app(&s, "/docker/sick").await?;
+            let id = a["tasks"][0]["id"].as_str()?.to_string();
+            (id != first).then_some(())
+        },
+    )
+    .await;
+    for id in ["docker/web", "docker/sick"] {
+        send(
+            reqwest::Method::DELETE,
+            &format!("{}/v2/apps/{id}", s.url),
+            None,
+        )
+        .await;
+    }
+    eventually("the containers gone", Duration::from_secs(30), || async {
+        let state = master.state().await;
+        state["tasks"]
+            .as_array()
+            .is_some_and(|t| t.is_empty())
+            .then_some(())
+    })
+    .await;
+}
