@@ -21,6 +21,9 @@ enum Command {
     Local(cmd::local::LocalArgs),
     /// Run a master: agents register with it, frameworks subscribe to it for offers.
     Master(cmd::master::MasterArgs),
+    /// Load drivers: `bench load` simulates agents and frameworks against a real master.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
     /// Run an agent (report this machine's resources, run its tasks), or `agent list|drain`.
     Agent(cmd::agent::AgentArgs),
     /// Run the services framework (Marathon-compatible /v2 API, default port 8080).
@@ -104,6 +107,7 @@ fn run() -> anyhow::Result<()> {
         Command::Local(args) => runtime()?.block_on(cmd::local::run(args))?,
         Command::Master(args) => runtime()?.block_on(cmd::master::run(args))?,
         Command::Agent(args) => runtime()?.block_on(cmd::agent::run(args))?,
+        Command::Bench(command) => runtime()?.block_on(cmd::bench::run(command))?,
         Command::Framework { action, master } => {
             runtime()?.block_on(cmd::cli::framework(action, master))?
         }

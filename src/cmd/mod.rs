@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod local;
 pub mod master;

@@ -2,6 +2,7 @@
 //! its public interfaces.
 
 mod batch;
+mod bench;
 mod cli;
 mod ha;
 mod harness;

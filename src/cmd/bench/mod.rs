@@ -1,0 +1,580 @@
+//! `agora bench load`: a load driver. It starts a real master as a child process (or uses
+//! `--master ADDR`), then simulates many agents and frameworks in this one process, talking to the
+//! master over real gRPC on loopback:
+//!
+//! ```text
+//!  sim agents (100 per HTTP/2 connection)        sim frameworks (one connection each)
+//!  Register → Session(Hello, Heartbeat,           Subscribe → Offers → Accept (pack tasks)
+//!            StatusUpdate RUNNING/FINISHED)                 → Update → Acknowledge
+//!             ▲ RunTask / KillTask / AcknowledgeUpdate        │
+//!             └──────────────── agora master ◄────────────────┘
+//! ```
+//!
+//! It measures registration time, launch throughput and latency (accept sent → `TASK_RUNNING`
+//! received by the framework), offers per second and the master's peak RSS (sampled from
+//! `/proc/<pid>/status` every 100 ms), and prints a table or one JSON object (`--json`).
+//! `--failover` (ZooKeeper standby takeover) is not implemented yet.
+
+mod agents;
+mod frameworks;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tokio::sync::watch;
+use tonic::transport::{Channel, Endpoint};
+
+use super::seconds;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Simulated agents and frameworks against a real master over gRPC on loopback.
+    Load(LoadArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Simulated frameworks (each accepts every fitting offer).
+    #[arg(long, default_value_t = 10)]
+    pub frameworks: usize,
+    /// Tasks to launch in total, over all frameworks.
+    #[arg(long, default_value_t = 10_000)]
+    pub tasks: usize,
+    /// A task finishes (TASK_FINISHED) this long after it started running.
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    pub task_seconds: Duration,
+    /// Use this running master (`host:port`) instead of starting one; no RSS figure then.
+    #[arg(long)]
+    pub master: Option<String>,
+    /// `--allocation-interval` of the master started by the driver.
+    #[arg(long, default_value = "0.1", value_parser = seconds)]
+    pub allocation_interval: Duration,
+    /// CPUs of each simulated agent.
+    #[arg(long, default_value_t = 8.0)]
+    pub agent_cpus: f64,
+    /// Memory (MiB) of each simulated agent.
+    #[arg(long, default_value_t = 16384.0)]
+    pub agent_mem: f64,
+    /// CPUs of each task.
+    #[arg(long, default_value_t = 0.1)]
+    pub task_cpus: f64,
+    /// Memory (MiB) of each task.
+    #[arg(long, default_value_t = 32.0)]
+    pub task_mem: f64,
+    /// Simulated agents sharing one HTTP/2 connection (one stream each).
+    #[arg(long, default_value_t = 100)]
+    pub agents_per_connection: usize,
+    /// Give up after this long (the figures gathered so far are still printed).
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    pub timeout: Duration,
+    /// `RUST_LOG` of the master started by the driver.
+    #[arg(long, default_value = "warn")]
+    pub master_log: String,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Counters and per-task timestamps shared by all simulated agents and frameworks.
+pub(crate) struct Shared {
+    pub args: LoadArgs,
+    pub start: Instant,
+    /// Agents registered with an open session.
+    pub registered: AtomicUsize,
+    /// Task indices handed out to frameworks so far (≤ `args.tasks`).
+    pub claimed: AtomicUsize,
+    /// Per task: nanoseconds since `start` at which its accept was sent (0: not yet).
+    pub accept_ns: Vec<AtomicU64>,
+    /// Per task: nanoseconds since `start` at which TASK_RUNNING reached its framework (0: not yet).
+    pub running_ns: Vec<AtomicU64>,
+    /// Per task: a terminal update has been counted (updates may be resent).
+    pub ended: Vec<std::sync::atomic::AtomicBool>,
+    pub running: AtomicUsize,
+    pub finished: AtomicUsize,
+    /// Tasks that ended in a state other than FINISHED.
+    pub failed: AtomicUsize,
+    pub offers: AtomicUsize,
+    pub accept_errors: AtomicUsize,
+    pub acks_sent: AtomicUsize,
+    /// Updates the simulated agents resent because no acknowledgement came in time.
+    pub updates_resent: AtomicUsize,
+    /// Agents or frameworks whose stream ended early, with the first reason.
+    pub errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn since_start_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    pub fn error(&self, e: String) {
+        if let Ok(mut v) = self.errors.lock() {
+            if v.len() < 20 {
+                v.push(e);
+            }
+        }
+    }
+}
+
+/// Runs a `bench` subcommand.
+///
+/// # Errors
+/// The master cannot be started or reached, or the run did not complete within `--timeout`.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Load(args) => load(args).await,
+    }
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.agents > 0, "--agents must be at least 1");
+    anyhow::ensure!(args.frameworks > 0, "--frameworks must be at least 1");
+    anyhow::ensure!(
+        args.task_cpus > 0.0 && args.task_mem > 0.0,
+        "--task-cpus and --task-mem must be > 0"
+    );
+    let per_agent = ((args.agent_cpus / args.task_cpus + 1e-9).floor())
+        .min((args.agent_mem / args.task_mem + 1e-9).floor());
+    anyhow::ensure!(
+        per_agent * args.agents as f64 >= args.tasks as f64,
+        "{} agents hold at most {} tasks at once; raise --agents or --agent-cpus/--agent-mem",
+        args.agents,
+        per_agent * args.agents as f64
+    );
+
+    let tmp = tempfile::tempdir().context("a temporary work dir")?;
+    let (address, mut child) = match &args.master {
+        Some(a) => (a.clone(), None),
+        None => {
+            let (a, c) = start_master(&args, tmp.path()).await?;
+            (a, Some(c))
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Peak RSS of the master, sampled every 100 ms.
+    let peak_rss_kib = Arc::new(AtomicU64::new(0));
+    let master_pid = child.as_ref().and_then(|c| c.id());
+    if let Some(pid) = master_pid {
+        let peak = peak_rss_kib.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Some(kib) = proc_status_kib(pid, "VmRSS:") {
+                            peak.fetch_max(kib, Ordering::Relaxed);
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    let shared = Arc::new(Shared {
+        accept_ns: (0..args.tasks).map(|_| AtomicU64::new(0)).collect(),
+        running_ns: (0..args.tasks).map(|_| AtomicU64::new(0)).collect(),
+        ended: (0..args.tasks)
+            .map(|_| std::sync::atomic::AtomicBool::new(false))
+            .collect(),
+        args: args.clone(),
+        start: Instant::now(),
+        registered: AtomicUsize::new(0),
+        claimed: AtomicUsize::new(0),
+        running: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        offers: AtomicUsize::new(0),
+        accept_errors: AtomicUsize::new(0),
+        acks_sent: AtomicUsize::new(0),
+        updates_resent: AtomicUsize::new(0),
+        errors: std::sync::Mutex::new(Vec::new()),
+    });
+    let deadline = Instant::now() + args.timeout;
+    let result = drive(&args, &address, &shared, stop_rx, deadline, master_pid).await;
+    let _ = stop_tx.send(true);
+
+    let master_cpu = master_pid.and_then(proc_cpu_seconds);
+    let driver_cpu = proc_cpu_seconds(std::process::id());
+    if let Some(c) = child.as_mut() {
+        let _ = c.start_kill();
+        let _ = c.wait().await;
+    }
+    let phases = result?;
+    let report = Report::new(
+        &args,
+        &shared,
+        &phases,
+        master_pid.map(|_| peak_rss_kib.load(Ordering::Relaxed)),
+        master_cpu,
+        driver_cpu,
+    );
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        report.print_table();
+    }
+    if let Some(why) = &phases.incomplete {
+        anyhow::bail!("the run did not complete: {why}");
+    }
+    Ok(())
+}
+
+/// When each phase ended, in seconds since the driver started counting.
+struct Phases {
+    register_seconds: f64,
+    /// First accept sent.
+    launch_start: f64,
+    /// Last TASK_RUNNING received (or the deadline).
+    launch_end: f64,
+    incomplete: Option<String>,
+}
+
+async fn drive(
+    args: &LoadArgs,
+    address: &str,
+    shared: &Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    deadline: Instant,
+    master_pid: Option<u32>,
+) -> anyhow::Result<Phases> {
+    // Agents: a few shared HTTP/2 connections, one Session stream per agent.
+    let per = args.agents_per_connection.max(1);
+    let connections = args.agents.div_ceil(per);
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        channels.push(connect(address).await?);
+    }
+    let t0 = Instant::now();
+    for i in 0..args.agents {
+        let channel = channels[i / per].clone();
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = agents::run_agent(i, channel, shared.clone(), stop).await {
+                shared.error(format!("agent {i}: {e:#}"));
+            }
+        });
+    }
+    let incomplete = |what: &str, have: usize, want: usize| {
+        Some(format!("{what}: {have} of {want} before --timeout"))
+    };
+    let mut last_progress = Instant::now();
+    loop {
+        let n = shared.registered.load(Ordering::Relaxed);
+        if n >= args.agents {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Ok(Phases {
+                register_seconds: t0.elapsed().as_secs_f64(),
+                launch_start: 0.0,
+                launch_end: 0.0,
+                incomplete: incomplete("agents registered", n, args.agents),
+            });
+        }
+        progress(&mut last_progress, shared, master_pid);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let register_seconds = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "bench: {} agents registered in {register_seconds:.2} s",
+        args.agents
+    );
+
+    for f in 0..args.frameworks {
+        let channel = connect(address).await?;
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = frameworks::run_framework(f, channel, shared.clone(), stop).await {
+                shared.error(format!("framework {f}: {e:#}"));
+            }
+        });
+    }
+    let mut incomplete_why = None;
+    loop {
+        let n = shared.running.load(Ordering::Relaxed);
+        if n >= args.tasks {
+            break;
+        }
+        if Instant::now() > deadline {
+            incomplete_why = incomplete("tasks running", n, args.tasks);
+            break;
+        }
+        progress(&mut last_progress, shared, master_pid);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ns = |v: &Vec<AtomicU64>| -> Vec<u64> {
+        v.iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .filter(|&x| x > 0)
+            .collect()
+    };
+    let launch_start = ns(&shared.accept_ns).into_iter().min().unwrap_or(0) as f64 / 1e9;
+    let launch_end = ns(&shared.running_ns).into_iter().max().unwrap_or(0) as f64 / 1e9;
+    eprintln!(
+        "bench: {} tasks running; waiting for them to finish",
+        shared.running.load(Ordering::Relaxed)
+    );
+    if incomplete_why.is_none() {
+        loop {
+            let n = shared.finished.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed);
+            if n >= args.tasks {
+                break;
+            }
+            if Instant::now() > deadline {
+                incomplete_why = incomplete("tasks ended", n, args.tasks);
+                break;
+            }
+            progress(&mut last_progress, shared, master_pid);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(Phases {
+        register_seconds,
+        launch_start,
+        launch_end,
+        incomplete: incomplete_why,
+    })
+}
+
+fn progress(last: &mut Instant, shared: &Shared, master_pid: Option<u32>) {
+    if last.elapsed() < Duration::from_secs(5) {
+        return;
+    }
+    *last = Instant::now();
+    let rss = master_pid
+        .and_then(|p| proc_status_kib(p, "VmRSS:"))
+        .map(|k| format!(", master rss {} MiB", k / 1024))
+        .unwrap_or_default();
+    eprintln!(
+        "bench: t={:.1}s registered {} offers {} claimed {} running {} finished {}{rss}",
+        shared.start.elapsed().as_secs_f64(),
+        shared.registered.load(Ordering::Relaxed),
+        shared.offers.load(Ordering::Relaxed),
+        shared.claimed.load(Ordering::Relaxed),
+        shared.running.load(Ordering::Relaxed),
+        shared.finished.load(Ordering::Relaxed),
+    );
+}
+
+async fn connect(address: &str) -> anyhow::Result<Channel> {
+    let url = if address.starts_with("http://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    Endpoint::from_shared(url.clone())
+        .with_context(|| format!("master address {address}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the master at {url}"))
+}
+
+/// Starts `agora master` (this executable) on a free loopback port and waits for `/health`.
+async fn start_master(
+    args: &LoadArgs,
+    dir: &Path,
+) -> anyhow::Result<(String, tokio::process::Child)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("a free port")?;
+    let exe = std::env::current_exe().context("the path of this executable")?;
+    let log = std::fs::File::create(dir.join("master.log")).context("master log file")?;
+    let child = tokio::process::Command::new(exe)
+        .args([
+            "master",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--work-dir",
+            &dir.join("master").display().to_string(),
+            "--allocation-interval",
+            &args.allocation_interval.as_secs_f64().to_string(),
+        ])
+        .env("RUST_LOG", &args.master_log)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().context("master log file")?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting `agora master`")?;
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("http://{address}/health");
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            if r.status().is_success() {
+                return Ok((address, child));
+            }
+        }
+        if Instant::now() > until {
+            let text = std::fs::read_to_string(dir.join("master.log")).unwrap_or_default();
+            anyhow::bail!("the master did not answer {url} within 30 s; its log:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`).
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU seconds of a process, from `/proc/<pid>/stat` (assumes 100 ticks/s, the
+/// Linux default).
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+struct Report {
+    agents: usize,
+    frameworks: usize,
+    tasks: usize,
+    running: usize,
+    finished: usize,
+    failed: usize,
+    register_seconds: f64,
+    launch_seconds: f64,
+    launches_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    offers: usize,
+    offers_per_second: f64,
+    master_rss_mib: Option<f64>,
+    master_cpu_seconds: Option<f64>,
+    driver_cpu_seconds: Option<f64>,
+    accept_errors: usize,
+    updates_resent: usize,
+    errors: Vec<String>,
+}
+
+impl Report {
+    fn new(
+        args: &LoadArgs,
+        s: &Shared,
+        p: &Phases,
+        peak_rss_kib: Option<u64>,
+        master_cpu_seconds: Option<f64>,
+        driver_cpu_seconds: Option<f64>,
+    ) -> Report {
+        let mut lat: Vec<f64> = s
+            .accept_ns
+            .iter()
+            .zip(&s.running_ns)
+            .filter_map(|(a, r)| {
+                let (a, r) = (a.load(Ordering::Relaxed), r.load(Ordering::Relaxed));
+                (a > 0 && r >= a).then(|| (r - a) as f64 / 1e6)
+            })
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let pct = |q: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+            lat[i]
+        };
+        let running = s.running.load(Ordering::Relaxed);
+        let launch_seconds = (p.launch_end - p.launch_start).max(1e-9);
+        let offers = s.offers.load(Ordering::Relaxed);
+        Report {
+            agents: args.agents,
+            frameworks: args.frameworks,
+            tasks: args.tasks,
+            running,
+            finished: s.finished.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            register_seconds: p.register_seconds,
+            launch_seconds,
+            launches_per_second: running as f64 / launch_seconds,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+            max_ms: lat.last().copied().unwrap_or(0.0),
+            offers,
+            offers_per_second: offers as f64 / launch_seconds,
+            master_rss_mib: peak_rss_kib.map(|k| k as f64 / 1024.0),
+            master_cpu_seconds,
+            driver_cpu_seconds,
+            accept_errors: s.accept_errors.load(Ordering::Relaxed),
+            updates_resent: s.updates_resent.load(Ordering::Relaxed),
+            errors: s.errors.lock().map(|v| v.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let r2 = |x: f64| (x * 100.0).round() / 100.0;
+        serde_json::json!({
+            "agents": self.agents,
+            "frameworks": self.frameworks,
+            "tasks": self.tasks,
+            "tasks_running": self.running,
+            "tasks_finished": self.finished,
+            "tasks_failed": self.failed,
+            "register_seconds": r2(self.register_seconds),
+            "launch_seconds": r2(self.launch_seconds),
+            "launches_per_second": r2(self.launches_per_second),
+            "launch_latency_ms": {"p50": r2(self.p50_ms), "p99": r2(self.p99_ms), "max": r2(self.max_ms)},
+            "offers": self.offers,
+            "offers_per_second": r2(self.offers_per_second),
+            "master_rss_mib": self.master_rss_mib.map(r2),
+            "master_cpu_seconds": self.master_cpu_seconds.map(r2),
+            "driver_cpu_seconds": self.driver_cpu_seconds.map(r2),
+            "accept_errors": self.accept_errors,
+            "updates_resent": self.updates_resent,
+            "errors": self.errors,
+        })
+    }
+
+    fn print_table(&self) {
+        let opt = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        println!("agents                {}", self.agents);
+        println!("frameworks            {}", self.frameworks);
+        println!(
+            "tasks                 {} (running {}, finished {}, failed {})",
+            self.tasks, self.running, self.finished, self.failed
+        );
+        println!("register_seconds      {:.2}", self.register_seconds);
+        println!("launch_seconds        {:.2}", self.launch_seconds);
+        println!("launches_per_second   {:.0}", self.launches_per_second);
+        println!(
+            "launch_latency_ms     p50 {:.1}  p99 {:.1}  max {:.1}",
+            self.p50_ms, self.p99_ms, self.max_ms
+        );
+        println!(
+            "offers_per_second     {:.0} ({} offers)",
+            self.offers_per_second, self.offers
+        );
+        println!("master_rss_mib (peak) {}", opt(self.master_rss_mib));
+        println!("master_cpu_seconds    {}", opt(self.master_cpu_seconds));
+        println!("driver_cpu_seconds    {}", opt(self.driver_cpu_seconds));
+        println!("accept_errors         {}", self.accept_errors);
+        for e in &self.errors {
+            println!("error                 {e}");
+        }
+    }
+}
