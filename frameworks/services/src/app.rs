@@ -200,6 +200,37 @@ impl Default for UpgradeStrategy {
     }
 }
 
+/// What to do with tasks whose agent is unreachable: count them as running for
+/// `inactiveAfterSeconds` (then replace them), and forget them (killing them if they come back)
+/// after `expungeAfterSeconds`. `"disabled"`: never replace them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UnreachableStrategy {
+    Enabled {
+        #[serde(rename = "inactiveAfterSeconds", default)]
+        inactive_after_seconds: f64,
+        #[serde(rename = "expungeAfterSeconds", default)]
+        expunge_after_seconds: f64,
+    },
+    Disabled(Disabled),
+}
+
+/// The string `"disabled"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Disabled {
+    #[serde(rename = "disabled")]
+    Disabled,
+}
+
+impl Default for UnreachableStrategy {
+    fn default() -> Self {
+        UnreachableStrategy::Enabled {
+            inactive_after_seconds: 0.0,
+            expunge_after_seconds: 0.0,
+        }
+    }
+}
+
 /// A Marathon app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -252,6 +283,8 @@ pub struct App {
     pub task_kill_grace_period_seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    #[serde(default)]
+    pub unreachable_strategy: UnreachableStrategy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
@@ -538,6 +571,24 @@ impl App {
                         "must be a number of seconds >= 0".into(),
                     );
                 }
+            }
+        }
+        if let UnreachableStrategy::Enabled {
+            inactive_after_seconds: i,
+            expunge_after_seconds: e,
+        } = self.unreachable_strategy
+        {
+            if !(i.is_finite() && i >= 0.0) {
+                bad(
+                    "/unreachableStrategy/inactiveAfterSeconds",
+                    "must be a number of seconds >= 0".into(),
+                );
+            }
+            if !(e.is_finite() && e >= i) {
+                bad(
+                    "/unreachableStrategy/expungeAfterSeconds",
+                    "must be at least inactiveAfterSeconds".into(),
+                );
             }
         }
         for (i, dep) in self.dependencies.iter().enumerate() {

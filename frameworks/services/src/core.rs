@@ -42,6 +42,12 @@ pub struct TaskRecord {
     pub message: String,
     /// A kill was asked for (by a scale down, an upgrade, or a user).
     pub killing: bool,
+    /// When its agent became unreachable.
+    #[serde(default)]
+    pub unreachable_since: Option<DateTime<Utc>>,
+    /// Unreachable for longer than the app's `inactiveAfterSeconds`: replaced.
+    #[serde(default)]
+    pub inactive: bool,
 }
 
 fn terminal(state: &str) -> bool {
@@ -61,7 +67,9 @@ fn terminal(state: &str) -> bool {
 impl TaskRecord {
     /// Counts towards the app's instances.
     fn live(&self) -> bool {
-        !terminal(&self.state) && self.state != "TASK_UNREACHABLE" && !self.killing
+        !terminal(&self.state)
+            && !(self.state == "TASK_UNREACHABLE" && self.inactive)
+            && !self.killing
     }
 
     fn healthy_for(&self, app: &App) -> bool {
@@ -448,6 +456,12 @@ impl ServicesCore {
         if state == "TASK_RUNNING" && t.started_at.is_none() {
             t.started_at = Some(now);
         }
+        if state == "TASK_UNREACHABLE" {
+            t.unreachable_since.get_or_insert(now);
+        } else {
+            t.unreachable_since = None;
+            t.inactive = false;
+        }
         let task_id = t.id.clone();
         let healthy = t.healthy;
         let killed_by_us = t.killing;
@@ -512,6 +526,27 @@ impl ServicesCore {
                 continue;
             };
             let app = st.app.clone();
+            if let crate::app::UnreachableStrategy::Enabled {
+                inactive_after_seconds,
+                expunge_after_seconds,
+            } = app.unreachable_strategy
+            {
+                let mut expunged = Vec::new();
+                for t in st.tasks.values_mut() {
+                    let Some(since) = t.unreachable_since else {
+                        continue;
+                    };
+                    let gone = (now - since).num_milliseconds() as f64 / 1000.0;
+                    t.inactive = gone >= inactive_after_seconds;
+                    if gone >= expunge_after_seconds && gone > 0.0 {
+                        expunged.push(t.id.clone());
+                    }
+                }
+                for id in expunged {
+                    // Forgotten: if its agent comes back, the update for an unknown task kills it.
+                    st.tasks.remove(&id);
+                }
+            }
             let n = app.instances as usize;
             let cv = st.config_version.clone();
             let mut live: Vec<TaskRecord> =
@@ -707,6 +742,8 @@ impl ServicesCore {
                     started_at: None,
                     message: String::new(),
                     killing: false,
+                    unreachable_since: None,
+                    inactive: false,
                 };
                 if let Some(st) = self.apps.get_mut(&id) {
                     st.tasks.insert(task_id, record);

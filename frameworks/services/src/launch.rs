@@ -89,6 +89,7 @@ pub fn task_info(
             shell: true,
             value: cmd.clone(),
             environment: env.clone(),
+            user: app.user.clone().unwrap_or_default(),
             ..Default::default()
         }),
         (None, Some(args)) if !args.is_empty() => Some(v1::CommandInfo {
@@ -96,11 +97,13 @@ pub fn task_info(
             value: args[0].clone(),
             arguments: args.clone(),
             environment: env.clone(),
+            user: app.user.clone().unwrap_or_default(),
             ..Default::default()
         }),
         _ => Some(v1::CommandInfo {
             shell: false,
             environment: env.clone(),
+            user: app.user.clone().unwrap_or_default(),
             ..Default::default()
         }),
     };

@@ -248,7 +248,7 @@ fn ports_are_assigned_from_the_offer_and_exported() {
 fn a_returning_unreachable_task_makes_a_surplus_that_is_killed() {
     let mut core = ServicesCore::default();
     core.put_app(
-        app(r#"{"id":"/s","cmd":"x","cpus":0.1,"mem":32,"instances":1}"#),
+        app(r#"{"id":"/s","cmd":"x","cpus":0.1,"mem":32,"instances":1,"unreachableStrategy":{"inactiveAfterSeconds":0,"expungeAfterSeconds":3600}}"#),
         true,
         false,
         t(0),
@@ -312,4 +312,77 @@ fn locked_apps_and_rollback() {
         core.cancel_deployment("nope", false, t(3)),
         Err(ServicesError::UnknownDeployment(_))
     ));
+}
+
+#[test]
+fn unreachable_tasks_count_until_inactive_after_seconds_and_disabled_never_replaces() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/u","cmd":"x","cpus":0.1,"mem":32,"instances":1,"unreachableStrategy":{"inactiveAfterSeconds":60,"expungeAfterSeconds":120}}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    let l = core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(0));
+    run_all(&mut core, &l, None, t(1));
+    update(
+        &mut core,
+        &l[0].task.task_id,
+        v1::TaskState::TaskUnreachable,
+        None,
+        t(10),
+    );
+    assert!(
+        core.launches_for(&offer("o", "h2", "cpus:1;mem:256"), t(30))
+            .is_empty(),
+        "still counted"
+    );
+    core.plan(t(71));
+    assert_eq!(
+        core.launches_for(&offer("o", "h2", "cpus:1;mem:256"), t(71))
+            .len(),
+        1,
+        "replaced after 60 s"
+    );
+    core.plan(t(131));
+    assert!(
+        !core
+            .app("/u")
+            .expect("app")
+            .tasks
+            .contains_key(&l[0].task.task_id),
+        "expunged"
+    );
+    // Back after being expunged: killed.
+    let kills = update(
+        &mut core,
+        &l[0].task.task_id,
+        v1::TaskState::TaskRunning,
+        None,
+        t(140),
+    );
+    assert_eq!(kills, [Effect::Kill(l[0].task.task_id.clone())]);
+
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/d","cmd":"x","cpus":0.1,"mem":32,"unreachableStrategy":"disabled"}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    let l = core.launches_for(&offer("o", "h1", "cpus:1;mem:256"), t(0));
+    run_all(&mut core, &l, None, t(1));
+    update(
+        &mut core,
+        &l[0].task.task_id,
+        v1::TaskState::TaskUnreachable,
+        None,
+        t(2),
+    );
+    core.plan(t(10_000));
+    assert!(core
+        .launches_for(&offer("o", "h2", "cpus:1;mem:256"), t(10_000))
+        .is_empty());
 }
