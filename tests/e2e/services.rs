@@ -487,3 +487,102 @@ async fn docker_apps_publish_ports_pass_health_checks_and_unhealthy_ones_are_rep
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_proxies_to_the_leader_and_takes_over_without_relaunching_tasks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let _a = Agent::start(
+        dir.path(),
+        "agent-a",
+        &master.address(),
+        "cpus:2;mem:1024;ports:[31000-31050]",
+    );
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let zk = format!("zk://{servers}/agora-test-services-{unique}");
+    let start = |name: &str| {
+        let port = free_port();
+        let args: Vec<String> = [
+            "services",
+            "--master",
+            &master.address(),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--work-dir",
+            &dir.path().join(name).display().to_string(),
+            "--zk",
+            &zk,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Services {
+            process: Process::spawn(name, &args, dir.path()),
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+        }
+    };
+    let mut first = start("services-1");
+    eventually(
+        "the first instance to lead",
+        Duration::from_secs(20),
+        || async {
+            let r = reqwest::get(format!("{}/v2/apps", first.url)).await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let second = start("services-2");
+    // The standby proxies: the app is created on the leader through it.
+    let r = eventually("the standby to proxy", Duration::from_secs(20), || async {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v2/apps", second.url))
+            .json(
+                &json!({"id": "/ha", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "instances": 2}),
+            )
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 201).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        r.headers()
+            .get("x-marathon-leader")
+            .and_then(|v| v.to_str().ok()),
+        Some(format!("127.0.0.1:{}", first.port).as_str())
+    );
+    let before: HashSet<String> = until_running(&first, "/ha", 2)
+        .await
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect();
+    first.process.kill();
+    let after: HashSet<String> = eventually(
+        "the standby to lead with the same tasks",
+        Duration::from_secs(40),
+        || async {
+            let r = reqwest::get(format!("{}/v2/leader", second.url))
+                .await
+                .ok()?;
+            let leader: Value = r.json().await.ok()?;
+            if leader["leader"] != format!("127.0.0.1:{}", second.port) {
+                return None;
+            }
+            let t = running_tasks(&second, "/ha").await;
+            (t.len() == 2).then(|| {
+                t.iter()
+                    .filter_map(|t| t["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+        },
+    )
+    .await;
+    assert_eq!(before, after, "no task relaunched");
+}

@@ -81,6 +81,51 @@ impl Api {
     }
 }
 
+/// Marathon's behaviour: a standby instance proxies every API call to the leader (clients that
+/// do not follow redirects keep working), or answers 503 while none is elected.
+async fn standby_proxy(State(leadership): State<Arc<Leadership>>, req: Request, next: axum::middleware::Next) -> Response {
+    if leadership.handle().is_some() || req.uri().path() == "/ping" {
+        return next.run(req).await;
+    }
+    let Some(leader) = leadership.leader() else {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "no leader is elected yet" })).into_response();
+    };
+    let target = format!(
+        "http://{leader}{}",
+        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    );
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, json!({ "message": "request body too large to proxy" })).into_response();
+    };
+    let client = reqwest::Client::new();
+    let mut forward = client.request(parts.method.clone(), &target).body(bytes);
+    for (name, value) in parts.headers.iter() {
+        if name != header::HOST && name != header::CONTENT_LENGTH {
+            forward = forward.header(name, value);
+        }
+    }
+    match forward.header("X-Marathon-Via", "standby").send().await {
+        Ok(resp) => {
+            let mut builder = Response::builder().status(resp.status());
+            for (name, value) in resp.headers() {
+                if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH {
+                    builder = builder.header(name, value);
+                }
+            }
+            builder
+                .header("X-Marathon-Leader", leader)
+                .body(axum::body::Body::from_stream(resp.bytes_stream()))
+                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+        }
+        Err(e) => ApiError(
+            StatusCode::BAD_GATEWAY,
+            json!({ "message": format!("the leader at {leader} did not answer: {e}") }),
+        )
+        .into_response(),
+    }
+}
+
 /// The API's routes.
 pub fn router(leadership: Arc<Leadership>, me: String) -> Router {
     Router::new()
@@ -105,7 +150,7 @@ pub fn router(leadership: Arc<Leadership>, me: String) -> Router {
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             leadership.clone(),
-            agora_master::framework_state::standby_redirect::<ServicesHandle>,
+            standby_proxy,
         ))
         .with_state(Api { leadership, me })
 }
