@@ -86,10 +86,10 @@ pub(crate) async fn run_agent(
     // Unacknowledged updates by uuid.
     let mut pending: HashMap<Vec<u8>, (v1::AgentMessage, Instant)> = HashMap::new();
     let send_update = |framework_id: String,
-                           task_id: String,
-                           state: v1::TaskState,
-                           reason: v1::Reason,
-                           pending: &mut HashMap<Vec<u8>, (v1::AgentMessage, Instant)>|
+                       task_id: String,
+                       state: v1::TaskState,
+                       reason: v1::Reason,
+                       pending: &mut HashMap<Vec<u8>, (v1::AgentMessage, Instant)>|
      -> anyhow::Result<()> {
         let uuid = uuid();
         let m = v1::AgentMessage {

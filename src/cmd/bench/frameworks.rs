@@ -95,6 +95,7 @@ pub(crate) async fn run_framework(
                     let fit = ((scalar_of(&offer, "cpus") / args.task_cpus + 1e-9).floor())
                         .min((scalar_of(&offer, "mem") / args.task_mem + 1e-9).floor())
                         .max(0.0) as usize;
+                    let fit = fit.min(args.tasks_per_offer.max(1));
                     let ids = claim(&shared, fit);
                     if ids.is_empty() {
                         declined.push(offer.id);
@@ -190,6 +191,7 @@ pub(crate) async fn run_framework(
                     }
                 }
                 if let (Some(h), false) = (header.clone(), st.uuid.is_empty()) {
+                    shared.acks_wanted.fetch_add(1, Ordering::Relaxed);
                     let mut c = client.clone();
                     let shared = shared.clone();
                     let req = v1::AcknowledgeRequest {

@@ -68,6 +68,9 @@ pub struct LoadArgs {
     /// Memory (MiB) of each task.
     #[arg(long, default_value_t = 32.0)]
     pub task_mem: f64,
+    /// At most this many tasks are launched on one offer (spreads tasks over agents).
+    #[arg(long, default_value_t = 10)]
+    pub tasks_per_offer: usize,
     /// Simulated agents sharing one HTTP/2 connection (one stream each).
     #[arg(long, default_value_t = 100)]
     pub agents_per_connection: usize,
@@ -103,6 +106,8 @@ pub(crate) struct Shared {
     pub offers: AtomicUsize,
     pub accept_errors: AtomicUsize,
     pub acks_sent: AtomicUsize,
+    /// Updates received with a uuid (each needs an acknowledgement).
+    pub acks_wanted: AtomicUsize,
     /// Updates the simulated agents resent because no acknowledgement came in time.
     pub updates_resent: AtomicUsize,
     /// Agents or frameworks whose stream ended early, with the first reason.
@@ -198,6 +203,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         offers: AtomicUsize::new(0),
         accept_errors: AtomicUsize::new(0),
         acks_sent: AtomicUsize::new(0),
+        acks_wanted: AtomicUsize::new(0),
         updates_resent: AtomicUsize::new(0),
         errors: std::sync::Mutex::new(Vec::new()),
     });
@@ -262,8 +268,12 @@ async fn drive(
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let stopped = stop.clone();
             if let Err(e) = agents::run_agent(i, channel, shared.clone(), stop).await {
-                shared.error(format!("agent {i}: {e:#}"));
+                // Streams breaking while the driver stops the master are not errors.
+                if !*stopped.borrow() {
+                    shared.error(format!("agent {i}: {e:#}"));
+                }
             }
         });
     }
@@ -298,8 +308,11 @@ async fn drive(
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let stopped = stop.clone();
             if let Err(e) = frameworks::run_framework(f, channel, shared.clone(), stop).await {
-                shared.error(format!("framework {f}: {e:#}"));
+                if !*stopped.borrow() {
+                    shared.error(format!("framework {f}: {e:#}"));
+                }
             }
         });
     }
@@ -341,6 +354,13 @@ async fn drive(
             progress(&mut last_progress, shared, master_pid);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+    // Let the last acknowledgements reach the master before it is stopped.
+    let until = Instant::now() + Duration::from_secs(5);
+    while shared.acks_sent.load(Ordering::Relaxed) < shared.acks_wanted.load(Ordering::Relaxed)
+        && Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(Phases {
         register_seconds,
