@@ -794,7 +794,16 @@ impl Actor {
         };
         let events = self.events.clone();
         self.jobs.spawn(async move {
-            let result = c.launch(&spec).await;
+            let uris = spec
+                .task
+                .command
+                .as_ref()
+                .map(|c| c.uris.clone())
+                .unwrap_or_default();
+            let result = match crate::fetcher::fetch(&uris, &spec.sandbox).await {
+                Ok(()) => c.launch(&spec).await,
+                Err(e) => Err(e),
+            };
             let _ = events.send(Event::Launched {
                 key,
                 container_id,

@@ -22,6 +22,9 @@ pub enum ContainerError {
     /// A file of the sandbox, the checkpoint or a cgroup could not be read or written.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// A URI of the task could not be fetched into its sandbox.
+    #[error("fetching '{uri}' failed: {message}")]
+    Fetch { uri: String, message: String },
     /// The task asks for a containerizer this agent was not started with.
     #[error("containerizer '{0}' is not enabled on this agent (see --containerizers)")]
     NotEnabled(String),

@@ -586,3 +586,94 @@ async fn a_standby_proxies_to_the_leader_and_takes_over_without_relaunching_task
     .await;
     assert_eq!(before, after, "no task relaunched");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetched_files_are_in_the_sandbox_before_the_task_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("hello.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"hello from a fetched script\"\n").expect("write");
+    let master = Master::start(dir.path(), &[]).await;
+    // A resolvable hostname, so that `agora task logs` can reach the agent's sandbox API.
+    let args: Vec<String> = [
+        "agent",
+        "--master",
+        &master.address(),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--work-dir",
+        &dir.path().join("agent").display().to_string(),
+        "--resources",
+        "cpus:2;mem:1024",
+        "--hostname",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _a = Process::spawn("agent", &args, dir.path());
+    let s = start_services(dir.path(), &master.address(), free_port(), "services");
+    eventually("the services API", Duration::from_secs(20), || async {
+        reqwest::get(format!("{}/ping", s.url))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+    let r = send(
+        reqwest::Method::POST,
+        &format!("{}/v2/apps", s.url),
+        Some(json!({"id": "/fetcher", "cmd": "./hello.sh && sleep 1000", "cpus": 0.1, "mem": 32,
+                    "fetch": [{"uri": format!("file://{}", script.display()), "executable": true}]})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let tasks = until_running(&s, "/fetcher", 1).await;
+    let task = tasks[0]["id"].as_str().expect("id").to_string();
+    let logs = eventually("the script's output", Duration::from_secs(10), || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["task", "logs", &task, "--master", &master.address()])
+            .output();
+        async move {
+            let text = String::from_utf8_lossy(&out.ok()?.stdout).to_string();
+            text.contains("hello from a fetched script").then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(logs, "hello from a fetched script\n");
+    // A URI that cannot be fetched fails the task with a message naming it.
+    let r = send(
+        reqwest::Method::POST,
+        &format!("{}/v2/apps", s.url),
+        Some(json!({"id": "/nofetch", "cmd": "true", "cpus": 0.1, "mem": 32, "fetch": [{"uri": "/no/such/file"}]})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let failure = eventually(
+        "the fetch failure recorded",
+        Duration::from_secs(20),
+        || async {
+            let r = reqwest::get(format!(
+                "{}/v2/apps/nofetch?embed=app.lastTaskFailure",
+                s.url
+            ))
+            .await
+            .ok()?;
+            let v: Value = r.json().await.ok()?;
+            v["app"]["lastTaskFailure"]["message"]
+                .as_str()
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert!(failure.contains("/no/such/file"), "{failure}");
+    let r = send(
+        reqwest::Method::POST,
+        &format!("{}/v2/apps", s.url),
+        Some(json!({"id": "/tls", "cmd": "true", "fetch": [{"uri": "https://example.com/x"}]})),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+}

@@ -116,6 +116,9 @@ pub struct Job {
     /// `[field, OPERATOR, value]`; operators `EQUALS`, `LIKE`, `UNLIKE`.
     #[serde(default)]
     pub constraints: Vec<Vec<String>>,
+    /// Files fetched into each task's sandbox (http://, file:// or absolute paths).
+    #[serde(default)]
+    pub uris: Vec<String>,
     #[serde(default)]
     pub owner: String,
     #[serde(default)]
@@ -271,6 +274,14 @@ impl Job {
                 bad(
                     "/container/network",
                     format!("'{}' must be BRIDGE, HOST or NONE", c.network),
+                );
+            }
+        }
+        for (i, u) in self.uris.iter().enumerate() {
+            if !(u.starts_with("http://") || u.starts_with("file://") || u.starts_with('/')) {
+                bad(
+                    &format!("/uris/{i}"),
+                    format!("'{u}' must be an http:// or file:// URL or an absolute path (https is not supported yet)"),
                 );
             }
         }

@@ -269,6 +269,16 @@ fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
         .map(|e| (e.name.clone(), e.value.clone()))
         .collect();
     environment.insert("AGORA_JOB_NAME".into(), job.name.clone());
+    // Chronos's `uris`: fetched into the sandbox, archives extracted.
+    let uris: Vec<v1::Uri> = job
+        .uris
+        .iter()
+        .map(|u| v1::Uri {
+            value: u.clone(),
+            extract: true,
+            ..Default::default()
+        })
+        .collect();
     let command = if job.shell || job.arguments.is_empty() {
         v1::CommandInfo {
             shell: job.shell || job.arguments.is_empty(),
@@ -276,6 +286,7 @@ fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
             arguments: Vec::new(),
             environment,
             user: String::new(),
+            uris,
         }
     } else {
         let mut argv = vec![job.command.clone()];
@@ -286,6 +297,7 @@ fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
             arguments: argv,
             environment,
             user: String::new(),
+            uris,
         }
     };
     let container = job.container.as_ref().map(|c| {

@@ -200,6 +200,26 @@ impl Default for UpgradeStrategy {
     }
 }
 
+/// A file fetched into each task's sandbox before it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fetch {
+    pub uri: String,
+    #[serde(default)]
+    pub executable: bool,
+    /// Extract archives (Marathon's default).
+    #[serde(default = "yes")]
+    pub extract: bool,
+    #[serde(default)]
+    pub cache: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// What to do with tasks whose agent is unreachable: count them as running for
 /// `inactiveAfterSeconds` (then replace them), and forget them (killing them if they come back)
 /// after `expungeAfterSeconds`. `"disabled"`: never replace them.
@@ -285,6 +305,11 @@ pub struct App {
     pub user: Option<String>,
     #[serde(default)]
     pub unreachable_strategy: UnreachableStrategy,
+    #[serde(default)]
+    pub fetch: Vec<Fetch>,
+    /// Old form of `fetch` (normalised into it).
+    #[serde(default, skip_serializing)]
+    pub uris: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
@@ -353,6 +378,20 @@ impl App {
                         protocol: "tcp".into(),
                         name: None,
                         labels: BTreeMap::new(),
+                    })
+                    .collect();
+            }
+        }
+        if let Some(uris) = self.uris.take() {
+            if self.fetch.is_empty() {
+                self.fetch = uris
+                    .into_iter()
+                    .map(|uri| Fetch {
+                        uri,
+                        executable: false,
+                        extract: true,
+                        cache: false,
+                        output_file: None,
                     })
                     .collect();
             }
@@ -588,6 +627,18 @@ impl App {
                 bad(
                     "/unreachableStrategy/expungeAfterSeconds",
                     "must be at least inactiveAfterSeconds".into(),
+                );
+            }
+        }
+        for (i, f) in self.fetch.iter().enumerate() {
+            let u = f.uri.as_str();
+            if u.starts_with("https://") {
+                bad(&format!("/fetch/{i}/uri"), "https is not supported by Agora agents yet: use http://, file:// or an absolute path".into());
+            } else if !(u.starts_with("http://") || u.starts_with("file://") || u.starts_with('/'))
+            {
+                bad(
+                    &format!("/fetch/{i}/uri"),
+                    format!("'{u}' must be an http:// or file:// URL or an absolute path"),
                 );
             }
         }

@@ -83,20 +83,35 @@ impl Api {
 
 /// Marathon's behaviour: a standby instance proxies every API call to the leader (clients that
 /// do not follow redirects keep working), or answers 503 while none is elected.
-async fn standby_proxy(State(leadership): State<Arc<Leadership>>, req: Request, next: axum::middleware::Next) -> Response {
+async fn standby_proxy(
+    State(leadership): State<Arc<Leadership>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
     if leadership.handle().is_some() || req.uri().path() == "/ping" {
         return next.run(req).await;
     }
     let Some(leader) = leadership.leader() else {
-        return ApiError(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "no leader is elected yet" })).into_response();
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "message": "no leader is elected yet" }),
+        )
+        .into_response();
     };
     let target = format!(
         "http://{leader}{}",
-        req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
     );
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
-        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, json!({ "message": "request body too large to proxy" })).into_response();
+        return ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "message": "request body too large to proxy" }),
+        )
+        .into_response();
     };
     let client = reqwest::Client::new();
     let mut forward = client.request(parts.method.clone(), &target).body(bytes);

@@ -84,12 +84,23 @@ pub fn task_info(
             );
         }
     }
+    let uris: Vec<v1::Uri> = app
+        .fetch
+        .iter()
+        .map(|f| v1::Uri {
+            value: f.uri.clone(),
+            executable: f.executable,
+            extract: f.extract,
+            output_file: f.output_file.clone().unwrap_or_default(),
+        })
+        .collect();
     let command = match (&app.cmd, &app.args) {
         (Some(cmd), _) => Some(v1::CommandInfo {
             shell: true,
             value: cmd.clone(),
             environment: env.clone(),
             user: app.user.clone().unwrap_or_default(),
+            uris: uris.clone(),
             ..Default::default()
         }),
         (None, Some(args)) if !args.is_empty() => Some(v1::CommandInfo {
@@ -98,12 +109,14 @@ pub fn task_info(
             arguments: args.clone(),
             environment: env.clone(),
             user: app.user.clone().unwrap_or_default(),
+            uris: uris.clone(),
             ..Default::default()
         }),
         _ => Some(v1::CommandInfo {
             shell: false,
             environment: env.clone(),
             user: app.user.clone().unwrap_or_default(),
+            uris: uris.clone(),
             ..Default::default()
         }),
     };
