@@ -131,12 +131,16 @@ pub(crate) async fn run_framework(
                     };
                     let mut c = client.clone();
                     let shared = shared.clone();
+                    let stopped = stop.clone();
                     tokio::spawn(async move {
                         let at = shared.since_start_ns();
                         for n in ids {
                             shared.accept_ns[n].store(at, Ordering::Relaxed);
                         }
                         if let Err(e) = c.accept(req).await {
+                            if *stopped.borrow() {
+                                return;
+                            }
                             shared.accept_errors.fetch_add(1, Ordering::Relaxed);
                             shared.error(format!("accept: {}", e.message()));
                         }
@@ -152,8 +156,12 @@ pub(crate) async fn run_framework(
                         }),
                     };
                     let shared = shared.clone();
+                    let stopped = stop.clone();
                     tokio::spawn(async move {
                         if let Err(e) = c.decline(req).await {
+                            if *stopped.borrow() {
+                                return;
+                            }
                             shared.error(format!("decline: {}", e.message()));
                         }
                     });
@@ -200,11 +208,13 @@ pub(crate) async fn run_framework(
                         task_id: st.task_id,
                         uuid: st.uuid,
                     };
+                    let stopped = stop.clone();
                     tokio::spawn(async move {
                         match c.acknowledge(req).await {
                             Ok(_) => {
                                 shared.acks_sent.fetch_add(1, Ordering::Relaxed);
                             }
+                            Err(_) if *stopped.borrow() => {}
                             Err(e) => shared.error(format!("acknowledge: {}", e.message())),
                         }
                     });
