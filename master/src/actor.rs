@@ -26,6 +26,9 @@ pub type AgentSender = mpsc::UnboundedSender<Result<v1::MasterMessage, tonic::St
 
 type Job = Box<dyn FnOnce(&mut Bookkeeping, &Clock) + Send>;
 
+/// Messages kept for an agent without a session before new ones are dropped.
+const MAX_PENDING_PER_AGENT: usize = 10_000;
+
 /// What handlers ask of the actor.
 pub enum Request {
     /// Run a closure on the core (every unary call).
@@ -127,6 +130,7 @@ pub fn spawn(
         store_version,
         frameworks: HashMap::new(),
         agents: HashMap::new(),
+        pending: HashMap::new(),
         next_connection: 0,
         self_tx: tx,
     };
@@ -142,6 +146,9 @@ struct Actor {
     frameworks: HashMap<String, (String, EventSender)>,
     /// agent id → (connection number, sender)
     agents: HashMap<String, (u64, AgentSender)>,
+    /// Messages for agents between (re-)registration and their session's `hello` (a kill sent
+    /// then must not be lost); delivered when the session opens.
+    pending: HashMap<String, Vec<v1::MasterMessage>>,
     next_connection: u64,
     self_tx: mpsc::UnboundedSender<Request>,
 }
@@ -283,6 +290,9 @@ impl Actor {
                 Ok(()) => {
                     self.next_connection += 1;
                     let connection = self.next_connection;
+                    for m in self.pending.remove(&agent_id).unwrap_or_default() {
+                        let _ = messages.send(Ok(m));
+                    }
                     self.agents.insert(agent_id, (connection, messages));
                     let _ = reply.send(Ok(connection));
                 }
@@ -324,7 +334,14 @@ impl Actor {
                     Some((_, tx)) => {
                         let _ = tx.send(Ok(message));
                     }
-                    None => warn!(%agent_id, "no session to the agent: message dropped"),
+                    None => {
+                        let queue = self.pending.entry(agent_id.clone()).or_default();
+                        if queue.len() >= MAX_PENDING_PER_AGENT {
+                            warn!(%agent_id, "no session to the agent and its queue is full: message dropped");
+                        } else {
+                            queue.push(message);
+                        }
+                    }
                 },
                 // The watcher task holds a sender clone, so dropping ours would not end the
                 // stream: an error status does.
@@ -336,6 +353,7 @@ impl Actor {
                     }
                 }
                 Outbound::CloseAgent { agent_id } => {
+                    self.pending.remove(&agent_id);
                     if let Some((_, tx)) = self.agents.remove(&agent_id) {
                         let _ = tx.send(Err(tonic::Status::failed_precondition(format!(
                             "the master ended the session of agent '{agent_id}': re-register"

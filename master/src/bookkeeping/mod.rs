@@ -590,14 +590,19 @@ impl Bookkeeping {
             .is_ok();
         if was_unreachable {
             // The framework was told the task was unreachable: tell it the task is back.
-            if let Some(st) = task.status.clone() {
-                let mut st = st;
-                st.uuid.clear();
-                st.reason = v1::Reason::Reconciliation as i32;
-                st.message = format!("agent '{agent_id}' re-registered: the task is back");
-                st.timestamp = clock.wall;
-                self.to_framework(&task.framework_id.clone(), update_event(st));
-            }
+            // The agent's own latest status when it sent one, else its state as it reports it.
+            let mut st = task.status.clone().unwrap_or_else(|| v1::TaskStatus {
+                task_id: task.task_id.clone(),
+                agent_id: agent_id.to_string(),
+                source: v1::StatusSource::SourceMaster as i32,
+                ..Default::default()
+            });
+            st.state = task.state;
+            st.uuid.clear();
+            st.reason = v1::Reason::Reconciliation as i32;
+            st.message = format!("agent '{agent_id}' re-registered: the task is back");
+            st.timestamp = clock.wall;
+            self.to_framework(&task.framework_id.clone(), update_event(st));
         }
         if let Some(f) = self.frameworks.get_mut(&task.framework_id) {
             f.tasks.insert(task.task_id.clone());
