@@ -71,6 +71,7 @@ pub(crate) async fn run_framework(
         .await?
         .into_inner();
     let mut header = None::<v1::CallHeader>;
+    let mut suppressed = false;
     let args = &shared.args;
     loop {
         let event = tokio::select! {
@@ -133,6 +134,13 @@ pub(crate) async fn run_framework(
                     let shared = shared.clone();
                     let stopped = stop.clone();
                     tokio::spawn(async move {
+                        // --launch-rate: hold the offer until this batch's turn comes.
+                        if let Some(rate) = shared.args.launch_rate.filter(|r| *r > 0.0) {
+                            let t0 = *shared.pace_start.get_or_init(tokio::time::Instant::now);
+                            let due =
+                                t0 + std::time::Duration::from_secs_f64(ids.start as f64 / rate);
+                            tokio::time::sleep_until(due).await;
+                        }
                         let at = shared.since_start_ns();
                         for n in ids {
                             shared.accept_ns[n].store(at, Ordering::Relaxed);
@@ -143,6 +151,24 @@ pub(crate) async fn run_framework(
                             }
                             shared.accept_errors.fetch_add(1, Ordering::Relaxed);
                             shared.error(format!("accept: {}", e.message()));
+                        }
+                    });
+                }
+                if !declined.is_empty() && !suppressed {
+                    // Nothing left to launch: stop the offers, as a finished scheduler should.
+                    suppressed = true;
+                    let mut c = client.clone();
+                    let req = v1::SuppressRequest {
+                        header: Some(h.clone()),
+                        roles: vec![],
+                    };
+                    let shared = shared.clone();
+                    let stopped = stop.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = c.suppress(req).await {
+                            if !*stopped.borrow() {
+                                shared.error(format!("suppress: {}", e.message()));
+                            }
                         }
                     });
                 }

@@ -71,6 +71,10 @@ pub struct LoadArgs {
     /// At most this many tasks are launched on one offer (spreads tasks over agents).
     #[arg(long, default_value_t = 10)]
     pub tasks_per_offer: usize,
+    /// Pace the accepts to this many tasks per second over all frameworks (offers are held until
+    /// their turn); without it every fitting offer is accepted at once.
+    #[arg(long)]
+    pub launch_rate: Option<f64>,
     /// Simulated agents sharing one HTTP/2 connection (one stream each).
     #[arg(long, default_value_t = 100)]
     pub agents_per_connection: usize,
@@ -93,6 +97,8 @@ pub(crate) struct Shared {
     pub registered: AtomicUsize,
     /// Task indices handed out to frameworks so far (≤ `args.tasks`).
     pub claimed: AtomicUsize,
+    /// When the first paced accept was due (`--launch-rate`).
+    pub pace_start: std::sync::OnceLock<tokio::time::Instant>,
     /// Per task: nanoseconds since `start` at which its accept was sent (0: not yet).
     pub accept_ns: Vec<AtomicU64>,
     /// Per task: nanoseconds since `start` at which TASK_RUNNING reached its framework (0: not yet).
@@ -197,6 +203,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         start: Instant::now(),
         registered: AtomicUsize::new(0),
         claimed: AtomicUsize::new(0),
+        pace_start: std::sync::OnceLock::new(),
         running: AtomicUsize::new(0),
         finished: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
