@@ -24,6 +24,9 @@ pub enum MasterError {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller did not prove who it is (missing or wrong credentials).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// This master is a standby: call the leader.
     #[error("this master is not the leader{}", match leader { Some(l) => format!("; the leading master is at {l}"), None => "; no leading master is elected yet".to_string() })]
     NotLeader { leader: Option<String> },
@@ -64,6 +67,7 @@ impl MasterError {
             MasterError::NotFound { .. } => tonic::Status::not_found(message),
             MasterError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             MasterError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            MasterError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             MasterError::Unavailable(_) => tonic::Status::unavailable(message),
             MasterError::NotLeader { leader } => {
                 let mut status = tonic::Status::unavailable(message);
@@ -85,6 +89,7 @@ impl MasterError {
             MasterError::NotFound { .. } => http::StatusCode::NOT_FOUND,
             MasterError::FailedPrecondition(_) => http::StatusCode::CONFLICT,
             MasterError::PermissionDenied(_) => http::StatusCode::FORBIDDEN,
+            MasterError::Unauthenticated(_) => http::StatusCode::UNAUTHORIZED,
             MasterError::Unavailable(_) | MasterError::NotLeader { .. } => {
                 http::StatusCode::SERVICE_UNAVAILABLE
             }
@@ -133,6 +138,9 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("server failed: {0}")]
     Serve(String),
+    /// A configuration file (credentials, ACLs) is missing or malformed.
+    #[error("{0}")]
+    Config(String),
     /// This master lost (or could not take part in) the ZooKeeper election; it must stop and be
     /// restarted by its supervisor.
     #[error("leadership lost: {0}")]

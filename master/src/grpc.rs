@@ -68,10 +68,34 @@ impl Scheduler for Services {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let authenticated = self.node.authenticate(authorization.as_deref())?;
+        let mut request = request.into_inner();
+        let info = request.framework_info.get_or_insert_with(Default::default);
+        if let Some(p) = authenticated {
+            if !info.principal.is_empty() && info.principal != p {
+                return Err(MasterError::PermissionDenied(format!(
+                    "framework_info.principal '{}' is not the authenticated principal '{p}'",
+                    info.principal
+                ))
+                .into());
+            }
+            info.principal = p;
+        }
+        let roles = if info.roles.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            info.roles.clone()
+        };
+        self.node.acls().may_register(&info.principal, &roles)?;
         let (events, rx) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
         self.master()?.send(ActorRequest::Subscribe {
-            request: request.into_inner(),
+            request,
             events,
             reply,
         })?;

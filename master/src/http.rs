@@ -358,10 +358,22 @@ async fn gone(
 async fn teardown(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let master = node.leading()?;
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = node.authenticate(authorization)?.unwrap_or_default();
+    let acls = node.acls().clone();
     master
-        .call(move |book, clock| book.teardown_by_operator(&id, clock))
+        .call(move |book, clock| {
+            let owner = book
+                .framework_principal(&id)
+                .ok_or_else(|| MasterError::not_found("framework", &id))?;
+            acls.may_teardown(&caller, &owner)?;
+            book.teardown_by_operator(&id, clock)
+        })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

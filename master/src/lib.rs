@@ -25,6 +25,7 @@
 
 pub mod actor;
 pub mod allocator;
+pub mod auth;
 pub mod bookkeeping;
 pub mod election;
 pub mod error;
@@ -93,6 +94,10 @@ pub struct MasterConfig {
     /// `--join-token-file`: agents must present the token in this file to register (created when
     /// missing). `None`: anyone may join.
     pub join_token_file: Option<PathBuf>,
+    /// `--credentials`: frameworks must authenticate with a principal and secret from this file.
+    pub credentials_file: Option<PathBuf>,
+    /// `--acls`: who may register in which roles and tear down whose frameworks.
+    pub acls_file: Option<PathBuf>,
     /// `--agent-reregister-timeout`: after taking over, a new leader waits this long for the
     /// registry's agents to re-register before it makes offers without them.
     pub agent_reregister_timeout: Duration,
@@ -115,6 +120,8 @@ impl Default for MasterConfig {
             seed: 0,
             zk: None,
             join_token_file: None,
+            credentials_file: None,
+            acls_file: None,
             zk_session_timeout: Duration::from_secs(10),
             agent_reregister_timeout: Duration::from_secs(60),
         }
@@ -217,8 +224,31 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         start_time: bookkeeping::Clock::system().wall,
     };
+    let read = |path: &Option<PathBuf>, what: &str| -> Result<Option<String>, RunError> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| RunError::Config(format!("--{what} {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    let credentials = read(&config.credentials_file, "credentials")?
+        .map(|t| {
+            serde_json::from_str::<auth::Credentials>(&t)
+                .map_err(|e| RunError::Config(format!("--credentials: {e}")))
+        })
+        .transpose()?;
+    let acls = read(&config.acls_file, "acls")?
+        .map(|t| {
+            serde_json::from_str::<auth::Acls>(&t)
+                .map_err(|e| RunError::Config(format!("--acls: {e}")))
+        })
+        .transpose()?
+        .unwrap_or_default();
     let node = Arc::new(
-        node::Node::new(advertised.clone()).with_join_token_file(config.join_token_file.clone()),
+        node::Node::new(advertised.clone())
+            .with_join_token_file(config.join_token_file.clone())
+            .with_auth(credentials, acls),
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();

@@ -14,6 +14,8 @@ pub struct Node {
     leader: RwLock<Option<String>>,
     me: String,
     join_token_file: Option<PathBuf>,
+    credentials: Option<crate::auth::Credentials>,
+    acls: crate::auth::Acls,
 }
 
 impl Node {
@@ -24,7 +26,37 @@ impl Node {
             leader: RwLock::new(None),
             me,
             join_token_file: None,
+            credentials: None,
+            acls: crate::auth::Acls::default(),
         }
+    }
+
+    /// Framework credentials (`None`: frameworks need not authenticate) and ACLs.
+    pub fn with_auth(
+        mut self,
+        credentials: Option<crate::auth::Credentials>,
+        acls: crate::auth::Acls,
+    ) -> Self {
+        self.credentials = credentials;
+        self.acls = acls;
+        self
+    }
+
+    /// Who the caller is, from its `authorization: Basic …` header; `Ok(None)` when this master
+    /// does not require credentials.
+    ///
+    /// # Errors
+    /// [`MasterError::Unauthenticated`].
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Option<String>, MasterError> {
+        let given = authorization.and_then(crate::auth::basic);
+        match &self.credentials {
+            Some(c) => c.authenticate(given).map(Some),
+            None => Ok(given.map(|(p, _)| p)),
+        }
+    }
+
+    pub fn acls(&self) -> &crate::auth::Acls {
+        &self.acls
     }
 
     /// Agents must present the token in this file to register.

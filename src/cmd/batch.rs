@@ -37,10 +37,32 @@ pub struct BatchArgs {
     /// `host:port` standby instances redirect clients to (default: the listen address).
     #[arg(long)]
     advertise: Option<String>,
+    /// Principal to authenticate as with a master started with `--credentials`.
+    #[arg(long)]
+    principal: Option<String>,
+    /// File holding the principal's secret.
+    #[arg(long, requires = "principal")]
+    secret_file: Option<PathBuf>,
 }
 
-pub fn config(args: BatchArgs) -> agora_batch::BatchConfig {
-    agora_batch::BatchConfig {
+fn credential(
+    principal: Option<String>,
+    secret_file: Option<PathBuf>,
+) -> anyhow::Result<Option<(String, String)>> {
+    match (principal, secret_file) {
+        (Some(p), Some(f)) => {
+            let secret = std::fs::read_to_string(&f)
+                .map_err(|e| anyhow!("--secret-file {}: {e}", f.display()))?;
+            Ok(Some((p, secret.trim().to_string())))
+        }
+        (Some(p), None) => Ok(Some((p, String::new()))),
+        _ => Ok(None),
+    }
+}
+
+pub fn config(args: BatchArgs) -> anyhow::Result<agora_batch::BatchConfig> {
+    Ok(agora_batch::BatchConfig {
+        credential: credential(args.principal, args.secret_file)?,
         master: args.master,
         bind: SocketAddr::new(args.ip, args.port),
         work_dir: args.work_dir,
@@ -49,11 +71,11 @@ pub fn config(args: BatchArgs) -> agora_batch::BatchConfig {
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         zk: args.zk,
         advertise: args.advertise,
-    }
+    })
 }
 
 pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
-    let running = agora_batch::start(config(args)).await?;
+    let running = agora_batch::start(config(args)?).await?;
     eprintln!("agora batch API listening on {}", running.address);
     super::shutdown_signal().await;
     running.stop().await;

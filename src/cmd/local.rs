@@ -137,6 +137,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         zk: None,
         advertise: None,
+        credential: None,
     })
     .await
     .with_context(|| {
@@ -154,6 +155,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         zk: None,
         advertise: None,
+        credential: None,
     })
     .await
     .with_context(|| {

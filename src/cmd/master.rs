@@ -74,6 +74,14 @@ pub struct MasterArgs {
     /// it with `agora master token`). Without it anyone who reaches the port may join.
     #[arg(long, env = "AGORA_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
+    /// Frameworks must authenticate (`authorization: Basic base64(principal:secret)` on
+    /// Subscribe) with a credential from this JSON file: `{"credentials":[{"principal","secret"}]}`.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Authorization rules (JSON): which principals may register in which roles
+    /// (`register_frameworks`) and tear down whose frameworks (`teardown_frameworks`).
+    #[arg(long)]
+    acls: Option<PathBuf>,
     /// Seconds of ZooKeeper session timeout. A leader disconnected for a third of it steps down.
     #[arg(long, default_value = "10", value_parser = seconds)]
     zk_session_timeout: Duration,
@@ -121,6 +129,8 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         seed: rand_seed(),
         zk: args.zk,
         join_token_file: args.join_token_file,
+        credentials_file: args.credentials,
+        acls_file: args.acls,
         zk_session_timeout: args.zk_session_timeout,
         agent_reregister_timeout: args.agent_reregister_timeout,
     };

@@ -37,10 +37,32 @@ pub struct ServicesArgs {
     /// `host:port` standby instances redirect clients to (default: the listen address).
     #[arg(long)]
     advertise: Option<String>,
+    /// Principal to authenticate as with a master started with `--credentials`.
+    #[arg(long)]
+    principal: Option<String>,
+    /// File holding the principal's secret.
+    #[arg(long, requires = "principal")]
+    secret_file: Option<PathBuf>,
 }
 
-pub fn config(args: ServicesArgs) -> agora_services::ServicesConfig {
-    agora_services::ServicesConfig {
+fn credential(
+    principal: Option<String>,
+    secret_file: Option<PathBuf>,
+) -> anyhow::Result<Option<(String, String)>> {
+    match (principal, secret_file) {
+        (Some(p), Some(f)) => {
+            let secret = std::fs::read_to_string(&f)
+                .map_err(|e| anyhow!("--secret-file {}: {e}", f.display()))?;
+            Ok(Some((p, secret.trim().to_string())))
+        }
+        (Some(p), None) => Ok(Some((p, String::new()))),
+        _ => Ok(None),
+    }
+}
+
+pub fn config(args: ServicesArgs) -> anyhow::Result<agora_services::ServicesConfig> {
+    Ok(agora_services::ServicesConfig {
+        credential: credential(args.principal, args.secret_file)?,
         master: args.master,
         bind: SocketAddr::new(args.ip, args.port),
         work_dir: args.work_dir,
@@ -49,11 +71,11 @@ pub fn config(args: ServicesArgs) -> agora_services::ServicesConfig {
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         zk: args.zk,
         advertise: args.advertise,
-    }
+    })
 }
 
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let running = agora_services::start(config(args)).await?;
+    let running = agora_services::start(config(args)?).await?;
     eprintln!("agora services API listening on {}", running.address);
     super::shutdown_signal().await;
     running.stop().await;

@@ -153,3 +153,114 @@ async fn agents_need_the_join_token_and_rotation_only_affects_new_agents() {
         .await;
     assert!(!state.to_string().contains("\"late\""));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frameworks_authenticate_and_acls_decide_roles_and_teardowns() {
+    use agora_proto::v1;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("credentials.json");
+    std::fs::write(
+        &creds,
+        r#"{"credentials":[{"principal":"services","secret":"s3cret"},{"principal":"ops","secret":"0ps"}]}"#,
+    )
+    .expect("write");
+    let acls = dir.path().join("acls.json");
+    std::fs::write(
+        &acls,
+        r#"{"permissive": false,
+            "register_frameworks": [{"principals": {"values": ["services"]}, "roles": {"values": ["web"]}}],
+            "teardown_frameworks": [{"principals": {"values": ["ops"]}, "framework_principals": {"type": "ANY"}}]}"#,
+    )
+    .expect("write");
+    let master = Master::start(
+        dir.path(),
+        &[
+            "--credentials",
+            &creds.display().to_string(),
+            "--acls",
+            &acls.display().to_string(),
+        ],
+    )
+    .await;
+    let subscribe = |auth: Option<&'static str>, role: &'static str| {
+        let address = master.address();
+        async move {
+            let mut client =
+                v1::scheduler_client::SchedulerClient::connect(format!("http://{address}"))
+                    .await
+                    .expect("connect");
+            let mut req = tonic::Request::new(v1::SubscribeRequest {
+                framework_info: Some(v1::FrameworkInfo {
+                    name: "f".into(),
+                    roles: vec![role.into()],
+                    ..Default::default()
+                }),
+                suppressed_roles: vec![],
+            });
+            if let Some(a) = auth {
+                req.metadata_mut()
+                    .insert("authorization", a.parse().expect("ascii"));
+            }
+            client.subscribe(req).await.map(|_| ())
+        }
+    };
+    // base64("services:s3cret") and base64("services:wrong")
+    let err = subscribe(None, "web").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(
+        err.message().contains("requires framework credentials"),
+        "{}",
+        err.message()
+    );
+    let err = subscribe(Some("Basic c2VydmljZXM6d3Jvbmc="), "web")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = subscribe(Some("Basic c2VydmljZXM6czNjcmV0"), "batch")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("may not register frameworks in role 'batch'"),
+        "{}",
+        err.message()
+    );
+
+    // The SDK with the right credential subscribes; its principal is recorded.
+    let mut fw = agora_sdk::Framework::builder(&master.address(), "authed")
+        .role("web")
+        .credential("services", "s3cret")
+        .failover_timeout(Duration::from_secs(600))
+        .connect()
+        .expect("connect");
+    let id = loop {
+        match tokio::time::timeout(Duration::from_secs(10), fw.next_event()).await {
+            Ok(Some(agora_sdk::Event::Subscribed { framework_id, .. })) => break framework_id,
+            Ok(Some(_)) => continue,
+            other => panic!("no SUBSCRIBED: {other:?}"),
+        }
+    };
+    let state = master.state().await;
+    assert_eq!(state["frameworks"][0]["principal"], "services");
+
+    // Teardown over HTTP: without credentials 401, as `services` 403, as `ops` 204.
+    let url = format!("{}/api/v1/frameworks/{id}/teardown", master.url());
+    let client = reqwest::Client::new();
+    assert_eq!(client.post(&url).send().await.expect("post").status(), 401);
+    let r = client
+        .post(&url)
+        .basic_auth("services", Some("s3cret"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(&url)
+        .basic_auth("ops", Some("0ps"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 204);
+    drop(fw);
+}

@@ -35,6 +35,8 @@ pub struct BatchConfig {
     /// `--zk zk://h1:2181/agora-batch`: state in ZooKeeper and leader election among several
     /// instances (the others redirect to the leader). `None`: state in `work_dir`, one instance.
     pub zk: Option<String>,
+    /// `--principal` and the secret from `--secret-file`, for masters that require credentials.
+    pub credential: Option<(String, String)>,
     /// `--advertise`: the `host:port` standbys redirect to (default: the bound address).
     pub advertise: Option<String>,
 }
@@ -218,6 +220,9 @@ impl Leader {
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout);
+        if let Some((principal, secret)) = &self.config.credential {
+            builder = builder.credential(principal, secret);
+        }
         if let Some(id) = &saved.framework_id {
             builder = builder.framework_id(id);
         }

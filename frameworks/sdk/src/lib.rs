@@ -136,6 +136,7 @@ pub fn heartbeat_timeout(interval_seconds: f64) -> Duration {
 /// Builds a [`Framework`].
 pub struct FrameworkBuilder {
     master: String,
+    authorization: Option<String>,
     info: v1::FrameworkInfo,
     auto_ack: bool,
     suppressed_roles: Vec<String>,
@@ -167,6 +168,16 @@ impl FrameworkBuilder {
 
     pub fn webui_url(mut self, url: &str) -> Self {
         self.info.webui_url = url.to_string();
+        self
+    }
+
+    /// Authenticates as `principal` with `secret` (for masters started with `--credentials`).
+    pub fn credential(mut self, principal: &str, secret: &str) -> Self {
+        use base64::Engine as _;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{principal}:{secret}"));
+        self.authorization = Some(format!("Basic {token}"));
+        self.info.principal = principal.to_string();
         self
     }
 
@@ -204,6 +215,7 @@ impl FrameworkBuilder {
         let (tx, events) = mpsc::unbounded_channel();
         let session = Arc::new(Mutex::new(None));
         let driver = Driver {
+            authorization: self.authorization,
             detector,
             info: self.info,
             auto_ack: self.auto_ack,
@@ -246,6 +258,7 @@ impl Framework {
     pub fn builder(master: &str, name: &str) -> FrameworkBuilder {
         FrameworkBuilder {
             master: master.to_string(),
+            authorization: None,
             info: v1::FrameworkInfo {
                 name: name.to_string(),
                 checkpoint: true,
@@ -442,6 +455,7 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
 }
 
 struct Driver {
+    authorization: Option<String>,
     detector: Detector,
     info: v1::FrameworkInfo,
     auto_ack: bool,
@@ -494,7 +508,10 @@ impl Driver {
                     }
                     if matches!(
                         status.code(),
-                        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                        tonic::Code::InvalidArgument
+                            | tonic::Code::FailedPrecondition
+                            | tonic::Code::Unauthenticated
+                            | tonic::Code::PermissionDenied
                     ) && !was_subscribed
                     {
                         // The master will never accept this subscription as it is.
@@ -523,13 +540,17 @@ impl Driver {
         let mut client = SchedulerClient::connect(format!("http://{address}"))
             .await
             .map_err(|e| tonic::Status::unavailable(format!("{address}: {e}")))?;
-        let mut stream = client
-            .subscribe(v1::SubscribeRequest {
-                framework_info: Some(self.info.clone()),
-                suppressed_roles: self.suppressed_roles.clone(),
-            })
-            .await?
-            .into_inner();
+        let mut request = tonic::Request::new(v1::SubscribeRequest {
+            framework_info: Some(self.info.clone()),
+            suppressed_roles: self.suppressed_roles.clone(),
+        });
+        if let Some(auth) = &self.authorization {
+            let value = auth.parse().map_err(|_| {
+                tonic::Status::invalid_argument("the credential is not valid ASCII")
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        let mut stream = client.subscribe(request).await?.into_inner();
         let mut heartbeat = heartbeat_timeout(15.0);
         loop {
             let next = tokio::time::timeout(heartbeat, stream.message()).await;

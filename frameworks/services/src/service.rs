@@ -28,6 +28,8 @@ pub struct ServicesConfig {
     pub failover_timeout: Duration,
     /// `--zk zk://…/agora-services`: state in ZooKeeper and one leader among instances.
     pub zk: Option<String>,
+    /// `--principal` and the secret from `--secret-file`, for masters that require credentials.
+    pub credential: Option<(String, String)>,
     /// `host:port` standbys redirect to.
     pub advertise: Option<String>,
 }
@@ -199,6 +201,9 @@ impl Leader {
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout);
+        if let Some((principal, secret)) = &self.config.credential {
+            builder = builder.credential(principal, secret);
+        }
         if let Some(id) = &saved.core.framework_id {
             builder = builder.framework_id(id);
         }

@@ -1204,6 +1204,11 @@ impl Bookkeeping {
         Ok(())
     }
 
+    /// The principal a framework registered with.
+    pub fn framework_principal(&self, id: &str) -> Option<String> {
+        self.frameworks.get(id).map(|f| f.info.principal.clone())
+    }
+
     /// Tears a framework down on an operator's request (no stream header).
     ///
     /// # Errors
