@@ -164,23 +164,42 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> 
     bail!(msg)
 }
 
-async fn wait_deployment(client: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<()> {
+/// Waits for a deployment to finish, showing the app's running/healthy counts as it goes.
+async fn wait_deployment(
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    app: &str,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
-    eprint!("waiting for deployment {id}");
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
     loop {
         let url = format!("{base}/v2/deployments");
         let deps = send(client.get(&url), &url).await?;
+        let app_url = format!("{base}/v2/apps/{}", app.trim_start_matches('/'));
+        if let Ok(a) = send(client.get(&app_url), &app_url).await {
+            let a = &a["app"];
+            bar.set_message(format!(
+                "deployment {id}: {} running, {} healthy of {} instances",
+                a["tasksRunning"], a["tasksHealthy"], a["instances"]
+            ));
+        }
         if !deps
             .as_array()
             .is_some_and(|d| d.iter().any(|x| x["id"] == id))
         {
-            eprintln!(" done");
+            bar.finish_with_message(format!("deployment {id} finished"));
+            if bar.is_hidden() {
+                // Not a terminal (a script, a pipe): say it plainly.
+                eprintln!("deployment {id} finished");
+            }
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
+            bar.abandon();
             bail!("deployment {id} is still running after 10 minutes; `GET /v2/queue` says what it waits for");
         }
-        eprint!(".");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -206,7 +225,8 @@ pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
                     .and_then(|d| d.first())
                     .and_then(|d| d["id"].as_str())
                 {
-                    wait_deployment(&client, &base, dep).await?;
+                    let app_id = created["id"].as_str().unwrap_or("").to_string();
+                    wait_deployment(&client, &base, dep, &app_id).await?;
                 }
             }
         }
@@ -272,7 +292,13 @@ pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
             .await?;
             println!("scaling {id} to {instances}");
             if wait {
-                wait_deployment(&client, &base, r["deploymentId"].as_str().unwrap_or("")).await?;
+                wait_deployment(
+                    &client,
+                    &base,
+                    r["deploymentId"].as_str().unwrap_or(""),
+                    &id,
+                )
+                .await?;
             }
         }
         AppAction::Restart { id, wait } => {
@@ -280,7 +306,13 @@ pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
             let r = send(client.post(&url), &url).await?;
             println!("restarting {id}");
             if wait {
-                wait_deployment(&client, &base, r["deploymentId"].as_str().unwrap_or("")).await?;
+                wait_deployment(
+                    &client,
+                    &base,
+                    r["deploymentId"].as_str().unwrap_or(""),
+                    &id,
+                )
+                .await?;
             }
         }
         AppAction::Delete { id } => {

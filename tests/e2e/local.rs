@@ -25,7 +25,7 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
-fn start_local(dir: &std::path::Path, port: u16, name: &str) -> Process {
+fn start_local(dir: &std::path::Path, port: u16, name: &str, services: u16) -> Process {
     let args: Vec<String> = [
         "local",
         "--port",
@@ -39,7 +39,7 @@ fn start_local(dir: &std::path::Path, port: u16, name: &str) -> Process {
         "--batch-port",
         &free_port().to_string(),
         "--services-port",
-        &free_port().to_string(),
+        &services.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -52,7 +52,8 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let master = format!("127.0.0.1:{port}");
-    let mut local = start_local(dir.path(), port, "local");
+    let services = free_port();
+    let mut local = start_local(dir.path(), port, "local", services);
     eventually("the ready banner", Duration::from_secs(40), || {
         let log = local.log_text();
         async move {
@@ -116,6 +117,27 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
         String::from_utf8_lossy(&cli(&["framework", "list"], &master).stdout).to_string();
     assert!(frameworks.contains("cli-test"), "{frameworks}");
 
+    // The README's first app, with --wait, through the services framework agora local runs.
+    let app_file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps/hello.json");
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["app", "create", "-f", app_file, "--wait", "--services"])
+        .arg(format!("http://127.0.0.1:{services}"))
+        .output()
+        .expect("agora runs");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(String::from_utf8_lossy(&created.stderr).contains("finished"));
+    let apps = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["app", "list", "--services"])
+        .arg(format!("http://127.0.0.1:{services}"))
+        .output()
+        .expect("agora runs");
+    let text = String::from_utf8_lossy(&apps.stdout).to_string();
+    assert!(text.contains("/hello") && text.contains("stable"), "{text}");
+
     // Errors say what is wrong and exit non-zero.
     let missing = cli(&["task", "logs", "no-such-task"], &master);
     assert_eq!(missing.status.code(), Some(1));
@@ -133,7 +155,7 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
     })
     .await;
     assert!(exited.success(), "{}", local.log_text());
-    let _again = start_local(dir.path(), port, "local-again");
+    let _again = start_local(dir.path(), port, "local-again", free_port());
     let again = eventually(
         "the same agents after a restart",
         Duration::from_secs(40),
