@@ -145,8 +145,14 @@ impl Election {
     pub async fn lost(&self) -> ElectionError {
         let grace = self.session_timeout / 3;
         let mut states = self.client.state_watcher();
+        crate::metrics::zookeeper_connected(true);
         loop {
-            match states.changed().await {
+            let state = states.changed().await;
+            crate::metrics::zookeeper_connected(matches!(
+                state,
+                zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly
+            ));
+            match state {
                 zk::SessionState::Expired
                 | zk::SessionState::Closed
                 | zk::SessionState::AuthFailed => {
@@ -174,6 +180,7 @@ impl Election {
                         ));
                     }
                     info!("reconnected to ZooKeeper");
+                    crate::metrics::zookeeper_connected(true);
                 }
                 _ => {}
             }

@@ -264,7 +264,9 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
             .add_service(v1::operator_server::OperatorServer::new(services))
             .prepare()
             .into_axum_router();
-    let app = http::router(node.clone()).merge(grpc);
+    let app = http::router(node.clone())
+        .merge(grpc)
+        .layer(axum::middleware::from_fn(metrics::time_request));
     let mut serve_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -59,3 +59,44 @@ pub fn publish(gauges: &Gauges, counters: &Counters) {
     metrics::counter!("agora_master_agents_unreachable_total")
         .absolute(counters.agents_unreachable);
 }
+
+/// Records every API call's latency (`agora_master_api_request_seconds`), labelled by gRPC method
+/// or HTTP route, and status class.
+pub async fn time_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    // gRPC methods and our HTTP routes are a bounded set; anything else is one label.
+    let route = if path.starts_with("/agora.v1.")
+        || matches!(path, "/" | "/state" | "/metrics" | "/health" | "/redirect")
+        || path.starts_with("/api/v1/")
+    {
+        if path.starts_with("/api/v1/agents/") || path.starts_with("/api/v1/frameworks/") {
+            // Drop the id: /api/v1/agents/{id}/drain → /api/v1/agents/drain.
+            let mut parts: Vec<&str> = path.split('/').collect();
+            if parts.len() > 4 {
+                parts.remove(4);
+            }
+            parts.join("/")
+        } else if path.starts_with("/api/v1/quota/") {
+            "/api/v1/quota".to_string()
+        } else {
+            path.to_string()
+        }
+    } else {
+        "other".to_string()
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let class = format!("{}xx", response.status().as_u16() / 100);
+    // Streams (Subscribe, Session) are timed until their response headers, not their end.
+    metrics::histogram!("agora_master_api_request_seconds", "route" => route, "status" => class)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Whether this master's ZooKeeper session is connected (1) or not (0).
+pub fn zookeeper_connected(connected: bool) {
+    metrics::gauge!("agora_master_zookeeper_connected").set(if connected { 1.0 } else { 0.0 });
+}

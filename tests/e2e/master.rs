@@ -41,6 +41,11 @@ async fn agent_registration_is_visible_in_state_with_plain_numbers() {
         metrics.contains("agora_master_agents{state=\"active\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("agora_master_api_request_seconds")
+            && metrics.contains("route=\"/state\""),
+        "{metrics}"
+    );
     let redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
