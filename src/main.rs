@@ -51,7 +51,7 @@ enum Command {
         #[command(flatten)]
         master: cmd::cli::MasterAddress,
     },
-    /// Tasks: `list`, `logs TASK [--follow] [--stderr]`.
+    /// Tasks: `list`, `logs TASK [--follow] [--stderr]`, `kill TASK`.
     Task {
         #[command(subcommand)]
         action: cmd::cli::TaskAction,

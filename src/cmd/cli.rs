@@ -69,6 +69,14 @@ pub enum TaskAction {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Kill a task through the framework that runs it (services: the app keeps its instance
+    /// count unless --scale; batch: the job's run is killed).
+    Kill {
+        task: String,
+        /// Services tasks: also lower the app's instances by one.
+        #[arg(long)]
+        scale: bool,
+    },
 }
 
 /// Finds the leader's HTTP base URL.
@@ -349,6 +357,45 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 })
                 .collect();
             table(&["ID", "STATE", "HOST", "FRAMEWORK", "MESSAGE"], rows);
+        }
+        TaskAction::Kill { task, scale } => {
+            let t = find_task(&state, &task).ok_or_else(|| {
+                anyhow!("the master knows no task '{task}'; `agora task list` lists them")
+            })?;
+            let fid = t["framework_id"].as_str().unwrap_or("");
+            let fw = state["frameworks"]
+                .as_array()
+                .and_then(|f| f.iter().find(|f| f["id"] == fid))
+                .ok_or_else(|| {
+                    anyhow!("task '{task}' belongs to framework '{fid}', which is gone")
+                })?;
+            let name = fw["name"].as_str().unwrap_or("");
+            let ui = fw["webui_url"].as_str().unwrap_or("").trim_end_matches('/');
+            let client = client();
+            let (url, req) = match name {
+                "services" if !ui.is_empty() => {
+                    let url = format!("{ui}/v2/tasks/delete?scale={scale}");
+                    let req = client.post(&url).json(&serde_json::json!({ "ids": [task] }));
+                    (url, req)
+                }
+                "batch" if !ui.is_empty() => {
+                    let job = task.split('.').next().unwrap_or("");
+                    let url = format!("{ui}/v1/scheduler/task/kill/{job}");
+                    (url.clone(), client.delete(&url))
+                }
+                other => bail!(
+                    "task '{task}' belongs to framework '{other}': kill it through that framework (frameworks decide about their tasks)"
+                ),
+            };
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
+            if !resp.status().is_success() {
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                bail!("{url}: {}", body["message"].as_str().unwrap_or("refused"));
+            }
+            println!("task {task} is being killed by framework {name}");
         }
         TaskAction::Logs {
             task,

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use agora_proto::v1::TaskState;
+use serde_json::Value;
 
 use crate::harness::{eventually, free_port, shell_task, Process, TestFramework};
 
@@ -137,6 +138,43 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
         .expect("agora runs");
     let text = String::from_utf8_lossy(&apps.stdout).to_string();
     assert!(text.contains("/hello") && text.contains("stable"), "{text}");
+
+    // `task kill` goes through the framework that owns the task: services replaces it.
+    let hello: Value = reqwest::get(format!("http://127.0.0.1:{services}/v2/apps/hello"))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let victim = hello["app"]["tasks"][0]["id"]
+        .as_str()
+        .expect("a task")
+        .to_string();
+    let killed = cli(&["task", "kill", &victim], &master);
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    eventually(
+        "the killed task replaced",
+        Duration::from_secs(30),
+        || async {
+            let v: Value = reqwest::get(format!("http://127.0.0.1:{services}/v2/apps/hello"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let tasks = v["app"]["tasks"].as_array()?.clone();
+            let running = tasks
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .count();
+            (running == 2 && tasks.iter().all(|t| t["id"] != victim.as_str())).then_some(())
+        },
+    )
+    .await;
 
     // Errors say what is wrong and exit non-zero.
     let missing = cli(&["task", "logs", "no-such-task"], &master);

@@ -175,6 +175,7 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         leadership: leadership.clone(),
         counters,
         stop_rx,
+        webui: format!("http://{advertised}"),
     };
     let actor = match &config.zk {
         None => {
@@ -209,6 +210,8 @@ struct Leader {
     leadership: Arc<Leadership>,
     counters: Arc<crate::http::Counters>,
     stop_rx: watch::Receiver<bool>,
+    /// Where this instance's API is, shown as the framework's web UI at the master.
+    webui: String,
 }
 
 impl Leader {
@@ -219,7 +222,8 @@ impl Leader {
         let saved = load_saved(&mut backend).await?;
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
-            .failover_timeout(self.config.failover_timeout);
+            .failover_timeout(self.config.failover_timeout)
+            .webui_url(&self.webui);
         if let Some((principal, secret)) = &self.config.credential {
             builder = builder.credential(principal, secret);
         }

@@ -138,6 +138,7 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         config: config.clone(),
         leadership: leadership.clone(),
         stop_rx,
+        webui: format!("http://{advertised}"),
     };
     let actor = match &config.zk {
         None => {
@@ -187,6 +188,8 @@ struct Leader {
     config: ServicesConfig,
     leadership: Arc<Leadership>,
     stop_rx: watch::Receiver<bool>,
+    /// Where this instance's API is, shown as the framework's web UI at the master.
+    webui: String,
 }
 
 impl Leader {
@@ -200,7 +203,8 @@ impl Leader {
         };
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
-            .failover_timeout(self.config.failover_timeout);
+            .failover_timeout(self.config.failover_timeout)
+            .webui_url(&self.webui);
         if let Some((principal, secret)) = &self.config.credential {
             builder = builder.credential(principal, secret);
         }
