@@ -1465,17 +1465,22 @@ impl Bookkeeping {
     pub fn accept(&mut self, req: v1::AcceptRequest, clock: &Clock) -> Result<(), MasterError> {
         let framework_id = self.check_header(req.header.as_ref())?;
         let refuse = refuse_of(req.filters.as_ref())?;
-        let all_tasks: Vec<v1::TaskInfo> = req
+        // Only the ids: they are all a refused accept needs to report (copying whole TaskInfos
+        // here was a measurable part of the master's launch path).
+        let all_tasks: Vec<(String, String)> = req
             .operations
             .iter()
-            .flat_map(|op| match &op.operation {
-                Some(operation::Operation::Launch(l)) => l.tasks.clone(),
-                Some(operation::Operation::LaunchGroup(g)) => g
-                    .task_group
-                    .as_ref()
-                    .map(|t| t.tasks.clone())
-                    .unwrap_or_default(),
-                _ => Vec::new(),
+            .flat_map(|op| {
+                let tasks: &[v1::TaskInfo] = match &op.operation {
+                    Some(operation::Operation::Launch(l)) => &l.tasks,
+                    Some(operation::Operation::LaunchGroup(g)) => {
+                        g.task_group.as_ref().map_or(&[], |t| t.tasks.as_slice())
+                    }
+                    _ => &[],
+                };
+                tasks
+                    .iter()
+                    .map(|t| (t.task_id.clone(), t.agent_id.clone()))
             })
             .collect();
         if req.offer_ids.is_empty() {
@@ -1848,12 +1853,18 @@ impl Bookkeeping {
     }
 
     /// Reports every task of a refused accept as TASK_DROPPED.
-    fn drop_tasks(&mut self, framework_id: &str, tasks: &[v1::TaskInfo], why: &str, clock: &Clock) {
-        for t in tasks {
+    fn drop_tasks(
+        &mut self,
+        framework_id: &str,
+        tasks: &[(String, String)],
+        why: &str,
+        clock: &Clock,
+    ) {
+        for (task_id, agent_id) in tasks {
             self.counters.tasks_invalid += 1;
             let st = status(
-                &t.task_id,
-                &t.agent_id,
+                task_id,
+                agent_id,
                 TaskState::TaskDropped,
                 v1::Reason::InvalidOffers,
                 format!("the accept was refused: {why}"),
