@@ -680,6 +680,13 @@ impl Actor {
     }
 
     fn run_task(&mut self, framework: v1::FrameworkInfo, task: v1::TaskInfo) {
+        // A custom executor's task runs the executor's command; the original TaskInfo is kept
+        // for the executor to read from the sandbox.
+        let original = task.executor.is_some().then(|| task.clone());
+        let (task, executor_problem) = match crate::executor::as_executor_task(&task) {
+            Ok(t) => (t, None),
+            Err(e) => (task, Some(e)),
+        };
         let key: TaskKey = (framework.id.clone(), task.task_id.clone());
         if key.0.is_empty() || key.1.is_empty() {
             warn!(framework = %key.0, task = %key.1, "refusing a task without framework id or task id");
@@ -737,8 +744,8 @@ impl Actor {
         self.checkpoint_task(&key);
 
         let invalid = |msg: String| (TaskState::TaskError, Reason::TaskInvalid, msg);
-        let problem = if task.executor.is_some() {
-            Some(invalid("custom executors are not supported by this agent yet; omit `executor` to use the command executor".into()))
+        let problem = if let Some(e) = executor_problem {
+            Some(invalid(e))
         } else if self.containerizer(Some(kind)).is_none() {
             Some(invalid(format!("the task needs the {} containerizer, which is not enabled on this agent (--containerizers)", kind.as_str())))
         } else if let Err(e) = &resources {
@@ -771,11 +778,32 @@ impl Actor {
             None,
         );
 
+        if let Some(original) = &original {
+            if let Err(e) = crate::executor::write_task_files(original, &sandbox) {
+                self.update(
+                    &key,
+                    TaskState::TaskFailed,
+                    Reason::ContainerLaunchFailed,
+                    format!(
+                        "cannot write the task for its executor into {}: {e}",
+                        sandbox.display()
+                    ),
+                    None,
+                );
+                return;
+            }
+        }
         let ports = task_ports(&resources);
-        let env = match self.tasks.get(&key) {
+        let mut env = match self.tasks.get(&key) {
             Some(e) => task_env(&self.agent_id(), &self.hostname, &key, &e.cp, &ports),
             None => return,
         };
+        if original.is_some() {
+            env.insert(
+                "AGORA_TASK_INFO_FILE".into(),
+                sandbox.join("task.pb").display().to_string(),
+            );
+        }
         let cpus = Some(resources.scalar_total("cpus")).filter(|c| *c > 0.0);
         let spec = LaunchSpec {
             container_id: container_id.clone(),

@@ -41,6 +41,7 @@ pub mod agent;
 pub mod checkpoint;
 pub mod containerizer;
 pub mod error;
+pub mod executor;
 pub mod fetcher;
 pub mod health;
 pub mod http;

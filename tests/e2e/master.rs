@@ -461,3 +461,63 @@ async fn draining_an_agent_kills_its_tasks_and_stops_offers_until_reactivated() 
     let again = fw.next_offer().await;
     assert_eq!(again.agent_id, agent_id);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_executor_runs_with_its_task_info_in_the_sandbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let _agent = Agent::start(dir.path(), "agent-a", &master.address(), "cpus:2;mem:512");
+    let mut fw =
+        TestFramework::subscribe(&master.address(), TestFramework::info("t", "web", 0.0)).await;
+    let executor = |id: &str, cmd: &str| v1::ExecutorInfo {
+        executor_id: id.into(),
+        command: Some(v1::CommandInfo {
+            shell: true,
+            value: cmd.into(),
+            ..Default::default()
+        }),
+        resources: agora_proto::Resources::parse("cpus:0.1;mem:16")
+            .expect("res")
+            .to_proto(),
+        ..Default::default()
+    };
+    let mut ok = shell_task("exec-task", "this is the task's own command", SMALL);
+    ok.executor = Some(executor(
+        "my-executor",
+        "test -s \"$AGORA_TASK_INFO_FILE\" && grep -q '\"task_id\":\"exec-task\"' \"$AGORA_SANDBOX/task.json\" && test \"$AGORA_EXECUTOR_ID\" = my-executor",
+    ));
+    let mut bad = shell_task("exec-fails", "unused", SMALL);
+    bad.executor = Some(executor("failing-executor", "exit 3"));
+    let offer = fw.next_offer().await;
+    fw.launch(&offer, vec![ok, bad]).await.expect("accept");
+    // Both end; collect their terminal updates in whatever order they come.
+    let mut ended = std::collections::HashMap::new();
+    while ended.len() < 2 {
+        let st = fw
+            .next(
+                "the executors to end",
+                Duration::from_secs(30),
+                |e| match &e.event {
+                    Some(v1::event::Event::Update(u)) => u.status.clone(),
+                    _ => None,
+                },
+            )
+            .await;
+        if !st.uuid.is_empty() {
+            fw.client
+                .acknowledge(v1::AcknowledgeRequest {
+                    header: Some(fw.header.clone()),
+                    agent_id: st.agent_id.clone(),
+                    task_id: st.task_id.clone(),
+                    uuid: st.uuid.clone(),
+                })
+                .await
+                .expect("acknowledge");
+        }
+        if agora_proto::is_terminal(st.state()) {
+            ended.insert(st.task_id.clone(), (st.state(), st.exit_code));
+        }
+    }
+    assert_eq!(ended["exec-task"], (TaskState::TaskFinished, Some(0)));
+    assert_eq!(ended["exec-fails"], (TaskState::TaskFailed, Some(3)));
+}
