@@ -7,12 +7,15 @@
 //!
 //! - [`detector`] (feature `detector`): finding the leading master, at a fixed address or through
 //!   ZooKeeper.
+//! - [`http_auth`] (feature `http-auth`): the bearer-token middleware every HTTP API shares.
 //!
 //! Every other crate trusts this one for what a resource set is, so it is unit- and property-tested.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "detector")]
 pub mod detector;
+#[cfg(feature = "http-auth")]
+pub mod http_auth;
 pub mod resources;
 
 /// Generated code for package `agora.v1`.
