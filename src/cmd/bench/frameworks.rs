@@ -146,7 +146,7 @@ pub(crate) async fn run_framework(
                             shared.accept_ns[n].store(at, Ordering::Relaxed);
                         }
                         if let Err(e) = c.accept(req).await {
-                            if *stopped.borrow() {
+                            if *stopped.borrow() || shared.killed() {
                                 return;
                             }
                             shared.accept_errors.fetch_add(1, Ordering::Relaxed);
@@ -166,7 +166,7 @@ pub(crate) async fn run_framework(
                     let stopped = stop.clone();
                     tokio::spawn(async move {
                         if let Err(e) = c.suppress(req).await {
-                            if !*stopped.borrow() {
+                            if !*stopped.borrow() && !shared.killed() {
                                 shared.error(format!("suppress: {}", e.message()));
                             }
                         }
@@ -185,7 +185,7 @@ pub(crate) async fn run_framework(
                     let stopped = stop.clone();
                     tokio::spawn(async move {
                         if let Err(e) = c.decline(req).await {
-                            if *stopped.borrow() {
+                            if *stopped.borrow() || shared.killed() {
                                 return;
                             }
                             shared.error(format!("decline: {}", e.message()));
@@ -240,7 +240,7 @@ pub(crate) async fn run_framework(
                             Ok(_) => {
                                 shared.acks_sent.fetch_add(1, Ordering::Relaxed);
                             }
-                            Err(_) if *stopped.borrow() => {}
+                            Err(_) if *stopped.borrow() || shared.killed() => {}
                             Err(e) => shared.error(format!("acknowledge: {}", e.message())),
                         }
                     });
