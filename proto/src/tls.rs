@@ -1,0 +1,482 @@
+//! TLS for every Agora listener and gRPC client (rustls with the `ring` provider).
+//!
+//! A master, an agent and the frameworks each serve gRPC and HTTP on one port; [`Listener`] is that
+//! port, plain or TLS, for `axum::serve`. Handshakes run in their own tasks so that one slow client
+//! cannot hold up the accept loop. When the server is given a CA (`--tls-ca`), clients may present
+//! a certificate signed by it: the handshake fails for a certificate it did not sign, and the
+//! handler learns from [`Peer::client_certificate`] whether one was presented, which is how the
+//! master requires mutual TLS of agents while frameworks and browsers on the same port need none.
+//!
+//! Clients ([`ClientTls`]) verify the server against the cluster CA given with `--tls-ca` (not the
+//! system roots: clusters usually run their own CA), and present their own certificate when given
+//! `--tls-cert`/`--tls-key`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tracing::debug;
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections accepted but not yet taken by the server.
+const ACCEPT_BACKLOG: usize = 1024;
+
+/// What went wrong loading TLS material; each names the flag and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("{flag} {}: {source}", path.display())]
+    Read {
+        flag: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// The file holds no PEM item of the expected kind.
+    #[error("{flag} {}: no {what} in PEM form found in the file", path.display())]
+    Missing {
+        flag: &'static str,
+        path: PathBuf,
+        what: &'static str,
+    },
+    /// rustls refused the material (key does not match the certificate, bad CA, ...).
+    #[error("{flag}: {message}")]
+    Invalid { flag: &'static str, message: String },
+    /// A flag needs another one.
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn certificates(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(flag, path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid {
+            flag,
+            message: format!("{}: {e}", path.display()),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Missing {
+            flag,
+            path: path.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+fn private_key(flag: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(flag, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::Missing {
+        flag,
+        path: path.to_path_buf(),
+        what: "private key",
+    })
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates("--tls-ca", path)? {
+        roots.add(cert).map_err(|e| TlsError::Invalid {
+            flag: "--tls-ca",
+            message: format!("{}: {e}", path.display()),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The TLS flags every component takes: `--tls-cert`, `--tls-key`, `--tls-ca`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This component's certificate chain (PEM); with `key`, its listener speaks TLS and, as a
+    /// client, it presents the certificate.
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The cluster CA (PEM): clients verify servers against it; a server verifies client
+    /// certificates against it.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// True when nothing was configured: plain TCP everywhere.
+    pub fn is_empty(&self) -> bool {
+        self.cert.is_none() && self.key.is_none() && self.ca.is_none()
+    }
+
+    fn pair(&self) -> Result<Option<(&Path, &Path)>, TlsError> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Ok(Some((c, k))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(TlsError::Incomplete(
+                "--tls-cert needs --tls-key (the certificate's private key)".into(),
+            )),
+            (None, Some(_)) => Err(TlsError::Incomplete(
+                "--tls-key needs --tls-cert (the certificate it belongs to)".into(),
+            )),
+        }
+    }
+
+    /// The listener's TLS configuration, or `None` for plain TCP (no `--tls-cert`).
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the flag when a file is missing, unreadable or invalid.
+    pub fn server_config(&self) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+        let Some((cert, key)) = self.pair()? else {
+            return Ok(None);
+        };
+        let chain = certificates("--tls-cert", cert)?;
+        let key = private_key("--tls-key", key)?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Invalid {
+                flag: "--tls-cert",
+                message: e.to_string(),
+            })?;
+        let builder = match &self.ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| TlsError::Invalid {
+                            flag: "--tls-ca",
+                            message: e.to_string(),
+                        })?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Invalid {
+                flag: "--tls-key",
+                message: format!("does not match --tls-cert: {e}"),
+            })?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// The client side, or `None` when no `--tls-ca` was given (plain TCP).
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the flag when a file is missing or unreadable.
+    pub fn client(&self) -> Result<Option<ClientTls>, TlsError> {
+        let Some(ca) = &self.ca else {
+            if self.pair()?.is_some() {
+                return Err(TlsError::Incomplete(
+                    "--tls-cert/--tls-key as a client need --tls-ca (the CA that signed the master's certificate)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        // Parse now so that a bad file is reported at start, not at the first connection.
+        roots(ca)?;
+        let identity = match self.pair()? {
+            Some((cert, key)) => {
+                certificates("--tls-cert", cert)?;
+                private_key("--tls-key", key)?;
+                Some((read("--tls-cert", cert)?, read("--tls-key", key)?))
+            }
+            None => None,
+        };
+        Ok(Some(ClientTls {
+            ca_pem: read("--tls-ca", ca)?,
+            identity,
+        }))
+    }
+}
+
+/// A client's TLS material: the CA to verify servers with and an optional own certificate.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The cluster CA, PEM.
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate chain and key, PEM.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    fn tonic_config(&self) -> ClientTlsConfig {
+        let config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        match &self.identity {
+            Some((cert, key)) => config.identity(Identity::from_pem(cert, key)),
+            None => config,
+        }
+    }
+}
+
+/// The URL scheme for a component serving with (`https`) or without (`http`) TLS.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// A gRPC endpoint for `address` (`host:port`, or a URL whose scheme is replaced), over TLS when
+/// `tls` is given.
+///
+/// # Errors
+/// [`TlsError::Invalid`] when the address is not a valid URI.
+pub fn endpoint(address: &str, tls: Option<&ClientTls>) -> Result<Endpoint, TlsError> {
+    let host_port = address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address);
+    let url = format!("{}://{host_port}", scheme(tls.is_some()));
+    let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| TlsError::Invalid {
+        flag: "address",
+        message: format!("'{url}': {e}"),
+    })?;
+    match tls {
+        None => Ok(endpoint),
+        Some(tls) => endpoint
+            .tls_config(tls.tonic_config())
+            .map_err(|e| TlsError::Invalid {
+                flag: "--tls-ca",
+                message: e.to_string(),
+            }),
+    }
+}
+
+/// An error with its causes, `outer: inner: root`. tonic's connection errors say only
+/// "transport error" and keep the reason (an unknown CA, a refused certificate) in their sources.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A connection accepted by [`Listener`]: plain TCP or TLS over it.
+pub enum Connection {
+    /// No TLS configured.
+    Plain(TcpStream),
+    /// After a completed handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(s) => Pin::new(s).poll_flush(cx),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Connection::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Connection::Plain(s) => s.is_write_vectored(),
+            Connection::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// A TCP listener that hands `axum::serve` plain or TLS connections.
+pub struct Listener {
+    accepted: mpsc::Receiver<(Connection, SocketAddr)>,
+    local: SocketAddr,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+impl Listener {
+    /// Serves `tcp`, with TLS when `tls` is given.
+    ///
+    /// # Errors
+    /// The socket's local address cannot be read.
+    pub fn new(tcp: TcpListener, tls: Option<Arc<ServerConfig>>) -> io::Result<Listener> {
+        let local = tcp.local_addr()?;
+        let (tx, accepted) = mpsc::channel(ACCEPT_BACKLOG);
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let accept_loop = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off rather than spin.
+                        debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                match &acceptor {
+                    None => {
+                        if tx.send((Connection::Plain(stream), peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => {
+                                    let _ = tx.send((Connection::Tls(Box::new(tls)), peer)).await;
+                                }
+                                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Ok(Listener {
+            accepted,
+            local,
+            accept_loop,
+        })
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(c) => c,
+            // The accept loop only ends when the listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Who is on the other end of a request: available to handlers as
+/// `ConnectInfo<Peer>` (HTTP) or in a gRPC request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// True when the client presented a certificate the server's CA verified.
+    pub client_certificate: bool,
+}
+
+impl Connected<IncomingStream<'_, Listener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
+        let client_certificate = match stream.io() {
+            Connection::Plain(_) => false,
+            Connection::Tls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|c| !c.is_empty()),
+        };
+        Peer {
+            addr: *stream.remote_addr(),
+            client_certificate,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, with [`Peer`] as connect info.
+///
+/// # Errors
+/// What `axum::serve` returns.
+pub async fn serve(
+    listener: Listener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Whether the request came over a connection with a verified client certificate.
+pub fn has_client_certificate<T>(request: &tonic::Request<T>) -> bool {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .is_some_and(|c| c.0.client_certificate)
+}
+
+#[cfg(test)]
+mod tests;
