@@ -19,9 +19,13 @@ use std::sync::Arc;
 use crate::error::MasterError;
 use crate::node::Node;
 
-/// The HTTP routes.
-pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+/// Paths anyone may call when the API requires a token: health checks and the web UI's page
+/// (the page itself asks for the token and sends it on its fetches).
+pub const OPEN_PATHS: &[&str] = &["/", "/health"];
+
+/// The HTTP routes; with `api_token`, all but [`OPEN_PATHS`] require it.
+pub fn router(node: Arc<Node>, api_token: Option<agora_proto::http_auth::ApiToken>) -> Router {
+    let routes = Router::new()
         .route("/", get(ui))
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
@@ -35,7 +39,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/agents/{id}/reactivate", post(reactivate))
         .route("/api/v1/agents/{id}/gone", post(gone))
         .route("/api/v1/frameworks/{id}/teardown", post(teardown))
-        .with_state(node)
+        .with_state(node);
+    agora_proto::http_auth::protect(routes, api_token, "master", OPEN_PATHS)
 }
 
 /// The web UI: one page, embedded in the binary (no build step), that polls `/state`.
@@ -361,9 +366,12 @@ async fn teardown(
     headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let master = node.leading()?;
+    // The operator's principal comes as `Basic`; a `Bearer` API token may be sent beside it.
     let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| !v.trim_start().to_ascii_lowercase().starts_with("bearer "));
     let caller = node.authenticate(authorization)?.unwrap_or_default();
     let acls = node.acls().clone();
     master

@@ -98,6 +98,9 @@ pub struct MasterConfig {
     pub credentials_file: Option<PathBuf>,
     /// `--acls`: who may register in which roles and tear down whose frameworks.
     pub acls_file: Option<PathBuf>,
+    /// `--api-token-file`: the HTTP API (all but `/`, `/health`) requires
+    /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
+    pub api_token: Option<agora_proto::http_auth::ApiToken>,
     /// `--agent-reregister-timeout`: after taking over, a new leader waits this long for the
     /// registry's agents to re-register before it makes offers without them.
     pub agent_reregister_timeout: Duration,
@@ -122,6 +125,7 @@ impl Default for MasterConfig {
             join_token_file: None,
             credentials_file: None,
             acls_file: None,
+            api_token: None,
             zk_session_timeout: Duration::from_secs(10),
             agent_reregister_timeout: Duration::from_secs(60),
         }
@@ -264,7 +268,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
             .add_service(v1::operator_server::OperatorServer::new(services))
             .prepare()
             .into_axum_router();
-    let app = http::router(node.clone())
+    let app = http::router(node.clone(), config.api_token.clone())
         .merge(grpc)
         .layer(axum::middleware::from_fn(metrics::time_request));
     let mut serve_stop = stop_rx.clone();

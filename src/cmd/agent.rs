@@ -54,6 +54,10 @@ pub struct AgentArgs {
     /// cgroup filesystem root.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
+    // The API token of `agora agent list|drain|reactivate` (a master started with
+    // --api-token-file).
+    #[command(flatten)]
+    token: super::cli::TokenArgs,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         let m = super::cli::MasterAddress {
             master: args.master.unwrap_or_else(|| "127.0.0.1:5050".into()),
             json: args.json,
+            token: args.token,
         };
         return super::cli::agent(action, m).await;
     }

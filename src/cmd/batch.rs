@@ -43,6 +43,10 @@ pub struct BatchArgs {
     /// File holding the principal's secret.
     #[arg(long, requires = "principal")]
     secret_file: Option<PathBuf>,
+    /// The REST API (all but /ping and /health) requires `Authorization: Bearer <token>` with the token in
+    /// this file, re-read every second (rotate by replacing the file). Without it the API is open.
+    #[arg(long, env = "AGORA_BATCH_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
 }
 
 fn credential(
@@ -63,6 +67,7 @@ fn credential(
 pub fn config(args: BatchArgs) -> anyhow::Result<agora_batch::BatchConfig> {
     Ok(agora_batch::BatchConfig {
         credential: credential(args.principal, args.secret_file)?,
+        api_token: super::cli::api_token(args.api_token_file)?,
         master: args.master,
         bind: SocketAddr::new(args.ip, args.port),
         work_dir: args.work_dir,
@@ -112,6 +117,8 @@ pub struct BatchAddress {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    token: super::cli::TokenArgs,
 }
 
 async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
@@ -123,6 +130,9 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest
     }
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(super::cli::refused("batch framework", url, &body));
+    }
     let mut msg = format!(
         "{status}: {}",
         body["message"].as_str().unwrap_or("no message")
@@ -148,9 +158,7 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest
 
 pub async fn job(action: JobAction, a: BatchAddress) -> anyhow::Result<()> {
     let base = format!("{}/v1/scheduler", a.batch.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = a.token.client()?;
     match action {
         JobAction::Add { file } => {
             let text = std::fs::read_to_string(&file)

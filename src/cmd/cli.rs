@@ -2,7 +2,13 @@
 //! talks to the leading master's HTTP API (found through `--master`, a `host:port` or `zk://` URL)
 //! and to agents' sandbox file API. Tables for people, `--json` for scripts; exit code 1 with a
 //! message that says what to do when something is wrong.
+//!
+//! APIs started with `--api-token-file` need `Authorization: Bearer <token>`: every API command
+//! takes `--token-file FILE` (or the token in `AGORA_TOKEN`) and sends it to the master, services
+//! and batch (never to agents, whose file API does not ask for it). A refusal (401) says which
+//! component refused and how to pass the token.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -23,6 +29,99 @@ pub struct MasterAddress {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+/// The API token the CLI sends, for components started with `--api-token-file`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// File holding the API token of a master, services or batch started with --api-token-file
+    /// (or put the token itself in AGORA_TOKEN).
+    #[arg(long, env = "AGORA_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// The API token itself (prefer --token-file or AGORA_TOKEN: a command line is visible to
+    /// every user of the machine).
+    #[arg(
+        long = "token",
+        env = "AGORA_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+impl TokenArgs {
+    /// The token to send: from --token-file when given, else --token / AGORA_TOKEN.
+    ///
+    /// # Errors
+    /// An unreadable or empty --token-file, named.
+    pub fn resolve(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.token_file {
+            let token = agora_proto::http_auth::read_token(path)
+                .map_err(|e| anyhow!("--token-file: {e}"))?;
+            return Ok(Some(token));
+        }
+        Ok(self
+            .token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string))
+    }
+
+    /// A client that sends the token (if any) on every request.
+    ///
+    /// # Errors
+    /// See [`TokenArgs::resolve`]; a token that is not a valid header value.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = self.resolve()? {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    anyhow!("the API token holds characters an HTTP header cannot carry")
+                })?;
+            // Kept out of debug output.
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .default_headers(headers)
+            .build()?)
+    }
+}
+
+/// The server side of the token: `--api-token-file` on `agora master`, `services` and `batch`.
+///
+/// # Errors
+/// An unreadable or empty file, named with the flag.
+pub fn api_token(
+    file: Option<PathBuf>,
+) -> anyhow::Result<Option<agora_proto::http_auth::ApiToken>> {
+    file.map(|f| {
+        agora_proto::http_auth::ApiToken::from_file(f).map_err(|e| anyhow!("--api-token-file: {e}"))
+    })
+    .transpose()
+}
+
+/// The error for a 401 from `component` at `url`: the server's reason (missing or wrong token)
+/// and how to pass the right one.
+pub fn refused(component: &str, url: &str, body: &Value) -> anyhow::Error {
+    let reason = body["message"]
+        .as_str()
+        .unwrap_or("it requires an API token");
+    let hint = match body["error"].as_str() {
+        Some("wrong_token") => {
+            "The token sent is not the current one: check that --token-file (or AGORA_TOKEN) \
+             holds the token in the file the component was started with (--api-token-file)."
+        }
+        _ => {
+            "No token was sent: pass --token-file FILE (or set AGORA_TOKEN) with the token in \
+             the file the component was started with (--api-token-file)."
+        }
+    };
+    anyhow!("the {component} at {url} refused the request (401 Unauthorized): {reason}\n{hint}")
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,6 +188,7 @@ pub async fn leader_url(master: &str) -> anyhow::Result<String> {
     Ok(format!("http://{address}"))
 }
 
+/// A client for agents' sandbox file API (which takes no API token).
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -96,10 +196,10 @@ fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// GET a JSON document, turning connection failures and error bodies into messages that say
-/// what to do.
-pub async fn get_json(url: &str) -> anyhow::Result<Value> {
-    let resp = client().get(url).send().await.map_err(|e| {
+/// GET a JSON document with `client`, turning connection failures and error bodies into messages
+/// that say what to do.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+    let resp = client.get(url).send().await.map_err(|e| {
         anyhow!("cannot reach {url}: {e}\nIs the master running? Start one with `agora local`, or pass --master HOST:PORT.")
     })?;
     let status = resp.status();
@@ -107,6 +207,10 @@ pub async fn get_json(url: &str) -> anyhow::Result<Value> {
         .json()
         .await
         .with_context(|| format!("{url} did not answer JSON"))?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        let component = body["component"].as_str().unwrap_or("master");
+        return Err(refused(component, url, &body));
+    }
     if !status.is_success() {
         bail!(
             "{url}: {status}: {}",
@@ -116,8 +220,8 @@ pub async fn get_json(url: &str) -> anyhow::Result<Value> {
     Ok(body)
 }
 
-async fn post(url: &str, body: Option<Value>) -> anyhow::Result<()> {
-    let mut req = client().post(url);
+async fn post(client: &reqwest::Client, url: &str, body: Option<Value>) -> anyhow::Result<()> {
+    let mut req = client.post(url);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -128,6 +232,9 @@ async fn post(url: &str, body: Option<Value>) -> anyhow::Result<()> {
     let status = resp.status();
     if !status.is_success() {
         let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(refused("master", url, &body));
+        }
         bail!(
             "{status}: {}",
             body["message"].as_str().unwrap_or("no message")
@@ -177,9 +284,10 @@ fn fmt_num(v: f64) -> String {
 
 pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> {
     let base = leader_url(&m.master).await?;
+    let api = m.token.client()?;
     match action {
         AgentAction::List => {
-            let state = get_json(&format!("{base}/state")).await?;
+            let state = get_json(&api, &format!("{base}/state")).await?;
             let agents = state["agents"].as_array().cloned().unwrap_or_default();
             if m.json {
                 println!("{}", serde_json::to_string_pretty(&agents)?);
@@ -225,13 +333,13 @@ pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> 
         }
         AgentAction::Drain { id, grace } => {
             let body = grace.map(|g| serde_json::json!({ "grace_period_seconds": g }));
-            post(&format!("{base}/api/v1/agents/{id}/drain"), body)
+            post(&api, &format!("{base}/api/v1/agents/{id}/drain"), body)
                 .await
                 .with_context(|| format!("draining agent '{id}'"))?;
             println!("agent {id} is draining: no new tasks; its tasks are being killed");
         }
         AgentAction::Reactivate { id } => {
-            post(&format!("{base}/api/v1/agents/{id}/reactivate"), None)
+            post(&api, &format!("{base}/api/v1/agents/{id}/reactivate"), None)
                 .await
                 .with_context(|| format!("reactivating agent '{id}'"))?;
             println!("agent {id} is active again");
@@ -242,9 +350,10 @@ pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> 
 
 pub async fn framework(action: FrameworkAction, m: MasterAddress) -> anyhow::Result<()> {
     let base = leader_url(&m.master).await?;
+    let api = m.token.client()?;
     match action {
         FrameworkAction::List => {
-            let state = get_json(&format!("{base}/state")).await?;
+            let state = get_json(&api, &format!("{base}/state")).await?;
             let fws = state["frameworks"].as_array().cloned().unwrap_or_default();
             if m.json {
                 println!("{}", serde_json::to_string_pretty(&fws)?);
@@ -287,9 +396,13 @@ pub async fn framework(action: FrameworkAction, m: MasterAddress) -> anyhow::Res
             );
         }
         FrameworkAction::Teardown { id } => {
-            post(&format!("{base}/api/v1/frameworks/{id}/teardown"), None)
-                .await
-                .with_context(|| format!("tearing down framework '{id}'"))?;
+            post(
+                &api,
+                &format!("{base}/api/v1/frameworks/{id}/teardown"),
+                None,
+            )
+            .await
+            .with_context(|| format!("tearing down framework '{id}'"))?;
             println!("framework {id} was torn down; its tasks are being killed");
         }
     }
@@ -308,7 +421,8 @@ fn find_task(state: &Value, task: &str) -> Option<Value> {
 
 pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
     let base = leader_url(&m.master).await?;
-    let state = get_json(&format!("{base}/state")).await?;
+    let api = m.token.client()?;
+    let state = get_json(&api, &format!("{base}/state")).await?;
     match action {
         TaskAction::List { framework, all } => {
             let mut tasks = state["tasks"].as_array().cloned().unwrap_or_default();
@@ -371,7 +485,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 })?;
             let name = fw["name"].as_str().unwrap_or("");
             let ui = fw["webui_url"].as_str().unwrap_or("").trim_end_matches('/');
-            let client = client();
+            let client = &api;
             let (url, req) = match name {
                 "services" if !ui.is_empty() => {
                     let url = format!("{ui}/v2/tasks/delete?scale={scale}");
@@ -392,7 +506,11 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
             if !resp.status().is_success() {
+                let status = resp.status();
                 let body: Value = resp.json().await.unwrap_or(Value::Null);
+                if status == reqwest::StatusCode::UNAUTHORIZED {
+                    return Err(refused(name, &url, &body));
+                }
                 bail!("{url}: {}", body["message"].as_str().unwrap_or("refused"));
             }
             println!("task {task} is being killed by framework {name}");
@@ -426,10 +544,10 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 escape(framework),
                 escape(executor)
             );
-            let listing = get_json(&format!(
-                "{agent_url}/files/browse?path={}",
-                url_escape(&runs)
-            ))
+            let listing = get_json(
+                &client(),
+                &format!("{agent_url}/files/browse?path={}", url_escape(&runs)),
+            )
             .await
             .with_context(|| format!("listing the sandboxes of task '{task}'"))?;
             let latest = listing
@@ -444,10 +562,13 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
             let file = format!("{latest}/{}", if stderr { "stderr" } else { "stdout" });
             let mut offset: u64 = 0;
             loop {
-                let chunk = get_json(&format!(
-                    "{agent_url}/files/read?path={}&offset={offset}&length=65536",
-                    url_escape(&file)
-                ))
+                let chunk = get_json(
+                    &client(),
+                    &format!(
+                        "{agent_url}/files/read?path={}&offset={offset}&length=65536",
+                        url_escape(&file)
+                    ),
+                )
                 .await?;
                 let data = chunk["data"].as_str().unwrap_or("");
                 print!("{data}");
@@ -466,7 +587,8 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
 
 pub async fn cluster_status(m: MasterAddress) -> anyhow::Result<()> {
     let base = leader_url(&m.master).await?;
-    let state = get_json(&format!("{base}/state")).await?;
+    let api = m.token.client()?;
+    let state = get_json(&api, &format!("{base}/state")).await?;
     let agents = state["agents"].as_array().cloned().unwrap_or_default();
     let (mut cpus, mut mem, mut used_cpus, mut used_mem) = (0.0, 0.0, 0.0, 0.0);
     for a in agents.iter().filter(|a| a["active"] == true) {

@@ -134,6 +134,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         work_dir: work_dir.join("services"),
         role: "*".into(),
         framework_name: "services".into(),
+        // A first try on one machine: no API token (every listener is on 127.0.0.1).
+        api_token: None,
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         zk: None,
         advertise: None,
@@ -152,6 +154,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         work_dir: work_dir.join("batch"),
         role: "*".into(),
         framework_name: "batch".into(),
+        api_token: None,
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         zk: None,
         advertise: None,

@@ -82,6 +82,11 @@ pub struct MasterArgs {
     /// (`register_frameworks`) and tear down whose frameworks (`teardown_frameworks`).
     #[arg(long)]
     acls: Option<PathBuf>,
+    /// The HTTP API (/state, /metrics, /api/v1/…; not /health or the web UI's page) requires
+    /// `Authorization: Bearer <token>` with the token in this file, re-read every second (rotate
+    /// by replacing the file). The web UI takes it once as `/?token=…`. gRPC is not affected.
+    #[arg(long, env = "AGORA_MASTER_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
     /// Seconds of ZooKeeper session timeout. A leader disconnected for a third of it steps down.
     #[arg(long, default_value = "10", value_parser = seconds)]
     zk_session_timeout: Duration,
@@ -131,6 +136,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         join_token_file: args.join_token_file,
         credentials_file: args.credentials,
         acls_file: args.acls,
+        api_token: super::cli::api_token(args.api_token_file)?,
         zk_session_timeout: args.zk_session_timeout,
         agent_reregister_timeout: args.agent_reregister_timeout,
     };

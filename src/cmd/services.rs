@@ -43,6 +43,10 @@ pub struct ServicesArgs {
     /// File holding the principal's secret.
     #[arg(long, requires = "principal")]
     secret_file: Option<PathBuf>,
+    /// The REST API (all but /ping) requires `Authorization: Bearer <token>` with the token in
+    /// this file, re-read every second (rotate by replacing the file). Without it the API is open.
+    #[arg(long, env = "AGORA_SERVICES_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
 }
 
 fn credential(
@@ -63,6 +67,7 @@ fn credential(
 pub fn config(args: ServicesArgs) -> anyhow::Result<agora_services::ServicesConfig> {
     Ok(agora_services::ServicesConfig {
         credential: credential(args.principal, args.secret_file)?,
+        api_token: super::cli::api_token(args.api_token_file)?,
         master: args.master,
         bind: SocketAddr::new(args.ip, args.port),
         work_dir: args.work_dir,
@@ -126,6 +131,8 @@ pub struct ServicesAddress {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    token: super::cli::TokenArgs,
 }
 
 async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
@@ -136,6 +143,9 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> 
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() {
         return Ok(body);
+    }
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(super::cli::refused("services framework", url, &body));
     }
     let mut msg = format!(
         "{status}: {}",
@@ -206,9 +216,7 @@ async fn wait_deployment(
 
 pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
     let base = a.services.trim_end_matches('/').to_string();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = a.token.client()?;
     let path = |id: &str| format!("{base}/v2/apps/{}", id.trim_start_matches('/'));
     match action {
         AppAction::Create { file, wait } => {

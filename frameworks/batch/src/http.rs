@@ -47,8 +47,15 @@ impl Api {
     }
 }
 
-/// The API's routes.
-pub fn router(leadership: Arc<Leadership>, counters: Arc<Counters>) -> Router {
+/// Paths anyone may call when the API requires a token (load balancers' health checks).
+pub const OPEN_PATHS: &[&str] = &["/ping", "/health"];
+
+/// The API's routes; with `api_token`, all but [`OPEN_PATHS`] require it.
+pub fn router(
+    leadership: Arc<Leadership>,
+    counters: Arc<Counters>,
+    api_token: Option<agora_proto::http_auth::ApiToken>,
+) -> Router {
     let scheduler = Router::new()
         .route("/iso8601", post(put_scheduled).put(put_scheduled))
         .route("/dependency", post(put_dependent).put(put_dependent))
@@ -61,7 +68,7 @@ pub fn router(leadership: Arc<Leadership>, counters: Arc<Counters>) -> Router {
         .route("/task/kill/{name}", delete(kill_tasks))
         .route("/graph/csv", get(graph_csv))
         .route("/stats/{percentile}", get(stats));
-    Router::new()
+    let routes = Router::new()
         .nest("/v1/scheduler", scheduler.clone())
         .nest("/scheduler", scheduler)
         .route("/ping", get(|| async { "pong" }))
@@ -74,7 +81,8 @@ pub fn router(leadership: Arc<Leadership>, counters: Arc<Counters>) -> Router {
         .with_state(Api {
             leadership,
             counters,
-        })
+        });
+    agora_proto::http_auth::protect(routes, api_token, "batch", OPEN_PATHS)
 }
 
 /// An API error with its status.

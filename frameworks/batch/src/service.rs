@@ -39,6 +39,9 @@ pub struct BatchConfig {
     pub credential: Option<(String, String)>,
     /// `--advertise`: the `host:port` standbys redirect to (default: the bound address).
     pub advertise: Option<String>,
+    /// `--api-token-file`: the REST API (all but `/ping` and `/health`) requires
+    /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
+    pub api_token: Option<agora_proto::http_auth::ApiToken>,
 }
 
 /// Why the batch framework could not start.
@@ -160,7 +163,11 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
     let leadership: Arc<Leadership> = Arc::new(Leadership::default());
     let counters = Arc::new(crate::http::Counters::default());
     let (stop, stop_rx) = watch::channel(false);
-    let app = crate::http::router(leadership.clone(), counters.clone());
+    let app = crate::http::router(
+        leadership.clone(),
+        counters.clone(),
+        config.api_token.clone(),
+    );
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -141,9 +141,17 @@ async fn standby_proxy(
     }
 }
 
-/// The API's routes.
-pub fn router(leadership: Arc<Leadership>, me: String) -> Router {
-    Router::new()
+/// Paths anyone may call when the API requires a token (load balancers' health checks).
+pub const OPEN_PATHS: &[&str] = &["/ping"];
+
+/// The API's routes; with `api_token`, all but [`OPEN_PATHS`] require it. The token is checked
+/// before a standby proxies (the leader checks it again: the header is forwarded).
+pub fn router(
+    leadership: Arc<Leadership>,
+    me: String,
+    api_token: Option<agora_proto::http_auth::ApiToken>,
+) -> Router {
+    let routes = Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader))
@@ -167,7 +175,8 @@ pub fn router(leadership: Arc<Leadership>, me: String) -> Router {
             leadership.clone(),
             standby_proxy,
         ))
-        .with_state(Api { leadership, me })
+        .with_state(Api { leadership, me });
+    agora_proto::http_auth::protect(routes, api_token, "services", OPEN_PATHS)
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {

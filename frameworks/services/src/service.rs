@@ -32,6 +32,9 @@ pub struct ServicesConfig {
     pub credential: Option<(String, String)>,
     /// `host:port` standbys redirect to.
     pub advertise: Option<String>,
+    /// `--api-token-file`: the REST API (all but `/ping`) requires
+    /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
+    pub api_token: Option<agora_proto::http_auth::ApiToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +127,11 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
     });
     let leadership: Arc<Leadership> = Arc::new(Leadership::default());
     let (stop, stop_rx) = watch::channel(false);
-    let app = crate::http::router(leadership.clone(), advertised.clone());
+    let app = crate::http::router(
+        leadership.clone(),
+        advertised.clone(),
+        config.api_token.clone(),
+    );
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
