@@ -66,3 +66,66 @@ async fn bench_load_runs_every_task_and_reports_json() {
     let p99 = r["launch_latency_ms"]["p99"].as_f64().expect("p99");
     assert!(0.0 < p50 && p50 <= p99, "{r}");
 }
+
+/// `agora bench load --failover`: 10 agents and 50 tasks under two masters on the real ZooKeeper
+/// (`AGORA_TEST_ZK`); the driver kills the leader and every agent must re-register with its tasks
+/// on the new leader, which must then count them itself.
+#[tokio::test]
+async fn bench_load_failover_reregisters_every_agent_on_the_new_leader() {
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args([
+            "bench",
+            "load",
+            "--agents",
+            "10",
+            "--frameworks",
+            "2",
+            "--tasks",
+            "50",
+            "--failover",
+            "--zk",
+            &format!("zk://{servers}/agora-e2e-bench"),
+            "--timeout",
+            "40",
+            "--json",
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bench load --failover finishes within 60 s")
+        .expect("the agora binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench load --failover failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {stdout}"));
+    assert_eq!(r["tasks_running"], 50, "{r}");
+    assert_eq!(r["failover_agents_reregistered"], 10, "{r}");
+    assert_eq!(
+        r["failover_tasks_reported"], 50,
+        "every running task reported on re-registration: {r}"
+    );
+    assert_eq!(
+        r["failover_new_leader_agents_active"].as_f64(),
+        Some(10.0),
+        "{r}"
+    );
+    assert_eq!(
+        r["failover_new_leader_tasks_running"].as_f64(),
+        Some(50.0),
+        "{r}"
+    );
+    let s = r["failover_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("failover_seconds is a number: {r}"));
+    // Measured from the kill to the last re-registration: positive, and within the timeout.
+    assert!(s > 0.0 && s < 40.0, "failover_seconds = {s}: {r}");
+    assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+}
