@@ -16,6 +16,7 @@ pub struct Node {
     join_token_file: Option<PathBuf>,
     credentials: Option<crate::auth::Credentials>,
     acls: crate::auth::Acls,
+    agent_certificates_required: bool,
 }
 
 impl Node {
@@ -28,6 +29,7 @@ impl Node {
             join_token_file: None,
             credentials: None,
             acls: crate::auth::Acls::default(),
+            agent_certificates_required: false,
         }
     }
 
@@ -57,6 +59,28 @@ impl Node {
 
     pub fn acls(&self) -> &crate::auth::Acls {
         &self.acls
+    }
+
+    /// Agents must present a TLS client certificate signed by the master's CA (mutual TLS).
+    pub fn with_agent_certificates_required(mut self, required: bool) -> Self {
+        self.agent_certificates_required = required;
+        self
+    }
+
+    /// Refuses an agent call made without a verified client certificate when this master requires
+    /// one.
+    ///
+    /// # Errors
+    /// [`MasterError::Unauthenticated`] saying what the agent must do.
+    pub fn check_agent_certificate(&self, presented: bool) -> Result<(), MasterError> {
+        if self.agent_certificates_required && !presented {
+            return Err(MasterError::Unauthenticated(
+                "this master requires agents to present a TLS client certificate signed by its CA \
+                 (start the agent with --tls-cert, --tls-key and --tls-ca)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Agents must present the token in this file to register.

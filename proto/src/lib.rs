@@ -7,6 +7,7 @@
 //!
 //! - [`detector`] (feature `detector`): finding the leading master, at a fixed address or through
 //!   ZooKeeper.
+//! - [`tls`] (feature `tls`): rustls listeners (gRPC and HTTP on one port) and gRPC client TLS.
 //! - [`http_auth`] (feature `http-auth`): the bearer-token middleware every HTTP API shares.
 //!
 //! Every other crate trusts this one for what a resource set is, so it is unit- and property-tested.
@@ -17,6 +18,8 @@ pub mod detector;
 #[cfg(feature = "http-auth")]
 pub mod http_auth;
 pub mod resources;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// Generated code for package `agora.v1`.
 #[allow(clippy::all, missing_docs)]

@@ -97,6 +97,12 @@ pub struct MasterArgs {
     /// Role ordering: `drf` (weighted dominant resource fairness) or `strict-priority`.
     #[arg(long, default_value = "drf", value_parser = ["drf", "strict-priority"])]
     allocation_policy: String,
+    #[command(flatten)]
+    tls: super::TlsArgs,
+    /// Agents must present a TLS client certificate signed by --tls-ca (mutual TLS); frameworks
+    /// and browsers on the same port still need none.
+    #[arg(long)]
+    tls_require_agent_cert: bool,
 }
 
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
@@ -139,6 +145,8 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         api_token: super::cli::api_token(args.api_token_file)?,
         zk_session_timeout: args.zk_session_timeout,
         agent_reregister_timeout: args.agent_reregister_timeout,
+        tls: args.tls.files(),
+        require_agent_certificate: args.tls_require_agent_cert,
     };
     let master = agora_master::start(config).await?;
     eprintln!("agora master listening on {}", master.address);

@@ -20,6 +20,22 @@ pub fn seconds(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(v))
 }
 
+/// A framework's `--principal` and the secret in `--secret-file`.
+pub fn credential(
+    principal: Option<String>,
+    secret_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<(String, String)>> {
+    match (principal, secret_file) {
+        (Some(p), Some(f)) => {
+            let secret = std::fs::read_to_string(&f)
+                .map_err(|e| anyhow::anyhow!("--secret-file {}: {e}", f.display()))?;
+            Ok(Some((p, secret.trim().to_string())))
+        }
+        (Some(p), None) => Ok(Some((p, String::new()))),
+        _ => Ok(None),
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -39,5 +55,31 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+/// `--tls-cert`, `--tls-key`, `--tls-ca`: the same three flags on every component.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// This component's certificate chain (PEM). With --tls-key its port speaks TLS, and as a
+    /// client it presents the certificate (mutual TLS).
+    #[arg(long, env = "AGORA_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "AGORA_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM). Clients verify the master (and other servers) against it; a server
+    /// with it verifies client certificates.
+    #[arg(long, env = "AGORA_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn files(&self) -> agora_proto::tls::TlsFiles {
+        agora_proto::tls::TlsFiles {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            ca: self.tls_ca.clone(),
+        }
     }
 }

@@ -140,9 +140,17 @@ pub struct FrameworkBuilder {
     info: v1::FrameworkInfo,
     auto_ack: bool,
     suppressed_roles: Vec<String>,
+    tls: Option<agora_proto::tls::ClientTls>,
 }
 
 impl FrameworkBuilder {
+    /// Talk to the master over TLS, verifying it against the cluster CA (and presenting a client
+    /// certificate when the material has one). See [`agora_proto::tls::TlsFiles::client`].
+    pub fn tls(mut self, tls: Option<agora_proto::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The framework's role (call again for several roles). Default `*`.
     pub fn role(mut self, role: &str) -> Self {
         self.info.roles.push(role.to_string());
@@ -216,6 +224,7 @@ impl FrameworkBuilder {
         let session = Arc::new(Mutex::new(None));
         let driver = Driver {
             authorization: self.authorization,
+            tls: self.tls,
             detector,
             info: self.info,
             auto_ack: self.auto_ack,
@@ -266,6 +275,7 @@ impl Framework {
             },
             auto_ack: true,
             suppressed_roles: Vec::new(),
+            tls: None,
         }
     }
 
@@ -456,6 +466,7 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
 
 struct Driver {
     authorization: Option<String>,
+    tls: Option<agora_proto::tls::ClientTls>,
     detector: Detector,
     info: v1::FrameworkInfo,
     auto_ack: bool,
@@ -537,9 +548,15 @@ impl Driver {
         resubscribed: bool,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, tonic::Status> {
-        let mut client = SchedulerClient::connect(format!("http://{address}"))
-            .await
-            .map_err(|e| tonic::Status::unavailable(format!("{address}: {e}")))?;
+        let endpoint = agora_proto::tls::endpoint(address, self.tls.as_ref())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            tonic::Status::unavailable(format!(
+                "{address}: {}",
+                agora_proto::tls::error_chain(&e)
+            ))
+        })?;
+        let mut client = SchedulerClient::new(channel);
         let mut request = tonic::Request::new(v1::SubscribeRequest {
             framework_info: Some(self.info.clone()),
             suppressed_roles: self.suppressed_roles.clone(),
