@@ -22,6 +22,7 @@
 
 mod agents;
 mod frameworks;
+mod services;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,6 +41,9 @@ use super::seconds;
 pub enum BenchCommand {
     /// Simulated agents and frameworks against a real master over gRPC on loopback.
     Load(LoadArgs),
+    /// The services framework (a real `agora services`) on simulated agents: one app of many
+    /// instances, many apps, or `/v2/apps?embed=apps.tasks` latency.
+    Services(services::ServicesBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -180,6 +184,34 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn new(args: LoadArgs) -> Shared {
+        Shared {
+            accept_ns: (0..args.tasks).map(|_| AtomicU64::new(0)).collect(),
+            running_ns: (0..args.tasks).map(|_| AtomicU64::new(0)).collect(),
+            ended: (0..args.tasks)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+            args,
+            start: Instant::now(),
+            registered: AtomicUsize::new(0),
+            claimed: AtomicUsize::new(0),
+            pace_start: std::sync::OnceLock::new(),
+            running: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            offers: AtomicUsize::new(0),
+            accept_errors: AtomicUsize::new(0),
+            acks_sent: AtomicUsize::new(0),
+            acks_wanted: AtomicUsize::new(0),
+            updates_resent: AtomicUsize::new(0),
+            errors: std::sync::Mutex::new(Vec::new()),
+            killed_ns: AtomicU64::new(0),
+            reregistered: AtomicUsize::new(0),
+            reregistered_tasks: AtomicUsize::new(0),
+            reregistered_last_ns: AtomicU64::new(0),
+        }
+    }
+
     pub fn since_start_ns(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
@@ -207,6 +239,7 @@ impl Shared {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Load(args) => load(args).await,
+        BenchCommand::Services(args) => services::run(args).await,
     }
 }
 
@@ -240,31 +273,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         per_agent * args.agents as f64
     );
 
-    let shared = Arc::new(Shared {
-        accept_ns: (0..args.tasks).map(|_| AtomicU64::new(0)).collect(),
-        running_ns: (0..args.tasks).map(|_| AtomicU64::new(0)).collect(),
-        ended: (0..args.tasks)
-            .map(|_| std::sync::atomic::AtomicBool::new(false))
-            .collect(),
-        args: args.clone(),
-        start: Instant::now(),
-        registered: AtomicUsize::new(0),
-        claimed: AtomicUsize::new(0),
-        pace_start: std::sync::OnceLock::new(),
-        running: AtomicUsize::new(0),
-        finished: AtomicUsize::new(0),
-        failed: AtomicUsize::new(0),
-        offers: AtomicUsize::new(0),
-        accept_errors: AtomicUsize::new(0),
-        acks_sent: AtomicUsize::new(0),
-        acks_wanted: AtomicUsize::new(0),
-        updates_resent: AtomicUsize::new(0),
-        errors: std::sync::Mutex::new(Vec::new()),
-        killed_ns: AtomicU64::new(0),
-        reregistered: AtomicUsize::new(0),
-        reregistered_tasks: AtomicUsize::new(0),
-        reregistered_last_ns: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(args.clone()));
 
     let tmp = tempfile::tempdir().context("a temporary work dir")?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -488,20 +497,7 @@ async fn drive(
     let master_pid = masters.first().and_then(|m| m.pid);
     // Agents: a few shared HTTP/2 connections, one Session stream per agent.
     let t0 = Instant::now();
-    for i in 0..args.agents {
-        let cluster = cluster.clone();
-        let shared = shared.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let stopped = stop.clone();
-            if let Err(e) = agents::run_agent(i, cluster, shared.clone(), stop).await {
-                // Streams breaking while the driver stops the master are not errors.
-                if !*stopped.borrow() {
-                    shared.error(format!("agent {i}: {e:#}"));
-                }
-            }
-        });
-    }
+    spawn_agents(cluster, shared, &stop);
     let incomplete = |what: &str, have: usize, want: usize| {
         Some(format!("{what}: {have} of {want} before --timeout"))
     };
@@ -607,6 +603,24 @@ async fn drive(
         failover,
         incomplete: incomplete_why,
     })
+}
+
+/// Starts `shared.args.agents` simulated agents; a failing one is recorded in `shared.errors`.
+fn spawn_agents(cluster: &Arc<Cluster>, shared: &Arc<Shared>, stop: &watch::Receiver<bool>) {
+    for i in 0..shared.args.agents {
+        let cluster = cluster.clone();
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let stopped = stop.clone();
+            if let Err(e) = agents::run_agent(i, cluster, shared.clone(), stop).await {
+                // Streams breaking while the driver stops the master are not errors.
+                if !*stopped.borrow() {
+                    shared.error(format!("agent {i}: {e:#}"));
+                }
+            }
+        });
+    }
 }
 
 /// Kills the leader (SIGKILL) and waits for every agent to re-register on the new one.
