@@ -129,3 +129,57 @@ async fn bench_load_failover_reregisters_every_agent_on_the_new_leader() {
     assert!(s > 0.0 && s < 40.0, "failover_seconds = {s}: {r}");
     assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
 }
+
+/// `agora bench services`: a small `one-app` run (20 agents, one app of 30 instances) and a small
+/// `embed` run against a real master and a real `agora services` started by the driver.
+#[tokio::test]
+async fn bench_services_scenarios_report_json() {
+    for (scenario, extra) in [
+        ("one-app", ["--instances", "30"]),
+        ("embed", ["--tasks", "30"]),
+    ] {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args([
+                "bench",
+                "services",
+                "--scenario",
+                scenario,
+                "--agents",
+                "20",
+                "--requests",
+                "5",
+                "--timeout",
+                "60",
+                "--json",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(90), run)
+            .await
+            .expect("bench services finishes within 90 s")
+            .expect("the agora binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "bench services {scenario} failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        let r: serde_json::Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {stdout}"));
+        assert_eq!(r["scenario"], scenario, "{r}");
+        assert_eq!(r["errors"].as_array().map(Vec::len), Some(0), "{r}");
+        if scenario == "one-app" {
+            assert_eq!(r["instances"], 30, "{r}");
+            assert!(r["all_running_seconds"].as_f64() > Some(0.0), "{r}");
+        } else {
+            // The driver itself checks that every answer lists all 30 tasks.
+            assert_eq!(r["tasks"], 30, "{r}");
+            let p50 = r["embed_latency_ms"]["p50"].as_f64().expect("p50");
+            let p99 = r["embed_latency_ms"]["p99"].as_f64().expect("p99");
+            assert!(0.0 < p50 && p50 <= p99, "{r}");
+        }
+    }
+}
