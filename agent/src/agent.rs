@@ -40,6 +40,7 @@ use crate::health::{HealthCheckSpec, HealthTracker, Verdict};
 use crate::lifecycle::{can_transition, terminal_status, Termination};
 use crate::paths::Layout;
 use crate::status_update::{Ack, StatusUpdateManager, TaskKey};
+use crate::user::{TaskUser, UserError, UserPolicy};
 
 /// Kill grace period when neither the kill nor the task names one (as in Mesos).
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
@@ -52,6 +53,8 @@ pub struct AgentSettings {
     /// First retry of an unacknowledged update (Mesos: 10 s); doubles up to `status_retry_max`.
     pub status_retry_initial: Duration,
     pub status_retry_max: Duration,
+    /// Which Unix user tasks run as (see [`crate::user`]).
+    pub user_policy: UserPolicy,
 }
 
 /// Resource usage of one task's container, for `/monitor/statistics` and heartbeats.
@@ -376,6 +379,7 @@ struct Actor {
     outbox: mpsc::UnboundedSender<v1::StatusUpdate>,
     events: mpsc::UnboundedSender<Event>,
     jobs: JoinSet<()>,
+    user_policy: UserPolicy,
 }
 
 /// The actor's clock: tokio's, so that tests can pause and advance it (`tokio::time::pause`). The
@@ -436,6 +440,7 @@ pub async fn start(
         outbox,
         events,
         jobs: JoinSet::new(),
+        user_policy: settings.user_policy,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let join = tokio::spawn(async move {
@@ -699,6 +704,7 @@ impl Actor {
             }
         }
         let kind = ContainerizerKind::for_task(&task);
+        let user = self.task_user(&framework.user, &task);
         let container_id = uuid::Uuid::new_v4().to_string();
         let executor_id = task
             .executor
@@ -714,7 +720,7 @@ impl Actor {
             .ok()
             .map(|r| r.scalar_total("mem"))
             .filter(|m| *m > 0.0);
-        let cp = TaskCheckpoint {
+        let mut cp = TaskCheckpoint {
             framework: Some(framework),
             task: Some(task.clone()),
             executor_id: executor_id.clone(),
@@ -728,7 +734,9 @@ impl Actor {
             kill_reason: Reason::Unspecified as i32,
             kill_message: String::new(),
             healthy: None,
+            ..Default::default()
         };
+        cp.set_user(user.as_ref().ok().and_then(Option::as_ref));
         self.tasks.insert(
             key.clone(),
             TaskEntry {
@@ -752,6 +760,20 @@ impl Actor {
             Some(invalid(format!("invalid resources: {e}")))
         } else if let Some(Err(e)) = task.health_check.as_ref().map(HealthCheckSpec::from_proto) {
             Some(invalid(e.to_string()))
+        } else if let Err(e) = &user {
+            Some(match e {
+                UserError::RootRefused { .. } => (
+                    TaskState::TaskError,
+                    Reason::TaskUnauthorized,
+                    e.to_string(),
+                ),
+                UserError::Invalid { .. } => invalid(e.to_string()),
+                UserError::Unknown { .. } | UserError::Lookup { .. } => (
+                    TaskState::TaskFailed,
+                    Reason::ContainerLaunchFailed,
+                    e.to_string(),
+                ),
+            })
         } else {
             None
         };
@@ -760,12 +782,13 @@ impl Actor {
             return;
         }
         let Ok(resources) = resources else { return };
-        if let Err(e) = fs::create_dir_all(&sandbox) {
+        let Ok(user) = user else { return };
+        if let Err(msg) = prepare_sandbox(&sandbox, user.as_ref(), kind) {
             self.update(
                 &key,
                 TaskState::TaskFailed,
                 Reason::ContainerLaunchFailed,
-                format!("cannot create the sandbox {}: {e}", sandbox.display()),
+                msg,
                 None,
             );
             return;
@@ -816,6 +839,7 @@ impl Actor {
             mem_mib,
             ports,
             env,
+            user,
         };
         let Some(c) = self.containerizer(Some(kind)) else {
             return;
@@ -828,16 +852,44 @@ impl Actor {
                 .as_ref()
                 .map(|c| c.uris.clone())
                 .unwrap_or_default();
-            let result = match crate::fetcher::fetch(&uris, &spec.sandbox).await {
-                Ok(()) => c.launch(&spec).await,
-                Err(e) => Err(e),
+            // The sandbox is the task user's before the fetcher runs (it copies and extracts as
+            // that user), and again after it (downloads are written by the agent).
+            let give = |sandbox: &std::path::Path| {
+                crate::user::hand_over(sandbox, spec.user.as_ref()).map_err(|(p, e)| {
+                    ContainerError::Launch(format!(
+                        "cannot give the sandbox to user '{}': {}: {e}",
+                        spec.user.as_ref().map(|u| u.name.as_str()).unwrap_or("?"),
+                        p.display()
+                    ))
+                })
             };
+            let result = async {
+                give(&spec.sandbox)?;
+                crate::fetcher::fetch(&uris, &spec.sandbox, spec.user.as_ref()).await?;
+                give(&spec.sandbox)?;
+                c.launch(&spec).await
+            }
+            .await;
             let _ = events.send(Event::Launched {
                 key,
                 container_id,
                 result,
             });
         });
+    }
+
+    /// The user a task runs as (see [`crate::user`]); `Ok(None)` when the agent is not root and so
+    /// cannot switch users: the task runs as the agent's own user.
+    fn task_user(
+        &self,
+        framework_user: &str,
+        task: &v1::TaskInfo,
+    ) -> Result<Option<TaskUser>, UserError> {
+        if !crate::user::can_switch_users() {
+            return Ok(None);
+        }
+        let command_user = task.command.as_ref().map(|c| c.user.as_str()).unwrap_or("");
+        crate::user::resolve(command_user, framework_user, &self.user_policy).map(Some)
     }
 
     fn watch(&mut self, key: TaskKey) {
@@ -994,6 +1046,7 @@ impl Actor {
             container_id: container_id.clone(),
             task_env: task_env(&self.agent_id(), &self.hostname, key, &e.cp, &ports),
             sandbox: PathBuf::from(&e.cp.sandbox),
+            user: e.cp.user(),
         };
         let events = self.events.clone();
         let k = key.clone();
@@ -1293,6 +1346,39 @@ impl Actor {
     }
 }
 
+/// Creates a task's sandbox with its empty `stdout` and `stderr`. For a native task running as
+/// another user, checks that the user can reach the sandbox by its absolute path (tasks, health
+/// checks and executors use `$AGORA_SANDBOX`); Docker mounts it into the container instead.
+///
+/// # Errors
+/// A message for the task's TASK_FAILED update.
+fn prepare_sandbox(
+    sandbox: &std::path::Path,
+    user: Option<&TaskUser>,
+    kind: ContainerizerKind,
+) -> Result<(), String> {
+    fs::create_dir_all(sandbox)
+        .map_err(|e| format!("cannot create the sandbox {}: {e}", sandbox.display()))?;
+    for name in ["stdout", "stderr"] {
+        let p = sandbox.join(name);
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+    }
+    if let Some(u) = user.filter(|_| kind == ContainerizerKind::Native) {
+        if let Some((dir, mode, owner)) = crate::user::blocked_ancestor(sandbox, u) {
+            return Err(format!(
+                "user '{}' cannot reach the task's sandbox: {} (mode {mode:o}, owner uid {owner}) cannot be entered by it; make the agent's --work-dir and its parent directories searchable (chmod o+x)",
+                u.name,
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn read_dirs(dir: &std::path::Path) -> Result<Vec<PathBuf>, AgentError> {
     match fs::read_dir(dir) {
         Ok(rd) => {
@@ -1404,6 +1490,7 @@ mod tests {
             containerizers: vec![fake.clone()],
             status_retry_initial: Duration::from_secs(10),
             status_retry_max: Duration::from_secs(600),
+            user_policy: UserPolicy::default(),
         })
         .await
         .expect("start");

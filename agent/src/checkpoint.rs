@@ -47,6 +47,37 @@ pub struct TaskCheckpoint {
     /// The latest health the agent reported, so that a restarted agent does not report it again.
     #[prost(bool, optional, tag = "13")]
     pub healthy: Option<bool>,
+    /// The Unix user the task runs as, as resolved at launch (see [`crate::user`]), so that a
+    /// restarted agent runs its health checks as that user. `user_uid` unset: the task runs as
+    /// the agent's own user (an agent that is not root, or a checkpoint of an older agent).
+    #[prost(string, tag = "14")]
+    pub user_name: String,
+    #[prost(uint32, optional, tag = "15")]
+    pub user_uid: Option<u32>,
+    #[prost(uint32, tag = "16")]
+    pub user_gid: u32,
+    #[prost(uint32, repeated, tag = "17")]
+    pub user_groups: Vec<u32>,
+}
+
+impl TaskCheckpoint {
+    /// The task's user, from the checkpoint.
+    pub fn user(&self) -> Option<crate::user::TaskUser> {
+        self.user_uid.map(|uid| crate::user::TaskUser {
+            name: self.user_name.clone(),
+            uid,
+            gid: self.user_gid,
+            groups: self.user_groups.clone(),
+        })
+    }
+
+    /// Records the task's user.
+    pub fn set_user(&mut self, user: Option<&crate::user::TaskUser>) {
+        self.user_name = user.map(|u| u.name.clone()).unwrap_or_default();
+        self.user_uid = user.map(|u| u.uid);
+        self.user_gid = user.map(|u| u.gid).unwrap_or_default();
+        self.user_groups = user.map(|u| u.groups.clone()).unwrap_or_default();
+    }
 }
 
 /// The status updates of one task that were not acknowledged yet, oldest first.

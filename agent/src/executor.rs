@@ -27,6 +27,10 @@ pub fn as_executor_task(task: &v1::TaskInfo) -> Result<v1::TaskInfo, String> {
         .filter(|c| !c.value.is_empty() || !c.arguments.is_empty())
         .ok_or("executor.command is required: the command that starts the executor")?;
     if let Some(own) = &task.command {
+        // The executor runs as the user the executor's command names, else as the task's.
+        if command.user.trim().is_empty() {
+            command.user = own.user.clone();
+        }
         for (k, v) in &own.environment {
             command
                 .environment
@@ -81,6 +85,7 @@ mod tests {
                 shell: true,
                 value: "work".into(),
                 environment: [("A".to_string(), "1".to_string())].into(),
+                user: "alice".into(),
                 ..Default::default()
             }),
             executor: Some(v1::ExecutorInfo {
@@ -104,6 +109,19 @@ mod tests {
         let c = t.command.expect("command");
         assert_eq!(c.value, "./my-executor");
         assert_eq!(c.environment["A"], "1");
+        assert_eq!(
+            c.user, "alice",
+            "the task's user carries over to its executor"
+        );
+        let mut own = task();
+        if let Some(e) = own.executor.as_mut().and_then(|e| e.command.as_mut()) {
+            e.user = "bob".into();
+        }
+        let c = as_executor_task(&own)
+            .expect("valid")
+            .command
+            .expect("command");
+        assert_eq!(c.user, "bob", "the executor's own user wins");
         assert_eq!(
             Resources::from_proto(&t.resources).expect("res"),
             Resources::parse("cpus:0.6;mem:96").expect("res")

@@ -1,12 +1,19 @@
 //! The fetcher: downloads or copies a task's URIs into its sandbox before the container starts,
 //! makes them executable, and extracts archives — Mesos's fetcher, without its cache.
+//!
+//! Local copies and archive extraction run as the task's user (`setpriv`, see [`crate::user`]): a
+//! task may not fetch a file its user could not read (`file:///etc/shadow`), nor extract files
+//! owned by root or setuid. Downloads are written by the agent, never through a symbolic link,
+//! and the sandbox is then handed to the task user.
 #![forbid(unsafe_code)]
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use agora_proto::v1;
 
 use crate::error::ContainerError;
+use crate::user::{drop_privileges_argv, TaskUser};
 
 fn fail(uri: &str, message: impl Into<String>) -> ContainerError {
     ContainerError::Fetch {
@@ -42,50 +49,110 @@ async fn download(value: &str, dest: &Path) -> Result<(), ContainerError> {
         ));
     }
     let bytes = resp.bytes().await.map_err(|e| fail(value, e.to_string()))?;
-    tokio::fs::write(dest, &bytes)
+    // O_NOFOLLOW: an archive extracted earlier may have left a link under this name.
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dest)
         .await
-        .map_err(|e| ContainerError::io(dest, e))
+        .map_err(|e| ContainerError::io(dest, e))?;
+    use tokio::io::AsyncWriteExt;
+    f.write_all(&bytes)
+        .await
+        .map_err(|e| ContainerError::io(dest, e))?;
+    f.flush().await.map_err(|e| ContainerError::io(dest, e))
 }
 
-async fn extract(archive: &Path, into: &Path, uri: &str) -> Result<(), ContainerError> {
-    let name = archive.to_string_lossy().to_lowercase();
-    let mut cmd = if name.ends_with(".zip") {
-        let mut c = tokio::process::Command::new("unzip");
-        c.arg("-q").arg("-o").arg(archive).arg("-d").arg(into);
-        c
-    } else if [".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".txz"]
-        .iter()
-        .any(|e| name.ends_with(e))
-    {
-        let mut c = tokio::process::Command::new("tar");
-        c.arg("-xf").arg(archive).arg("-C").arg(into);
-        c
-    } else {
-        // Not an archive: nothing to extract, as Mesos does.
-        return Ok(());
-    };
+/// A command run as the task's user (as is when no switch is needed).
+fn as_user(
+    user: Option<&TaskUser>,
+    program: &str,
+    uri: &str,
+) -> Result<tokio::process::Command, ContainerError> {
+    let mut argv = drop_privileges_argv(user).map_err(|m| fail(uri, m))?;
+    argv.push(program.into());
+    let mut c = tokio::process::Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    Ok(c)
+}
+
+async fn run(
+    mut cmd: tokio::process::Command,
+    uri: &str,
+    what: &str,
+) -> Result<(), ContainerError> {
     let out = cmd
         .output()
         .await
-        .map_err(|e| fail(uri, format!("cannot run the extractor: {e}")))?;
+        .map_err(|e| fail(uri, format!("cannot run the {what}: {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(fail(
             uri,
             format!(
-                "extracting failed: {}",
+                "{what} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
         ))
     }
 }
 
-/// Fetches every URI of a task into `sandbox`.
+async fn extract(
+    archive: &Path,
+    into: &Path,
+    uri: &str,
+    user: Option<&TaskUser>,
+) -> Result<(), ContainerError> {
+    let name = archive.to_string_lossy().to_lowercase();
+    let cmd = if name.ends_with(".zip") {
+        let mut c = as_user(user, "unzip", uri)?;
+        c.arg("-q").arg("-o").arg(archive).arg("-d").arg(into);
+        c
+    } else if [".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".txz"]
+        .iter()
+        .any(|e| name.ends_with(e))
+    {
+        let mut c = as_user(user, "tar", uri)?;
+        // Even where tar runs as root (root tasks), files get the extractor's owner, not the
+        // archive's.
+        c.arg("--no-same-owner")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(into);
+        c
+    } else {
+        // Not an archive: nothing to extract, as Mesos does.
+        return Ok(());
+    };
+    run(cmd, uri, "extractor").await
+}
+
+/// Makes a fetched file executable, through a descriptor opened without following links.
+fn make_executable(dest: &Path) -> Result<(), ContainerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dest)
+        .map_err(|e| ContainerError::io(dest, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| ContainerError::io(dest, e))
+}
+
+/// Fetches every URI of a task into `sandbox`, copying and extracting as `user` (the sandbox must
+/// already be theirs).
 ///
 /// # Errors
 /// [`ContainerError::Fetch`] naming the URI and what went wrong.
-pub async fn fetch(uris: &[v1::Uri], sandbox: &Path) -> Result<(), ContainerError> {
+pub async fn fetch(
+    uris: &[v1::Uri],
+    sandbox: &Path,
+    user: Option<&TaskUser>,
+) -> Result<(), ContainerError> {
     for uri in uris {
         let dest: PathBuf = sandbox.join(file_name(uri)?);
         let v = uri.value.as_str();
@@ -100,9 +167,18 @@ pub async fn fetch(uris: &[v1::Uri], sandbox: &Path) -> Result<(), ContainerErro
             .strip_prefix("file://")
             .or_else(|| v.starts_with('/').then_some(v))
         {
-            tokio::fs::copy(path, &dest)
-                .await
-                .map_err(|e| fail(v, format!("cannot copy {path}: {e}")))?;
+            if drop_privileges_argv(user)
+                .map_err(|m| fail(v, m))?
+                .is_empty()
+            {
+                tokio::fs::copy(path, &dest)
+                    .await
+                    .map_err(|e| fail(v, format!("cannot copy {path}: {e}")))?;
+            } else {
+                let mut c = as_user(user, "cp", v)?;
+                c.arg("--").arg(path).arg(&dest);
+                run(c, v, "copy").await?;
+            }
         } else {
             return Err(fail(
                 v,
@@ -110,13 +186,10 @@ pub async fn fetch(uris: &[v1::Uri], sandbox: &Path) -> Result<(), ContainerErro
             ));
         }
         if uri.executable {
-            use std::os::unix::fs::PermissionsExt;
-            tokio::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))
-                .await
-                .map_err(|e| ContainerError::io(&dest, e))?;
+            make_executable(&dest)?;
         }
         if uri.extract {
-            extract(&dest, sandbox, v).await?;
+            extract(&dest, sandbox, v, user).await?;
         }
     }
     Ok(())
@@ -168,7 +241,7 @@ mod tests {
         exe.executable = true;
         let mut archive = uri(&tar.display().to_string());
         archive.extract = true;
-        fetch(&[exe, archive], &sandbox).await.expect("fetch");
+        fetch(&[exe, archive], &sandbox, None).await.expect("fetch");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(sandbox.join("tool"))
             .expect("meta")
@@ -176,11 +249,13 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o111, 0o111);
         assert!(sandbox.join("pkg/run.sh").exists());
-        let err = fetch(&[uri("https://example.com/x")], &sandbox)
+        let err = fetch(&[uri("https://example.com/x")], &sandbox, None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("https"), "{err}");
-        let err = fetch(&[uri("/no/such/file")], &sandbox).await.unwrap_err();
+        let err = fetch(&[uri("/no/such/file")], &sandbox, None)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("/no/such/file"), "{err}");
     }
 }

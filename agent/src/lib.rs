@@ -25,13 +25,14 @@
 //! # }
 //! ```
 //! Flags map one to one onto [`AgentConfig`] fields: `--master`, `--port` (5051), `--work-dir`,
-//! `--resources`, `--attributes`, `--containerizers docker,native`, `--hostname`.
+//! `--resources`, `--attributes`, `--containerizers docker,native`, `--hostname`,
+//! `--default-task-user` (`nobody`), `--allow-root-tasks`.
 //! For embedding (tests, `agora local`), [`Agent::start`] gives the [`AgentHandle`] and the outbox of
 //! status updates without HTTP or a master.
 //!
 //! Modules: [`agent`] (the actor), [`containerizer`] (trait, native, docker, cgroups),
 //! [`lifecycle`], [`status_update`] and [`health`] (pure cores), [`prober`] (health-check probes),
-//! [`checkpoint`], [`paths`], [`http`], [`master_link`].
+//! [`checkpoint`], [`paths`], [`http`], [`master_link`], [`user`] (which Unix user a task runs as).
 //!
 //! `unsafe` is denied crate-wide and forbidden in every module but `sys`, which holds the one
 //! `pre_exec` hook that enters namespaces.
@@ -51,6 +52,7 @@ pub mod paths;
 pub mod prober;
 pub mod status_update;
 mod sys;
+pub mod user;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -99,6 +101,12 @@ pub struct AgentConfig {
     pub status_retry_max: Duration,
     /// `--join-token-file` / `AGORA_JOIN_TOKEN`: presented when registering.
     pub join_token: Option<String>,
+    /// `--default-task-user`: the Unix user tasks run as when neither the task's command nor its
+    /// framework names one (`nobody`).
+    pub default_task_user: String,
+    /// `--allow-root-tasks`: a task that asks for root may run as root. Without it such tasks end
+    /// TASK_ERROR (see [`user`]).
+    pub allow_root_tasks: bool,
 }
 
 impl Default for AgentConfig {
@@ -117,6 +125,8 @@ impl Default for AgentConfig {
             status_retry_initial: Duration::from_secs(10),
             status_retry_max: Duration::from_secs(600),
             join_token: None,
+            default_task_user: user::DEFAULT_TASK_USER.into(),
+            allow_root_tasks: false,
         }
     }
 }
@@ -179,6 +189,44 @@ pub fn detect_resources() -> Resources {
     Resources::parse(&spec).unwrap_or_default()
 }
 
+/// Sets the work dir's permissions for tasks that run as other users: `meta` (checkpoints) is
+/// root's alone (0700); the work dir and the sandbox tree can be entered by anyone (each sandbox is
+/// then private to its task's user). Warns when the default task user could not reach sandboxes
+/// because a parent of the work dir is closed to it.
+fn prepare_work_dir(layout: &paths::Layout, config: &AgentConfig) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    if !user::can_switch_users() {
+        return Ok(());
+    }
+    let set = |p: PathBuf, mode: u32| -> Result<(), AgentError> {
+        std::fs::create_dir_all(&p).map_err(|e| AgentError::io(&p, e))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| AgentError::io(&p, e))
+    };
+    set(layout.meta(), 0o700)?;
+    set(layout.work_dir().to_path_buf(), 0o755)?;
+    set(layout.sandboxes_root(), 0o755)?;
+    let policy = user::UserPolicy {
+        default_user: config.default_task_user.clone(),
+        allow_root: config.allow_root_tasks,
+    };
+    match user::resolve("", "", &policy) {
+        Ok(u) => {
+            if let Some((dir, mode, owner)) =
+                user::blocked_ancestor(&layout.sandboxes_root().join("x"), &u)
+            {
+                warn!(
+                    dir = %dir.display(), mode = format!("{mode:o}"), owner,
+                    "native tasks running as '{}' cannot reach their sandboxes below this directory and will fail: make it searchable (chmod o+x) or choose another --work-dir",
+                    u.name
+                );
+            }
+        }
+        Err(e) => warn!(error = %e, "--default-task-user: tasks that name no user will fail"),
+    }
+    Ok(())
+}
+
 /// A started agent: its handle, its outbox of status updates, and what it tells the master.
 pub struct Agent {
     pub handle: AgentHandle,
@@ -210,6 +258,7 @@ impl Agent {
         let work_dir = std::fs::canonicalize(&config.work_dir)
             .map_err(|e| AgentError::io(&config.work_dir, e))?;
         let layout = paths::Layout::new(&work_dir);
+        prepare_work_dir(&layout, config)?;
         let mut containerizers: Vec<Arc<dyn Containerizer>> = Vec::new();
         for k in kinds {
             match k {
@@ -234,6 +283,10 @@ impl Agent {
             containerizers,
             status_retry_initial: config.status_retry_initial,
             status_retry_max: config.status_retry_max,
+            user_policy: user::UserPolicy {
+                default_user: config.default_task_user.clone(),
+                allow_root: config.allow_root_tasks,
+            },
         })
         .await?;
         let info = v1::AgentInfo {

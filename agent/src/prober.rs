@@ -44,6 +44,8 @@ pub struct CheckCommand {
     pub task_env: BTreeMap<String, String>,
     /// The task's sandbox on the host.
     pub sandbox: PathBuf,
+    /// The task's user: checks on the host run as it, never with the agent's privileges.
+    pub user: Option<crate::user::TaskUser>,
 }
 
 /// How a check command ended.
@@ -89,8 +91,16 @@ impl Drop for GroupKiller {
 /// [`ContainerError::Launch`] when the command cannot be started.
 pub fn run_on_host(cmd: &CheckCommand) -> BoxFuture<'_, Result<CheckExit, ContainerError>> {
     async move {
-        let (prog, args) = cmd
-            .argv
+        if cmd.argv.is_empty() {
+            return Err(ContainerError::InvalidTask(
+                "empty health check command".into(),
+            ));
+        }
+        // As the task's user: a check must not do what the task itself may not.
+        let mut full =
+            crate::user::drop_privileges_argv(cmd.user.as_ref()).map_err(ContainerError::Launch)?;
+        full.extend(cmd.argv.iter().cloned());
+        let (prog, args) = full
             .split_first()
             .ok_or_else(|| ContainerError::InvalidTask("empty health check command".into()))?;
         let mut c = tokio::process::Command::new(prog);
@@ -142,6 +152,7 @@ pub struct Target {
     pub container_id: String,
     pub task_env: BTreeMap<String, String>,
     pub sandbox: PathBuf,
+    pub user: Option<crate::user::TaskUser>,
 }
 
 async fn http(port: u16, path: &str, statuses: &[u16]) -> Result<(), String> {
@@ -198,6 +209,7 @@ async fn probe_once(t: &Target) -> Result<(), String> {
                 env: env.iter().cloned().collect(),
                 task_env: t.task_env.clone(),
                 sandbox: t.sandbox.clone(),
+                user: t.user.clone(),
             };
             match t.containerizer.run_check(&t.container_id, &cmd).await {
                 Ok(CheckExit { code: 0, .. }) => Ok(()),
@@ -263,6 +275,7 @@ mod tests {
             ]
             .into(),
             sandbox: dir.path().to_path_buf(),
+            user: None,
         };
         let ok = run_on_host(&cmd("test \"$A$B\" = taskcheck && pwd"))
             .await

@@ -303,6 +303,9 @@ impl DockerContainerizer {
                 .then(|| container.hostname.clone()),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(host_config),
+            // Numeric, so the image needs no passwd entry for it; it overrides the image's USER.
+            // `None` (an agent that is not root) keeps the image's own user.
+            user: spec.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
             ..Default::default()
         })
     }
@@ -380,10 +383,14 @@ impl DockerContainerizer {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i32)
             .unwrap_or(0);
+        // Never through a link: the task's user owns the sandbox (it is mounted in the container)
+        // and could put one there; the agent writing here is root.
         let open = |n: &str| {
+            use std::os::unix::fs::OpenOptionsExt;
             fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(sandbox.join(n))
         };
         let (Ok(mut out), Ok(mut err)) = (open("stdout"), open("stderr")) else {

@@ -77,6 +77,9 @@ pub struct LaunchSpec {
     pub ports: Vec<u16>,
     /// Environment for the task: the command's own plus `AGORA_*`, `PORT0…`.
     pub env: BTreeMap<String, String>,
+    /// The Unix user the task runs as; `None`: the agent's own user (an agent that is not root).
+    /// The sandbox already belongs to this user.
+    pub user: Option<crate::user::TaskUser>,
 }
 
 /// Resource usage of one container, from cgroups or `docker stats`.

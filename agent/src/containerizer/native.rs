@@ -6,8 +6,14 @@
 //!                                                     └─▶ init      pid 1 of the new PID namespace,
 //!                                                          │         mounts /proc, exits with the
 //!                                                          │         task's status
-//!                                                          └─▶ task  the command
+//!                                                          └─▶ task  the command, as the task's
+//!                                                                    user (setpriv … -- argv)
 //! ```
+//! The supervisor and the init stay root: joining cgroups, mounting `/proc`, setting the hostname
+//! and writing the exit status into the agent's root-only `meta` need it. Only the task drops its
+//! privileges, last, through `setpriv --reuid --regid --groups` (util-linux), which execs the
+//! command: the task's pid is the one the kill path signals, and nothing of the supervisor's
+//! protocol changes, so recovery and kills work as before.
 //! The supervisor lives in its own session, outside the agent's process group, so tasks survive the
 //! agent. It writes the task's exit status to `meta/containers/<id>/exit_status` (one small write,
 //! with shell builtins only; a reader that finds it empty reads again later);
@@ -19,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -195,6 +202,9 @@ impl NativeContainerizer {
 
     async fn do_launch(&self, spec: &LaunchSpec) -> Result<(), ContainerError> {
         let argv = argv(spec.task.command.as_ref())?;
+        let mut task_argv = crate::user::drop_privileges_argv(spec.user.as_ref())
+            .map_err(ContainerError::Launch)?;
+        task_argv.extend(argv.iter().cloned());
         let meta = self.meta(&spec.container_id);
         fs::create_dir_all(&meta).map_err(|e| ContainerError::io(&meta, e))?;
         let _ = fs::remove_file(meta.join("exit_status"));
@@ -212,9 +222,12 @@ impl NativeContainerizer {
         let procs: Vec<String> = procs.iter().map(|p| p.display().to_string()).collect();
         let open = |name: &str| -> Result<fs::File, ContainerError> {
             let p = spec.sandbox.join(name);
+            // Never through a link: the sandbox belongs to the task's user, and the supervisor
+            // opening these is root.
             fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&p)
                 .map_err(|e| ContainerError::io(&p, e))
         };
@@ -237,7 +250,7 @@ impl NativeContainerizer {
             } else {
                 ""
             })
-            .args(&argv)
+            .args(&task_argv)
             .env_clear()
             .env(
                 "PATH",
