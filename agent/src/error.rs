@@ -75,6 +75,9 @@ pub enum AgentError {
     /// `--master` is neither `host:port` nor a `zk://` URL.
     #[error("{0}")]
     BadMaster(String),
+    /// A flag's value is unusable (TLS files, ...); the message names the flag.
+    #[error("{0}")]
+    Config(String),
 }
 
 impl AgentError {

@@ -62,6 +62,7 @@ pub struct MasterLink {
     agent: AgentHandle,
     info: v1::AgentInfo,
     join_token: String,
+    tls: Option<agora_proto::tls::ClientTls>,
 }
 
 /// The leader named by a standby master's `UNAVAILABLE` answer, if any.
@@ -85,21 +86,21 @@ impl MasterLink {
             agent,
             info,
             join_token: String::new(),
+            tls: None,
         }
+    }
+
+    /// Connect over TLS, verifying the master against the CA (and presenting the agent's
+    /// certificate when it has one).
+    pub fn with_tls(mut self, tls: Option<agora_proto::tls::ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The cluster's join token, presented when registering.
     pub fn with_join_token(mut self, token: Option<String>) -> Self {
         self.join_token = token.unwrap_or_default();
         self
-    }
-
-    fn endpoint(address: &str) -> String {
-        if address.starts_with("http://") || address.starts_with("https://") {
-            address.to_string()
-        } else {
-            format!("http://{address}")
-        }
     }
 
     fn registered_marker(&self) -> std::path::PathBuf {
@@ -142,7 +143,12 @@ impl MasterLink {
                 Ok(End::Stopped) => return Ok(()),
                 Ok(End::Shutdown(msg)) => return Err(AgentError::ShutdownByMaster(msg)),
                 Err(LinkError::Agent(e)) => return Err(e),
-                Err(LinkError::Rpc(status)) if status.code() == tonic::Code::PermissionDenied => {
+                Err(LinkError::Rpc(status))
+                    if matches!(
+                        status.code(),
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                    ) =>
+                {
                     // Retrying cannot help: the operator must give the right token.
                     return Err(AgentError::JoinRefused(status.message().to_string()));
                 }
@@ -202,13 +208,17 @@ impl MasterLink {
         stop: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<End, LinkError> {
-        let address = Self::endpoint(address);
-        let mut client = AgentControlClient::connect(address.clone())
-            .await
-            .map_err(|e| LinkError::Connect {
-                address: address.clone(),
+        let endpoint = agora_proto::tls::endpoint(address, self.tls.as_ref()).map_err(|e| {
+            LinkError::Connect {
+                address: address.to_string(),
                 message: e.to_string(),
-            })?;
+            }
+        })?;
+        let channel = endpoint.connect().await.map_err(|e| LinkError::Connect {
+            address: address.to_string(),
+            message: agora_proto::tls::error_chain(&e),
+        })?;
+        let mut client = AgentControlClient::new(channel);
         let resp = self.register(&mut client).await?;
         let heartbeat = Some(resp.heartbeat_interval_seconds)
             .filter(|s| s.is_finite() && *s > 0.0)

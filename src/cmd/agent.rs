@@ -54,10 +54,18 @@ pub struct AgentArgs {
     /// cgroup filesystem root.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
+    /// Unix user tasks run as when neither the task nor its framework names one.
+    #[arg(long, default_value = agora_agent::user::DEFAULT_TASK_USER)]
+    default_task_user: String,
+    /// Let tasks that ask for user `root` run as root (otherwise they end TASK_ERROR).
+    #[arg(long)]
+    allow_root_tasks: bool,
     // The API token of `agora agent list|drain|reactivate` (a master started with
     // --api-token-file).
     #[command(flatten)]
     token: super::cli::TokenArgs,
+    #[command(flatten)]
+    tls: super::TlsArgs,
 }
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -96,6 +104,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         cgroup_root: args.cgroup_root,
         status_retry_initial: args.status_retry_initial,
         join_token,
+        default_task_user: args.default_task_user,
+        allow_root_tasks: args.allow_root_tasks,
+        tls: args.tls.files(),
         ..Default::default()
     };
     agora_agent::run(config, super::shutdown_signal()).await?;

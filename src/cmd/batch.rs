@@ -47,26 +47,14 @@ pub struct BatchArgs {
     /// this file, re-read every second (rotate by replacing the file). Without it the API is open.
     #[arg(long, env = "AGORA_BATCH_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
-}
-
-fn credential(
-    principal: Option<String>,
-    secret_file: Option<PathBuf>,
-) -> anyhow::Result<Option<(String, String)>> {
-    match (principal, secret_file) {
-        (Some(p), Some(f)) => {
-            let secret = std::fs::read_to_string(&f)
-                .map_err(|e| anyhow!("--secret-file {}: {e}", f.display()))?;
-            Ok(Some((p, secret.trim().to_string())))
-        }
-        (Some(p), None) => Ok(Some((p, String::new()))),
-        _ => Ok(None),
-    }
+    #[command(flatten)]
+    tls: super::TlsArgs,
 }
 
 pub fn config(args: BatchArgs) -> anyhow::Result<agora_batch::BatchConfig> {
     Ok(agora_batch::BatchConfig {
-        credential: credential(args.principal, args.secret_file)?,
+        credential: super::credential(args.principal, args.secret_file)?,
+        tls: args.tls.files(),
         api_token: super::cli::api_token(args.api_token_file)?,
         master: args.master,
         bind: SocketAddr::new(args.ip, args.port),

@@ -31,6 +31,12 @@ pub struct LocalArgs {
     /// Containerizers: `docker,native`, `native`; default: Docker too when an engine answers.
     #[arg(long)]
     containerizers: Option<String>,
+    /// Unix user tasks run as when neither the task nor its framework names one.
+    #[arg(long, default_value = agora_agent::user::DEFAULT_TASK_USER)]
+    default_task_user: String,
+    /// Let tasks that ask for user `root` run as root (otherwise they end TASK_ERROR).
+    #[arg(long)]
+    allow_root_tasks: bool,
 }
 
 /// Splits the machine (or the given total) evenly between `n` agents, ports included.
@@ -94,6 +100,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             attributes: Some(format!("agent:{}", i + 1)),
             containerizers: containerizers.clone(),
             hostname: Some(ip.to_string()),
+            default_task_user: args.default_task_user.clone(),
+            allow_root_tasks: args.allow_root_tasks,
             ..Default::default()
         };
         let mut stop = stop_rx.clone();
@@ -140,6 +148,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         zk: None,
         advertise: None,
         credential: None,
+        tls: Default::default(),
     })
     .await
     .with_context(|| {
@@ -159,6 +168,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         zk: None,
         advertise: None,
         credential: None,
+        tls: Default::default(),
     })
     .await
     .with_context(|| {

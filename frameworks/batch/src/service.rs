@@ -42,6 +42,9 @@ pub struct BatchConfig {
     /// `--api-token-file`: the REST API (all but `/ping` and `/health`) requires
     /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
     pub api_token: Option<agora_proto::http_auth::ApiToken>,
+    /// `--tls-cert`/`--tls-key`: TLS on the API port; `--tls-ca`: TLS to the master, verified
+    /// against that CA.
+    pub tls: agora_proto::tls::TlsFiles,
 }
 
 /// Why the batch framework could not start.
@@ -59,6 +62,9 @@ pub enum StartError {
     Sdk(#[from] agora_sdk::SdkError),
     #[error("ZooKeeper: {0}")]
     ZooKeeper(String),
+    /// A flag's value is unusable (TLS files); the message names the flag.
+    #[error("{0}")]
+    Config(String),
 }
 
 type Job_ = Box<dyn FnOnce(&mut BatchCore, DateTime<Utc>) + Send>;
@@ -143,6 +149,16 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         path: config.work_dir.display().to_string(),
         message: e.to_string(),
     })?;
+    let server_tls = config
+        .tls
+        .server_config()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    // Checked now so that a bad --tls-ca fails the start, not the first subscription.
+    config
+        .tls
+        .client()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let scheme = agora_proto::tls::scheme(server_tls.is_some());
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| StartError::Bind {
@@ -169,8 +185,13 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         config.api_token.clone(),
     );
     let mut server_stop = stop_rx.clone();
+    let listener =
+        agora_proto::tls::Listener::new(listener, server_tls).map_err(|source| StartError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        })?;
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let serve = agora_proto::tls::serve(listener, app, async move {
             let _ = server_stop.wait_for(|s| *s).await;
         });
         if let Err(e) = serve.await {
@@ -182,7 +203,7 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         leadership: leadership.clone(),
         counters,
         stop_rx,
-        webui: format!("http://{advertised}"),
+        webui: format!("{scheme}://{advertised}"),
     };
     let actor = match &config.zk {
         None => {
@@ -230,7 +251,13 @@ impl Leader {
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout)
-            .webui_url(&self.webui);
+            .webui_url(&self.webui)
+            .tls(
+                self.config
+                    .tls
+                    .client()
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            );
         if let Some((principal, secret)) = &self.config.credential {
             builder = builder.credential(principal, secret);
         }

@@ -35,6 +35,9 @@ pub struct ServicesConfig {
     /// `--api-token-file`: the REST API (all but `/ping`) requires
     /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
     pub api_token: Option<agora_proto::http_auth::ApiToken>,
+    /// `--tls-cert`/`--tls-key`: TLS on the API port; `--tls-ca`: TLS to the master, verified
+    /// against that CA.
+    pub tls: agora_proto::tls::TlsFiles,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,9 @@ pub enum StartError {
     Sdk(#[from] agora_sdk::SdkError),
     #[error("ZooKeeper: {0}")]
     ZooKeeper(String),
+    /// A flag's value is unusable (TLS files); the message names the flag.
+    #[error("{0}")]
+    Config(String),
 }
 
 type Job = Box<dyn FnOnce(&mut ServicesCore, DateTime<Utc>) + Send>;
@@ -108,6 +114,16 @@ impl RunningServices {
 pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|e| StartError::State(format!("{}: {e}", config.work_dir.display())))?;
+    let server_tls = config
+        .tls
+        .server_config()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    // Checked now so that a bad --tls-ca fails the start, not the first subscription.
+    config
+        .tls
+        .client()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let scheme = agora_proto::tls::scheme(server_tls.is_some());
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| StartError::Bind {
@@ -133,8 +149,13 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         config.api_token.clone(),
     );
     let mut server_stop = stop_rx.clone();
+    let listener =
+        agora_proto::tls::Listener::new(listener, server_tls).map_err(|source| StartError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        })?;
     let server = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let serve = agora_proto::tls::serve(listener, app, async move {
             let _ = server_stop.wait_for(|s| *s).await;
         });
         if let Err(e) = serve.await {
@@ -145,7 +166,7 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         config: config.clone(),
         leadership: leadership.clone(),
         stop_rx,
-        webui: format!("http://{advertised}"),
+        webui: format!("{scheme}://{advertised}"),
     };
     let actor = match &config.zk {
         None => {
@@ -211,7 +232,13 @@ impl Leader {
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout)
-            .webui_url(&self.webui);
+            .webui_url(&self.webui)
+            .tls(
+                self.config
+                    .tls
+                    .client()
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            );
         if let Some((principal, secret)) = &self.config.credential {
             builder = builder.credential(principal, secret);
         }
