@@ -23,6 +23,10 @@ use crate::v1;
 pub type ScalarValue = i64;
 
 const SCALE: f64 = 1000.0;
+/// The largest scalar amount accepted from outside (10^12 cpus, MiB, …). In thousandths it is
+/// 10^15, so thousands of them still add up inside an `i64`; larger values were silently clamped to
+/// `i64::MAX` thousandths, and adding two of them overflowed.
+pub const MAX_SCALAR: f64 = 1e12;
 /// The unreserved role.
 pub const ANY_ROLE: &str = "*";
 /// Names that must be scalars.
@@ -107,9 +111,12 @@ impl Ranges {
         self.0.is_empty()
     }
 
-    /// Number of integers in the set.
+    /// Number of integers in the set, saturating at `u64::MAX` (the set `[0-18446744073709551615]`
+    /// has one more integer than a `u64` can count).
     pub fn count(&self) -> u64 {
-        self.0.iter().map(|(a, b)| b - a + 1).sum()
+        self.0.iter().fold(0u64, |n, (a, b)| {
+            n.saturating_add((b - a).saturating_add(1))
+        })
     }
 
     pub fn contains_value(&self, value: u64) -> bool {
@@ -162,8 +169,8 @@ impl Ranges {
             if left == 0 {
                 break;
             }
-            let len = (end - begin + 1).min(left);
-            out.push((begin, begin + len - 1));
+            let len = (end - begin).saturating_add(1).min(left);
+            out.push((begin, begin + (len - 1)));
             left -= len;
         }
         Ranges(out)
@@ -243,7 +250,9 @@ impl Resources {
             Some(Amount::Ranges(_)) => return,
             None => 0,
         };
-        let next = (current + millis).max(0);
+        // Saturating: amounts are bounded by MAX_SCALAR on the way in, but a sum of many must
+        // still not wrap around.
+        let next = current.saturating_add(millis).max(0);
         if next == 0 {
             self.entries.remove(&key);
         } else {
@@ -278,7 +287,7 @@ impl Resources {
                 Amount::Scalar(s) => *s,
                 Amount::Ranges(_) => 0,
             })
-            .sum()
+            .fold(0, ScalarValue::saturating_add)
     }
 
     /// Union of a range resource across all roles.
@@ -552,10 +561,13 @@ impl Resources {
             match &resource.value {
                 Some(v1::resource::Value::Scalar(v)) => {
                     check_kind(&resource.name, true).map_err(invalid)?;
-                    if !v.is_finite() || *v < 0.0 {
-                        return Err(invalid(format!("amount {v} must be a finite number >= 0")));
+                    if !v.is_finite() || *v < 0.0 || *v > MAX_SCALAR {
+                        return Err(invalid(format!(
+                            "amount {v} must be a finite number from 0 to {MAX_SCALAR}"
+                        )));
                     }
                     out.check_no_kind_clash(&key, true).map_err(invalid)?;
+                    out.check_total(&key, to_millis(*v)).map_err(invalid)?;
                     out.add_scalar(key, to_millis(*v));
                 }
                 Some(v1::resource::Value::Ranges(r)) => {
@@ -576,6 +588,24 @@ impl Resources {
             }
         }
         Ok(out)
+    }
+
+    /// Refuses a scalar that would take its key's total past [`MAX_SCALAR`]: every accepted set
+    /// must print as text that parses back (`cpus:1e12;cpus:1` would print as one amount the
+    /// parser refuses).
+    fn check_total(&self, key: &ResourceKey, millis: ScalarValue) -> Result<(), String> {
+        let current = match self.entries.get(key) {
+            Some(Amount::Scalar(v)) => *v,
+            _ => 0,
+        };
+        if current.saturating_add(millis) > to_millis(MAX_SCALAR) {
+            Err(format!(
+                "brings the total of '{}' above {MAX_SCALAR}",
+                key.name
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     fn check_no_kind_clash(&self, key: &ResourceKey, scalar: bool) -> Result<(), String> {
@@ -759,12 +789,14 @@ impl FromStr for Resources {
                 let amount: f64 = value
                     .parse()
                     .map_err(|_| bad(&format!("'{value}' is not a number")))?;
-                if !amount.is_finite() || amount < 0.0 {
+                if !amount.is_finite() || amount < 0.0 || amount > MAX_SCALAR {
                     return Err(bad(&format!(
-                        "amount '{value}' must be a finite number >= 0"
+                        "amount '{value}' must be a finite number from 0 to {MAX_SCALAR}"
                     )));
                 }
                 out.check_no_kind_clash(&key, true).map_err(|p| bad(&p))?;
+                out.check_total(&key, to_millis(amount))
+                    .map_err(|p| bad(&p))?;
                 out.add_scalar(key, to_millis(amount));
             }
         }
