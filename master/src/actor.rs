@@ -188,6 +188,7 @@ impl Actor {
                         n += 1;
                     }
                     self.deliver();
+                    crate::metrics::status_update_round_trips(&self.book.take_round_trips());
                     // Group commit: one registry write per drained batch of requests.
                     self.persist().await?;
                 }

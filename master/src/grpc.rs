@@ -151,7 +151,7 @@ impl Scheduler for Services {
         &self,
         request: Request<v1::AcknowledgeRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
-        scheduler_call!(self, request, |book, r, clock| book.acknowledge(r))
+        scheduler_call!(self, request, |book, r, clock| book.acknowledge(r, clock))
     }
 
     async fn reconcile(

@@ -26,6 +26,15 @@ pub fn allocation_cycle(took: Duration, stats: &AllocationStats) {
     metrics::counter!("agora_master_offers_filtered_total").increment(stats.filtered as u64);
 }
 
+/// Records status-update round trips: an agent's update reaching the master → the framework's
+/// acknowledgement of it reaching the master.
+pub fn status_update_round_trips(round_trips: &[Duration]) {
+    for took in round_trips {
+        metrics::histogram!("agora_master_status_update_round_trip_seconds")
+            .record(took.as_secs_f64());
+    }
+}
+
 /// Publishes the gauges and totals of the core (called when `/metrics` is scraped).
 pub fn publish(gauges: &Gauges, counters: &Counters) {
     metrics::gauge!("agora_master_agents", "state" => "active").set(gauges.agents_active as f64);

@@ -90,6 +90,27 @@ async fn offer_accept_launch_runs_a_real_process_and_updates_are_acknowledged() 
             |s| s["agents"][0]["used_resources"] == serde_json::json!({}),
         )
         .await;
+    // The framework acknowledged the updates: their round trips are in the metrics.
+    let url = format!("{}/metrics", master.url());
+    eventually(
+        "status-update round trips in /metrics",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move {
+                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+                let count: f64 = text
+                    .lines()
+                    .find(|l| l.starts_with("agora_master_status_update_round_trip_seconds_count"))?
+                    .split_whitespace()
+                    .last()?
+                    .parse()
+                    .ok()?;
+                (count >= 2.0).then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

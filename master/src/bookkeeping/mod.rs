@@ -171,7 +171,15 @@ pub struct Bookkeeping {
     /// After a take-over: the registry's agents not yet re-registered, and when to stop waiting
     /// (set by the first timer call, since `new` has no clock).
     recovering: Option<(HashSet<String>, Option<Instant>)>,
+    /// Updates relayed to frameworks and not yet acknowledged: uuid → when the agent's update
+    /// arrived. At most [`MAX_TIMED_UPDATES`], so frameworks that never acknowledge cannot grow it.
+    awaiting_ack: HashMap<Vec<u8>, Instant>,
+    /// Agent update → framework acknowledgement, since the last [`Bookkeeping::take_round_trips`].
+    round_trips: Vec<Duration>,
 }
+
+/// Updates timed for the status-update round trip at once.
+const MAX_TIMED_UPDATES: usize = 100_000;
 
 /// Totals since the master started, for `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -263,7 +271,15 @@ impl Bookkeeping {
             next_offer: 0,
             next_stream: 0,
             counters: Counters::default(),
+            awaiting_ack: HashMap::new(),
+            round_trips: Vec::new(),
         }
+    }
+
+    /// Status-update round trips (update from the agent → acknowledgement from the framework)
+    /// completed since the last call.
+    pub fn take_round_trips(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.round_trips)
     }
 
     pub fn settings(&self) -> &Settings {
@@ -726,6 +742,9 @@ impl Bookkeeping {
                 }),
             );
             return;
+        }
+        if !st.uuid.is_empty() && self.awaiting_ack.len() < MAX_TIMED_UPDATES {
+            self.awaiting_ack.insert(st.uuid.clone(), clock.now);
         }
         self.apply_status(framework_id, st, clock, false);
     }
@@ -1956,7 +1975,11 @@ impl Bookkeeping {
     ///
     /// # Errors
     /// Header errors; an unknown agent; an empty uuid.
-    pub fn acknowledge(&mut self, req: v1::AcknowledgeRequest) -> Result<(), MasterError> {
+    pub fn acknowledge(
+        &mut self,
+        req: v1::AcknowledgeRequest,
+        clock: &Clock,
+    ) -> Result<(), MasterError> {
         let framework_id = self.check_header(req.header.as_ref())?;
         if req.uuid.is_empty() {
             return Err(MasterError::invalid(
@@ -1966,6 +1989,10 @@ impl Bookkeeping {
         }
         if !self.agents.contains_key(&req.agent_id) {
             return Err(MasterError::not_found("agent", &req.agent_id));
+        }
+        if let Some(arrived) = self.awaiting_ack.remove(&req.uuid) {
+            self.round_trips
+                .push(clock.now.saturating_duration_since(arrived));
         }
         self.to_agent(
             &req.agent_id,
@@ -2024,11 +2051,22 @@ impl Bookkeeping {
                     .find(|t| t.framework_id == framework_id && t.task_id == r.task_id)
                 {
                     answers.push(latest(done));
+                } else if self.awaiting_reregistration(&r.agent_id) {
+                    // A new leader whose registry lists the agent, which has not re-registered
+                    // yet: it may still bring the task. Answering UNKNOWN would make the framework
+                    // relaunch a task that is running; as in Mesos, nothing is answered and the
+                    // agent's re-registration (or a later reconciliation) tells.
+                    continue;
                 } else {
                     let unreachable = self
                         .agents
                         .get(&r.agent_id)
-                        .is_some_and(|a| matches!(a.status, AgentStatus::Unreachable { .. }));
+                        .is_some_and(|a| matches!(a.status, AgentStatus::Unreachable { .. }))
+                        || self
+                            .registry
+                            .agents
+                            .get(&r.agent_id)
+                            .is_some_and(|a| a.unreachable_since.is_some());
                     let state = if unreachable {
                         TaskState::TaskUnreachable
                     } else {
@@ -2049,6 +2087,16 @@ impl Bookkeeping {
             self.to_framework(&framework_id, update_event(st));
         }
         Ok(())
+    }
+
+    /// Whether this leader still waits for `agent_id` (any agent, when empty) to re-register
+    /// after taking over.
+    fn awaiting_reregistration(&self, agent_id: &str) -> bool {
+        match &self.recovering {
+            Some((expected, _)) if agent_id.is_empty() => !expected.is_empty(),
+            Some((expected, _)) => expected.contains(agent_id),
+            None => false,
+        }
     }
 
     /// Relays opaque data to an executor.

@@ -912,3 +912,96 @@ fn with_a_join_token_only_agents_that_present_it_register_and_admitted_ones_come
     assert!(matches!(err, MasterError::PermissionDenied(_)));
     assert!(!w.book.state("x").agents.iter().any(|a| a.id == "stranger"));
 }
+
+#[test]
+fn status_update_round_trip_is_timed_from_the_agent_update_to_the_framework_ack() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:4;mem:4096");
+    let h = w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    let req = launch(&h, &[&offers[0].id], vec![task("t1", "cpus:1;mem:512")]);
+    w.book.accept(req, &w.at(1.5)).expect("accept");
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskRunning, 2.0);
+    w.book.take_outbound();
+    assert!(w.book.take_round_trips().is_empty(), "not acknowledged yet");
+    let ack = v1::AcknowledgeRequest {
+        header: Some(h.clone()),
+        agent_id: a.clone(),
+        task_id: "t1".into(),
+        uuid: vec![1, 2, 3],
+    };
+    w.book.acknowledge(ack.clone(), &w.at(2.25)).expect("ack");
+    assert_eq!(w.book.take_round_trips(), [Duration::from_millis(250)]);
+    // A repeated acknowledgement is relayed but not timed twice.
+    w.book.acknowledge(ack, &w.at(3.0)).expect("ack again");
+    assert!(w.book.take_round_trips().is_empty());
+}
+
+#[test]
+fn a_new_leader_does_not_call_tasks_unknown_on_agents_it_still_waits_for() {
+    let t0 = Instant::now();
+    let at = |secs: f64| Clock {
+        now: t0 + Duration::from_secs_f64(secs),
+        wall: 1_000.0 + secs,
+    };
+    let mut registry = Registry::default();
+    registry.agents.insert(
+        "a1".into(),
+        AgentRecord {
+            hostname: "a1".into(),
+            ..Default::default()
+        },
+    );
+    let mut book = Bookkeeping::new(settings(), AllocatorConfig::default(), registry);
+    let (framework_id, stream_id) = book
+        .subscribe(
+            v1::SubscribeRequest {
+                framework_info: Some(v1::FrameworkInfo {
+                    name: "f".into(),
+                    ..Default::default()
+                }),
+                suppressed_roles: vec![],
+            },
+            &at(1.0),
+        )
+        .expect("subscribe");
+    let header = v1::CallHeader {
+        framework_id,
+        stream_id,
+    };
+    book.take_outbound();
+    let ask = |book: &mut Bookkeeping, secs: f64| {
+        book.reconcile(
+            v1::ReconcileRequest {
+                header: Some(header.clone()),
+                tasks: vec![
+                    v1::reconcile_request::TaskRef {
+                        task_id: "t".into(),
+                        agent_id: "a1".into(),
+                    },
+                    v1::reconcile_request::TaskRef {
+                        task_id: "ghost".into(),
+                        agent_id: String::new(),
+                    },
+                ],
+            },
+            &at(secs),
+        )
+        .expect("reconcile");
+        updates(&book.take_outbound())
+    };
+    // a1 may still re-register with `t` running: no answer yet, for either task.
+    assert_eq!(ask(&mut book, 2.0), vec![]);
+    // Past the re-registration timeout a1 is unreachable, and the agent-less ghost unknown.
+    book.tick(&at(22.0));
+    let ups = ask(&mut book, 22.0);
+    let states: Vec<(&str, TaskState)> = ups.iter().map(|u| (u.0.as_str(), u.1)).collect();
+    assert_eq!(
+        states,
+        vec![
+            ("t", TaskState::TaskUnreachable),
+            ("ghost", TaskState::TaskUnknown)
+        ]
+    );
+}
