@@ -264,3 +264,224 @@ async fn frameworks_authenticate_and_acls_decide_roles_and_teardowns() {
     assert_eq!(r.status(), 204);
     drop(fw);
 }
+
+/// A component's URL with `path`, asked with `token` (or none): status, `WWW-Authenticate`, body.
+async fn ask(url: &str, token: Option<&str>) -> (u16, String, serde_json::Value) {
+    try_ask(url, token).await.expect("the component answers")
+}
+
+async fn try_ask(url: &str, token: Option<&str>) -> Option<(u16, String, serde_json::Value)> {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.ok()?;
+    let status = resp.status().as_u16();
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Some((status, challenge, body))
+}
+
+/// Without the header: 401 naming the problem and the component, with a Bearer challenge; with a
+/// wrong token: 401 saying so.
+async fn refuses(url: &str, component: &str) {
+    let (status, challenge, body) = ask(url, None).await;
+    assert_eq!(status, 401, "{url}: {body}");
+    assert!(challenge.starts_with("Bearer realm="), "{url}: {challenge}");
+    assert_eq!(body["error"], "missing_token", "{url}: {body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("missing bearer token") && message.contains(component),
+        "{url}: {message}"
+    );
+    let (status, _, body) = ask(url, Some("agora-guess")).await;
+    assert_eq!(status, 401, "{url}: {body}");
+    assert_eq!(body["error"], "wrong_token", "{url}: {body}");
+}
+
+/// Waits until `url` answers 200 with the token, and returns the body.
+async fn accepted(url: &str, token: &str) -> serde_json::Value {
+    eventually(
+        &format!("{url} to answer 200"),
+        Duration::from_secs(30),
+        || async {
+            let (status, _, body) = try_ask(url, Some(token)).await?;
+            (status == 200).then_some(body)
+        },
+    )
+    .await
+}
+
+fn framework_args(
+    kind: &str,
+    master: &str,
+    port: u16,
+    dir: &std::path::Path,
+    token_file: &std::path::Path,
+) -> Vec<String> {
+    [
+        kind,
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.join(kind).display().to_string(),
+        "--api-token-file",
+        &token_file.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// `agora ARGS` with the token in `AGORA_TOKEN` (or none, with the caller's token variables
+/// removed).
+fn cli(args: &[&str], token: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+    cmd.args(args)
+        .env_remove("AGORA_TOKEN")
+        .env_remove("AGORA_TOKEN_FILE");
+    if let Some(t) = token {
+        cmd.env("AGORA_TOKEN", t);
+    }
+    cmd.output().expect("agora runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_apis_require_the_bearer_token_and_the_cli_sends_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("api-token");
+    let token = "agora-e2e-api-token";
+    std::fs::write(&token_file, format!("{token}\n")).expect("write token");
+    let file_arg = token_file.display().to_string();
+    let master = Master::start(dir.path(), &["--api-token-file", &file_arg]).await;
+
+    // The master: operator endpoints, /state and /metrics protected; /health and the UI page open.
+    for path in ["/state", "/metrics", "/api/v1/roles"] {
+        refuses(&format!("{}{path}", master.url()), "master").await;
+    }
+    let state = accepted(&format!("{}/state", master.url()), token).await;
+    assert!(state["agents"].is_array(), "{state}");
+    let (status, _, _) = ask(&format!("{}/metrics", master.url()), Some(token)).await;
+    assert_eq!(status, 200);
+    assert_eq!(ask(&format!("{}/health", master.url()), None).await.0, 200);
+    assert_eq!(ask(&format!("{}/", master.url()), None).await.0, 200);
+
+    // Services and batch, started with the same token file.
+    let services_port = free_port();
+    let _services = Process::spawn(
+        "services",
+        &framework_args(
+            "services",
+            &master.address(),
+            services_port,
+            dir.path(),
+            &token_file,
+        ),
+        dir.path(),
+    );
+    let batch_port = free_port();
+    let _batch = Process::spawn(
+        "batch",
+        &framework_args(
+            "batch",
+            &master.address(),
+            batch_port,
+            dir.path(),
+            &token_file,
+        ),
+        dir.path(),
+    );
+    let services = format!("http://127.0.0.1:{services_port}");
+    let batch = format!("http://127.0.0.1:{batch_port}");
+    eventually(
+        "services and batch to answer /ping without a token",
+        Duration::from_secs(30),
+        || async {
+            let s = try_ask(&format!("{services}/ping"), None).await?.0;
+            let b = try_ask(&format!("{batch}/ping"), None).await?.0;
+            (s == 200 && b == 200).then_some(())
+        },
+    )
+    .await;
+    for path in ["/v2/apps", "/v2/info", "/metrics"] {
+        refuses(&format!("{services}{path}"), "services").await;
+    }
+    let apps = accepted(&format!("{services}/v2/apps"), token).await;
+    assert!(apps["apps"].is_array(), "{apps}");
+    for path in ["/v1/scheduler/jobs", "/scheduler/jobs", "/metrics"] {
+        refuses(&format!("{batch}{path}"), "batch").await;
+    }
+    let jobs = accepted(&format!("{batch}/v1/scheduler/jobs"), token).await;
+    assert!(jobs.is_array(), "{jobs}");
+
+    // The CLI: with AGORA_TOKEN it works; without, it exits non-zero saying the token is missing
+    // and how to pass it.
+    let master_addr = master.address();
+    let out = cli(
+        &["cluster", "status", "--master", &master_addr],
+        Some(token),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("leader"));
+    let out = cli(&["cluster", "status", "--master", &master_addr], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the master at")
+            && err.contains("missing bearer token")
+            && err.contains("--token-file"),
+        "{err}"
+    );
+    let out = cli(&["app", "list", "--services", &services], Some(token));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["app", "list", "--services", &services], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("services framework") && err.contains("missing bearer token"),
+        "{err}"
+    );
+    let out = cli(
+        &["job", "list", "--batch", &batch, "--token-file", &file_arg],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["job", "list", "--batch", &batch], Some("agora-guess"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("batch framework") && err.contains("wrong bearer token"),
+        "{err}"
+    );
+
+    // Rotation without a restart: a new token in the file is accepted and the old one refused.
+    let rotated = "agora-e2e-api-token-2";
+    let tmp = dir.path().join("api-token.tmp");
+    std::fs::write(&tmp, format!("{rotated}\n")).expect("write token");
+    std::fs::rename(&tmp, &token_file).expect("rotate token");
+    accepted(&format!("{}/state", master.url()), rotated).await;
+    accepted(&format!("{services}/v2/apps"), rotated).await;
+    let (status, _, body) = ask(&format!("{}/state", master.url()), Some(token)).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("wrong_token")));
+}

@@ -35,8 +35,85 @@ async fn the_web_ui_shows_agents_and_running_tasks_without_console_errors() {
     .expect("accept");
     fw.until_state("shown-task", TaskState::TaskRunning).await;
 
-    let url = format!("{}/", master.url());
-    let profile = dir.path().join("chromium-profile");
+    let (dom, log) = dump_dom(
+        format!("{}/", master.url()),
+        dir.path().join("chromium-profile"),
+    )
+    .await;
+    let dom = dom.as_str();
+    assert!(
+        dom.contains("ui-agent"),
+        "the agent is not on the page:\n{dom}"
+    );
+    assert!(
+        dom.contains("shown-task"),
+        "the task is not on the page:\n{dom}"
+    );
+    assert!(
+        dom.contains("pill TASK_RUNNING"),
+        "the task is not shown running:\n{dom}"
+    );
+    assert!(
+        dom.contains("ui-fw"),
+        "the framework is not on the page:\n{dom}"
+    );
+    assert!(dom.contains(NO_ERROR), "the page shows an error:\n{dom}");
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Error") || l.contains("Uncaught")))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:#?}"
+    );
+    drop(fw);
+}
+
+/// The page's error box, hidden: the state loaded.
+const NO_ERROR: &str = r#"<div id="error" style="display: none;"></div>"#;
+
+/// A master started with --api-token-file: the page itself loads without the token, says how to
+/// give it when it has none, and shows the cluster when opened once with `?token=`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_ui_takes_the_api_token_from_the_address_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("api-token");
+    std::fs::write(&token_file, "ui-secret-token\n").expect("write token");
+    let master = Master::start(
+        dir.path(),
+        &["--api-token-file", &token_file.display().to_string()],
+    )
+    .await;
+
+    let (dom, _) = dump_dom(format!("{}/", master.url()), dir.path().join("profile-a")).await;
+    assert!(
+        dom.contains("missing bearer token") && dom.contains("?token="),
+        "the page does not say the token is missing:\n{dom}"
+    );
+
+    let (dom, log) = dump_dom(
+        format!("{}/?token=ui-secret-token", master.url()),
+        dir.path().join("profile-b"),
+    )
+    .await;
+    assert!(dom.contains(NO_ERROR), "the page shows an error:\n{dom}");
+    assert!(
+        dom.contains("leader 127.0.0.1:"),
+        "the page did not load the state:\n{dom}"
+    );
+    let console_errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Error") || l.contains("Uncaught")))
+        .collect();
+    assert!(
+        console_errors.is_empty(),
+        "console errors: {console_errors:#?}"
+    );
+}
+
+/// Loads `url` in headless Chromium with a fresh profile; the DOM after scripts ran, and the
+/// browser's log.
+async fn dump_dom(url: String, profile: std::path::PathBuf) -> (String, String) {
     let browser = chromium();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(browser)
@@ -61,35 +138,8 @@ async fn the_web_ui_shows_agents_and_running_tasks_without_console_errors() {
     .await
     .expect("join")
     .expect("chromium runs");
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        dom.contains("ui-agent"),
-        "the agent is not on the page:\n{dom}"
-    );
-    assert!(
-        dom.contains("shown-task"),
-        "the task is not on the page:\n{dom}"
-    );
-    assert!(
-        dom.contains("pill TASK_RUNNING"),
-        "the task is not shown running:\n{dom}"
-    );
-    assert!(
-        dom.contains("ui-fw"),
-        "the framework is not on the page:\n{dom}"
-    );
-    assert!(
-        dom.contains(r#"<div id="error" style="display: none;"></div>"#),
-        "the page shows an error:\n{dom}"
-    );
-    let console_errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CONSOLE") && (l.contains("Error") || l.contains("Uncaught")))
-        .collect();
-    assert!(
-        console_errors.is_empty(),
-        "console errors: {console_errors:#?}"
-    );
-    drop(fw);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
