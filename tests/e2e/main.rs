@@ -4,6 +4,7 @@
 mod batch;
 mod bench;
 mod cli;
+mod compose;
 mod ha;
 mod harness;
 mod local;
