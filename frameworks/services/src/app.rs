@@ -321,6 +321,55 @@ pub struct FieldError {
     pub errors: Vec<String>,
 }
 
+/// Reads an app from a JSON body. A type error names its field as a JSON pointer
+/// (`/container/docker/image`, `/healthChecks/0/portIndex`; a missing field is named too), where
+/// plain serde_json only gives a line and column.
+///
+/// # Errors
+/// One [`FieldError`] for the first field that cannot be read (`/` for a syntax error).
+pub fn parse(json: &[u8]) -> Result<App, Vec<FieldError>> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| vec![field_error(e.path(), e.inner().to_string())])
+}
+
+/// [`parse`] for a body already read as JSON (a PATCH merged into the stored app).
+///
+/// # Errors
+/// As [`parse`].
+pub fn from_value(json: Value) -> Result<App, Vec<FieldError>> {
+    serde_path_to_error::deserialize(json)
+        .map_err(|e| vec![field_error(e.path(), e.inner().to_string())])
+}
+
+fn field_error(path: &serde_path_to_error::Path, message: String) -> FieldError {
+    use serde_path_to_error::Segment;
+    let mut pointer = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+            Segment::Map { key } => pointer.push_str(&format!("/{key}")),
+            Segment::Enum { variant } => pointer.push_str(&format!("/{variant}")),
+            Segment::Unknown => pointer.push_str("/?"),
+        }
+    }
+    // serde reports a missing field at the object that lacks it; name the field itself.
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        pointer.push('/');
+        pointer.push_str(name);
+    }
+    if pointer.is_empty() {
+        pointer.push('/');
+    }
+    FieldError {
+        path: pointer,
+        errors: vec![message],
+    }
+}
+
 /// Normalises an app id: absolute, no trailing slash (`web` → `/web`).
 pub fn normalize_id(id: &str) -> String {
     let trimmed = id.trim().trim_end_matches('/');

@@ -304,7 +304,15 @@ async fn list_apps(State(api): State<Api>, req: Request) -> Result<Json<Value>, 
 }
 
 fn parse_app(body: &Bytes) -> Result<App, ApiError> {
-    serde_json::from_slice::<App>(body).map_err(invalid_json)
+    crate::app::parse(body).map_err(unreadable_app)
+}
+
+/// An app body that is not JSON or has a field of the wrong type: 400, naming the field.
+fn unreadable_app(details: Vec<crate::app::FieldError>) -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        json!({ "message": "Invalid JSON", "details": details }),
+    )
 }
 
 async fn create_app(
@@ -425,7 +433,7 @@ async fn app_put(
         if let Value::Object(m) = &mut v {
             m.insert("id".into(), json!(id));
         }
-        serde_json::from_value::<App>(v).map_err(invalid_json)
+        crate::app::from_value(v).map_err(unreadable_app)
     })?;
     app.id = id.clone();
     let force = flag(&q, "force");
@@ -464,12 +472,7 @@ async fn app_patch(
                 .ok_or_else(|| ServicesError::UnknownApp(id.clone()))?;
             let mut base = serde_json::to_value(&st.app).unwrap_or(Value::Null);
             merge(&mut base, &patch);
-            let app: App = serde_json::from_value(base).map_err(|e| {
-                ServicesError::Invalid(vec![crate::app::FieldError {
-                    path: "/".into(),
-                    errors: vec![e.to_string()],
-                }])
-            })?;
+            let app = crate::app::from_value(base).map_err(ServicesError::Invalid)?;
             core.put_app(app, false, force, now)
         })
         .await??;
