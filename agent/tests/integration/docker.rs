@@ -12,7 +12,9 @@ use bollard::Docker;
 
 use crate::common::*;
 
-pub const IMAGE: &str = "agora-test-busybox:latest";
+/// Tag bumped whenever the image's content changes (`:2`: a world-writable sticky `/tmp`, as in
+/// real images, since tasks run as `nobody`), so that a machine holding an older import rebuilds it.
+pub const IMAGE: &str = "agora-test-busybox:2";
 
 static IMPORTED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
@@ -50,6 +52,9 @@ pub async fn ensure_image() {
                 let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
             }
             std::fs::write(root.join("www/index.html"), "agora-ok\n").expect("index");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+                .expect("chmod /tmp");
             std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
             let tar = dir.path().join("rootfs.tar");
             let ok = std::process::Command::new("tar")

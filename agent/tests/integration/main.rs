@@ -8,3 +8,4 @@ mod http;
 mod master_link;
 mod native;
 mod recovery;
+mod users;
