@@ -88,6 +88,7 @@ impl Drop for Project {
                 );
             }
         }
+        let task_cgroups = self.task_cgroups();
         match self
             .command(&["down", "-v", "--remove-orphans", "--timeout", "2"])
             .output()
@@ -100,6 +101,49 @@ impl Drop for Project {
             ),
             Err(e) => eprintln!("compose down -v for {} did not start: {e}", self.name),
         }
+        // The tasks died with their agents' containers; their cgroups (created in the host's
+        // hierarchies, bound into the agents) are empty now and would otherwise stay behind.
+        for dir in task_cgroups {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+impl Project {
+    /// The cgroup directories of the native containers the agents still run: for each container
+    /// id checkpointed under the agent's `meta/containers/`, `<hierarchy>/agora/<id>` in every
+    /// host hierarchy (v1) or the unified one (v2).
+    fn task_cgroups(&self) -> Vec<PathBuf> {
+        let mut ids = Vec::new();
+        for agent in ["agent1", "agent2"] {
+            let Ok(out) = self
+                .command(&[
+                    "exec",
+                    "-T",
+                    agent,
+                    "ls",
+                    "/var/lib/agora/agent/meta/containers",
+                ])
+                .output()
+            else {
+                continue;
+            };
+            ids.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter(|id| id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+                    .map(str::to_string),
+            );
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        let mut hierarchies = vec![root.to_path_buf()];
+        if let Ok(entries) = std::fs::read_dir(root) {
+            hierarchies.extend(entries.flatten().map(|e| e.path()));
+        }
+        ids.iter()
+            .flat_map(|id| hierarchies.iter().map(move |h| h.join("agora").join(id)))
+            .filter(|d| d.is_dir())
+            .collect()
     }
 }
 
