@@ -74,6 +74,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             master: args.master.unwrap_or_else(|| "127.0.0.1:5050".into()),
             json: args.json,
             token: args.token,
+            tls_ca: args.tls.tls_ca.clone(),
         };
         return super::cli::agent(action, m).await;
     }

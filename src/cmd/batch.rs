@@ -107,6 +107,9 @@ pub struct BatchAddress {
     json: bool,
     #[command(flatten)]
     token: super::cli::TokenArgs,
+    /// The cluster CA (PEM) when the framework's API serves https (`--tls-cert` on it).
+    #[arg(long, env = "AGORA_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
 }
 
 async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest::Response> {
@@ -146,7 +149,7 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest
 
 pub async fn job(action: JobAction, a: BatchAddress) -> anyhow::Result<()> {
     let base = format!("{}/v1/scheduler", a.batch.trim_end_matches('/'));
-    let client = a.token.client()?;
+    let client = a.token.client(a.tls_ca.as_deref())?;
     match action {
         JobAction::Add { file } => {
             let text = std::fs::read_to_string(&file)

@@ -31,6 +31,29 @@ pub struct MasterAddress {
     pub json: bool,
     #[command(flatten)]
     pub token: TokenArgs,
+    /// The cluster CA (PEM) when the cluster runs with TLS: the master and agents are then
+    /// reached over https and verified against it.
+    #[arg(long, env = "AGORA_TLS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Trusts the cluster CA (and only it) when one is given.
+///
+/// # Errors
+/// An unreadable or invalid CA file, named with the flag.
+pub fn with_ca(
+    builder: reqwest::ClientBuilder,
+    tls_ca: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    let Some(path) = tls_ca else {
+        return Ok(builder);
+    };
+    let pem = std::fs::read(path).map_err(|e| anyhow!("--tls-ca {}: {e}", path.display()))?;
+    let ca = reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| anyhow!("--tls-ca {}: not a PEM certificate: {e}", path.display()))?;
+    Ok(builder
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false))
 }
 
 /// The API token the CLI sends, for components started with `--api-token-file`.
@@ -74,7 +97,7 @@ impl TokenArgs {
     ///
     /// # Errors
     /// See [`TokenArgs::resolve`]; a token that is not a valid header value.
-    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+    pub fn client(&self, tls_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = self.resolve()? {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -85,10 +108,13 @@ impl TokenArgs {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        Ok(reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .default_headers(headers)
-            .build()?)
+        Ok(with_ca(
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .default_headers(headers),
+            tls_ca,
+        )?
+        .build()?)
     }
 }
 
@@ -179,21 +205,22 @@ pub enum TaskAction {
 }
 
 /// Finds the leader's HTTP base URL.
-pub async fn leader_url(master: &str) -> anyhow::Result<String> {
+pub async fn leader_url(master: &str, tls: bool) -> anyhow::Result<String> {
     let mut detector = agora_proto::detector::Detector::new(master)?;
     let address = detector
         .wait_for_leader(Duration::from_secs(5))
         .await
         .with_context(|| format!("cannot find the leading master through '{master}'"))?;
-    Ok(format!("http://{address}"))
+    Ok(format!("{}://{address}", agora_proto::tls::scheme(tls)))
 }
 
 /// A client for agents' sandbox file API (which takes no API token).
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
+fn client(tls_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    Ok(with_ca(
+        reqwest::Client::builder().timeout(Duration::from_secs(10)),
+        tls_ca,
+    )?
+    .build()?)
 }
 
 /// GET a JSON document with `client`, turning connection failures and error bodies into messages
@@ -283,8 +310,8 @@ fn fmt_num(v: f64) -> String {
 }
 
 pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master).await?;
-    let api = m.token.client()?;
+    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
+    let api = m.token.client(m.tls_ca.as_deref())?;
     match action {
         AgentAction::List => {
             let state = get_json(&api, &format!("{base}/state")).await?;
@@ -349,8 +376,8 @@ pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> 
 }
 
 pub async fn framework(action: FrameworkAction, m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master).await?;
-    let api = m.token.client()?;
+    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
+    let api = m.token.client(m.tls_ca.as_deref())?;
     match action {
         FrameworkAction::List => {
             let state = get_json(&api, &format!("{base}/state")).await?;
@@ -420,8 +447,8 @@ fn find_task(state: &Value, task: &str) -> Option<Value> {
 }
 
 pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master).await?;
-    let api = m.token.client()?;
+    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
+    let api = m.token.client(m.tls_ca.as_deref())?;
     let state = get_json(&api, &format!("{base}/state")).await?;
     match action {
         TaskAction::List { framework, all } => {
@@ -529,7 +556,8 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 .and_then(|a| a.iter().find(|a| a["id"] == agent_id))
                 .ok_or_else(|| anyhow!("task '{task}' ran on agent '{agent_id}', which is gone"))?;
             let agent_url = format!(
-                "http://{}:{}",
+                "{}://{}:{}",
+                agora_proto::tls::scheme(m.tls_ca.is_some()),
                 agent["hostname"].as_str().unwrap_or("localhost"),
                 agent["http_port"]
             );
@@ -545,7 +573,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 escape(executor)
             );
             let listing = get_json(
-                &client(),
+                &client(m.tls_ca.as_deref())?,
                 &format!("{agent_url}/files/browse?path={}", url_escape(&runs)),
             )
             .await
@@ -563,7 +591,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
             let mut offset: u64 = 0;
             loop {
                 let chunk = get_json(
-                    &client(),
+                    &client(m.tls_ca.as_deref())?,
                     &format!(
                         "{agent_url}/files/read?path={}&offset={offset}&length=65536",
                         url_escape(&file)
@@ -586,8 +614,8 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
 }
 
 pub async fn cluster_status(m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master).await?;
-    let api = m.token.client()?;
+    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
+    let api = m.token.client(m.tls_ca.as_deref())?;
     let state = get_json(&api, &format!("{base}/state")).await?;
     let agents = state["agents"].as_array().cloned().unwrap_or_default();
     let (mut cpus, mut mem, mut used_cpus, mut used_mem) = (0.0, 0.0, 0.0, 0.0);

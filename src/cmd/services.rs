@@ -121,6 +121,9 @@ pub struct ServicesAddress {
     json: bool,
     #[command(flatten)]
     token: super::cli::TokenArgs,
+    /// The cluster CA (PEM) when the framework's API serves https (`--tls-cert` on it).
+    #[arg(long, env = "AGORA_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
 }
 
 async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
@@ -204,7 +207,7 @@ async fn wait_deployment(
 
 pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
     let base = a.services.trim_end_matches('/').to_string();
-    let client = a.token.client()?;
+    let client = a.token.client(a.tls_ca.as_deref())?;
     let path = |id: &str| format!("{base}/v2/apps/{}", id.trim_start_matches('/'));
     match action {
         AppAction::Create { file, wait } => {

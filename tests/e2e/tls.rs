@@ -328,6 +328,36 @@ async fn a_tls_cluster_verifies_the_master_and_requires_agent_certificates() {
         },
     )
     .await;
+
+    // The CLI reaches a TLS cluster with the CA, and says what failed without it.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(args)
+            .env_remove("AGORA_TLS_CA")
+            .output()
+            .expect("the CLI runs")
+    };
+    let services_url = format!("https://127.0.0.1:{services_port}");
+    let ok = cli(&[
+        "cluster",
+        "status",
+        "--master",
+        &master_address,
+        "--tls-ca",
+        &ca,
+    ]);
+    let out = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(
+        ok.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.contains("agent-tls") || out.contains("1"), "{out}");
+    let apps_out = cli(&["app", "list", "--services", &services_url, "--tls-ca", &ca]);
+    assert!(apps_out.status.success(), "{apps_out:?}");
+    assert!(String::from_utf8_lossy(&apps_out.stdout).contains("tls-app"));
+    let no_ca = cli(&["app", "list", "--services", &services_url]);
+    assert!(!no_ca.status.success(), "without the CA the CLI must fail");
 }
 
 #[tokio::test(flavor = "multi_thread")]
