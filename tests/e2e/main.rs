@@ -13,4 +13,5 @@ mod python;
 mod sdk;
 mod security;
 mod services;
+mod tls;
 mod ui;
