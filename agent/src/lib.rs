@@ -107,6 +107,9 @@ pub struct AgentConfig {
     /// `--allow-root-tasks`: a task that asks for root may run as root. Without it such tasks end
     /// TASK_ERROR (see [`user`]).
     pub allow_root_tasks: bool,
+    /// `--tls-cert`/`--tls-key`: TLS on the HTTP port and the certificate presented to the master;
+    /// `--tls-ca`: the CA the master's certificate must be signed by (TLS to the master).
+    pub tls: agora_proto::tls::TlsFiles,
 }
 
 impl Default for AgentConfig {
@@ -127,6 +130,7 @@ impl Default for AgentConfig {
             join_token: None,
             default_task_user: user::DEFAULT_TASK_USER.into(),
             allow_root_tasks: false,
+            tls: agora_proto::tls::TlsFiles::default(),
         }
     }
 }
@@ -319,6 +323,14 @@ pub async fn run(
         outbox,
         mut info,
     } = Agent::start(&config).await?;
+    let server_tls = config
+        .tls
+        .server_config()
+        .map_err(|e| AgentError::Config(e.to_string()))?;
+    let client_tls = config
+        .tls
+        .client()
+        .map_err(|e| AgentError::Config(e.to_string()))?;
     let addr = SocketAddr::new(config.bind, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -334,15 +346,20 @@ pub async fn run(
     info!(agent_id = %handle.agent_id(), http = %local, "agent started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let server =
-        axum::serve(listener, http::router(handle.clone())).with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        });
+    let listener =
+        agora_proto::tls::Listener::new(listener, server_tls).map_err(|e| AgentError::Bind {
+            addr: addr.to_string(),
+            source: e,
+        })?;
+    let server = agora_proto::tls::serve(listener, http::router(handle.clone()), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
     let http = tokio::spawn(async move { server.await });
     let link = match &config.master {
         Some(master) => {
             let l = master_link::MasterLink::new(master.clone(), handle.clone(), info.clone())
-                .with_join_token(config.join_token.clone());
+                .with_join_token(config.join_token.clone())
+                .with_tls(client_tls);
             let stop = stop_rx.clone();
             Some(tokio::spawn(l.run(outbox, stop)))
         }
