@@ -38,7 +38,7 @@ pub mod node;
 pub mod registry;
 pub mod zk_store;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -104,6 +104,11 @@ pub struct MasterConfig {
     /// `--agent-reregister-timeout`: after taking over, a new leader waits this long for the
     /// registry's agents to re-register before it makes offers without them.
     pub agent_reregister_timeout: Duration,
+    /// `--tls-cert`, `--tls-key`, `--tls-ca`: TLS on the one port (gRPC and HTTP); with a CA,
+    /// clients may authenticate with certificates it signed.
+    pub tls: agora_proto::tls::TlsFiles,
+    /// `--tls-require-agent-cert`: agents must present a certificate signed by `--tls-ca`.
+    pub require_agent_certificate: bool,
 }
 
 impl Default for MasterConfig {
@@ -128,6 +133,8 @@ impl Default for MasterConfig {
             api_token: None,
             zk_session_timeout: Duration::from_secs(10),
             agent_reregister_timeout: Duration::from_secs(60),
+            tls: agora_proto::tls::TlsFiles::default(),
+            require_agent_certificate: false,
         }
     }
 }
@@ -201,8 +208,18 @@ fn hostname() -> String {
 ///
 /// # Errors
 /// [`RunError::Bind`]; [`RunError::Store`] if the local registry cannot be read;
-/// [`RunError::LostLeadership`] if ZooKeeper cannot be joined.
+/// [`RunError::LostLeadership`] if the `--zk` URL is malformed (an unreachable ZooKeeper is
+/// waited for).
 pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
+    let tls = config
+        .tls
+        .server_config()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    if config.require_agent_certificate && (tls.is_none() || config.tls.ca.is_none()) {
+        return Err(RunError::Config(
+            "--tls-require-agent-cert needs --tls-cert, --tls-key and --tls-ca (the CA that signs agents' certificates)".into(),
+        ));
+    }
     let listener = TcpListener::bind(config.bind)
         .await
         .map_err(|source| RunError::Bind {
@@ -252,7 +269,8 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
     let node = Arc::new(
         node::Node::new(advertised.clone())
             .with_join_token_file(config.join_token_file.clone())
-            .with_auth(credentials, acls),
+            .with_auth(credentials, acls)
+            .with_agent_certificates_required(config.require_agent_certificate),
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();
@@ -271,15 +289,18 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
     let app = http::router(node.clone(), config.api_token.clone())
         .merge(grpc)
         .layer(axum::middleware::from_fn(metrics::time_request));
+    let listener =
+        agora_proto::tls::Listener::new(listener, tls).map_err(|source| RunError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        })?;
     let mut serve_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = serve_stop.wait_for(|s| *s).await;
-            })
-            .into_future()
-            .await
-            .map_err(|e| RunError::Serve(e.to_string()))
+        agora_proto::tls::serve(listener, app, async move {
+            let _ = serve_stop.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| RunError::Serve(e.to_string()))
     });
 
     let leader = Leader {
