@@ -206,13 +206,14 @@ async fn state(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
 }
 
 /// A standby's answer: 307 to the same path on the leader, or 503 when none is elected; the body
-/// says which, for people and scripts that do not follow redirects.
+/// says which, for people and scripts that do not follow redirects. The location is
+/// scheme-relative (`//leader/path`): every master serves the scheme this one does (TLS or not).
 fn standby_redirect(node: &Node, path: &str) -> Response {
     match node.leader() {
         Some(leader) => (
             StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, format!("http://{leader}{path}"))],
-            Json(json!({ "leader": leader, "standby": true })),
+            [(header::LOCATION, format!("//{leader}{path}"))],
+            Json(json!({ "leader": leader, "standby": !node.is_leading() })),
         )
             .into_response(),
         None => (

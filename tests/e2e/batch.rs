@@ -387,7 +387,7 @@ async fn batch_instances_elect_a_leader_in_zookeeper_and_the_standby_takes_over_
     .await;
     assert_eq!(
         r.headers().get("location").and_then(|v| v.to_str().ok()),
-        Some(format!("http://127.0.0.1:{}/v1/scheduler/jobs", first.port).as_str())
+        Some(format!("//127.0.0.1:{}/v1/scheduler/jobs", first.port).as_str())
     );
     let r = post(
         &format!("{}/iso8601", second.url),

@@ -134,7 +134,7 @@ async fn a_standby_takes_over_when_the_leader_dies_and_nothing_running_is_lost()
     .await;
     assert_eq!(
         redirect.to_str().expect("ascii"),
-        format!("http://127.0.0.1:{leader}/")
+        format!("//127.0.0.1:{leader}/")
     );
     let err = TestFramework::try_subscribe(
         &format!("127.0.0.1:{standby}"),

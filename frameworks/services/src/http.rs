@@ -81,10 +81,37 @@ impl Api {
     }
 }
 
+/// How a standby reaches the leader: with the scheme every instance serves (they share their TLS
+/// flags) and a client that trusts the cluster CA.
+#[derive(Clone)]
+pub struct LeaderProxy {
+    client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl LeaderProxy {
+    /// Plain HTTP, or https verified against `ca` (PEM) when the API serves TLS.
+    ///
+    /// # Errors
+    /// A CA that is not a PEM certificate.
+    pub fn new(https: bool, ca_pem: Option<&[u8]>) -> Result<LeaderProxy, String> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| format!("--tls-ca: not a PEM certificate: {e}"))?;
+            builder = builder.add_root_certificate(ca).tls_built_in_root_certs(false);
+        }
+        Ok(LeaderProxy {
+            client: builder.build().map_err(|e| e.to_string())?,
+            scheme: agora_proto::tls::scheme(https),
+        })
+    }
+}
+
 /// Marathon's behaviour: a standby instance proxies every API call to the leader (clients that
 /// do not follow redirects keep working), or answers 503 while none is elected.
 async fn standby_proxy(
-    State(leadership): State<Arc<Leadership>>,
+    State((leadership, proxy)): State<(Arc<Leadership>, LeaderProxy)>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -99,7 +126,8 @@ async fn standby_proxy(
         .into_response();
     };
     let target = format!(
-        "http://{leader}{}",
+        "{}://{leader}{}",
+        proxy.scheme,
         req.uri()
             .path_and_query()
             .map(|p| p.as_str())
@@ -113,8 +141,7 @@ async fn standby_proxy(
         )
         .into_response();
     };
-    let client = reqwest::Client::new();
-    let mut forward = client.request(parts.method.clone(), &target).body(bytes);
+    let mut forward = proxy.client.request(parts.method.clone(), &target).body(bytes);
     for (name, value) in parts.headers.iter() {
         if name != header::HOST && name != header::CONTENT_LENGTH {
             forward = forward.header(name, value);
@@ -150,6 +177,7 @@ pub fn router(
     leadership: Arc<Leadership>,
     me: String,
     api_token: Option<agora_proto::http_auth::ApiToken>,
+    proxy: LeaderProxy,
 ) -> Router {
     let routes = Router::new()
         .route("/ping", get(|| async { "pong" }))
@@ -172,7 +200,7 @@ pub fn router(
         .route("/v2/events", get(events))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
-            leadership.clone(),
+            (leadership.clone(), proxy),
             standby_proxy,
         ))
         .with_state(Api { leadership, me });

@@ -119,7 +119,7 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         .server_config()
         .map_err(|e| StartError::Config(e.to_string()))?;
     // Checked now so that a bad --tls-ca fails the start, not the first subscription.
-    config
+    let client_tls = config
         .tls
         .client()
         .map_err(|e| StartError::Config(e.to_string()))?;
@@ -143,10 +143,16 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
     });
     let leadership: Arc<Leadership> = Arc::new(Leadership::default());
     let (stop, stop_rx) = watch::channel(false);
+    let proxy = crate::http::LeaderProxy::new(
+        server_tls.is_some(),
+        client_tls.as_ref().map(|c| c.ca_pem.as_slice()),
+    )
+    .map_err(StartError::Config)?;
     let app = crate::http::router(
         leadership.clone(),
         advertised.clone(),
         config.api_token.clone(),
+        proxy,
     );
     let mut server_stop = stop_rx.clone();
     let listener =
