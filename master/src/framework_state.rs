@@ -202,7 +202,8 @@ pub async fn standby_redirect<H: Send + Sync + 'static>(
     match leadership.leader() {
         Some(leader) => (
             http::StatusCode::TEMPORARY_REDIRECT,
-            [(http::header::LOCATION, format!("http://{leader}{target}"))],
+            // Scheme-relative: instances share their TLS flags, so the client's scheme is right.
+            [(http::header::LOCATION, format!("//{leader}{target}"))],
             axum::Json(serde_json::json!({ "leader": leader })),
         )
             .into_response(),
