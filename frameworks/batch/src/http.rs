@@ -125,10 +125,10 @@ impl IntoResponse for ApiError {
 }
 
 fn parse_job(body: &Bytes) -> Result<Job, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+    crate::job::parse(body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
-            json!({ "message": "Invalid JSON", "details": [{ "path": "/", "errors": [e.to_string()] }] }),
+            json!({ "message": "Invalid JSON", "details": e.0 }),
         )
     })
 }

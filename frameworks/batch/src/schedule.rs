@@ -32,6 +32,10 @@ impl Period {
     }
 }
 
+/// The longest period or epsilon accepted.
+pub const MAX_PERIOD_YEARS: u32 = 1000;
+const MAX_PERIOD_SECONDS: i64 = MAX_PERIOD_YEARS as i64 * 366 * 86_400;
+
 /// Parses an ISO 8601 duration: `P1Y2M3DT4H5M6S`, `PT30S`, `P2W`, `PT0.5S` (fractions of seconds
 /// are rounded up to whole seconds).
 ///
@@ -39,6 +43,9 @@ impl Period {
 /// A sentence naming what is wrong.
 pub fn parse_duration(s: &str) -> Result<Period, String> {
     let bad = || format!("'{s}' is not an ISO 8601 duration like PT30S, PT1H or P1D");
+    // Checked arithmetic throughout: 'P9999999999Y' or 'PT1e20S'-sized values overflowed, and a
+    // period past MAX_PERIOD_YEARS would overflow the date arithmetic of the scheduler later.
+    let too_long = || format!("'{s}' is longer than {MAX_PERIOD_YEARS} years");
     let rest = s.strip_prefix('P').ok_or_else(bad)?;
     if rest.is_empty() {
         return Err(bad());
@@ -64,13 +71,22 @@ pub fn parse_duration(s: &str) -> Result<Period, String> {
         }
         let n: u32 = num.parse().map_err(|_| bad())?;
         num.clear();
-        match c {
-            'Y' => p.months += n * 12,
-            'M' => p.months += n,
-            'W' => p.seconds += i64::from(n) * 7 * 86_400,
-            'D' => p.seconds += i64::from(n) * 86_400,
+        let (months, seconds) = match c {
+            'Y' => (u64::from(n) * 12, 0),
+            'M' => (u64::from(n), 0),
+            'W' => (0, i64::from(n) * 7 * 86_400),
+            'D' => (0, i64::from(n) * 86_400),
             _ => return Err(bad()),
-        }
+        };
+        p.months = u32::try_from(u64::from(p.months) + months)
+            .ok()
+            .filter(|m| *m <= MAX_PERIOD_YEARS * 12)
+            .ok_or_else(too_long)?;
+        p.seconds = p
+            .seconds
+            .checked_add(seconds)
+            .filter(|s| *s <= MAX_PERIOD_SECONDS)
+            .ok_or_else(too_long)?;
     }
     if !num.is_empty() {
         return Err(bad());
@@ -89,7 +105,15 @@ pub fn parse_duration(s: &str) -> Result<Period, String> {
                 'S' => 1.0,
                 _ => return Err(bad()),
             };
-            p.seconds += (n * unit).ceil() as i64;
+            let add = (n * unit).ceil();
+            if !add.is_finite() || add > MAX_PERIOD_SECONDS as f64 {
+                return Err(too_long());
+            }
+            p.seconds = p
+                .seconds
+                .checked_add(add as i64)
+                .filter(|s| *s <= MAX_PERIOD_SECONDS)
+                .ok_or_else(too_long)?;
         }
         if !num.is_empty() {
             return Err(bad());
@@ -135,10 +159,11 @@ impl CronField {
             if lo < min || hi > max || lo > hi {
                 return Err(format!("{name} '{part}' is outside {min}-{max}"));
             }
-            let mut v = lo;
-            while v <= hi {
-                allowed[v as usize] = true;
-                v += step;
+            // Stepping by a huge step ('1/4294967295') must end the loop, not overflow.
+            let mut v = Some(lo);
+            while let Some(x) = v.filter(|x| *x <= hi) {
+                allowed[x as usize] = true;
+                v = x.checked_add(step);
             }
         }
         Ok(CronField(allowed))
