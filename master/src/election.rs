@@ -78,6 +78,43 @@ impl Election {
         })
     }
 
+    /// [`Election::join`], retried every `retry` until ZooKeeper answers. A process restarted by
+    /// its supervisor while ZooKeeper is away must wait for it, not exit and crash-loop; each
+    /// failed attempt is logged so that an operator sees what it waits for.
+    pub async fn join_when_reachable(
+        servers: &str,
+        path: &str,
+        me: &MasterInfoJson,
+        session_timeout: Duration,
+        retry: Duration,
+    ) -> Self {
+        let mut attempts = 0u32;
+        loop {
+            match Self::join(servers, path, me, session_timeout).await {
+                Ok(e) => {
+                    if attempts > 0 {
+                        info!(
+                            %servers,
+                            attempts,
+                            "ZooKeeper is reachable again: joined the election"
+                        );
+                    }
+                    return e;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    warn!(
+                        error = %e,
+                        retry_in = ?retry,
+                        attempts,
+                        "waiting for ZooKeeper before joining the election"
+                    );
+                    tokio::time::sleep(retry).await;
+                }
+            }
+        }
+    }
+
     pub fn client(&self) -> &zk::Client {
         &self.client
     }

@@ -121,7 +121,7 @@ impl<H> Leadership<H> {
 /// supervisor to restart it) if leadership is lost: two instances must never both act.
 ///
 /// # Errors
-/// A malformed URL or an unreachable ZooKeeper.
+/// A malformed URL (an unreachable ZooKeeper is waited for).
 pub async fn elect<H, F, Fut>(
     zk: &str,
     advertised: &str,
@@ -144,10 +144,17 @@ where
         version: env!("CARGO_PKG_VERSION").into(),
         start_time: crate::bookkeeping::Clock::system().wall,
     };
-    let election = crate::election::Election::join(&servers, &path, &me, Duration::from_secs(10))
-        .await
-        .map_err(|e| e.to_string())?;
     Ok(tokio::spawn(async move {
+        // An instance restarted while ZooKeeper is away waits for it (its API answers 503 "no
+        // leader" meanwhile) rather than exiting and crash-looping under its supervisor.
+        let election = crate::election::Election::join_when_reachable(
+            &servers,
+            &path,
+            &me,
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+        )
+        .await;
         let l = leadership.clone();
         let set = move |addr: Option<String>| l.set_leader(addr);
         tokio::select! {

@@ -325,12 +325,19 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
                 )));
             };
             let me = agora_proto::detector::MasterInfoJson::from(&master_info);
-            let election =
-                election::Election::join(&servers, &path, &me, config.zk_session_timeout)
-                    .await
-                    .map_err(|e| RunError::LostLeadership(e.to_string()))?;
+            let session_timeout = config.zk_session_timeout;
             let campaign = tokio::spawn(async move {
                 let fatal = leader.fatal.clone();
+                // Serving as a standby (no leader known) while ZooKeeper is unreachable: a master
+                // restarted by its supervisor during a ZooKeeper outage waits instead of exiting.
+                let election = election::Election::join_when_reachable(
+                    &servers,
+                    &path,
+                    &me,
+                    session_timeout,
+                    Duration::from_secs(1),
+                )
+                .await;
                 if let Err(e) = campaign(leader, election, path).await {
                     let _ = fatal.send(e);
                 }
