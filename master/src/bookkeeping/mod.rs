@@ -517,10 +517,11 @@ impl Bookkeeping {
                 );
                 continue;
             }
+            reported.insert(key.clone());
             if is_terminal(state_of(&task)) {
+                self.ended_while_away(&id, task);
                 continue;
             }
-            reported.insert(key.clone());
             self.adopt_task(&id, task, clock);
         }
         // Tasks the master sent to this agent but the agent does not have: they never arrived.
@@ -547,6 +548,28 @@ impl Bookkeeping {
             self.apply_status(&key.0, st, clock, true);
         }
         Ok(self.response(&id))
+    }
+
+    /// A task an agent reports as ended (its update not acknowledged yet: it ended while no master
+    /// was listening). It is recorded as ended, not treated as missing (TASK_LOST) nor forgotten
+    /// (reconciliation would answer TASK_UNKNOWN): frameworks take both as "relaunch it", which
+    /// would run a finished batch job twice. The update itself reaches the framework when the
+    /// agent resends it.
+    fn ended_while_away(&mut self, agent_id: &str, mut task: v1::Task) {
+        let key = (task.framework_id.clone(), task.task_id.clone());
+        task.agent_id = agent_id.to_string();
+        if let Some(entry) = self.tasks.get_mut(&key) {
+            entry.task.state = task.state;
+            entry.task.status = task.status;
+            self.finish_task(&key);
+        } else if !self
+            .completed
+            .iter()
+            .any(|t| t.framework_id == key.0 && t.task_id == key.1)
+        {
+            self.completed.push_front(task);
+            self.completed.truncate(self.settings.completed_tasks_kept);
+        }
     }
 
     /// A framework known only from an agent's report, waiting for the framework to re-subscribe.

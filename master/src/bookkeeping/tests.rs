@@ -992,6 +992,7 @@ fn a_new_leader_does_not_call_tasks_unknown_on_agents_it_still_waits_for() {
         updates(&book.take_outbound())
     };
     // a1 may still re-register with `t` running: no answer yet, for either task.
+    book.tick(&at(2.0));
     assert_eq!(ask(&mut book, 2.0), vec![]);
     // Past the re-registration timeout a1 is unreachable, and the agent-less ghost unknown.
     book.tick(&at(22.0));
@@ -1004,4 +1005,65 @@ fn a_new_leader_does_not_call_tasks_unknown_on_agents_it_still_waits_for() {
             ("ghost", TaskState::TaskUnknown)
         ]
     );
+}
+
+#[test]
+fn a_task_that_ended_while_its_agent_was_away_is_ended_not_lost() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 3600.0);
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.update(&a, &h.framework_id, "t", TaskState::TaskRunning, 2.0);
+    w.book.take_outbound();
+    // The agent comes back reporting `t` finished, its update not yet acknowledged.
+    let mut finished = w.book.state("x").tasks[0].clone();
+    finished.state = TaskState::TaskFinished as i32;
+    finished.status = Some(v1::TaskStatus {
+        task_id: "t".into(),
+        state: TaskState::TaskFinished as i32,
+        uuid: b"u1".to_vec(),
+        ..Default::default()
+    });
+    w.book
+        .reregister_agent(
+            v1::ReregisterAgentRequest {
+                agent_id: a.clone(),
+                agent_info: Some(v1::AgentInfo {
+                    hostname: "h1".into(),
+                    resources: res("cpus:2;mem:1024"),
+                    ..Default::default()
+                }),
+                tasks: vec![finished],
+                ..Default::default()
+            },
+            &w.at(5.0),
+        )
+        .expect("reregister");
+    let ups = updates(&w.book.take_outbound());
+    assert!(
+        ups.iter().all(|u| u.1 != TaskState::TaskLost),
+        "a finished task is not lost: {ups:?}"
+    );
+    w.book
+        .reconcile(
+            v1::ReconcileRequest {
+                header: Some(h.clone()),
+                tasks: vec![v1::reconcile_request::TaskRef {
+                    task_id: "t".into(),
+                    agent_id: a.clone(),
+                }],
+            },
+            &w.at(6.0),
+        )
+        .expect("reconcile");
+    let ups = updates(&w.book.take_outbound());
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert_eq!(ups[0].1, TaskState::TaskFinished);
+    assert!(w.book.state("x").tasks.is_empty());
 }
