@@ -101,6 +101,40 @@ pub fn resolve(root: &Path, requested: &str) -> Result<PathBuf, HttpError> {
     Ok(real)
 }
 
+/// Opens a path [`resolve`] returned, without trusting that it is still the same file: tasks own
+/// their sandboxes and may replace a checked path with a symbolic link, or a directory on it,
+/// between the check and the open. The final component is opened without following links and
+/// without blocking (a FIFO), and the kernel then says where the open file really is
+/// (`/proc/self/fd`), which must still be under the sandboxes.
+///
+/// # Errors
+/// [`HttpError::Forbidden`] when it now lies outside, [`HttpError::NotFound`], others as 500.
+pub fn open_confined(root: &Path, path: &Path) -> Result<fs::File, HttpError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shown = path.display().to_string();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                HttpError::NotFound(format!("no such file or directory: '{shown}'"))
+            }
+            // ELOOP: the final component became a link.
+            _ if e.raw_os_error() == Some(libc::ELOOP) => outside(&shown, root),
+            _ => HttpError::Internal(format!("{shown}: {e}")),
+        })?;
+    let real = fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .map_err(|e| HttpError::Internal(format!("{shown}: {e}")))?;
+    let root_c = fs::canonicalize(root)
+        .map_err(|e| HttpError::Internal(format!("{}: {e}", root.display())))?;
+    if !real.starts_with(&root_c) {
+        return Err(outside(&shown, root));
+    }
+    Ok(f)
+}
+
 fn outside(requested: &str, root: &Path) -> HttpError {
     HttpError::Forbidden(format!(
         "path '{requested}' is outside the agent's sandboxes: only files under {} can be read",
@@ -128,10 +162,19 @@ pub fn read_file(root: &Path, q: &HashMap<String, String>) -> Result<serde_json:
     let path = resolve(root, q.get("path").map(String::as_str).unwrap_or(""))?;
     let offset: i64 = param(q, "offset")?.unwrap_or(0);
     let length: Option<i64> = param(q, "length")?;
-    let meta = fs::metadata(&path).map_err(|e| HttpError::Internal(e.to_string()))?;
+    let mut f = open_confined(root, &path)?;
+    let meta = f
+        .metadata()
+        .map_err(|e| HttpError::Internal(e.to_string()))?;
     if meta.is_dir() {
         return Err(HttpError::BadRequest(format!(
             "'{}' is a directory; use /files/browse",
+            path.display()
+        )));
+    }
+    if !meta.is_file() {
+        return Err(HttpError::BadRequest(format!(
+            "'{}' is not a regular file",
             path.display()
         )));
     }
@@ -151,7 +194,6 @@ pub fn read_file(root: &Path, q: &HashMap<String, String>) -> Result<serde_json:
     let want = length.map(|l| l as u64).unwrap_or(MAX_READ).min(MAX_READ);
     let mut data = Vec::new();
     if offset < size {
-        let mut f = fs::File::open(&path).map_err(|e| HttpError::Internal(e.to_string()))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| HttpError::Internal(e.to_string()))?;
         f.take(want)
@@ -186,20 +228,28 @@ fn mode_string(meta: &fs::Metadata) -> String {
 /// See [`resolve`]; 400 when the path is a file.
 pub fn browse(root: &Path, q: &HashMap<String, String>) -> Result<serde_json::Value, HttpError> {
     let path = resolve(root, q.get("path").map(String::as_str).unwrap_or(""))?;
-    if !path.is_dir() {
+    let dir = open_confined(root, &path)?;
+    let is_dir = dir
+        .metadata()
+        .map_err(|e| HttpError::Internal(e.to_string()))?
+        .is_dir();
+    if !is_dir {
         return Err(HttpError::BadRequest(format!(
             "'{}' is not a directory; use /files/read",
             path.display()
         )));
     }
+    // List the directory that was opened and checked, through its descriptor, not the path again.
+    use std::os::fd::AsRawFd;
+    let opened = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     let mut entries = Vec::new();
-    let rd = fs::read_dir(&path).map_err(|e| HttpError::Internal(e.to_string()))?;
+    let rd = fs::read_dir(&opened).map_err(|e| HttpError::Internal(e.to_string()))?;
     for e in rd.flatten() {
-        let Ok(meta) = fs::symlink_metadata(e.path()) else {
+        let Ok(meta) = fs::symlink_metadata(opened.join(e.file_name())) else {
             continue;
         };
         entries.push(json!({
-            "path": e.path().display().to_string(),
+            "path": path.join(e.file_name()).display().to_string(),
             "size": meta.len(),
             "mode": mode_string(&meta),
             "mtime": meta.mtime(),
@@ -310,5 +360,56 @@ mod tests {
         ));
         let listing = browse(&root, &q("a/runs/c")).expect("browse");
         assert_eq!(listing.as_array().map(Vec::len), Some(2));
+    }
+
+    /// A task owns its sandbox: between `resolve` and the open it may swap the checked file, or a
+    /// directory above it, for a link to the host. The open itself must notice.
+    #[test]
+    fn a_path_swapped_for_a_link_after_the_check_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("slaves");
+        let sb = root.join("a/runs/c");
+        fs::create_dir_all(sb.join("logs")).expect("mkdir");
+        fs::write(sb.join("stdout"), "mine").expect("write");
+        fs::write(sb.join("logs/passwd"), "mine too").expect("write");
+
+        let file = resolve(&root, "a/runs/c/stdout").expect("inside");
+        fs::remove_file(&file).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", &file).expect("symlink");
+        assert!(matches!(
+            open_confined(&root, &file),
+            Err(HttpError::Forbidden(_))
+        ));
+
+        let nested = resolve(&root, "a/runs/c/logs/passwd").expect("inside");
+        fs::remove_dir_all(sb.join("logs")).expect("rm");
+        std::os::unix::fs::symlink("/etc", sb.join("logs")).expect("symlink");
+        assert!(matches!(
+            open_confined(&root, &nested),
+            Err(HttpError::Forbidden(_))
+        ));
+        let listing = resolve(&root, "a/runs/c").expect("inside");
+        fs::rename(&sb, root.join("a/runs/old")).expect("mv");
+        std::os::unix::fs::symlink("/etc", &sb).expect("symlink");
+        assert!(matches!(
+            browse(
+                &root,
+                &HashMap::from([("path".to_string(), listing.display().to_string())])
+            ),
+            Err(HttpError::Forbidden(_))
+        ));
+
+        // A FIFO would block a plain open for ever; it is refused at once.
+        let fifo = root.join("a/runs/old/fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let q = HashMap::from([("path".to_string(), fifo.display().to_string())]);
+        assert!(matches!(
+            read_file(&root, &q),
+            Err(HttpError::BadRequest(_))
+        ));
     }
 }
