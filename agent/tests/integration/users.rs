@@ -374,3 +374,50 @@ async fn docker_tasks_run_as_the_task_user_and_write_their_sandbox() {
     assert_eq!(s.state(), TaskState::TaskError, "{}", s.message);
     assert!(s.message.contains("--allow-root-tasks"), "{}", s.message);
 }
+
+/// The task owns its sandbox, so it can plant links there: the files API must not follow one out.
+#[tokio::test]
+async fn the_files_api_refuses_a_link_a_task_made_to_the_host() {
+    use std::future::IntoFuture;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = start_with(dir.path(), "native", false).await;
+    let fw = framework();
+    let s = run_to_end(
+        &mut agent,
+        &fw,
+        shell_task(
+            "linker",
+            "ln -s /etc/shadow shadow && ln -s /etc etc && echo linked",
+            "cpus:0.1;mem:32",
+        ),
+    )
+    .await;
+    assert_eq!(s.state(), TaskState::TaskFinished, "{}", s.message);
+    let sb = sandbox(&agent, &fw.id, "linker");
+    assert_eq!(read(&sb.join("stdout")), "linked\n");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let server = tokio::spawn(
+        axum::serve(listener, agora_agent::http::router(agent.handle.clone())).into_future(),
+    );
+    let client = reqwest::Client::new();
+    for (route, path) in [
+        ("read", sb.join("shadow")),
+        ("read", sb.join("etc/passwd")),
+        ("browse", sb.join("etc")),
+    ] {
+        let r = client
+            .get(format!("{base}/files/{route}"))
+            .query(&[("path", path.display().to_string())])
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.text().await.expect("body");
+        assert_eq!(status, 403, "{route} {}: {body}", path.display());
+        assert!(!body.contains("root:"), "no host file content leaks");
+    }
+    server.abort();
+}
