@@ -26,6 +26,10 @@ use crate::error::AgentError;
 /// First reconnection delay; doubles up to [`MAX_BACKOFF`].
 pub const MIN_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest wait between two looks in ZooKeeper while no leader is known. A look is one cheap
+/// read, and a long backoff here would leave the agent away from a newly elected leader for up to
+/// [`MAX_BACKOFF`] after a failover or a ZooKeeper outage.
+pub const MAX_DETECT_INTERVAL: Duration = Duration::from_secs(1);
 /// Heartbeat period when the master does not say.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -129,6 +133,7 @@ impl MasterLink {
                 Some(h) => Ok(h),
                 None => detector.leader().await,
             };
+            let detecting = address.is_err();
             let result = match address {
                 Ok(address) => {
                     self.session(&address, &mut outbox, &mut stop, &mut backoff)
@@ -159,8 +164,13 @@ impl MasterLink {
                 }
                 Err(e) => warn!(error = %e, retry_in = ?backoff, "master link down"),
             }
+            let wait = if detecting {
+                backoff.min(MAX_DETECT_INTERVAL)
+            } else {
+                backoff
+            };
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stopped(&mut stop) => return Ok(()),
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -454,12 +454,13 @@ async fn assert_consistent(
 /// A cluster on ZooKeeper: three masters, agents, and the services and batch frameworks (one
 /// instance each, electing themselves in ZooKeeper), all reaching ZooKeeper at `zk_servers`.
 struct Cluster {
-    dir: tempfile::TempDir,
     systemd: Systemd,
     master_ports: Vec<u16>,
     agents: Vec<Agent>,
     services: Api,
     batch: Api,
+    /// Last: removed after the processes are killed and their logs shown.
+    dir: tempfile::TempDir,
 }
 
 const SERVICES: &str = "services";
@@ -507,12 +508,12 @@ impl Cluster {
         let args = framework_args("batch", dir.path(), bp, &masters_zk, &batch_zk);
         systemd.add(Supervised::spawn(dir.path(), BATCH, args));
         let c = Cluster {
-            dir,
             systemd,
             master_ports,
             agents,
             services: Api::on(sp),
             batch: Api::on(bp),
+            dir,
         };
         let leader = c.leader(Duration::from_secs(30)).await;
         eventually(
