@@ -4,7 +4,7 @@
 //! state under `--work-dir` so that a second start recovers the first one's tasks. No ZooKeeper.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -62,6 +62,35 @@ async fn docker_answers() -> bool {
     .is_ok_and(|r| r.is_ok())
 }
 
+/// Tasks run as `--default-task-user` (`nobody`) and open their sandboxes by absolute path: a
+/// work dir below a directory that user cannot enter (a 0700 home, `/root`) would make every task
+/// fail, so say so before starting anything.
+fn check_task_user_reaches(work_dir: &Path, user: &str, allow_root: bool) -> anyhow::Result<()> {
+    use agora_agent::user;
+    if !user::can_switch_users() {
+        return Ok(());
+    }
+    let policy = user::UserPolicy {
+        default_user: user.to_string(),
+        allow_root,
+    };
+    let task_user =
+        user::resolve("", "", &policy).map_err(|e| anyhow::anyhow!("--default-task-user: {e}"))?;
+    if let Some((dir, mode, _)) = user::blocked_ancestor(&work_dir.join("agent-1"), &task_user) {
+        anyhow::bail!(
+            "tasks run as '{}', which cannot enter {} (mode {mode:o}) on the way to --work-dir {}: \
+             every task would fail. Pass a --work-dir others can enter (e.g. --work-dir \
+             /var/tmp/agora-local), make {} searchable (chmod o+x), or choose the task user with \
+             --default-task-user",
+            task_user.name,
+            dir.display(),
+            work_dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     if args.agents == 0 || args.agents > 200 {
         anyhow::bail!("--agents must be between 1 and 200, got {}", args.agents);
@@ -69,6 +98,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.work_dir)
         .with_context(|| format!("creating --work-dir {}", args.work_dir.display()))?;
     let work_dir = std::fs::canonicalize(&args.work_dir)?;
+    check_task_user_reaches(&work_dir, &args.default_task_user, args.allow_root_tasks)?;
     let containerizers = match args.containerizers {
         Some(c) => c,
         None if docker_answers().await => "docker,native".to_string(),
