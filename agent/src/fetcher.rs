@@ -41,7 +41,8 @@ pub fn file_name(uri: &v1::Uri) -> Result<String, ContainerError> {
 async fn download(value: &str, dest: &Path) -> Result<(), ContainerError> {
     let resp = reqwest::get(value)
         .await
-        .map_err(|e| fail(value, e.to_string()))?;
+        // The cause (refused connection, unknown certificate issuer) is in the error's sources.
+        .map_err(|e| fail(value, agora_proto::tls::error_chain(&e)))?;
     if !resp.status().is_success() {
         return Err(fail(
             value,
@@ -156,13 +157,8 @@ pub async fn fetch(
     for uri in uris {
         let dest: PathBuf = sandbox.join(file_name(uri)?);
         let v = uri.value.as_str();
-        if v.starts_with("http://") {
+        if v.starts_with("http://") || v.starts_with("https://") {
             download(v, &dest).await?;
-        } else if v.starts_with("https://") {
-            return Err(fail(
-                v,
-                "https is not supported by this agent (no TLS): use http, file:// or a local path",
-            ));
         } else if let Some(path) = v
             .strip_prefix("file://")
             .or_else(|| v.starts_with('/').then_some(v))
@@ -249,10 +245,17 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o111, 0o111);
         assert!(sandbox.join("pkg/run.sh").exists());
-        let err = fetch(&[uri("https://example.com/x")], &sandbox, None)
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("https"), "{err}");
+        // https is verified against the public roots: a self-signed server is refused, naming the
+        // certificate problem.
+        let addr = crate::test_tls::self_signed_server(dir.path()).await;
+        let err = fetch(
+            &[uri(&format!("https://127.0.0.1:{}/file", addr.port()))],
+            &sandbox,
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
         let err = fetch(&[uri("/no/such/file")], &sandbox, None)
             .await
             .unwrap_err();

@@ -42,7 +42,7 @@ pub enum HealthCheckError {
     #[error("health_check.{field} must be a finite number of seconds >= 0, not {value}")]
     Seconds { field: &'static str, value: f64 },
     /// Only plain HTTP is probed (no TLS stack in the agent).
-    #[error("health_check.http.scheme '{0}' is not supported (only 'http')")]
+    #[error("health_check.http.scheme '{0}' is not supported (only 'http' and 'https')")]
     Scheme(String),
     /// A status in `http.statuses` is not an HTTP status code.
     #[error("health_check.http.statuses contains {0}, which is not an HTTP status (100-599)")]
@@ -58,11 +58,14 @@ pub enum HealthCheckError {
 /// What one check does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
-    /// `GET http://127.0.0.1:<port><path>`; healthy on a status in `statuses` (empty: 200–399).
+    /// `GET http(s)://127.0.0.1:<port><path>`; healthy on a status in `statuses` (empty: 200–399).
+    /// Over TLS the task's certificate is not verified (it is the task's own, often self-signed,
+    /// and the check dials 127.0.0.1), as Marathon's HTTPS checks do.
     Http {
         port: u16,
         path: String,
         statuses: Vec<u16>,
+        tls: bool,
     },
     /// A TCP connection to `127.0.0.1:<port>` is accepted.
     Tcp { port: u16 },
@@ -138,7 +141,8 @@ impl HealthCheckSpec {
                     .http
                     .as_ref()
                     .ok_or(HealthCheckError::Missing("http", "HTTP"))?;
-                if !(h.scheme.is_empty() || h.scheme.eq_ignore_ascii_case("http")) {
+                let tls = h.scheme.eq_ignore_ascii_case("https");
+                if !(h.scheme.is_empty() || h.scheme.eq_ignore_ascii_case("http") || tls) {
                     return Err(HealthCheckError::Scheme(h.scheme.clone()));
                 }
                 let statuses = h
@@ -166,6 +170,7 @@ impl HealthCheckSpec {
                     port: port("http.port", h.port)?,
                     path,
                     statuses,
+                    tls,
                 }
             }
             Type::Tcp => {
@@ -517,7 +522,8 @@ mod tests {
             Probe::Http {
                 port: 8080,
                 path: "/health".into(),
-                statuses: vec![]
+                statuses: vec![],
+                tls: false,
             }
         );
         assert_eq!(s.policy.grace, Duration::from_millis(1500));
@@ -536,9 +542,13 @@ mod tests {
         assert!(bad(&|h| h.r#type = 0).contains("health_check.type"));
         assert!(bad(&|h| h.http = None).contains("health_check.http must be set"));
         assert!(bad(&|h| h.http.as_mut().expect("http").port = 70000).contains("http.port"));
-        assert!(
-            bad(&|h| h.http.as_mut().expect("http").scheme = "https".into()).contains("'https'")
-        );
+        assert!(bad(&|h| h.http.as_mut().expect("http").scheme = "ftp".into()).contains("'ftp'"));
+        let mut secure = h.clone();
+        secure.http.as_mut().expect("http").scheme = "HTTPS".into();
+        assert!(matches!(
+            HealthCheckSpec::from_proto(&secure).expect("https is valid").probe,
+            Probe::Http { tls: true, .. }
+        ));
         assert!(bad(&|h| h.http.as_mut().expect("http").statuses = vec![42]).contains("42"));
         assert!(
             bad(&|h| h.http.as_mut().expect("http").path = "/a b".into()).contains("http.path")

@@ -53,6 +53,8 @@ pub mod prober;
 pub mod status_update;
 mod sys;
 pub mod user;
+#[cfg(test)]
+mod test_tls;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

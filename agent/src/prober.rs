@@ -192,13 +192,42 @@ async fn http(port: u16, path: &str, statuses: &[u16]) -> Result<(), String> {
     }
 }
 
+async fn https(port: u16, path: &str, statuses: &[u16], timeout: Duration) -> Result<(), String> {
+    let url = format!("https://127.0.0.1:{port}{path}");
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent("agora-health-check")
+        .build()
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {}", agora_proto::tls::error_chain(&e)))?;
+    let code = resp.status().as_u16();
+    if http_status_healthy(code, statuses) {
+        Ok(())
+    } else {
+        Err(format!("GET {url} answered {code}"))
+    }
+}
+
 async fn probe_once(t: &Target) -> Result<(), String> {
     match &t.probe {
         Probe::Http {
             port,
             path,
             statuses,
+            tls: false,
         } => http(*port, path, statuses).await,
+        Probe::Http {
+            port,
+            path,
+            statuses,
+            tls: true,
+        } => https(*port, path, statuses, t.timeout).await,
         Probe::Tcp { port } => TcpStream::connect((Ipv4Addr::LOCALHOST, *port))
             .await
             .map(drop)
@@ -261,6 +290,25 @@ mod tests {
         let long = "é".repeat(300);
         let t = tail(long.as_bytes());
         assert!(t.len() <= OUTPUT_TAIL && t.chars().all(|c| c == 'é'), "{t}");
+    }
+
+    #[tokio::test]
+    async fn https_checks_accept_the_task_s_own_certificate_and_judge_the_status() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = crate::test_tls::self_signed_server(dir.path()).await;
+        let timeout = Duration::from_secs(5);
+        https(addr.port(), "/ok", &[], timeout)
+            .await
+            .expect("a self-signed task certificate is accepted");
+        let err = https(addr.port(), "/unavailable", &[], timeout)
+            .await
+            .expect_err("503 is unhealthy");
+        assert!(err.contains("answered 503"), "{err}");
+        https(addr.port(), "/unavailable", &[503], timeout)
+            .await
+            .expect("503 is listed as healthy");
+        let plain = http(addr.port(), "/ok", &[]).await;
+        assert!(plain.is_err(), "plain HTTP to a TLS port fails: {plain:?}");
     }
 
     #[tokio::test]

@@ -672,7 +672,7 @@ async fn fetched_files_are_in_the_sandbox_before_the_task_starts() {
     let r = send(
         reqwest::Method::POST,
         &format!("{}/v2/apps", s.url),
-        Some(json!({"id": "/tls", "cmd": "true", "fetch": [{"uri": "https://example.com/x"}]})),
+        Some(json!({"id": "/ftp", "cmd": "true", "fetch": [{"uri": "ftp://example.com/x"}]})),
     )
     .await;
     assert_eq!(r.status(), 422);

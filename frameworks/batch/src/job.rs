@@ -317,10 +317,14 @@ impl Job {
             }
         }
         for (i, u) in self.uris.iter().enumerate() {
-            if !(u.starts_with("http://") || u.starts_with("file://") || u.starts_with('/')) {
+            if !(u.starts_with("http://")
+                || u.starts_with("https://")
+                || u.starts_with("file://")
+                || u.starts_with('/'))
+            {
                 bad(
                     &format!("/uris/{i}"),
-                    format!("'{u}' must be an http:// or file:// URL or an absolute path (https is not supported yet)"),
+                    format!("'{u}' must be an http://, https:// or file:// URL or an absolute path"),
                 );
             }
         }

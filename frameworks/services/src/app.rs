@@ -624,12 +624,6 @@ impl App {
                     format!("'{}' is not a health check protocol", h.protocol),
                 );
             }
-            if matches!(h.protocol.as_str(), "HTTPS" | "MESOS_HTTPS") {
-                bad(
-                    &format!("{p}/protocol"),
-                    "HTTPS checks are not supported by Agora's agents yet; use HTTP or TCP".into(),
-                );
-            }
             if h.protocol == "COMMAND" && h.command.is_none() {
                 bad(
                     &format!("{p}/command"),
@@ -681,13 +675,14 @@ impl App {
         }
         for (i, f) in self.fetch.iter().enumerate() {
             let u = f.uri.as_str();
-            if u.starts_with("https://") {
-                bad(&format!("/fetch/{i}/uri"), "https is not supported by Agora agents yet: use http://, file:// or an absolute path".into());
-            } else if !(u.starts_with("http://") || u.starts_with("file://") || u.starts_with('/'))
+            if !(u.starts_with("http://")
+                || u.starts_with("https://")
+                || u.starts_with("file://")
+                || u.starts_with('/'))
             {
                 bad(
                     &format!("/fetch/{i}/uri"),
-                    format!("'{u}' must be an http:// or file:// URL or an absolute path"),
+                    format!("'{u}' must be an http://, https:// or file:// URL or an absolute path"),
                 );
             }
         }

@@ -231,7 +231,11 @@ pub fn task_info(
                 hc.http = Some(v1::health_check::Http {
                     port,
                     path: h.path.clone().unwrap_or_else(|| "/".into()),
-                    scheme: "http".into(),
+                    scheme: if matches!(h.protocol.as_str(), "HTTPS" | "MESOS_HTTPS") {
+                        "https".into()
+                    } else {
+                        "http".into()
+                    },
                     statuses: Vec::new(),
                 });
             }
