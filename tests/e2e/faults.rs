@@ -950,3 +950,239 @@ async fn a_services_leader_killed_mid_deployment_is_finished_by_the_standby() {
     assert_eq!(v.services_fw, fw);
     assert_eq!(v.master.len(), 4, "{v:#?}");
 }
+
+/// A standalone master with the services framework and agents, for the agent faults.
+struct Standalone {
+    master: Master,
+    agents: Vec<Agent>,
+    services: Api,
+    _services: Process,
+    dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    async fn start(master_flags: &[&str], agents: &[(&str, &str)]) -> Standalone {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let master = Master::start(dir.path(), master_flags).await;
+        let agents: Vec<Agent> = agents
+            .iter()
+            .map(|(name, containerizers)| {
+                agent_process(
+                    dir.path(),
+                    name,
+                    &master.address(),
+                    containerizers,
+                    free_port(),
+                )
+            })
+            .collect();
+        let port = free_port();
+        let services = Process::spawn(
+            "services",
+            &strings(&[
+                "services",
+                "--master",
+                &master.address(),
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--work-dir",
+                &dir.path().join("services").display().to_string(),
+            ]),
+            dir.path(),
+        );
+        let s = Standalone {
+            master,
+            agents,
+            services: Api::on(port),
+            _services: services,
+            dir,
+        };
+        let n = s.agents.len();
+        s.master
+            .state_where("every agent and services", Duration::from_secs(30), |st| {
+                st["agents"].as_array().is_some_and(|a| a.len() == n)
+                    && st["frameworks"].as_array().is_some_and(|f| f.len() == 1)
+            })
+            .await;
+        s
+    }
+
+    async fn create(&self, app: Value) {
+        let r = client()
+            .post(format!("{}/v2/apps", self.services.base))
+            .json(&app)
+            .send()
+            .await
+            .expect("POST /v2/apps");
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    }
+
+    async fn settled(&self, id: &str, n: usize, within: Duration) -> Vec<Value> {
+        eventually(&format!("{id} settled with {n} running"), within, || {
+            app_settled(&self.services, id, n)
+        })
+        .await
+    }
+
+    fn agent_refs(&self) -> Vec<&Agent> {
+        self.agents.iter().collect()
+    }
+}
+
+/// An agent process (as `harness::Agent::start`, with the containerizers chosen).
+fn agent_process(dir: &Path, name: &str, master: &str, containerizers: &str, port: u16) -> Agent {
+    let work_dir = dir.join(name);
+    let args = strings(&[
+        "agent",
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &work_dir.display().to_string(),
+        "--resources",
+        "cpus:2;mem:1024;ports:[31000-31100]",
+        "--hostname",
+        name,
+        "--containerizers",
+        containerizers,
+    ]);
+    Agent {
+        process: Process::spawn(name, &args, dir),
+        port,
+        work_dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_and_restarted_keeps_its_docker_and_native_tasks() {
+    let image = crate::harness::ensure_busybox_image();
+    let mut c = Standalone::start(&[], &[("agent-d", "docker,native")]).await;
+    c.create(json!({"id": "/native", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2}))
+        .await;
+    c.create(json!({
+        "id": "/docked", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 1,
+        "container": {"type": "DOCKER", "docker": {"image": image}}
+    }))
+    .await;
+    let native = ids(
+        &c.settled("/native", 2, Duration::from_secs(60)).await,
+        "id",
+    );
+    let docked = ids(
+        &c.settled("/docked", 1, Duration::from_secs(60)).await,
+        "id",
+    );
+    let before: HashSet<String> = native.union(&docked).cloned().collect();
+
+    let port = c.agents[0].port;
+    c.agents[0].process.kill();
+    // Killed, not stopped: its tasks (detached native processes, Docker containers) live on.
+    let name = "agent-d";
+    let restarted = agent_process(
+        c.dir.path(),
+        name,
+        &c.master.address(),
+        "docker,native",
+        port,
+    );
+    c.agents[0] = restarted;
+    c.master
+        .state_where(
+            "the restarted agent back with its three tasks",
+            Duration::from_secs(30),
+            |s| {
+                s["agents"][0]["active"] == true
+                    && s["tasks"].as_array().is_some_and(|t| {
+                        t.iter().filter(|t| t["state"] == "TASK_RUNNING").count() == 3
+                    })
+            },
+        )
+        .await;
+    let v = assert_consistent(c.master.port, &c.agent_refs(), Some(&c.services), None).await;
+    let running: HashSet<String> = v.master.keys().cloned().collect();
+    assert_eq!(running, before, "the same tasks, none relaunched");
+    // Nothing is relaunched a little later either (services saw no task end).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let native_after = ids(
+        &c.settled("/native", 2, Duration::from_secs(10)).await,
+        "id",
+    );
+    let docked_after = ids(
+        &c.settled("/docked", 1, Duration::from_secs(10)).await,
+        "id",
+    );
+    assert_eq!((native_after, docked_after), (native, docked));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_agent_s_tasks_are_replaced_and_the_surplus_killed_when_it_thaws() {
+    let c = Standalone::start(
+        &["--agent-timeout", "1.5"],
+        &[
+            ("agent-a", "native"),
+            ("agent-b", "native"),
+            ("agent-c", "native"),
+        ],
+    )
+    .await;
+    c.create(json!({
+        "id": "/spread", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 2,
+        "constraints": [["hostname", "UNIQUE"]],
+        "unreachableStrategy": {"inactiveAfterSeconds": 1, "expungeAfterSeconds": 3600}
+    }))
+    .await;
+    let first = c.settled("/spread", 2, Duration::from_secs(60)).await;
+    let hosts: HashSet<String> = ids(&first, "host");
+    assert_eq!(hosts.len(), 2, "UNIQUE hostname: {first:#?}");
+    let frozen_name = hosts.iter().min().cloned().expect("a host");
+    let frozen = c
+        .agents
+        .iter()
+        .find(|a| a.process.name == frozen_name)
+        .expect("the agent running the task");
+    frozen.process.signal("STOP");
+
+    // Unreachable past inactiveAfterSeconds: replaced on the agent that had none.
+    let replaced = eventually(
+        "a replacement on the third agent",
+        Duration::from_secs(30),
+        || async {
+            let tasks = services_tasks(&c.services).await?;
+            let running_elsewhere: HashSet<String> = tasks
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING" && t["host"] != frozen_name.as_str())
+                .filter_map(|t| t["host"].as_str().map(str::to_string))
+                .collect();
+            (running_elsewhere.len() == 2).then_some(running_elsewhere)
+        },
+    )
+    .await;
+    assert!(!replaced.contains(&frozen_name));
+
+    frozen.process.signal("CONT");
+    // Back: three copies would run; the surplus is killed and the app is back to 2, one per host.
+    let settled = c.settled("/spread", 2, Duration::from_secs(40)).await;
+    let hosts: Vec<String> = settled
+        .iter()
+        .filter_map(|t| t["host"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        hosts.iter().collect::<HashSet<_>>().len(),
+        2,
+        "still one per host after the thaw: {settled:#?}"
+    );
+    c.master
+        .state_where("the thawed agent active", Duration::from_secs(20), |s| {
+            s["agents"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|a| a["active"] == true))
+        })
+        .await;
+    let v = assert_consistent(c.master.port, &c.agent_refs(), Some(&c.services), None).await;
+    assert_eq!(v.master.len(), 2, "two tasks run, not three: {v:#?}");
+}
