@@ -272,13 +272,15 @@ impl Job {
         if let Err(e) = parse_duration(&self.epsilon) {
             bad("/epsilon", e);
         }
+        // The upper bound is the resource algebra's: a larger amount could never be offered.
+        let max = agora_proto::resources::MAX_SCALAR;
         for (field, v, min) in [("/cpus", self.cpus, 0.001), ("/mem", self.mem, 1.0)] {
-            if !v.is_finite() || v < min {
-                bad(field, format!("{v} must be at least {min}"));
+            if !v.is_finite() || v < min || v > max {
+                bad(field, format!("{v} must be from {min} to {max}"));
             }
         }
-        if !self.disk.is_finite() || self.disk < 0.0 {
-            bad("/disk", format!("{} must not be negative", self.disk));
+        if !self.disk.is_finite() || self.disk < 0.0 || self.disk > max {
+            bad("/disk", format!("{} must be from 0 to {max}", self.disk));
         }
         if self.parallelism == 0 {
             bad("/parallelism", "must be at least 1".into());

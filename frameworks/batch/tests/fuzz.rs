@@ -331,6 +331,12 @@ fn regression_overflows_are_refusals() {
     let InvalidJob(errors) =
         read(br#"{"name":"j","command":"x","schedule":"* * * * *","cpus":"1"}"#).expect_err("cpus");
     assert_eq!(errors[0].path, "/cpus");
+    // Found by the long run: cpus 1015527676453719232 was accepted (no upper bound) and did not
+    // round-trip through JSON; such a job could never be offered its resources.
+    let InvalidJob(errors) =
+        read(br#"{"name":"j","command":"x","schedule":"* * * * *","cpus":1015527676453719232}"#)
+            .expect_err("huge cpus");
+    assert_eq!(errors[0].path, "/cpus");
     let InvalidJob(errors) = read(br#"{"command":"x"}"#).expect_err("name");
     assert_eq!(errors[0].path, "/name");
 }
