@@ -10,10 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{eventually, free_port, Agent, Master, Process, TestFramework};
+use crate::harness::{eventually, free_port, Agent, Master, Process, TestFramework, ZkProxy};
 
 /// The masters' ZooKeeper session timeout: short, to keep the tests short.
 const MASTER_SESSION: f64 = 4.0;
@@ -35,64 +33,6 @@ fn unique_path(test: &str) -> String {
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
-}
-
-/// A TCP proxy in front of ZooKeeper that the test can cut (every open connection dropped, new
-/// ones closed at once, as in a partition) and restore. The system ZooKeeper keeps running for
-/// the other tests.
-struct ZkProxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-}
-
-impl ZkProxy {
-    async fn start(target: String) -> ZkProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let flag = cut.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if flag.load(Ordering::SeqCst) {
-                    let _ = inbound.shutdown().await;
-                    continue;
-                }
-                let target = target.clone();
-                let flag = flag.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                    let watch_cut = async {
-                        while !flag.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = copy => {}
-                        _ = watch_cut => {}
-                    }
-                });
-            }
-        });
-        ZkProxy { port, cut }
-    }
-
-    fn servers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
 }
 
 /// A process the test restarts when it exits, as systemd does with `Restart=always

@@ -3,15 +3,11 @@
 //! ZooKeeper, and the registry surviving a restart of every master.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_proto::v1::{self, TaskState};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{eventually, free_port, shell_task, Agent, Process, TestFramework};
+use crate::harness::{eventually, free_port, shell_task, Agent, Process, TestFramework, ZkProxy};
 
 const SESSION_TIMEOUT: f64 = 4.0;
 
@@ -310,49 +306,12 @@ async fn a_standby_takes_over_when_the_leader_dies_and_nothing_running_is_lost()
     .await;
 }
 
-/// Forwards TCP to ZooKeeper until cut; after the cut, open connections are dropped and new ones
-/// refused, as in a network partition.
-async fn zk_proxy(target: String) -> (u16, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let port = listener.local_addr().expect("addr").port();
-    let cut = Arc::new(AtomicBool::new(false));
-    let flag = cut.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            if flag.load(Ordering::SeqCst) {
-                let _ = inbound.shutdown().await;
-                continue;
-            }
-            let target = target.clone();
-            let flag = flag.clone();
-            tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                    return;
-                };
-                let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                let watch_cut = async {
-                    while !flag.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                };
-                tokio::select! {
-                    _ = copy => {}
-                    _ = watch_cut => {}
-                }
-            });
-        }
-    });
-    (port, cut)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_cut_off_from_zookeeper_stops_before_another_leads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let servers = zk_servers();
-    let (proxy_port, cut) = zk_proxy(servers.clone()).await;
+    let proxy = ZkProxy::start(servers.clone()).await;
+    let proxy_port = proxy.port;
     let path_url = zk_url(&servers, "partition");
     let path = path_url
         .rsplit_once('/')
@@ -390,7 +349,7 @@ async fn a_leader_cut_off_from_zookeeper_stops_before_another_leads() {
     .await;
     let first_offer = fw.next_offer().await;
 
-    cut.store(true, Ordering::SeqCst);
+    proxy.cut();
     let cut_at = Instant::now();
     // The old leader steps down (exits non-zero) within a third of the session timeout, plus
     // the time to notice the disconnection.

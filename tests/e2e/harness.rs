@@ -512,3 +512,63 @@ pub fn ensure_busybox_image() -> &'static str {
     });
     IMAGE
 }
+
+/// A TCP proxy in front of ZooKeeper that the test can cut (every open connection dropped, new
+/// ones closed at once, as in a partition) and restore. The system ZooKeeper keeps running for
+/// the other tests.
+pub struct ZkProxy {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ZkProxy {
+    pub async fn start(target: String) -> ZkProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut inbound).await;
+                    continue;
+                }
+                let target = target.clone();
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch_cut = async {
+                        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        _ = watch_cut => {}
+                    }
+                });
+            }
+        });
+        ZkProxy { port, cut }
+    }
+
+    pub fn servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
