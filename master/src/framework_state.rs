@@ -223,3 +223,112 @@ pub async fn standby_redirect<H: Send + Sync + 'static>(
             .into_response(),
     }
 }
+
+/// The configuration every framework process (`agora services`, `agora batch`) takes.
+#[derive(Debug, Clone)]
+pub struct FrameworkConfig {
+    /// `--master`: `host:port` or `zk://…`.
+    pub master: String,
+    /// `--ip`, `--port`: where the API listens.
+    pub bind: std::net::SocketAddr,
+    /// `--work-dir`: the state (without `zk`).
+    pub work_dir: PathBuf,
+    /// `--role`.
+    pub role: String,
+    /// `--framework-name`.
+    pub framework_name: String,
+    /// How long the master keeps the framework's tasks while it is away.
+    pub failover_timeout: Duration,
+    /// `--zk zk://…/path`: state in ZooKeeper and one leader among instances (the others
+    /// redirect or proxy to it). `None`: state in `work_dir`, one instance.
+    pub zk: Option<String>,
+    /// `--principal` and the secret from `--secret-file`, for masters that require credentials.
+    pub credential: Option<(String, String)>,
+    /// `--advertise`: the `host:port` standbys send clients to (default: the bound address).
+    pub advertise: Option<String>,
+    /// `--api-token-file`: the API requires `Authorization: Bearer <token>`. `None`: open.
+    pub api_token: Option<agora_proto::http_auth::ApiToken>,
+    /// `--tls-cert`/`--tls-key`: TLS on the API port; `--tls-ca`: TLS to the master, verified
+    /// against that CA.
+    pub tls: agora_proto::tls::TlsFiles,
+}
+
+/// Why a framework's API could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiSetupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS flag's value is unusable; the message names the flag.
+    #[error("{0}")]
+    Tls(String),
+}
+
+/// A framework's API port, bound but not serving yet: its address, the address standbys send
+/// clients to, and its TLS material (checked at start, not at the first connection).
+pub struct BoundApi {
+    pub address: std::net::SocketAddr,
+    /// `host:port` as clients and other instances reach it.
+    pub advertised: String,
+    /// `https` when the port speaks TLS, else `http`.
+    pub scheme: &'static str,
+    /// TLS to the master (and to other instances), when `--tls-ca` is given.
+    pub client_tls: Option<agora_proto::tls::ClientTls>,
+    listener: agora_proto::tls::Listener,
+}
+
+impl BoundApi {
+    /// Binds `config.bind` and loads the TLS files.
+    ///
+    /// # Errors
+    /// [`ApiSetupError`] naming the address or the flag.
+    pub async fn bind(config: &FrameworkConfig) -> Result<BoundApi, ApiSetupError> {
+        let tls_error = |e: agora_proto::tls::TlsError| ApiSetupError::Tls(e.to_string());
+        let server_tls = config.tls.server_config().map_err(tls_error)?;
+        let client_tls = config.tls.client().map_err(tls_error)?;
+        let bind_error = |source| ApiSetupError::Bind {
+            addr: config.bind.to_string(),
+            source,
+        };
+        let tcp = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(bind_error)?;
+        let address = tcp.local_addr().map_err(bind_error)?;
+        let advertised = config.advertise.clone().unwrap_or_else(|| {
+            if address.ip().is_unspecified() {
+                format!("127.0.0.1:{}", address.port())
+            } else {
+                address.to_string()
+            }
+        });
+        let scheme = agora_proto::tls::scheme(server_tls.is_some());
+        let listener = agora_proto::tls::Listener::new(tcp, server_tls).map_err(bind_error)?;
+        Ok(BoundApi {
+            address,
+            advertised,
+            scheme,
+            client_tls,
+            listener,
+        })
+    }
+
+    /// Serves `router` until `stop` turns true.
+    pub fn serve(
+        self,
+        router: axum::Router,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        what: &'static str,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let serve = agora_proto::tls::serve(self.listener, router, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "{what} API stopped");
+            }
+        })
+    }
+}

@@ -1,8 +1,6 @@
 //! `agora batch` (the batch framework process) and `agora job …` (its CLI).
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
@@ -12,21 +10,14 @@ use super::cli::table;
 
 #[derive(Args, Debug)]
 pub struct BatchArgs {
-    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora`.
-    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
-    master: String,
+    #[command(flatten)]
+    common: super::FrameworkArgs,
     /// Port of the Chronos-compatible REST API.
     #[arg(long, default_value_t = agora_batch::DEFAULT_PORT)]
     port: u16,
-    /// Address the API listens on.
-    #[arg(long, default_value = "0.0.0.0")]
-    ip: IpAddr,
     /// Where jobs, runs and the framework id are kept.
     #[arg(long, default_value = "/var/lib/agora/batch")]
     work_dir: PathBuf,
-    /// The role the framework's offers come in.
-    #[arg(long, default_value = "*")]
-    role: String,
     /// The framework's name at the master.
     #[arg(long, default_value = "batch")]
     framework_name: String,
@@ -34,37 +25,20 @@ pub struct BatchArgs {
     /// `zk://z1:2181,z2:2181/agora-batch` (a path of its own). Without it: state in --work-dir.
     #[arg(long, env = "AGORA_BATCH_ZK")]
     zk: Option<String>,
-    /// `host:port` standby instances redirect clients to (default: the listen address).
-    #[arg(long)]
-    advertise: Option<String>,
-    /// Principal to authenticate as with a master started with `--credentials`.
-    #[arg(long)]
-    principal: Option<String>,
-    /// File holding the principal's secret.
-    #[arg(long, requires = "principal")]
-    secret_file: Option<PathBuf>,
     /// The REST API (all but /ping and /health) requires `Authorization: Bearer <token>` with the token in
     /// this file, re-read every second (rotate by replacing the file). Without it the API is open.
     #[arg(long, env = "AGORA_BATCH_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
-    #[command(flatten)]
-    tls: super::TlsArgs,
 }
 
 pub fn config(args: BatchArgs) -> anyhow::Result<agora_batch::BatchConfig> {
-    Ok(agora_batch::BatchConfig {
-        credential: super::credential(args.principal, args.secret_file)?,
-        tls: args.tls.files(),
-        api_token: super::cli::api_token(args.api_token_file)?,
-        master: args.master,
-        bind: SocketAddr::new(args.ip, args.port),
-        work_dir: args.work_dir,
-        role: args.role,
-        framework_name: args.framework_name,
-        failover_timeout: Duration::from_secs(7 * 24 * 3600),
-        zk: args.zk,
-        advertise: args.advertise,
-    })
+    args.common.config(
+        args.port,
+        args.work_dir,
+        args.zk,
+        args.framework_name,
+        args.api_token_file,
+    )
 }
 
 pub async fn run(args: BatchArgs) -> anyhow::Result<()> {

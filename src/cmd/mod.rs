@@ -20,6 +20,59 @@ pub fn seconds(s: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs_f64(v))
 }
 
+/// The flags `agora services` and `agora batch` share.
+#[derive(clap::Args, Debug)]
+pub struct FrameworkArgs {
+    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora`.
+    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
+    master: String,
+    /// Address the API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    ip: std::net::IpAddr,
+    /// The role the framework's offers come in.
+    #[arg(long, default_value = "*")]
+    role: String,
+    /// `host:port` standby instances send clients to (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Principal to authenticate as with a master started with `--credentials`.
+    #[arg(long)]
+    principal: Option<String>,
+    /// File holding the principal's secret.
+    #[arg(long, requires = "principal")]
+    secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+impl FrameworkArgs {
+    /// The framework process's configuration, with the flags whose defaults differ between
+    /// services and batch.
+    pub fn config(
+        self,
+        port: u16,
+        work_dir: std::path::PathBuf,
+        zk: Option<String>,
+        framework_name: String,
+        api_token_file: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<agora_master::framework_state::FrameworkConfig> {
+        Ok(agora_master::framework_state::FrameworkConfig {
+            credential: credential(self.principal, self.secret_file)?,
+            tls: self.tls.files(),
+            api_token: cli::api_token(api_token_file)?,
+            master: self.master,
+            bind: std::net::SocketAddr::new(self.ip, port),
+            work_dir,
+            role: self.role,
+            framework_name,
+            // A framework's tasks outlive a week-long outage of it, as Marathon's do.
+            failover_timeout: std::time::Duration::from_secs(7 * 24 * 3600),
+            zk,
+            advertise: self.advertise,
+        })
+    }
+}
+
 /// A framework's `--principal` and the secret in `--secret-file`.
 pub fn credential(
     principal: Option<String>,

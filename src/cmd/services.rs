@@ -1,6 +1,5 @@
 //! `agora services` (the Marathon-compatible services framework) and `agora app …` (its CLI).
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,15 +11,11 @@ use super::cli::table;
 
 #[derive(Args, Debug)]
 pub struct ServicesArgs {
-    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora`.
-    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
-    master: String,
+    #[command(flatten)]
+    common: super::FrameworkArgs,
     /// Port of the Marathon-compatible REST API.
     #[arg(long, default_value_t = agora_services::DEFAULT_PORT)]
     port: u16,
-    /// Address the API listens on.
-    #[arg(long, default_value = "0.0.0.0")]
-    ip: IpAddr,
     /// Where apps, deployments and task records are kept (without --zk).
     #[arg(long, default_value = "/var/lib/agora/services")]
     work_dir: PathBuf,
@@ -28,43 +23,23 @@ pub struct ServicesArgs {
     /// `zk://z1:2181,z2:2181/agora-services` (a path of its own).
     #[arg(long, env = "AGORA_SERVICES_ZK")]
     zk: Option<String>,
-    /// The role the framework's offers come in.
-    #[arg(long, default_value = "*")]
-    role: String,
     /// The framework's name at the master.
     #[arg(long, default_value = "services")]
     framework_name: String,
-    /// `host:port` standby instances redirect clients to (default: the listen address).
-    #[arg(long)]
-    advertise: Option<String>,
-    /// Principal to authenticate as with a master started with `--credentials`.
-    #[arg(long)]
-    principal: Option<String>,
-    /// File holding the principal's secret.
-    #[arg(long, requires = "principal")]
-    secret_file: Option<PathBuf>,
     /// The REST API (all but /ping) requires `Authorization: Bearer <token>` with the token in
     /// this file, re-read every second (rotate by replacing the file). Without it the API is open.
     #[arg(long, env = "AGORA_SERVICES_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
-    #[command(flatten)]
-    tls: super::TlsArgs,
 }
 
 pub fn config(args: ServicesArgs) -> anyhow::Result<agora_services::ServicesConfig> {
-    Ok(agora_services::ServicesConfig {
-        credential: super::credential(args.principal, args.secret_file)?,
-        tls: args.tls.files(),
-        api_token: super::cli::api_token(args.api_token_file)?,
-        master: args.master,
-        bind: SocketAddr::new(args.ip, args.port),
-        work_dir: args.work_dir,
-        role: args.role,
-        framework_name: args.framework_name,
-        failover_timeout: Duration::from_secs(7 * 24 * 3600),
-        zk: args.zk,
-        advertise: args.advertise,
-    })
+    args.common.config(
+        args.port,
+        args.work_dir,
+        args.zk,
+        args.framework_name,
+        args.api_token_file,
+    )
 }
 
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {

@@ -4,7 +4,6 @@
 //! its framework id so that a restarted batch framework fails over and keeps its tasks.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,45 +16,14 @@ use tracing::{error, info, warn};
 use crate::core::{BatchCore, BatchError, Effect, Launch};
 use crate::job::Job;
 
-/// Configuration of `agora batch`.
-#[derive(Debug, Clone)]
-pub struct BatchConfig {
-    /// `--master`: `host:port` or `zk://…`.
-    pub master: String,
-    /// `--port` (8090) and address.
-    pub bind: SocketAddr,
-    /// `--work-dir`: state and framework id.
-    pub work_dir: PathBuf,
-    /// `--role`.
-    pub role: String,
-    /// `--framework-name`.
-    pub framework_name: String,
-    /// How long the master keeps our tasks while we are away.
-    pub failover_timeout: Duration,
-    /// `--zk zk://h1:2181/agora-batch`: state in ZooKeeper and leader election among several
-    /// instances (the others redirect to the leader). `None`: state in `work_dir`, one instance.
-    pub zk: Option<String>,
-    /// `--principal` and the secret from `--secret-file`, for masters that require credentials.
-    pub credential: Option<(String, String)>,
-    /// `--advertise`: the `host:port` standbys redirect to (default: the bound address).
-    pub advertise: Option<String>,
-    /// `--api-token-file`: the REST API (all but `/ping` and `/health`) requires
-    /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
-    pub api_token: Option<agora_proto::http_auth::ApiToken>,
-    /// `--tls-cert`/`--tls-key`: TLS on the API port; `--tls-ca`: TLS to the master, verified
-    /// against that CA.
-    pub tls: agora_proto::tls::TlsFiles,
-}
+/// Configuration of `agora batch` (the flags every framework process shares).
+pub type BatchConfig = agora_master::framework_state::FrameworkConfig;
 
 /// Why the batch framework could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] agora_master::framework_state::ApiSetupError),
     #[error("state in {path}: {message}")]
     State { path: String, message: String },
     #[error(transparent)]
@@ -149,33 +117,8 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         path: config.work_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    let server_tls = config
-        .tls
-        .server_config()
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    // Checked now so that a bad --tls-ca fails the start, not the first subscription.
-    config
-        .tls
-        .client()
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let scheme = agora_proto::tls::scheme(server_tls.is_some());
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.bind.to_string(),
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.bind.to_string(),
-        source,
-    })?;
-    let advertised = config.advertise.clone().unwrap_or_else(|| {
-        if address.ip().is_unspecified() {
-            format!("127.0.0.1:{}", address.port())
-        } else {
-            address.to_string()
-        }
-    });
+    let api = agora_master::framework_state::BoundApi::bind(&config).await?;
+    let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
     let leadership: Arc<Leadership> = Arc::new(Leadership::default());
     let counters = Arc::new(crate::http::Counters::default());
     let (stop, stop_rx) = watch::channel(false);
@@ -184,20 +127,7 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         counters.clone(),
         config.api_token.clone(),
     );
-    let mut server_stop = stop_rx.clone();
-    let listener =
-        agora_proto::tls::Listener::new(listener, server_tls).map_err(|source| StartError::Bind {
-            addr: config.bind.to_string(),
-            source,
-        })?;
-    let server = tokio::spawn(async move {
-        let serve = agora_proto::tls::serve(listener, app, async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            warn!(error = %e, "batch API stopped");
-        }
-    });
+    let server = api.serve(app, stop_rx.clone(), "batch");
     let leader = Leader {
         config: config.clone(),
         leadership: leadership.clone(),

@@ -4,7 +4,6 @@
 //! filters and suppresses when nothing is pending.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,37 +16,13 @@ use tracing::{error, info, warn};
 
 use crate::core::{Effect, ServicesCore};
 
-/// Configuration of `agora services`.
-#[derive(Debug, Clone)]
-pub struct ServicesConfig {
-    pub master: String,
-    pub bind: SocketAddr,
-    pub work_dir: PathBuf,
-    pub role: String,
-    pub framework_name: String,
-    pub failover_timeout: Duration,
-    /// `--zk zk://…/agora-services`: state in ZooKeeper and one leader among instances.
-    pub zk: Option<String>,
-    /// `--principal` and the secret from `--secret-file`, for masters that require credentials.
-    pub credential: Option<(String, String)>,
-    /// `host:port` standbys redirect to.
-    pub advertise: Option<String>,
-    /// `--api-token-file`: the REST API (all but `/ping`) requires
-    /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
-    pub api_token: Option<agora_proto::http_auth::ApiToken>,
-    /// `--tls-cert`/`--tls-key`: TLS on the API port; `--tls-ca`: TLS to the master, verified
-    /// against that CA.
-    pub tls: agora_proto::tls::TlsFiles,
-}
+/// Configuration of `agora services` (the flags every framework process shares).
+pub type ServicesConfig = agora_master::framework_state::FrameworkConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Api(#[from] agora_master::framework_state::ApiSetupError),
     #[error("state: {0}")]
     State(String),
     #[error(transparent)]
@@ -114,38 +89,13 @@ impl RunningServices {
 pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|e| StartError::State(format!("{}: {e}", config.work_dir.display())))?;
-    let server_tls = config
-        .tls
-        .server_config()
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    // Checked now so that a bad --tls-ca fails the start, not the first subscription.
-    let client_tls = config
-        .tls
-        .client()
-        .map_err(|e| StartError::Config(e.to_string()))?;
-    let scheme = agora_proto::tls::scheme(server_tls.is_some());
-    let listener = tokio::net::TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.bind.to_string(),
-            source,
-        })?;
-    let address = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.bind.to_string(),
-        source,
-    })?;
-    let advertised = config.advertise.clone().unwrap_or_else(|| {
-        if address.ip().is_unspecified() {
-            format!("127.0.0.1:{}", address.port())
-        } else {
-            address.to_string()
-        }
-    });
+    let api = agora_master::framework_state::BoundApi::bind(&config).await?;
+    let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
     let leadership: Arc<Leadership> = Arc::new(Leadership::default());
     let (stop, stop_rx) = watch::channel(false);
     let proxy = crate::http::LeaderProxy::new(
-        server_tls.is_some(),
-        client_tls.as_ref().map(|c| c.ca_pem.as_slice()),
+        scheme == "https",
+        api.client_tls.as_ref().map(|c| c.ca_pem.as_slice()),
     )
     .map_err(StartError::Config)?;
     let app = crate::http::router(
@@ -154,20 +104,7 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         config.api_token.clone(),
         proxy,
     );
-    let mut server_stop = stop_rx.clone();
-    let listener =
-        agora_proto::tls::Listener::new(listener, server_tls).map_err(|source| StartError::Bind {
-            addr: config.bind.to_string(),
-            source,
-        })?;
-    let server = tokio::spawn(async move {
-        let serve = agora_proto::tls::serve(listener, app, async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            warn!(error = %e, "services API stopped");
-        }
-    });
+    let server = api.serve(app, stop_rx.clone(), "services");
     let leader = Leader {
         config: config.clone(),
         leadership: leadership.clone(),
