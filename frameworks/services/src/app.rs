@@ -500,14 +500,16 @@ impl App {
         if !has_cmd && !has_args && !has_image {
             bad("/cmd", "an app needs cmd, args or a container image".into());
         }
-        if !self.cpus.is_finite() || self.cpus < 0.001 {
-            bad("/cpus", format!("{} must be at least 0.001", self.cpus));
+        // The upper bound is the resource algebra's: a larger amount could never be offered.
+        let max = agora_proto::resources::MAX_SCALAR;
+        if !self.cpus.is_finite() || self.cpus < 0.001 || self.cpus > max {
+            bad("/cpus", format!("{} must be from 0.001 to {max}", self.cpus));
         }
-        if !self.mem.is_finite() || self.mem < 0.0 {
-            bad("/mem", format!("{} must not be negative", self.mem));
+        if !self.mem.is_finite() || self.mem < 0.0 || self.mem > max {
+            bad("/mem", format!("{} must be from 0 to {max}", self.mem));
         }
-        if !self.disk.is_finite() || self.disk < 0.0 {
-            bad("/disk", format!("{} must not be negative", self.disk));
+        if !self.disk.is_finite() || self.disk < 0.0 || self.disk > max {
+            bad("/disk", format!("{} must be from 0 to {max}", self.disk));
         }
         let us = self.upgrade_strategy;
         if !(0.0..=1.0).contains(&us.minimum_health_capacity) {

@@ -259,6 +259,9 @@ fn regression_type_errors_name_the_field() {
             "/healthChecks/0/portIndex",
         ),
         (r#"{"cmd":"x"}"#, "/id"),
+        // No upper bound: such an app could never be offered its resources, and the value did
+        // not survive a JSON round trip.
+        (r#"{"id":"/a","cmd":"x","mem":1015527676453719232}"#, "/mem"),
         (r#"{"id":"/a","cmd":"x","instances":-1}"#, "/instances"),
         (r#"{"id":"/a","cmd":"x","unreachableStrategy":"off"}"#, "/unreachableStrategy"),
     ] {
