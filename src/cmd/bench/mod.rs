@@ -251,6 +251,11 @@ struct MasterProc {
     address: String,
     /// Peak `VmRSS`, KiB.
     peak_kib: Arc<AtomicU64>,
+    log_path: std::path::PathBuf,
+    /// How it ended when it exited before the driver stopped it.
+    exited: Option<String>,
+    /// The driver killed it (`--failover`).
+    killed: bool,
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
@@ -393,8 +398,28 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let new_leader_cpu = new_leader.and_then(|m| m.pid).and_then(proc_cpu_seconds);
     let new_leader_rss = new_leader.map(|m| m.peak_kib.load(Ordering::Relaxed) as f64 / 1024.0);
     for m in &mut masters {
+        if m.exited.is_none() && !m.killed {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                m.exited = Some(status.to_string());
+            }
+        }
         let _ = m.child.start_kill();
         let _ = m.child.wait().await;
+    }
+    // A master that exited by itself is a finding of the run: say so, with the end of its log.
+    for m in &masters {
+        if let Some(status) = &m.exited {
+            shared.error(format!("master {} exited by itself ({status})", m.address));
+            let log = std::fs::read_to_string(&m.log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!(
+                "bench: master {} exited by itself ({status}); the end of its log:",
+                m.address
+            );
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
+        }
     }
     if let Some((servers, path)) = &zk_run {
         // Best effort: the run's registry (a few MiB at 10,000 agents) would otherwise stay.
@@ -632,9 +657,21 @@ async fn fail_over(
     deadline: Instant,
 ) -> anyhow::Result<(Failover, Option<String>)> {
     let leader = cluster.leader.borrow().clone();
+    for m in masters.iter_mut() {
+        if let Ok(Some(status)) = m.child.try_wait() {
+            m.exited = Some(status.to_string());
+        }
+    }
     let Some(victim) = masters.iter_mut().find(|m| m.address == leader) else {
         anyhow::bail!("the leader {leader} is not one of the masters the driver started");
     };
+    if let Some(status) = &victim.exited {
+        anyhow::bail!(
+            "the leader {leader} exited by itself ({status}) before the driver killed it; \
+             its log: {}",
+            victim.log_path.display()
+        );
+    }
     eprintln!(
         "bench: {} tasks running; killing the leader {leader} (SIGKILL)",
         shared.running.load(Ordering::Relaxed)
@@ -643,6 +680,7 @@ async fn fail_over(
         .killed_ns
         .store(shared.since_start_ns(), Ordering::Relaxed);
     // tokio's start_kill sends SIGKILL: no goodbye to ZooKeeper or to the agents.
+    victim.killed = true;
     victim.child.start_kill().context("killing the leader")?;
     let _ = victim.child.wait().await;
     let mut why = None;
@@ -801,6 +839,9 @@ async fn start_master(
                     child,
                     address,
                     peak_kib: Arc::new(AtomicU64::new(0)),
+                    log_path,
+                    exited: None,
+                    killed: false,
                 });
             }
         }
