@@ -36,12 +36,7 @@ fn read(body: &[u8]) -> Result<App, Vec<FieldError>> {
 fn round_trips(a: &App) -> Result<(), TestCaseError> {
     let text = serde_json::to_vec(a).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let back = read(&text);
-    prop_assert_eq!(
-        back.as_ref(),
-        Ok(a),
-        "{}",
-        String::from_utf8_lossy(&text)
-    );
+    prop_assert_eq!(back.as_ref(), Ok(a), "{}", String::from_utf8_lossy(&text));
     Ok(())
 }
 
@@ -172,9 +167,11 @@ fn related(mutated: &str) -> &'static [&'static str] {
         "cmd" | "args" | "container" => &["/cmd", "/container", "/healthChecks"],
         // Ports and networks decide which health check port indices exist and whether port
         // mappings are allowed; normalisation moves the old forms into the new ones.
-        "networks" | "portDefinitions" | "ports" => {
-            &["/healthChecks", "/container/portMappings", "/portDefinitions"]
-        }
+        "networks" | "portDefinitions" | "ports" => &[
+            "/healthChecks",
+            "/container/portMappings",
+            "/portDefinitions",
+        ],
         "id" => &["/dependencies", "/id"],
         "dependencies" => &["/dependencies"],
         "uris" => &["/fetch"],
@@ -201,7 +198,9 @@ fn names_the_field(errors: &[FieldError], mutated: &str) -> bool {
         let prefix = p.iter().zip(&m).all(|(a, b)| a == b);
         prefix
             || related(mutated).iter().any(|r| e.path.starts_with(r))
-            || e.errors.iter().any(|msg| m.iter().any(|n| msg.contains(n.as_str())))
+            || e.errors
+                .iter()
+                .any(|msg| m.iter().any(|n| msg.contains(n.as_str())))
     })
 }
 
@@ -263,9 +262,23 @@ fn regression_type_errors_name_the_field() {
         // not survive a JSON round trip.
         (r#"{"id":"/a","cmd":"x","mem":1015527676453719232}"#, "/mem"),
         (r#"{"id":"/a","cmd":"x","instances":-1}"#, "/instances"),
-        (r#"{"id":"/a","cmd":"x","unreachableStrategy":"off"}"#, "/unreachableStrategy"),
+        (
+            r#"{"id":"/a","cmd":"x","unreachableStrategy":"off"}"#,
+            "/unreachableStrategy",
+        ),
     ] {
         let errors = read(body.as_bytes()).expect_err(body);
         assert_eq!(errors[0].path, path, "{body}: {errors:?}");
     }
+}
+
+/// Found by the 200,000-case release run: serde_json's default float parsing could be one unit in
+/// the last place off, so a stored app (JSON in ZooKeeper) came back with a different
+/// `backoffFactor`. Fixed by serde_json's `float_roundtrip` feature (workspace Cargo.toml).
+#[test]
+fn regression_floats_survive_a_json_round_trip() {
+    let body = br#"{"id":"/a","cmd":"x","backoffFactor":909148015727280064,"backoffSeconds":0.30000000000000004}"#;
+    let a = read(body).expect("valid");
+    let text = serde_json::to_vec(&a).expect("json");
+    assert_eq!(read(&text).expect("valid again"), a);
 }
