@@ -760,6 +760,14 @@ impl Actor {
             Some(invalid(format!("invalid resources: {e}")))
         } else if let Some(Err(e)) = task.health_check.as_ref().map(HealthCheckSpec::from_proto) {
             Some(invalid(e.to_string()))
+        } else if privileged(&task) && !self.user_policy.allow_root {
+            Some((
+                TaskState::TaskError,
+                Reason::TaskUnauthorized,
+                "container.docker.privileged: a privileged container holds the host's root powers \
+                 and this agent refuses root tasks: start the agent with --allow-root-tasks to allow them"
+                    .to_string(),
+            ))
         } else if let Err(e) = &user {
             Some(match e {
                 UserError::RootRefused { .. } => (
@@ -1393,6 +1401,14 @@ fn read_dirs(dir: &std::path::Path) -> Result<Vec<PathBuf>, AgentError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(AgentError::io(dir, e)),
     }
+}
+
+/// Whether the task asks for a privileged Docker container.
+fn privileged(task: &v1::TaskInfo) -> bool {
+    task.container
+        .as_ref()
+        .and_then(|c| c.docker.as_ref())
+        .is_some_and(|d| d.privileged)
 }
 
 #[cfg(test)]

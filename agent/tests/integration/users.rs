@@ -373,6 +373,18 @@ async fn docker_tasks_run_as_the_task_user_and_write_their_sandbox() {
     .await;
     assert_eq!(s.state(), TaskState::TaskError, "{}", s.message);
     assert!(s.message.contains("--allow-root-tasks"), "{}", s.message);
+    // So is a privileged container (the host's root powers), whatever its user.
+    let mut privileged = docker_task("d-privileged", "true", "cpus:0.2;mem:64", IMAGE);
+    if let Some(d) = privileged.container.as_mut().and_then(|c| c.docker.as_mut()) {
+        d.privileged = true;
+    }
+    let s = run_to_end(&mut agent, &fw, privileged).await;
+    assert_eq!(s.state(), TaskState::TaskError, "{}", s.message);
+    assert!(
+        s.message.contains("privileged") && s.message.contains("--allow-root-tasks"),
+        "{}",
+        s.message
+    );
 }
 
 /// The task owns its sandbox, so it can plant links there: the files API must not follow one out.
