@@ -66,6 +66,12 @@ struct Saved {
     core: ServicesCore,
 }
 
+/// [`Saved`]'s JSON, written from a borrow (no copy of the whole state per save).
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    core: &'a ServicesCore,
+}
+
 /// A running services framework.
 pub struct RunningServices {
     pub address: SocketAddr,
@@ -204,6 +210,8 @@ impl Leader {
             backend,
             last_saved: Vec::new(),
             suppressed: false,
+            declined_since_revive: false,
+            updates_unsaved: false,
             events,
             framework_id,
         };
@@ -218,19 +226,27 @@ struct Actor {
     backend: StateBackend,
     last_saved: Vec<u8>,
     suppressed: bool,
+    /// Offers were declined (with a filter) since the last revive: new work must revive, or it
+    /// would wait out the filters.
+    declined_since_revive: bool,
+    /// Status updates applied since the last save.
+    updates_unsaved: bool,
     events: broadcast::Sender<(String, Value)>,
     framework_id: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl Actor {
-    async fn persist(&mut self) {
+    /// Sends the core's new events to `/v2/events` subscribers.
+    fn publish_events(&mut self) {
         for e in self.core.take_events() {
             let _ = self.events.send(e);
         }
-        let saved = Saved {
-            core: self.core.clone(),
-        };
-        let Ok(bytes) = serde_json::to_vec(&saved) else {
+    }
+
+    async fn persist(&mut self) {
+        self.publish_events();
+        self.updates_unsaved = false;
+        let Ok(bytes) = serde_json::to_vec(&SavedRef { core: &self.core }) else {
             return;
         };
         if bytes == self.last_saved {
@@ -252,11 +268,14 @@ impl Actor {
         }
     }
 
-    async fn offers_wanted(&mut self) {
+    /// Revives when work is waiting and offers are suppressed, or when `new_work` (an API call)
+    /// arrived after offers were declined with filters; suppresses when nothing waits.
+    async fn offers_wanted(&mut self, new_work: bool) {
         let wants = self.core.wants_offers(Utc::now());
-        if wants && self.suppressed {
+        if wants && (self.suppressed || (new_work && self.declined_since_revive)) {
             if self.fw.revive(&[]).await.is_ok() {
                 self.suppressed = false;
+                self.declined_since_revive = false;
             }
         } else if !wants && !self.suppressed && self.fw.suppress(&[]).await.is_ok() {
             self.suppressed = true;
@@ -275,6 +294,7 @@ impl Actor {
             if launches.is_empty() {
                 // Nothing fits here now: keep it away for a while (offer etiquette).
                 let _ = self.fw.decline(&[offer_id], 15.0).await;
+                self.declined_since_revive = true;
                 continue;
             }
             let tasks: Vec<_> = launches.into_iter().map(|l| l.task).collect();
@@ -299,17 +319,30 @@ impl Actor {
                 job = rx.recv() => {
                     let Some(job) = job else { break };
                     job(&mut self.core, Utc::now());
+                    // Group commit: the API calls already queued are applied before the one save
+                    // (each save writes the whole state).
+                    while let Ok(job) = rx.try_recv() {
+                        job(&mut self.core, Utc::now());
+                    }
                     let mut effects = self.core.take_deferred();
                     effects.extend(self.core.plan(Utc::now()));
                     self.apply(effects).await;
                     self.persist().await;
-                    self.offers_wanted().await;
+                    self.offers_wanted(true).await;
                 }
                 _ = tick.tick() => {
                     let effects = self.core.plan(Utc::now());
+                    // What the plan derives from time alone (inactive or expunged unreachable
+                    // tasks, finished deployments) it derives again after a restart: save only
+                    // when updates arrived or it acted, not the whole state twice a second.
+                    let save = self.updates_unsaved || !effects.is_empty();
                     self.apply(effects).await;
-                    self.persist().await;
-                    self.offers_wanted().await;
+                    if save {
+                        self.persist().await;
+                    } else {
+                        self.publish_events();
+                    }
+                    self.offers_wanted(false).await;
                 }
                 event = self.fw.next_event() => {
                     let Some(event) = event else { break };
@@ -326,13 +359,17 @@ impl Actor {
                                 }
                             }
                             self.persist().await;
-                            self.offers_wanted().await;
+                            self.offers_wanted(false).await;
                         }
                         Event::Offers(offers) => self.on_offers(offers).await,
                         Event::Update(status) => {
                             let effects = self.core.on_update(&status, Utc::now());
                             self.apply(effects).await;
-                            self.persist().await;
+                            self.updates_unsaved = true;
+                            // Saved on the next tick or before the next launch, not once per
+                            // update: a lost update is recovered by reconciliation after a
+                            // failover, and one save per update made starting N tasks cost N².
+                            self.publish_events();
                         }
                         Event::Error(e) => {
                             warn!(error = %e, "the master closed the subscription");
