@@ -549,16 +549,16 @@ impl ServicesCore {
             }
             let n = app.instances as usize;
             let cv = st.config_version.clone();
-            let mut live: Vec<TaskRecord> =
-                st.tasks.values().filter(|t| t.live()).cloned().collect();
+            // References, not copies: plan runs on every API call and tick, over every task.
+            let mut live: Vec<&TaskRecord> = st.tasks.values().filter(|t| t.live()).collect();
             live.sort_by_key(|t| t.staged_at);
-            let (old, new): (Vec<TaskRecord>, Vec<TaskRecord>) =
+            let (old, new): (Vec<&TaskRecord>, Vec<&TaskRecord>) =
                 live.into_iter().partition(|t| t.version != cv);
             let mut kill: Vec<String> = Vec::new();
             if old.is_empty() {
                 if new.len() > n {
                     let surplus = new.len() - n;
-                    let victims: Vec<&TaskRecord> = if app.kill_selection == "OLDEST_FIRST" {
+                    let victims: Vec<&&TaskRecord> = if app.kill_selection == "OLDEST_FIRST" {
                         new.iter().take(surplus).collect()
                     } else {
                         new.iter().rev().take(surplus).collect()

@@ -289,7 +289,9 @@ impl Actor {
             plans.push((offer.id.clone(), self.core.launches_for(offer, now)));
         }
         // Recorded first: a crash after the launch must not lose the task.
-        self.persist().await;
+        if plans.iter().any(|(_, launches)| !launches.is_empty()) {
+            self.persist().await;
+        }
         for (offer_id, launches) in plans {
             if launches.is_empty() {
                 // Nothing fits here now: keep it away for a while (offer etiquette).
@@ -304,9 +306,9 @@ impl Actor {
                 for id in ids {
                     self.core.launch_failed(&id);
                 }
+                self.updates_unsaved = true;
             }
         }
-        self.persist().await;
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>, mut stop: watch::Receiver<bool>) {
