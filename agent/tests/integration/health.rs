@@ -312,19 +312,19 @@ async fn invalid_health_checks_end_in_task_error() {
     let fw = framework();
     let mut hc = http_check(31999, "/");
     if let Some(h) = hc.http.as_mut() {
-        h.scheme = "https".into();
+        h.scheme = "ftp".into();
     }
     agent
         .handle
         .run_task(
             fw.clone(),
-            with_check(shell_task("tls", "sleep 5", "cpus:0.1;mem:32"), hc),
+            with_check(shell_task("ftp", "sleep 5", "cpus:0.1;mem:32"), hc),
         )
         .expect("run");
-    let (s, _) = wait_for(&mut agent, "tls", TaskState::TaskError).await;
+    let (s, _) = wait_for(&mut agent, "ftp", TaskState::TaskError).await;
     assert_eq!(s.reason(), Reason::TaskInvalid);
     assert!(
-        s.message.contains("health_check.http.scheme 'https'"),
+        s.message.contains("health_check.http.scheme 'ftp'"),
         "{}",
         s.message
     );
