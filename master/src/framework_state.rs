@@ -124,6 +124,7 @@ impl<H> Leadership<H> {
 /// A malformed URL (an unreachable ZooKeeper is waited for).
 pub async fn elect<H, F, Fut>(
     zk: &str,
+    session_timeout: Duration,
     advertised: &str,
     leadership: Arc<Leadership<H>>,
     lead: F,
@@ -151,7 +152,7 @@ where
             &servers,
             &path,
             &me,
-            Duration::from_secs(10),
+            session_timeout,
             Duration::from_secs(1),
         )
         .await;
@@ -242,6 +243,9 @@ pub struct FrameworkConfig {
     /// `--zk zk://…/path`: state in ZooKeeper and one leader among instances (the others
     /// redirect or proxy to it). `None`: state in `work_dir`, one instance.
     pub zk: Option<String>,
+    /// `--zk-session-timeout`: how long ZooKeeper waits for a silent instance before another one
+    /// takes over (and how long a leader cut off from ZooKeeper may keep acting).
+    pub zk_session_timeout: Duration,
     /// `--principal` and the secret from `--secret-file`, for masters that require credentials.
     pub credential: Option<(String, String)>,
     /// `--advertise`: the `host:port` standbys send clients to (default: the bound address).

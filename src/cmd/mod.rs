@@ -41,6 +41,10 @@ pub struct FrameworkArgs {
     /// File holding the principal's secret.
     #[arg(long, requires = "principal")]
     secret_file: Option<std::path::PathBuf>,
+    /// Seconds of ZooKeeper session (with --zk): a standby takes over this long after the
+    /// leader falls silent; a leader cut off from ZooKeeper for that long exits.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    zk_session_timeout: std::time::Duration,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -68,6 +72,7 @@ impl FrameworkArgs {
             // A framework's tasks outlive a week-long outage of it, as Marathon's do.
             failover_timeout: std::time::Duration::from_secs(7 * 24 * 3600),
             zk,
+            zk_session_timeout: self.zk_session_timeout,
             advertise: self.advertise,
         })
     }

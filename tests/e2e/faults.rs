@@ -15,8 +15,10 @@ use crate::harness::{eventually, free_port, Agent, Master, Process, TestFramewor
 
 /// The masters' ZooKeeper session timeout: short, to keep the tests short.
 const MASTER_SESSION: f64 = 4.0;
-/// The frameworks' (fixed) ZooKeeper session timeout, see `framework_state::elect`.
-const FRAMEWORK_SESSION: Duration = Duration::from_secs(10);
+/// The frameworks' ZooKeeper session timeout (`--zk-session-timeout`): shorter than the default
+/// 10 s to keep the takeover tests short, longer than the masters' so that the masters' election
+/// settles first.
+const FRAMEWORK_SESSION: Duration = Duration::from_secs(6);
 
 fn zk_servers() -> String {
     std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into())
@@ -173,6 +175,8 @@ fn framework_args(kind: &str, dir: &Path, port: u16, master: &str, zk: &str) -> 
         &dir.join(format!("{kind}-{port}")).display().to_string(),
         "--zk",
         zk,
+        "--zk-session-timeout",
+        &FRAMEWORK_SESSION.as_secs_f64().to_string(),
     ])
 }
 

@@ -142,13 +142,19 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         }
         Some(zk) => {
             let l = leadership.clone();
-            agora_master::framework_state::elect(zk, &advertised, l, move |backend| async move {
-                leader
-                    .lead(backend)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            })
+            agora_master::framework_state::elect(
+                zk,
+                config.zk_session_timeout,
+                &advertised,
+                l,
+                move |backend| async move {
+                    leader
+                        .lead(backend)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                },
+            )
             .await
             .map_err(StartError::ZooKeeper)?
         }

@@ -125,6 +125,7 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         }
         Some(zk) => agora_master::framework_state::elect(
             zk,
+            config.zk_session_timeout,
             &advertised,
             leadership.clone(),
             move |backend| async move {
