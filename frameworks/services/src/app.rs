@@ -328,6 +328,18 @@ pub struct FieldError {
 /// # Errors
 /// One [`FieldError`] for the first field that cannot be read (`/` for a syntax error).
 pub fn parse(json: &[u8]) -> Result<App, Vec<FieldError>> {
+    read(json)
+}
+
+/// [`parse`] for `PUT /v2/apps`, a list of apps: errors are located as `/1/cpus`.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_list(json: &[u8]) -> Result<Vec<App>, Vec<FieldError>> {
+    read(json)
+}
+
+fn read<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Vec<FieldError>> {
     let mut de = serde_json::Deserializer::from_slice(json);
     serde_path_to_error::deserialize(&mut de)
         .map_err(|e| vec![field_error(e.path(), e.inner().to_string())])
@@ -503,7 +515,10 @@ impl App {
         // The upper bound is the resource algebra's: a larger amount could never be offered.
         let max = agora_proto::resources::MAX_SCALAR;
         if !self.cpus.is_finite() || self.cpus < 0.001 || self.cpus > max {
-            bad("/cpus", format!("{} must be from 0.001 to {max}", self.cpus));
+            bad(
+                "/cpus",
+                format!("{} must be from 0.001 to {max}", self.cpus),
+            );
         }
         if !self.mem.is_finite() || self.mem < 0.0 || self.mem > max {
             bad("/mem", format!("{} must be from 0 to {max}", self.mem));
@@ -684,7 +699,9 @@ impl App {
             {
                 bad(
                     &format!("/fetch/{i}/uri"),
-                    format!("'{u}' must be an http://, https:// or file:// URL or an absolute path"),
+                    format!(
+                        "'{u}' must be an http://, https:// or file:// URL or an absolute path"
+                    ),
                 );
             }
         }
@@ -755,6 +772,17 @@ mod tests {
         assert!(
             reply["container"]["docker"].get("network").is_none(),
             "{reply}"
+        );
+    }
+
+    #[test]
+    fn a_list_of_apps_locates_a_type_error_by_index() {
+        let errors = parse_list(br#"[{"id":"/a","cmd":"x"},{"id":"/b","cmd":"x","cpus":"lots"}]"#)
+            .expect_err("a string for cpus");
+        assert_eq!(errors[0].path, "/1/cpus", "{errors:?}");
+        assert_eq!(
+            parse_list(br#"[{"id":"/a","cmd":"x"}]"#).map(|l| l.len()),
+            Ok(1)
         );
     }
 

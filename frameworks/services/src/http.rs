@@ -458,7 +458,7 @@ async fn put_apps(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let apps: Vec<App> = serde_json::from_slice(&body).map_err(invalid_json)?;
+    let apps: Vec<App> = crate::app::parse_list(&body).map_err(unreadable_app)?;
     let force = flag(&q, "force");
     let result = api
         .call(move |core, now| {
