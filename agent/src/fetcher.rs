@@ -255,7 +255,10 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "{err}"
+        );
         let err = fetch(&[uri("/no/such/file")], &sandbox, None)
             .await
             .unwrap_err();

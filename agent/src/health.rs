@@ -546,7 +546,9 @@ mod tests {
         let mut secure = h.clone();
         secure.http.as_mut().expect("http").scheme = "HTTPS".into();
         assert!(matches!(
-            HealthCheckSpec::from_proto(&secure).expect("https is valid").probe,
+            HealthCheckSpec::from_proto(&secure)
+                .expect("https is valid")
+                .probe,
             Probe::Http { tls: true, .. }
         ));
         assert!(bad(&|h| h.http.as_mut().expect("http").statuses = vec![42]).contains("42"));

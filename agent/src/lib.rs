@@ -52,9 +52,9 @@ pub mod paths;
 pub mod prober;
 pub mod status_update;
 mod sys;
-pub mod user;
 #[cfg(test)]
 mod test_tls;
+pub mod user;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -375,7 +375,11 @@ async fn docker_tasks_run_as_the_task_user_and_write_their_sandbox() {
     assert!(s.message.contains("--allow-root-tasks"), "{}", s.message);
     // So is a privileged container (the host's root powers), whatever its user.
     let mut privileged = docker_task("d-privileged", "true", "cpus:0.2;mem:64", IMAGE);
-    if let Some(d) = privileged.container.as_mut().and_then(|c| c.docker.as_mut()) {
+    if let Some(d) = privileged
+        .container
+        .as_mut()
+        .and_then(|c| c.docker.as_mut())
+    {
         d.privileged = true;
     }
     let s = run_to_end(&mut agent, &fw, privileged).await;

@@ -326,7 +326,9 @@ impl Job {
             {
                 bad(
                     &format!("/uris/{i}"),
-                    format!("'{u}' must be an http://, https:// or file:// URL or an absolute path"),
+                    format!(
+                        "'{u}' must be an http://, https:// or file:// URL or an absolute path"
+                    ),
                 );
             }
         }

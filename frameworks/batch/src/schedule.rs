@@ -213,9 +213,9 @@ impl Cron {
         // would never run, and each look for its next time would scan years of minutes.
         const LONGEST_MONTH: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
         if cron.dow_any {
-            let some_day_exists = (1..=12u32).filter(|m| cron.month.has(*m)).any(|m| {
-                (1..=LONGEST_MONTH[(m - 1) as usize]).any(|d| cron.dom.has(d))
-            });
+            let some_day_exists = (1..=12u32)
+                .filter(|m| cron.month.has(*m))
+                .any(|m| (1..=LONGEST_MONTH[(m - 1) as usize]).any(|d| cron.dom.has(d)));
             if !some_day_exists {
                 return Err(format!(
                     "'{s}': day of month '{}' never falls in month '{}', so the schedule would never run",
@@ -449,14 +449,23 @@ mod tests {
         assert!(Cron::parse("* * * * mon").unwrap_err().contains("weekday"));
         // A day that never comes is refused; 29 February and a weekday alternative are not.
         let never = Cron::parse("0 0 31 2 *").unwrap_err();
-        assert!(never.contains("never run") && never.contains("31"), "{never}");
+        assert!(
+            never.contains("never run") && never.contains("31"),
+            "{never}"
+        );
         assert!(Cron::parse("0 0 31 4,6,9,11 *").is_err());
-        assert!(Cron::parse("0 0 30,31 4,6,9,11 *").is_ok(), "30 April exists");
+        assert!(
+            Cron::parse("0 0 30,31 4,6,9,11 *").is_ok(),
+            "30 April exists"
+        );
         let leap = Cron::parse("0 0 29 2 *").expect("29 February exists");
         assert_eq!(
             leap.next_after(at("2026-11-24T00:00:00Z")),
             Some(at("2028-02-29T00:00:00Z"))
         );
-        assert!(Cron::parse("0 0 31 2 1").is_ok(), "either day field may match");
+        assert!(
+            Cron::parse("0 0 31 2 1").is_ok(),
+            "either day field may match"
+        );
     }
 }

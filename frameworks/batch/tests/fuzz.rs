@@ -320,7 +320,11 @@ fn regression_overflows_are_refusals() {
     let e = Schedule::parse("1/4294967295 * * * *", now()).map(|_| ());
     assert_eq!(e, Ok(()), "a huge step selects just the start value");
     // Year and month counts overflowed u32; a period in seconds overflowed the date arithmetic.
-    for d in ["P4294967295Y", "P4294967295M4294967295M", "PT99999999999999999999H"] {
+    for d in [
+        "P4294967295Y",
+        "P4294967295M4294967295M",
+        "PT99999999999999999999H",
+    ] {
         let e = parse_duration(d).expect_err(d);
         assert!(e.contains("longer than"), "{d}: {e}");
         let job = format!(r#"{{"name":"j","command":"x","schedule":"R//{d}"}}"#);

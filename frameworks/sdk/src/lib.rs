@@ -551,10 +551,7 @@ impl Driver {
         let endpoint = agora_proto::tls::endpoint(address, self.tls.as_ref())
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let channel = endpoint.connect().await.map_err(|e| {
-            tonic::Status::unavailable(format!(
-                "{address}: {}",
-                agora_proto::tls::error_chain(&e)
-            ))
+            tonic::Status::unavailable(format!("{address}: {}", agora_proto::tls::error_chain(&e)))
         })?;
         let mut client = SchedulerClient::new(channel);
         let mut request = tonic::Request::new(v1::SubscribeRequest {

@@ -99,7 +99,9 @@ impl LeaderProxy {
         if let Some(pem) = ca_pem {
             let ca = reqwest::Certificate::from_pem(pem)
                 .map_err(|e| format!("--tls-ca: not a PEM certificate: {e}"))?;
-            builder = builder.add_root_certificate(ca).tls_built_in_root_certs(false);
+            builder = builder
+                .add_root_certificate(ca)
+                .tls_built_in_root_certs(false);
         }
         Ok(LeaderProxy {
             client: builder.build().map_err(|e| e.to_string())?,
@@ -141,7 +143,10 @@ async fn standby_proxy(
         )
         .into_response();
     };
-    let mut forward = proxy.client.request(parts.method.clone(), &target).body(bytes);
+    let mut forward = proxy
+        .client
+        .request(parts.method.clone(), &target)
+        .body(bytes);
     for (name, value) in parts.headers.iter() {
         if name != header::HOST && name != header::CONTENT_LENGTH {
             forward = forward.header(name, value);

@@ -107,7 +107,10 @@ async fn tls_listener_serves_clients_that_trust_its_ca_and_reports_client_certif
     let anonymous = get_peer(addr, client_config(&pki.ca(), None))
         .await
         .expect("a client without a certificate is served");
-    assert!(anonymous.contains("client_certificate=false"), "{anonymous}");
+    assert!(
+        anonymous.contains("client_certificate=false"),
+        "{anonymous}"
+    );
 
     let agent = get_peer(
         addr,
@@ -145,10 +148,7 @@ async fn plain_listener_serves_http() {
         .expect("write");
     let mut response = String::new();
     tcp.read_to_string(&mut response).await.expect("read");
-    assert!(
-        response.contains("client_certificate=false"),
-        "{response}"
-    );
+    assert!(response.contains("client_certificate=false"), "{response}");
 }
 
 #[tokio::test]
@@ -173,7 +173,9 @@ fn bad_material_is_reported_with_the_flag_and_file() {
         cert: Some(cert.clone()),
         ..TlsFiles::default()
     };
-    let e = only_cert.server_config().expect_err("a certificate without a key");
+    let e = only_cert
+        .server_config()
+        .expect_err("a certificate without a key");
     assert!(e.to_string().contains("--tls-cert needs --tls-key"), "{e}");
 
     let missing = TlsFiles {
@@ -192,7 +194,9 @@ fn bad_material_is_reported_with_the_flag_and_file() {
         key: Some(key.clone()),
         ca: None,
     };
-    let e = swapped.server_config().expect_err("a key given as certificate");
+    let e = swapped
+        .server_config()
+        .expect_err("a key given as certificate");
     assert!(
         e.to_string().contains("--tls-cert") && e.to_string().contains("no certificate"),
         "{e}"
@@ -204,7 +208,9 @@ fn bad_material_is_reported_with_the_flag_and_file() {
         key: Some(key),
         ca: None,
     };
-    let e = mismatched.server_config().expect_err("a key of another certificate");
+    let e = mismatched
+        .server_config()
+        .expect_err("a key of another certificate");
     assert!(e.to_string().contains("--tls-key"), "{e}");
 
     let client_without_ca = TlsFiles {
@@ -212,7 +218,9 @@ fn bad_material_is_reported_with_the_flag_and_file() {
         key: Some(pki.dir.join("server-key.pem")),
         ca: None,
     };
-    let e = client_without_ca.client().expect_err("a client certificate without a CA");
+    let e = client_without_ca
+        .client()
+        .expect_err("a client certificate without a CA");
     assert!(e.to_string().contains("--tls-ca"), "{e}");
     assert!(TlsFiles::default().client().expect("plain").is_none());
 }
