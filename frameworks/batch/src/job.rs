@@ -154,33 +154,10 @@ pub struct InvalidJob(pub Vec<FieldError>);
 /// [`InvalidJob`] with one [`FieldError`] for the first field that cannot be read (`/` for a
 /// syntax error).
 pub fn parse(json: &[u8]) -> Result<Job, InvalidJob> {
-    use serde_path_to_error::Segment;
-    let mut de = serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let message = e.inner().to_string();
-        let mut pointer = String::new();
-        for segment in e.path().iter() {
-            match segment {
-                Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
-                Segment::Map { key } => pointer.push_str(&format!("/{key}")),
-                Segment::Enum { variant } => pointer.push_str(&format!("/{variant}")),
-                Segment::Unknown => pointer.push_str("/?"),
-            }
-        }
-        // serde reports a missing field at the object that lacks it; name the field itself.
-        if let Some(name) = message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            pointer.push('/');
-            pointer.push_str(name);
-        }
-        if pointer.is_empty() {
-            pointer.push('/');
-        }
+    agora_master::framework_state::read_json(json).map_err(|e| {
         InvalidJob(vec![FieldError {
-            path: pointer,
-            errors: vec![message],
+            path: e.pointer,
+            errors: vec![e.message],
         }])
     })
 }

@@ -340,9 +340,7 @@ pub fn parse_list(json: &[u8]) -> Result<Vec<App>, Vec<FieldError>> {
 }
 
 fn read<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Vec<FieldError>> {
-    let mut de = serde_json::Deserializer::from_slice(json);
-    serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| vec![field_error(e.path(), e.inner().to_string())])
+    agora_master::framework_state::read_json(json).map_err(field_error)
 }
 
 /// [`parse`] for a body already read as JSON (a PATCH merged into the stored app).
@@ -350,36 +348,14 @@ fn read<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Vec<FieldError
 /// # Errors
 /// As [`parse`].
 pub fn from_value(json: Value) -> Result<App, Vec<FieldError>> {
-    serde_path_to_error::deserialize(json)
-        .map_err(|e| vec![field_error(e.path(), e.inner().to_string())])
+    agora_master::framework_state::read_json_value(json).map_err(field_error)
 }
 
-fn field_error(path: &serde_path_to_error::Path, message: String) -> FieldError {
-    use serde_path_to_error::Segment;
-    let mut pointer = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
-            Segment::Map { key } => pointer.push_str(&format!("/{key}")),
-            Segment::Enum { variant } => pointer.push_str(&format!("/{variant}")),
-            Segment::Unknown => pointer.push_str("/?"),
-        }
-    }
-    // serde reports a missing field at the object that lacks it; name the field itself.
-    if let Some(name) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        pointer.push('/');
-        pointer.push_str(name);
-    }
-    if pointer.is_empty() {
-        pointer.push('/');
-    }
-    FieldError {
-        path: pointer,
-        errors: vec![message],
-    }
+fn field_error(e: agora_master::framework_state::UnreadableField) -> Vec<FieldError> {
+    vec![FieldError {
+        path: e.pointer,
+        errors: vec![e.message],
+    }]
 }
 
 /// Normalises an app id: absolute, no trailing slash (`web` → `/web`).
