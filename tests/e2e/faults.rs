@@ -895,6 +895,9 @@ async fn a_services_leader_killed_mid_deployment_is_finished_by_the_standby() {
     assert_eq!(v.master.len(), 4, "{v:#?}");
 }
 
+/// Resources of the agents of the agent-fault tests.
+const AGENT_RESOURCES: &str = "cpus:2;mem:1024;ports:[31000-31100]";
+
 /// A standalone master with the services framework and agents, for the agent faults.
 struct Standalone {
     master: Master,
@@ -911,10 +914,11 @@ impl Standalone {
         let agents: Vec<Agent> = agents
             .iter()
             .map(|(name, containerizers)| {
-                agent_process(
+                Agent::start_with(
                     dir.path(),
                     name,
                     &master.address(),
+                    AGENT_RESOURCES,
                     containerizers,
                     free_port(),
                 )
@@ -975,33 +979,6 @@ impl Standalone {
     }
 }
 
-/// An agent process (as `harness::Agent::start`, with the containerizers chosen).
-fn agent_process(dir: &Path, name: &str, master: &str, containerizers: &str, port: u16) -> Agent {
-    let work_dir = dir.join(name);
-    let args = strings(&[
-        "agent",
-        "--master",
-        master,
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &work_dir.display().to_string(),
-        "--resources",
-        "cpus:2;mem:1024;ports:[31000-31100]",
-        "--hostname",
-        name,
-        "--containerizers",
-        containerizers,
-    ]);
-    Agent {
-        process: Process::spawn(name, &args, dir),
-        port,
-        work_dir,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_killed_and_restarted_keeps_its_docker_and_native_tasks() {
     let image = crate::harness::ensure_busybox_image();
@@ -1027,10 +1004,11 @@ async fn an_agent_killed_and_restarted_keeps_its_docker_and_native_tasks() {
     c.agents[0].process.kill();
     // Killed, not stopped: its tasks (detached native processes, Docker containers) live on.
     let name = "agent-d";
-    let restarted = agent_process(
+    let restarted = Agent::start_with(
         c.dir.path(),
         name,
         &c.master.address(),
+        AGENT_RESOURCES,
         "docker,native",
         port,
     );

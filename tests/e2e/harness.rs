@@ -196,54 +196,57 @@ pub struct Agent {
     pub work_dir: PathBuf,
 }
 
+/// The arguments of `agora agent` on loopback, its work dir under `dir/name`.
+pub fn agent_args(
+    dir: &Path,
+    name: &str,
+    master: &str,
+    port: u16,
+    resources: &str,
+    containerizers: &str,
+) -> Vec<String> {
+    [
+        "agent",
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.join(name).display().to_string(),
+        "--resources",
+        resources,
+        "--hostname",
+        name,
+        "--containerizers",
+        containerizers,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 impl Agent {
     pub fn start(dir: &Path, name: &str, master: &str, resources: &str) -> Agent {
-        let port = free_port();
-        let work_dir = dir.join(name);
-        let args: Vec<String> = vec![
-            "agent".into(),
-            "--master".into(),
-            master.into(),
-            "--ip".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            port.to_string(),
-            "--work-dir".into(),
-            work_dir.display().to_string(),
-            "--resources".into(),
-            resources.into(),
-            "--hostname".into(),
-            name.into(),
-            "--containerizers".into(),
-            "native".into(),
-        ];
+        Self::start_with(dir, name, master, resources, "native", free_port())
+    }
+
+    /// An agent with the containerizers and port chosen.
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        master: &str,
+        resources: &str,
+        containerizers: &str,
+        port: u16,
+    ) -> Agent {
+        let args = agent_args(dir, name, master, port, resources, containerizers);
         Agent {
             process: Process::spawn(name, &args, dir),
             port,
-            work_dir,
+            work_dir: dir.join(name),
         }
-    }
-
-    /// Starts again on the same work dir and port (after a kill).
-    pub fn restart(&mut self, dir: &Path, name: &str, master: &str, resources: &str) {
-        let args: Vec<String> = vec![
-            "agent".into(),
-            "--master".into(),
-            master.into(),
-            "--ip".into(),
-            "127.0.0.1".into(),
-            "--port".into(),
-            self.port.to_string(),
-            "--work-dir".into(),
-            self.work_dir.display().to_string(),
-            "--resources".into(),
-            resources.into(),
-            "--hostname".into(),
-            name.into(),
-            "--containerizers".into(),
-            "native".into(),
-        ];
-        self.process = Process::spawn(&format!("{name}-again"), &args, dir);
     }
 }
 

@@ -8,24 +8,8 @@ use std::time::Duration;
 use crate::harness::{eventually, free_port, Master, Process};
 
 fn agent_args(master: &str, dir: &std::path::Path, name: &str, token: Option<&str>) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "agent",
-        "--master",
-        master,
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &free_port().to_string(),
-        "--work-dir",
-        &dir.join(name).display().to_string(),
-        "--resources",
-        "cpus:1;mem:256",
-        "--hostname",
-        name,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args =
+        crate::harness::agent_args(dir, name, master, free_port(), "cpus:1;mem:256", "native");
     if let Some(t) = token {
         args.extend(["--join-token".to_string(), t.to_string()]);
     }

@@ -9,7 +9,7 @@ use agora_sdk::{carve_many, shell_task, Event, Framework, TaskNeeds};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, free_port, Process};
+use crate::harness::{self, eventually, free_port, Process};
 
 /// A cluster CA and the certificates it signs, as PEM files.
 struct Pki {
@@ -71,23 +71,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
 }
 
 fn agent_args(dir: &Path, name: &str, master: &str, tls: &[&str]) -> Vec<String> {
-    let mut a = args(&[
-        "agent",
-        "--master",
-        master,
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &free_port().to_string(),
-        "--work-dir",
-        &dir.join(name).display().to_string(),
-        "--resources",
-        "cpus:2;mem:512",
-        "--hostname",
-        name,
-        "--containerizers",
-        "native",
-    ]);
+    let mut a = harness::agent_args(dir, name, master, free_port(), "cpus:2;mem:512", "native");
     a.extend(args(tls));
     a
 }
