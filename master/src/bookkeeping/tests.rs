@@ -186,6 +186,21 @@ fn run_tasks(out: &[Outbound]) -> Vec<String> {
         .collect()
 }
 
+/// Agent `h1` (cpus:2;mem:1024, as `World::agent` registers it in these tests) re-registering with
+/// `tasks`.
+fn h1_reregistering(agent_id: &str, tasks: Vec<v1::Task>) -> v1::ReregisterAgentRequest {
+    v1::ReregisterAgentRequest {
+        agent_id: agent_id.into(),
+        agent_info: Some(v1::AgentInfo {
+            hostname: "h1".into(),
+            resources: res("cpus:2;mem:1024"),
+            ..Default::default()
+        }),
+        tasks,
+        ..Default::default()
+    }
+}
+
 fn agent_update(
     book: &mut Bookkeeping,
     agent: &str,
@@ -448,19 +463,7 @@ fn a_silent_agent_becomes_unreachable_then_comes_back_with_its_tasks() {
         ..Default::default()
     });
     w.book
-        .reregister_agent(
-            v1::ReregisterAgentRequest {
-                agent_id: a.clone(),
-                agent_info: Some(v1::AgentInfo {
-                    hostname: "h1".into(),
-                    resources: res("cpus:2;mem:1024"),
-                    ..Default::default()
-                }),
-                tasks: vec![running],
-                ..Default::default()
-            },
-            &w.at(20.0),
-        )
+        .reregister_agent(h1_reregistering(&a, vec![running]), &w.at(20.0))
         .expect("reregister");
     let ups = updates(&w.book.take_outbound());
     assert_eq!(ups[0].1, TaskState::TaskRunning);
@@ -484,18 +487,7 @@ fn an_unreachable_agent_is_gone_after_the_gone_timeout() {
     assert!(w.book.state("x").agents.is_empty());
     let err = w
         .book
-        .reregister_agent(
-            v1::ReregisterAgentRequest {
-                agent_id: a,
-                agent_info: Some(v1::AgentInfo {
-                    hostname: "h1".into(),
-                    resources: res("cpus:2;mem:1024"),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            &w.at(120.0),
-        )
+        .reregister_agent(h1_reregistering(&a, vec![]), &w.at(120.0))
         .unwrap_err();
     assert!(err.to_string().contains("marked gone"), "{err}");
     assert!(w.book.take_registry().expect("dirty").gone_agents.len() == 1);
@@ -1031,19 +1023,7 @@ fn a_task_that_ended_while_its_agent_was_away_is_ended_not_lost() {
         ..Default::default()
     });
     w.book
-        .reregister_agent(
-            v1::ReregisterAgentRequest {
-                agent_id: a.clone(),
-                agent_info: Some(v1::AgentInfo {
-                    hostname: "h1".into(),
-                    resources: res("cpus:2;mem:1024"),
-                    ..Default::default()
-                }),
-                tasks: vec![finished],
-                ..Default::default()
-            },
-            &w.at(5.0),
-        )
+        .reregister_agent(h1_reregistering(&a, vec![finished]), &w.at(5.0))
         .expect("reregister");
     let ups = updates(&w.book.take_outbound());
     assert!(
