@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use agora_proto::v1;
@@ -87,28 +87,13 @@ pub struct PendingUpdates {
     pub updates: Vec<v1::StatusUpdate>,
 }
 
-/// Writes `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
+/// Writes `bytes` to `path` atomically ([`agora_ha::store::write_atomic`]: a temp file in the same
+/// directory, fsync, rename).
 ///
 /// # Errors
 /// Any I/O error, with the path it happened on.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| AgentError::io(dir, e))?;
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("checkpoint");
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-    let write = || -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        AgentError::io(path, e)
-    })
+    agora_ha::store::write_atomic(path, bytes).map_err(|e| AgentError::io(path, e))
 }
 
 /// Writes a protobuf message atomically.

@@ -42,7 +42,7 @@ async fn download(value: &str, dest: &Path) -> Result<(), ContainerError> {
     let resp = reqwest::get(value)
         .await
         // The cause (refused connection, unknown certificate issuer) is in the error's sources.
-        .map_err(|e| fail(value, agora_proto::tls::error_chain(&e)))?;
+        .map_err(|e| fail(value, agora_net::tls::error_chain(&e)))?;
     if !resp.status().is_success() {
         return Err(fail(
             value,

@@ -111,7 +111,7 @@ pub struct AgentConfig {
     pub allow_root_tasks: bool,
     /// `--tls-cert`/`--tls-key`: TLS on the HTTP port and the certificate presented to the master;
     /// `--tls-ca`: the CA the master's certificate must be signed by (TLS to the master).
-    pub tls: agora_proto::tls::TlsFiles,
+    pub tls: agora_net::tls::TlsFiles,
 }
 
 impl Default for AgentConfig {
@@ -132,7 +132,7 @@ impl Default for AgentConfig {
             join_token: None,
             default_task_user: user::DEFAULT_TASK_USER.into(),
             allow_root_tasks: false,
-            tls: agora_proto::tls::TlsFiles::default(),
+            tls: agora_net::tls::TlsFiles::default(),
         }
     }
 }
@@ -349,11 +349,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let listener =
-        agora_proto::tls::Listener::new(listener, server_tls).map_err(|e| AgentError::Bind {
+        agora_net::tls::Listener::new(listener, server_tls).map_err(|e| AgentError::Bind {
             addr: addr.to_string(),
             source: e,
         })?;
-    let server = agora_proto::tls::serve(listener, http::router(handle.clone()), async move {
+    let server = agora_net::tls::serve(listener, http::router(handle.clone()), async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let http = tokio::spawn(async move { server.await });

@@ -66,7 +66,7 @@ pub struct MasterLink {
     agent: AgentHandle,
     info: v1::AgentInfo,
     join_token: String,
-    tls: Option<agora_proto::tls::ClientTls>,
+    tls: Option<agora_net::tls::ClientTls>,
 }
 
 /// The leader named by a standby master's `UNAVAILABLE` answer, if any.
@@ -96,7 +96,7 @@ impl MasterLink {
 
     /// Connect over TLS, verifying the master against the CA (and presenting the agent's
     /// certificate when it has one).
-    pub fn with_tls(mut self, tls: Option<agora_proto::tls::ClientTls>) -> Self {
+    pub fn with_tls(mut self, tls: Option<agora_net::tls::ClientTls>) -> Self {
         self.tls = tls;
         self
     }
@@ -122,7 +122,7 @@ impl MasterLink {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
         let mut backoff = MIN_BACKOFF;
-        let mut detector = agora_proto::detector::Detector::new(&self.master)
+        let mut detector = agora_ha::detector::Detector::new(&self.master)
             .map_err(|e| AgentError::BadMaster(e.to_string()))?;
         let mut hint: Option<String> = None;
         loop {
@@ -218,7 +218,7 @@ impl MasterLink {
         stop: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<End, LinkError> {
-        let endpoint = agora_proto::tls::endpoint(address, self.tls.as_ref()).map_err(|e| {
+        let endpoint = agora_net::tls::endpoint(address, self.tls.as_ref()).map_err(|e| {
             LinkError::Connect {
                 address: address.to_string(),
                 message: e.to_string(),
@@ -226,7 +226,7 @@ impl MasterLink {
         })?;
         let channel = endpoint.connect().await.map_err(|e| LinkError::Connect {
             address: address.to_string(),
-            message: agora_proto::tls::error_chain(&e),
+            message: agora_net::tls::error_chain(&e),
         })?;
         let mut client = AgentControlClient::new(channel);
         let resp = self.register(&mut client).await?;

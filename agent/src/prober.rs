@@ -205,7 +205,7 @@ async fn https(port: u16, path: &str, statuses: &[u16], timeout: Duration) -> Re
         .get(&url)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", agora_proto::tls::error_chain(&e)))?;
+        .map_err(|e| format!("GET {url}: {}", agora_net::tls::error_chain(&e)))?;
     let code = resp.status().as_u16();
     if http_status_healthy(code, statuses) {
         Ok(())

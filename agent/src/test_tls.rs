@@ -17,7 +17,7 @@ pub async fn self_signed_server(dir: &std::path::Path) -> SocketAddr {
     let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server-key.pem"));
     std::fs::write(&cert_file, cert.pem()).expect("write");
     std::fs::write(&key_file, key.serialize_pem()).expect("write");
-    let tls = agora_proto::tls::TlsFiles {
+    let tls = agora_net::tls::TlsFiles {
         cert: Some(cert_file),
         key: Some(key_file),
         ca: None,
@@ -27,7 +27,7 @@ pub async fn self_signed_server(dir: &std::path::Path) -> SocketAddr {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let listener = agora_proto::tls::Listener::new(tcp, tls).expect("listener");
+    let listener = agora_net::tls::Listener::new(tcp, tls).expect("listener");
     let addr = axum::serve::Listener::local_addr(&listener).expect("addr");
     let router = axum::Router::new()
         .route("/ok", get(|| async { "fine" }))
@@ -36,7 +36,7 @@ pub async fn self_signed_server(dir: &std::path::Path) -> SocketAddr {
             get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }),
         )
         .route("/file", get(|| async { "payload" }));
-    tokio::spawn(agora_proto::tls::serve(
+    tokio::spawn(agora_net::tls::serve(
         listener,
         router,
         std::future::pending(),

@@ -103,27 +103,8 @@ impl From<MasterError> for tonic::Status {
     }
 }
 
-/// The durable registry could not be read or written. Fatal for a leader: it must not go on
-/// acting on state it cannot persist.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Reading or writing the store's files failed.
-    #[error("registry I/O on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The stored registry is not valid JSON of the expected shape.
-    #[error("registry at {path} is corrupt: {message}")]
-    Corrupt { path: String, message: String },
-    /// A compare-and-set write found another version than expected: someone else wrote.
-    #[error("registry version conflict: expected {expected:?}, found {found:?}")]
-    Conflict {
-        expected: Option<u64>,
-        found: Option<u64>,
-    },
-}
+/// The durable registry could not be read or written (`agora-ha`'s store error).
+pub use agora_ha::store::StoreError;
 
 /// Why the master process stopped.
 #[derive(Debug, thiserror::Error)]

@@ -185,7 +185,7 @@ impl AgentControl for Services {
         request: Request<v1::RegisterAgentRequest>,
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
         self.node
-            .check_agent_certificate(agora_proto::tls::has_client_certificate(&request))?;
+            .check_agent_certificate(agora_net::tls::has_client_certificate(&request))?;
         let r = request.into_inner();
         let token = self.node.join_token()?;
         let resp = self
@@ -203,7 +203,7 @@ impl AgentControl for Services {
         request: Request<v1::ReregisterAgentRequest>,
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
         self.node
-            .check_agent_certificate(agora_proto::tls::has_client_certificate(&request))?;
+            .check_agent_certificate(agora_net::tls::has_client_certificate(&request))?;
         let r = request.into_inner();
         let token = self.node.join_token()?;
         let resp = self
@@ -221,7 +221,7 @@ impl AgentControl for Services {
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         self.node
-            .check_agent_certificate(agora_proto::tls::has_client_certificate(&request))?;
+            .check_agent_certificate(agora_net::tls::has_client_certificate(&request))?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await

@@ -24,7 +24,7 @@ use crate::node::Node;
 pub const OPEN_PATHS: &[&str] = &["/", "/health"];
 
 /// The HTTP routes; with `api_token`, all but [`OPEN_PATHS`] require it.
-pub fn router(node: Arc<Node>, api_token: Option<agora_proto::http_auth::ApiToken>) -> Router {
+pub fn router(node: Arc<Node>, api_token: Option<agora_net::http_auth::ApiToken>) -> Router {
     let routes = Router::new()
         .route("/", get(ui))
         .route("/health", get(|| async { "ok" }))
@@ -40,7 +40,7 @@ pub fn router(node: Arc<Node>, api_token: Option<agora_proto::http_auth::ApiToke
         .route("/api/v1/agents/{id}/gone", post(gone))
         .route("/api/v1/frameworks/{id}/teardown", post(teardown))
         .with_state(node);
-    agora_proto::http_auth::protect(routes, api_token, "master", OPEN_PATHS)
+    agora_net::http_auth::protect(routes, api_token, "master", OPEN_PATHS)
 }
 
 /// The web UI: one page, embedded in the binary (no build step), that polls `/state`.
@@ -205,27 +205,15 @@ async fn state(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     Ok(Json(state_json(&s)).into_response())
 }
 
-/// A standby's answer: 307 to the same path on the leader, or 503 when none is elected; the body
-/// says which, for people and scripts that do not follow redirects. The location is
-/// scheme-relative (`//leader/path`): every master serves the scheme this one does (TLS or not).
+/// A standby's answer (`agora-ha`'s): 307 to the same path on the leader, or 503 when none is
+/// elected.
 fn standby_redirect(node: &Node, path: &str) -> Response {
-    match node.leader() {
-        Some(leader) => (
-            StatusCode::TEMPORARY_REDIRECT,
-            [(header::LOCATION, format!("//{leader}{path}"))],
-            Json(json!({ "leader": leader, "standby": !node.is_leading() })),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "leader": null,
-                "standby": true,
-                "message": "no leading master is elected yet",
-            })),
-        )
-            .into_response(),
-    }
+    agora_ha::leadership::standby_response(
+        node.leader(),
+        path,
+        !node.is_leading(),
+        "no leading master is elected yet",
+    )
 }
 
 async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {

@@ -13,7 +13,8 @@
 //! - [`bookkeeping`]: the pure core — agents, frameworks, offers, tasks, and the rules of each call.
 //! - [`actor`]: the one task that owns the core and the streams; timers drive it.
 //! - [`grpc`], [`http`]: thin translations of calls into actor requests.
-//! - [`registry`]: the durable state and the [`registry::StateStore`] trait (local directory here).
+//! - [`registry`]: the durable state, kept through `agora-ha`'s `StateStore` (a local file, or
+//!   ZooKeeper when elected there).
 //!
 //! Accept validation: every offer must be outstanding, this framework's, on one agent and in one
 //! role, and the agent connected — otherwise the call fails naming each offer and every task of it
@@ -27,16 +28,13 @@ pub mod actor;
 pub mod allocator;
 pub mod auth;
 pub mod bookkeeping;
-pub mod election;
 pub mod error;
-pub mod framework_state;
 pub mod grpc;
 pub mod http;
 pub mod join_token;
 pub mod metrics;
 pub mod node;
 pub mod registry;
-pub mod zk_store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +42,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agora_ha::election::{self, Contender};
 use agora_proto::v1;
 use tokio::net::TcpListener;
 use tracing::{error, info};
@@ -100,13 +99,13 @@ pub struct MasterConfig {
     pub acls_file: Option<PathBuf>,
     /// `--api-token-file`: the HTTP API (all but `/`, `/health`) requires
     /// `Authorization: Bearer <token>` with the token in this file. `None`: open.
-    pub api_token: Option<agora_proto::http_auth::ApiToken>,
+    pub api_token: Option<agora_net::http_auth::ApiToken>,
     /// `--agent-reregister-timeout`: after taking over, a new leader waits this long for the
     /// registry's agents to re-register before it makes offers without them.
     pub agent_reregister_timeout: Duration,
     /// `--tls-cert`, `--tls-key`, `--tls-ca`: TLS on the one port (gRPC and HTTP); with a CA,
     /// clients may authenticate with certificates it signed.
-    pub tls: agora_proto::tls::TlsFiles,
+    pub tls: agora_net::tls::TlsFiles,
     /// `--tls-require-agent-cert`: agents must present a certificate signed by `--tls-ca`.
     pub require_agent_certificate: bool,
 }
@@ -133,7 +132,7 @@ impl Default for MasterConfig {
             api_token: None,
             zk_session_timeout: Duration::from_secs(10),
             agent_reregister_timeout: Duration::from_secs(60),
-            tls: agora_proto::tls::TlsFiles::default(),
+            tls: agora_net::tls::TlsFiles::default(),
             require_agent_certificate: false,
         }
     }
@@ -174,6 +173,16 @@ impl RunningMaster {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         result
+    }
+
+    /// Resolves with the error that stops this master (lost leadership, a registry write failure,
+    /// the server failing), for a caller that runs it beside other components; it stays running
+    /// meanwhile (call [`RunningMaster::stop`] afterwards).
+    pub async fn failed(&mut self) -> RunError {
+        self.fatal
+            .recv()
+            .await
+            .unwrap_or_else(|| RunError::Serve("the master stopped".into()))
     }
 
     /// Runs until `shutdown` resolves, or until a fatal error (lost leadership, a registry write
@@ -290,13 +299,13 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         .merge(grpc)
         .layer(axum::middleware::from_fn(metrics::time_request));
     let listener =
-        agora_proto::tls::Listener::new(listener, tls).map_err(|source| RunError::Bind {
+        agora_net::tls::Listener::new(listener, tls).map_err(|source| RunError::Bind {
             addr: config.bind.to_string(),
             source,
         })?;
     let mut serve_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
-        agora_proto::tls::serve(listener, app, async move {
+        agora_net::tls::serve(listener, app, async move {
             let _ = serve_stop.wait_for(|s| *s).await;
         })
         .await
@@ -311,40 +320,35 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         fatal: fatal_tx.clone(),
         tasks: tasks.clone(),
     };
-    match config.zk.clone() {
-        None => {
-            let store = registry::LocalDirStore::new(&config.work_dir)?;
-            leader.lead(Arc::new(store)).await?;
-        }
-        Some(zk) => {
-            let spec = agora_proto::detector::MasterSpec::parse(&zk)
-                .map_err(|e| RunError::LostLeadership(e.to_string()))?;
-            let agora_proto::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
-                return Err(RunError::LostLeadership(format!(
-                    "--zk '{zk}' must be a zk://host:port,…/path URL"
-                )));
-            };
-            let me = agora_proto::detector::MasterInfoJson::from(&master_info);
-            let session_timeout = config.zk_session_timeout;
-            let campaign = tokio::spawn(async move {
-                let fatal = leader.fatal.clone();
-                // Serving as a standby (no leader known) while ZooKeeper is unreachable: a master
-                // restarted by its supervisor during a ZooKeeper outage waits instead of exiting.
-                let election = election::Election::join_when_reachable(
-                    &servers,
-                    &path,
-                    &me,
-                    session_timeout,
-                    Duration::from_secs(1),
-                )
-                .await;
-                if let Err(e) = campaign(leader, election, path).await {
-                    let _ = fatal.send(e);
-                }
-            });
-            if let Ok(mut t) = tasks.lock() {
-                t.push(campaign);
+    let contender: Box<dyn Contender> = match &config.zk {
+        None => Box::new(election::Standalone {
+            store: Box::new(registry::local_store(&config.work_dir)?),
+        }),
+        Some(zk) => Box::new(
+            election::ZooKeeper::new(
+                zk,
+                agora_ha::detector::MasterInfoJson::from(&master_info),
+                config.zk_session_timeout,
+            )
+            .map_err(|e| RunError::LostLeadership(e.to_string()))?,
+        ),
+    };
+    if config.zk.is_none() {
+        // Standalone: leads at once, so that a caller of `start` may use the handle right away.
+        let term = contender
+            .campaign(Arc::new(|_| {}))
+            .await
+            .map_err(|e| RunError::LostLeadership(e.to_string()))?;
+        leader.lead(Arc::from(term.store)).await?;
+    } else {
+        let fatal = leader.fatal.clone();
+        let campaign = tokio::spawn(async move {
+            if let Err(e) = campaign(leader, contender).await {
+                let _ = fatal.send(e);
             }
+        });
+        if let Ok(mut t) = tasks.lock() {
+            t.push(campaign);
         }
     }
     info!(id = %master_info.id, %address, advertised = %advertised, "master started");
@@ -359,21 +363,15 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
 }
 
 /// Waits to be elected, leads, and reports losing leadership as fatal.
-async fn campaign(
-    leader: Leader,
-    election: election::Election,
-    path: String,
-) -> Result<(), RunError> {
+async fn campaign(leader: Leader, contender: Box<dyn Contender>) -> Result<(), RunError> {
     let node = leader.node.clone();
-    let set_leader = move |l: Option<String>| node.set_leader(l);
-    tokio::select! {
-        r = election.wait_to_lead(&set_leader) => r.map_err(|e| RunError::LostLeadership(e.to_string()))?,
-        e = election.lost() => return Err(RunError::LostLeadership(e.to_string())),
-    }
-    info!(node = %election.node_path(), "elected leading master");
-    let store = zk_store::ZkStore::new(election.client().clone(), &path, election.node_path());
-    leader.lead(Arc::new(store)).await?;
-    let e = election.lost().await;
+    let term = contender
+        .campaign(Arc::new(move |l| node.set_leader(l)))
+        .await
+        .map_err(|e| RunError::LostLeadership(e.to_string()))?;
+    info!("elected leading master");
+    leader.lead(Arc::from(term.store)).await?;
+    let e = term.lost.await;
     Err(RunError::LostLeadership(e.to_string()))
 }
 

@@ -104,8 +104,3 @@ pub async fn time_request(
         .record(started.elapsed().as_secs_f64());
     response
 }
-
-/// Whether this master's ZooKeeper session is connected (1) or not (0).
-pub fn zookeeper_connected(connected: bool) {
-    metrics::gauge!("agora_master_zookeeper_connected").set(if connected { 1.0 } else { 0.0 });
-}

@@ -3,16 +3,15 @@
 //! HTTP redirects).
 
 use std::path::PathBuf;
-use std::sync::{OnceLock, RwLock};
+
+use agora_ha::leadership::Leadership;
 
 use crate::actor::MasterHandle;
 use crate::error::MasterError;
 
 /// See the module documentation.
 pub struct Node {
-    handle: OnceLock<MasterHandle>,
-    leader: RwLock<Option<String>>,
-    me: String,
+    leadership: Leadership<MasterHandle>,
     join_token_file: Option<PathBuf>,
     credentials: Option<crate::auth::Credentials>,
     acls: crate::auth::Acls,
@@ -23,9 +22,7 @@ impl Node {
     /// A node advertised at `me` (`host:port`), not leading yet.
     pub fn new(me: String) -> Self {
         Node {
-            handle: OnceLock::new(),
-            leader: RwLock::new(None),
-            me,
+            leadership: Leadership::new(me),
             join_token_file: None,
             credentials: None,
             acls: crate::auth::Acls::default(),
@@ -112,36 +109,33 @@ impl Node {
     /// # Errors
     /// [`MasterError::NotLeader`] naming the leader, when known.
     pub fn leading(&self) -> Result<&MasterHandle, MasterError> {
-        self.handle.get().ok_or_else(|| MasterError::NotLeader {
-            leader: self.leader(),
-        })
+        self.leadership
+            .handle()
+            .ok_or_else(|| MasterError::NotLeader {
+                leader: self.leader(),
+            })
     }
 
     pub fn is_leading(&self) -> bool {
-        self.handle.get().is_some()
+        self.leadership.is_leading()
     }
 
     /// Takes leadership: from now on calls reach the actor.
     pub fn become_leader(&self, handle: MasterHandle) {
-        let _ = self.handle.set(handle);
+        self.leadership.lead(handle);
     }
 
     /// Records where the leader is (standby).
     pub fn set_leader(&self, leader: Option<String>) {
-        if let Ok(mut l) = self.leader.write() {
-            *l = leader;
-        }
+        self.leadership.set_leader(leader);
     }
 
     /// The leading master's address: this one when leading.
     pub fn leader(&self) -> Option<String> {
-        if self.is_leading() {
-            return Some(self.me.clone());
-        }
-        self.leader.read().ok().and_then(|l| l.clone())
+        self.leadership.leader()
     }
 
     pub fn me(&self) -> &str {
-        &self.me
+        self.leadership.me()
     }
 }

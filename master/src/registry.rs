@@ -6,13 +6,13 @@
 //! they re-register and frameworks re-subscribe.
 //!
 //! The whole registry is one JSON document written with a versioned compare-and-set through a
-//! [`StateStore`], so two masters can never silently overwrite each other. This module ships the
-//! local-directory store (`--work-dir`, atomic rename); the ZooKeeper store implements the same trait.
+//! [`StateStore`] (from `agora-ha`), so two masters can never silently overwrite each other: a
+//! local file in `--work-dir` ([`local_store`]) or ZooKeeper (`agora_ha::zk_store::ZkStore`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::Path;
+
+use agora_ha::store::{LocalFileStore, LocalFormat};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,125 +81,25 @@ impl Registry {
     }
 }
 
-/// A stored document and the version it was read at.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Versioned {
-    pub data: Vec<u8>,
-    pub version: u64,
-}
+pub use agora_ha::store::{StateStore, StoreFuture, Versioned};
 
-/// A boxed future, so that the trait stays object-safe (the ZooKeeper store is async).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// Durable storage of one document with compare-and-set writes.
-pub trait StateStore: Send + Sync {
-    /// The document and its version, or `None` if nothing was ever stored.
-    fn load(&self) -> StoreFuture<'_, Option<Versioned>>;
-    /// Writes `data` if the stored version is still `expected` (`None`: nothing stored yet) and
-    /// returns the new version.
-    fn store(&self, data: Vec<u8>, expected: Option<u64>) -> StoreFuture<'_, u64>;
-}
-
-/// The registry in a local directory: `registry.json` holding `{"version": N, "registry": …}`,
+/// The registry in a local directory: `registry.json` holding `{"version": N, "data": …}`,
 /// replaced atomically (write a temporary file, fsync, rename). Used by a standalone master and by
 /// `agora local`.
-#[derive(Debug, Clone)]
-pub struct LocalDirStore {
-    path: PathBuf,
-}
-
-#[derive(Serialize, Deserialize)]
-struct LocalDocument {
-    version: u64,
-    data: serde_json::Value,
-}
-
-impl LocalDirStore {
-    /// A store in `dir` (created when missing).
-    ///
-    /// # Errors
-    /// [`StoreError::Io`] if the directory cannot be created.
-    pub fn new(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        Ok(LocalDirStore {
-            path: dir.join("registry.json"),
-        })
-    }
-
-    fn io(&self, source: std::io::Error) -> StoreError {
-        StoreError::Io {
-            path: self.path.display().to_string(),
-            source,
-        }
-    }
-
-    fn read(&self) -> Result<Option<Versioned>, StoreError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io(e)),
-        };
-        let doc: LocalDocument =
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                path: self.path.display().to_string(),
-                message: e.to_string(),
-            })?;
-        let data = serde_json::to_vec(&doc.data).map_err(|e| StoreError::Corrupt {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(Some(Versioned {
-            data,
-            version: doc.version,
-        }))
-    }
-
-    fn write(&self, data: &[u8], expected: Option<u64>) -> Result<u64, StoreError> {
-        let found = self.read()?.map(|v| v.version);
-        if found != expected {
-            return Err(StoreError::Conflict { expected, found });
-        }
-        let version = expected.map_or(1, |v| v + 1);
-        let value: serde_json::Value =
-            serde_json::from_slice(data).map_err(|e| StoreError::Corrupt {
-                path: self.path.display().to_string(),
-                message: format!("refusing to store a document that is not JSON: {e}"),
-            })?;
-        let doc = serde_json::to_vec(&LocalDocument {
-            version,
-            data: value,
-        })
-        .map_err(|e| StoreError::Corrupt {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| self.io(e))?;
-            f.write_all(&doc).map_err(|e| self.io(e))?;
-            f.sync_all().map_err(|e| self.io(e))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        Ok(version)
-    }
-}
-
-impl StateStore for LocalDirStore {
-    fn load(&self) -> StoreFuture<'_, Option<Versioned>> {
-        Box::pin(async move { self.read() })
-    }
-
-    fn store(&self, data: Vec<u8>, expected: Option<u64>) -> StoreFuture<'_, u64> {
-        Box::pin(async move { self.write(&data, expected) })
-    }
+///
+/// # Errors
+/// [`StoreError::Io`] if the directory cannot be created.
+pub fn local_store(dir: &Path) -> Result<LocalFileStore, StoreError> {
+    LocalFileStore::in_dir(dir, "registry.json", LocalFormat::Versioned)
 }
 
 #[cfg(test)]
+mod zk_tests;
+
+#[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     fn block<T>(f: impl Future<Output = T>) -> T {
@@ -212,7 +112,7 @@ mod tests {
     #[test]
     fn local_store_round_trips_and_survives_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalDirStore::new(dir.path()).expect("store");
+        let store = local_store(dir.path()).expect("store");
         assert_eq!(block(store.load()).expect("load"), None);
         let mut reg = Registry::default();
         reg.agents.insert(
@@ -225,7 +125,7 @@ mod tests {
         reg.weights.insert("web".into(), 2.0);
         let v1 = block(store.store(reg.to_bytes(), None)).expect("first write");
         assert_eq!(v1, 1);
-        let reopened = LocalDirStore::new(dir.path()).expect("store");
+        let reopened = local_store(dir.path()).expect("store");
         let got = block(reopened.load()).expect("load").expect("stored");
         assert_eq!(got.version, 1);
         assert_eq!(Registry::from_bytes(&got.data, "test").expect("parse"), reg);
@@ -234,7 +134,7 @@ mod tests {
     #[test]
     fn a_write_at_a_stale_version_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalDirStore::new(dir.path()).expect("store");
+        let store = local_store(dir.path()).expect("store");
         let v1 = block(store.store(Registry::default().to_bytes(), None)).expect("write");
         let mut reg = Registry::default();
         reg.mark_gone("a9");
@@ -262,7 +162,7 @@ mod tests {
     fn a_corrupt_file_is_reported_with_its_path() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("registry.json"), b"{not json").expect("write");
-        let store = LocalDirStore::new(dir.path()).expect("store");
+        let store = local_store(dir.path()).expect("store");
         let err = block(store.load()).unwrap_err();
         assert!(err.to_string().contains("registry.json"), "{err}");
     }

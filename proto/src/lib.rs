@@ -4,22 +4,14 @@
 //!   `AgentControl`, `Operator`), clients and servers.
 //! - [`resources`]: exact arithmetic on resource sets (scalars in thousandths, port ranges), the
 //!   agent flag syntax `cpus:4;mem:8192;ports:[31000-32000]`, and conversion to and from the wire type.
+//! - [`is_terminal`] / [`is_terminal_name`]: the one definition of a terminal task state.
 //!
-//! - [`detector`] (feature `detector`): finding the leading master, at a fixed address or through
-//!   ZooKeeper.
-//! - [`tls`] (feature `tls`): rustls listeners (gRPC and HTTP on one port) and gRPC client TLS.
-//! - [`http_auth`] (feature `http-auth`): the bearer-token middleware every HTTP API shares.
-//!
-//! Every other crate trusts this one for what a resource set is, so it is unit- and property-tested.
+//! Finding the leader lives in `agora-ha`, TLS and HTTP authentication in `agora-net`: this crate
+//! is the contract only. Every other crate trusts it for what a resource set is, so it is unit- and
+//! property-tested.
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "detector")]
-pub mod detector;
-#[cfg(feature = "http-auth")]
-pub mod http_auth;
 pub mod resources;
-#[cfg(feature = "tls")]
-pub mod tls;
 
 /// Generated code for package `agora.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -30,12 +22,27 @@ pub mod v1 {
 pub use resources::{Ranges, ResourceError, ResourceKey, Resources, ScalarValue};
 
 /// Terminal task states: the task will not change state again and its resources are free.
+/// `TASK_UNKNOWN` is one: the master answers it (to reconciliation) for a task it does not know,
+/// which a framework must treat as gone; the master itself never keeps a task in it.
 pub fn is_terminal(state: v1::TaskState) -> bool {
     use v1::TaskState::*;
     matches!(
         state,
-        TaskFinished | TaskFailed | TaskKilled | TaskError | TaskLost | TaskDropped | TaskGone
+        TaskFinished
+            | TaskFailed
+            | TaskKilled
+            | TaskError
+            | TaskLost
+            | TaskDropped
+            | TaskGone
+            | TaskUnknown
     )
+}
+
+/// [`is_terminal`] for a state by its wire name (`TASK_FINISHED`), as the frameworks store them.
+/// An unknown name is not terminal.
+pub fn is_terminal_name(state: &str) -> bool {
+    v1::TaskState::from_str_name(state).is_some_and(is_terminal)
 }
 
 #[cfg(test)]
@@ -58,8 +65,12 @@ mod tests {
                 "TASK_ERROR",
                 "TASK_LOST",
                 "TASK_DROPPED",
-                "TASK_GONE"
+                "TASK_GONE",
+                "TASK_UNKNOWN"
             ]
         );
+        assert!(super::is_terminal_name("TASK_UNKNOWN"));
+        assert!(!super::is_terminal_name("TASK_RUNNING"));
+        assert!(!super::is_terminal_name("no such state"));
     }
 }

@@ -44,8 +44,7 @@ pub fn config(args: BatchArgs) -> anyhow::Result<agora_batch::BatchConfig> {
 pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     let running = agora_batch::start(config(args)?).await?;
     eprintln!("agora batch API listening on {}", running.address);
-    super::shutdown_signal().await;
-    running.stop().await;
+    running.wait(super::shutdown_signal()).await?;
     Ok(())
 }
 

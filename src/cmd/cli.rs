@@ -81,8 +81,8 @@ impl TokenArgs {
     /// An unreadable or empty --token-file, named.
     pub fn resolve(&self) -> anyhow::Result<Option<String>> {
         if let Some(path) = &self.token_file {
-            let token = agora_proto::http_auth::read_token(path)
-                .map_err(|e| anyhow!("--token-file: {e}"))?;
+            let token =
+                agora_net::http_auth::read_token(path).map_err(|e| anyhow!("--token-file: {e}"))?;
             return Ok(Some(token));
         }
         Ok(self
@@ -122,11 +122,9 @@ impl TokenArgs {
 ///
 /// # Errors
 /// An unreadable or empty file, named with the flag.
-pub fn api_token(
-    file: Option<PathBuf>,
-) -> anyhow::Result<Option<agora_proto::http_auth::ApiToken>> {
+pub fn api_token(file: Option<PathBuf>) -> anyhow::Result<Option<agora_net::http_auth::ApiToken>> {
     file.map(|f| {
-        agora_proto::http_auth::ApiToken::from_file(f).map_err(|e| anyhow!("--api-token-file: {e}"))
+        agora_net::http_auth::ApiToken::from_file(f).map_err(|e| anyhow!("--api-token-file: {e}"))
     })
     .transpose()
 }
@@ -206,12 +204,12 @@ pub enum TaskAction {
 
 /// Finds the leader's HTTP base URL.
 pub async fn leader_url(master: &str, tls: bool) -> anyhow::Result<String> {
-    let mut detector = agora_proto::detector::Detector::new(master)?;
+    let mut detector = agora_ha::detector::Detector::new(master)?;
     let address = detector
         .wait_for_leader(Duration::from_secs(5))
         .await
         .with_context(|| format!("cannot find the leading master through '{master}'"))?;
-    Ok(format!("{}://{address}", agora_proto::tls::scheme(tls)))
+    Ok(format!("{}://{address}", agora_net::tls::scheme(tls)))
 }
 
 /// A client for agents' sandbox file API (which takes no API token).
@@ -557,7 +555,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow!("task '{task}' ran on agent '{agent_id}', which is gone"))?;
             let agent_url = format!(
                 "{}://{}:{}",
-                agora_proto::tls::scheme(m.tls_ca.is_some()),
+                agora_net::tls::scheme(m.tls_ca.is_some()),
                 agent["hostname"].as_str().unwrap_or("localhost"),
                 agent["http_port"]
             );

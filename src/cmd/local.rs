@@ -104,7 +104,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         None if docker_answers().await => "docker,native".to_string(),
         None => "native".to_string(),
     };
-    let master = agora_master::start(agora_master::MasterConfig {
+    let mut master = agora_master::start(agora_master::MasterConfig {
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port),
         work_dir: work_dir.join("master"),
         allocation_interval: Duration::from_millis(250),
@@ -116,6 +116,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
 
     let machine = agora_agent::detect_resources();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Each agent's end is reported here: one that stops by itself stops `agora local`.
+    let (agent_done_tx, mut agent_done) = tokio::sync::mpsc::unbounded_channel();
     let mut agents = Vec::new();
     for i in 0..args.agents {
         // Each agent on its own loopback address, so that hostnames (and UNIQUE constraints) tell
@@ -135,11 +137,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let mut stop = stop_rx.clone();
+        let done = agent_done_tx.clone();
         agents.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            agora_agent::run(config, shutdown).await
+            let result = agora_agent::run(config, shutdown).await;
+            let _ = done.send((i + 1, result.as_ref().err().map(|e| e.to_string())));
+            result
         }));
     }
 
@@ -166,7 +171,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let services = agora_services::start(agora_services::ServicesConfig {
+    let mut services = agora_services::start(agora_services::ServicesConfig {
         master: master_address.clone(),
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.services_port),
         work_dir: work_dir.join("services"),
@@ -188,7 +193,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             args.services_port
         )
     })?;
-    let batch = agora_batch::start(agora_batch::BatchConfig {
+    let mut batch = agora_batch::start(agora_batch::BatchConfig {
         master: master_address.clone(),
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.batch_port),
         work_dir: work_dir.join("batch"),
@@ -228,7 +233,20 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     println!("  state is kept in        {}", work_dir.display());
     println!("Try: agora app create -f examples/apps/hello.json   ·   agora job add -f examples/jobs/hello.json   ·   Ctrl-C stops everything.");
 
-    super::shutdown_signal().await;
+    // One component that cannot go on stops them all, cleanly, and says why.
+    let failure = tokio::select! {
+        () = super::shutdown_signal() => None,
+        e = services.failed() => Some(format!("the services framework: {e}")),
+        e = batch.failed() => Some(format!("the batch framework: {e}")),
+        e = master.failed() => Some(format!("the master: {e}")),
+        Some((n, e)) = agent_done.recv() => Some(format!(
+            "agent {n} stopped: {}",
+            e.unwrap_or_else(|| "without an error".into())
+        )),
+    };
+    if let Some(why) = &failure {
+        eprintln!("stopping everything: {why}");
+    }
     println!("stopping: agents first (their tasks keep running and are recovered next start), then the master");
     batch.stop().await;
     services.stop().await;
@@ -240,7 +258,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             _ => {}
         }
     }
-    master.stop().await?;
+    let stopped = master.stop().await;
+    if let Some(why) = failure {
+        anyhow::bail!("{why}");
+    }
+    stopped?;
     Ok(())
 }
 

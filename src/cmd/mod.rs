@@ -59,8 +59,8 @@ impl FrameworkArgs {
         zk: Option<String>,
         framework_name: String,
         api_token_file: Option<std::path::PathBuf>,
-    ) -> anyhow::Result<agora_master::framework_state::FrameworkConfig> {
-        Ok(agora_master::framework_state::FrameworkConfig {
+    ) -> anyhow::Result<agora_framework::FrameworkConfig> {
+        Ok(agora_framework::FrameworkConfig {
             credential: credential(self.principal, self.secret_file)?,
             tls: self.tls.files(),
             api_token: cli::api_token(api_token_file)?,
@@ -133,8 +133,8 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    pub fn files(&self) -> agora_proto::tls::TlsFiles {
-        agora_proto::tls::TlsFiles {
+    pub fn files(&self) -> agora_net::tls::TlsFiles {
+        agora_net::tls::TlsFiles {
             cert: self.tls_cert.clone(),
             key: self.tls_key.clone(),
             ca: self.tls_ca.clone(),

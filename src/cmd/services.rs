@@ -45,8 +45,7 @@ pub fn config(args: ServicesArgs) -> anyhow::Result<agora_services::ServicesConf
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let running = agora_services::start(config(args)?).await?;
     eprintln!("agora services API listening on {}", running.address);
-    super::shutdown_signal().await;
-    running.stop().await;
+    running.wait(super::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -228,7 +228,7 @@ async fn a_standby_takes_over_when_the_leader_dies_and_nothing_running_is_lost()
     }
     drop(fw);
     // The framework fails over to the new leader with its id and finds its tasks running.
-    let mut detector = agora_proto::detector::Detector::new(&zk).expect("detector");
+    let mut detector = agora_ha::detector::Detector::new(&zk).expect("detector");
     let address = detector
         .wait_for_leader(Duration::from_secs(10))
         .await

@@ -224,7 +224,7 @@ async fn a_tls_cluster_verifies_the_master_and_requires_agent_certificates() {
     );
 
     // A framework through the SDK over TLS gets offers and runs a task.
-    let client_tls = agora_proto::tls::TlsFiles {
+    let client_tls = agora_net::tls::TlsFiles {
         ca: Some(ca.clone().into()),
         ..Default::default()
     }

@@ -42,22 +42,8 @@ pub struct RunTask {
 
 impl RunTask {
     fn active(&self) -> bool {
-        !is_final(&self.state)
+        !agora_proto::is_terminal_name(&self.state)
     }
-}
-
-fn is_final(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-            | "TASK_UNKNOWN"
-    )
 }
 
 /// One execution of a job.
@@ -579,7 +565,7 @@ impl BatchCore {
         };
         if self.runs[ri].status != RunStatus::Running {
             // A straggler of a finished run: make sure it is gone.
-            return if is_final(state) {
+            return if agora_proto::is_terminal_name(state) {
                 Vec::new()
             } else {
                 vec![Effect::Kill(task_id.into())]
@@ -593,7 +579,7 @@ impl BatchCore {
             return Vec::new();
         };
         let task = &mut self.runs[ri].tasks[ti];
-        if is_final(&task.state) {
+        if agora_proto::is_terminal_name(&task.state) {
             return Vec::new();
         }
         task.state = state.to_string();
@@ -606,7 +592,7 @@ impl BatchCore {
         if !message.is_empty() {
             task.message = message.to_string();
         }
-        if !is_final(state) {
+        if !agora_proto::is_terminal_name(state) {
             return Vec::new();
         }
         task.finished_at = Some(now);

@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::core::{BatchCore, BatchError, JobState, Run, RunStatus};
+use crate::handle::{BatchHandle, Leadership};
 use crate::job::{FieldError, InvalidJob, Job};
-use crate::service::{BatchHandle, Leadership};
 
 /// Totals for `/metrics`.
 #[derive(Debug, Default)]
@@ -54,7 +54,7 @@ pub const OPEN_PATHS: &[&str] = &["/ping", "/health"];
 pub fn router(
     leadership: Arc<Leadership>,
     counters: Arc<Counters>,
-    api_token: Option<agora_proto::http_auth::ApiToken>,
+    api_token: Option<agora_net::http_auth::ApiToken>,
 ) -> Router {
     let scheduler = Router::new()
         .route("/iso8601", post(put_scheduled).put(put_scheduled))
@@ -76,13 +76,13 @@ pub fn router(
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             leadership.clone(),
-            agora_master::framework_state::standby_redirect::<BatchHandle>,
+            agora_ha::leadership::standby_redirect::<BatchHandle>,
         ))
         .with_state(Api {
             leadership,
             counters,
         });
-    agora_proto::http_auth::protect(routes, api_token, "batch", OPEN_PATHS)
+    agora_net::http_auth::protect(routes, api_token, "batch", OPEN_PATHS)
 }
 
 /// An API error with its status.
@@ -472,4 +472,10 @@ async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
         .await
         .ok_or_else(unavailable)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+impl From<BatchError> for crate::http::ApiError {
+    fn from(e: BatchError) -> Self {
+        crate::http::ApiError::from_batch(e)
+    }
 }

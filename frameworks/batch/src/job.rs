@@ -154,7 +154,7 @@ pub struct InvalidJob(pub Vec<FieldError>);
 /// [`InvalidJob`] with one [`FieldError`] for the first field that cannot be read (`/` for a
 /// syntax error).
 pub fn parse(json: &[u8]) -> Result<Job, InvalidJob> {
-    agora_master::framework_state::read_json(json).map_err(|e| {
+    agora_framework::read_json(json).map_err(|e| {
         InvalidJob(vec![FieldError {
             path: e.pointer,
             errors: vec![e.message],

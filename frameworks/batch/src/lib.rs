@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod handle;
 pub mod http;
 pub mod job;
 pub mod schedule;

@@ -7,23 +7,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agora_framework::{Fatal, Jobs, OfferGate, Persisted};
+use agora_ha::store::StateStore;
 use agora_proto::v1;
 use agora_sdk::{carve, Event, Framework, TaskNeeds};
-use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot, watch};
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::core::{BatchCore, BatchError, Effect, Launch};
-use crate::job::Job;
+use crate::core::{BatchCore, Effect, Launch};
+pub use crate::handle::{BatchHandle, Leadership};
 
 /// Configuration of `agora batch` (the flags every framework process shares).
-pub type BatchConfig = agora_master::framework_state::FrameworkConfig;
+pub type BatchConfig = agora_framework::FrameworkConfig;
 
 /// Why the batch framework could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Api(#[from] agora_master::framework_state::ApiSetupError),
+    Api(#[from] agora_framework::ApiSetupError),
     #[error("state in {path}: {message}")]
     State { path: String, message: String },
     #[error(transparent)]
@@ -33,33 +35,9 @@ pub enum StartError {
     /// A flag's value is unusable (TLS files); the message names the flag.
     #[error("{0}")]
     Config(String),
-}
-
-type Job_ = Box<dyn FnOnce(&mut BatchCore, DateTime<Utc>) + Send>;
-
-/// A handle for the HTTP layer: runs closures on the core inside the actor.
-#[derive(Clone)]
-pub struct BatchHandle {
-    tx: mpsc::UnboundedSender<Job_>,
-}
-
-impl BatchHandle {
-    /// Runs `f` on the core (the actor persists and acts on the result afterwards).
-    ///
-    /// # Errors
-    /// Whatever `f` returns; [`BatchError::UnknownJob`] is never produced by the channel itself —
-    /// a stopped actor yields `None`.
-    pub async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut BatchCore, DateTime<Utc>) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (reply, rx) = oneshot::channel();
-        let job: Job_ = Box::new(move |core, now| {
-            let _ = reply.send(f(core, now));
-        });
-        self.tx.send(job).ok()?;
-        rx.await.ok()
-    }
+    /// It started, then could not go on.
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
 }
 
 /// What is persisted: the core and the framework id (so a restart fails over as the same
@@ -70,17 +48,12 @@ struct Saved {
     core: BatchCore,
 }
 
-/// Who leads among batch instances (the HTTP layer redirects standbys' requests).
-pub type Leadership = agora_master::framework_state::Leadership<BatchHandle>;
-
-use agora_master::framework_state::StateBackend;
-
-async fn load_saved(backend: &mut StateBackend) -> Result<Saved, StartError> {
+async fn load_saved(state: &mut Persisted) -> Result<Saved, StartError> {
     let bad = |message: String| StartError::State {
         path: "the batch state".into(),
         message,
     };
-    match backend.load().await.map_err(bad)? {
+    match state.load().await.map_err(|e| bad(e.to_string()))? {
         None => Ok(Saved::default()),
         Some(b) => {
             let mut saved: Saved = serde_json::from_slice(&b).map_err(|e| bad(e.to_string()))?;
@@ -94,6 +67,7 @@ async fn load_saved(backend: &mut StateBackend) -> Result<Saved, StartError> {
 pub struct RunningBatch {
     pub address: SocketAddr,
     stop: watch::Sender<bool>,
+    fatal: mpsc::UnboundedReceiver<Fatal>,
     actor: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -104,6 +78,39 @@ impl RunningBatch {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         let _ = self.actor.await;
+    }
+
+    /// Resolves with the error that stops this framework (lost leadership, a state it cannot
+    /// save), for a caller that runs it beside other components (`agora local`); call `stop`
+    /// afterwards.
+    pub async fn failed(&mut self) -> Fatal {
+        match self.fatal.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Runs until `shutdown` resolves (then stops), or until the framework cannot go on (lost
+    /// leadership, a state it cannot save), which is returned.
+    ///
+    /// # Errors
+    /// The [`Fatal`] error that stopped it.
+    pub async fn wait(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Fatal> {
+        tokio::select! {
+            () = shutdown => {
+                self.stop().await;
+                Ok(())
+            }
+            Some(e) = self.fatal.recv() => {
+                error!(error = %e, "the batch framework cannot go on");
+                let _ = self.stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -117,52 +124,49 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         path: config.work_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    let api = agora_master::framework_state::BoundApi::bind(&config).await?;
+    let api = agora_framework::BoundApi::bind(&config).await?;
     let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
-    let leadership: Arc<Leadership> = Arc::new(Leadership::default());
+    let leadership: Arc<Leadership> = Arc::new(Leadership::new(advertised.clone()));
     let counters = Arc::new(crate::http::Counters::default());
     let (stop, stop_rx) = watch::channel(false);
+    let (fatal_tx, fatal) = mpsc::unbounded_channel();
     let app = crate::http::router(
         leadership.clone(),
         counters.clone(),
         config.api_token.clone(),
     );
-    let server = api.serve(app, stop_rx.clone(), "batch");
+    let contender = agora_framework::contender(&config, &advertised)
+        .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
     let leader = Leader {
         config: config.clone(),
         leadership: leadership.clone(),
         counters,
-        stop_rx,
+        stop_rx: stop_rx.clone(),
+        fatal: fatal_tx.clone(),
         webui: format!("{scheme}://{advertised}"),
     };
-    let actor = match &config.zk {
-        None => {
-            let backend = StateBackend::Local(config.work_dir.join("state.json"));
-            leader.lead(backend).await?
-        }
-        Some(zk) => {
-            let l = leadership.clone();
-            agora_master::framework_state::elect(
-                zk,
-                config.zk_session_timeout,
-                &advertised,
-                l,
-                move |backend| async move {
-                    leader
-                        .lead(backend)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                },
-            )
+    let actor = if config.zk.is_none() {
+        // Standalone: leads at once, so that the API answers as soon as `start` returns.
+        let term = contender
+            .campaign(Arc::new(|_| {}))
             .await
-            .map_err(StartError::ZooKeeper)?
-        }
+            .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
+        leader.lead(term.store).await?
+    } else {
+        agora_framework::spawn_campaign(
+            contender,
+            leadership.clone(),
+            stop_rx.clone(),
+            fatal_tx,
+            move |store| async move { leader.lead(store).await.map_err(|e| e.to_string()) },
+        )
     };
+    let server = api.serve(app, stop_rx, "batch");
     info!(%address, "batch framework started");
     Ok(RunningBatch {
         address,
         stop,
+        fatal,
         actor,
         server,
     })
@@ -174,6 +178,7 @@ struct Leader {
     leadership: Arc<Leadership>,
     counters: Arc<crate::http::Counters>,
     stop_rx: watch::Receiver<bool>,
+    fatal: mpsc::UnboundedSender<Fatal>,
     /// Where this instance's API is, shown as the framework's web UI at the master.
     webui: String,
 }
@@ -181,9 +186,10 @@ struct Leader {
 impl Leader {
     async fn lead(
         &self,
-        mut backend: StateBackend,
+        store: Box<dyn StateStore>,
     ) -> Result<tokio::task::JoinHandle<()>, StartError> {
-        let saved = load_saved(&mut backend).await?;
+        let mut state = Persisted::new(store);
+        let saved = load_saved(&mut state).await?;
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout)
@@ -201,17 +207,17 @@ impl Leader {
             builder = builder.framework_id(id);
         }
         let fw = builder.connect()?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (handle, rx) = BatchHandle::channel();
         let actor = Actor {
             core: saved.core,
             framework_id: saved.framework_id,
             fw,
-            backend,
-            last_saved: Vec::new(),
-            suppressed: false,
+            state,
+            gate: OfferGate::default(),
             counters: self.counters.clone(),
+            fatal: self.fatal.clone(),
         };
-        self.leadership.lead(BatchHandle { tx });
+        self.leadership.lead(handle);
         Ok(tokio::spawn(actor.run(rx, self.stop_rx.clone())))
     }
 }
@@ -225,19 +231,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let running = start(config).await?;
-    shutdown.await;
-    running.stop().await;
-    Ok(())
+    Ok(running.wait(shutdown).await?)
 }
 
 struct Actor {
     core: BatchCore,
     framework_id: Option<String>,
     fw: Framework,
-    backend: StateBackend,
-    last_saved: Vec<u8>,
-    suppressed: bool,
+    state: Persisted,
+    gate: OfferGate,
     counters: Arc<crate::http::Counters>,
+    fatal: mpsc::UnboundedSender<Fatal>,
 }
 
 fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
@@ -332,64 +336,24 @@ fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
     }
 }
 
-/// Chronos constraints against an offer: `[field, EQUALS|LIKE|UNLIKE, value]`, field `hostname`
-/// or an attribute. LIKE and UNLIKE compare whole values with `*` as a wildcard.
-fn satisfies(job: &Job, offer: &v1::Offer) -> bool {
-    job.constraints.iter().all(|c| {
-        let (Some(field), Some(op), Some(value)) = (c.first(), c.get(1), c.get(2)) else {
-            return true;
-        };
-        let actual = if field == "hostname" {
-            Some(offer.hostname.clone())
-        } else {
-            offer
-                .attributes
-                .iter()
-                .find(|a| &a.name == field)
-                .map(|a| a.text.clone())
-        };
-        let like = |pattern: &str, s: &str| wildcard(pattern, s);
-        match (op.to_ascii_uppercase().as_str(), actual) {
-            ("EQUALS", Some(a)) => &a == value,
-            ("LIKE", Some(a)) => like(value, &a),
-            ("UNLIKE", Some(a)) => !like(value, &a),
-            ("UNLIKE", None) => true,
-            _ => false,
-        }
-    })
-}
-
-fn wildcard(pattern: &str, s: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == s,
-        Some((head, tail)) => {
-            s.starts_with(head)
-                && (0..=s.len().saturating_sub(head.len())).any(|i| {
-                    s.is_char_boundary(head.len() + i) && wildcard(tail, &s[head.len() + i..])
-                })
-        }
-    }
-}
-
 impl Actor {
-    /// Saves the state when it changed. Losing the ability to save is fatal: launching what was
-    /// not recorded could run it twice after a failover.
-    async fn persist(&mut self) {
+    /// Saves the state when it changed.
+    ///
+    /// # Errors
+    /// Losing the ability to save is fatal: launching what was not recorded could run it twice
+    /// after a failover.
+    async fn persist(&mut self) -> Result<(), Fatal> {
         let saved = Saved {
             framework_id: self.framework_id.clone(),
             core: self.core.clone(),
         };
         let Ok(bytes) = serde_json::to_vec(&saved) else {
-            return;
+            return Ok(());
         };
-        if bytes == self.last_saved {
-            return;
-        }
-        if let Err(e) = self.backend.save(bytes.clone()).await {
-            error!(error = %e, "cannot save the batch state: exiting");
-            std::process::exit(1);
-        }
-        self.last_saved = bytes;
+        self.state.save_if_changed(bytes).await.map_err(|e| {
+            error!(error = %e, "cannot save the batch state: stopping");
+            Fatal::Save(e)
+        })
     }
 
     async fn apply(&mut self, effects: Vec<Effect>) {
@@ -402,20 +366,15 @@ impl Actor {
 
     async fn offers_wanted(&mut self) {
         let wants = self.core.wants_offers(Utc::now());
-        if wants && self.suppressed {
-            if self.fw.revive(&[]).await.is_ok() {
-                self.suppressed = false;
-            }
-        } else if !wants && !self.suppressed && self.fw.suppress(&[]).await.is_ok() {
-            self.suppressed = true;
-        }
+        // Batch declines with short filters: no revive is needed for new work after a decline.
+        self.gate.apply(&self.fw, wants, false).await;
     }
 
-    async fn on_offers(&mut self, offers: Vec<v1::Offer>) {
+    async fn on_offers(&mut self, offers: Vec<v1::Offer>) -> Result<(), Fatal> {
         let now = Utc::now();
         let mut claims = self.core.claim_launches(256, now);
         // Launches are recorded before they happen: a crash from here on cannot run them twice.
-        self.persist().await;
+        self.persist().await?;
         for offer in offers {
             let Ok(mut left) = agora_proto::Resources::from_proto(&offer.resources) else {
                 continue;
@@ -423,7 +382,8 @@ impl Actor {
             let mut tasks = Vec::new();
             let mut placed = Vec::new();
             for (i, launch) in claims.iter().enumerate() {
-                if !satisfies(&launch.job, &offer) {
+                if !agora_framework::constraints::chronos_satisfied(&launch.job.constraints, &offer)
+                {
                     continue;
                 }
                 let needs = match TaskNeeds::parse(
@@ -463,10 +423,22 @@ impl Actor {
         for launch in claims {
             self.core.unclaim(&launch.task_id);
         }
-        self.persist().await;
+        self.persist().await
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job_>, mut stop: watch::Receiver<bool>) {
+    /// Runs the actor; a state it cannot save stops it and is reported on `fatal`.
+    async fn run(mut self, rx: Jobs<BatchCore>, stop: watch::Receiver<bool>) {
+        let fatal = self.fatal.clone();
+        if let Err(e) = self.serve(rx, stop).await {
+            let _ = fatal.send(e);
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        mut rx: Jobs<BatchCore>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), Fatal> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -480,13 +452,13 @@ impl Actor {
                     job(&mut self.core, Utc::now());
                     let effects = self.core.take_deferred();
                     self.apply(effects).await;
-                    self.persist().await;
+                    self.persist().await?;
                     self.offers_wanted().await;
                 }
                 _ = tick.tick() => {
                     let effects = self.core.tick(Utc::now());
                     self.apply(effects).await;
-                    self.persist().await;
+                    self.persist().await?;
                     self.offers_wanted().await;
                 }
                 event = self.fw.next_event() => {
@@ -496,7 +468,7 @@ impl Actor {
                             info!(%framework_id, "subscribed; reconciling live tasks");
                             self.framework_id = Some(framework_id.clone());
                             self.core.framework_id = Some(framework_id.clone());
-                            self.suppressed = false;
+                            self.gate.subscribed();
                             let live = self.core.live_tasks();
                             if !live.is_empty() {
                                 if let Err(e) = self.fw.reconcile(&live).await {
@@ -505,7 +477,7 @@ impl Actor {
                             }
                             self.offers_wanted().await;
                         }
-                        Event::Offers(offers) => self.on_offers(offers).await,
+                        Event::Offers(offers) => self.on_offers(offers).await?,
                         Event::Update(status) => {
                             let state = status.state().as_str_name().to_string();
                             let effects = self.core.on_update(
@@ -517,7 +489,7 @@ impl Actor {
                                 Utc::now(),
                             );
                             self.apply(effects).await;
-                            self.persist().await;
+                            self.persist().await?;
                         }
                         Event::Error(e) => {
                             warn!(error = %e, "the master closed the subscription");
@@ -528,12 +500,6 @@ impl Actor {
                 }
             }
         }
-        self.persist().await;
-    }
-}
-
-impl From<BatchError> for crate::http::ApiError {
-    fn from(e: BatchError) -> Self {
-        crate::http::ApiError::from_batch(e)
+        self.persist().await
     }
 }

@@ -39,7 +39,7 @@ pub mod offers;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_proto::detector::Detector;
+use agora_ha::detector::Detector;
 use agora_proto::v1::{self, scheduler_client::SchedulerClient};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -52,7 +52,7 @@ pub use offers::{carve, carve_many, fits, Carved, TaskNeeds};
 pub enum SdkError {
     /// `--master` is not `host:port` or `zk://…`.
     #[error(transparent)]
-    Detect(#[from] agora_proto::detector::DetectError),
+    Detect(#[from] agora_ha::detector::DetectError),
     /// The call was made while not subscribed (before SUBSCRIBED, or during a reconnection).
     #[error("not subscribed to a master right now; wait for Event::Subscribed")]
     NotSubscribed,
@@ -140,13 +140,13 @@ pub struct FrameworkBuilder {
     info: v1::FrameworkInfo,
     auto_ack: bool,
     suppressed_roles: Vec<String>,
-    tls: Option<agora_proto::tls::ClientTls>,
+    tls: Option<agora_net::tls::ClientTls>,
 }
 
 impl FrameworkBuilder {
     /// Talk to the master over TLS, verifying it against the cluster CA (and presenting a client
-    /// certificate when the material has one). See [`agora_proto::tls::TlsFiles::client`].
-    pub fn tls(mut self, tls: Option<agora_proto::tls::ClientTls>) -> Self {
+    /// certificate when the material has one). See [`agora_net::tls::TlsFiles::client`].
+    pub fn tls(mut self, tls: Option<agora_net::tls::ClientTls>) -> Self {
         self.tls = tls;
         self
     }
@@ -466,7 +466,7 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
 
 struct Driver {
     authorization: Option<String>,
-    tls: Option<agora_proto::tls::ClientTls>,
+    tls: Option<agora_net::tls::ClientTls>,
     detector: Detector,
     info: v1::FrameworkInfo,
     auto_ack: bool,
@@ -548,10 +548,10 @@ impl Driver {
         resubscribed: bool,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, tonic::Status> {
-        let endpoint = agora_proto::tls::endpoint(address, self.tls.as_ref())
+        let endpoint = agora_net::tls::endpoint(address, self.tls.as_ref())
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let channel = endpoint.connect().await.map_err(|e| {
-            tonic::Status::unavailable(format!("{address}: {}", agora_proto::tls::error_chain(&e)))
+            tonic::Status::unavailable(format!("{address}: {}", agora_net::tls::error_chain(&e)))
         })?;
         let mut client = SchedulerClient::new(channel);
         let mut request = tonic::Request::new(v1::SubscribeRequest {

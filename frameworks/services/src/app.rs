@@ -340,7 +340,7 @@ pub fn parse_list(json: &[u8]) -> Result<Vec<App>, Vec<FieldError>> {
 }
 
 fn read<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Vec<FieldError>> {
-    agora_master::framework_state::read_json(json).map_err(field_error)
+    agora_framework::read_json(json).map_err(field_error)
 }
 
 /// [`parse`] for a body already read as JSON (a PATCH merged into the stored app).
@@ -348,10 +348,10 @@ fn read<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, Vec<FieldError
 /// # Errors
 /// As [`parse`].
 pub fn from_value(json: Value) -> Result<App, Vec<FieldError>> {
-    agora_master::framework_state::read_json_value(json).map_err(field_error)
+    agora_framework::read_json_value(json).map_err(field_error)
 }
 
-fn field_error(e: agora_master::framework_state::UnreadableField) -> Vec<FieldError> {
+fn field_error(e: agora_framework::UnreadableField) -> Vec<FieldError> {
     vec![FieldError {
         path: e.pointer,
         errors: vec![e.message],
@@ -602,7 +602,7 @@ impl App {
             }
         }
         for (i, c) in self.constraints.iter().enumerate() {
-            if let Err(e) = crate::constraints::Constraint::parse(c) {
+            if let Err(e) = agora_framework::constraints::Constraint::parse(c) {
                 bad(&format!("/constraints/{i}"), e);
             }
         }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::app::{App, FieldError};
-use crate::constraints::{field_value, Constraint};
+use agora_framework::constraints::{field_value, Constraint};
 
 /// How many versions of an app are kept.
 pub const VERSIONS_KEPT: usize = 50;
@@ -50,24 +50,10 @@ pub struct TaskRecord {
     pub inactive: bool,
 }
 
-fn terminal(state: &str) -> bool {
-    matches!(
-        state,
-        "TASK_FINISHED"
-            | "TASK_FAILED"
-            | "TASK_KILLED"
-            | "TASK_ERROR"
-            | "TASK_LOST"
-            | "TASK_DROPPED"
-            | "TASK_GONE"
-            | "TASK_UNKNOWN"
-    )
-}
-
 impl TaskRecord {
     /// Counts towards the app's instances.
     fn live(&self) -> bool {
-        !terminal(&self.state)
+        !agora_proto::is_terminal_name(&self.state)
             && !(self.state == "TASK_UNREACHABLE" && self.inactive)
             && !self.killing
     }
@@ -347,7 +333,11 @@ impl ServicesCore {
         let Some(st) = self.apps.remove(id) else {
             return Err(ServicesError::UnknownApp(id.into()));
         };
-        for t in st.tasks.values().filter(|t| !terminal(&t.state)) {
+        for t in st
+            .tasks
+            .values()
+            .filter(|t| !agora_proto::is_terminal_name(&t.state))
+        {
             self.deferred.push(Effect::Kill(t.id.clone()));
         }
         self.emit("app_terminated_event", json!({ "appId": id }), now);
@@ -435,7 +425,7 @@ impl ServicesCore {
                         "message": status.message, "slaveId": status.agent_id }),
                 now,
             );
-            return if terminal(&state) {
+            return if agora_proto::is_terminal_name(&state) {
                 Vec::new()
             } else {
                 vec![Effect::Kill(status.task_id.clone())]
@@ -465,7 +455,7 @@ impl ServicesCore {
         let task_id = t.id.clone();
         let healthy = t.healthy;
         let killed_by_us = t.killing;
-        if terminal(&state) {
+        if agora_proto::is_terminal_name(&state) {
             st.tasks.remove(&status.task_id);
             let failure = matches!(
                 state.as_str(),
@@ -773,7 +763,7 @@ impl ServicesCore {
         self.apps
             .values()
             .flat_map(|a| a.tasks.values())
-            .filter(|t| !terminal(&t.state))
+            .filter(|t| !agora_proto::is_terminal_name(&t.state))
             .map(|t| (t.id.clone(), t.agent_id.clone()))
             .collect()
     }

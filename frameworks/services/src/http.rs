@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::app::{merge, normalize_id, App};
 use crate::core::{AppState, ServicesCore, ServicesError, TaskRecord};
-use crate::service::{Leadership, ServicesHandle};
+use crate::handle::{Leadership, ServicesHandle};
 
 #[derive(Clone)]
 struct Api {
@@ -81,98 +81,6 @@ impl Api {
     }
 }
 
-/// How a standby reaches the leader: with the scheme every instance serves (they share their TLS
-/// flags) and a client that trusts the cluster CA.
-#[derive(Clone)]
-pub struct LeaderProxy {
-    client: reqwest::Client,
-    scheme: &'static str,
-}
-
-impl LeaderProxy {
-    /// Plain HTTP, or https verified against `ca` (PEM) when the API serves TLS.
-    ///
-    /// # Errors
-    /// A CA that is not a PEM certificate.
-    pub fn new(https: bool, ca_pem: Option<&[u8]>) -> Result<LeaderProxy, String> {
-        let mut builder = reqwest::Client::builder();
-        if let Some(pem) = ca_pem {
-            let ca = reqwest::Certificate::from_pem(pem)
-                .map_err(|e| format!("--tls-ca: not a PEM certificate: {e}"))?;
-            builder = builder
-                .add_root_certificate(ca)
-                .tls_built_in_root_certs(false);
-        }
-        Ok(LeaderProxy {
-            client: builder.build().map_err(|e| e.to_string())?,
-            scheme: agora_proto::tls::scheme(https),
-        })
-    }
-}
-
-/// Marathon's behaviour: a standby instance proxies every API call to the leader (clients that
-/// do not follow redirects keep working), or answers 503 while none is elected.
-async fn standby_proxy(
-    State((leadership, proxy)): State<(Arc<Leadership>, LeaderProxy)>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if leadership.handle().is_some() || req.uri().path() == "/ping" {
-        return next.run(req).await;
-    }
-    let Some(leader) = leadership.leader() else {
-        return ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "message": "no leader is elected yet" }),
-        )
-        .into_response();
-    };
-    let target = format!(
-        "{}://{leader}{}",
-        proxy.scheme,
-        req.uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
-    let (parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
-        return ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            json!({ "message": "request body too large to proxy" }),
-        )
-        .into_response();
-    };
-    let mut forward = proxy
-        .client
-        .request(parts.method.clone(), &target)
-        .body(bytes);
-    for (name, value) in parts.headers.iter() {
-        if name != header::HOST && name != header::CONTENT_LENGTH {
-            forward = forward.header(name, value);
-        }
-    }
-    match forward.header("X-Marathon-Via", "standby").send().await {
-        Ok(resp) => {
-            let mut builder = Response::builder().status(resp.status());
-            for (name, value) in resp.headers() {
-                if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH {
-                    builder = builder.header(name, value);
-                }
-            }
-            builder
-                .header("X-Marathon-Leader", leader)
-                .body(axum::body::Body::from_stream(resp.bytes_stream()))
-                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
-        }
-        Err(e) => ApiError(
-            StatusCode::BAD_GATEWAY,
-            json!({ "message": format!("the leader at {leader} did not answer: {e}") }),
-        )
-        .into_response(),
-    }
-}
-
 /// Paths anyone may call when the API requires a token (load balancers' health checks).
 pub const OPEN_PATHS: &[&str] = &["/ping"];
 
@@ -181,8 +89,8 @@ pub const OPEN_PATHS: &[&str] = &["/ping"];
 pub fn router(
     leadership: Arc<Leadership>,
     me: String,
-    api_token: Option<agora_proto::http_auth::ApiToken>,
-    proxy: LeaderProxy,
+    api_token: Option<agora_net::http_auth::ApiToken>,
+    proxy: agora_ha::leadership::LeaderProxy,
 ) -> Router {
     let routes = Router::new()
         .route("/ping", get(|| async { "pong" }))
@@ -206,10 +114,10 @@ pub fn router(
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             (leadership.clone(), proxy),
-            standby_proxy,
+            agora_ha::leadership::standby_proxy::<ServicesHandle>,
         ))
         .with_state(Api { leadership, me });
-    agora_proto::http_auth::protect(routes, api_token, "services", OPEN_PATHS)
+    agora_net::http_auth::protect(routes, api_token, "services", OPEN_PATHS)
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {

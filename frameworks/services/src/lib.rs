@@ -9,8 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod constraints;
 pub mod core;
+pub mod handle;
 pub mod http;
 pub mod launch;
 pub mod service;

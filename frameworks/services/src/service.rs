@@ -1,28 +1,31 @@
 //! The services framework process: one actor owns the [`ServicesCore`] and the SDK subscription;
 //! it persists the core after every change (before launching, so a failover never loses track of
 //! a task), reconciles after every (re-)subscription, declines offers it cannot use with long
-//! filters and suppresses when nothing is pending.
+//! filters and suppresses when nothing is pending. A state it cannot save ends the actor with a
+//! [`Fatal`] error, reported by [`RunningServices::wait`]; the binary exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_master::framework_state::StateBackend;
+use agora_framework::{Fatal, Jobs, OfferGate, Persisted};
+use agora_ha::store::StateStore;
 use agora_sdk::{Event, Framework};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::core::{Effect, ServicesCore};
+pub use crate::handle::{Leadership, ServicesHandle};
 
 /// Configuration of `agora services` (the flags every framework process shares).
-pub type ServicesConfig = agora_master::framework_state::FrameworkConfig;
+pub type ServicesConfig = agora_framework::FrameworkConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Api(#[from] agora_master::framework_state::ApiSetupError),
+    Api(#[from] agora_framework::ApiSetupError),
     #[error("state: {0}")]
     State(String),
     #[error(transparent)]
@@ -32,34 +35,10 @@ pub enum StartError {
     /// A flag's value is unusable (TLS files); the message names the flag.
     #[error("{0}")]
     Config(String),
+    /// It started, then could not go on.
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
 }
-
-type Job = Box<dyn FnOnce(&mut ServicesCore, DateTime<Utc>) + Send>;
-
-/// Runs closures on the core inside the actor.
-#[derive(Clone)]
-pub struct ServicesHandle {
-    tx: mpsc::UnboundedSender<Job>,
-    pub events: broadcast::Sender<(String, Value)>,
-    pub framework_id: Arc<std::sync::RwLock<Option<String>>>,
-    pub master: String,
-}
-
-impl ServicesHandle {
-    pub async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut ServicesCore, DateTime<Utc>) -> T + Send + 'static,
-    ) -> Option<T> {
-        let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |core, now| {
-            let _ = reply.send(f(core, now));
-        });
-        self.tx.send(job).ok()?;
-        rx.await.ok()
-    }
-}
-
-pub type Leadership = agora_master::framework_state::Leadership<ServicesHandle>;
 
 #[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Saved {
@@ -76,6 +55,7 @@ struct SavedRef<'a> {
 pub struct RunningServices {
     pub address: SocketAddr,
     stop: watch::Sender<bool>,
+    fatal: mpsc::UnboundedReceiver<Fatal>,
     actor: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -86,6 +66,39 @@ impl RunningServices {
         let _ = self.server.await;
         let _ = self.actor.await;
     }
+
+    /// Resolves with the error that stops this framework (lost leadership, a state it cannot
+    /// save), for a caller that runs it beside other components (`agora local`); call `stop`
+    /// afterwards.
+    pub async fn failed(&mut self) -> Fatal {
+        match self.fatal.recv().await {
+            Some(e) => e,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Runs until `shutdown` resolves (then stops), or until the framework cannot go on (lost
+    /// leadership, a state it cannot save), which is returned.
+    ///
+    /// # Errors
+    /// The [`Fatal`] error that stopped it.
+    pub async fn wait(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Fatal> {
+        tokio::select! {
+            () = shutdown => {
+                self.stop().await;
+                Ok(())
+            }
+            Some(e) = self.fatal.recv() => {
+                error!(error = %e, "the services framework cannot go on");
+                let _ = self.stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Binds the API, then (after winning the election, with `zk`) loads the state and leads.
@@ -95,13 +108,16 @@ impl RunningServices {
 pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|e| StartError::State(format!("{}: {e}", config.work_dir.display())))?;
-    let api = agora_master::framework_state::BoundApi::bind(&config).await?;
+    let api = agora_framework::BoundApi::bind(&config).await?;
     let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
-    let leadership: Arc<Leadership> = Arc::new(Leadership::default());
+    let leadership: Arc<Leadership> = Arc::new(Leadership::new(advertised.clone()));
     let (stop, stop_rx) = watch::channel(false);
-    let proxy = crate::http::LeaderProxy::new(
+    let (fatal_tx, fatal) = mpsc::unbounded_channel();
+    let proxy = agora_ha::leadership::LeaderProxy::new(
         scheme == "https",
         api.client_tls.as_ref().map(|c| c.ca_pem.as_slice()),
+        "X-Marathon-Via",
+        "X-Marathon-Leader",
     )
     .map_err(StartError::Config)?;
     let app = crate::http::router(
@@ -110,39 +126,37 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         config.api_token.clone(),
         proxy,
     );
-    let server = api.serve(app, stop_rx.clone(), "services");
+    let contender = agora_framework::contender(&config, &advertised)
+        .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
     let leader = Leader {
         config: config.clone(),
         leadership: leadership.clone(),
-        stop_rx,
+        stop_rx: stop_rx.clone(),
+        fatal: fatal_tx.clone(),
         webui: format!("{scheme}://{advertised}"),
     };
-    let actor = match &config.zk {
-        None => {
-            leader
-                .lead(StateBackend::Local(config.work_dir.join("state.json")))
-                .await?
-        }
-        Some(zk) => agora_master::framework_state::elect(
-            zk,
-            config.zk_session_timeout,
-            &advertised,
+    let actor = if config.zk.is_none() {
+        // Standalone: leads at once, so that the API answers as soon as `start` returns.
+        let term = contender
+            .campaign(Arc::new(|_| {}))
+            .await
+            .map_err(|e| StartError::ZooKeeper(e.to_string()))?;
+        leader.lead(term.store).await?
+    } else {
+        agora_framework::spawn_campaign(
+            contender,
             leadership.clone(),
-            move |backend| async move {
-                leader
-                    .lead(backend)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            },
+            stop_rx.clone(),
+            fatal_tx,
+            move |store| async move { leader.lead(store).await.map_err(|e| e.to_string()) },
         )
-        .await
-        .map_err(StartError::ZooKeeper)?,
     };
+    let server = api.serve(app, stop_rx, "services");
     info!(%address, "services framework started");
     Ok(RunningServices {
         address,
         stop,
+        fatal,
         actor,
         server,
     })
@@ -157,15 +171,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
     let running = start(config).await?;
-    shutdown.await;
-    running.stop().await;
-    Ok(())
+    Ok(running.wait(shutdown).await?)
 }
 
 struct Leader {
     config: ServicesConfig,
     leadership: Arc<Leadership>,
     stop_rx: watch::Receiver<bool>,
+    fatal: mpsc::UnboundedSender<Fatal>,
     /// Where this instance's API is, shown as the framework's web UI at the master.
     webui: String,
 }
@@ -173,9 +186,14 @@ struct Leader {
 impl Leader {
     async fn lead(
         &self,
-        mut backend: StateBackend,
+        store: Box<dyn StateStore>,
     ) -> Result<tokio::task::JoinHandle<()>, StartError> {
-        let saved: Saved = match backend.load().await.map_err(StartError::State)? {
+        let mut state = Persisted::new(store);
+        let loaded = state
+            .load()
+            .await
+            .map_err(|e| StartError::State(e.to_string()))?;
+        let saved: Saved = match loaded {
             None => Saved::default(),
             Some(b) => serde_json::from_slice(&b).map_err(|e| StartError::State(e.to_string()))?,
         };
@@ -196,11 +214,11 @@ impl Leader {
             builder = builder.framework_id(id);
         }
         let fw = builder.connect()?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (core, rx) = agora_framework::Handle::channel();
         let (events, _) = broadcast::channel(1024);
         let framework_id = Arc::new(std::sync::RwLock::new(saved.core.framework_id.clone()));
         let handle = ServicesHandle {
-            tx,
+            core,
             events: events.clone(),
             framework_id: framework_id.clone(),
             master: self.config.master.clone(),
@@ -208,13 +226,12 @@ impl Leader {
         let actor = Actor {
             core: saved.core,
             fw,
-            backend,
-            last_saved: Vec::new(),
-            suppressed: false,
-            declined_since_revive: false,
+            state,
+            gate: OfferGate::default(),
             updates_unsaved: false,
             events,
             framework_id,
+            fatal: self.fatal.clone(),
         };
         self.leadership.lead(handle);
         Ok(tokio::spawn(actor.run(rx, self.stop_rx.clone())))
@@ -224,16 +241,13 @@ impl Leader {
 struct Actor {
     core: ServicesCore,
     fw: Framework,
-    backend: StateBackend,
-    last_saved: Vec<u8>,
-    suppressed: bool,
-    /// Offers were declined (with a filter) since the last revive: new work must revive, or it
-    /// would wait out the filters.
-    declined_since_revive: bool,
+    state: Persisted,
+    gate: OfferGate,
     /// Status updates applied since the last save.
     updates_unsaved: bool,
     events: broadcast::Sender<(String, Value)>,
     framework_id: Arc<std::sync::RwLock<Option<String>>>,
+    fatal: mpsc::UnboundedSender<Fatal>,
 }
 
 impl Actor {
@@ -244,21 +258,21 @@ impl Actor {
         }
     }
 
-    async fn persist(&mut self) {
+    /// Saves the state when it changed.
+    ///
+    /// # Errors
+    /// The state could not be saved: the actor must stop (launching what is not recorded could
+    /// double an app after a failover).
+    async fn persist(&mut self) -> Result<(), Fatal> {
         self.publish_events();
         self.updates_unsaved = false;
         let Ok(bytes) = serde_json::to_vec(&SavedRef { core: &self.core }) else {
-            return;
+            return Ok(());
         };
-        if bytes == self.last_saved {
-            return;
-        }
-        if let Err(e) = self.backend.save(bytes.clone()).await {
-            // Launching what is not recorded could double an app after a failover.
-            error!(error = %e, "cannot save the services state: exiting");
-            std::process::exit(1);
-        }
-        self.last_saved = bytes;
+        self.state.save_if_changed(bytes).await.map_err(|e| {
+            error!(error = %e, "cannot save the services state: stopping");
+            Fatal::Save(e)
+        })
     }
 
     async fn apply(&mut self, effects: Vec<Effect>) {
@@ -273,17 +287,10 @@ impl Actor {
     /// arrived after offers were declined with filters; suppresses when nothing waits.
     async fn offers_wanted(&mut self, new_work: bool) {
         let wants = self.core.wants_offers(Utc::now());
-        if wants && (self.suppressed || (new_work && self.declined_since_revive)) {
-            if self.fw.revive(&[]).await.is_ok() {
-                self.suppressed = false;
-                self.declined_since_revive = false;
-            }
-        } else if !wants && !self.suppressed && self.fw.suppress(&[]).await.is_ok() {
-            self.suppressed = true;
-        }
+        self.gate.apply(&self.fw, wants, new_work).await;
     }
 
-    async fn on_offers(&mut self, offers: Vec<agora_proto::v1::Offer>) {
+    async fn on_offers(&mut self, offers: Vec<agora_proto::v1::Offer>) -> Result<(), Fatal> {
         let now = Utc::now();
         let mut plans = Vec::new();
         for offer in &offers {
@@ -291,13 +298,13 @@ impl Actor {
         }
         // Recorded first: a crash after the launch must not lose the task.
         if plans.iter().any(|(_, launches)| !launches.is_empty()) {
-            self.persist().await;
+            self.persist().await?;
         }
         for (offer_id, launches) in plans {
             if launches.is_empty() {
                 // Nothing fits here now: keep it away for a while (offer etiquette).
                 let _ = self.fw.decline(&[offer_id], 15.0).await;
-                self.declined_since_revive = true;
+                self.gate.declined();
                 continue;
             }
             let tasks: Vec<_> = launches.into_iter().map(|l| l.task).collect();
@@ -310,9 +317,22 @@ impl Actor {
                 self.updates_unsaved = true;
             }
         }
+        Ok(())
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>, mut stop: watch::Receiver<bool>) {
+    /// Runs the actor; a state it cannot save stops it and is reported on `fatal`.
+    async fn run(mut self, rx: Jobs<ServicesCore>, stop: watch::Receiver<bool>) {
+        let fatal = self.fatal.clone();
+        if let Err(e) = self.serve(rx, stop).await {
+            let _ = fatal.send(e);
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        mut rx: Jobs<ServicesCore>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), Fatal> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
@@ -330,7 +350,7 @@ impl Actor {
                     let mut effects = self.core.take_deferred();
                     effects.extend(self.core.plan(Utc::now()));
                     self.apply(effects).await;
-                    self.persist().await;
+                    self.persist().await?;
                     self.offers_wanted(true).await;
                 }
                 _ = tick.tick() => {
@@ -341,7 +361,7 @@ impl Actor {
                     let save = self.updates_unsaved || !effects.is_empty();
                     self.apply(effects).await;
                     if save {
-                        self.persist().await;
+                        self.persist().await?;
                     } else {
                         self.publish_events();
                     }
@@ -354,17 +374,17 @@ impl Actor {
                             info!(%framework_id, "subscribed; reconciling tasks");
                             self.core.framework_id = Some(framework_id.clone());
                             if let Ok(mut f) = self.framework_id.write() { *f = Some(framework_id); }
-                            self.suppressed = false;
+                            self.gate.subscribed();
                             let live = self.core.live_tasks();
                             if !live.is_empty() {
                                 if let Err(e) = self.fw.reconcile(&live).await {
                                     warn!(error = %e, "reconciliation failed");
                                 }
                             }
-                            self.persist().await;
+                            self.persist().await?;
                             self.offers_wanted(false).await;
                         }
-                        Event::Offers(offers) => self.on_offers(offers).await,
+                        Event::Offers(offers) => self.on_offers(offers).await?,
                         Event::Update(status) => {
                             let effects = self.core.on_update(&status, Utc::now());
                             self.apply(effects).await;
@@ -383,6 +403,6 @@ impl Actor {
                 }
             }
         }
-        self.persist().await;
+        self.persist().await
     }
 }

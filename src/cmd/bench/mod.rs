@@ -16,7 +16,7 @@
 //!
 //! `--failover --zk zk://…/path` starts two masters electing a leader through ZooKeeper (under a
 //! path of their own, `<path>-<random>`); agents and frameworks find the leader with
-//! `agora_proto::detector`. Once every task runs (and its update is acknowledged), the driver
+//! `agora_ha::detector`. Once every task runs (and its update is acknowledged), the driver
 //! kills the leader with SIGKILL and measures `failover_seconds`: leader killed → every simulated
 //! agent re-registered, with its running tasks, on the new leader.
 
@@ -299,9 +299,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             }
             (None, true) => {
                 let zk = args.zk.as_deref().unwrap_or_default();
-                let spec = agora_proto::detector::MasterSpec::parse(zk)
+                let spec = agora_ha::detector::MasterSpec::parse(zk)
                     .with_context(|| format!("--zk {zk}"))?;
-                let agora_proto::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
+                let agora_ha::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
                     anyhow::bail!("--zk '{zk}' must be a zk://host:port/path URL");
                 };
                 let path = format!("{path}-{:x}", unique());
@@ -317,7 +317,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                 for n in 0..2 {
                     masters.push(start_master(&args, tmp.path(), n, &extra).await?);
                 }
-                let mut detector = agora_proto::detector::Detector::new(&url)?;
+                let mut detector = agora_ha::detector::Detector::new(&url)?;
                 let leader = detector.wait_for_leader(Duration::from_secs(30)).await?;
                 leader_tx.send_replace(leader);
                 // Follow the leader in ZooKeeper, as every agent's detector would. One detector
@@ -465,7 +465,7 @@ fn unique() -> u64 {
 
 /// Deletes `path` and everything under it.
 async fn zk_remove_tree(servers: &str, path: &str) -> anyhow::Result<()> {
-    let client = agora_proto::detector::connect(servers, Duration::from_secs(10)).await?;
+    let client = agora_ha::detector::connect(servers, Duration::from_secs(10)).await?;
     // Depth-first listing: every node comes after its parent, so deleting in reverse order
     // deletes children first.
     let mut stack = vec![path.to_string()];

@@ -3,14 +3,22 @@
 //! Each master creates an ephemeral sequential znode `<path>/masters/json.info_<seq>` holding its
 //! MasterInfo JSON; the lowest sequence leads, every other master watches its predecessor (no herd
 //! when the leader dies). A leader whose session expires, or that stays disconnected longer than a
-//! third of the session timeout, has lost leadership: [`Election::lost`] resolves and the master
-//! process exits non-zero for its supervisor to restart it — it never goes on offering, so two
-//! masters never offer at once. Registry writes are also fenced on the leader's znode
-//! (see [`crate::zk_store`]).
+//! third of the session timeout, has lost leadership: [`Election::lost`] resolves and the caller
+//! stops acting (the binary exits non-zero for its supervisor to restart it) — it never goes on
+//! offering, so two masters never offer at once. State writes are also fenced on the leader's
+//! znode (see [`crate::zk_store`]).
+//!
+//! [`Contender`] is what a process that wants to lead uses: [`Standalone`] leads at once with a
+//! local store, [`ZooKeeper`] campaigns here. Either yields a [`Term`]: the store to write while
+//! leading and a future that resolves when leadership is lost.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use agora_proto::detector::{self, MasterInfoJson, MASTER_NODE_PREFIX};
+use crate::detector::{self, MasterInfoJson, MasterSpec, MASTER_NODE_PREFIX};
+use crate::store::StateStore;
 use tracing::{info, warn};
 use zookeeper_client as zk;
 
@@ -21,6 +29,13 @@ pub enum ElectionError {
     ZooKeeper { servers: String, message: String },
     #[error("lost the ZooKeeper session: {0}")]
     Lost(String),
+    /// The `--zk` value is not a `zk://host:port,…/path` URL.
+    #[error("{0}")]
+    BadUrl(String),
+}
+
+fn zookeeper_connected(connected: bool) {
+    metrics::gauge!("agora_master_zookeeper_connected").set(if connected { 1.0 } else { 0.0 });
 }
 
 /// This master's candidacy.
@@ -182,10 +197,10 @@ impl Election {
     pub async fn lost(&self) -> ElectionError {
         let grace = self.session_timeout / 3;
         let mut states = self.client.state_watcher();
-        crate::metrics::zookeeper_connected(true);
+        zookeeper_connected(true);
         loop {
             let state = states.changed().await;
-            crate::metrics::zookeeper_connected(matches!(
+            zookeeper_connected(matches!(
                 state,
                 zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly
             ));
@@ -217,10 +232,130 @@ impl Election {
                         ));
                     }
                     info!("reconnected to ZooKeeper");
-                    crate::metrics::zookeeper_connected(true);
+                    zookeeper_connected(true);
                 }
                 _ => {}
             }
         }
+    }
+}
+
+/// A future that resolves when a leadership term ends, with why.
+pub type Lost = Pin<Box<dyn Future<Output = ElectionError> + Send>>;
+
+/// Told the leading contender's address (`None`: this one, or nobody yet) while campaigning.
+pub type Observer = Arc<dyn Fn(Option<String>) + Send + Sync>;
+
+/// One leadership term: the store to keep the durable state in (fenced on this term where the
+/// store supports it) and a future that resolves when the term ends. Whoever holds the term must
+/// stop acting when `lost` resolves.
+pub struct Term {
+    pub store: Box<dyn StateStore>,
+    pub lost: Lost,
+}
+
+/// Something that campaigns for leadership.
+pub trait Contender: Send {
+    /// Waits until this contender leads (telling `observe` who leads meanwhile).
+    ///
+    /// # Errors
+    /// [`ElectionError`] when the campaign cannot go on (its ZooKeeper session ended).
+    fn campaign(
+        self: Box<Self>,
+        observe: Observer,
+    ) -> Pin<Box<dyn Future<Output = Result<Term, ElectionError>> + Send>>;
+}
+
+/// The only contender: leads at once with `store`, and never loses (standalone and `agora local`).
+pub struct Standalone {
+    pub store: Box<dyn StateStore>,
+}
+
+impl Contender for Standalone {
+    fn campaign(
+        self: Box<Self>,
+        observe: Observer,
+    ) -> Pin<Box<dyn Future<Output = Result<Term, ElectionError>> + Send>> {
+        Box::pin(async move {
+            observe(None);
+            Ok(Term {
+                store: self.store,
+                lost: Box::pin(std::future::pending()),
+            })
+        })
+    }
+}
+
+/// A contender in a ZooKeeper election (see the module documentation). Its term's store is the
+/// chunked [`crate::zk_store::ZkStore`] under the election's path, fenced on its znode.
+pub struct ZooKeeper {
+    servers: String,
+    path: String,
+    me: MasterInfoJson,
+    session_timeout: Duration,
+}
+
+impl ZooKeeper {
+    /// A contender for the election at `url` (`zk://h1:2181,h2:2181/agora`), published as `me`.
+    ///
+    /// # Errors
+    /// [`ElectionError::BadUrl`] naming the value.
+    pub fn new(
+        url: &str,
+        me: MasterInfoJson,
+        session_timeout: Duration,
+    ) -> Result<ZooKeeper, ElectionError> {
+        let spec = MasterSpec::parse(url).map_err(|e| ElectionError::BadUrl(e.to_string()))?;
+        let MasterSpec::ZooKeeper { servers, path } = spec else {
+            return Err(ElectionError::BadUrl(format!(
+                "--zk '{url}' must be a zk://host:port,…/path URL"
+            )));
+        };
+        Ok(ZooKeeper {
+            servers,
+            path,
+            me,
+            session_timeout,
+        })
+    }
+
+    /// The election's ZooKeeper path (`/agora`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl Contender for ZooKeeper {
+    fn campaign(
+        self: Box<Self>,
+        observe: Observer,
+    ) -> Pin<Box<dyn Future<Output = Result<Term, ElectionError>> + Send>> {
+        Box::pin(async move {
+            // Serving as a standby (no leader known) while ZooKeeper is unreachable: a process
+            // restarted by its supervisor during a ZooKeeper outage waits instead of exiting.
+            let election = Election::join_when_reachable(
+                &self.servers,
+                &self.path,
+                &self.me,
+                self.session_timeout,
+                Duration::from_secs(1),
+            )
+            .await;
+            let on_leader = move |l: Option<String>| observe(l);
+            tokio::select! {
+                r = election.wait_to_lead(&on_leader) => r?,
+                e = election.lost() => return Err(e),
+            }
+            info!(node = %election.node_path(), "elected leader");
+            let store = crate::zk_store::ZkStore::new(
+                election.client().clone(),
+                &self.path,
+                election.node_path(),
+            );
+            Ok(Term {
+                store: Box::new(store),
+                lost: Box::pin(async move { election.lost().await }),
+            })
+        })
     }
 }

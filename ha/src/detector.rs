@@ -1,4 +1,4 @@
-//! Finding the leading master (feature `detector`).
+//! Finding the leading master.
 //!
 //! Agents, frameworks and the CLI take `--master` as either a fixed `host:port` or a ZooKeeper URL
 //! `zk://h1:2181,h2:2181/agora`. Under ZooKeeper every master holds an ephemeral sequential znode
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 use zookeeper_client as zk;
 
-use crate::v1;
+use agora_proto::v1;
 
 /// Prefix of the masters' election znodes.
 pub const MASTER_NODE_PREFIX: &str = "json.info_";

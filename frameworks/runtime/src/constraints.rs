@@ -1,5 +1,7 @@
-//! Marathon placement constraints: `[field, OPERATOR, value?]` on `hostname` (`@hostname`) or an
-//! agent attribute, evaluated against an offer and the app's tasks already placed.
+//! Placement constraints on `hostname` or an agent attribute:
+//! - Marathon's `[field, OPERATOR, value?]` ([`Constraint`]), evaluated against an offer and the
+//!   app's tasks already placed;
+//! - Chronos's `[field, EQUALS|LIKE|UNLIKE, value]` ([`chronos_satisfied`]), against an offer.
 
 /// A parsed constraint.
 #[derive(Debug, Clone)]
@@ -113,6 +115,38 @@ pub fn field_value(
         .iter()
         .find(|a| a.name == field)
         .map(|a| a.text.clone())
+}
+
+/// Chronos constraints against an offer: `[field, EQUALS|LIKE|UNLIKE, value]`, field `hostname`
+/// or an attribute. LIKE and UNLIKE compare whole values with `*` as a wildcard. An incomplete
+/// constraint (fewer than three elements) does not restrict.
+pub fn chronos_satisfied(constraints: &[Vec<String>], offer: &agora_proto::v1::Offer) -> bool {
+    constraints.iter().all(|c| {
+        let (Some(field), Some(op), Some(value)) = (c.first(), c.get(1), c.get(2)) else {
+            return true;
+        };
+        let actual = field_value(field, &offer.hostname, &offer.attributes);
+        match (op.to_ascii_uppercase().as_str(), actual) {
+            ("EQUALS", Some(a)) => &a == value,
+            ("LIKE", Some(a)) => wildcard(value, &a),
+            ("UNLIKE", Some(a)) => !wildcard(value, &a),
+            ("UNLIKE", None) => true,
+            _ => false,
+        }
+    })
+}
+
+/// Whether `s` matches `pattern`, where `*` matches any run of characters.
+fn wildcard(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, tail)) => {
+            s.starts_with(head)
+                && (0..=s.len().saturating_sub(head.len())).any(|i| {
+                    s.is_char_boundary(head.len() + i) && wildcard(tail, &s[head.len() + i..])
+                })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,11 @@
+//! What the API layer holds of the running batch framework: the handle that runs closures on the
+//! [`BatchCore`] inside its actor, and who leads.
+
+use crate::core::BatchCore;
+
+/// Runs closures on the core inside the actor (the actor persists and acts on the result
+/// afterwards); a stopped actor yields `None`.
+pub type BatchHandle = agora_framework::Handle<BatchCore>;
+
+/// Who leads among batch instances (the HTTP layer redirects standbys' requests).
+pub type Leadership = agora_ha::leadership::Leadership<BatchHandle>;

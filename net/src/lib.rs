@@ -1,0 +1,10 @@
+//! What every Agora listener and client shares on the network, apart from the wire contract:
+//!
+//! - [`tls`]: rustls listeners (gRPC and HTTP on one port), client TLS for gRPC, and whether a
+//!   caller presented a verified certificate.
+//! - [`http_auth`]: the bearer-token middleware every HTTP API shares, reading secret files
+//!   (`--api-token-file`) and comparing secrets in constant time.
+#![forbid(unsafe_code)]
+
+pub mod http_auth;
+pub mod tls;
