@@ -1,6 +1,9 @@
-//! Accepting offers: validating an accept's offers and operations and launching its tasks.
+//! Accepting offers. The named offers leave the books first (they either launch or go back to
+//! the allocator); `plan_accept` then checks the whole call without changing anything and returns
+//! a `Plan` or one `Refusal`; `apply_accept` carries a plan out, a refusal drops every task.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use agora_proto::v1::{self, master_message, operation, TaskState};
 use agora_proto::Resources;
@@ -9,6 +12,95 @@ use super::{
     refuse_of, status, update_event, AgentStatus, Bookkeeping, Clock, OfferEntry, TaskEntry,
 };
 use crate::error::MasterError;
+
+/// What a valid accept does, worked out on copies before anything changes.
+struct Plan {
+    /// The agent of the offers.
+    agent_id: String,
+    /// The role the offers were allocated to.
+    role: String,
+    /// What is left of the offers after the operations so far (declined when the plan is applied).
+    available: Resources,
+    /// The agent's total after the RESERVE/UNRESERVE operations so far.
+    total: Resources,
+    /// Whether a RESERVE/UNRESERVE changed `total`.
+    total_changed: bool,
+    /// Messages for the agent, each with the tasks it starts and their resources.
+    launches: Vec<(master_message::Message, Vec<(v1::TaskInfo, Resources)>)>,
+    /// Tasks refused one at a time (TASK_ERROR), with why.
+    errors: Vec<(String, String)>,
+    /// Task ids checked so far in this call.
+    ids_in_call: HashSet<String>,
+}
+
+/// Why a whole accept is refused: every task it names is reported TASK_DROPPED with `why`, and the
+/// call fails with `error`.
+struct Refusal {
+    why: String,
+    error: MasterError,
+}
+
+impl From<MasterError> for Refusal {
+    fn from(error: MasterError) -> Self {
+        Refusal {
+            why: error.to_string(),
+            error,
+        }
+    }
+}
+
+impl Plan {
+    /// RESERVE: unreserved resources of the offers become reserved for one of the framework's
+    /// roles, in what is left of the offers and in the agent's total.
+    fn reserve(
+        &mut self,
+        resources: &[v1::Resource],
+        fw: &v1::FrameworkInfo,
+        i: usize,
+    ) -> Result<(), MasterError> {
+        let field = format!("operations[{i}].reserve.resources");
+        let res = check_reservation(resources, fw, &field)?;
+        let flat = res.flatten();
+        if !self.available.unreserved().contains(&flat) {
+            return Err(MasterError::invalid(
+                field,
+                format!(
+                    "{flat} is more than the unreserved part of the offers ({})",
+                    self.available.unreserved()
+                ),
+            ));
+        }
+        self.available.subtract(&flat);
+        self.available.add(&res);
+        self.total.subtract(&flat);
+        self.total.add(&res);
+        self.total_changed = true;
+        Ok(())
+    }
+
+    /// UNRESERVE: reserved resources of the offers return to the unreserved pool.
+    fn unreserve(&mut self, resources: &[v1::Resource], i: usize) -> Result<(), MasterError> {
+        let field = format!("operations[{i}].unreserve.resources");
+        let res = Resources::from_proto(resources)
+            .map_err(|e| MasterError::invalid(field.clone(), e.to_string()))?;
+        if !(self.available.contains(&res) && res.unreserved().is_empty()) {
+            return Err(MasterError::invalid(
+                field,
+                format!(
+                    "{res} is not among the offers' reserved resources ({})",
+                    self.available
+                ),
+            ));
+        }
+        let flat = res.flatten();
+        self.available.subtract(&res);
+        self.available.add(&flat);
+        self.total.subtract(&res);
+        self.total.add(&flat);
+        self.total_changed = true;
+        Ok(())
+    }
+}
 
 impl Bookkeeping {
     /// Uses offers: runs the operations in order on the offers' agent. See the module docs of
@@ -21,37 +113,35 @@ impl Bookkeeping {
     pub fn accept(&mut self, req: v1::AcceptRequest, clock: &Clock) -> Result<(), MasterError> {
         let framework_id = self.check_header(req.header.as_ref())?;
         let refuse = refuse_of(req.filters.as_ref())?;
-        // Only the ids: they are all a refused accept needs to report (copying whole TaskInfos
-        // here was a measurable part of the master's launch path).
-        let all_tasks: Vec<(String, String)> = req
-            .operations
-            .iter()
-            .flat_map(|op| {
-                let tasks: &[v1::TaskInfo] = match &op.operation {
-                    Some(operation::Operation::Launch(l)) => &l.tasks,
-                    Some(operation::Operation::LaunchGroup(g)) => {
-                        g.task_group.as_ref().map_or(&[], |t| t.tasks.as_slice())
-                    }
-                    _ => &[],
-                };
-                tasks
-                    .iter()
-                    .map(|t| (t.task_id.clone(), t.agent_id.clone()))
-            })
-            .collect();
-        if req.offer_ids.is_empty() {
-            self.drop_tasks(
-                &framework_id,
-                &all_tasks,
-                "the accept names no offers",
-                clock,
-            );
-            return Err(MasterError::invalid(
-                "offer_ids",
-                "must name at least one offer",
-            ));
+        let (taken, problems) = self.take_offers(&framework_id, &req.offer_ids);
+        match self.plan_accept(&framework_id, &req, &taken, problems) {
+            Ok(plan) => {
+                self.apply_accept(&framework_id, &taken, plan, refuse, clock);
+                Ok(())
+            }
+            Err(refusal) => {
+                self.recover_offers(&framework_id, &taken);
+                self.drop_tasks(&framework_id, &task_ids(&req), &refusal.why, clock);
+                Err(refusal.error)
+            }
         }
-        let (taken, mut problems) = self.take_offers(&framework_id, &req.offer_ids);
+    }
+
+    /// Checks a whole accept against the books, changing nothing. `taken` and `problems` are what
+    /// [`Bookkeeping::take_offers`] made of the named offers.
+    fn plan_accept(
+        &self,
+        framework_id: &str,
+        req: &v1::AcceptRequest,
+        taken: &[OfferEntry],
+        mut problems: Vec<String>,
+    ) -> Result<Plan, Refusal> {
+        if req.offer_ids.is_empty() {
+            return Err(Refusal {
+                why: "the accept names no offers".into(),
+                error: MasterError::invalid("offer_ids", "must name at least one offer"),
+            });
+        }
         let agent_id = taken
             .first()
             .map(|e| e.offer.agent_id.clone())
@@ -72,191 +162,173 @@ impl Bookkeeping {
         if !taken.is_empty() && !agent_ok {
             problems.push(format!("agent '{agent_id}' is not connected to the master"));
         }
-        let recover_all = |this: &mut Self, taken: &[OfferEntry]| {
-            for e in taken {
-                let _ =
-                    this.allocator
-                        .recover(&e.offer.agent_id, &framework_id, &e.role, &e.resources);
-            }
-        };
         if !problems.is_empty() {
             let why = problems.join("; ");
-            recover_all(self, &taken);
-            self.drop_tasks(&framework_id, &all_tasks, &why, clock);
-            return Err(MasterError::invalid("offer_ids", why));
+            return Err(Refusal {
+                error: MasterError::invalid("offer_ids", why.clone()),
+                why,
+            });
         }
-        let mut offered = Resources::new();
-        for e in &taken {
-            offered.add(&e.resources);
+        let mut available = Resources::new();
+        for e in taken {
+            available.add(&e.resources);
         }
-
-        // Plan on a copy; nothing changes until every RESERVE/UNRESERVE is known to be valid.
-        let mut available = offered.clone();
-        let mut total = self.agents[&agent_id].total.clone();
-        let mut total_changed = false;
-        let mut launches: Vec<(master_message::Message, Vec<(v1::TaskInfo, Resources)>)> =
-            Vec::new();
-        let mut errors: Vec<(String, String)> = Vec::new();
-        let mut ids_in_call = HashSet::new();
-        let fw_info = self.frameworks[&framework_id].info.clone();
+        let mut plan = Plan {
+            total: self.agents[&agent_id].total.clone(),
+            agent_id,
+            role,
+            available,
+            total_changed: false,
+            launches: Vec::new(),
+            errors: Vec::new(),
+            ids_in_call: HashSet::new(),
+        };
+        let fw = &self.frameworks[framework_id].info;
         for (i, op) in req.operations.iter().enumerate() {
             match &op.operation {
                 None => {
-                    recover_all(self, &taken);
-                    self.drop_tasks(&framework_id, &all_tasks, "an operation is empty", clock);
-                    return Err(MasterError::invalid(format!("operations[{i}]"), "is empty"));
+                    return Err(Refusal {
+                        why: "an operation is empty".into(),
+                        error: MasterError::invalid(format!("operations[{i}]"), "is empty"),
+                    })
                 }
                 Some(operation::Operation::Launch(l)) => {
-                    let mut group = Vec::new();
-                    for (j, task) in l.tasks.iter().enumerate() {
-                        let field = format!("operations[{i}].launch.tasks[{j}]");
-                        match self.check_task(
-                            &framework_id,
-                            &agent_id,
-                            task,
-                            &mut available,
-                            &mut ids_in_call,
-                            &field,
-                        ) {
-                            Ok(res) => group.push((task.clone(), res)),
-                            Err(why) => errors.push((task.task_id.clone(), why)),
-                        }
-                    }
-                    for (task, res) in group {
-                        let mut t = task.clone();
-                        t.agent_id = agent_id.clone();
-                        let msg = master_message::Message::RunTask(master_message::RunTask {
-                            framework: Some(fw_info.clone()),
-                            task: Some(t),
-                        });
-                        launches.push((msg, vec![(task, res)]));
-                    }
+                    self.plan_launch(framework_id, fw, i, l, &mut plan)
                 }
                 Some(operation::Operation::LaunchGroup(g)) => {
-                    let tasks = g
-                        .task_group
-                        .as_ref()
-                        .map(|t| t.tasks.clone())
-                        .unwrap_or_default();
-                    let mut group = Vec::new();
-                    let mut failed = None;
-                    for (j, task) in tasks.iter().enumerate() {
-                        let field = format!("operations[{i}].launch_group.task_group.tasks[{j}]");
-                        match self.check_task(
-                            &framework_id,
-                            &agent_id,
-                            task,
-                            &mut available,
-                            &mut ids_in_call,
-                            &field,
-                        ) {
-                            Ok(res) => group.push((task.clone(), res)),
-                            Err(why) => {
-                                failed = Some(why);
-                                break;
-                            }
-                        }
-                    }
-                    if let Some(why) = failed {
-                        // A group starts together or not at all: give back what its tasks took.
-                        for (_, res) in &group {
-                            available.add(res);
-                        }
-                        for t in &tasks {
-                            errors.push((t.task_id.clone(), format!("task group refused: {why}")));
-                        }
-                    } else if !group.is_empty() {
-                        let mut tg = v1::TaskGroupInfo::default();
-                        for (t, _) in &group {
-                            let mut t = t.clone();
-                            t.agent_id = agent_id.clone();
-                            tg.tasks.push(t);
-                        }
-                        let msg =
-                            master_message::Message::RunTaskGroup(master_message::RunTaskGroup {
-                                framework: Some(fw_info.clone()),
-                                executor: g.executor.clone(),
-                                task_group: Some(tg),
-                            });
-                        launches.push((msg, group));
-                    }
+                    self.plan_launch_group(framework_id, fw, i, g, &mut plan)
                 }
-                Some(operation::Operation::Reserve(r)) => {
-                    let field = format!("operations[{i}].reserve.resources");
-                    let res = match check_reservation(&r.resources, &fw_info, &field) {
-                        Ok(res) => res,
-                        Err(e) => {
-                            recover_all(self, &taken);
-                            self.drop_tasks(&framework_id, &all_tasks, &e.to_string(), clock);
-                            return Err(e);
-                        }
-                    };
-                    let flat = res.flatten();
-                    if !available.unreserved().contains(&flat) {
-                        recover_all(self, &taken);
-                        let e = MasterError::invalid(
-                            field,
-                            format!(
-                                "{flat} is more than the unreserved part of the offers ({})",
-                                available.unreserved()
-                            ),
-                        );
-                        self.drop_tasks(&framework_id, &all_tasks, &e.to_string(), clock);
-                        return Err(e);
-                    }
-                    available.subtract(&flat);
-                    available.add(&res);
-                    total.subtract(&flat);
-                    total.add(&res);
-                    total_changed = true;
-                }
-                Some(operation::Operation::Unreserve(u)) => {
-                    let field = format!("operations[{i}].unreserve.resources");
-                    let res = Resources::from_proto(&u.resources)
-                        .map_err(|e| MasterError::invalid(field.clone(), e.to_string()));
-                    let res = match res {
-                        Ok(r) if available.contains(&r) && r.unreserved().is_empty() => r,
-                        Ok(r) => {
-                            recover_all(self, &taken);
-                            let e = MasterError::invalid(
-                                field,
-                                format!(
-                                    "{r} is not among the offers' reserved resources ({available})"
-                                ),
-                            );
-                            self.drop_tasks(&framework_id, &all_tasks, &e.to_string(), clock);
-                            return Err(e);
-                        }
-                        Err(e) => {
-                            recover_all(self, &taken);
-                            self.drop_tasks(&framework_id, &all_tasks, &e.to_string(), clock);
-                            return Err(e);
-                        }
-                    };
-                    available.subtract(&res);
-                    available.add(&res.flatten());
-                    total.subtract(&res);
-                    total.add(&res.flatten());
-                    total_changed = true;
-                }
+                Some(operation::Operation::Reserve(r)) => plan.reserve(&r.resources, fw, i)?,
+                Some(operation::Operation::Unreserve(u)) => plan.unreserve(&u.resources, i)?,
             }
         }
+        Ok(plan)
+    }
 
-        // Apply.
-        let mut used = Resources::new();
-        for (_, group) in &launches {
-            for (_, res) in group {
-                used.add(res);
+    /// LAUNCH: each task that passes [`Bookkeeping::check_task`] starts on its own; the others are
+    /// refused one by one.
+    fn plan_launch(
+        &self,
+        framework_id: &str,
+        fw: &v1::FrameworkInfo,
+        i: usize,
+        launch: &operation::Launch,
+        plan: &mut Plan,
+    ) {
+        for (j, task) in launch.tasks.iter().enumerate() {
+            let field = format!("operations[{i}].launch.tasks[{j}]");
+            match self.check_task(
+                framework_id,
+                &plan.agent_id,
+                task,
+                &mut plan.available,
+                &mut plan.ids_in_call,
+                &field,
+            ) {
+                Ok(res) => {
+                    let mut t = task.clone();
+                    t.agent_id = plan.agent_id.clone();
+                    let msg = master_message::Message::RunTask(master_message::RunTask {
+                        framework: Some(fw.clone()),
+                        task: Some(t),
+                    });
+                    plan.launches.push((msg, vec![(task.clone(), res)]));
+                }
+                Err(why) => plan.errors.push((task.task_id.clone(), why)),
             }
         }
+    }
+
+    /// LAUNCH_GROUP: a group starts together or not at all; one bad task refuses all of them.
+    fn plan_launch_group(
+        &self,
+        framework_id: &str,
+        fw: &v1::FrameworkInfo,
+        i: usize,
+        launch: &operation::LaunchGroup,
+        plan: &mut Plan,
+    ) {
+        let tasks = launch
+            .task_group
+            .as_ref()
+            .map_or(&[][..], |t| t.tasks.as_slice());
+        let mut group = Vec::new();
+        let mut failed = None;
+        for (j, task) in tasks.iter().enumerate() {
+            let field = format!("operations[{i}].launch_group.task_group.tasks[{j}]");
+            match self.check_task(
+                framework_id,
+                &plan.agent_id,
+                task,
+                &mut plan.available,
+                &mut plan.ids_in_call,
+                &field,
+            ) {
+                Ok(res) => group.push((task.clone(), res)),
+                Err(why) => {
+                    failed = Some(why);
+                    break;
+                }
+            }
+        }
+        if let Some(why) = failed {
+            // Give back what the group's checked tasks took.
+            for (_, res) in &group {
+                plan.available.add(res);
+            }
+            for t in tasks {
+                plan.errors
+                    .push((t.task_id.clone(), format!("task group refused: {why}")));
+            }
+        } else if !group.is_empty() {
+            let mut tg = v1::TaskGroupInfo::default();
+            for (t, _) in &group {
+                let mut t = t.clone();
+                t.agent_id = plan.agent_id.clone();
+                tg.tasks.push(t);
+            }
+            let msg = master_message::Message::RunTaskGroup(master_message::RunTaskGroup {
+                framework: Some(fw.clone()),
+                executor: launch.executor.clone(),
+                task_group: Some(tg),
+            });
+            plan.launches.push((msg, group));
+        }
+    }
+
+    /// Carries out a plan: the new total (if a reservation changed it), the unused rest declined,
+    /// TASK_ERROR for the refused tasks, then the tasks into the books and their messages out.
+    fn apply_accept(
+        &mut self,
+        framework_id: &str,
+        taken: &[OfferEntry],
+        plan: Plan,
+        refuse: Option<Duration>,
+        clock: &Clock,
+    ) {
+        let Plan {
+            agent_id,
+            role,
+            available,
+            total,
+            total_changed,
+            launches,
+            errors,
+            ids_in_call: _,
+        } = plan;
         if total_changed {
-            recover_all(self, &taken);
-            let _ = self.allocator.update_agent_total(&agent_id, total.clone());
-            let mut held = used.clone();
+            let mut held = Resources::new();
+            for (_, group) in &launches {
+                for (_, res) in group {
+                    held.add(res);
+                }
+            }
             held.add(&available);
+            self.recover_offers(framework_id, taken);
+            let _ = self.allocator.update_agent_total(&agent_id, total.clone());
             let _ = self
                 .allocator
-                .allocate_used(&agent_id, &framework_id, &role, &held);
+                .allocate_used(&agent_id, framework_id, &role, &held);
             if let Some(a) = self.agents.get_mut(&agent_id) {
                 a.total = total.clone();
             }
@@ -267,7 +339,7 @@ impl Bookkeeping {
             }
         }
         let _ = self.allocator.decline(
-            &framework_id,
+            framework_id,
             &agent_id,
             &role,
             &available,
@@ -284,17 +356,17 @@ impl Bookkeeping {
                 why,
                 clock.wall,
             );
-            self.to_framework(&framework_id, update_event(st));
+            self.to_framework(framework_id, update_event(st));
         }
         for (msg, group) in launches {
             for (info, res) in group {
-                let key = (framework_id.clone(), info.task_id.clone());
+                let key = (framework_id.to_string(), info.task_id.clone());
                 let mut info = info;
                 info.agent_id = agent_id.clone();
                 let task = v1::Task {
                     name: info.name.clone(),
                     task_id: info.task_id.clone(),
-                    framework_id: framework_id.clone(),
+                    framework_id: framework_id.to_string(),
                     executor_id: info
                         .executor
                         .as_ref()
@@ -314,7 +386,7 @@ impl Bookkeeping {
                 if let Some(a) = self.agents.get_mut(&agent_id) {
                     a.tasks.insert(key.clone());
                 }
-                if let Some(f) = self.frameworks.get_mut(&framework_id) {
+                if let Some(f) = self.frameworks.get_mut(framework_id) {
                     f.tasks.insert(key.1.clone());
                 }
                 self.tasks.insert(
@@ -330,7 +402,15 @@ impl Bookkeeping {
             }
             self.to_agent(&agent_id, msg);
         }
-        Ok(())
+    }
+
+    /// Gives taken offers back to the allocator.
+    fn recover_offers(&mut self, framework_id: &str, taken: &[OfferEntry]) {
+        for e in taken {
+            let _ = self
+                .allocator
+                .recover(&e.offer.agent_id, framework_id, &e.role, &e.resources);
+        }
     }
 
     /// Validates one task of a launch and takes its resources out of `available`.
@@ -468,4 +548,24 @@ fn check_reservation(
         }
     }
     Ok(res)
+}
+
+/// The (task id, agent id) of every task an accept names. Only the ids: they are all a refused
+/// accept needs to report (copying whole TaskInfos was a measurable part of the launch path).
+fn task_ids(req: &v1::AcceptRequest) -> Vec<(String, String)> {
+    req.operations
+        .iter()
+        .flat_map(|op| {
+            let tasks: &[v1::TaskInfo] = match &op.operation {
+                Some(operation::Operation::Launch(l)) => &l.tasks,
+                Some(operation::Operation::LaunchGroup(g)) => {
+                    g.task_group.as_ref().map_or(&[], |t| t.tasks.as_slice())
+                }
+                _ => &[],
+            };
+            tasks
+                .iter()
+                .map(|t| (t.task_id.clone(), t.agent_id.clone()))
+        })
+        .collect()
 }
