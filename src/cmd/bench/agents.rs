@@ -16,7 +16,8 @@ use agora_proto::v1::{self, agent_control_client::AgentControlClient, agent_mess
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use super::{Cluster, Shared};
+use super::cluster::Cluster;
+use super::counters::Shared;
 
 const RESEND_AFTER: Duration = Duration::from_secs(10);
 /// First wait after a failed session under `--failover`; doubles up to [`MAX_BACKOFF`]. Short,

@@ -9,7 +9,7 @@ use agora_proto::v1::{self, scheduler_client::SchedulerClient};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use super::Shared;
+use super::counters::Shared;
 
 /// Seconds an offer declined after the budget is spent stays away from this framework.
 const REFUSE_WHEN_DONE: f64 = 3600.0;

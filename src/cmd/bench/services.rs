@@ -9,7 +9,6 @@
 //! - `embed`: `--tasks` tasks running in `--embed-apps` apps, then `--requests` sequential
 //!   `GET /v2/apps?embed=apps.tasks`, timed from request sent to body read.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +18,12 @@ use clap::Args;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::{seconds, start_master, Cluster, LoadArgs, MasterProc, Shared};
+use super::args::LoadArgs;
+use super::cluster::Cluster;
+use super::counters::Shared;
+use super::load::spawn_agents;
+use super::processes::{proc_cpu_seconds, proc_status_kib, start_master, MasterProc};
+use crate::cmd::seconds;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServicesBenchArgs {
@@ -293,11 +297,7 @@ async fn scenario(
     let deadline = Instant::now() + args.timeout;
     let shared = Arc::new(Shared::new(load.clone()));
     let (_leader_tx, leader_rx) = watch::channel(master.address.clone());
-    let cluster = Arc::new(Cluster {
-        leader: leader_rx,
-        per: load.agents_per_connection,
-        pool: std::sync::Mutex::new(HashMap::new()),
-    });
+    let cluster = Arc::new(Cluster::new(leader_rx, load.agents_per_connection));
     let peaks: Vec<Arc<std::sync::atomic::AtomicU64>> = [master.pid, services.pid]
         .into_iter()
         .map(|pid| {
@@ -310,7 +310,7 @@ async fn scenario(
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {
-                            if let Some(kib) = super::proc_status_kib(pid, "VmRSS:") {
+                            if let Some(kib) = proc_status_kib(pid, "VmRSS:") {
                                 p.fetch_max(kib, Ordering::Relaxed);
                             }
                         }
@@ -323,7 +323,7 @@ async fn scenario(
         .collect();
 
     let t0 = Instant::now();
-    super::spawn_agents(&cluster, &shared, &stop);
+    spawn_agents(&cluster, &shared, &stop);
     while shared.registered.load(Ordering::Relaxed) < args.agents {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -463,15 +463,11 @@ async fn scenario(
         o.insert("services_rss_mib".into(), mib(&peaks[1]).into());
         o.insert(
             "master_cpu_seconds".into(),
-            master.pid.and_then(super::proc_cpu_seconds).map(r2).into(),
+            master.pid.and_then(proc_cpu_seconds).map(r2).into(),
         );
         o.insert(
             "services_cpu_seconds".into(),
-            services
-                .pid
-                .and_then(super::proc_cpu_seconds)
-                .map(r2)
-                .into(),
+            services.pid.and_then(proc_cpu_seconds).map(r2).into(),
         );
         let errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
         o.insert("errors".into(), json!(errors));
