@@ -187,7 +187,7 @@ impl HealthCheckSpec {
                     .command
                     .as_ref()
                     .ok_or(HealthCheckError::Missing("command", "COMMAND"))?;
-                let argv = crate::containerizer::argv(Some(c))
+                let argv = crate::command::argv(Some(c))
                     .map_err(|e| HealthCheckError::Command(e.to_string()))?;
                 Probe::Command {
                     argv,

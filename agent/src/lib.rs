@@ -32,7 +32,7 @@
 //!
 //! Modules: [`agent`] (the actor), [`containerizer`] (trait, native, docker, cgroups),
 //! [`lifecycle`], [`status_update`] and [`health`] (pure cores), [`prober`] (health-check probes),
-//! [`checkpoint`], [`paths`], [`http`], [`master_link`], [`user`] (which Unix user a task runs as).
+//! [`command`] (argv of a `CommandInfo`, check commands on the host), [`checkpoint`], [`paths`], [`http`], [`master_link`], [`user`] (which Unix user a task runs as).
 //!
 //! `unsafe` is denied crate-wide and forbidden in every module but `sys`, which holds the one
 //! `pre_exec` hook that enters namespaces.
@@ -40,6 +40,7 @@
 
 pub mod agent;
 pub mod checkpoint;
+pub mod command;
 pub mod containerizer;
 pub mod error;
 pub mod executor;

@@ -28,10 +28,10 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use tracing::{debug, warn};
 
-use super::{argv, Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
+use super::{Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
+use crate::command::{argv, CheckCommand, CheckExit};
 use crate::error::ContainerError;
 use crate::lifecycle::Termination;
-use crate::prober::{CheckCommand, CheckExit};
 
 /// Where a task's sandbox appears inside its container (also in `$AGORA_SANDBOX`).
 pub const SANDBOX_MOUNT: &str = "/mnt/agora/sandbox";
@@ -561,7 +561,7 @@ impl DockerContainerizer {
             .unwrap_or(-1);
         Ok(CheckExit {
             code,
-            output: crate::prober::tail(&output),
+            output: crate::command::tail(&output),
         })
     }
 

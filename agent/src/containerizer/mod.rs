@@ -21,6 +21,8 @@ use std::time::Duration;
 use agora_proto::v1;
 use futures::future::BoxFuture;
 
+pub use crate::command::argv;
+use crate::command::{CheckCommand, CheckExit};
 use crate::error::ContainerError;
 use crate::lifecycle::Termination;
 
@@ -156,89 +158,23 @@ pub trait Containerizer: Send + Sync {
     /// Runs a health-check command next to a running container and reports how it exited. The
     /// caller bounds it with the check's timeout (dropping the future must stop the command). By
     /// default the command runs on the host, in the sandbox, with the task's environment
-    /// ([`crate::prober::run_on_host`]); Docker runs it inside the container.
+    /// ([`crate::command::run_on_host`]); Docker runs it inside the container.
     ///
     /// # Errors
     /// When the command cannot be started (the container is gone, the engine is unreachable).
     fn run_check<'a>(
         &'a self,
         container_id: &'a str,
-        command: &'a crate::prober::CheckCommand,
-    ) -> BoxFuture<'a, Result<crate::prober::CheckExit, ContainerError>> {
+        command: &'a CheckCommand,
+    ) -> BoxFuture<'a, Result<CheckExit, ContainerError>> {
         let _ = container_id;
-        crate::prober::run_on_host(command)
+        crate::command::run_on_host(command)
     }
-}
-
-/// The command line to run for a task, from its `CommandInfo` (shell → `/bin/sh -c value`; otherwise
-/// `value` is the program, `arguments` its argv with argv\[0\] first).
-///
-/// # Errors
-/// [`ContainerError::InvalidTask`] when there is nothing to run.
-pub fn argv(command: Option<&v1::CommandInfo>) -> Result<Vec<String>, ContainerError> {
-    let Some(cmd) = command else {
-        return Err(ContainerError::InvalidTask(
-            "the task has no command".into(),
-        ));
-    };
-    if cmd.shell {
-        if cmd.value.trim().is_empty() {
-            return Err(ContainerError::InvalidTask(
-                "command.value is empty (shell = true)".into(),
-            ));
-        }
-        return Ok(vec!["/bin/sh".into(), "-c".into(), cmd.value.clone()]);
-    }
-    let mut out = Vec::new();
-    match (cmd.value.is_empty(), cmd.arguments.is_empty()) {
-        (true, true) => {
-            return Err(ContainerError::InvalidTask(
-                "command has neither value nor arguments".into(),
-            ))
-        }
-        (true, false) => out.extend(cmd.arguments.iter().cloned()),
-        (false, true) => out.push(cmd.value.clone()),
-        (false, false) => {
-            out.push(cmd.value.clone());
-            out.extend(cmd.arguments.iter().skip(1).cloned());
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn argv_from_command_info() {
-        let shell = v1::CommandInfo {
-            shell: true,
-            value: "echo hi".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            argv(Some(&shell)).expect("argv"),
-            ["/bin/sh", "-c", "echo hi"]
-        );
-        let args = v1::CommandInfo {
-            value: "/bin/echo".into(),
-            arguments: vec!["echo".into(), "a".into()],
-            ..Default::default()
-        };
-        assert_eq!(argv(Some(&args)).expect("argv"), ["/bin/echo", "a"]);
-        let only_args = v1::CommandInfo {
-            arguments: vec!["sleep".into(), "1".into()],
-            ..Default::default()
-        };
-        assert_eq!(argv(Some(&only_args)).expect("argv"), ["sleep", "1"]);
-        assert!(argv(None).is_err());
-        assert!(argv(Some(&v1::CommandInfo {
-            shell: true,
-            ..Default::default()
-        }))
-        .is_err());
-    }
 
     #[test]
     fn kind_per_task() {

@@ -38,8 +38,9 @@ use nix::unistd::Pid;
 use tracing::{debug, warn};
 
 use super::cgroups::Cgroups;
-use super::{argv, Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
+use super::{Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
 use crate::checkpoint::write_atomic;
+use crate::command::argv;
 use crate::error::ContainerError;
 use crate::lifecycle::Termination;
 use crate::paths::Layout;
