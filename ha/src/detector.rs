@@ -43,6 +43,24 @@ pub struct MasterInfoJson {
     pub address: String,
     pub version: String,
     pub start_time: f64,
+    /// What published it: [`KIND_MASTER`], or `framework:<name>` for a framework instance in its
+    /// own election. Absent in nodes written by versions before 0.1 had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// [`MasterInfoJson::kind`] of a master.
+pub const KIND_MASTER: &str = "master";
+
+impl MasterInfoJson {
+    /// Whether this node was published by a master (older masters, without `kind`, are told apart
+    /// by their 12-character ids; framework instances used 32).
+    pub fn is_master(&self) -> bool {
+        match &self.kind {
+            Some(k) => k == KIND_MASTER,
+            None => self.id.len() == 12,
+        }
+    }
 }
 
 impl From<&v1::MasterInfo> for MasterInfoJson {
@@ -53,6 +71,7 @@ impl From<&v1::MasterInfo> for MasterInfoJson {
             address: m.address.clone(),
             version: m.version.clone(),
             start_time: m.start_time,
+            kind: Some(KIND_MASTER.to_string()),
         }
     }
 }

@@ -32,6 +32,10 @@ pub enum ElectionError {
     /// The `--zk` value is not a `zk://host:port,…/path` URL.
     #[error("{0}")]
     BadUrl(String),
+    /// The path belongs to the masters (a framework instance must not register where agents look
+    /// for masters).
+    #[error("{0}")]
+    ForeignPath(String),
 }
 
 fn zookeeper_connected(connected: bool) {
@@ -66,6 +70,9 @@ impl Election {
             .await
             .map_err(|e| zk_err(&e))?;
         let dir = format!("{path}/masters");
+        if !me.is_master() {
+            refuse_a_masters_path(&client, servers, path, &dir).await?;
+        }
         client
             .mkdir(
                 &dir,
@@ -96,13 +103,16 @@ impl Election {
     /// [`Election::join`], retried every `retry` until ZooKeeper answers. A process restarted by
     /// its supervisor while ZooKeeper is away must wait for it, not exit and crash-loop; each
     /// failed attempt is logged so that an operator sees what it waits for.
+    ///
+    /// # Errors
+    /// [`ElectionError::ForeignPath`]: no retry can make it right.
     pub async fn join_when_reachable(
         servers: &str,
         path: &str,
         me: &MasterInfoJson,
         session_timeout: Duration,
         retry: Duration,
-    ) -> Self {
+    ) -> Result<Self, ElectionError> {
         let mut attempts = 0u32;
         loop {
             match Self::join(servers, path, me, session_timeout).await {
@@ -114,8 +124,9 @@ impl Election {
                             "ZooKeeper is reachable again: joined the election"
                         );
                     }
-                    return e;
+                    return Ok(e);
                 }
+                Err(e @ ElectionError::ForeignPath(_)) => return Err(e),
                 Err(e) => {
                     attempts += 1;
                     warn!(
@@ -240,6 +251,51 @@ impl Election {
     }
 }
 
+/// Refuses to join the election at `path` when masters hold it: either a node under
+/// `<path>/masters` is a master's, or `<path>/registry` holds a master's registry.
+async fn refuse_a_masters_path(
+    client: &zk::Client,
+    servers: &str,
+    path: &str,
+    dir: &str,
+) -> Result<(), ElectionError> {
+    let refuse = || {
+        ElectionError::ForeignPath(format!(
+            "the ZooKeeper path {path} at {servers} belongs to the masters (agents look for the \
+             leading master there): give this framework a path of its own, e.g. --zk \
+             zk://{servers}{path}-frameworks"
+        ))
+    };
+    if let Ok(children) = client.list_children(dir).await {
+        for child in children
+            .iter()
+            .filter(|c| c.starts_with(MASTER_NODE_PREFIX))
+        {
+            if let Ok((data, _)) = client.get_data(&format!("{dir}/{child}")).await {
+                if serde_json::from_slice::<MasterInfoJson>(&data).is_ok_and(|m| m.is_master()) {
+                    return Err(refuse());
+                }
+            }
+        }
+    }
+    if let Ok((data, _)) = client.get_data(&format!("{path}/registry")).await {
+        // The manifest of a chunked document does not say whose it is; the first chunk does.
+        if let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&data) {
+            let generation = manifest["generation"].as_u64().unwrap_or(0);
+            if let Ok((chunk, _)) = client
+                .get_data(&format!("{path}/registry/g{generation}-0"))
+                .await
+            {
+                let head = String::from_utf8_lossy(&chunk[..chunk.len().min(64)]).to_string();
+                if head.starts_with("{\"agents\"") || head.starts_with("{\"gone_agents\"") {
+                    return Err(refuse());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A future that resolves when a leadership term ends, with why.
 pub type Lost = Pin<Box<dyn Future<Output = ElectionError> + Send>>;
 
@@ -340,7 +396,7 @@ impl Contender for ZooKeeper {
                 self.session_timeout,
                 Duration::from_secs(1),
             )
-            .await;
+            .await?;
             let on_leader = move |l: Option<String>| observe(l);
             tokio::select! {
                 r = election.wait_to_lead(&on_leader) => r?,

@@ -227,6 +227,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     println!("  cluster state           http://{master_address}/state");
     println!("  metrics                 http://{master_address}/metrics");
     println!(
+        "  services (Marathon)     http://{}/v2/apps",
+        services.address
+    );
+    println!(
         "  batch jobs (Chronos)    http://{}/v1/scheduler/jobs",
         batch.address
     );

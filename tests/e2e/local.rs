@@ -64,6 +64,14 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
     })
     .await;
     assert!(local.log_text().contains(&format!("http://{master}/")));
+    // The banner names every API the README shows, the services one included.
+    assert!(
+        local.log_text().contains(&format!(
+            "services (Marathon)     http://127.0.0.1:{services}/v2/apps"
+        )),
+        "{}",
+        local.log_text()
+    );
 
     let status = json_of(&cli(&["cluster", "status", "--json"], &master));
     assert_eq!(status["agents"]["active"], 2);
@@ -117,6 +125,10 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
     let frameworks =
         String::from_utf8_lossy(&cli(&["framework", "list"], &master).stdout).to_string();
     assert!(frameworks.contains("cli-test"), "{frameworks}");
+    // Done with the test framework: its failover timeout is 0, so leaving gives its outstanding
+    // offers back. Kept, they could hold every agent (it never declines) and starve the services
+    // framework below, depending on which allocation cycle the app's revive lands in.
+    drop(fw);
 
     // The README's first app, with --wait, through the services framework agora local runs.
     let app_file = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps/hello.json");
@@ -183,7 +195,6 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
     let unreachable = cli(&["cluster", "status"], "127.0.0.1:1");
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("Is the master running?"));
-    drop(fw);
 
     // Ctrl-C stops everything cleanly; a second start finds the same agents.
     local.signal("INT");

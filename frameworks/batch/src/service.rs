@@ -218,7 +218,10 @@ impl Leader {
             fatal: self.fatal.clone(),
         };
         self.leadership.lead(handle);
-        Ok(tokio::spawn(actor.run(rx, self.stop_rx.clone())))
+        Ok(agora_framework::spawn_actor(
+            actor.run(rx, self.stop_rx.clone()),
+            self.fatal.clone(),
+        ))
     }
 }
 

@@ -32,6 +32,32 @@ pub enum Fatal {
     /// The state could not be saved: acting on it could run a task twice after a failover.
     #[error("cannot save the state: {0}")]
     Save(#[from] StoreError),
+    /// The core's actor panicked: the process must not go on answering "healthy" while every
+    /// call fails.
+    #[error("the core stopped: {0}")]
+    Panicked(String),
+}
+
+/// Spawns a core's actor and reports it panicking as [`Fatal::Panicked`] on `fatal` (a supervisor
+/// restarts the process), instead of leaving an API that answers health checks but no call.
+pub fn spawn_actor<F>(actor: F, fatal: mpsc::UnboundedSender<Fatal>) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let inner = tokio::spawn(actor);
+    tokio::spawn(async move {
+        if let Err(e) = inner.await {
+            if e.is_panic() {
+                let payload = e.into_panic();
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                let _ = fatal.send(Fatal::Panicked(why));
+            }
+        }
+    })
 }
 
 /// The contender for `config`: [`election::Standalone`] with `--work-dir/state.json`, or
@@ -60,6 +86,7 @@ pub fn contender(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs_f64())
                     .unwrap_or(0.0),
+                kind: Some(format!("framework:{}", config.framework_name)),
             };
             Ok(Box::new(election::ZooKeeper::new(
                 zk,
@@ -125,4 +152,20 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_actor_is_reported_as_fatal_and_a_finished_one_is_not() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        spawn_actor(async { panic!("boom") }, tx.clone())
+            .await
+            .expect("supervisor");
+        assert!(matches!(rx.try_recv(), Ok(Fatal::Panicked(m)) if m == "boom"));
+        spawn_actor(async {}, tx).await.expect("supervisor");
+        assert!(rx.try_recv().is_err());
+    }
 }

@@ -34,6 +34,6 @@ pub use api::{ApiSetupError, BoundApi};
 pub use config::FrameworkConfig;
 pub use handle::{Handle, Job, Jobs};
 pub use json::{read_json, read_json_value, UnreadableField};
-pub use lead::{contender, spawn_campaign, Fatal, STATE_FILE};
+pub use lead::{contender, spawn_actor, spawn_campaign, Fatal, STATE_FILE};
 pub use offers::{GateAction, OfferGate};
 pub use persist::Persisted;

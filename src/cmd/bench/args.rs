@@ -1,11 +1,10 @@
-//! Command-line arguments of `agora bench`: the subcommands and the options of `bench load`
-//! (`bench services` keeps its own in `services.rs`).
+//! Command-line arguments of `agora bench`: the subcommands, the options of `bench load` and of
+//! `bench services`.
 
 use std::time::Duration;
 
 use clap::Args;
 
-use super::services;
 use crate::cmd::seconds;
 
 #[derive(clap::Subcommand, Debug)]
@@ -14,7 +13,7 @@ pub enum BenchCommand {
     Load(LoadArgs),
     /// The services framework (a real `agora services`) on simulated agents: one app of many
     /// instances, many apps, or `/v2/apps?embed=apps.tasks` latency.
-    Services(services::ServicesBenchArgs),
+    Services(ServicesBenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -82,4 +81,56 @@ pub struct LoadArgs {
     /// raises it to at least 2 × its tickTime (4 s with the default tickTime of 2 s).
     #[arg(long, default_value = "4", value_parser = seconds)]
     pub zk_session_timeout: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServicesBenchArgs {
+    /// `one-app`, `many-apps` or `embed` (see `agora bench services --help`).
+    #[arg(long, value_parser = ["one-app", "many-apps", "embed"])]
+    pub scenario: String,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// `one-app`: instances of the app.
+    #[arg(long, default_value_t = 1000)]
+    pub instances: usize,
+    /// `many-apps`: apps of one instance each.
+    #[arg(long, default_value_t = 1000)]
+    pub apps: usize,
+    /// `many-apps`: clients posting apps at the same time.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// `embed`: tasks running when the requests are timed.
+    #[arg(long, default_value_t = 10_000)]
+    pub tasks: usize,
+    /// `embed`: apps the tasks are spread over.
+    #[arg(long, default_value_t = 10)]
+    pub embed_apps: usize,
+    /// `embed`: requests timed.
+    #[arg(long, default_value_t = 50)]
+    pub requests: usize,
+    /// CPUs of each simulated agent.
+    #[arg(long, default_value_t = 8.0)]
+    pub agent_cpus: f64,
+    /// Memory (MiB) of each simulated agent.
+    #[arg(long, default_value_t = 16384.0)]
+    pub agent_mem: f64,
+    /// CPUs of each app instance.
+    #[arg(long, default_value_t = 0.1)]
+    pub task_cpus: f64,
+    /// Memory (MiB) of each app instance.
+    #[arg(long, default_value_t = 32.0)]
+    pub task_mem: f64,
+    /// `--allocation-interval` of the master.
+    #[arg(long, default_value = "0.1", value_parser = seconds)]
+    pub allocation_interval: Duration,
+    /// Give up after this long.
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    pub timeout: Duration,
+    /// `RUST_LOG` of the master and the services framework.
+    #[arg(long, default_value = "warn")]
+    pub log: String,
+    /// Print one JSON object instead of lines of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -48,8 +48,7 @@ pub(super) async fn start_masters(
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<(String, String)> {
     let zk = args.zk.as_deref().unwrap_or_default();
-    let spec =
-        agora_ha::detector::MasterSpec::parse(zk).with_context(|| format!("--zk {zk}"))?;
+    let spec = agora_ha::detector::MasterSpec::parse(zk).with_context(|| format!("--zk {zk}"))?;
     let agora_ha::detector::MasterSpec::ZooKeeper { servers, path } = spec else {
         anyhow::bail!("--zk '{zk}' must be a zk://host:port/path URL");
     };

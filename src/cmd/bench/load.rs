@@ -13,10 +13,10 @@ use super::agents;
 use super::args::LoadArgs;
 use super::cluster::{connect, Cluster};
 use super::counters::Shared;
-use super::failover::{self, Failover};
+use super::failover;
 use super::frameworks;
 use super::processes::{self, proc_cpu_seconds, proc_status_kib, start_master, MasterProc};
-use super::report::Report;
+use super::report::{Phases, Report};
 
 /// Runs `bench load`: prints the report (table or `--json`) even when the run is incomplete.
 ///
@@ -133,17 +133,6 @@ pub(super) async fn load(args: LoadArgs) -> anyhow::Result<()> {
         anyhow::bail!("the run did not complete: {why}");
     }
     Ok(())
-}
-
-/// When each phase ended, in seconds since the driver started counting.
-pub(super) struct Phases {
-    pub(super) register_seconds: f64,
-    /// First accept sent.
-    pub(super) launch_start: f64,
-    /// Last TASK_RUNNING received (or the deadline).
-    pub(super) launch_end: f64,
-    pub(super) failover: Option<Failover>,
-    pub(super) incomplete: Option<String>,
 }
 
 /// Starts the agents, waits for them to register, starts the frameworks, waits for every task

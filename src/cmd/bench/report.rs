@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use super::args::LoadArgs;
 use super::counters::Shared;
-use super::load::Phases;
+use super::failover::Failover;
 
 pub(super) struct Report {
     agents: usize,
@@ -171,4 +171,15 @@ impl Report {
             println!("error                 {e}");
         }
     }
+}
+
+/// When each phase ended, in seconds since the driver started counting.
+pub(super) struct Phases {
+    pub(super) register_seconds: f64,
+    /// First accept sent.
+    pub(super) launch_start: f64,
+    /// Last TASK_RUNNING received (or the deadline).
+    pub(super) launch_end: f64,
+    pub(super) failover: Option<Failover>,
+    pub(super) incomplete: Option<String>,
 }

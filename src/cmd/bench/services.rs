@@ -14,68 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Args;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use super::args::LoadArgs;
+use super::args::{LoadArgs, ServicesBenchArgs};
 use super::cluster::Cluster;
 use super::counters::Shared;
 use super::load::spawn_agents;
 use super::processes::{proc_cpu_seconds, proc_status_kib, start_master, MasterProc};
-use crate::cmd::seconds;
-
-#[derive(Args, Debug, Clone)]
-pub struct ServicesBenchArgs {
-    /// `one-app`, `many-apps` or `embed` (see `agora bench services --help`).
-    #[arg(long, value_parser = ["one-app", "many-apps", "embed"])]
-    pub scenario: String,
-    /// Simulated agents.
-    #[arg(long, default_value_t = 1000)]
-    pub agents: usize,
-    /// `one-app`: instances of the app.
-    #[arg(long, default_value_t = 1000)]
-    pub instances: usize,
-    /// `many-apps`: apps of one instance each.
-    #[arg(long, default_value_t = 1000)]
-    pub apps: usize,
-    /// `many-apps`: clients posting apps at the same time.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-    /// `embed`: tasks running when the requests are timed.
-    #[arg(long, default_value_t = 10_000)]
-    pub tasks: usize,
-    /// `embed`: apps the tasks are spread over.
-    #[arg(long, default_value_t = 10)]
-    pub embed_apps: usize,
-    /// `embed`: requests timed.
-    #[arg(long, default_value_t = 50)]
-    pub requests: usize,
-    /// CPUs of each simulated agent.
-    #[arg(long, default_value_t = 8.0)]
-    pub agent_cpus: f64,
-    /// Memory (MiB) of each simulated agent.
-    #[arg(long, default_value_t = 16384.0)]
-    pub agent_mem: f64,
-    /// CPUs of each app instance.
-    #[arg(long, default_value_t = 0.1)]
-    pub task_cpus: f64,
-    /// Memory (MiB) of each app instance.
-    #[arg(long, default_value_t = 32.0)]
-    pub task_mem: f64,
-    /// `--allocation-interval` of the master.
-    #[arg(long, default_value = "0.1", value_parser = seconds)]
-    pub allocation_interval: Duration,
-    /// Give up after this long.
-    #[arg(long, default_value = "600", value_parser = seconds)]
-    pub timeout: Duration,
-    /// `RUST_LOG` of the master and the services framework.
-    #[arg(long, default_value = "warn")]
-    pub log: String,
-    /// Print one JSON object instead of lines of text.
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// Runs one scenario.
 ///
