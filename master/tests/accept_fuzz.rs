@@ -138,7 +138,7 @@ fn arb_seconds() -> impl Strategy<Value = f64> {
         Just(1e300),
         Just(f64::MAX),
         Just(3600.0),
-        Just(3600.000_001),
+        Just(3_600.000_001),
         0.0f64..100_000.0,
     ]
 }

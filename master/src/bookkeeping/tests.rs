@@ -1296,7 +1296,7 @@ fn hostile_refuse_seconds_are_refused_on_decline_and_accept() {
                 v1::DeclineRequest {
                     header: Some(h.clone()),
                     offer_ids: vec![offer.clone()],
-                    filters: filters.clone(),
+                    filters,
                 },
                 &w.at(1.0),
             )
