@@ -2,6 +2,13 @@
 //! frameworks. Handlers send it closures or stream events and await a oneshot reply; timers drive
 //! allocation, housekeeping, heartbeats and registry writes. Nothing else touches the core.
 //!
+//! Acknowledged writes: a call whose closure changed the registry (agent admission, mark-gone,
+//! reserve/unreserve, weights, quota, drain/reactivate) is answered only after the store's write
+//! returned, and what the batch sends to agents and frameworks goes out after it too. Replies of a
+//! drained batch are held until the batch's one registry write (group commit); a failed write
+//! answers the calls that changed the registry with `UNAVAILABLE` naming the reason, and stops
+//! the actor (a master must not act on state it cannot persist).
+//!
 //! ```text
 //!  handlers ──Request──▶ mpsc ──▶ actor loop ──▶ Bookkeeping ──Outbound──▶ agent / framework streams
 //!                                   ▲  timers: allocation interval, housekeeping, heartbeat
@@ -24,7 +31,10 @@ pub type EventSender = mpsc::UnboundedSender<Result<v1::Event, tonic::Status>>;
 /// A stream to an agent.
 pub type AgentSender = mpsc::UnboundedSender<Result<v1::MasterMessage, tonic::Status>>;
 
-type Job = Box<dyn FnOnce(&mut Bookkeeping, &Clock) + Send>;
+/// What a job leaves for after the batch's registry write: it sends the reply, as the job's
+/// result or, when the write failed and `failure` is given, that error.
+type Done = Box<dyn FnOnce(Option<&MasterError>) + Send>;
+type Job = Box<dyn FnOnce(&mut Bookkeeping, &Clock) -> Done + Send>;
 
 /// Messages kept for an agent without a session before new ones are dropped.
 const MAX_PENDING_PER_AGENT: usize = 10_000;
@@ -76,7 +86,14 @@ impl MasterHandle {
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |book, clock| {
-            let _ = reply.send(f(book, clock));
+            let result = f(book, clock);
+            Box::new(move |failure: Option<&MasterError>| {
+                let result = match (failure, result) {
+                    (Some(e), Ok(_)) => Err(e.clone()),
+                    (_, r) => r,
+                };
+                let _ = reply.send(result);
+            })
         });
         self.tx
             .send(Request::Exec(job))
@@ -133,6 +150,7 @@ pub fn spawn(
         pending: HashMap::new(),
         next_connection: 0,
         self_tx: tx,
+        held: Vec::new(),
     };
     let join = tokio::spawn(actor.run(rx, timers, shutdown));
     (handle, join)
@@ -151,6 +169,9 @@ struct Actor {
     pending: HashMap<String, Vec<v1::MasterMessage>>,
     next_connection: u64,
     self_tx: mpsc::UnboundedSender<Request>,
+    /// Replies of this batch, waiting for its registry write; `true`: the registry had changes
+    /// not yet written when the job ended, so the reply depends on the write.
+    held: Vec<(Done, bool)>,
 }
 
 impl Actor {
@@ -187,10 +208,11 @@ impl Actor {
                         }
                         n += 1;
                     }
-                    self.deliver();
                     crate::metrics::status_update_round_trips(&self.book.take_round_trips());
-                    // Group commit: one registry write per drained batch of requests.
+                    // Group commit: one registry write per drained batch of requests, then the
+                    // replies and messages of the batch.
                     self.persist().await?;
+                    self.deliver();
                 }
                 _ = allocation.tick() => {
                     let started = Instant::now();
@@ -200,8 +222,8 @@ impl Actor {
                 }
                 _ = housekeeping.tick() => {
                     self.book.tick(&Clock::system());
-                    self.deliver();
                     self.persist().await?;
+                    self.deliver();
                 }
                 _ = heartbeat.tick() => {
                     let beat = v1::Event { event: Some(v1::event::Event::Heartbeat(v1::event::Heartbeat {})) };
@@ -216,21 +238,37 @@ impl Actor {
         Ok(())
     }
 
+    /// Writes the registry if it changed, then answers the held replies: with their results
+    /// once the write returned, with `UNAVAILABLE` for those that depend on a failed write.
     async fn persist(&mut self) -> Result<(), StoreError> {
-        let Some(registry) = self.book.take_registry() else {
-            return Ok(());
+        let written = match self.book.take_registry() {
+            None => Ok(()),
+            Some(registry) => self
+                .store
+                .store(registry.to_bytes(), self.store_version)
+                .await
+                .map(|v| self.store_version = Some(v)),
         };
-        match self
-            .store
-            .store(registry.to_bytes(), self.store_version)
-            .await
-        {
-            Ok(v) => {
-                self.store_version = Some(v);
+        let held = std::mem::take(&mut self.held);
+        match written {
+            Ok(()) => {
+                for (done, _) in held {
+                    done(None);
+                }
                 Ok(())
             }
             Err(e) => {
                 error!(error = %e, "cannot write the registry: stopping");
+                let why = match &e {
+                    StoreError::Conflict { .. } => format!(
+                        "the registry write failed ({e}): another master leads; retry against it"
+                    ),
+                    _ => format!("the registry write failed ({e}); retry against the next leader"),
+                };
+                let failure = MasterError::Unavailable(why);
+                for (done, depends) in held {
+                    done(depends.then_some(&failure));
+                }
                 Err(e)
             }
         }
@@ -239,7 +277,11 @@ impl Actor {
     fn handle(&mut self, request: Request) {
         let clock = Clock::system();
         match request {
-            Request::Exec(job) => job(&mut self.book, &clock),
+            Request::Exec(job) => {
+                let done = job(&mut self.book, &clock);
+                let depends = self.book.registry_pending();
+                self.held.push((done, depends));
+            }
             Request::Subscribe {
                 request,
                 events,
@@ -363,5 +405,200 @@ impl Actor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::allocator::AllocatorConfig;
+    use crate::bookkeeping::Settings;
+    use crate::registry::{Registry, StoreFuture, Versioned};
+
+    /// A store whose writes announce themselves, wait for a permit, then succeed or fail.
+    struct GatedStore {
+        entered: mpsc::UnboundedSender<()>,
+        release: Semaphore,
+        fail: Option<fn() -> StoreError>,
+        writes: AtomicUsize,
+    }
+
+    impl StateStore for GatedStore {
+        fn load(&self) -> StoreFuture<'_, Option<Versioned>> {
+            Box::pin(async { Ok(None) })
+        }
+
+        fn store(&self, _data: Vec<u8>, expected: Option<u64>) -> StoreFuture<'_, u64> {
+            Box::pin(async move {
+                let _ = self.entered.send(());
+                let permit = self.release.acquire().await.map_err(|e| StoreError::Io {
+                    path: "gated".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                permit.forget();
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                match self.fail {
+                    Some(f) => Err(f()),
+                    None => Ok(expected.unwrap_or(0) + 1),
+                }
+            })
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            master_info: v1::MasterInfo {
+                id: "m1".into(),
+                ..Default::default()
+            },
+            agent_timeout: Duration::from_secs(100),
+            agent_gone_timeout: Duration::from_secs(1000),
+            offer_timeout: None,
+            framework_recovery_timeout: Duration::from_secs(60),
+            framework_heartbeat: Duration::from_secs(3600),
+            completed_tasks_kept: 10,
+            agent_reregister_timeout: Duration::from_secs(20),
+        }
+    }
+
+    struct Running {
+        handle: MasterHandle,
+        join: tokio::task::JoinHandle<Result<(), StoreError>>,
+        store: Arc<GatedStore>,
+        entered: mpsc::UnboundedReceiver<()>,
+        _shutdown: watch::Sender<bool>,
+    }
+
+    fn start(fail: Option<fn() -> StoreError>, permits: usize) -> Running {
+        let (entered_tx, entered) = mpsc::unbounded_channel();
+        let store = Arc::new(GatedStore {
+            entered: entered_tx,
+            release: Semaphore::new(permits),
+            fail,
+            writes: AtomicUsize::new(0),
+        });
+        let book = Bookkeeping::new(settings(), AllocatorConfig::default(), Registry::default());
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let hour = Duration::from_secs(3600);
+        let (handle, join) = spawn(
+            book,
+            store.clone(),
+            None,
+            Timers {
+                allocation_interval: hour,
+                housekeeping: hour,
+                framework_heartbeat: hour,
+            },
+            "127.0.0.1:5050".into(),
+            shutdown,
+        );
+        Running {
+            handle,
+            join,
+            store,
+            entered,
+            _shutdown: shutdown_tx,
+        }
+    }
+
+    fn weights(
+        handle: &MasterHandle,
+    ) -> impl std::future::Future<Output = Result<(), MasterError>> {
+        let handle = handle.clone();
+        async move {
+            handle
+                .call(|book, _| {
+                    book.update_weights(&[v1::WeightInfo {
+                        role: "web".into(),
+                        weight: 2.0,
+                    }])
+                })
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registry_change_is_answered_only_after_the_store_write_returned() {
+        let mut m = start(None, 0);
+        let call = tokio::spawn(weights(&m.handle));
+        m.entered
+            .recv()
+            .await
+            .expect("the actor writes the registry");
+        // The write is blocked: however long the actor and the caller run, no reply yet.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !call.is_finished(),
+            "answered before the registry write returned"
+        );
+        assert_eq!(m.store.writes.load(Ordering::SeqCst), 0);
+        m.store.release.add_permits(1);
+        call.await.expect("join").expect("the weights were set");
+        assert_eq!(m.store.writes.load(Ordering::SeqCst), 1);
+        // A call that changes nothing durable does not write, and is answered at once.
+        let roles = m
+            .handle
+            .call(|book, _| Ok(book.roles()))
+            .await
+            .expect("roles");
+        assert!(roles.iter().any(|r| r.name == "web"));
+        assert_eq!(m.store.writes.load(Ordering::SeqCst), 1);
+        assert!(!m.join.is_finished());
+    }
+
+    #[tokio::test]
+    async fn a_failed_registry_write_answers_unavailable_with_the_reason_and_stops() {
+        let m = start(
+            Some(|| StoreError::Io {
+                path: "/var/lib/agora/registry.json".into(),
+                source: std::io::Error::other("disk on fire"),
+            }),
+            1,
+        );
+        let err = weights(&m.handle).await.unwrap_err();
+        assert!(matches!(err, MasterError::Unavailable(_)), "{err}");
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+        assert_eq!(err.http_status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.to_status().code(), tonic::Code::Unavailable);
+        // As before: a master that cannot persist stops leading.
+        let stopped = m.join.await.expect("join");
+        assert!(stopped.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_version_conflict_says_another_master_leads() {
+        let m = start(
+            Some(|| StoreError::Conflict {
+                expected: Some(3),
+                found: Some(4),
+            }),
+            1,
+        );
+        let err = weights(&m.handle).await.unwrap_err();
+        assert!(err.to_string().contains("another master leads"), "{err}");
+        assert!(m.join.await.expect("join").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_invalid_call_is_answered_with_its_own_error_without_a_write() {
+        let m = start(None, 0);
+        let err = m
+            .handle
+            .call(|book, _| {
+                book.update_weights(&[v1::WeightInfo {
+                    role: "web".into(),
+                    weight: f64::NAN,
+                }])
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("weights[0].weight"), "{err}");
+        assert_eq!(m.store.writes.load(Ordering::SeqCst), 0);
     }
 }

@@ -15,6 +15,11 @@
 //! - every error names a field (`offer_ids`, `operations[i]…`, `filters.refuse_seconds`, …), and
 //!   every TASK_ERROR names the task's field.
 //!
+//! Hostile inputs (see `fuzz_hostile_*`): tasks also carry arbitrary kill policies, health checks
+//! (any f64 timing, any u32 count and port) and huge names, commands, environments and labels;
+//! Kill carries arbitrary kill policies, Decline arbitrary filters, agents arbitrary status
+//! messages. Nothing panics, and nothing the master keeps or forwards is outside its bounds.
+//!
 //! `PROPTEST_CASES` overrides the case count; see docs/reliability.md.
 
 use std::collections::HashSet;
@@ -107,6 +112,85 @@ struct TaskSpec {
     docker_image: Option<String>,
     executor: Option<String>,
     resources: Vec<v1::Resource>,
+    hostile: Hostile,
+}
+
+/// The hostile parts of a task; mostly absent so that the other outcomes stay reachable.
+#[derive(Debug, Clone, Default)]
+struct Hostile {
+    kill_grace: Option<f64>,
+    health: Option<(f64, f64, f64, f64, u32, u32)>,
+    name_len: usize,
+    command_len: usize,
+    env_vars: usize,
+    labels: usize,
+    multibyte: bool,
+}
+
+/// Any f64, weighted towards the edges.
+fn arb_seconds() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        Just(f64::NAN),
+        Just(f64::INFINITY),
+        Just(f64::NEG_INFINITY),
+        Just(-1.0),
+        Just(1e300),
+        Just(f64::MAX),
+        Just(3600.0),
+        Just(3_600.000_001),
+        0.0f64..100_000.0,
+    ]
+}
+
+fn arb_size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0usize),
+        Just(255),
+        Just(256),
+        Just(4096),
+        Just(4097),
+        Just(65_536),
+        Just(65_537),
+        Just(1 << 20),
+    ]
+}
+
+fn arb_hostile() -> impl Strategy<Value = Hostile> {
+    let h = (
+        prop::option::of(arb_seconds()),
+        prop::option::of((
+            arb_seconds(),
+            arb_seconds(),
+            arb_seconds(),
+            arb_seconds(),
+            prop_oneof![Just(0u32), Just(3), Just(1000), Just(1001), any::<u32>()],
+            prop_oneof![
+                Just(0u32),
+                Just(8080),
+                Just(65_535),
+                Just(65_536),
+                any::<u32>()
+            ],
+        )),
+        arb_size(),
+        arb_size(),
+        prop_oneof![Just(0usize), Just(1000), Just(1001), Just(5000)],
+        prop_oneof![Just(0usize), Just(100), Just(101)],
+        any::<bool>(),
+    )
+        .prop_map(
+            |(kill_grace, health, name_len, command_len, env_vars, labels, multibyte)| Hostile {
+                kill_grace,
+                health,
+                name_len,
+                command_len,
+                env_vars,
+                labels,
+                multibyte,
+            },
+        );
+    prop_oneof![6 => Just(Hostile::default()), 1 => h]
 }
 
 fn arb_resource_list() -> impl Strategy<Value = Vec<v1::Resource>> {
@@ -177,15 +261,17 @@ fn arb_task() -> impl Strategy<Value = TaskSpec> {
         prop_oneof![4 => Just(None), 1 => Just(Some("busybox".to_string())), 1 => Just(Some(" ".to_string()))],
         prop_oneof![4 => Just(None), 1 => Just(Some("ex".to_string()))],
         arb_resource_list(),
+        arb_hostile(),
     )
         .prop_map(
-            |(id, agent_id, command, docker_image, executor, resources)| TaskSpec {
+            |(id, agent_id, command, docker_image, executor, resources, hostile)| TaskSpec {
                 id,
                 agent_id,
                 command,
                 docker_image,
                 executor,
                 resources,
+                hostile,
             },
         )
 }
@@ -251,7 +337,56 @@ fn arb_accept() -> impl Strategy<Value = AcceptSpec> {
         )
 }
 
+fn filler(len: usize, multibyte: bool) -> String {
+    if multibyte {
+        "é".repeat(len / 2 + 1)
+    } else {
+        "x".repeat(len)
+    }
+}
+
 fn task_info(t: &TaskSpec) -> v1::TaskInfo {
+    let mut info = plain_task_info(t);
+    let h = &t.hostile;
+    if let Some(g) = h.kill_grace {
+        info.kill_policy = Some(v1::KillPolicy {
+            grace_period_seconds: g,
+        });
+    }
+    if let Some((grace, interval, timeout, delay, failures, port)) = h.health {
+        info.health_check = Some(v1::HealthCheck {
+            r#type: v1::health_check::Type::Http as i32,
+            http: Some(v1::health_check::Http {
+                port,
+                path: "/health".into(),
+                ..Default::default()
+            }),
+            grace_period_seconds: grace,
+            interval_seconds: interval,
+            timeout_seconds: timeout,
+            delay_seconds: delay,
+            consecutive_failures: failures,
+            ..Default::default()
+        });
+    }
+    if h.name_len > 0 {
+        info.name = filler(h.name_len, h.multibyte);
+    }
+    if let Some(c) = info.command.as_mut() {
+        if h.command_len > 0 {
+            c.value = filler(h.command_len, h.multibyte);
+        }
+        c.environment = (0..h.env_vars)
+            .map(|i| (format!("V{i}"), "v".into()))
+            .collect();
+    }
+    info.labels = (0..h.labels)
+        .map(|i| (format!("k{i}"), "v".into()))
+        .collect();
+    info
+}
+
+fn plain_task_info(t: &TaskSpec) -> v1::TaskInfo {
     v1::TaskInfo {
         name: t.id.clone(),
         task_id: t.id.clone(),
@@ -608,7 +743,15 @@ fn run_accept(w: &mut World, spec: &AcceptSpec) -> Result<(), TestCaseError> {
                 new_ids,
                 "tasks sent to agents differ from tasks recorded"
             );
+            for t in &after.tasks {
+                check_task_bounds(t)?;
+            }
             for (state, message) in updates(&out) {
+                prop_assert!(
+                    message.len() <= 4096,
+                    "an update message of {} bytes",
+                    message.len()
+                );
                 if state == TaskState::TaskError {
                     TASK_ERRORS.fetch_add(1, Ordering::Relaxed);
                     prop_assert!(
@@ -621,6 +764,190 @@ fn run_accept(w: &mut World, spec: &AcceptSpec) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
+}
+
+/// Everything the master keeps of a task is inside the bounds of `bookkeeping::limits`.
+fn check_task_bounds(t: &v1::Task) -> Result<(), TestCaseError> {
+    use agora_master::bookkeeping::limits;
+    let in_range = |v: f64, max: f64| v.is_finite() && (0.0..=max).contains(&v);
+    prop_assert!(t.task_id.len() <= limits::MAX_ID_BYTES);
+    prop_assert!(t.name.len() <= limits::MAX_NAME_BYTES);
+    prop_assert!(t.labels.len() <= limits::MAX_LABELS);
+    if let Some(k) = &t.kill_policy {
+        prop_assert!(
+            in_range(k.grace_period_seconds, limits::MAX_KILL_GRACE_SECONDS),
+            "kept a kill grace of {}",
+            k.grace_period_seconds
+        );
+    }
+    if let Some(h) = &t.health_check {
+        for v in [
+            h.grace_period_seconds,
+            h.interval_seconds,
+            h.timeout_seconds,
+            h.delay_seconds,
+        ] {
+            prop_assert!(
+                in_range(v, limits::MAX_HEALTH_SECONDS),
+                "kept a health timing of {v}"
+            );
+        }
+        prop_assert!(h.consecutive_failures <= limits::MAX_HEALTH_FAILURES);
+        prop_assert!(h.http.as_ref().is_none_or(|x| x.port <= 65_535));
+    }
+    if let Some(c) = t.info.as_ref().and_then(|i| i.command.as_ref()) {
+        prop_assert!(c.value.len() <= limits::MAX_COMMAND_BYTES);
+        prop_assert!(c.environment.len() <= limits::MAX_ENV_VARS);
+    }
+    if let Some(st) = &t.status {
+        prop_assert!(st.message.len() <= limits::MAX_MESSAGE_BYTES);
+    }
+    Ok(())
+}
+
+/// One task running on h1 for the `web` framework; returns its agent id.
+fn running_task(w: &mut World) -> Option<String> {
+    w.secs += 10.0;
+    let c = w.clock();
+    w.book.allocate(&c);
+    w.book.take_outbound();
+    let me = w.headers[0].framework_id.clone();
+    let offer = w
+        .book
+        .state("")
+        .offers
+        .into_iter()
+        .find(|o| o.framework_id == me)?;
+    let spec = TaskSpec {
+        id: "t".into(),
+        agent_id: None,
+        command: Some("sleep 10".into()),
+        docker_image: None,
+        executor: None,
+        resources: res("cpus:0.5;mem:64"),
+        hostile: Hostile::default(),
+    };
+    let req = v1::AcceptRequest {
+        header: Some(w.headers[0].clone()),
+        offer_ids: vec![offer.id.clone()],
+        operations: vec![v1::Operation {
+            operation: Some(operation::Operation::Launch(operation::Launch {
+                tasks: vec![task_info(&spec)],
+            })),
+        }],
+        filters: None,
+    };
+    w.book.accept(req, &c).ok()?;
+    w.book.take_outbound();
+    Some(offer.agent_id)
+}
+
+proptest! {
+    #![proptest_config(config(300))]
+
+    /// Kill with any kill policy: refused naming the field, or forwarded within the bounds.
+    #[test]
+    fn fuzz_hostile_kill_policies(graces in prop::collection::vec(arb_seconds(), 1..8)) {
+        let mut w = World::new();
+        let agent = running_task(&mut w);
+        prop_assert!(agent.is_some(), "no task to kill");
+        for g in graces {
+            let c = w.clock();
+            let result = w.book.kill(
+                v1::KillRequest {
+                    header: Some(w.headers[0].clone()),
+                    task_id: "t".into(),
+                    agent_id: String::new(),
+                    kill_policy: Some(v1::KillPolicy { grace_period_seconds: g }),
+                },
+                &c,
+            );
+            let out = w.book.take_outbound();
+            match result {
+                Err(e) => {
+                    prop_assert!(
+                        e.to_string().starts_with("kill_policy.grace_period_seconds"),
+                        "{}", e
+                    );
+                    prop_assert!(out.is_empty());
+                }
+                Ok(()) => {
+                    for o in out {
+                        if let Outbound::Agent { message: v1::MasterMessage {
+                            message: Some(master_message::Message::KillTask(k)) }, .. } = o {
+                            let g = k.kill_policy.map_or(0.0, |p| p.grace_period_seconds);
+                            prop_assert!(g.is_finite() && (0.0..=3600.0).contains(&g), "{}", g);
+                            // What the agent does with it must not panic either.
+                            prop_assert!(Duration::try_from_secs_f64(g).is_ok());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decline with any filter: refused naming the field, or taken (and allocation goes on).
+    #[test]
+    fn fuzz_hostile_filters(refuse in prop::collection::vec(arb_seconds(), 1..6)) {
+        let mut w = World::new();
+        for s in refuse {
+            w.secs += 10.0;
+            let c = w.clock();
+            w.book.allocate(&c);
+            w.book.take_outbound();
+            let me = w.headers[0].framework_id.clone();
+            let offer_ids: Vec<String> = w.book.state("").offers.into_iter()
+                .filter(|o| o.framework_id == me).map(|o| o.id).collect();
+            let result = w.book.decline(
+                v1::DeclineRequest {
+                    header: Some(w.headers[0].clone()),
+                    offer_ids,
+                    filters: Some(v1::Filters { refuse_seconds: Some(s) }),
+                },
+                &c,
+            );
+            let ok = s.is_finite() && (0.0..=31_536_000.0).contains(&s);
+            match result {
+                Err(e) if e.to_string().starts_with("filters.refuse_seconds") => prop_assert!(!ok, "{} refused", s),
+                Err(e) => prop_assert!(e.to_string().starts_with("offer_ids"), "{}", e),
+                Ok(()) => prop_assert!(ok, "{} accepted", s),
+            }
+        }
+    }
+
+    /// Status updates with messages of any size (multi-byte too): `/state` keeps a few KiB.
+    #[test]
+    fn fuzz_hostile_status_messages(
+        sizes in prop::collection::vec((arb_size(), any::<bool>()), 1..6),
+    ) {
+        let mut w = World::new();
+        let Some(agent) = running_task(&mut w) else {
+            return Err(TestCaseError::fail("no task"));
+        };
+        for (i, (len, multibyte)) in sizes.into_iter().enumerate() {
+            let c = w.clock();
+            w.book.agent_message(
+                &agent,
+                v1::agent_message::Message::StatusUpdate(v1::StatusUpdate {
+                    framework_id: w.headers[0].framework_id.clone(),
+                    status: Some(v1::TaskStatus {
+                        task_id: "t".into(),
+                        state: TaskState::TaskRunning as i32,
+                        message: filler(len, multibyte),
+                        uuid: vec![i as u8],
+                        ..Default::default()
+                    }),
+                }),
+                &c,
+            );
+            for (_, message) in updates(&w.book.take_outbound()) {
+                prop_assert!(message.len() <= 4096, "{}", message.len());
+            }
+            for t in &w.book.state("").tasks {
+                check_task_bounds(t)?;
+            }
+        }
+    }
 }
 
 proptest! {

@@ -9,7 +9,7 @@ use agora_proto::v1::{self, master_message, operation, TaskState};
 use agora_proto::Resources;
 
 use super::{
-    refuse_of, status, update_event, AgentStatus, Bookkeeping, Clock, OfferEntry, TaskEntry,
+    limits, refuse_of, status, update_event, AgentStatus, Bookkeeping, Clock, OfferEntry, TaskEntry,
 };
 use crate::error::MasterError;
 
@@ -426,6 +426,9 @@ impl Bookkeeping {
         if task.task_id.is_empty() {
             return Err(format!("{field}.task_id must not be empty"));
         }
+        // Sizes and durations first: nothing below (nor the agent) sees an unbounded value.
+        limits::task_info(task)
+            .map_err(|e| format!("{field}: task '{}': {e}", limits::short(&task.task_id)))?;
         if let Some(bad) = task.task_id.chars().find(|c| c.is_control() || *c == '/') {
             return Err(format!(
                 "{field}.task_id contains {bad:?}, which is not allowed"

@@ -8,8 +8,8 @@ use agora_proto::v1::{self, agent_message, event, master_message, TaskState};
 use agora_proto::{is_terminal, Resources};
 
 use super::{
-    state_of, status, update_event, Agent, AgentStatus, Bookkeeping, Clock, Framework, Outbound,
-    TaskEntry, TaskKey, MAX_TIMED_UPDATES,
+    limits, state_of, status, update_event, Agent, AgentStatus, Bookkeeping, Clock, Framework,
+    Outbound, TaskEntry, TaskKey, MAX_TIMED_UPDATES,
 };
 use crate::error::MasterError;
 use crate::registry::AgentRecord;
@@ -189,7 +189,8 @@ impl Bookkeeping {
         }
 
         let mut reported = HashSet::new();
-        for task in req.tasks {
+        for mut task in req.tasks {
+            limits::bound_reported_task(&mut task);
             let key = (task.framework_id.clone(), task.task_id.clone());
             if self.removed_frameworks.contains(&task.framework_id) {
                 self.to_agent(
@@ -266,8 +267,12 @@ impl Bookkeeping {
             return;
         }
         let _ = self.allocator.deactivate_framework(&info.id);
-        let timeout = Duration::from_secs_f64(info.failover_timeout_seconds.clamp(0.0, 1e9))
-            .max(self.settings.framework_recovery_timeout);
+        // Reported by an agent, not validated by a subscribe: NaN or 1e300 must not panic.
+        let timeout = limits::clamped_duration(
+            info.failover_timeout_seconds,
+            Duration::from_secs(1_000_000_000),
+        )
+        .max(self.settings.framework_recovery_timeout);
         let mut info = info;
         info.roles = roles;
         self.frameworks.insert(
@@ -276,7 +281,7 @@ impl Bookkeeping {
                 info,
                 connected: false,
                 stream_id: String::new(),
-                failover_deadline: Some(clock.now + timeout),
+                failover_deadline: Some(limits::later(clock.now, timeout)),
                 registered_time: clock.wall,
                 offers: HashSet::new(),
                 tasks: HashSet::new(),
@@ -397,6 +402,8 @@ impl Bookkeeping {
             agent_message::Message::StatusUpdate(u) => {
                 if let Some(mut st) = u.status {
                     st.agent_id = agent_id.to_string();
+                    // An agent retries an update until acknowledged: keep a few KiB of it.
+                    limits::bound_status(&mut st);
                     self.counters.status_updates += 1;
                     self.agent_status_update(agent_id, &u.framework_id, st, clock);
                 }
@@ -513,6 +520,9 @@ impl Bookkeeping {
     /// # Errors
     /// [`MasterError::NotFound`].
     pub fn drain_agent(&mut self, agent_id: &str, grace: Option<f64>) -> Result<(), MasterError> {
+        if let Some(g) = grace {
+            limits::seconds("grace_period_seconds", g, limits::MAX_KILL_GRACE_SECONDS)?;
+        }
         let agent = self
             .agents
             .get_mut(agent_id)

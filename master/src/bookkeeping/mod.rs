@@ -33,6 +33,7 @@ use agora_proto::v1::{agent_message, operation};
 mod accept;
 mod agents;
 mod frameworks;
+pub mod limits;
 mod offers;
 mod roles;
 mod state;
@@ -314,6 +315,11 @@ impl Bookkeeping {
         std::mem::take(&mut self.outbound)
     }
 
+    /// Whether the registry has changes [`Bookkeeping::take_registry`] has not handed out yet.
+    pub fn registry_pending(&self) -> bool {
+        self.registry_dirty
+    }
+
     /// The registry to persist, if it changed since the last call.
     pub fn take_registry(&mut self) -> Option<Registry> {
         if std::mem::take(&mut self.registry_dirty) {
@@ -361,14 +367,7 @@ pub struct Gauges {
 }
 
 fn refuse_of(filters: Option<&v1::Filters>) -> Result<Option<Duration>, MasterError> {
-    match filters.and_then(|f| f.refuse_seconds) {
-        None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s.min(1e9)))),
-        Some(s) => Err(MasterError::invalid(
-            "filters.refuse_seconds",
-            format!("{s} must be a finite number >= 0"),
-        )),
-    }
+    limits::refuse_seconds(filters)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use agora_proto::v1::{self, event};
 
-use super::{refuse_of, AgentStatus, Bookkeeping, Clock, OfferEntry};
+use super::{limits, refuse_of, AgentStatus, Bookkeeping, Clock, OfferEntry};
 use crate::allocator::AllocationStats;
 use crate::error::MasterError;
 
@@ -70,7 +70,10 @@ impl Bookkeeping {
                     offer,
                     role: o.role,
                     resources: o.resources,
-                    expires: self.settings.offer_timeout.map(|t| clock.now + t),
+                    expires: self
+                        .settings
+                        .offer_timeout
+                        .map(|t| limits::later(clock.now, t)),
                 },
             );
             self.counters.offers_made += 1;

@@ -3,7 +3,7 @@
 use agora_proto::v1;
 use agora_proto::Resources;
 
-use super::Bookkeeping;
+use super::{limits, Bookkeeping};
 use crate::error::MasterError;
 
 impl Bookkeeping {
@@ -12,13 +12,27 @@ impl Bookkeeping {
     /// # Errors
     /// [`MasterError::InvalidArgument`] naming the bad entry.
     pub fn update_weights(&mut self, weights: &[v1::WeightInfo]) -> Result<(), MasterError> {
+        if weights.len() > limits::MAX_WEIGHTS {
+            return Err(MasterError::invalid(
+                "weights",
+                format!(
+                    "must have at most {} entries (got {})",
+                    limits::MAX_WEIGHTS,
+                    weights.len()
+                ),
+            ));
+        }
         for (i, w) in weights.iter().enumerate() {
             agora_proto::resources::validate_role(&w.role)
                 .map_err(|p| MasterError::invalid(format!("weights[{i}].role"), p))?;
-            if !(w.weight.is_finite() && w.weight > 0.0) {
+            if !(w.weight.is_finite() && w.weight > 0.0 && w.weight <= limits::MAX_WEIGHT) {
                 return Err(MasterError::invalid(
                     format!("weights[{i}].weight"),
-                    format!("{} must be a positive number", w.weight),
+                    format!(
+                        "must be a number above 0 and at most {} (got {})",
+                        limits::MAX_WEIGHT,
+                        w.weight
+                    ),
                 ));
             }
         }
@@ -43,6 +57,7 @@ impl Bookkeeping {
                 "the default role '*' cannot have a quota",
             ));
         }
+        limits::resource_list("guarantee", &req.guarantee)?;
         let q = Resources::from_proto(&req.guarantee)
             .map_err(|e| MasterError::invalid("guarantee", e.to_string()))?
             .flatten();

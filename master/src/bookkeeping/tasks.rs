@@ -2,7 +2,7 @@
 
 use agora_proto::v1::{self, master_message, TaskState};
 
-use super::{state_of, status, update_event, AgentStatus, Bookkeeping, Clock};
+use super::{limits, state_of, status, update_event, AgentStatus, Bookkeeping, Clock};
 use crate::error::MasterError;
 
 impl Bookkeeping {
@@ -13,6 +13,8 @@ impl Bookkeeping {
     /// [`MasterError::InvalidArgument`] for an agent id that is not the task's.
     pub fn kill(&mut self, req: v1::KillRequest, clock: &Clock) -> Result<(), MasterError> {
         let framework_id = self.check_header(req.header.as_ref())?;
+        // The agent turns the grace period into a Duration: bound it here, not there.
+        limits::kill_policy("kill_policy", req.kill_policy.as_ref())?;
         let key = (framework_id.clone(), req.task_id.clone());
         let Some(entry) = self.tasks.get(&key) else {
             return Err(MasterError::not_found_hint(

@@ -1047,3 +1047,442 @@ fn a_task_that_ended_while_its_agent_was_away_is_ended_not_lost() {
     assert_eq!(ups[0].1, TaskState::TaskFinished);
     assert!(w.book.state("x").tasks.is_empty());
 }
+
+// ----- hostile inputs: every bound names its field -----
+
+/// One agent, one framework and one outstanding offer.
+fn world_with_offer() -> (World, String, v1::CallHeader, String) {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:8;mem:8192;ports:[31000-32000]");
+    let h = w.framework("f", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    let offer = offers[0].id.clone();
+    (w, a, h, offer)
+}
+
+/// Launches `t` alone and returns the TASK_ERROR message (panics if it launched).
+fn task_error_of(t: v1::TaskInfo) -> String {
+    let (mut w, _, h, offer) = world_with_offer();
+    w.book
+        .accept(launch(&h, &[&offer], vec![t]), &w.at(1.0))
+        .expect("the call itself succeeds; the task is refused");
+    let out = w.book.take_outbound();
+    assert!(run_tasks(&out).is_empty(), "a hostile task was launched");
+    let ups = updates(&out);
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert_eq!(ups[0].1, TaskState::TaskError);
+    ups[0].2.clone()
+}
+
+#[test]
+fn hostile_task_infos_get_task_error_naming_the_field() {
+    type Mutation = Box<dyn Fn(&mut v1::TaskInfo)>;
+    let kill = |g: f64| -> Mutation {
+        Box::new(move |t| {
+            t.kill_policy = Some(v1::KillPolicy {
+                grace_period_seconds: g,
+            })
+        })
+    };
+    let health = |f: fn(&mut v1::HealthCheck)| -> Mutation {
+        Box::new(move |t| {
+            let mut h = v1::HealthCheck::default();
+            f(&mut h);
+            t.health_check = Some(h);
+        })
+    };
+    let grace = "task 't1': kill_policy.grace_period_seconds: must be between 0 and 3600";
+    let cases: Vec<(&str, Mutation, &str)> = vec![
+        ("kill 1e300", kill(1e300), grace),
+        ("kill NaN", kill(f64::NAN), grace),
+        ("kill inf", kill(f64::INFINITY), grace),
+        ("kill -inf", kill(f64::NEG_INFINITY), grace),
+        ("kill -1", kill(-1.0), grace),
+        ("kill 3601", kill(3601.0), grace),
+        (
+            "health interval NaN",
+            health(|h| h.interval_seconds = f64::NAN),
+            "health_check.interval_seconds: must be between 0 and 86400",
+        ),
+        (
+            "health timeout -1",
+            health(|h| h.timeout_seconds = -1.0),
+            "health_check.timeout_seconds: must be between 0",
+        ),
+        (
+            "health grace inf",
+            health(|h| h.grace_period_seconds = f64::INFINITY),
+            "health_check.grace_period_seconds: must be between 0",
+        ),
+        (
+            "health delay 1e12",
+            health(|h| h.delay_seconds = 1e12),
+            "health_check.delay_seconds: must be between 0",
+        ),
+        (
+            "health failures max",
+            health(|h| h.consecutive_failures = u32::MAX),
+            "health_check.consecutive_failures: must be between 0 and 1000",
+        ),
+        (
+            "health http port",
+            health(|h| {
+                h.http = Some(v1::health_check::Http {
+                    port: 70_000,
+                    ..Default::default()
+                })
+            }),
+            "health_check.http.port: must be at most 65535",
+        ),
+        (
+            "health tcp port",
+            health(|h| h.tcp = Some(v1::health_check::Tcp { port: u32::MAX })),
+            "health_check.tcp.port: must be at most 65535",
+        ),
+        (
+            "ports past 65535",
+            Box::new(|t| {
+                t.resources.push(v1::Resource {
+                    name: "ports".into(),
+                    value: Some(v1::resource::Value::Ranges(v1::Ranges {
+                        range: vec![v1::Range {
+                            begin: 31000,
+                            end: u64::MAX,
+                        }],
+                    })),
+                    ..Default::default()
+                })
+            }),
+            "resources[2].ranges: ports 31000-18446744073709551615 go past 65535",
+        ),
+        (
+            "cpus NaN",
+            Box::new(|t| t.resources[0].value = Some(v1::resource::Value::Scalar(f64::NAN))),
+            "resources: invalid resource 'cpus'",
+        ),
+        (
+            "mem -1",
+            Box::new(|t| t.resources[1].value = Some(v1::resource::Value::Scalar(-1.0))),
+            "resources: invalid resource 'mem'",
+        ),
+        (
+            "name 1 MiB",
+            Box::new(|t| t.name = "n".repeat(1 << 20)),
+            "name: must be at most 4096 bytes (got 1048576)",
+        ),
+        (
+            "command 1 MiB",
+            Box::new(|t| {
+                if let Some(c) = t.command.as_mut() {
+                    c.value = "x".repeat(1 << 20)
+                }
+            }),
+            "command.value: must be at most 65536 bytes",
+        ),
+        (
+            "arguments 70 KiB",
+            Box::new(|t| {
+                if let Some(c) = t.command.as_mut() {
+                    c.arguments = vec!["a".repeat(1024); 70]
+                }
+            }),
+            "command.value: must be at most 65536 bytes",
+        ),
+        (
+            "env 1001 vars",
+            Box::new(|t| {
+                if let Some(c) = t.command.as_mut() {
+                    c.environment = (0..1001).map(|i| (format!("V{i}"), "x".into())).collect()
+                }
+            }),
+            "command.environment: must have at most 1000 entries (got 1001)",
+        ),
+        (
+            "labels 101",
+            Box::new(|t| t.labels = (0..101).map(|i| (format!("k{i}"), "v".into())).collect()),
+            "labels: must have at most 100 entries",
+        ),
+        (
+            "label value 1 MiB",
+            Box::new(|t| {
+                t.labels.insert("k".into(), "v".repeat(1 << 20));
+            }),
+            "labels[k]: must be at most 4096 bytes",
+        ),
+        (
+            "data 1 MiB",
+            Box::new(|t| t.data = vec![0; 1 << 20]),
+            "data: must be at most 65536 bytes",
+        ),
+    ];
+    for (name, mutate, expected) in cases {
+        let mut t = task("t1", "cpus:1;mem:128");
+        mutate(&mut t);
+        let message = task_error_of(t);
+        assert!(
+            message.contains("operations[0].launch.tasks[0]") && message.contains(expected),
+            "{name}: {message}"
+        );
+        assert!(message.len() < 1024, "{name}: the error echoes the value");
+    }
+    // An id too long is named without being echoed whole.
+    let message = task_error_of(task(&"i".repeat(300), "cpus:1;mem:128"));
+    assert!(
+        message.contains("task_id: must be at most 255 bytes (got 300)"),
+        "{message}"
+    );
+    assert!(message.len() < 512, "{message}");
+}
+
+#[test]
+fn a_kill_with_a_hostile_kill_policy_is_refused_and_not_forwarded() {
+    let (mut w, _, h, offer) = world_with_offer();
+    w.book
+        .accept(
+            launch(&h, &[&offer], vec![task("t1", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.book.take_outbound();
+    for g in [1e300, f64::NAN, f64::INFINITY, -1.0, 3600.5] {
+        let err = w
+            .book
+            .kill(
+                v1::KillRequest {
+                    header: Some(h.clone()),
+                    task_id: "t1".into(),
+                    agent_id: String::new(),
+                    kill_policy: Some(v1::KillPolicy {
+                        grace_period_seconds: g,
+                    }),
+                },
+                &w.at(2.0),
+            )
+            .unwrap_err();
+        assert!(matches!(err, MasterError::InvalidArgument { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("kill_policy.grace_period_seconds: must be between 0 and 3600"),
+            "{g}: {err}"
+        );
+        assert!(w.book.take_outbound().is_empty(), "{g}: sent to the agent");
+    }
+    w.book
+        .kill(
+            v1::KillRequest {
+                header: Some(h.clone()),
+                task_id: "t1".into(),
+                agent_id: String::new(),
+                kill_policy: Some(v1::KillPolicy {
+                    grace_period_seconds: 3600.0,
+                }),
+            },
+            &w.at(2.0),
+        )
+        .expect("an hour is allowed");
+}
+
+#[test]
+fn hostile_refuse_seconds_are_refused_on_decline_and_accept() {
+    for s in [1e300, f64::NAN, f64::INFINITY, -1.0, 31_536_001.0] {
+        let (mut w, _, h, offer) = world_with_offer();
+        let filters = Some(v1::Filters {
+            refuse_seconds: Some(s),
+        });
+        let err = w
+            .book
+            .decline(
+                v1::DeclineRequest {
+                    header: Some(h.clone()),
+                    offer_ids: vec![offer.clone()],
+                    filters,
+                },
+                &w.at(1.0),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("filters.refuse_seconds: must be between 0 and 31536000"),
+            "{s}: {err}"
+        );
+        let mut req = launch(&h, &[&offer], vec![task("t1", "cpus:1;mem:128")]);
+        req.filters = filters;
+        let err = w.book.accept(req, &w.at(1.0)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("filters.refuse_seconds"),
+            "{s}: {err}"
+        );
+    }
+    // A year is allowed.
+    let (mut w, _, h, offer) = world_with_offer();
+    w.book
+        .decline(
+            v1::DeclineRequest {
+                header: Some(h),
+                offer_ids: vec![offer],
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(31_536_000.0),
+                }),
+            },
+            &w.at(1.0),
+        )
+        .expect("a year");
+}
+
+#[test]
+fn hostile_operator_values_name_the_field_and_change_nothing() {
+    let (mut w, a, _, _) = world_with_offer();
+    w.book.take_registry();
+    for g in [1e300, f64::NAN, f64::INFINITY, -1.0] {
+        let err = w.book.drain_agent(&a, Some(g)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("grace_period_seconds: must be between 0 and 3600"),
+            "{g}: {err}"
+        );
+    }
+    assert!(
+        !w.book.registry_pending(),
+        "a refused drain changed the registry"
+    );
+    for x in [1e300, f64::NAN, f64::INFINITY, -1.0, 0.0, 1e7] {
+        let err = w
+            .book
+            .update_weights(&[v1::WeightInfo {
+                role: "web".into(),
+                weight: x,
+            }])
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("weights[0].weight"),
+            "{x}: {err}"
+        );
+    }
+    let many: Vec<v1::WeightInfo> = (0..1001)
+        .map(|i| v1::WeightInfo {
+            role: format!("r{i}"),
+            weight: 1.0,
+        })
+        .collect();
+    let err = w.book.update_weights(&many).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("weights: must have at most 1000"),
+        "{err}"
+    );
+    for x in [1e300, f64::NAN, f64::INFINITY, -1.0] {
+        let err = w
+            .book
+            .set_quota(v1::SetQuotaRequest {
+                role: "web".into(),
+                guarantee: vec![v1::Resource {
+                    name: "cpus".into(),
+                    value: Some(v1::resource::Value::Scalar(x)),
+                    ..Default::default()
+                }],
+            })
+            .unwrap_err();
+        assert!(err.to_string().starts_with("guarantee"), "{x}: {err}");
+    }
+    let err = w
+        .book
+        .set_quota(v1::SetQuotaRequest {
+            role: "web".into(),
+            guarantee: (0..65).flat_map(|_| res("cpus:1;mem:1")).collect(),
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("guarantee: must have at most 128"),
+        "{err}"
+    );
+    assert!(
+        !w.book.registry_pending(),
+        "a refused call changed the registry"
+    );
+}
+
+#[test]
+fn agent_status_messages_are_cut_to_a_few_kib_on_a_char_boundary() {
+    let (mut w, a, h, offer) = world_with_offer();
+    w.book
+        .accept(
+            launch(&h, &[&offer], vec![task("t1", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.book.take_outbound();
+    // Multi-byte characters, so that a cut at a fixed byte would split one.
+    let huge = "é".repeat(600_000);
+    for retry in 0..5 {
+        w.book.agent_message(
+            &a,
+            agent_message::Message::StatusUpdate(v1::StatusUpdate {
+                framework_id: h.framework_id.clone(),
+                status: Some(v1::TaskStatus {
+                    task_id: "t1".into(),
+                    state: TaskState::TaskRunning as i32,
+                    message: huge.clone(),
+                    uuid: vec![retry],
+                    ..Default::default()
+                }),
+            }),
+            &w.at(2.0),
+        );
+    }
+    let out = w.book.take_outbound();
+    for (_, _, m) in updates(&out) {
+        assert!(m.len() <= limits::MAX_MESSAGE_BYTES, "{}", m.len());
+        assert!(m.contains("truncated by the master: 1200000 bytes"), "{m}");
+    }
+    let state = w.book.state("x");
+    let st = state.tasks[0].status.as_ref().expect("status");
+    assert!(st.message.len() <= limits::MAX_MESSAGE_BYTES);
+    assert!(st.message.starts_with("éé"));
+    // A re-registering agent's reported statuses are cut too; a NaN failover timeout of a
+    // framework it reports does not panic the master.
+    let mut reported = state.tasks[0].clone();
+    if let Some(s) = reported.status.as_mut() {
+        s.message = "x".repeat(1 << 20);
+    }
+    let mut req = h1_reregistering(&a, vec![reported]);
+    req.agent_info = Some(v1::AgentInfo {
+        hostname: "h1".into(),
+        resources: res("cpus:8;mem:8192;ports:[31000-32000]"),
+        ..Default::default()
+    });
+    req.frameworks = vec![v1::FrameworkInfo {
+        id: "from-agent".into(),
+        failover_timeout_seconds: f64::NAN,
+        ..Default::default()
+    }];
+    w.book
+        .reregister_agent(req, &w.at(3.0))
+        .expect("reregister");
+    let state = w.book.state("x");
+    let st = state.tasks[0].status.as_ref().expect("status");
+    assert!(st.message.len() <= limits::MAX_MESSAGE_BYTES);
+}
+
+#[test]
+fn limits_conversions_never_panic() {
+    for v in [
+        f64::NAN,
+        f64::INFINITY,
+        -f64::INFINITY,
+        -0.0,
+        1e300,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+    ] {
+        let _ = limits::seconds("f", v, f64::MAX);
+        let d = limits::clamped_duration(v, Duration::from_secs(10));
+        assert!(d <= Duration::from_secs(10));
+    }
+    let now = Instant::now();
+    assert!(limits::later(now, Duration::MAX) >= now);
+    let mut s = "ab".repeat(10);
+    limits::bound_message(&mut s);
+    assert_eq!(s, "ab".repeat(10));
+}
