@@ -392,3 +392,43 @@ async fn a_leader_cut_off_from_zookeeper_stops_before_another_leads() {
     let offer = fw.next_offer().await;
     assert_ne!(offer.master_id, first_offer.master_id);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_services_instance_pointed_at_the_masters_zookeeper_path_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zk = zk_url(&zk_servers(), "foreign-path");
+    let port = free_port();
+    let _master = start_master(dir.path(), &zk, port).await;
+    eventually("the master to lead", Duration::from_secs(30), || async {
+        leader_among(&[port]).await
+    })
+    .await;
+    let args: Vec<String> = [
+        "services",
+        "--master",
+        &zk,
+        "--zk",
+        &zk,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &free_port().to_string(),
+        "--work-dir",
+        &dir.path().join("services").display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut services = Process::spawn("services-foreign", &args, dir.path());
+    let status = eventually("services to refuse", Duration::from_secs(30), || {
+        let s = services.try_wait();
+        async move { s }
+    })
+    .await;
+    assert!(!status.success(), "it must exit non-zero: {status}");
+    let log = services.log_text();
+    assert!(log.contains("belongs to the masters"), "{log}");
+    // It never registered where agents look for the leading master.
+    let state = state_of(port).await.expect("state");
+    assert_eq!(state["leader"], format!("127.0.0.1:{port}"), "{state}");
+}
