@@ -289,9 +289,13 @@ fn drive(core: &mut ServicesCore) -> Vec<f64> {
         }
         core.plan(t(round * 100 + 50));
         let _ = core.wants_offers(t(round * 100 + 50));
-        for id in &ids {
-            if let Some(st) = core.app(id) {
-                seen.push(st.delay_seconds);
+        // The delay the core computed after this round's failures (a saved one is only
+        // recomputed, clamped, at the next failure).
+        if !launches.is_empty() {
+            for id in &ids {
+                if let Some(st) = core.app(id) {
+                    seen.push(st.delay_seconds);
+                }
             }
         }
     }
