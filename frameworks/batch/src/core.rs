@@ -4,16 +4,21 @@
 //! launched, so a failover can neither lose nor duplicate a run), feeds task updates back, and
 //! carries out the kills this core asks for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{InvalidJob, Job};
+use crate::job::{FieldError, InvalidJob, Job};
 use crate::schedule::{parse_duration, Schedule};
 
 /// Runs kept per job in the history.
 pub const HISTORY_PER_JOB: usize = 100;
+
+/// Schedule occurrences one job may start or skip in one tick. Beyond that (a fine-grained period
+/// far in the past), the rest is recorded as one skip and the schedule resumes from now: a tick
+/// does bounded work whatever the saved schedule says.
+pub const MAX_OCCURRENCES_PER_TICK: u32 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunStatus {
@@ -141,8 +146,11 @@ impl BatchCore {
         std::mem::take(&mut self.deferred)
     }
 
-    /// Re-parses schedules after loading a saved core.
-    pub fn restore(mut self, now: DateTime<Utc>) -> Self {
+    /// Re-parses schedules after loading a saved core, and breaks any dependency cycle an older
+    /// version stored (it accepted them; they ran forever and no job of them could be deleted):
+    /// jobs are walked depth-first up their parents, by name, and each parent edge that closes a
+    /// cycle is dropped (`a ⇄ b` keeps `b`'s parent `a`), in one pass over the graph. Returns the core and the dropped `(child, parent)` edges.
+    pub fn restore_reporting(mut self, now: DateTime<Utc>) -> (Self, Vec<(String, String)>) {
         for st in self.jobs.values_mut() {
             st.schedule = if st.job.schedule.is_empty() {
                 None
@@ -150,7 +158,18 @@ impl BatchCore {
                 Schedule::parse(&st.job.schedule, now).ok()
             };
         }
-        self
+        let dropped = self.back_edges();
+        for (child, parent) in &dropped {
+            if let Some(st) = self.jobs.get_mut(child) {
+                st.job.parents.retain(|x| x != parent);
+            }
+        }
+        (self, dropped)
+    }
+
+    /// [`BatchCore::restore_reporting`] without the report.
+    pub fn restore(self, now: DateTime<Utc>) -> Self {
+        self.restore_reporting(now).0
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = &JobState> {
@@ -183,6 +202,15 @@ impl BatchCore {
             return Err(BatchError::Exists(job.name));
         }
         let schedule = job.validate(&|p| self.jobs.contains_key(p), now)?;
+        if let Some(path) = self.cycle_through(&job.name, &job.parents) {
+            return Err(BatchError::Invalid(InvalidJob(vec![FieldError {
+                path: "/parents".into(),
+                errors: vec![format!(
+                    "would make a dependency cycle: {}",
+                    path.join(" → ")
+                )],
+            }])));
+        }
         let next_at = schedule.as_ref().and_then(|s| s.first_at_or_after(now));
         let (occurrences, stats) = match self.jobs.get(&job.name) {
             Some(old) if old.job.schedule == job.schedule => (old.occurrences, old.stats.clone()),
@@ -218,12 +246,15 @@ impl BatchCore {
         if !self.jobs.contains_key(name) {
             return Err(BatchError::UnknownJob(name.into()));
         }
-        let children: Vec<String> = self
+        // A child that is also an ancestor is in a cycle with this job (stored by an older version
+        // that accepted cycles): it does not block the delete, or no job of the cycle could ever go.
+        let ancestors = self.ancestors(name);
+        let (in_cycle, children): (Vec<String>, Vec<String>) = self
             .jobs
             .values()
             .filter(|j| j.job.parents.iter().any(|p| p == name))
             .map(|j| j.job.name.clone())
-            .collect();
+            .partition(|c| ancestors.contains(c.as_str()));
         if !children.is_empty() {
             return Err(BatchError::HasChildren {
                 job: name.into(),
@@ -232,6 +263,11 @@ impl BatchCore {
         }
         let effects = self.kill_job(name, "the job was deleted", now)?;
         self.jobs.remove(name);
+        for c in in_cycle {
+            if let Some(st) = self.jobs.get_mut(&c) {
+                st.job.parents.retain(|p| p != name);
+            }
+        }
         Ok(effects)
     }
 
@@ -358,11 +394,107 @@ impl BatchCore {
             .any(|r| r.job == name && r.status == RunStatus::Running)
     }
 
+    /// The `(child, parent)` edges that close a cycle in an iterative depth-first walk up the
+    /// parents, roots taken by name (no recursion: a cycle of thousands must not overflow).
+    fn back_edges(&self) -> Vec<(String, String)> {
+        // 1: on the walk's current path; 2: done.
+        let mut color: HashMap<&str, u8> = HashMap::new();
+        let mut dropped = Vec::new();
+        for root in self.jobs.keys() {
+            if color.contains_key(root.as_str()) {
+                continue;
+            }
+            color.insert(root, 1);
+            let mut stack: Vec<(&str, usize)> = vec![(root, 0)];
+            while let Some((node, i)) = stack.last_mut() {
+                let node: &str = node;
+                let parents = self.jobs.get(node).map_or(&[][..], |j| &j.job.parents[..]);
+                if let Some(p) = parents.get(*i) {
+                    *i += 1;
+                    match color.get(p.as_str()) {
+                        Some(1) => dropped.push((node.to_string(), p.clone())),
+                        None if self.jobs.contains_key(p) => {
+                            color.insert(p, 1);
+                            stack.push((p, 0));
+                        }
+                        _ => {}
+                    }
+                } else {
+                    color.insert(node, 2);
+                    stack.pop();
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Every job `name` depends on, directly or not (walked without recursion: a chain of
+    /// thousands must not overflow the stack, a stored cycle must not loop).
+    fn ancestors(&self, name: &str) -> HashSet<&str> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut todo: Vec<&str> = vec![name];
+        while let Some(j) = todo.pop() {
+            let Some(st) = self.jobs.get(j) else { continue };
+            for p in &st.job.parents {
+                if seen.insert(p.as_str()) {
+                    todo.push(p.as_str());
+                }
+            }
+        }
+        seen
+    }
+
+    /// The cycle `name` with `parents` would close, as job names from `name` back to it: some
+    /// parent already depends (directly or not) on `name`.
+    fn cycle_through(&self, name: &str, parents: &[String]) -> Option<Vec<String>> {
+        // Breadth-first from the parents up their parents, remembering who led where.
+        let mut via: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue: std::collections::VecDeque<&str> = std::collections::VecDeque::new();
+        for p in parents {
+            if p != name && !via.contains_key(p.as_str()) {
+                via.insert(p.as_str(), name);
+                queue.push_back(p.as_str());
+            }
+        }
+        while let Some(j) = queue.pop_front() {
+            let Some(st) = self.jobs.get(j) else { continue };
+            for p in &st.job.parents {
+                if p == name {
+                    // name → j → … → name: walk `via` back from j.
+                    let mut path = vec![name.to_string()];
+                    let mut at = j;
+                    let mut chain = vec![at.to_string()];
+                    while let Some(&prev) = via.get(at) {
+                        if prev == name {
+                            break;
+                        }
+                        chain.push(prev.to_string());
+                        at = prev;
+                    }
+                    chain.reverse();
+                    path.extend(chain);
+                    path.push(name.to_string());
+                    if path.len() > 8 {
+                        let n = path.len();
+                        path.splice(3..n - 2, [format!("… {} more …", n - 5)]);
+                    }
+                    return Some(path);
+                }
+                if !via.contains_key(p.as_str()) {
+                    via.insert(p.as_str(), j);
+                    queue.push_back(p.as_str());
+                }
+            }
+        }
+        None
+    }
+
     /// Timers: due schedule occurrences start (or are skipped and recorded), runs past their
     /// deadline are failed.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         for name in names {
+            let mut handled = 0u32;
             loop {
                 let Some(st) = self.jobs.get(&name) else {
                     break;
@@ -384,6 +516,24 @@ impl BatchCore {
                     .unwrap_or(60);
                 let late = (now - next).num_seconds();
                 let concurrent = st.job.concurrent;
+                handled += 1;
+                if handled > MAX_OCCURRENCES_PER_TICK {
+                    let resume = schedule.first_at_or_after(now);
+                    self.skip(
+                        &name,
+                        next,
+                        format!(
+                            "more than {MAX_OCCURRENCES_PER_TICK} occurrences were due at once; \
+                             resuming from now"
+                        ),
+                        now,
+                    );
+                    if let Some(st) = self.jobs.get_mut(&name) {
+                        st.occurrences += 1;
+                        st.next_at = resume.filter(|r| *r > next);
+                    }
+                    break;
+                }
                 if late > epsilon {
                     // Far behind (a long outage): record the gap once and resume from now.
                     let resume = schedule.first_at_or_after(now);
@@ -397,7 +547,7 @@ impl BatchCore {
                         st.occurrences += 1;
                         st.next_at = resume.filter(|r| *r > next);
                         if st.next_at.is_none() {
-                            st.next_at = schedule.next_after(next);
+                            st.next_at = schedule.next_after(next).filter(|n| *n > next);
                         }
                     }
                     continue;
@@ -414,7 +564,8 @@ impl BatchCore {
                 }
                 if let Some(st) = self.jobs.get_mut(&name) {
                     st.occurrences += 1;
-                    st.next_at = schedule.next_after(next);
+                    // Strictly later, or the loop would never end.
+                    st.next_at = schedule.next_after(next).filter(|n| *n > next);
                 }
             }
         }
@@ -618,7 +769,7 @@ impl BatchCore {
                 message: format!("retry {} of {} after {state}", attempt, job.retries),
                 launched_at: None,
                 finished_at: None,
-                not_before: Some(now + backoff(attempt)),
+                not_before: Some(now.checked_add_signed(backoff(attempt)).unwrap_or(now)),
             });
             return Vec::new();
         }
@@ -680,12 +831,16 @@ impl BatchCore {
             .find(|r| r.job == name && matches!(r.status, RunStatus::Succeeded | RunStatus::Failed))
     }
 
-    /// Children of `parent` whose parents' latest runs all succeeded start a run.
+    /// Children of `parent` whose parents' latest runs all succeeded start a run. A child that is
+    /// also an ancestor of `parent` (a cycle stored by an older version) is not started: a cycle
+    /// would run forever.
     fn trigger_children(&mut self, parent: &str, now: DateTime<Utc>) {
+        let ancestors = self.ancestors(parent);
         let children: Vec<String> = self
             .jobs
             .values()
             .filter(|j| !j.job.disabled && j.job.parents.iter().any(|p| p == parent))
+            .filter(|j| !ancestors.contains(j.job.name.as_str()) && j.job.name != parent)
             .map(|j| j.job.name.clone())
             .collect();
         for child in children {

@@ -16,14 +16,15 @@ impl Period {
         self.months == 0 && self.seconds == 0
     }
 
-    /// `t` plus this period.
-    pub fn after(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+    /// `t` plus this period; `None` past the end of time (checked: a saved period must not
+    /// panic the scheduler, and a period that cannot be added must not repeat `t` forever).
+    pub fn after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let t = if self.months > 0 {
-            t.checked_add_months(Months::new(self.months)).unwrap_or(t)
+            t.checked_add_months(Months::new(self.months))?
         } else {
             t
         };
-        t + ChronoDuration::seconds(self.seconds)
+        t.checked_add_signed(ChronoDuration::try_seconds(self.seconds)?)
     }
 
     /// The length of the period in seconds, months counted as 30 days (for `epsilon`).
@@ -32,8 +33,14 @@ impl Period {
     }
 }
 
-/// The longest period or epsilon accepted.
+/// The longest period or epsilon read back from saved state (the API accepts at most
+/// [`MAX_API_PERIOD_SECONDS`]).
 pub const MAX_PERIOD_YEARS: u32 = 1000;
+/// The longest schedule period or epsilon the API accepts: 366 days, months counted as 30 days
+/// (`P1Y`, `P12M`, `P52W`, `P366D`, `PT31536000S` pass; `P13M` does not).
+pub const MAX_API_PERIOD_SECONDS: i64 = 366 * 86_400;
+/// The most repetitions `R<n>/…` may ask for.
+pub const MAX_REPEATS: u64 = 1_000_000_000;
 const MAX_PERIOD_SECONDS: i64 = MAX_PERIOD_YEARS as i64 * 366 * 86_400;
 
 /// Parses an ISO 8601 duration: `P1Y2M3DT4H5M6S`, `PT30S`, `P2W`, `PT0.5S` (fractions of seconds
@@ -241,13 +248,17 @@ impl Cron {
 
     /// The first minute strictly after `t` that matches (searching at most ~4 years ahead).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let start = t.with_second(0)?.with_nanosecond(0)? + ChronoDuration::minutes(1);
+        let minute = ChronoDuration::minutes(1);
+        let start = t
+            .with_second(0)?
+            .with_nanosecond(0)?
+            .checked_add_signed(minute)?;
         let mut c = start;
         for _ in 0..(4 * 366 * 24 * 60) {
             if self.matches(c) {
                 return Some(c);
             }
-            c += ChronoDuration::minutes(1);
+            c = c.checked_add_signed(minute)?;
         }
         None
     }
@@ -343,27 +354,28 @@ impl Schedule {
                 if period.months == 0 {
                     let step = period.seconds.max(1);
                     let elapsed = (t - *start).num_seconds();
-                    let k = (elapsed + step - 1) / step;
-                    let mut c = *start + ChronoDuration::seconds(k * step);
+                    let k = elapsed.checked_add(step - 1)? / step;
+                    let mut c = start
+                        .checked_add_signed(ChronoDuration::try_seconds(k.checked_mul(step)?)?)?;
                     while c < t {
-                        c += ChronoDuration::seconds(step);
+                        c = c.checked_add_signed(ChronoDuration::try_seconds(step)?)?;
                     }
                     return Some(c);
                 }
                 let mut c = *start;
                 while c < t {
-                    c = period.after(c);
+                    c = period.after(c)?;
                 }
                 Some(c)
             }
-            Schedule::Cron(c) => c.next_after(t - ChronoDuration::seconds(1)),
+            Schedule::Cron(c) => c.next_after(t.checked_sub_signed(ChronoDuration::seconds(1))?),
         }
     }
 
     /// The occurrence after `t` (which is an occurrence).
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
-            Schedule::Iso { period, .. } => Some(period.after(t)),
+            Schedule::Iso { period, .. } => period.after(t),
             Schedule::Cron(c) => c.next_after(t),
         }
     }

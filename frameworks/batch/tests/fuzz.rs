@@ -10,6 +10,7 @@
 //!
 //! `PROPTEST_CASES` overrides the case counts; see docs/reliability.md.
 
+use agora_batch::core::BatchCore;
 use agora_batch::job::{self, FieldError, InvalidJob, Job};
 use agora_batch::schedule::{parse_duration, Schedule};
 use chrono::{DateTime, Utc};
@@ -220,8 +221,123 @@ fn cron_part() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Numbers of every size and sign (JSON holds no NaN or infinity).
+fn arb_number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        prop_oneof![
+            Just(json!(1e300)),
+            Just(json!(-1e300)),
+            Just(json!(u32::MAX)),
+            Just(json!(31_536_001)),
+            Just(json!(0)),
+        ],
+    ]
+}
+
+fn numeric_paths(v: &Value) -> Vec<String> {
+    let mut all = Vec::new();
+    paths(v, &mut Vec::new(), &mut all);
+    all.iter()
+        .map(|p| pointer(p))
+        .filter(|p| v.pointer(p).is_some_and(Value::is_number))
+        .collect()
+}
+
+/// Ticks, claims and fails (then finishes) the core's tasks for a while, then deletes every job:
+/// no panic, and bounded work (the claims are capped).
+fn drive(core: &mut BatchCore) {
+    let at = |s: i64| now() + chrono::Duration::seconds(s);
+    for s in 0..20 {
+        core.tick(at(s * 30));
+        let claimed = core.claim_launches(20, at(s * 30));
+        for (i, l) in claimed.iter().enumerate() {
+            core.on_update(&l.task_id, "TASK_RUNNING", None, "a1", "", at(s * 30 + 1));
+            let end = if i % 2 == 0 {
+                "TASK_FAILED"
+            } else {
+                "TASK_FINISHED"
+            };
+            core.on_update(&l.task_id, end, Some(1), "a1", "", at(s * 30 + 2));
+        }
+        let _ = core.wants_offers(at(s * 30 + 3));
+    }
+    let names: Vec<String> = core.jobs().map(|j| j.job.name.clone()).collect();
+    for n in names.iter().rev() {
+        let _ = core.durations(n);
+        let _ = core.delete_job(n, at(1000));
+    }
+}
+
 proptest! {
     #![proptest_config(config(2000))]
+
+    /// Any number in any numeric field, through the API: refused naming the field, or accepted and
+    /// then run by the core without a panic.
+    #[test]
+    fn fuzz_job_numbers_through_the_api_never_panic_the_core(
+        which in 0..4usize,
+        pick in any::<prop::sample::Index>(),
+        n in arb_number(),
+    ) {
+        // The job as stored: every default is present, so every numeric field can be picked.
+        let j = job::parse(templates()[which].to_string().as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut v = serde_json::to_value(&j).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let numeric = numeric_paths(&v);
+        let field = &numeric[pick.index(numeric.len())];
+        if let Some(slot) = v.pointer_mut(field) {
+            *slot = n.clone();
+        }
+        match read(v.to_string().as_bytes()) {
+            Ok((j, _)) => {
+                let mut core = BatchCore::default();
+                let parent = json!({"name": "parent", "command": "true", "schedule": "R//PT1M"});
+                let p = job::parse(parent.to_string().as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert!(core.put_job(p, false, now()).is_ok());
+                prop_assert!(core.put_job(j, false, now()).is_ok());
+                drive(&mut core);
+            }
+            Err(InvalidJob(errors)) => prop_assert!(
+                names_the_field(&errors, field),
+                "{} = {} refused as {:?}", field, n, errors
+            ),
+        }
+    }
+
+    /// Any number in numeric fields of a job saved by an older version (no validation on the way
+    /// in), and any saved occurrence count: the restored core never panics.
+    #[test]
+    fn fuzz_job_numbers_in_saved_state_never_panic_the_core(
+        which in 0..4usize,
+        picks in prop::collection::vec((any::<prop::sample::Index>(), arb_number()), 1..4),
+        occurrences in any::<u64>(),
+    ) {
+        let mut core = BatchCore::default();
+        let parent = json!({"name": "parent", "command": "true", "schedule": "R//PT1M"});
+        let p = job::parse(parent.to_string().as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(core.put_job(p, false, now()).is_ok());
+        let (j, _) = read(templates()[which].to_string().as_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let name = j.name.clone();
+        prop_assert!(core.put_job(j, false, now()).is_ok());
+        let mut saved = serde_json::to_value(&core).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let stored = saved["jobs"][&name]["job"].clone();
+        let numeric = numeric_paths(&stored);
+        for (pick, n) in &picks {
+            let field = &numeric[pick.index(numeric.len())];
+            if let Some(slot) = saved["jobs"][&name]["job"].pointer_mut(field) {
+                *slot = n.clone();
+            }
+        }
+        saved["jobs"][&name]["occurrences"] = json!(occurrences);
+        if let Ok(core) = serde_json::from_value::<BatchCore>(saved) {
+            let mut core = core.restore(now());
+            drive(&mut core);
+        }
+    }
 
     #[test]
     fn fuzz_job_arbitrary_bytes(body in prop_oneof![

@@ -358,13 +358,80 @@ fn field_error(e: agora_framework::UnreadableField) -> Vec<FieldError> {
     }]
 }
 
-/// Normalises an app id: absolute, no trailing slash (`web` → `/web`).
+/// Normalises an app id as Marathon's path normalisation does: absolute, empty segments collapsed,
+/// no trailing slash (`web` → `/web`, `//prod//web/` → `/prod/web`).
 pub fn normalize_id(id: &str) -> String {
-    let trimmed = id.trim().trim_end_matches('/');
-    if trimmed.starts_with('/') {
-        trimmed.to_string()
-    } else {
-        format!("/{trimmed}")
+    let segments: Vec<&str> = id.trim().split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", segments.join("/"))
+}
+
+/// The bounds every app field is held to at the API edge. Durations are at most a year; counts and
+/// sizes are far above any real app and far below what would hurt an agent (a 300-character id made
+/// every sandbox path "File name too long").
+pub mod limits {
+    /// The longest duration of any `…Seconds` field: one year.
+    pub const MAX_SECONDS: f64 = 31_536_000.0;
+    /// Characters in one segment of an app id (a DNS label's length).
+    pub const MAX_ID_SEGMENT: usize = 63;
+    /// Characters in a whole app id.
+    pub const MAX_ID: usize = 255;
+    pub const MAX_INSTANCES: u32 = 100_000;
+    /// Bytes of `cmd`, of all `args` together, of a health check's command.
+    pub const MAX_CMD: usize = 64 * 1024;
+    pub const MAX_ARGS: usize = 1024;
+    pub const MAX_ENV: usize = 1024;
+    pub const MAX_ENV_KEY: usize = 255;
+    pub const MAX_ENV_VALUE: usize = 32 * 1024;
+    pub const MAX_LABELS: usize = 256;
+    pub const MAX_LABEL_KEY: usize = 255;
+    pub const MAX_LABEL_VALUE: usize = 4096;
+    /// Entries of `constraints`, `healthChecks`, `portDefinitions`, port mappings, volumes,
+    /// `fetch`, `dependencies`, docker parameters, networks.
+    pub const MAX_LIST: usize = 64;
+    pub const MAX_HEALTH_CHECKS: usize = 16;
+    /// Bytes of a short string: a name, a path, a URI, an image, a user, a constraint part.
+    pub const MAX_STRING: usize = 4096;
+    pub const MAX_PORT: u32 = 65_535;
+    /// `backoffFactor` is from 1 to this.
+    pub const MAX_BACKOFF_FACTOR: f64 = 100.0;
+    pub const MAX_CONSECUTIVE_FAILURES: u32 = 10_000;
+
+    /// `secs` as a usable duration: NaN, negative and infinite values (possible only in state
+    /// saved by an older version) become `0` or [`MAX_SECONDS`].
+    pub fn clamp_seconds(secs: f64) -> f64 {
+        if secs.is_nan() {
+            0.0
+        } else {
+            secs.clamp(0.0, MAX_SECONDS)
+        }
+    }
+
+    /// A fraction clamped into 0..=1 (NaN: `default`).
+    pub fn clamp_fraction(v: f64, default: f64) -> f64 {
+        if v.is_nan() {
+            default
+        } else {
+            v.clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// Refuses a body for `PUT`/`PATCH /v2/apps/{id}` whose `id` names another app (a PATCH of
+/// `{"id":"/other"}` created a copy). A body without an id, or with the same id written another
+/// way (`other`, `/other/`), is fine.
+///
+/// # Errors
+/// A [`FieldError`] at `/id`.
+pub fn check_body_id(path_id: &str, body: &Value) -> Result<(), Vec<FieldError>> {
+    match body.get("id") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(id)) if normalize_id(id) == path_id => Ok(()),
+        Some(other) => Err(vec![FieldError {
+            path: "/id".into(),
+            errors: vec![format!(
+                "{other} differs from the app id {path_id} in the URL: an app cannot be renamed"
+            )],
+        }]),
     }
 }
 
@@ -475,6 +542,251 @@ impl App {
                     .into(),
             );
         }
+        if segments.iter().any(|s| s.len() > limits::MAX_ID_SEGMENT) {
+            bad(
+                "/id",
+                format!(
+                    "a segment is longer than {} characters",
+                    limits::MAX_ID_SEGMENT
+                ),
+            );
+        }
+        if self.id.len() > limits::MAX_ID {
+            bad(
+                "/id",
+                format!("is longer than {} characters", limits::MAX_ID),
+            );
+        }
+        if self.instances > limits::MAX_INSTANCES {
+            bad(
+                "/instances",
+                format!("must be between 0 and {}", limits::MAX_INSTANCES),
+            );
+        }
+        if let Some(cmd) = &self.cmd {
+            too_long(&mut bad, "/cmd", cmd, limits::MAX_CMD);
+        }
+        if let Some(args) = &self.args {
+            too_many(&mut bad, "/args", args.len(), limits::MAX_ARGS);
+            let total: usize = args.iter().map(String::len).sum();
+            if total > limits::MAX_CMD {
+                bad(
+                    "/args",
+                    format!(
+                        "are {total} bytes together; at most {} are allowed",
+                        limits::MAX_CMD
+                    ),
+                );
+            }
+        }
+        too_many(&mut bad, "/env", self.env.len(), limits::MAX_ENV);
+        for (k, v) in &self.env {
+            let p = format!("/env/{}", pointer_escape(k));
+            if k.is_empty() || k.len() > limits::MAX_ENV_KEY || k.contains(['=', '\0']) {
+                bad(
+                    &p,
+                    format!(
+                        "a variable name must be 1-{} bytes without '=' or NUL",
+                        limits::MAX_ENV_KEY
+                    ),
+                );
+            }
+            let len = match v {
+                Value::String(s) => s.len(),
+                Value::Object(_) | Value::Array(_) => {
+                    bad(&p, "must be a string, number or boolean".into());
+                    0
+                }
+                other => other.to_string().len(),
+            };
+            if len > limits::MAX_ENV_VALUE {
+                bad(
+                    &p,
+                    format!(
+                        "is {len} bytes long; at most {} are allowed",
+                        limits::MAX_ENV_VALUE
+                    ),
+                );
+            }
+        }
+        check_labels(&mut bad, "/labels", &self.labels);
+        if let Some(u) = &self.user {
+            too_long(&mut bad, "/user", u, limits::MAX_ENV_KEY);
+        }
+        too_many(
+            &mut bad,
+            "/constraints",
+            self.constraints.len(),
+            limits::MAX_LIST,
+        );
+        for (i, c) in self.constraints.iter().enumerate() {
+            for part in c {
+                too_long(
+                    &mut bad,
+                    &format!("/constraints/{i}"),
+                    part,
+                    limits::MAX_STRING,
+                );
+            }
+        }
+        too_many(
+            &mut bad,
+            "/healthChecks",
+            self.health_checks.len(),
+            limits::MAX_HEALTH_CHECKS,
+        );
+        too_many(
+            &mut bad,
+            "/portDefinitions",
+            self.port_definitions.len(),
+            limits::MAX_LIST,
+        );
+        for (i, p) in self.port_definitions.iter().enumerate() {
+            if let Some(n) = &p.name {
+                too_long(
+                    &mut bad,
+                    &format!("/portDefinitions/{i}/name"),
+                    n,
+                    limits::MAX_ENV_KEY,
+                );
+            }
+            check_labels(&mut bad, &format!("/portDefinitions/{i}/labels"), &p.labels);
+        }
+        too_many(&mut bad, "/networks", self.networks.len(), limits::MAX_LIST);
+        too_many(&mut bad, "/fetch", self.fetch.len(), limits::MAX_LIST);
+        for (i, f) in self.fetch.iter().enumerate() {
+            too_long(
+                &mut bad,
+                &format!("/fetch/{i}/uri"),
+                &f.uri,
+                limits::MAX_STRING,
+            );
+            if let Some(o) = &f.output_file {
+                too_long(
+                    &mut bad,
+                    &format!("/fetch/{i}/outputFile"),
+                    o,
+                    limits::MAX_ENV_KEY,
+                );
+            }
+        }
+        too_many(
+            &mut bad,
+            "/dependencies",
+            self.dependencies.len(),
+            limits::MAX_LIST,
+        );
+        for (i, d) in self.dependencies.iter().enumerate() {
+            too_long(&mut bad, &format!("/dependencies/{i}"), d, limits::MAX_ID);
+        }
+        for (field, v) in [
+            (
+                "/taskKillGracePeriodSeconds",
+                self.task_kill_grace_period_seconds,
+            ),
+            ("/backoffSeconds", self.backoff_seconds),
+            ("/maxLaunchDelaySeconds", self.max_launch_delay_seconds),
+        ] {
+            seconds(&mut bad, field, v);
+        }
+        if let Some(c) = &self.container {
+            too_many(
+                &mut bad,
+                "/container/portMappings",
+                c.port_mappings.len(),
+                limits::MAX_LIST,
+            );
+            for (i, pm) in c.port_mappings.iter().enumerate() {
+                if pm.service_port.is_some_and(|p| p > limits::MAX_PORT) {
+                    bad(
+                        &format!("/container/portMappings/{i}/servicePort"),
+                        "must be 0-65535".into(),
+                    );
+                }
+                if let Some(n) = &pm.name {
+                    too_long(
+                        &mut bad,
+                        &format!("/container/portMappings/{i}/name"),
+                        n,
+                        limits::MAX_ENV_KEY,
+                    );
+                }
+                check_labels(
+                    &mut bad,
+                    &format!("/container/portMappings/{i}/labels"),
+                    &pm.labels,
+                );
+            }
+            too_many(
+                &mut bad,
+                "/container/volumes",
+                c.volumes.len(),
+                limits::MAX_LIST,
+            );
+            for (i, v) in c.volumes.iter().enumerate() {
+                for (field, s) in [
+                    ("containerPath", &v.container_path),
+                    ("hostPath", &v.host_path),
+                ] {
+                    too_long(
+                        &mut bad,
+                        &format!("/container/volumes/{i}/{field}"),
+                        s,
+                        limits::MAX_STRING,
+                    );
+                }
+                // What the agent refuses (the task would be relaunched forever).
+                if !matches!(v.mode.to_ascii_uppercase().as_str(), "" | "RO" | "RW") {
+                    bad(
+                        &format!("/container/volumes/{i}/mode"),
+                        "must be RO or RW".into(),
+                    );
+                }
+                if !v.container_path.starts_with('/') {
+                    bad(
+                        &format!("/container/volumes/{i}/containerPath"),
+                        "must be an absolute path".into(),
+                    );
+                }
+                if v.host_path.is_empty()
+                    || (!v.host_path.starts_with('/') && v.host_path.split('/').any(|c| c == ".."))
+                {
+                    bad(
+                        &format!("/container/volumes/{i}/hostPath"),
+                        "must be an absolute path, or a relative one (in the sandbox) without '..'"
+                            .into(),
+                    );
+                }
+            }
+            if let Some(d) = &c.docker {
+                too_long(
+                    &mut bad,
+                    "/container/docker/image",
+                    &d.image,
+                    limits::MAX_STRING,
+                );
+                too_many(
+                    &mut bad,
+                    "/container/docker/parameters",
+                    d.parameters.len(),
+                    limits::MAX_LIST,
+                );
+                for (i, kv) in d.parameters.iter().enumerate() {
+                    too_long(
+                        &mut bad,
+                        &format!("/container/docker/parameters/{i}/key"),
+                        &kv.key,
+                        limits::MAX_ENV_KEY,
+                    );
+                    too_long(
+                        &mut bad,
+                        &format!("/container/docker/parameters/{i}/value"),
+                        &kv.value,
+                        limits::MAX_STRING,
+                    );
+                }
+            }
+        }
         let has_cmd = self.cmd.as_ref().is_some_and(|c| !c.trim().is_empty());
         let has_args = self.args.as_ref().is_some_and(|a| !a.is_empty());
         let has_image = self
@@ -503,31 +815,36 @@ impl App {
             bad("/disk", format!("{} must be from 0 to {max}", self.disk));
         }
         let us = self.upgrade_strategy;
-        if !(0.0..=1.0).contains(&us.minimum_health_capacity) {
-            bad(
+        for (field, v) in [
+            (
                 "/upgradeStrategy/minimumHealthCapacity",
-                if us.minimum_health_capacity > 1.0 {
-                    "is greater than 1".into()
-                } else {
-                    "is less than 0".into()
-                },
-            );
-        }
-        if !(0.0..=1.0).contains(&us.maximum_over_capacity) {
-            bad(
+                us.minimum_health_capacity,
+            ),
+            (
                 "/upgradeStrategy/maximumOverCapacity",
-                if us.maximum_over_capacity > 1.0 {
-                    "is greater than 1".into()
-                } else {
-                    "is less than 0".into()
-                },
+                us.maximum_over_capacity,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                bad(
+                    field,
+                    if v > 1.0 {
+                        "is greater than 1".into()
+                    } else if v < 0.0 {
+                        "is less than 0".into()
+                    } else {
+                        "must be a number from 0 to 1".into()
+                    },
+                );
+            }
+        }
+        if !(self.backoff_factor.is_finite()
+            && (1.0..=limits::MAX_BACKOFF_FACTOR).contains(&self.backoff_factor))
+        {
+            bad(
+                "/backoffFactor",
+                format!("must be between 1 and {}", limits::MAX_BACKOFF_FACTOR),
             );
-        }
-        if !(self.backoff_seconds.is_finite() && self.backoff_seconds >= 0.0) {
-            bad("/backoffSeconds", "must be a number of seconds >= 0".into());
-        }
-        if !(self.backoff_factor.is_finite() && self.backoff_factor >= 1.0) {
-            bad("/backoffFactor", "must be at least 1".into());
         }
         if !matches!(
             self.kill_selection.as_str(),
@@ -639,11 +956,29 @@ impl App {
                 ("gracePeriodSeconds", h.grace_period_seconds),
                 ("intervalSeconds", h.interval_seconds),
                 ("timeoutSeconds", h.timeout_seconds),
+                ("delaySeconds", h.delay_seconds),
             ] {
-                if !(v.is_finite() && v >= 0.0) {
+                seconds(&mut bad, &format!("{p}/{field}"), v);
+            }
+            if h.max_consecutive_failures > limits::MAX_CONSECUTIVE_FAILURES {
+                bad(
+                    &format!("{p}/maxConsecutiveFailures"),
+                    format!("must be between 0 and {}", limits::MAX_CONSECUTIVE_FAILURES),
+                );
+            }
+            for (field, port) in [("port", h.port), ("portIndex", h.port_index)] {
+                if port.is_some_and(|v| v > limits::MAX_PORT) {
+                    bad(&format!("{p}/{field}"), "must be 0-65535".into());
+                }
+            }
+            if let Some(path) = &h.path {
+                too_long(&mut bad, &format!("{p}/path"), path, limits::MAX_STRING);
+            }
+            if let Some(c) = &h.command {
+                if c.to_string().len() > limits::MAX_CMD {
                     bad(
-                        &format!("{p}/{field}"),
-                        "must be a number of seconds >= 0".into(),
+                        &format!("{p}/command"),
+                        format!("is longer than {} bytes", limits::MAX_CMD),
                     );
                 }
             }
@@ -653,12 +988,8 @@ impl App {
             expunge_after_seconds: e,
         } = self.unreachable_strategy
         {
-            if !(i.is_finite() && i >= 0.0) {
-                bad(
-                    "/unreachableStrategy/inactiveAfterSeconds",
-                    "must be a number of seconds >= 0".into(),
-                );
-            }
+            seconds(&mut bad, "/unreachableStrategy/inactiveAfterSeconds", i);
+            seconds(&mut bad, "/unreachableStrategy/expungeAfterSeconds", e);
             if !(e.is_finite() && e >= i) {
                 bad(
                     "/unreachableStrategy/expungeAfterSeconds",
@@ -695,6 +1026,55 @@ impl App {
             Err(errors)
         }
     }
+}
+
+/// Refuses a duration that is negative, NaN, infinite or longer than a year.
+fn seconds(bad: &mut impl FnMut(&str, String), path: &str, v: f64) {
+    if !(v.is_finite() && (0.0..=limits::MAX_SECONDS).contains(&v)) {
+        bad(
+            path,
+            format!("must be between 0 and {}", limits::MAX_SECONDS),
+        );
+    }
+}
+
+fn too_long(bad: &mut impl FnMut(&str, String), path: &str, s: &str, max: usize) {
+    if s.len() > max {
+        bad(
+            path,
+            format!("is {} bytes long; at most {max} are allowed", s.len()),
+        );
+    }
+}
+
+fn too_many(bad: &mut impl FnMut(&str, String), path: &str, n: usize, max: usize) {
+    if n > max {
+        bad(path, format!("has {n} entries; at most {max} are allowed"));
+    }
+}
+
+fn check_labels(bad: &mut impl FnMut(&str, String), path: &str, labels: &BTreeMap<String, String>) {
+    too_many(bad, path, labels.len(), limits::MAX_LABELS);
+    for (k, v) in labels {
+        let p = format!("{path}/{}", pointer_escape(k));
+        if k.len() > limits::MAX_LABEL_KEY || v.len() > limits::MAX_LABEL_VALUE {
+            bad(
+                &p,
+                format!(
+                    "a label's key may have {} bytes and its value {}",
+                    limits::MAX_LABEL_KEY,
+                    limits::MAX_LABEL_VALUE
+                ),
+            );
+        }
+    }
+}
+
+/// A map key as a JSON pointer segment (`~` → `~0`, `/` → `~1`), cut short so that an error never
+/// echoes a huge key.
+fn pointer_escape(key: &str) -> String {
+    let short: String = key.chars().take(64).collect();
+    short.replace('~', "~0").replace('/', "~1")
 }
 
 /// Merges a PATCH body into an app's JSON: objects merge key by key, anything else replaces.
@@ -785,6 +1165,276 @@ mod tests {
         assert!(find("/constraints/0").is_some());
         assert!(find("/healthChecks/0/portIndex").is_some());
         assert!(find("/killSelection").is_some());
+    }
+
+    /// The first error at `path` for `base` with `field` (a JSON pointer) set to `value`.
+    fn refusal(base: &Value, field: &str, value: Value) -> Option<String> {
+        let mut v = base.clone();
+        let mut parts: Vec<&str> = field.trim_start_matches('/').split('/').collect();
+        let last = parts.pop().expect("a field");
+        let mut at = &mut v;
+        for p in parts {
+            at = match at {
+                Value::Array(a) => &mut a[p.parse::<usize>().expect("index")],
+                other => other
+                    .as_object_mut()
+                    .expect("object")
+                    .entry(p)
+                    .or_insert(serde_json::json!({})),
+            };
+        }
+        at.as_object_mut()
+            .expect("object")
+            .insert(last.into(), value);
+        let mut a: App = match serde_json::from_value(v) {
+            Ok(a) => a,
+            Err(e) => return Some(format!("unreadable: {e}")),
+        };
+        a.normalize();
+        let errors = a.validate().err()?;
+        errors
+            .iter()
+            .find(|e| e.path == field)
+            .map(|e| e.errors.join(" "))
+            .or_else(|| Some(format!("refused, but not at {field}: {errors:?}")))
+    }
+
+    fn base() -> Value {
+        serde_json::json!({
+            "id": "/web", "cmd": "sleep 1", "portDefinitions": [{"port": 0}],
+            "healthChecks": [{"protocol": "TCP", "portIndex": 0}],
+            "container": {"type": "DOCKER", "docker": {"image": "busybox"},
+                          "volumes": [{"containerPath": "/data", "hostPath": "/tmp", "mode": "RW"}]},
+            "unreachableStrategy": {"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}
+        })
+    }
+
+    #[test]
+    fn every_duration_and_count_is_bounded_and_named() {
+        use serde_json::json;
+        let year = limits::MAX_SECONDS;
+        // (field, a value just inside the bound, values beyond it)
+        let table: &[(&str, Value, &[Value])] = &[
+            (
+                "/taskKillGracePeriodSeconds",
+                json!(year),
+                &[json!(1e300), json!(1.8e19), json!(-1), json!(year + 1.0)],
+            ),
+            ("/backoffSeconds", json!(year), &[json!(1e300), json!(-0.5)]),
+            (
+                "/maxLaunchDelaySeconds",
+                json!(year),
+                &[json!(1e300), json!(-1)],
+            ),
+            (
+                "/backoffFactor",
+                json!(100),
+                &[json!(1e300), json!(0.5), json!(101)],
+            ),
+            (
+                "/healthChecks/0/gracePeriodSeconds",
+                json!(year),
+                &[json!(1e300), json!(-1)],
+            ),
+            (
+                "/healthChecks/0/intervalSeconds",
+                json!(year),
+                &[json!(1e300), json!(-1)],
+            ),
+            (
+                "/healthChecks/0/timeoutSeconds",
+                json!(year),
+                &[json!(1e300), json!(-1)],
+            ),
+            (
+                "/healthChecks/0/delaySeconds",
+                json!(year),
+                &[json!(1e300), json!(-1)],
+            ),
+            (
+                "/healthChecks/0/maxConsecutiveFailures",
+                json!(10_000),
+                &[json!(10_001), json!(u32::MAX)],
+            ),
+            ("/healthChecks/0/port", json!(65_535), &[json!(65_536)]),
+            (
+                "/upgradeStrategy/minimumHealthCapacity",
+                json!(1),
+                &[json!(1e300), json!(-1)],
+            ),
+            (
+                "/upgradeStrategy/maximumOverCapacity",
+                json!(0),
+                &[json!(1.5), json!(-1e300)],
+            ),
+            (
+                "/instances",
+                json!(100_000),
+                &[json!(100_001), json!(u32::MAX)],
+            ),
+            (
+                "/unreachableStrategy/inactiveAfterSeconds",
+                json!(0),
+                &[json!(1e300), json!(-1)],
+            ),
+            (
+                "/unreachableStrategy/expungeAfterSeconds",
+                json!(year),
+                &[json!(1e300)],
+            ),
+            (
+                "/portDefinitions/0/port",
+                json!(65_535),
+                &[json!(65_536), json!(u32::MAX)],
+            ),
+            ("/cpus", json!(1), &[json!(1e300), json!(-1)]),
+            ("/mem", json!(1), &[json!(1e300), json!(-1)]),
+        ];
+        let b = base();
+        for (field, ok, bad) in table {
+            assert_eq!(refusal(&b, field, ok.clone()), None, "{field} = {ok}");
+            for v in *bad {
+                let r = refusal(&b, field, v.clone());
+                assert!(
+                    r.as_deref().is_some_and(|e| !e.starts_with("refused, but")),
+                    "{field} = {v}: {r:?}"
+                );
+            }
+        }
+        assert_eq!(
+            refusal(&b, "/taskKillGracePeriodSeconds", json!(1e300)).as_deref(),
+            Some("must be between 0 and 31536000")
+        );
+    }
+
+    #[test]
+    fn sizes_and_lists_are_bounded_and_named() {
+        use serde_json::json;
+        let big = |n: usize| json!("x".repeat(n));
+        let many = |n: usize, v: Value| Value::Array(vec![v; n]);
+        let env = |n: usize| Value::Object((0..n).map(|i| (format!("K{i}"), json!("v"))).collect());
+        let b = base();
+        let table: &[(&str, Value, Value)] = &[
+            ("/cmd", big(limits::MAX_CMD), big(limits::MAX_CMD + 1)),
+            ("/env", env(limits::MAX_ENV), env(limits::MAX_ENV + 1)),
+            (
+                "/labels",
+                env(limits::MAX_LABELS),
+                env(limits::MAX_LABELS + 1),
+            ),
+            (
+                "/constraints",
+                many(64, json!(["hostname", "UNIQUE"])),
+                many(65, json!(["hostname", "UNIQUE"])),
+            ),
+            (
+                "/fetch",
+                many(64, json!({"uri": "/x"})),
+                many(65, json!({"uri": "/x"})),
+            ),
+            (
+                "/dependencies",
+                many(64, json!("/db")),
+                many(65, json!("/db")),
+            ),
+            (
+                "/container/volumes",
+                many(64, json!({"containerPath": "/d", "hostPath": "/h"})),
+                many(65, json!({"containerPath": "/d", "hostPath": "/h"})),
+            ),
+            (
+                "/container/docker/image",
+                big(100),
+                big(limits::MAX_STRING + 1),
+            ),
+            ("/user", json!("nobody"), big(256)),
+        ];
+        for (field, ok, bad) in table {
+            assert_eq!(
+                refusal(&b, field, ok.clone()),
+                None,
+                "{field} inside its bound"
+            );
+            let r = refusal(&b, field, bad.clone());
+            assert!(
+                r.as_deref().is_some_and(|e| !e.starts_with("refused, but")),
+                "{field}: {r:?}"
+            );
+        }
+        // args: count and total size; args and cmd are exclusive, so start from an args app.
+        let mut a = b.clone();
+        a.as_object_mut().expect("o").remove("cmd");
+        assert!(refusal(&a, "/args", many(limits::MAX_ARGS + 1, json!("a"))).is_some());
+        assert!(refusal(&a, "/args", many(2, big(limits::MAX_CMD / 2 + 1))).is_some());
+        assert_eq!(
+            refusal(&a, "/args", many(limits::MAX_ARGS, json!("a"))),
+            None
+        );
+        // The agent's own refusals, caught here instead of relaunching forever.
+        for (field, v) in [
+            ("/container/volumes/0/containerPath", json!("data")),
+            ("/container/volumes/0/hostPath", json!("../../etc")),
+            ("/container/volumes/0/hostPath", json!("")),
+            ("/container/volumes/0/mode", json!("rwx")),
+        ] {
+            assert!(
+                refusal(&b, field, v.clone()).is_some_and(|e| !e.starts_with("refused, but")),
+                "{field} = {v}"
+            );
+        }
+        // An env value must be a scalar; a huge key is refused under its own (shortened) name.
+        let r = refusal(&b, "/env", json!({"A": {"nested": 1}}));
+        assert!(r.is_some(), "{r:?}");
+    }
+
+    #[test]
+    fn app_ids_are_normalised_and_bounded() {
+        use serde_json::json;
+        for (given, stored) in [
+            ("//orphan", "/orphan"),
+            ("/prod//web/", "/prod/web"),
+            ("web", "/web"),
+            ("///a///b///", "/a/b"),
+        ] {
+            assert_eq!(normalize_id(given), stored);
+            assert_eq!(refusal(&base(), "/id", json!(given)), None, "{given}");
+        }
+        let seg63 = "a".repeat(63);
+        assert_eq!(refusal(&base(), "/id", json!(format!("/{seg63}"))), None);
+        let long_ok = format!("/{seg63}/{seg63}/{seg63}/{}", "b".repeat(62));
+        assert_eq!(long_ok.len(), 255);
+        assert_eq!(refusal(&base(), "/id", json!(long_ok)), None);
+        for bad in [
+            format!("/{}", "a".repeat(64)),
+            format!("/{}", "a".repeat(300)),
+            format!("{long_ok}/c"),
+            "/".into(),
+            "//".into(),
+            "/a/../b".into(),
+            "/a b".into(),
+            "/é".into(),
+        ] {
+            assert!(
+                refusal(&base(), "/id", json!(bad)).is_some_and(|e| !e.starts_with("refused, but")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_id_that_differs_from_the_url_is_refused() {
+        use serde_json::json;
+        assert_eq!(check_body_id("/base", &json!({"instances": 2})), Ok(()));
+        assert_eq!(check_body_id("/base", &json!({"id": "base/"})), Ok(()));
+        assert_eq!(check_body_id("/base", &json!({"id": "/base"})), Ok(()));
+        for body in [
+            json!({"id": "/other"}),
+            json!({"id": 7}),
+            json!({"id": "/base/x"}),
+        ] {
+            let e = check_body_id("/base", &body).unwrap_err();
+            assert_eq!(e[0].path, "/id", "{body}");
+        }
     }
 
     #[test]

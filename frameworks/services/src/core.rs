@@ -463,14 +463,8 @@ impl ServicesCore {
             );
             if failure {
                 // Marathon's backoff: grows on failures, not on kills.
-                let app = &st.app;
-                st.delay_seconds = if st.delay_seconds == 0.0 {
-                    app.backoff_seconds
-                } else {
-                    (st.delay_seconds * app.backoff_factor).min(app.max_launch_delay_seconds)
-                };
-                st.next_launch_at =
-                    Some(now + ChronoDuration::milliseconds((st.delay_seconds * 1000.0) as i64));
+                st.delay_seconds = next_delay(st.delay_seconds, &st.app);
+                st.next_launch_at = Some(after_seconds(now, st.delay_seconds));
                 st.last_task_failure = Some(json!({
                     "appId": app_id, "taskId": task_id, "state": state, "message": status.message,
                     "host": status.agent_id, "timestamp": version_of(now), "version": st.version,
@@ -499,7 +493,7 @@ impl ServicesCore {
 
     fn is_stable(st: &AppState) -> bool {
         let live: Vec<&TaskRecord> = st.tasks.values().filter(|t| t.live()).collect();
-        live.len() == st.app.instances as usize
+        live.len() == instances(&st.app)
             && live
                 .iter()
                 .all(|t| t.version == st.config_version && t.healthy_for(&st.app))
@@ -537,7 +531,7 @@ impl ServicesCore {
                     st.tasks.remove(&id);
                 }
             }
-            let n = app.instances as usize;
+            let n = instances(&app);
             let cv = st.config_version.clone();
             // References, not copies: plan runs on every API call and tick, over every task.
             let mut live: Vec<&TaskRecord> = st.tasks.values().filter(|t| t.live()).collect();
@@ -561,8 +555,7 @@ impl ServicesCore {
                     .chain(new.iter())
                     .filter(|t| t.healthy_for(&app))
                     .count();
-                let min_healthy =
-                    (n as f64 * app.upgrade_strategy.minimum_health_capacity).ceil() as usize;
+                let (min_healthy, _) = upgrade_bounds(n, &app);
                 let killable = healthy.saturating_sub(min_healthy).min(old.len());
                 // Kill the oldest old tasks first; unhealthy old ones never count as capacity.
                 let mut candidates = old.clone();
@@ -612,7 +605,7 @@ impl ServicesCore {
             return 0;
         }
         let app = &st.app;
-        let n = app.instances as usize;
+        let n = instances(app);
         let live: Vec<&TaskRecord> = st.tasks.values().filter(|t| t.live()).collect();
         let new = live
             .iter()
@@ -622,12 +615,7 @@ impl ServicesCore {
         if old == 0 {
             return n.saturating_sub(new);
         }
-        let min_healthy = (n as f64 * app.upgrade_strategy.minimum_health_capacity).ceil() as usize;
-        let mut max_capacity =
-            (n as f64 * (1.0 + app.upgrade_strategy.maximum_over_capacity)).floor() as usize;
-        if max_capacity <= min_healthy {
-            max_capacity = min_healthy + 1;
-        }
+        let (_, max_capacity) = upgrade_bounds(n, app);
         n.saturating_sub(new)
             .min(max_capacity.saturating_sub(live.len()))
     }
@@ -767,6 +755,55 @@ impl ServicesCore {
             .map(|t| (t.id.clone(), t.agent_id.clone()))
             .collect()
     }
+}
+
+/// The launch delay after one more failure: `backoffSeconds` first, then `× backoffFactor` up to
+/// `maxLaunchDelaySeconds`. Every input is clamped (to at most a year; NaN is 0 or 1) so that an app
+/// saved by an older version with `backoffSeconds: 1e300` cannot overflow the time arithmetic.
+pub fn next_delay(current: f64, app: &App) -> f64 {
+    use crate::app::limits::clamp_seconds;
+    let current = clamp_seconds(current);
+    let factor = if app.backoff_factor.is_finite() {
+        app.backoff_factor
+            .clamp(1.0, crate::app::limits::MAX_BACKOFF_FACTOR)
+    } else {
+        1.0
+    };
+    let next = if current == 0.0 {
+        clamp_seconds(app.backoff_seconds)
+    } else {
+        (current * factor).min(clamp_seconds(app.max_launch_delay_seconds))
+    };
+    clamp_seconds(next)
+}
+
+/// `now + secs`, saturating: a delay that cannot be added (NaN, beyond chrono's range) gives the
+/// latest representable time rather than a panic.
+pub fn after_seconds(now: DateTime<Utc>, secs: f64) -> DateTime<Utc> {
+    let ms = crate::app::limits::clamp_seconds(secs) * 1000.0;
+    ChronoDuration::try_milliseconds(ms as i64)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `ceil(instances × minimumHealthCapacity)` and `floor(instances × (1 + maximumOverCapacity))`
+/// with both fractions clamped into 0..=1 (state saved by an older version may hold anything), and
+/// the capacity one above the minimum when they meet.
+fn upgrade_bounds(n: usize, app: &App) -> (usize, usize) {
+    use crate::app::limits::clamp_fraction;
+    let us = app.upgrade_strategy;
+    let min_healthy = (n as f64 * clamp_fraction(us.minimum_health_capacity, 1.0)).ceil() as usize;
+    let mut max_capacity =
+        (n as f64 * (1.0 + clamp_fraction(us.maximum_over_capacity, 1.0))).floor() as usize;
+    if max_capacity <= min_healthy {
+        max_capacity = min_healthy.saturating_add(1);
+    }
+    (min_healthy, max_capacity)
+}
+
+/// An app's instance count, capped at what the API accepts.
+fn instances(app: &App) -> usize {
+    app.instances.min(crate::app::limits::MAX_INSTANCES) as usize
 }
 
 fn only_instances_differ(a: &App, b: &App) -> bool {

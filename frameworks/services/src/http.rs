@@ -451,6 +451,9 @@ async fn app_put(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (id, _) = split_rest(&rest);
+    // The URL names the app: a body naming another one is refused, not silently renamed.
+    let raw: Value = serde_json::from_slice(&body).map_err(invalid_json)?;
+    crate::app::check_body_id(&id, &raw).map_err(|e| ApiError::from(ServicesError::Invalid(e)))?;
     let mut app = parse_app(&body).or_else(|_| {
         // Marathon accepts a body without an id on /v2/apps/{id}.
         let mut v: Value = serde_json::from_slice(&body).map_err(invalid_json)?;
@@ -488,6 +491,9 @@ async fn app_patch(
 ) -> Result<Response, ApiError> {
     let (id, _) = split_rest(&rest);
     let patch: Value = serde_json::from_slice(&body).map_err(invalid_json)?;
+    // `{"id":"/other"}` merged into the app would create a copy named /other.
+    crate::app::check_body_id(&id, &patch)
+        .map_err(|e| ApiError::from(ServicesError::Invalid(e)))?;
     let force = flag(&q, "force");
     let (dep, version) = api
         .call(move |core, now| {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use agora_proto::v1;
 use agora_sdk::Carved;
 
+use crate::app::limits::clamp_seconds;
 use crate::app::App;
 
 fn env_string(v: &serde_json::Value) -> String {
@@ -194,12 +195,13 @@ pub fn task_info(
                     .copied()
             })
             .unwrap_or(0) as u32;
+        // Clamped: an app saved by an older version may hold 1e300, which the agent refuses.
         let mut hc = v1::HealthCheck {
-            grace_period_seconds: h.grace_period_seconds,
-            interval_seconds: h.interval_seconds,
-            timeout_seconds: h.timeout_seconds,
+            grace_period_seconds: clamp_seconds(h.grace_period_seconds),
+            interval_seconds: clamp_seconds(h.interval_seconds),
+            timeout_seconds: clamp_seconds(h.timeout_seconds),
             consecutive_failures: h.max_consecutive_failures,
-            delay_seconds: h.delay_seconds,
+            delay_seconds: clamp_seconds(h.delay_seconds),
             ..Default::default()
         };
         match h.protocol.as_str() {
@@ -251,7 +253,7 @@ pub fn task_info(
         container,
         health_check,
         kill_policy: Some(v1::KillPolicy {
-            grace_period_seconds: app.task_kill_grace_period_seconds,
+            grace_period_seconds: clamp_seconds(app.task_kill_grace_period_seconds),
         }),
         labels: app
             .labels

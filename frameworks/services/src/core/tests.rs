@@ -386,3 +386,143 @@ fn unreachable_tasks_count_until_inactive_after_seconds_and_disabled_never_repla
         .launches_for(&offer("o", "h2", "cpus:1;mem:256"), t(10_000))
         .is_empty());
 }
+
+/// A core saved by an older version that accepted anything: every numeric field of the app is
+/// replaced in the saved JSON, the core is read back, and a failing task, offers, plans and a
+/// rolling restart must neither panic nor produce an unbounded time or count.
+#[test]
+fn hostile_values_in_saved_state_never_panic_the_core() {
+    let hostile: &[(&str, serde_json::Value)] = &[
+        ("backoffSeconds", serde_json::json!(1e300)),
+        ("backoffFactor", serde_json::json!(1e300)),
+        ("maxLaunchDelaySeconds", serde_json::json!(1e300)),
+        ("taskKillGracePeriodSeconds", serde_json::json!(1.8e19)),
+        ("instances", serde_json::json!(u32::MAX)),
+        (
+            "upgradeStrategy",
+            serde_json::json!({"minimumHealthCapacity": 1e300, "maximumOverCapacity": 1e300}),
+        ),
+        (
+            "unreachableStrategy",
+            serde_json::json!({"inactiveAfterSeconds": 1e300, "expungeAfterSeconds": -1e300}),
+        ),
+        (
+            "healthChecks",
+            serde_json::json!([{"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 1e300,
+                                "intervalSeconds": 1e300, "timeoutSeconds": -1e300,
+                                "delaySeconds": 1e300}]),
+        ),
+    ];
+    for (field, value) in hostile {
+        let mut core = ServicesCore::default();
+        core.put_app(
+            app(r#"{"id":"/crashy","cmd":"exit 1","cpus":0.1,"mem":32,"portDefinitions":[{"port":0}]}"#),
+            true,
+            false,
+            t(0),
+        )
+        .expect("create");
+        let mut saved = serde_json::to_value(&core).expect("save");
+        saved["apps"]["/crashy"]["app"][field] = value.clone();
+        saved["apps"]["/crashy"]["delaySeconds"] = serde_json::json!(1e300);
+        let mut core: ServicesCore = serde_json::from_value(saved).expect("a saved core reads");
+        for round in 0..3 {
+            let l = core.launches_for(
+                &offer("o", "h1", "cpus:1;mem:256;ports:[31000-31010]"),
+                t(round * 10),
+            );
+            assert!(l.len() <= 10, "{field}: bounded by the offer");
+            for launch in &l {
+                let kp = launch
+                    .task
+                    .kill_policy
+                    .as_ref()
+                    .map_or(0.0, |k| k.grace_period_seconds);
+                assert!(
+                    (0.0..=31_536_000.0).contains(&kp),
+                    "{field}: kill grace {kp}"
+                );
+                if let Some(hc) = &launch.task.health_check {
+                    for v in [
+                        hc.grace_period_seconds,
+                        hc.interval_seconds,
+                        hc.timeout_seconds,
+                        hc.delay_seconds,
+                    ] {
+                        assert!(
+                            (0.0..=31_536_000.0).contains(&v),
+                            "{field}: health check {v}"
+                        );
+                    }
+                }
+                update(
+                    &mut core,
+                    &launch.task.task_id,
+                    v1::TaskState::TaskRunning,
+                    Some(true),
+                    t(round * 10 + 1),
+                );
+                update(
+                    &mut core,
+                    &launch.task.task_id,
+                    v1::TaskState::TaskFailed,
+                    None,
+                    t(round * 10 + 2),
+                );
+            }
+            let st = core.app("/crashy").expect("app");
+            assert!(
+                st.delay_seconds <= 31_536_000.0,
+                "{field}: delay {}",
+                st.delay_seconds
+            );
+            if let Some(at) = st.next_launch_at {
+                assert!(
+                    at <= t(round * 10 + 2) + ChronoDuration::days(366),
+                    "{field}: {at}"
+                );
+            }
+            core.plan(t(round * 10 + 3));
+            let _ = core.wants_offers(t(round * 10 + 3));
+        }
+        core.restart("/crashy", true, t(100)).expect("restart");
+        core.plan(t(101));
+        let _ = core.launches_for(
+            &offer("o", "h1", "cpus:1;mem:256;ports:[31000-31010]"),
+            t(102),
+        );
+    }
+}
+
+#[test]
+fn launch_delay_arithmetic_saturates() {
+    let mut a = app(r#"{"id":"/a","cmd":"x"}"#);
+    for (backoff, factor, max) in [
+        (1e300, 1e300, 1e300),
+        (f64::NAN, f64::NAN, f64::NAN),
+        (f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY),
+        (-5.0, -5.0, -5.0),
+    ] {
+        a.backoff_seconds = backoff;
+        a.backoff_factor = factor;
+        a.max_launch_delay_seconds = max;
+        let mut d = 0.0;
+        for _ in 0..5 {
+            d = next_delay(d, &a);
+            assert!(
+                (0.0..=31_536_000.0).contains(&d),
+                "{backoff} {factor} {max}: {d}"
+            );
+            let _ = after_seconds(t(0), d);
+        }
+    }
+    assert_eq!(
+        after_seconds(DateTime::<Utc>::MAX_UTC, 10.0),
+        DateTime::<Utc>::MAX_UTC
+    );
+    assert_eq!(after_seconds(t(0), f64::NAN), t(0));
+    assert_eq!(
+        after_seconds(t(0), 2.5),
+        t(0) + ChronoDuration::milliseconds(2500)
+    );
+}
