@@ -56,7 +56,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// from the OOM killer (oom_score_adj -1000; the init puts the task back to 0): it must survive the
 /// task's memory limit to record how the task ended.
 ///
-/// Sandbox isolation (the init, in the task's private mount namespace, before it starts the task):
+/// Sandbox isolation (the init, in a mount namespace of its own — `unshare --mount`, so that the
+/// supervisor keeps the agent's view and can still write the exit status into `meta` — before it
+/// starts the task):
 /// a tmpfs (mode 0711) is mounted over the work dir, so that every other sandbox and the agent's
 /// checkpoints vanish, then the task's own sandbox — still the init's working directory, which the
 /// tmpfs does not move — is bind-mounted back at its path (`mount -c`: "." is not canonicalised to
@@ -67,7 +69,12 @@ echo -1000 2>/dev/null >/proc/self/oom_score_adj
 for f in $procs; do
   echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; echo 125 > "$meta/exit_status"; exit 125; }
 done
-/bin/sh -c 'echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; if [ -n "$3" ]; then mount -t tmpfs -o mode=0711,size=1m,nosuid,nodev agora-hidden "$3" && (umask 066; mkdir -p "$4") && mount -c --bind . "$4" && cd "$4" || { echo "agora: cannot hide the agent work dir $3 from the task" >&2; exit 125; }; fi; shift 4; "$@"; exit $?' agora-init "$ns" "$host" "$hide" "$sb" "$@" &
+init='echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; if [ -n "$3" ]; then mount -t tmpfs -o mode=0711,size=1m,nosuid,nodev agora-hidden "$3" && (umask 066; mkdir -p "$4") && mount -c --bind . "$4" && cd "$4" || { echo "agora: cannot hide the agent work dir $3 from the task" >&2; exit 125; }; fi; shift 4; "$@"; exit $?'
+if [ -n "$hide" ]; then
+  unshare --mount --propagation private /bin/sh -c "$init" agora-init "$ns" "$host" "$hide" "$sb" "$@" &
+else
+  /bin/sh -c "$init" agora-init "$ns" "$host" "" "$sb" "$@" &
+fi
 wait $!
 s=$?
 echo $s > "$meta/exit_status"
