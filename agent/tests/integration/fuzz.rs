@@ -163,7 +163,6 @@ fn health() -> impl Strategy<Value = Option<v1::HealthCheck>> {
                     interval_seconds: i,
                     timeout_seconds: to,
                     consecutive_failures: failures,
-                    ..Default::default()
                 }
             }),
     )
