@@ -38,8 +38,8 @@ pub enum HealthCheckError {
     /// A port is 0 or above 65535.
     #[error("health_check.{field} must be a port between 1 and 65535, not {value}")]
     Port { field: &'static str, value: u32 },
-    /// A duration is negative, NaN or infinite.
-    #[error("health_check.{field} must be a finite number of seconds >= 0, not {value}")]
+    /// A duration is negative, NaN, infinite or above [`crate::limits::MAX_HEALTH_SECONDS`].
+    #[error("health_check.{field} must be between 0 and 31536000 seconds, not {value}")]
     Seconds { field: &'static str, value: f64 },
     /// Only plain HTTP is probed (no TLS stack in the agent).
     #[error("health_check.http.scheme '{0}' is not supported (only 'http' and 'https')")]
@@ -99,7 +99,7 @@ pub struct HealthCheckSpec {
 }
 
 fn seconds(field: &'static str, value: f64, zero: Duration) -> Result<Duration, HealthCheckError> {
-    if !value.is_finite() || value < 0.0 {
+    if !value.is_finite() || !(0.0..=crate::limits::MAX_HEALTH_SECONDS).contains(&value) {
         return Err(HealthCheckError::Seconds { field, value });
     }
     // proto3 cannot tell an unset double from 0: for interval and timeout 0 makes no sense, so it
@@ -557,6 +557,18 @@ mod tests {
         );
         assert!(bad(&|h| h.timeout_seconds = -1.0).contains("timeout_seconds"));
         assert!(bad(&|h| h.interval_seconds = f64::NAN).contains("interval_seconds"));
+        // Huge values are refused with the field's name, never converted (1e300 used to pass
+        // validation as finite and then overflow `Instant + Duration`).
+        for huge in [31_536_000.5, 1.8e19, 1e300, f64::INFINITY] {
+            assert!(bad(&|h| h.delay_seconds = huge)
+                .contains("health_check.delay_seconds must be between 0 and 31536000"));
+            assert!(bad(&|h| h.grace_period_seconds = huge).contains("grace_period_seconds"));
+            assert!(bad(&|h| h.interval_seconds = huge).contains("interval_seconds"));
+            assert!(bad(&|h| h.timeout_seconds = huge).contains("timeout_seconds"));
+        }
+        let mut year = h.clone();
+        year.delay_seconds = 31_536_000.0;
+        assert!(HealthCheckSpec::from_proto(&year).is_ok());
 
         let mut t = hc(Type::Tcp);
         assert!(HealthCheckSpec::from_proto(&t).is_err());

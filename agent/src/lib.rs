@@ -48,6 +48,7 @@ pub mod fetcher;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
+pub mod limits;
 pub mod master_link;
 pub mod paths;
 pub mod prober;
@@ -91,7 +92,8 @@ pub struct AgentConfig {
     pub resources: Option<String>,
     /// `--attributes`, e.g. `rack:a;zone:eu`.
     pub attributes: Option<String>,
-    /// `--containerizers`: comma-separated, `docker,native` (default `native`).
+    /// `--containerizers`: comma-separated, `docker,native` (`native` here; the `agora agent`
+    /// command defaults to [`containerizer::default_containerizers`]).
     pub containerizers: String,
     /// `--hostname`: advertised hostname; the machine's when absent.
     pub hostname: Option<String>,

@@ -230,10 +230,11 @@ impl MasterLink {
         })?;
         let mut client = AgentControlClient::new(channel);
         let resp = self.register(&mut client).await?;
-        let heartbeat = Some(resp.heartbeat_interval_seconds)
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(DEFAULT_HEARTBEAT);
+        let heartbeat = crate::limits::positive_seconds(
+            resp.heartbeat_interval_seconds,
+            crate::limits::MAX_HEARTBEAT,
+        )
+        .unwrap_or(DEFAULT_HEARTBEAT);
         let (tx, rx) = mpsc::channel::<v1::AgentMessage>(256);
         let hello = agent_message::Message::Hello(agent_message::Hello {
             agent_id: self.agent.agent_id(),
@@ -312,11 +313,12 @@ impl MasterLink {
                 }
             }
             M::KillTask(k) => {
-                let grace = k
-                    .kill_policy
-                    .map(|p| p.grace_period_seconds)
-                    .filter(|g| g.is_finite() && *g >= 0.0)
-                    .map(Duration::from_secs_f64);
+                let grace = k.kill_policy.and_then(|p| {
+                    crate::limits::kill_grace(
+                        "kill_policy.grace_period_seconds",
+                        p.grace_period_seconds,
+                    )
+                });
                 self.agent.kill_task(&k.framework_id, &k.task_id, grace)?;
             }
             M::ShutdownFramework(s) => self.agent.shutdown_framework(&s.framework_id)?,

@@ -6,6 +6,7 @@
 //!   meta/frameworks/<fw>/tasks/<task>/task.pb         TaskCheckpoint (what was launched, where)
 //!   meta/frameworks/<fw>/tasks/<task>/updates.pb      status updates not yet acknowledged
 //!   meta/containers/<container>/                      native supervisor pid, exit status
+//!   meta/quarantine/<what>.corrupt-<unix secs>/       checkpoints set aside at recovery (see REASON)
 //!   slaves/<agent>/frameworks/<fw>/executors/<ex>/runs/<container>/   sandbox (stdout, stderr)
 //! ```
 //! Ids chosen by frameworks are escaped ([`component`]) so that no id can climb out of its directory.
@@ -30,6 +31,27 @@ pub fn component(id: &str) -> String {
         out.push_str("%00");
     }
     out
+}
+
+/// The id a [`component`] was escaped from; `None` when `name` is not such an escape.
+pub fn uncomponent(name: &str) -> Option<String> {
+    if name == "%00" {
+        return Some(String::new());
+    }
+    let b = name.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = name.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Directory layout of one agent's work dir.
@@ -66,6 +88,12 @@ impl Layout {
             .join(component(framework_id))
             .join("tasks")
             .join(component(task_id))
+    }
+
+    /// Where checkpoints that cannot be recovered are set aside (`meta/quarantine`), each under a
+    /// name that says what it was and when it was moved.
+    pub fn quarantine(&self) -> PathBuf {
+        self.meta().join("quarantine")
     }
 
     pub fn container_meta(&self, container_id: &str) -> PathBuf {
@@ -106,6 +134,10 @@ mod tests {
         assert_eq!(component("."), "%2E");
         assert_eq!(component("a/../b"), "a%2F..%2Fb");
         assert_eq!(component(""), "%00");
+        for id in ["web-1.a_b", "..", ".", "a/../b", "", "ü 100%"] {
+            assert_eq!(uncomponent(&component(id)).as_deref(), Some(id));
+        }
+        assert_eq!(uncomponent("%Z"), None);
         let l = Layout::new("/w");
         assert_eq!(
             l.sandbox("a1", "f/1", "..", "c"),

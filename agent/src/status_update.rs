@@ -88,8 +88,8 @@ impl StatusUpdateManager {
             };
             if at <= now {
                 out.push(head.clone());
-                stream.next_send = Some(now + stream.interval);
-                stream.interval = (stream.interval * 2).min(self.max);
+                stream.next_send = Some(crate::limits::instant_after(now, stream.interval));
+                stream.interval = stream.interval.saturating_mul(2).min(self.max);
             }
         }
         out

@@ -36,9 +36,10 @@ pub struct AgentArgs {
     /// Attributes for placement constraints, e.g. `rack:a;zone:eu`.
     #[arg(long)]
     attributes: Option<String>,
-    /// Containerizers to enable, comma-separated: `docker`, `native`.
-    #[arg(long, default_value = "native")]
-    containerizers: String,
+    /// Containerizers to enable, comma-separated: `docker`, `native` (default: `docker,native` when
+    /// a Docker engine answers, else `native`).
+    #[arg(long)]
+    containerizers: Option<String>,
     /// Hostname advertised to the master and frameworks (default: the machine's).
     #[arg(long)]
     hostname: Option<String>,
@@ -100,7 +101,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         work_dir: args.work_dir,
         resources: args.resources,
         attributes: args.attributes,
-        containerizers: args.containerizers,
+        containerizers: match args.containerizers {
+            Some(c) => c,
+            None => agora_agent::containerizer::default_containerizers()
+                .await
+                .to_string(),
+        },
         hostname: args.hostname,
         cgroup_root: args.cgroup_root,
         status_retry_initial: args.status_retry_initial,

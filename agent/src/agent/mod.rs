@@ -321,9 +321,12 @@ impl TaskEntry {
                 .task
                 .as_ref()
                 .and_then(|t| t.kill_policy.as_ref())
-                .map(|k| k.grace_period_seconds)
-                .filter(|g| g.is_finite() && *g >= 0.0)
-                .map(Duration::from_secs_f64)
+                .and_then(|k| {
+                    crate::limits::kill_grace(
+                        "task.kill_policy.grace_period_seconds",
+                        k.grace_period_seconds,
+                    )
+                })
         })
         .unwrap_or(DEFAULT_KILL_GRACE)
     }

@@ -253,6 +253,7 @@ impl Actor {
             executor_id,
             task,
             sandbox,
+            work_dir: self.layout.work_dir().to_path_buf(),
             cpus,
             mem_mib,
             ports,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use agora_proto::v1;
@@ -32,6 +32,38 @@ use super::{Containerizer, ContainerizerKind, LaunchSpec, Recovered, Usage};
 use crate::command::{argv, CheckCommand, CheckExit};
 use crate::error::ContainerError;
 use crate::lifecycle::Termination;
+
+/// Why an absolute volume `host` would show the task the agent's work dir (other tasks' sandboxes,
+/// checkpoints); `None` when it does not (or is inside the task's own sandbox). Links are resolved
+/// where the path exists, `..` lexically elsewhere.
+pub fn reaches_work_dir(host: &Path, work_dir: &Path, sandbox: &Path) -> Option<&'static str> {
+    let norm = |p: &Path| -> PathBuf {
+        if let Ok(c) = fs::canonicalize(p) {
+            return c;
+        }
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        out
+    };
+    let (host, work, sandbox) = (norm(host), norm(work_dir), norm(sandbox));
+    if host.starts_with(&sandbox) {
+        None
+    } else if host.starts_with(&work) {
+        Some("lies in the agent's work dir")
+    } else if work.starts_with(&host) {
+        Some("contains the agent's work dir")
+    } else {
+        None
+    }
+}
 
 /// Where a task's sandbox appears inside its container (also in `$AGORA_SANDBOX`).
 pub const SANDBOX_MOUNT: &str = "/mnt/agora/sandbox";
@@ -248,6 +280,14 @@ impl DockerContainerizer {
                     v.container_path
                 )));
             } else if v.host_path.starts_with('/') {
+                if let Some(why) =
+                    reaches_work_dir(Path::new(&v.host_path), &spec.work_dir, &spec.sandbox)
+                {
+                    return Err(ContainerError::InvalidTask(format!(
+                        "volume host_path '{}' {why}: a task sees no sandbox but its own",
+                        v.host_path
+                    )));
+                }
                 v.host_path.clone()
             } else {
                 if Path::new(&v.host_path)
@@ -381,7 +421,7 @@ impl DockerContainerizer {
                     .unwrap_or(false)
             })
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as i32)
+            .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
             .unwrap_or(0);
         // Never through a link: the task's user owns the sandbox (it is mounted in the container)
         // and could put one there; the agent writing here is root.
@@ -674,5 +714,22 @@ mod tests {
             split_image("app@sha256:abc"),
             ("app@sha256:abc".into(), String::new())
         );
+    }
+
+    #[test]
+    fn volumes_cannot_reach_into_the_work_dir() {
+        let w = Path::new("/nonexistent-agora/w");
+        let sb = Path::new("/nonexistent-agora/w/slaves/a/frameworks/f/executors/e/runs/c");
+        let r = |h: &str| reaches_work_dir(Path::new(h), w, sb);
+        assert_eq!(r("/data"), None);
+        assert_eq!(r("/nonexistent-agora/other"), None);
+        assert_eq!(r(&format!("{}/cache", sb.display())), None);
+        assert!(r("/").is_some());
+        assert!(r("/nonexistent-agora").is_some());
+        assert!(r("/nonexistent-agora/w").is_some());
+        assert!(r("/nonexistent-agora/w/meta").is_some());
+        assert!(r("/nonexistent-agora/w/slaves/a/frameworks/g").is_some());
+        assert!(r("/data/../nonexistent-agora/w/slaves").is_some());
+        assert!(r(&format!("{}/../../x", sb.display())).is_some());
     }
 }

@@ -26,6 +26,37 @@ use crate::command::{CheckCommand, CheckExit};
 use crate::error::ContainerError;
 use crate::lifecycle::Termination;
 
+/// The containerizers an agent enables when `--containerizers` is not given: `docker,native` when
+/// a Docker engine answers within 3 s, `native` otherwise (logged either way, with why).
+pub async fn default_containerizers() -> &'static str {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(3),
+        docker::DockerContainerizer::connect(),
+    )
+    .await;
+    default_for(
+        answer
+            .map_err(|_| "no answer within 3 s".to_string())
+            .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string())),
+    )
+}
+
+/// [`default_containerizers`] given whether the engine answered.
+fn default_for(docker: Result<(), String>) -> &'static str {
+    match docker {
+        Ok(()) => {
+            tracing::info!(
+                "--containerizers not given and a Docker engine answers: enabling docker,native"
+            );
+            "docker,native"
+        }
+        Err(why) => {
+            tracing::info!(docker = %why, "--containerizers not given and no Docker engine answers: enabling native only (Docker tasks will end TASK_ERROR)");
+            "native"
+        }
+    }
+}
+
 /// Which containerizer runs a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ContainerizerKind {
@@ -71,6 +102,10 @@ pub struct LaunchSpec {
     pub task: v1::TaskInfo,
     /// Absolute sandbox directory (exists before launch); stdout/stderr go there.
     pub sandbox: PathBuf,
+    /// The agent's work dir (every sandbox and checkpoint lives below it): a task sees none of it
+    /// but its own sandbox (native: hidden in the task's mount namespace; docker: no volume may
+    /// reach into it).
+    pub work_dir: PathBuf,
     /// `cpus` of the task's resources, if any.
     pub cpus: Option<f64>,
     /// `mem` of the task's resources in MiB, if any.
@@ -190,5 +225,22 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(ContainerizerKind::for_task(&t), ContainerizerKind::Native);
+    }
+
+    #[test]
+    fn default_containerizers_follow_the_engine() {
+        assert_eq!(default_for(Ok(())), "docker,native");
+        assert_eq!(default_for(Err("refused".into())), "native");
+    }
+
+    /// Docker runs on the machines these tests run on: the default must include it (it was
+    /// `native`, so every Docker app ended TASK_ERROR on an agent started without the flag).
+    #[tokio::test]
+    async fn default_containerizers_include_docker_when_it_answers() {
+        if docker::DockerContainerizer::connect().await.is_err() {
+            eprintln!("no Docker engine here: skipped");
+            return;
+        }
+        assert_eq!(default_containerizers().await, "docker,native");
     }
 }

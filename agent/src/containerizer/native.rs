@@ -49,17 +49,32 @@ use crate::paths::Layout;
 const POLL: Duration = Duration::from_millis(100);
 
 /// `$1` meta dir, `$2` cgroup.procs files (space separated), `$3` "1" to mount /proc, `$4` hostname,
-/// then the task's argv. Once the namespace's init (the first child) exits, nothing can fork into
+/// `$5` the agent's work dir to hide from the task ("" for none), `$6` the task's sandbox, then the
+/// task's argv. Once the namespace's init (the first child) exits, nothing can fork into
 /// that PID namespace any more, so the supervisor uses only shell builtins after starting it, and
 /// the hostname is set by the init. The supervisor shares the task's cgroups, so it shields itself
 /// from the OOM killer (oom_score_adj -1000; the init puts the task back to 0): it must survive the
 /// task's memory limit to record how the task ended.
-const SUPERVISOR: &str = r#"meta=$1; procs=$2; ns=$3; host=$4; shift 4
+///
+/// Sandbox isolation (the init, in a mount namespace of its own — `unshare --mount`, so that the
+/// supervisor keeps the agent's view and can still write the exit status into `meta` — before it
+/// starts the task):
+/// a tmpfs (mode 0711) is mounted over the work dir, so that every other sandbox and the agent's
+/// checkpoints vanish, then the task's own sandbox — still the init's working directory, which the
+/// tmpfs does not move — is bind-mounted back at its path (`mount -c`: "." is not canonicalised to
+/// the now hidden path). The directories leading to it are 0711: the task cannot list the work dir.
+/// The agent, outside the namespace, still sees the real tree (stdout/stderr are served from there).
+const SUPERVISOR: &str = r#"meta=$1; procs=$2; ns=$3; host=$4; hide=$5; sb=$6; shift 6
 echo -1000 2>/dev/null >/proc/self/oom_score_adj
 for f in $procs; do
   echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; echo 125 > "$meta/exit_status"; exit 125; }
 done
-/bin/sh -c 'echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; shift 2; "$@"; exit $?' agora-init "$ns" "$host" "$@" &
+init='echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; if [ -n "$3" ]; then mount -t tmpfs -o mode=0711,size=1m,nosuid,nodev agora-hidden "$3" && (umask 066; mkdir -p "$4") && mount -c --bind . "$4" && cd "$4" || { echo "agora: cannot hide the agent work dir $3 from the task" >&2; exit 125; }; fi; shift 4; "$@"; exit $?'
+if [ -n "$hide" ]; then
+  unshare --mount --propagation private /bin/sh -c "$init" agora-init "$ns" "$host" "$hide" "$sb" "$@" &
+else
+  /bin/sh -c "$init" agora-init "$ns" "$host" "" "$sb" "$@" &
+fi
 wait $!
 s=$?
 echo $s > "$meta/exit_status"
@@ -239,6 +254,23 @@ impl NativeContainerizer {
             .as_ref()
             .map(|c| c.hostname.clone())
             .unwrap_or_default();
+        // Absolute, resolved paths: the init mounts over the one and binds the other by path.
+        let sandbox =
+            fs::canonicalize(&spec.sandbox).map_err(|e| ContainerError::io(&spec.sandbox, e))?;
+        let hide = if self.namespaces {
+            let work = fs::canonicalize(&spec.work_dir)
+                .map_err(|e| ContainerError::io(&spec.work_dir, e))?;
+            if !sandbox.starts_with(&work) || sandbox == work {
+                return Err(ContainerError::Launch(format!(
+                    "the sandbox {} is not below the work dir {}",
+                    sandbox.display(),
+                    work.display()
+                )));
+            }
+            Some(work)
+        } else {
+            None
+        };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(SUPERVISOR)
@@ -251,6 +283,8 @@ impl NativeContainerizer {
             } else {
                 ""
             })
+            .arg(hide.as_deref().unwrap_or(Path::new("")))
+            .arg(&sandbox)
             .args(&task_argv)
             .env_clear()
             .env(
@@ -258,7 +292,7 @@ impl NativeContainerizer {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
             .envs(&spec.env)
-            .current_dir(&spec.sandbox)
+            .current_dir(&sandbox)
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
@@ -343,15 +377,30 @@ impl NativeContainerizer {
         }
         // SIGTERM to the task's processes, not to the supervisor nor to the namespace's init (which
         // would ignore it anyway, having no handler): the init exits with the task's status.
-        let init: HashSet<i32> = descendants(sup)
-            .into_iter()
-            .filter(|p| proc_stat(*p).is_some_and(|(_, ppid, _)| ppid == sup))
-            .collect();
-        let tasks: Vec<i32> = init.iter().flat_map(|i| descendants(*i)).collect();
-        debug!(container = %container_id, ?tasks, "SIGTERM");
-        signal(tasks, Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
+        // The task's processes now and, during the grace period, any that appear later: a kill
+        // that lands while the init is still setting up (mounting /proc, hiding the work dir)
+        // finds no task yet, and would otherwise wait out the whole grace period for nothing.
+        let task_pids = || -> Vec<i32> {
+            descendants(sup)
+                .into_iter()
+                .filter(|p| proc_stat(*p).is_some_and(|(_, ppid, _)| ppid == sup))
+                .flat_map(descendants)
+                .collect()
+        };
+        let mut termed: HashSet<i32> = HashSet::new();
+        let deadline = crate::limits::tokio_instant_after(tokio::time::Instant::now(), grace);
+        loop {
+            let new: Vec<i32> = task_pids()
+                .into_iter()
+                .filter(|p| termed.insert(*p))
+                .collect();
+            if !new.is_empty() {
+                debug!(container = %container_id, tasks = ?new, "SIGTERM");
+                signal(new, Signal::SIGTERM);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
             if self.exit_status(container_id).is_some() || !alive(sup, start) {
                 return Ok(());
             }

@@ -3,7 +3,9 @@
 
 mod common;
 mod docker;
+mod fuzz;
 mod health;
+mod hostile;
 mod http;
 mod master_link;
 mod native;
