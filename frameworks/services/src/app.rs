@@ -371,6 +371,11 @@ pub fn normalize_id(id: &str) -> String {
 pub mod limits {
     /// The longest duration of any `…Seconds` field: one year.
     pub const MAX_SECONDS: f64 = 31_536_000.0;
+    /// `taskKillGracePeriodSeconds`: at most an hour, the master's bound for a kill policy (a
+    /// longer one would be refused at launch, TASK_ERROR, relaunched forever).
+    pub const MAX_KILL_GRACE_SECONDS: f64 = 3600.0;
+    /// Health-check timings: at most a day, the master's bound.
+    pub const MAX_HEALTH_SECONDS: f64 = 86_400.0;
     /// Characters in one segment of an app id (a DNS label's length).
     pub const MAX_ID_SEGMENT: usize = 63;
     /// Characters in a whole app id.
@@ -378,11 +383,19 @@ pub mod limits {
     pub const MAX_INSTANCES: u32 = 100_000;
     /// Bytes of `cmd`, of all `args` together, of a health check's command.
     pub const MAX_CMD: usize = 64 * 1024;
-    pub const MAX_ARGS: usize = 1024;
-    pub const MAX_ENV: usize = 1024;
+    /// Entries of `args` (the master takes at most 1,000 arguments).
+    pub const MAX_ARGS: usize = 1000;
+    /// Entries of `env`: the master takes at most 1,000 variables, and the framework adds its
+    /// own (`MARATHON_APP_ID`, `HOST`, `PORT*`, … up to two per port).
+    pub const MAX_ENV: usize = 800;
+    /// Bytes of all `env` names and values together (the master takes at most 256 KiB, the
+    /// framework's own variables included).
+    pub const MAX_ENV_TOTAL: usize = 192 * 1024;
     pub const MAX_ENV_KEY: usize = 255;
     pub const MAX_ENV_VALUE: usize = 32 * 1024;
-    pub const MAX_LABELS: usize = 256;
+    /// Entries of `labels` (the master keeps at most 100 labels per task; the framework adds
+    /// its own).
+    pub const MAX_LABELS: usize = 90;
     pub const MAX_LABEL_KEY: usize = 255;
     pub const MAX_LABEL_VALUE: usize = 4096;
     /// Entries of `constraints`, `healthChecks`, `portDefinitions`, port mappings, volumes,
@@ -394,15 +407,21 @@ pub mod limits {
     pub const MAX_PORT: u32 = 65_535;
     /// `backoffFactor` is from 1 to this.
     pub const MAX_BACKOFF_FACTOR: f64 = 100.0;
-    pub const MAX_CONSECUTIVE_FAILURES: u32 = 10_000;
+    /// The master's bound for `consecutive_failures`.
+    pub const MAX_CONSECUTIVE_FAILURES: u32 = 1000;
 
     /// `secs` as a usable duration: NaN, negative and infinite values (possible only in state
     /// saved by an older version) become `0` or [`MAX_SECONDS`].
     pub fn clamp_seconds(secs: f64) -> f64 {
+        clamp_seconds_to(secs, MAX_SECONDS)
+    }
+
+    /// [`clamp_seconds`] with another ceiling (a kill grace period, a health-check timing).
+    pub fn clamp_seconds_to(secs: f64, max: f64) -> f64 {
         if secs.is_nan() {
             0.0
         } else {
-            secs.clamp(0.0, MAX_SECONDS)
+            secs.clamp(0.0, max)
         }
     }
 
@@ -580,6 +599,20 @@ impl App {
             }
         }
         too_many(&mut bad, "/env", self.env.len(), limits::MAX_ENV);
+        let env_total: usize = self
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len))
+            .sum();
+        if env_total > limits::MAX_ENV_TOTAL {
+            bad(
+                "/env",
+                format!(
+                    "names and values are {env_total} bytes together; at most {} are allowed",
+                    limits::MAX_ENV_TOTAL
+                ),
+            );
+        }
         for (k, v) in &self.env {
             let p = format!("/env/{}", pointer_escape(k));
             if k.is_empty() || k.len() > limits::MAX_ENV_KEY || k.contains(['=', '\0']) {
@@ -679,11 +712,13 @@ impl App {
         for (i, d) in self.dependencies.iter().enumerate() {
             too_long(&mut bad, &format!("/dependencies/{i}"), d, limits::MAX_ID);
         }
+        seconds_within(
+            &mut bad,
+            "/taskKillGracePeriodSeconds",
+            self.task_kill_grace_period_seconds,
+            limits::MAX_KILL_GRACE_SECONDS,
+        );
         for (field, v) in [
-            (
-                "/taskKillGracePeriodSeconds",
-                self.task_kill_grace_period_seconds,
-            ),
             ("/backoffSeconds", self.backoff_seconds),
             ("/maxLaunchDelaySeconds", self.max_launch_delay_seconds),
         ] {
@@ -958,7 +993,12 @@ impl App {
                 ("timeoutSeconds", h.timeout_seconds),
                 ("delaySeconds", h.delay_seconds),
             ] {
-                seconds(&mut bad, &format!("{p}/{field}"), v);
+                seconds_within(
+                    &mut bad,
+                    &format!("{p}/{field}"),
+                    v,
+                    limits::MAX_HEALTH_SECONDS,
+                );
             }
             if h.max_consecutive_failures > limits::MAX_CONSECUTIVE_FAILURES {
                 bad(
@@ -1030,11 +1070,12 @@ impl App {
 
 /// Refuses a duration that is negative, NaN, infinite or longer than a year.
 fn seconds(bad: &mut impl FnMut(&str, String), path: &str, v: f64) {
-    if !(v.is_finite() && (0.0..=limits::MAX_SECONDS).contains(&v)) {
-        bad(
-            path,
-            format!("must be between 0 and {}", limits::MAX_SECONDS),
-        );
+    seconds_within(bad, path, v, limits::MAX_SECONDS);
+}
+
+fn seconds_within(bad: &mut impl FnMut(&str, String), path: &str, v: f64, max: f64) {
+    if !(v.is_finite() && (0.0..=max).contains(&v)) {
+        bad(path, format!("must be between 0 and {max}"));
     }
 }
 
@@ -1217,8 +1258,8 @@ mod tests {
         let table: &[(&str, Value, &[Value])] = &[
             (
                 "/taskKillGracePeriodSeconds",
-                json!(year),
-                &[json!(1e300), json!(1.8e19), json!(-1), json!(year + 1.0)],
+                json!(3600),
+                &[json!(1e300), json!(1.8e19), json!(-1), json!(3600.5)],
             ),
             ("/backoffSeconds", json!(year), &[json!(1e300), json!(-0.5)]),
             (
@@ -1233,28 +1274,28 @@ mod tests {
             ),
             (
                 "/healthChecks/0/gracePeriodSeconds",
-                json!(year),
-                &[json!(1e300), json!(-1)],
+                json!(86_400),
+                &[json!(1e300), json!(-1), json!(86_401)],
             ),
             (
                 "/healthChecks/0/intervalSeconds",
-                json!(year),
-                &[json!(1e300), json!(-1)],
+                json!(86_400),
+                &[json!(1e300), json!(-1), json!(86_401)],
             ),
             (
                 "/healthChecks/0/timeoutSeconds",
-                json!(year),
-                &[json!(1e300), json!(-1)],
+                json!(86_400),
+                &[json!(1e300), json!(-1), json!(86_401)],
             ),
             (
                 "/healthChecks/0/delaySeconds",
-                json!(year),
-                &[json!(1e300), json!(-1)],
+                json!(86_400),
+                &[json!(1e300), json!(-1), json!(86_401)],
             ),
             (
                 "/healthChecks/0/maxConsecutiveFailures",
-                json!(10_000),
-                &[json!(10_001), json!(u32::MAX)],
+                json!(1000),
+                &[json!(1001), json!(u32::MAX)],
             ),
             ("/healthChecks/0/port", json!(65_535), &[json!(65_536)]),
             (
@@ -1303,7 +1344,7 @@ mod tests {
         }
         assert_eq!(
             refusal(&b, "/taskKillGracePeriodSeconds", json!(1e300)).as_deref(),
-            Some("must be between 0 and 31536000")
+            Some("must be between 0 and 3600")
         );
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use agora_proto::v1;
 use agora_sdk::Carved;
 
-use crate::app::limits::clamp_seconds;
+use crate::app::limits::{clamp_seconds_to, MAX_HEALTH_SECONDS, MAX_KILL_GRACE_SECONDS};
 use crate::app::App;
 
 fn env_string(v: &serde_json::Value) -> String {
@@ -197,11 +197,11 @@ pub fn task_info(
             .unwrap_or(0) as u32;
         // Clamped: an app saved by an older version may hold 1e300, which the agent refuses.
         let mut hc = v1::HealthCheck {
-            grace_period_seconds: clamp_seconds(h.grace_period_seconds),
-            interval_seconds: clamp_seconds(h.interval_seconds),
-            timeout_seconds: clamp_seconds(h.timeout_seconds),
+            grace_period_seconds: clamp_seconds_to(h.grace_period_seconds, MAX_HEALTH_SECONDS),
+            interval_seconds: clamp_seconds_to(h.interval_seconds, MAX_HEALTH_SECONDS),
+            timeout_seconds: clamp_seconds_to(h.timeout_seconds, MAX_HEALTH_SECONDS),
             consecutive_failures: h.max_consecutive_failures,
-            delay_seconds: clamp_seconds(h.delay_seconds),
+            delay_seconds: clamp_seconds_to(h.delay_seconds, MAX_HEALTH_SECONDS),
             ..Default::default()
         };
         match h.protocol.as_str() {
@@ -253,7 +253,10 @@ pub fn task_info(
         container,
         health_check,
         kill_policy: Some(v1::KillPolicy {
-            grace_period_seconds: clamp_seconds(app.task_kill_grace_period_seconds),
+            grace_period_seconds: clamp_seconds_to(
+                app.task_kill_grace_period_seconds,
+                MAX_KILL_GRACE_SECONDS,
+            ),
         }),
         labels: app
             .labels
