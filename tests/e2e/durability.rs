@@ -191,10 +191,15 @@ async fn kill_9_right_after_a_201_loses_no_acknowledged_app() {
             &format!("services-{round}"),
         )
         .await;
-        assert_eq!(
-            app_ids(&s).await,
-            acknowledged,
-            "round {round}: every acknowledged app survived kill -9"
+        let present = app_ids(&s).await;
+        // Saved but its reply lost with the process is allowed; acknowledged but gone is not.
+        let lost: Vec<&String> = acknowledged
+            .iter()
+            .filter(|a| !present.contains(a))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged before kill -9, gone after the restart: {lost:?}"
         );
         let apps = format!("{}/v2/apps", s.base);
         // Two creations in flight; the process dies the moment the first is acknowledged (the
@@ -223,7 +228,6 @@ async fn kill_9_right_after_a_201_loses_no_acknowledged_app() {
                 acknowledged.push(id);
             }
         }
-        acknowledged.sort();
     }
     let s = start(
         "services",
@@ -233,7 +237,12 @@ async fn kill_9_right_after_a_201_loses_no_acknowledged_app() {
         "services-last",
     )
     .await;
-    assert_eq!(app_ids(&s).await, acknowledged);
+    let present = app_ids(&s).await;
+    assert!(
+        acknowledged.iter().all(|a| present.contains(a)),
+        "acknowledged {acknowledged:?}, present {present:?}"
+    );
+    assert!(acknowledged.len() >= 50);
     assert!(
         began.elapsed() < Duration::from_secs(60),
         "50 rounds took {:?}",

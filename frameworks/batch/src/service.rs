@@ -94,9 +94,9 @@ impl RunningBatch {
         let _ = self.actor.await;
     }
 
-    /// Resolves with the error that stops this framework (lost leadership, a state it cannot
-    /// save), for a caller that runs it beside other components (`agora local`); call `stop`
-    /// afterwards.
+    /// Resolves with the error that stops this framework (lost leadership, another instance
+    /// writing the state), for a caller that runs it beside other components (`agora local`);
+    /// call `stop` afterwards.
     pub async fn failed(&mut self) -> Fatal {
         match self.fatal.recv().await {
             Some(e) => e,
@@ -105,7 +105,7 @@ impl RunningBatch {
     }
 
     /// Runs until `shutdown` resolves (then stops), or until the framework cannot go on (lost
-    /// leadership, a state it cannot save), which is returned.
+    /// leadership, another instance writing the state), which is returned.
     ///
     /// # Errors
     /// The [`Fatal`] error that stopped it.
