@@ -5,6 +5,7 @@ mod batch;
 mod bench;
 mod cli;
 mod compose;
+mod durability;
 mod faults;
 mod ha;
 mod harness;

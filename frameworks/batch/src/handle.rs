@@ -3,8 +3,9 @@
 
 use crate::core::BatchCore;
 
-/// Runs closures on the core inside the actor (the actor persists and acts on the result
-/// afterwards); a stopped actor yields `None`.
+/// Runs closures on the core inside the actor and answers once the state after them is saved
+/// (`CallError::NotSaved` when it could not be: the call was undone; `CallError::Stopped` when
+/// the actor has stopped).
 pub type BatchHandle = agora_framework::Handle<BatchCore>;
 
 /// Who leads among batch instances (the HTTP layer redirects standbys' requests).

@@ -111,10 +111,16 @@ fn invalid(details: Vec<FieldError>) -> ApiError {
     )
 }
 
-fn unavailable() -> ApiError {
+/// A call the framework did not carry out: it is stopping, or the state after the call could not
+/// be saved (the call was undone; the client may retry).
+fn unavailable(e: agora_framework::CallError) -> ApiError {
+    let message = match e {
+        agora_framework::CallError::Stopped => "the batch framework is stopping".to_string(),
+        e @ agora_framework::CallError::NotSaved(_) => e.to_string(),
+    };
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
-        json!({ "message": "the batch framework is stopping" }),
+        json!({ "message": message }),
     )
 }
 
@@ -150,7 +156,7 @@ async fn put_job(api: Api, body: Bytes, dependent: bool) -> Result<StatusCode, A
     api.batch()?
         .call(move |core, now| core.put_job(job, true, now))
         .await
-        .ok_or_else(unavailable)?
+        .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -184,7 +190,7 @@ async fn list_jobs(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
         .batch()?
         .call(|core, _| core.jobs().map(|j| job_json(j, core)).collect::<Vec<_>>())
         .await
-        .ok_or_else(unavailable)?;
+        .map_err(unavailable)?;
     Ok(Json(Value::Array(jobs)))
 }
 
@@ -204,7 +210,7 @@ async fn search_jobs(
                 .collect::<Vec<_>>()
         })
         .await
-        .ok_or_else(unavailable)?;
+        .map_err(unavailable)?;
     Ok(Json(Value::Array(jobs)))
 }
 
@@ -212,7 +218,7 @@ async fn run_now(State(api): State<Api>, Path(name): Path<String>) -> Result<Sta
     api.batch()?
         .call(move |core, now| core.run_now(&name, now))
         .await
-        .ok_or_else(unavailable)?
+        .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -225,7 +231,7 @@ async fn delete_job(
     api.batch()?
         .call(move |core, now| core.delete_job(&name, now))
         .await
-        .ok_or_else(unavailable)?
+        .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -237,7 +243,7 @@ async fn kill_tasks(
     api.batch()?
         .call(move |core, now| core.kill_job(&name, "killed on request", now))
         .await
-        .ok_or_else(unavailable)?
+        .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -249,7 +255,7 @@ async fn mark_success(
     api.batch()?
         .call(move |core, now| core.mark_success(&name, now))
         .await
-        .ok_or_else(unavailable)?
+        .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -305,7 +311,7 @@ async fn runs(State(api): State<Api>, Path(name): Path<String>) -> Result<Json<V
                 .ok_or(BatchError::UnknownJob(name))
         })
         .await
-        .ok_or_else(unavailable)?
+        .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(Json(Value::Array(out)))
 }
@@ -369,7 +375,7 @@ async fn job_stat(
             }))
         })
         .await
-        .ok_or_else(unavailable)?
+        .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(Json(out))
 }
@@ -410,7 +416,7 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
                 .collect::<Vec<_>>()
         })
         .await
-        .ok_or_else(unavailable)?;
+        .map_err(unavailable)?;
     Ok(Json(Value::Array(out)))
 }
 
@@ -439,7 +445,7 @@ async fn graph_csv(State(api): State<Api>) -> Result<Response, ApiError> {
             out
         })
         .await
-        .ok_or_else(unavailable)?;
+        .map_err(unavailable)?;
     Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response())
 }
 
@@ -470,7 +476,7 @@ async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
             out
         })
         .await
-        .ok_or_else(unavailable)?;
+        .map_err(unavailable)?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

@@ -2,12 +2,19 @@
 //! persists the core (to `--work-dir/state.json`, atomically) after every change and *before*
 //! launching what it claimed, reconciles its live tasks after every (re-)subscription, and keeps
 //! its framework id so that a restarted batch framework fails over and keeps its tasks.
+//!
+//! An API call is answered only once the state after it is saved (see the runtime's
+//! documentation, "A reply means it is durable"): a failed save answers the batch of calls
+//! `503`, rolls the core back to the last saved state and reconciles its tasks. Failed saves of
+//! the actor's own (ticks, status updates, launches) are retried on the next tick; meanwhile
+//! nothing is launched. Only a write conflict — another instance leads — stops the actor
+//! ([`Fatal`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_framework::{Fatal, Jobs, OfferGate, Persisted};
+use agora_framework::{CallError, Fatal, Jobs, OfferGate, Persisted, Replies, SaveError};
 use agora_ha::store::StateStore;
 use agora_proto::v1;
 use agora_sdk::{carve, Event, Framework, TaskNeeds};
@@ -48,6 +55,13 @@ struct Saved {
     core: BatchCore,
 }
 
+/// [`Saved`]'s JSON, written from a borrow (no copy of the whole state per save).
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    framework_id: &'a Option<String>,
+    core: &'a BatchCore,
+}
+
 async fn load_saved(state: &mut Persisted) -> Result<Saved, StartError> {
     let bad = |message: String| StartError::State {
         path: "the batch state".into(),
@@ -80,9 +94,9 @@ impl RunningBatch {
         let _ = self.actor.await;
     }
 
-    /// Resolves with the error that stops this framework (lost leadership, a state it cannot
-    /// save), for a caller that runs it beside other components (`agora local`); call `stop`
-    /// afterwards.
+    /// Resolves with the error that stops this framework (lost leadership, another instance
+    /// writing the state), for a caller that runs it beside other components (`agora local`);
+    /// call `stop` afterwards.
     pub async fn failed(&mut self) -> Fatal {
         match self.fatal.recv().await {
             Some(e) => e,
@@ -91,7 +105,7 @@ impl RunningBatch {
     }
 
     /// Runs until `shutdown` resolves (then stops), or until the framework cannot go on (lost
-    /// leadership, a state it cannot save), which is returned.
+    /// leadership, another instance writing the state), which is returned.
     ///
     /// # Errors
     /// The [`Fatal`] error that stopped it.
@@ -214,6 +228,7 @@ impl Leader {
             fw,
             state,
             gate: OfferGate::default(),
+            unsaved: false,
             counters: self.counters.clone(),
             fatal: self.fatal.clone(),
         };
@@ -243,6 +258,8 @@ struct Actor {
     fw: Framework,
     state: Persisted,
     gate: OfferGate,
+    /// A save failed and the state differs from the saved one: launch nothing until saved.
+    unsaved: bool,
     counters: Arc<crate::http::Counters>,
     fatal: mpsc::UnboundedSender<Fatal>,
 }
@@ -340,23 +357,103 @@ fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
 }
 
 impl Actor {
-    /// Saves the state when it changed.
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(&SavedRef {
+            framework_id: &self.framework_id,
+            core: &self.core,
+        })
+        .map_err(|e| format!("the batch state does not serialize: {e}"))
+    }
+
+    /// Saves the state when it changed (the actor's own saves: ticks, status updates,
+    /// launches). `Ok(false)`: not saved — logged, and retried on the next tick.
     ///
     /// # Errors
-    /// Losing the ability to save is fatal: launching what was not recorded could run it twice
-    /// after a failover.
-    async fn persist(&mut self) -> Result<(), Fatal> {
-        let saved = Saved {
-            framework_id: self.framework_id.clone(),
-            core: self.core.clone(),
+    /// Another instance writes the state: this one must stop.
+    async fn persist(&mut self) -> Result<bool, Fatal> {
+        let saved = match self.bytes() {
+            Ok(bytes) => self.state.save_if_changed(bytes).await,
+            Err(e) => {
+                error!(error = %e, "cannot save the batch state");
+                self.unsaved = true;
+                return Ok(false);
+            }
         };
-        let Ok(bytes) = serde_json::to_vec(&saved) else {
-            return Ok(());
+        match saved {
+            Ok(()) => {
+                self.unsaved = false;
+                Ok(true)
+            }
+            Err(SaveError::Failed(e)) => {
+                error!(error = %e, "cannot save the batch state: launching nothing; retrying on the next tick");
+                self.unsaved = true;
+                Ok(false)
+            }
+            Err(SaveError::Fenced(e)) => {
+                error!(error = %e, "another instance writes the batch state: stopping");
+                Err(Fatal::Save(e))
+            }
+        }
+    }
+
+    /// Saves the state after the API calls `replies` holds, then answers them; when the save
+    /// fails they are answered [`CallError::NotSaved`] and the core is rolled back. `Ok(true)`:
+    /// saved.
+    ///
+    /// # Errors
+    /// Another instance writes the state, or the last saved state does not load.
+    async fn commit(&mut self, replies: Replies) -> Result<bool, Fatal> {
+        let committed = match self.bytes() {
+            Ok(bytes) => self
+                .state
+                .commit(bytes, replies)
+                .await
+                .map_err(|e| match e {
+                    SaveError::Failed(e) => Ok(e.to_string()),
+                    SaveError::Fenced(e) => Err(e),
+                }),
+            Err(e) => {
+                replies.deliver(&Err(CallError::NotSaved(e.clone())));
+                Err(Ok(e))
+            }
         };
-        self.state.save_if_changed(bytes).await.map_err(|e| {
-            error!(error = %e, "cannot save the batch state: stopping");
-            Fatal::Save(e)
-        })
+        match committed {
+            Ok(()) => {
+                self.unsaved = false;
+                Ok(true)
+            }
+            Err(Ok(reason)) => {
+                error!(error = %reason, "cannot save the batch state: the API calls are refused and undone");
+                self.roll_back().await?;
+                Ok(false)
+            }
+            Err(Err(e)) => {
+                error!(error = %e, "another instance writes the batch state: stopping");
+                Err(Fatal::Save(e))
+            }
+        }
+    }
+
+    /// Back to the last saved state (what the refused calls did is gone); the framework id the
+    /// master gave is kept, and the live tasks are reconciled so that the status updates since
+    /// that save come again.
+    async fn roll_back(&mut self) -> Result<(), Fatal> {
+        let saved: Saved = self.state.restore().map_err(|e| {
+            Fatal::CannotLead(format!("the last saved batch state does not load: {e}"))
+        })?;
+        self.core = saved.core.restore(Utc::now());
+        if self.framework_id.is_some() {
+            self.core.framework_id.clone_from(&self.framework_id);
+        }
+        // Saved again (if anything differs) on the next tick.
+        self.unsaved = true;
+        let live = self.core.live_tasks();
+        if !live.is_empty() {
+            if let Err(e) = self.fw.reconcile(&live).await {
+                warn!(error = %e, "reconciliation failed");
+            }
+        }
+        Ok(())
     }
 
     async fn apply(&mut self, effects: Vec<Effect>) {
@@ -377,7 +474,15 @@ impl Actor {
         let now = Utc::now();
         let mut claims = self.core.claim_launches(256, now);
         // Launches are recorded before they happen: a crash from here on cannot run them twice.
-        self.persist().await?;
+        // Not recorded: not launched; the offers come back soon.
+        if !self.persist().await? {
+            for launch in claims {
+                self.core.unclaim(&launch.task_id);
+            }
+            let ids: Vec<_> = offers.into_iter().map(|o| o.id).collect();
+            let _ = self.fw.decline(&ids, 2.0).await;
+            return Ok(());
+        }
         for offer in offers {
             let Ok(mut left) = agora_proto::Resources::from_proto(&offer.resources) else {
                 continue;
@@ -426,10 +531,11 @@ impl Actor {
         for launch in claims {
             self.core.unclaim(&launch.task_id);
         }
-        self.persist().await
+        self.persist().await.map(|_| ())
     }
 
-    /// Runs the actor; a state it cannot save stops it and is reported on `fatal`.
+    /// Runs the actor; a write conflict (another instance leads) stops it and is reported on
+    /// `fatal`.
     async fn run(mut self, rx: Jobs<BatchCore>, stop: watch::Receiver<bool>) {
         let fatal = self.fatal.clone();
         if let Err(e) = self.serve(rx, stop).await {
@@ -452,10 +558,14 @@ impl Actor {
                 }
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    job(&mut self.core, Utc::now());
+                    // Group commit: the calls already queued are applied before the one save;
+                    // they are answered after it, and what they asked for (kills) is done only
+                    // once they are saved.
+                    let replies = agora_framework::apply_queued(&mut self.core, job, &mut rx);
                     let effects = self.core.take_deferred();
-                    self.apply(effects).await;
-                    self.persist().await?;
+                    if self.commit(replies).await? {
+                        self.apply(effects).await;
+                    }
                     self.offers_wanted().await;
                 }
                 _ = tick.tick() => {
@@ -503,6 +613,6 @@ impl Actor {
                 }
             }
         }
-        self.persist().await
+        self.persist().await.map(|_| ())
     }
 }

@@ -29,7 +29,8 @@ pub enum Fatal {
     /// Elected, but the state could not be loaded or the core not started.
     #[error("cannot lead: {0}")]
     CannotLead(String),
-    /// The state could not be saved: acting on it could run a task twice after a failover.
+    /// The state could not be saved because another instance wrote it (a compare-and-set
+    /// conflict): this one no longer leads. Other failed saves are retried, not fatal.
     #[error("cannot save the state: {0}")]
     Save(#[from] StoreError),
     /// The core's actor panicked: the process must not go on answering "healthy" while every

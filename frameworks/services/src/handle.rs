@@ -1,10 +1,12 @@
 //! What the API layer holds of the running framework: the handle that runs closures on the
-//! [`ServicesCore`] inside its actor, the event stream of `/v2/events`, and who leads.
+//! [`ServicesCore`] inside its actor (answered once saved), the event stream of `/v2/events`, and who leads.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use tokio::sync::broadcast;
+
+use agora_framework::CallError;
 
 use crate::core::ServicesCore;
 
@@ -18,11 +20,15 @@ pub struct ServicesHandle {
 }
 
 impl ServicesHandle {
-    /// Runs `f` on the core; `None` when the actor has stopped.
+    /// Runs `f` on the core and answers once the state after it is saved.
+    ///
+    /// # Errors
+    /// [`CallError::Stopped`] when the actor has stopped; [`CallError::NotSaved`] when the save
+    /// failed (the call was undone).
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut ServicesCore, chrono::DateTime<chrono::Utc>) -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, CallError> {
         self.core.call(f).await
     }
 }

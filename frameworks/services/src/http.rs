@@ -54,6 +54,21 @@ impl From<ServicesError> for ApiError {
     }
 }
 
+/// A call the framework did not carry out: it is stopping, or the state after the call could not
+/// be saved (the call was undone; the client may retry).
+impl From<agora_framework::CallError> for ApiError {
+    fn from(e: agora_framework::CallError) -> Self {
+        let message = match e {
+            agora_framework::CallError::Stopped => "the services framework is stopping".to_string(),
+            e @ agora_framework::CallError::NotSaved(_) => e.to_string(),
+        };
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "message": message }),
+        )
+    }
+}
+
 fn invalid_json(e: serde_json::Error) -> ApiError {
     ApiError(
         StatusCode::BAD_REQUEST,
@@ -72,12 +87,7 @@ impl Api {
         &self,
         f: impl FnOnce(&mut ServicesCore, chrono::DateTime<chrono::Utc>) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.handle()?.call(f).await.ok_or_else(|| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "message": "the services framework is stopping" }),
-            )
-        })
+        Ok(self.handle()?.call(f).await?)
     }
 }
 

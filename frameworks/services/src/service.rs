@@ -1,14 +1,21 @@
 //! The services framework process: one actor owns the [`ServicesCore`] and the SDK subscription;
 //! it persists the core after every change (before launching, so a failover never loses track of
 //! a task), reconciles after every (re-)subscription, declines offers it cannot use with long
-//! filters and suppresses when nothing is pending. A state it cannot save ends the actor with a
-//! [`Fatal`] error, reported by [`RunningServices::wait`]; the binary exits.
+//! filters and suppresses when nothing is pending.
+//!
+//! An API call is answered only once the state after it is saved (see the runtime's
+//! documentation, "A reply means it is durable"): a failed save answers the batch of calls
+//! `503`, rolls the core back to the last saved state and reconciles its tasks (the status
+//! updates since then are asked for again). Failed saves of the actor's own (ticks, status
+//! updates) are retried on the next tick; meanwhile nothing is launched. Only a write conflict —
+//! another instance leads — ends the actor with a [`Fatal`] error, reported by
+//! [`RunningServices::wait`]; the binary exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_framework::{Fatal, Jobs, OfferGate, Persisted};
+use agora_framework::{CallError, Fatal, Jobs, OfferGate, Persisted, Replies, SaveError};
 use agora_ha::store::StateStore;
 use agora_sdk::{Event, Framework};
 use chrono::Utc;
@@ -67,9 +74,9 @@ impl RunningServices {
         let _ = self.actor.await;
     }
 
-    /// Resolves with the error that stops this framework (lost leadership, a state it cannot
-    /// save), for a caller that runs it beside other components (`agora local`); call `stop`
-    /// afterwards.
+    /// Resolves with the error that stops this framework (lost leadership, another instance
+    /// writing the state), for a caller that runs it beside other components (`agora local`);
+    /// call `stop` afterwards.
     pub async fn failed(&mut self) -> Fatal {
         match self.fatal.recv().await {
             Some(e) => e,
@@ -78,7 +85,7 @@ impl RunningServices {
     }
 
     /// Runs until `shutdown` resolves (then stops), or until the framework cannot go on (lost
-    /// leadership, a state it cannot save), which is returned.
+    /// leadership, another instance writing the state), which is returned.
     ///
     /// # Errors
     /// The [`Fatal`] error that stopped it.
@@ -261,21 +268,103 @@ impl Actor {
         }
     }
 
-    /// Saves the state when it changed.
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(&SavedRef { core: &self.core })
+            .map_err(|e| format!("the services state does not serialize: {e}"))
+    }
+
+    /// Saves the state when it changed (the actor's own saves: ticks, status updates, before
+    /// launching). `Ok(false)`: not saved — logged, and retried on the next tick.
     ///
     /// # Errors
-    /// The state could not be saved: the actor must stop (launching what is not recorded could
-    /// double an app after a failover).
-    async fn persist(&mut self) -> Result<(), Fatal> {
+    /// Another instance writes the state: this one must stop.
+    async fn persist(&mut self) -> Result<bool, Fatal> {
         self.publish_events();
-        self.updates_unsaved = false;
-        let Ok(bytes) = serde_json::to_vec(&SavedRef { core: &self.core }) else {
-            return Ok(());
+        let saved = match self.bytes() {
+            Ok(bytes) => self.state.save_if_changed(bytes).await,
+            Err(e) => {
+                error!(error = %e, "cannot save the services state");
+                self.updates_unsaved = true;
+                return Ok(false);
+            }
         };
-        self.state.save_if_changed(bytes).await.map_err(|e| {
-            error!(error = %e, "cannot save the services state: stopping");
-            Fatal::Save(e)
-        })
+        match saved {
+            Ok(()) => {
+                self.updates_unsaved = false;
+                Ok(true)
+            }
+            Err(SaveError::Failed(e)) => {
+                error!(error = %e, "cannot save the services state: launching nothing; retrying on the next tick");
+                self.updates_unsaved = true;
+                Ok(false)
+            }
+            Err(SaveError::Fenced(e)) => {
+                error!(error = %e, "another instance writes the services state: stopping");
+                Err(Fatal::Save(e))
+            }
+        }
+    }
+
+    /// Saves the state after the API calls `replies` holds, then answers them; when the save
+    /// fails they are answered [`CallError::NotSaved`] and the core is rolled back. `Ok(true)`:
+    /// saved.
+    ///
+    /// # Errors
+    /// Another instance writes the state, or the last saved state does not load.
+    async fn commit(&mut self, replies: Replies) -> Result<bool, Fatal> {
+        let committed = match self.bytes() {
+            Ok(bytes) => self
+                .state
+                .commit(bytes, replies)
+                .await
+                .map_err(|e| match e {
+                    SaveError::Failed(e) => Ok(e.to_string()),
+                    SaveError::Fenced(e) => Err(e),
+                }),
+            Err(e) => {
+                replies.deliver(&Err(CallError::NotSaved(e.clone())));
+                Err(Ok(e))
+            }
+        };
+        match committed {
+            Ok(()) => {
+                self.updates_unsaved = false;
+                self.publish_events();
+                Ok(true)
+            }
+            Err(Ok(reason)) => {
+                error!(error = %reason, "cannot save the services state: the API calls are refused and undone");
+                self.roll_back().await?;
+                Ok(false)
+            }
+            Err(Err(e)) => {
+                error!(error = %e, "another instance writes the services state: stopping");
+                Err(Fatal::Save(e))
+            }
+        }
+    }
+
+    /// Back to the last saved state (what the refused calls did is gone); the framework id the
+    /// master gave is kept, and the tasks are reconciled so that the status updates since that
+    /// save come again.
+    async fn roll_back(&mut self) -> Result<(), Fatal> {
+        let saved: Saved = self.state.restore().map_err(|e| {
+            Fatal::CannotLead(format!("the last saved services state does not load: {e}"))
+        })?;
+        self.core = saved.core;
+        let id = self.framework_id.read().ok().and_then(|f| f.clone());
+        if id.is_some() {
+            self.core.framework_id = id;
+        }
+        // Saved again (if anything differs) on the next tick.
+        self.updates_unsaved = true;
+        let live = self.core.live_tasks();
+        if !live.is_empty() {
+            if let Err(e) = self.fw.reconcile(&live).await {
+                warn!(error = %e, "reconciliation failed");
+            }
+        }
+        Ok(())
     }
 
     async fn apply(&mut self, effects: Vec<Effect>) {
@@ -299,9 +388,19 @@ impl Actor {
         for offer in &offers {
             plans.push((offer.id.clone(), self.core.launches_for(offer, now)));
         }
-        // Recorded first: a crash after the launch must not lose the task.
-        if plans.iter().any(|(_, launches)| !launches.is_empty()) {
-            self.persist().await?;
+        // Recorded first: a crash after the launch must not lose the task. Not recorded: not
+        // launched (it could run twice after a failover); offered again soon.
+        if plans.iter().any(|(_, launches)| !launches.is_empty()) && !self.persist().await? {
+            let mut ids = Vec::new();
+            for (offer_id, launches) in plans {
+                for l in launches {
+                    self.core.launch_failed(&l.task.task_id);
+                }
+                ids.push(offer_id);
+            }
+            let _ = self.fw.decline(&ids, 2.0).await;
+            self.gate.declined();
+            return Ok(());
         }
         for (offer_id, launches) in plans {
             if launches.is_empty() {
@@ -323,7 +422,8 @@ impl Actor {
         Ok(())
     }
 
-    /// Runs the actor; a state it cannot save stops it and is reported on `fatal`.
+    /// Runs the actor; a write conflict (another instance leads) stops it and is reported on
+    /// `fatal`.
     async fn run(mut self, rx: Jobs<ServicesCore>, stop: watch::Receiver<bool>) {
         let fatal = self.fatal.clone();
         if let Err(e) = self.serve(rx, stop).await {
@@ -344,16 +444,15 @@ impl Actor {
                 }
                 job = rx.recv() => {
                     let Some(job) = job else { break };
-                    job(&mut self.core, Utc::now());
                     // Group commit: the API calls already queued are applied before the one save
-                    // (each save writes the whole state).
-                    while let Ok(job) = rx.try_recv() {
-                        job(&mut self.core, Utc::now());
-                    }
+                    // (each save writes the whole state); they are answered after it.
+                    let replies = agora_framework::apply_queued(&mut self.core, job, &mut rx);
                     let mut effects = self.core.take_deferred();
                     effects.extend(self.core.plan(Utc::now()));
-                    self.apply(effects).await;
-                    self.persist().await?;
+                    // What the calls asked for (kills) is done only once they are saved.
+                    if self.commit(replies).await? {
+                        self.apply(effects).await;
+                    }
                     self.offers_wanted(true).await;
                 }
                 _ = tick.tick() => {
@@ -406,6 +505,6 @@ impl Actor {
                 }
             }
         }
-        self.persist().await
+        self.persist().await.map(|_| ())
     }
 }

@@ -1,0 +1,251 @@
+//! "A reply means it is durable" for the services and batch frameworks: a state that cannot be
+//! saved answers the call 5xx and forgets it (the process goes on serving and saves again once
+//! it can), and a `kill -9` right after a 201 never loses what was acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{eventually, free_port, Master, Process};
+
+/// A framework process (`services` or `batch`) with its work dir under `dir`.
+struct Fw {
+    process: Process,
+    base: String,
+    state: PathBuf,
+}
+
+fn spawn(kind: &str, dir: &Path, master: &str, port: u16, name: &str) -> Fw {
+    let work = dir.join(kind);
+    let args: Vec<String> = [
+        kind,
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &work.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Fw {
+        process: Process::spawn(name, &args, dir),
+        base: format!("http://127.0.0.1:{port}"),
+        state: work.join("state.json"),
+    }
+}
+
+async fn start(kind: &str, dir: &Path, master: &str, port: u16, name: &str) -> Fw {
+    let fw = spawn(kind, dir, master, port, name);
+    let ping = format!("{}/ping", fw.base);
+    eventually(&format!("the {kind} API"), Duration::from_secs(20), || {
+        let ping = ping.clone();
+        async move {
+            let r = reqwest::get(&ping).await.ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+    fw
+}
+
+async fn post(url: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("POST")
+}
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn app_ids(s: &Fw) -> Vec<String> {
+    let v = get_json(&format!("{}/v2/apps", s.base)).await;
+    let mut ids: Vec<String> = v["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn job_names(b: &Fw) -> Vec<String> {
+    let v = get_json(&format!("{}/v1/scheduler/jobs", b.base)).await;
+    let mut names: Vec<String> = v
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+fn app(id: &str) -> Value {
+    json!({"id": id, "cmd": "sleep 1000", "cpus": 0.01, "mem": 8, "instances": 0})
+}
+
+fn job(name: &str) -> Value {
+    json!({"name": name, "command": "true", "schedule": "R/2035-01-01T00:00:00Z/P1D", "cpus": 0.1, "mem": 16})
+}
+
+/// Makes the state file unwritable: a directory where the file is (the atomic rename over it
+/// fails, whoever runs the test).
+fn break_state(path: &Path) {
+    std::fs::remove_file(path).expect("remove state.json");
+    std::fs::create_dir(path).expect("a directory in its place");
+}
+
+fn fix_state(path: &Path) {
+    std::fs::remove_dir(path).expect("remove the directory");
+}
+
+async fn assert_not_saved(r: reqwest::Response) {
+    let status = r.status();
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(status, 503, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the state could not be saved: "),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsaved_app_or_job_is_refused_forgotten_and_saving_resumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let port = free_port();
+    let mut s = start("services", dir.path(), &master.address(), port, "services").await;
+    let apps = format!("{}/v2/apps", s.base);
+    assert_eq!(post(&apps, &app("/kept")).await.status(), 201);
+    assert!(s.state.is_file());
+
+    break_state(&s.state);
+    assert_not_saved(post(&apps, &app("/refused")).await).await;
+    // Still serving, and the refused app is not there.
+    assert_eq!(app_ids(&s).await, vec!["/kept"]);
+    assert_not_saved(post(&apps, &app("/refused-too")).await).await;
+    assert!(s.process.try_wait().is_none(), "services kept running");
+
+    fix_state(&s.state);
+    assert_eq!(post(&apps, &app("/after")).await.status(), 201);
+    s.process.kill();
+    drop(s);
+    let s = start(
+        "services",
+        dir.path(),
+        &master.address(),
+        port,
+        "services-2",
+    )
+    .await;
+    assert_eq!(app_ids(&s).await, vec!["/after", "/kept"]);
+    drop(s);
+
+    let port = free_port();
+    let mut b = start("batch", dir.path(), &master.address(), port, "batch").await;
+    let jobs = format!("{}/v1/scheduler/iso8601", b.base);
+    assert_eq!(post(&jobs, &job("kept")).await.status(), 204);
+    assert!(b.state.is_file());
+    break_state(&b.state);
+    assert_not_saved(post(&jobs, &job("refused")).await).await;
+    assert_eq!(job_names(&b).await, vec!["kept"]);
+    assert!(b.process.try_wait().is_none(), "batch kept running");
+    fix_state(&b.state);
+    assert_eq!(post(&jobs, &job("after")).await.status(), 204);
+    b.process.kill();
+    drop(b);
+    let b = start("batch", dir.path(), &master.address(), port, "batch-2").await;
+    assert_eq!(job_names(&b).await, vec!["after", "kept"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_right_after_a_201_loses_no_acknowledged_app() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No master needed: the API and the state file are what is tested, and a master to
+    // subscribe to would only slow each restart down.
+    let master = format!("127.0.0.1:{}", free_port());
+    let began = Instant::now();
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..50 {
+        let mut s = start(
+            "services",
+            dir.path(),
+            &master,
+            free_port(),
+            &format!("services-{round}"),
+        )
+        .await;
+        let present = app_ids(&s).await;
+        // Saved but its reply lost with the process is allowed; acknowledged but gone is not.
+        let lost: Vec<&String> = acknowledged
+            .iter()
+            .filter(|a| !present.contains(a))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged before kill -9, gone after the restart: {lost:?}"
+        );
+        let apps = format!("{}/v2/apps", s.base);
+        // Two creations in flight; the process dies the moment the first is acknowledged (the
+        // other may or may not have been).
+        let ids = [format!("/r{round:02}a"), format!("/r{round:02}b")];
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for id in &ids {
+            let (apps, body, id, tx) = (apps.clone(), app(id), id.clone(), tx.clone());
+            tokio::spawn(async move {
+                let status = reqwest::Client::new()
+                    .post(&apps)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                let _ = tx.send((id, status));
+            });
+        }
+        drop(tx);
+        let (id, first) = rx.recv().await.expect("a reply");
+        s.process.kill();
+        assert_eq!(first.as_ref().ok(), Some(&201), "round {round}: {first:?}");
+        acknowledged.push(id);
+        while let Some((id, status)) = rx.recv().await {
+            if status.ok() == Some(201) {
+                acknowledged.push(id);
+            }
+        }
+    }
+    let s = start(
+        "services",
+        dir.path(),
+        &master,
+        free_port(),
+        "services-last",
+    )
+    .await;
+    let present = app_ids(&s).await;
+    assert!(
+        acknowledged.iter().all(|a| present.contains(a)),
+        "acknowledged {acknowledged:?}, present {present:?}"
+    );
+    assert!(acknowledged.len() >= 50);
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "50 rounds took {:?}",
+        began.elapsed()
+    );
+}
