@@ -12,6 +12,7 @@
 //! Rules are tried in order; the first whose subjects and objects both match decides (allow).
 //! When none matches, `permissive` decides (default true, as in Mesos).
 
+use agora_net::http_auth::constant_time_eq;
 use serde::Deserialize;
 
 use crate::error::MasterError;
@@ -110,7 +111,10 @@ impl Credentials {
         let ok = self
             .credentials
             .iter()
-            .any(|c| c.principal == principal && c.secret.as_bytes() == secret.as_bytes());
+            .filter(|c| c.principal == principal)
+            .fold(false, |found, c| {
+                found | constant_time_eq(c.secret.as_bytes(), secret.as_bytes())
+            });
         if ok {
             Ok(principal)
         } else {

@@ -5,6 +5,7 @@ mod batch;
 mod bench;
 mod cli;
 mod compose;
+mod doors;
 mod faults;
 mod ha;
 mod harness;
