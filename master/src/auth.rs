@@ -220,5 +220,17 @@ mod tests {
             .to_string()
             .contains("requires framework credentials"));
         assert_eq!(basic("Bearer x"), None);
+        // Compared whole (with agora-net's constant-time comparison): no prefix, no extension.
+        for near in ["s3cre", "s3cret!", "", "S3cret"] {
+            assert!(c
+                .authenticate(Some(("services".into(), near.into())))
+                .is_err());
+        }
+        // A principal listed twice: any of its secrets.
+        let twice: Credentials = serde_json::from_str(
+            r#"{"credentials":[{"principal":"a","secret":"one"},{"principal":"a","secret":"two"}]}"#,
+        )
+        .expect("creds");
+        assert!(twice.authenticate(Some(("a".into(), "two".into()))).is_ok());
     }
 }

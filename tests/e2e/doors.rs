@@ -45,9 +45,12 @@ async fn operator_grpc_requires_the_api_token_and_unknown_paths_get_a_json_404()
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
-    op.get_state(with_auth(v1::GetStateRequest {}, Some("Bearer doors-token")))
-        .await
-        .expect("GetState with the token");
+    op.get_state(with_auth(
+        v1::GetStateRequest {},
+        Some("Bearer doors-token"),
+    ))
+    .await
+    .expect("GetState with the token");
     let err = op
         .drain_agent(with_auth(
             v1::DrainAgentRequest {
@@ -283,10 +286,16 @@ async fn impatient_master(dir: &std::path::Path) -> ImpatientMaster {
         .spawn()
         .expect("agora starts");
     let m = ImpatientMaster { child, port, log };
-    eventually("the master to answer /health", Duration::from_secs(20), || async {
-        let r = reqwest::get(format!("http://127.0.0.1:{port}/health")).await.ok()?;
-        r.status().is_success().then_some(())
-    })
+    eventually(
+        "the master to answer /health",
+        Duration::from_secs(20),
+        || async {
+            let r = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
     .await;
     m
 }

@@ -353,3 +353,17 @@ impl Bookkeeping {
 fn same_stream(expected: &str, given: &str) -> bool {
     agora_net::http_auth::constant_time_eq(expected.as_bytes(), given.as_bytes())
 }
+
+#[cfg(test)]
+mod stream_id_tests {
+    use super::same_stream;
+
+    #[test]
+    fn stream_ids_match_only_whole() {
+        let id = "m1-stream-1-0123456789abcdef0123456789abcdef";
+        assert!(same_stream(id, id));
+        assert!(!same_stream(id, "m1-stream-1"));
+        assert!(!same_stream(id, &format!("{id}0")));
+        assert!(!same_stream(id, ""));
+    }
+}
