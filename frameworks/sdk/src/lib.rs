@@ -241,8 +241,6 @@ impl FrameworkBuilder {
     }
 }
 
-/// The current subscription: a client to the leader and the header of its calls.
-#[derive(Clone)]
 /// The scheduler client of a session: every call carries the framework's credentials, which a
 /// master started with `--credentials` checks on unary calls as on SUBSCRIBE.
 type Client =
@@ -266,6 +264,8 @@ impl tonic::service::Interceptor for Credentials {
     }
 }
 
+/// The current subscription: a client to the leader and the header of its calls.
+#[derive(Clone)]
 struct Session {
     client: Client,
     header: v1::CallHeader,
