@@ -6,6 +6,10 @@
 //! - `GET /files/browse?path=…` → `[{"path","size","mode","mtime","nlink","uid","gid"}]`
 //! - `GET /monitor/statistics` → per-container cpu time and memory use/limit.
 //!
+//! With an API token (`--api-token-file`, the master's), every path but `/health` requires
+//! `Authorization: Bearer <token>`, or `?token=<token>` for links a browser follows (the master's
+//! web UI links to sandboxes and cannot set a header on a link).
+//!
 //! Paths are absolute or relative to `<work_dir>/slaves`, and must resolve (after symlinks) inside it:
 //! anything else is refused with 403 and a message saying why.
 #![forbid(unsafe_code)]
@@ -22,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+
+use agora_net::http_auth::ApiToken;
 
 use crate::agent::AgentHandle;
 
@@ -270,6 +276,45 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/files/browse", get(files_browse))
         .route("/monitor/statistics", get(statistics))
         .with_state(agent)
+}
+
+/// Paths anyone may call when the agent has an API token.
+pub const OPEN_PATHS: &[&str] = &["/health"];
+
+/// [`router`] guarded by `token` (all but [`OPEN_PATHS`]); unchanged without one.
+pub fn protected_router(agent: AgentHandle, token: Option<ApiToken>) -> Router {
+    match token {
+        None => router(agent),
+        Some(token) => router(agent).layer(axum::middleware::from_fn_with_state(token, guard)),
+    }
+}
+
+/// The token check: the `Authorization` header as the master checks it, or a `token` query
+/// parameter (a browser following a link from the master's web UI).
+async fn guard(
+    State(token): State<ApiToken>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if OPEN_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let mut headers = req.headers().clone();
+    if let Some(given) = query_token(req.uri()) {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("Bearer {given}")) {
+            headers.append(axum::http::header::AUTHORIZATION, v);
+        }
+    }
+    match token.check(&headers) {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refusal.response("agent"),
+    }
+}
+
+/// The `token` parameter of a query string, percent-decoded.
+fn query_token(uri: &axum::http::Uri) -> Option<String> {
+    let Query(pairs) = Query::<HashMap<String, String>>::try_from_uri(uri).ok()?;
+    pairs.get("token").filter(|t| !t.is_empty()).cloned()
 }
 
 async fn health(State(agent): State<AgentHandle>) -> Json<serde_json::Value> {

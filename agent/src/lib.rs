@@ -115,6 +115,8 @@ pub struct AgentConfig {
     /// `--tls-cert`/`--tls-key`: TLS on the HTTP port and the certificate presented to the master;
     /// `--tls-ca`: the CA the master's certificate must be signed by (TLS to the master).
     pub tls: agora_net::tls::TlsFiles,
+    /// `--api-token-file` (the master's): the HTTP API (all but `/health`) requires it.
+    pub api_token: Option<agora_net::http_auth::ApiToken>,
 }
 
 impl Default for AgentConfig {
@@ -136,6 +138,7 @@ impl Default for AgentConfig {
             default_task_user: user::DEFAULT_TASK_USER.into(),
             allow_root_tasks: false,
             tls: agora_net::tls::TlsFiles::default(),
+            api_token: None,
         }
     }
 }
@@ -356,9 +359,13 @@ pub async fn run(
             addr: addr.to_string(),
             source: e,
         })?;
-    let server = agora_net::tls::serve(listener, http::router(handle.clone()), async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
+    let server = agora_net::tls::serve(
+        listener,
+        http::protected_router(handle.clone(), config.api_token.clone()),
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    );
     let http = tokio::spawn(async move { server.await });
     let link = match &config.master {
         Some(master) => {

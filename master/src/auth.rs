@@ -12,6 +12,7 @@
 //! Rules are tried in order; the first whose subjects and objects both match decides (allow).
 //! When none matches, `permissive` decides (default true, as in Mesos).
 
+use agora_net::http_auth::constant_time_eq;
 use serde::Deserialize;
 
 use crate::error::MasterError;
@@ -110,7 +111,10 @@ impl Credentials {
         let ok = self
             .credentials
             .iter()
-            .any(|c| c.principal == principal && c.secret.as_bytes() == secret.as_bytes());
+            .filter(|c| c.principal == principal)
+            .fold(false, |found, c| {
+                found | constant_time_eq(c.secret.as_bytes(), secret.as_bytes())
+            });
         if ok {
             Ok(principal)
         } else {
@@ -216,5 +220,17 @@ mod tests {
             .to_string()
             .contains("requires framework credentials"));
         assert_eq!(basic("Bearer x"), None);
+        // Compared whole (with agora-net's constant-time comparison): no prefix, no extension.
+        for near in ["s3cre", "s3cret!", "", "S3cret"] {
+            assert!(c
+                .authenticate(Some(("services".into(), near.into())))
+                .is_err());
+        }
+        // A principal listed twice: any of its secrets.
+        let twice: Credentials = serde_json::from_str(
+            r#"{"credentials":[{"principal":"a","secret":"one"},{"principal":"a","secret":"two"}]}"#,
+        )
+        .expect("creds");
+        assert!(twice.authenticate(Some(("a".into(), "two".into()))).is_ok());
     }
 }

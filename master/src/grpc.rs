@@ -40,6 +40,42 @@ impl Services {
     fn master(&self) -> Result<&MasterHandle, Status> {
         Ok(self.node.leading()?)
     }
+
+    /// For a scheduler call when this master requires credentials: the principal its
+    /// `authorization: Basic …` metadata authenticates. `None` when no credentials are required.
+    fn scheduler_principal<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        if !self.node.requires_credentials() {
+            return Ok(None);
+        }
+        Ok(self.node.authenticate(authorization(request).as_deref())?)
+    }
+}
+
+fn authorization<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A scheduler call's caller must be the principal the framework subscribed as: with
+/// credentials, a stream id alone does not let another principal act for a framework.
+fn check_caller(
+    book: &crate::bookkeeping::Bookkeeping,
+    header: Option<&v1::CallHeader>,
+    principal: Option<&str>,
+) -> Result<(), MasterError> {
+    let (Some(principal), Some(header)) = (principal, header) else {
+        return Ok(());
+    };
+    match book.framework_principal(&header.framework_id) {
+        Some(p) if p != principal => Err(MasterError::PermissionDenied(format!(
+            "principal '{principal}' may not call for framework '{}' (it subscribed as '{p}')",
+            header.framework_id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn ok() -> Result<Response<v1::CallResponse>, Status> {
@@ -48,11 +84,13 @@ fn ok() -> Result<Response<v1::CallResponse>, Status> {
 
 macro_rules! scheduler_call {
     ($self:ident, $req:ident, |$book:ident, $r:ident, $clock:ident| $body:expr) => {{
+        let principal = $self.scheduler_principal(&$req)?;
         let $r = $req.into_inner();
         $self
             .master()?
             .call(move |$book, $clock| {
                 let _ = &$clock;
+                check_caller($book, $r.header.as_ref(), principal.as_deref())?;
                 $body
             })
             .await?;
@@ -68,12 +106,7 @@ impl Scheduler for Services {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let authorization = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let authenticated = self.node.authenticate(authorization.as_deref())?;
+        let authenticated = self.node.authenticate(authorization(&request).as_deref())?;
         let mut request = request.into_inner();
         let info = request.framework_info.get_or_insert_with(Default::default);
         if let Some(p) = authenticated {
@@ -277,8 +310,9 @@ impl AgentControl for Services {
 impl Operator for Services {
     async fn get_state(
         &self,
-        _request: Request<v1::GetStateRequest>,
+        request: Request<v1::GetStateRequest>,
     ) -> Result<Response<v1::GetStateResponse>, Status> {
+        self.node.check_api_token(request.metadata())?;
         let leader = self.master()?.leader().to_string();
         let state = self
             .master()?
@@ -289,8 +323,9 @@ impl Operator for Services {
 
     async fn get_roles(
         &self,
-        _request: Request<v1::GetRolesRequest>,
+        request: Request<v1::GetRolesRequest>,
     ) -> Result<Response<v1::GetRolesResponse>, Status> {
+        self.node.check_api_token(request.metadata())?;
         let roles = self.master()?.call(|book, _| Ok(book.roles())).await?;
         Ok(Response::new(v1::GetRolesResponse { roles }))
     }
@@ -299,6 +334,7 @@ impl Operator for Services {
         &self,
         request: Request<v1::DrainAgentRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
+        self.node.check_api_token(request.metadata())?;
         let r = request.into_inner();
         self.master()?
             .call(move |book, _| book.drain_agent(&r.agent_id, r.grace_period_seconds))
@@ -310,6 +346,7 @@ impl Operator for Services {
         &self,
         request: Request<v1::ReactivateAgentRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
+        self.node.check_api_token(request.metadata())?;
         let r = request.into_inner();
         self.master()?
             .call(move |book, _| book.reactivate_agent(&r.agent_id))
@@ -321,6 +358,7 @@ impl Operator for Services {
         &self,
         request: Request<v1::MarkAgentGoneRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
+        self.node.check_api_token(request.metadata())?;
         let r = request.into_inner();
         self.master()?
             .call(move |book, clock| book.mark_agent_gone(&r.agent_id, clock))
@@ -332,6 +370,7 @@ impl Operator for Services {
         &self,
         request: Request<v1::UpdateWeightsRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
+        self.node.check_api_token(request.metadata())?;
         let r = request.into_inner();
         self.master()?
             .call(move |book, _| book.update_weights(&r.weights))
@@ -343,6 +382,7 @@ impl Operator for Services {
         &self,
         request: Request<v1::SetQuotaRequest>,
     ) -> Result<Response<v1::OperatorResponse>, Status> {
+        self.node.check_api_token(request.metadata())?;
         let r = request.into_inner();
         self.master()?
             .call(move |book, _| book.set_quota(r))

@@ -43,6 +43,26 @@ pub fn router(node: Arc<Node>, api_token: Option<agora_net::http_auth::ApiToken>
     agora_net::http_auth::protect(routes, api_token, "master", OPEN_PATHS)
 }
 
+/// What answers a path no route serves: gRPC calls (`content-type: application/grpc…`) get
+/// gRPC's `UNIMPLEMENTED`, as tonic answers an unknown method; anything else a 404 with a JSON
+/// reason, so that a mistyped path is not mistaken for an empty answer.
+pub async fn not_found(req: axum::extract::Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("no such gRPC method: {}", req.uri().path()))
+            .into_http::<axum::body::Body>();
+    }
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "message": format!("no such path: {}", req.uri().path()) })),
+    )
+        .into_response()
+}
+
 /// The web UI: one page, embedded in the binary (no build step), that polls `/state`.
 const UI: &str = include_str!("ui/index.html");
 

@@ -279,6 +279,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         node::Node::new(advertised.clone())
             .with_join_token_file(config.join_token_file.clone())
             .with_auth(credentials, acls)
+            .with_api_token(config.api_token.clone())
             .with_agent_certificates_required(config.require_agent_certificate),
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -297,6 +298,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
             .into_axum_router();
     let app = http::router(node.clone(), config.api_token.clone())
         .merge(grpc)
+        .fallback(http::not_found)
         .layer(axum::middleware::from_fn(metrics::time_request));
     let listener =
         agora_net::tls::Listener::new(listener, tls).map_err(|source| RunError::Bind {

@@ -16,6 +16,7 @@ pub struct Node {
     credentials: Option<crate::auth::Credentials>,
     acls: crate::auth::Acls,
     agent_certificates_required: bool,
+    api_token: Option<agora_net::http_auth::ApiToken>,
 }
 
 impl Node {
@@ -27,7 +28,37 @@ impl Node {
             credentials: None,
             acls: crate::auth::Acls::default(),
             agent_certificates_required: false,
+            api_token: None,
         }
+    }
+
+    /// `--api-token-file`: the Operator gRPC service requires it as HTTP does.
+    pub fn with_api_token(mut self, token: Option<agora_net::http_auth::ApiToken>) -> Self {
+        self.api_token = token;
+        self
+    }
+
+    /// Checks an Operator call's `authorization: Bearer <token>` metadata when this master has an
+    /// API token.
+    ///
+    /// # Errors
+    /// `UNAUTHENTICATED` (missing or wrong token) or `UNAVAILABLE` (unreadable token file).
+    pub fn check_api_token(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), tonic::Status> {
+        match &self.api_token {
+            None => Ok(()),
+            Some(token) => token.check_metadata(metadata).map_err(|refusal| {
+                tracing::debug!(error = refusal.code(), "Operator gRPC call refused");
+                refusal.status("master")
+            }),
+        }
+    }
+
+    /// True when frameworks must authenticate (`--credentials`).
+    pub fn requires_credentials(&self) -> bool {
+        self.credentials.is_some()
     }
 
     /// Framework credentials (`None`: frameworks need not authenticate) and ACLs.

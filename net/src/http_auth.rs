@@ -153,6 +153,14 @@ impl ApiToken {
         cache.token.clone()
     }
 
+    /// Checks a gRPC request's metadata (`authorization: Bearer <token>`) against the token.
+    ///
+    /// # Errors
+    /// The [`Refusal`]; [`Refusal::status`] turns it into the gRPC answer.
+    pub fn check_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Refusal> {
+        self.check(&metadata.clone().into_headers())
+    }
+
     /// Checks a request's headers against the token.
     ///
     /// # Errors
@@ -207,11 +215,11 @@ impl Refusal {
         }
     }
 
-    /// The answer of the server called `component` (`master`, `services`, `batch`).
-    pub fn response(&self, component: &str) -> Response {
+    /// What to tell the client of the server called `component`, and the HTTP status.
+    pub fn status_and_message(&self, component: &str) -> (StatusCode, String) {
         let how = "send `Authorization: Bearer <token>` with the token of its --api-token-file \
                    (the agora CLI: --token-file FILE or AGORA_TOKEN)";
-        let (status, message) = match self {
+        match self {
             Refusal::Missing => (
                 StatusCode::UNAUTHORIZED,
                 format!("missing bearer token: the {component} API requires one; {how}"),
@@ -224,7 +232,22 @@ impl Refusal {
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the {component} API refuses every request until its token file is fixed: {reason}"),
             ),
-        };
+        }
+    }
+
+    /// The gRPC answer: `UNAUTHENTICATED` (missing or wrong token) or `UNAVAILABLE` (the token
+    /// file cannot be read), with the same message as over HTTP.
+    pub fn status(&self, component: &str) -> tonic::Status {
+        let (_, message) = self.status_and_message(component);
+        match self {
+            Refusal::Unavailable(_) => tonic::Status::unavailable(message),
+            _ => tonic::Status::unauthenticated(message),
+        }
+    }
+
+    /// The answer of the server called `component` (`master`, `services`, `batch`).
+    pub fn response(&self, component: &str) -> Response {
+        let (status, message) = self.status_and_message(component);
         let body = Json(serde_json::json!({
             "message": message,
             "error": self.code(),

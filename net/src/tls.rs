@@ -1,7 +1,8 @@
 //! TLS for every Agora listener and gRPC client (rustls with the `ring` provider).
 //!
 //! A master, an agent and the frameworks each serve gRPC and HTTP on one port; [`Listener`] is that
-//! port, plain or TLS, for `axum::serve`. Handshakes run in their own tasks so that one slow client
+//! port, plain or TLS, and [`serve`] serves it under [`Limits`] (header-read timeout, HTTP/2
+//! keep-alive, connection limit). Handshakes run in their own tasks so that one slow client
 //! cannot hold up the accept loop. When the server is given a CA (`--tls-ca`), clients may present
 //! a certificate signed by it: the handshake fails for a certificate it did not sign, and the
 //! handler learns from [`Peer::client_certificate`] whether one was presented, which is how the
@@ -17,19 +18,23 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -345,8 +350,9 @@ impl AsyncWrite for Connection {
 
 /// A TCP listener that hands `axum::serve` plain or TLS connections.
 pub struct Listener {
-    accepted: mpsc::Receiver<(Connection, SocketAddr)>,
+    accepted: mpsc::Receiver<(Connection, SocketAddr, OwnedSemaphorePermit)>,
     local: SocketAddr,
+    limits: Limits,
     accept_loop: tokio::task::JoinHandle<()>,
 }
 
@@ -357,15 +363,31 @@ impl Drop for Listener {
 }
 
 impl Listener {
-    /// Serves `tcp`, with TLS when `tls` is given.
+    /// Serves `tcp`, with TLS when `tls` is given, with the default [`Limits`] (or those of the
+    /// test-only environment variables, see [`Limits::from_env`]).
     ///
     /// # Errors
     /// The socket's local address cannot be read.
     pub fn new(tcp: TcpListener, tls: Option<Arc<ServerConfig>>) -> io::Result<Listener> {
+        Self::with_limits(tcp, tls, Limits::from_env())
+    }
+
+    /// As [`Listener::new`] with explicit limits.
+    ///
+    /// # Errors
+    /// The socket's local address cannot be read.
+    pub fn with_limits(
+        tcp: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
+        limits: Limits,
+    ) -> io::Result<Listener> {
         let local = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPT_BACKLOG);
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let max = limits.max_connections;
         let accept_loop = tokio::spawn(async move {
+            let mut refusals = RefusalLog::default();
             loop {
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
@@ -376,10 +398,26 @@ impl Listener {
                         continue;
                     }
                 };
+                // Over the limit: close at once (dropping the stream), and say so now and then.
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    if let Some(refused) = refusals.refused(Instant::now()) {
+                        warn!(
+                            %peer,
+                            refused,
+                            max_connections = max,
+                            "connection limit reached: closing new connections"
+                        );
+                    }
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 match &acceptor {
                     None => {
-                        if tx.send((Connection::Plain(stream), peer)).await.is_err() {
+                        if tx
+                            .send((Connection::Plain(stream), peer, permit))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -391,7 +429,9 @@ impl Listener {
                                 .await
                             {
                                 Ok(Ok(tls)) => {
-                                    let _ = tx.send((Connection::Tls(Box::new(tls)), peer)).await;
+                                    let _ = tx
+                                        .send((Connection::Tls(Box::new(tls)), peer, permit))
+                                        .await;
                                 }
                                 Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                                 Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -404,8 +444,80 @@ impl Listener {
         Ok(Listener {
             accepted,
             local,
+            limits,
             accept_loop,
         })
+    }
+}
+
+/// Rate-limits the "connection limit reached" log line: at most one per [`REFUSAL_LOG_EVERY`],
+/// with the number of connections refused since the last one.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+/// How often the "connection limit reached" line may be logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RefusalLog {
+    /// Counts one refusal; returns the count to log when a line is due.
+    fn refused(&mut self, now: Instant) -> Option<u64> {
+        self.since += 1;
+        let due = self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_EVERY);
+        if due {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.since))
+        } else {
+            None
+        }
+    }
+}
+
+/// What one listener tolerates from its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a client has to send a request's headers: from the connection's start for the
+    /// first request (including the bytes that tell HTTP/1 from HTTP/2), and from the end of the
+    /// previous response on a kept-alive HTTP/1 connection (so it is also the idle keep-alive
+    /// timeout). A response in progress (an SSE stream, a long poll) is not affected.
+    pub header_read_timeout: Duration,
+    /// HTTP/2 (gRPC): a PING is sent after this long without a frame, and the connection is
+    /// closed when its answer takes as long again: dead peers do not hold connections.
+    pub h2_keep_alive: Duration,
+    /// Connections served at once; more are closed when accepted.
+    pub max_connections: usize,
+}
+
+/// The test-only variable that shortens [`Limits::header_read_timeout`] (milliseconds).
+pub const HEADER_TIMEOUT_ENV: &str = "AGORA_TEST_HEADER_READ_TIMEOUT_MS";
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            h2_keep_alive: Duration::from_secs(20),
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, with [`HEADER_TIMEOUT_ENV`] (a number of milliseconds, for tests that
+    /// cannot wait 10 s) applied when set to a valid number; anything else is ignored.
+    pub fn from_env() -> Limits {
+        let mut limits = Limits::default();
+        if let Some(ms) = std::env::var(HEADER_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+        {
+            limits.header_read_timeout = Duration::from_millis(ms);
+        }
+        limits
     }
 }
 
@@ -413,9 +525,10 @@ impl axum::serve::Listener for Listener {
     type Io = Connection;
     type Addr = SocketAddr;
 
+    /// For `axum::serve` (tests): the connection limit is not held here, [`serve`] holds it.
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.accepted.recv().await {
-            Some(c) => c,
+            Some((c, addr, _permit)) => (c, addr),
             // The accept loop only ends when the listener is dropped.
             None => std::future::pending().await,
         }
@@ -436,9 +549,9 @@ pub struct Peer {
     pub client_certificate: bool,
 }
 
-impl Connected<IncomingStream<'_, Listener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
-        let client_certificate = match stream.io() {
+impl Peer {
+    fn of(connection: &Connection, addr: SocketAddr) -> Peer {
+        let client_certificate = match connection {
             Connection::Plain(_) => false,
             Connection::Tls(s) => s
                 .get_ref()
@@ -447,27 +560,181 @@ impl Connected<IncomingStream<'_, Listener>> for Peer {
                 .is_some_and(|c| !c.is_empty()),
         };
         Peer {
-            addr: *stream.remote_addr(),
+            addr,
             client_certificate,
         }
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, with [`Peer`] as connect info.
+impl Connected<IncomingStream<'_, Listener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
+        Peer::of(stream.io(), *stream.remote_addr())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, with [`Peer`] as connect info
+/// (`ConnectInfo<Peer>`), HTTP/1 and HTTP/2 on the one port, under the listener's [`Limits`]:
+///
+/// ```text
+///  accept ─(over max_connections: close)─▶ first bytes (≤ header_read_timeout) ─┬─ "PRI * HTTP/2.0…" ─▶ h2 (keep-alive pings)
+///                                                                               └─ else ─▶ h1 (headers ≤ header_read_timeout, also when idle)
+/// ```
+///
+/// On `shutdown` it stops accepting and waits for the connections in progress to finish
+/// (each is told to close once its current requests are answered).
 ///
 /// # Errors
-/// What `axum::serve` returns.
+/// None today; the `Result` is kept for callers that map serving errors.
 pub async fn serve(
-    listener: Listener,
+    mut listener: Listener,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<Peer>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = listener.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.h2_keep_alive)
+        .keep_alive_timeout(limits.h2_keep_alive);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (mut connection, addr, permit) = tokio::select! {
+            accepted = listener.accepted.recv() => match accepted {
+                Some(a) => a,
+                None => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let peer = Peer::of(&connection, addr);
+        let router = router.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let preface = match first_bytes(&mut connection, limits.header_read_timeout).await {
+                Ok(p) => p,
+                Err(e) => {
+                    debug!(%addr, error = %e, "connection closed before its first request");
+                    return;
+                }
+            };
+            let io = TokioIo::new(Replay {
+                prefix: preface,
+                at: 0,
+                inner: connection,
+            });
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), req)
+            });
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                debug!(%addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// The HTTP/2 connection preface: a client speaking h2 without TLS ALPN starts with it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the first bytes of a connection, enough to tell HTTP/2 (the whole preface) from HTTP/1
+/// (anything else), within `timeout`: hyper's own version detection would wait forever for a
+/// client that sends nothing.
+async fn first_bytes(connection: &mut Connection, timeout: Duration) -> io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::with_capacity(H2_PREFACE.len());
+    let read = async {
+        let mut chunk = [0u8; 24];
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            let n = connection
+                .read(&mut chunk[..H2_PREFACE.len() - buf.len()])
+                .await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed by the client",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<(), io::Error>(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no request within {timeout:?}"),
+            ))
+        }
+    }
+    Ok(buf)
+}
+
+/// A connection whose first bytes, already read by [`first_bytes`], are read again.
+struct Replay {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: Connection,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = (this.prefix.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// Whether the request came over a connection with a verified client certificate.

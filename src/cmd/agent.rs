@@ -52,6 +52,10 @@ pub struct AgentArgs {
     /// The join token itself (prefer --join-token-file: the environment is visible to tasks).
     #[arg(long = "join-token", env = "AGORA_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// File holding the cluster's API token (the master's --api-token-file): the agent's HTTP API
+    /// (sandbox files, statistics; all but /health) then requires it.
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
     /// cgroup filesystem root.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     cgroup_root: PathBuf,
@@ -94,6 +98,12 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ),
         (None, token) => token,
     };
+    let api_token = args
+        .api_token_file
+        .as_ref()
+        .map(agora_net::http_auth::ApiToken::from_file)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--api-token-file: {e}"))?;
     let config = agora_agent::AgentConfig {
         master: Some(master),
         port: args.port,
@@ -114,6 +124,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         default_task_user: args.default_task_user,
         allow_root_tasks: args.allow_root_tasks,
         tls: args.tls.files(),
+        api_token,
         ..Default::default()
     };
     agora_agent::run(config, super::shutdown_signal()).await?;

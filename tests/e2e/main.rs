@@ -5,6 +5,7 @@ mod batch;
 mod bench;
 mod cli;
 mod compose;
+mod doors;
 mod durability;
 mod faults;
 mod ha;

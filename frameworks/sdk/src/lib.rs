@@ -241,10 +241,33 @@ impl FrameworkBuilder {
     }
 }
 
+/// The scheduler client of a session: every call carries the framework's credentials, which a
+/// master started with `--credentials` checks on unary calls as on SUBSCRIBE.
+type Client =
+    SchedulerClient<tonic::service::interceptor::InterceptedService<Channel, Credentials>>;
+
+/// Adds `authorization: Basic …` to each call when the framework has a credential.
+#[derive(Clone)]
+struct Credentials(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// The current subscription: a client to the leader and the header of its calls.
 #[derive(Clone)]
 struct Session {
-    client: SchedulerClient<Channel>,
+    client: Client,
     header: v1::CallHeader,
 }
 
@@ -553,17 +576,17 @@ impl Driver {
         let channel = endpoint.connect().await.map_err(|e| {
             tonic::Status::unavailable(format!("{address}: {}", agora_net::tls::error_chain(&e)))
         })?;
-        let mut client = SchedulerClient::new(channel);
-        let mut request = tonic::Request::new(v1::SubscribeRequest {
+        let credentials = match &self.authorization {
+            Some(auth) => Some(auth.parse().map_err(|_| {
+                tonic::Status::invalid_argument("the credential is not valid ASCII")
+            })?),
+            None => None,
+        };
+        let mut client = SchedulerClient::with_interceptor(channel, Credentials(credentials));
+        let request = tonic::Request::new(v1::SubscribeRequest {
             framework_info: Some(self.info.clone()),
             suppressed_roles: self.suppressed_roles.clone(),
         });
-        if let Some(auth) = &self.authorization {
-            let value = auth.parse().map_err(|_| {
-                tonic::Status::invalid_argument("the credential is not valid ASCII")
-            })?;
-            request.metadata_mut().insert("authorization", value);
-        }
         let mut stream = client.subscribe(request).await?.into_inner();
         let mut heartbeat = heartbeat_timeout(15.0);
         loop {

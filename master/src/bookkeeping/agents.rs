@@ -13,6 +13,7 @@ use super::{
 };
 use crate::error::MasterError;
 use crate::registry::AgentRecord;
+use agora_net::http_auth::constant_time_eq;
 
 impl Bookkeeping {
     fn validate_agent_info(
@@ -680,12 +681,4 @@ impl Bookkeeping {
             self.registry_dirty = true;
         }
     }
-}
-
-/// Compares secrets without leaking where they differ through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -55,7 +55,14 @@ impl Bookkeeping {
             )));
         }
         self.next_stream += 1;
-        let stream_id = format!("{}-stream-{}", self.master_id(), self.next_stream);
+        // The stream id is what authorizes a scheduler's calls (with no credentials, the only
+        // thing): 128 random bits from the OS, never a counter a client could guess.
+        let stream_id = format!(
+            "{}-stream-{}-{}",
+            self.master_id(),
+            self.next_stream,
+            uuid::Uuid::new_v4().simple()
+        );
         let id = if info.id.is_empty() {
             self.next_framework += 1;
             format!("{}-{:04}", self.master_id(), self.next_framework)
@@ -139,7 +146,7 @@ impl Bookkeeping {
         let Some(fw) = self.frameworks.get_mut(framework_id) else {
             return;
         };
-        if fw.stream_id != stream_id || !fw.connected {
+        if !same_stream(&fw.stream_id, stream_id) || !fw.connected {
             return;
         }
         fw.connected = false;
@@ -247,7 +254,7 @@ impl Bookkeeping {
                 "subscribe first",
             ));
         };
-        if !fw.connected || fw.stream_id != header.stream_id {
+        if !fw.connected || !same_stream(&fw.stream_id, &header.stream_id) {
             return Err(MasterError::FailedPrecondition(format!(
                 "header.stream_id '{}' is not the current subscription of framework '{}': another \
                  scheduler instance replaced this one, or it is not subscribed",
@@ -339,5 +346,24 @@ impl Bookkeeping {
             fw.suppressed.extend(roles);
         }
         Ok(())
+    }
+}
+
+/// Stream ids are secrets: compared without telling, through timing, how much of a guess was right.
+fn same_stream(expected: &str, given: &str) -> bool {
+    agora_net::http_auth::constant_time_eq(expected.as_bytes(), given.as_bytes())
+}
+
+#[cfg(test)]
+mod stream_id_tests {
+    use super::same_stream;
+
+    #[test]
+    fn stream_ids_match_only_whole() {
+        let id = "m1-stream-1-0123456789abcdef0123456789abcdef";
+        assert!(same_stream(id, id));
+        assert!(!same_stream(id, "m1-stream-1"));
+        assert!(!same_stream(id, &format!("{id}0")));
+        assert!(!same_stream(id, ""));
     }
 }

@@ -224,3 +224,133 @@ fn bad_material_is_reported_with_the_flag_and_file() {
     assert!(e.to_string().contains("--tls-ca"), "{e}");
     assert!(TlsFiles::default().client().expect("plain").is_none());
 }
+
+async fn start_limited(limits: Limits) -> SocketAddr {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = Listener::with_limits(tcp, None, limits).expect("listener");
+    let addr = axum::serve::Listener::local_addr(&listener).expect("addr");
+    let router = axum::Router::new()
+        .route("/peer", axum::routing::get(peer))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                // A response in progress (a long poll) longer than the header timeout.
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                "late"
+            }),
+        );
+    tokio::spawn(serve(listener, router, std::future::pending()));
+    addr
+}
+
+fn short() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    }
+}
+
+/// Reads until the server closes; panics when it does not within `limit`.
+async fn wait_closed(stream: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Err(_) => panic!("still open after {limit:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn silent_and_slow_clients_are_closed_after_the_header_timeout() {
+    let addr = start_limited(short()).await;
+    // Nothing sent at all (before HTTP/1 and HTTP/2 can even be told apart).
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    wait_closed(&mut idle, Duration::from_secs(3)).await;
+    // Half an h2 preface.
+    let mut half = TcpStream::connect(addr).await.expect("connect");
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.expect("write");
+    wait_closed(&mut half, Duration::from_secs(3)).await;
+    // Headers never finished.
+    let mut slow = TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    wait_closed(&mut slow, Duration::from_secs(3)).await;
+    // Idle after a kept-alive request.
+    let mut kept = TcpStream::connect(addr).await.expect("connect");
+    kept.write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = wait_closed(&mut kept, Duration::from_secs(3)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("client_certificate=false"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn a_response_in_progress_outlives_the_header_timeout() {
+    let addr = start_limited(short()).await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = wait_closed(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("late"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_still_served() {
+    let addr = start_limited(short()).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("h2 connects");
+    drop(channel);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_accept() {
+    let addr = start_limited(Limits {
+        max_connections: 1,
+        ..Limits::default()
+    })
+    .await;
+    let _first = TcpStream::connect(addr).await.expect("connect");
+    // Give the accept loop the first connection before the second arrives.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut second = TcpStream::connect(addr).await.expect("connect");
+    let _ = second
+        .write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let answer = wait_closed(&mut second, Duration::from_secs(3)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
+fn the_limit_log_line_is_rate_limited_and_counts_refusals() {
+    let mut log = RefusalLog::default();
+    let t0 = Instant::now();
+    assert_eq!(log.refused(t0), Some(1));
+    assert_eq!(log.refused(t0 + Duration::from_secs(1)), None);
+    assert_eq!(log.refused(t0 + Duration::from_secs(2)), None);
+    assert_eq!(log.refused(t0 + REFUSAL_LOG_EVERY), Some(3));
+}
+
+#[test]
+fn the_default_limits() {
+    assert_eq!(
+        Limits::default().header_read_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(Limits::default().max_connections, 10_000);
+}
