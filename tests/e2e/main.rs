@@ -5,6 +5,7 @@ mod batch;
 mod bench;
 mod cli;
 mod compose;
+mod failover_agents;
 mod faults;
 mod ha;
 mod harness;
