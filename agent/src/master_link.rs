@@ -6,6 +6,11 @@
 //!  │  Session stream: Hello first, then status updates from the outbox and heartbeats (with usage);
 //!  │                  the master sends RunTask, KillTask, AcknowledgeUpdate, ShutdownFramework, …
 //!  └─ on any error or a closed stream: wait (backoff 0.5 s doubling to 30 s) and start over
+//!
+//!  Under ZooKeeper the leader is followed with a watch (`Detector::watch`): when ZooKeeper lists
+//!  another leader, the session (or the backoff wait) is dropped and the agent connects to the new
+//!  leader at once with the backoff reset; retries with backoff go only to the master that
+//!  ZooKeeper still lists as the leader.
 //! ```
 //! Updates in flight when a stream breaks are not lost: the status update manager resends every
 //! unacknowledged update after the next session opens.
@@ -13,6 +18,7 @@
 
 use std::time::Duration;
 
+use agora_ha::detector::LeaderWatch;
 use agora_proto::v1::{
     self, agent_control_client::AgentControlClient, agent_message, master_message,
 };
@@ -48,6 +54,19 @@ pub enum LinkError {
     /// The agent's actor is gone.
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// ZooKeeper lists another master as the leader (or none): this session was dropped.
+    #[error("the leader moved from {from} to {}", to.as_deref().unwrap_or("none (no master listed)"))]
+    LeaderMoved { from: String, to: Option<String> },
+}
+
+/// Resolves with the new leader once `leader` names a master other than `address` (or none).
+async fn moved_from(leader: &mut LeaderWatch, address: &str) -> Option<String> {
+    loop {
+        let now = leader.changed().await;
+        if now.as_deref() != Some(address) {
+            return now;
+        }
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
@@ -83,7 +102,7 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
 
 impl MasterLink {
     /// `master` is `host:port`, an `http://` URL, or `zk://h1:2181,h2:2181/agora` (the leader is
-    /// looked up in ZooKeeper before every session, so the agent follows failovers).
+    /// watched in ZooKeeper, so the agent follows failovers as soon as a new leader is listed).
     pub fn new(master: String, agent: AgentHandle, info: v1::AgentInfo) -> Self {
         MasterLink {
             master,
@@ -122,26 +141,31 @@ impl MasterLink {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
         let mut backoff = MIN_BACKOFF;
-        let mut detector = agora_ha::detector::Detector::new(&self.master)
-            .map_err(|e| AgentError::BadMaster(e.to_string()))?;
+        let mut leader = agora_ha::detector::Detector::new(&self.master)
+            .map_err(|e| AgentError::BadMaster(e.to_string()))?
+            .watch();
         let mut hint: Option<String> = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
             }
             let address = match hint.take() {
-                Some(h) => Ok(h),
-                None => detector.leader().await,
+                Some(h) => Some(h),
+                None => leader.seen(),
             };
-            let detecting = address.is_err();
-            let result = match address {
-                Ok(address) => {
-                    self.session(&address, &mut outbox, &mut stop, &mut backoff)
-                        .await
+            let result = match &address {
+                Some(address) => {
+                    tokio::select! {
+                        r = self.session(address, &mut outbox, &mut stop, &mut backoff) => r,
+                        to = moved_from(&mut leader, address) => Err(LinkError::LeaderMoved {
+                            from: address.clone(),
+                            to,
+                        }),
+                    }
                 }
-                Err(e) => Err(LinkError::Connect {
+                None => Err(LinkError::Connect {
                     address: self.master.clone(),
-                    message: e.to_string(),
+                    message: "no leading master is listed in ZooKeeper yet".into(),
                 }),
             };
             match result {
@@ -162,15 +186,28 @@ impl MasterLink {
                     info!(leader = ?hint, "that master is a standby: following it to the leader");
                     continue;
                 }
+                Err(LinkError::LeaderMoved { from, to }) => {
+                    info!(%from, ?to, "ZooKeeper lists a new leader: leaving the old one");
+                    backoff = MIN_BACKOFF;
+                    continue;
+                }
                 Err(e) => warn!(error = %e, retry_in = ?backoff, "master link down"),
             }
-            let wait = if detecting {
+            let wait = if address.is_none() {
                 backoff.min(MAX_DETECT_INTERVAL)
             } else {
                 backoff
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                to = leader.changed() => {
+                    if to.is_some() && to != address {
+                        // No backoff against a master ZooKeeper no longer lists.
+                        info!(leader = ?to, "new leader listed in ZooKeeper: connecting at once");
+                        backoff = MIN_BACKOFF;
+                        continue;
+                    }
+                }
                 _ = stopped(&mut stop) => return Ok(()),
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);

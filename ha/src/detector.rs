@@ -5,11 +5,17 @@
 //! `<path>/masters/json.info_<seq>` whose data is its [`MasterInfoJson`]; the lowest sequence number
 //! leads. This layout is part of the public contract: a client in any language can find the leader
 //! by listing `<path>/masters` and reading the lowest `json.info_` child.
+//!
+//! [`Detector::leader`] answers once; [`Detector::watch`] follows the leader: a background task
+//! holds a child watch on `<path>/masters` (re-armed after every event) and publishes each change
+//! of the leader's address, so that agents and frameworks move to a new leader as soon as
+//! ZooKeeper lists it instead of waiting out a backoff against a dead one.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::debug;
+use tokio::sync::watch;
+use tracing::{debug, warn};
 use zookeeper_client as zk;
 
 use agora_proto::v1;
@@ -221,6 +227,223 @@ impl Detector {
     }
 }
 
+impl Detector {
+    /// Follows the leader from now on: see [`LeaderWatch`]. For a fixed `host:port` the leader is
+    /// that address and never changes; under ZooKeeper a background task with a session of its
+    /// own watches `<path>/masters` until the [`LeaderWatch`] is dropped.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn watch(&self) -> LeaderWatch {
+        match &self.spec {
+            MasterSpec::Fixed(addr) => {
+                let (tx, rx) = watch::channel(Some(addr.clone()));
+                LeaderWatch {
+                    rx,
+                    _fixed: Some(tx),
+                    task: None,
+                }
+            }
+            MasterSpec::ZooKeeper { servers, path } => {
+                let (tx, rx) = watch::channel(None);
+                let task = tokio::spawn(follow_leader(
+                    servers.clone(),
+                    path.clone(),
+                    self.session_timeout,
+                    tx,
+                ));
+                LeaderWatch {
+                    rx,
+                    _fixed: None,
+                    task: Some(task),
+                }
+            }
+        }
+    }
+}
+
+/// The leader's address as ZooKeeper lists it, kept up to date by a background task (see
+/// [`Detector::watch`]); dropping it stops the task.
+///
+/// `None` means no leader is known: none is elected, or the watch has not read ZooKeeper yet.
+/// While ZooKeeper cannot be reached the last known leader is kept (losing our own session says
+/// nothing about the masters).
+pub struct LeaderWatch {
+    rx: watch::Receiver<Option<String>>,
+    /// Keeps the channel open for a fixed address, so that [`LeaderWatch::changed`] waits forever.
+    _fixed: Option<watch::Sender<Option<String>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LeaderWatch {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+impl LeaderWatch {
+    /// The leader's address now (`None`: not known).
+    pub fn current(&self) -> Option<String> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits for the next change of the leader's address and returns the new value (`None`: the
+    /// leader's znode is gone and no other master is listed). Never resolves for a fixed address.
+    /// Cancel-safe: a change that happens while nobody waits is returned by the next call.
+    pub async fn changed(&mut self) -> Option<String> {
+        if self.rx.changed().await.is_err() {
+            // The sender is gone (the background task ended, which it does not do on its own):
+            // nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// Marks the current value as seen, so that [`LeaderWatch::changed`] waits for the next
+    /// change; returns it.
+    pub fn seen(&mut self) -> Option<String> {
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// A receiver of the same values, for callers that want `tokio::sync::watch` itself.
+    pub fn receiver(&self) -> watch::Receiver<Option<String>> {
+        self.rx.clone()
+    }
+}
+
+/// How long [`follow_leader`] waits before it tries ZooKeeper again after an error.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
+
+/// The background task of [`Detector::watch`]: list `<path>/masters` with a child watch, publish
+/// the lowest node's address, wait for the watch to fire, again. A missing directory is watched
+/// for its creation. A broken session is replaced; until then the last value stays.
+async fn follow_leader(
+    servers: String,
+    path: String,
+    session_timeout: Duration,
+    tx: watch::Sender<Option<String>>,
+) {
+    let dir = format!("{path}/masters");
+    let mut client: Option<zk::Client> = None;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let usable = client.as_ref().is_some_and(|c| {
+            !matches!(
+                c.state(),
+                zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed
+            )
+        });
+        if !usable {
+            match connect(&servers, session_timeout).await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    debug!(error = %e, "leader watch: ZooKeeper not reachable; retrying");
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_ref() else { continue };
+        let watcher = match c.list_and_watch_children(&dir).await {
+            Ok((children, watcher)) => {
+                match lowest_address(c, &servers, &dir, children).await {
+                    Ok(leader) => publish(&tx, leader),
+                    // Nobody can reach that leader; the next change of the children may help.
+                    Err(e @ DetectError::BadNode { .. }) => {
+                        warn!(error = %e, "leader watch: the leader's znode is unusable");
+                        publish(&tx, None);
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "leader watch: ZooKeeper error; retrying");
+                        client = None;
+                        tokio::time::sleep(WATCH_RETRY).await;
+                        continue;
+                    }
+                }
+                watcher
+            }
+            Err(zk::Error::NoNode) => match c.check_and_watch_stat(&dir).await {
+                // Created between the two calls: list it at once.
+                Ok((Some(_), _)) => continue,
+                Ok((None, watcher)) => {
+                    publish(&tx, None);
+                    watcher
+                }
+                Err(e) => {
+                    debug!(error = %e, "leader watch: ZooKeeper error; retrying");
+                    client = None;
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                debug!(error = %e, "leader watch: ZooKeeper error; retrying");
+                client = None;
+                tokio::time::sleep(WATCH_RETRY).await;
+                continue;
+            }
+        };
+        tokio::select! {
+            event = watcher.changed() => {
+                if event.session_state.is_terminated() {
+                    client = None;
+                }
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+/// Publishes `leader` if it differs from the last value.
+fn publish(tx: &watch::Sender<Option<String>>, leader: Option<String>) {
+    tx.send_if_modified(|l| {
+        if *l == leader {
+            return false;
+        }
+        debug!(?leader, "leader changed");
+        *l = leader;
+        true
+    });
+}
+
+/// The address in the lowest election znode among `children` of `dir` that can still be read.
+///
+/// # Errors
+/// ZooKeeper errors; [`DetectError::BadNode`].
+async fn lowest_address(
+    client: &zk::Client,
+    servers: &str,
+    dir: &str,
+    mut children: Vec<String>,
+) -> Result<Option<String>, DetectError> {
+    children.retain(|c| sequence_of(c).is_some());
+    children.sort_by_key(|c| sequence_of(c).unwrap_or(u64::MAX));
+    for node in children {
+        let full = format!("{dir}/{node}");
+        match client.get_data(&full).await {
+            Ok((data, _)) => {
+                let info: MasterInfoJson =
+                    serde_json::from_slice(&data).map_err(|e| DetectError::BadNode {
+                        node: full.clone(),
+                        message: e.to_string(),
+                    })?;
+                return Ok(Some(info.address));
+            }
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => {
+                return Err(DetectError::ZooKeeper {
+                    servers: servers.to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Opens a ZooKeeper session.
 ///
 /// # Errors
@@ -331,6 +554,94 @@ mod tests {
             let err = MasterSpec::parse(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_fixed_address_is_the_leader_and_never_changes() {
+        let d = Detector::new("10.0.0.4:5050").expect("fixed");
+        let mut w = d.watch();
+        assert_eq!(w.current().as_deref(), Some("10.0.0.4:5050"));
+        let change = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+        assert!(change.is_err(), "a fixed leader changed: {change:?}");
+    }
+
+    /// Against the real ZooKeeper of `scripts/test` (`AGORA_TEST_ZK`, default 127.0.0.1:2181).
+    #[tokio::test]
+    async fn the_watch_follows_the_lowest_znode_within_a_second() {
+        let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = format!("/agora-test-detector-watch-{unique}");
+        let client = connect(&servers, Duration::from_secs(10))
+            .await
+            .expect("ZooKeeper at AGORA_TEST_ZK");
+        let detector = Detector::new(&format!("zk://{servers}{path}")).expect("spec");
+        // Watching before any master exists: no leader, then the first one.
+        let mut w = detector.watch();
+        let soon = Duration::from_secs(1);
+        let dir = format!("{path}/masters");
+        let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let ephemeral = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        // Let the watch see the missing directory first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(w.seen(), None);
+        client.mkdir(&dir, &open).await.expect("mkdir");
+        let mut nodes = Vec::new();
+        let join = |port: u16| {
+            let info = MasterInfoJson {
+                address: format!("127.0.0.1:{port}"),
+                ..Default::default()
+            };
+            let data = serde_json::to_vec(&info).expect("json");
+            let client = &client;
+            let (dir, ephemeral) = (&dir, &ephemeral);
+            async move {
+                let (_, seq) = client
+                    .create(&format!("{dir}/{MASTER_NODE_PREFIX}"), &data, ephemeral)
+                    .await
+                    .expect("create");
+                format!("{dir}/{MASTER_NODE_PREFIX}{seq}")
+            }
+        };
+        nodes.push(join(5051).await);
+        nodes.push(join(5052).await);
+        let first = tokio::time::timeout(soon, async {
+            loop {
+                if let Some(a) = w.changed().await {
+                    return a;
+                }
+            }
+        })
+        .await
+        .expect("the first master within 1 s");
+        assert_eq!(first, "127.0.0.1:5051");
+        // A standby joining is no change of leader.
+        nodes.push(join(5053).await);
+        let quiet = tokio::time::timeout(Duration::from_millis(300), w.changed()).await;
+        assert!(
+            quiet.is_err(),
+            "a standby joining changed the leader: {quiet:?}"
+        );
+        // The leader's znode goes (its session expired): the next one leads, at once.
+        client.delete(&nodes[0], None).await.expect("delete");
+        let next = tokio::time::timeout(soon, w.changed())
+            .await
+            .expect("the new leader within 1 s");
+        assert_eq!(next.as_deref(), Some("127.0.0.1:5052"));
+        client.delete(&nodes[1], None).await.expect("delete");
+        let last = tokio::time::timeout(soon, w.changed())
+            .await
+            .expect("the last master within 1 s");
+        assert_eq!(last.as_deref(), Some("127.0.0.1:5053"));
+        client.delete(&nodes[2], None).await.expect("delete");
+        let none = tokio::time::timeout(soon, w.changed())
+            .await
+            .expect("no leader within 1 s");
+        assert_eq!(none, None);
+        client.delete(&dir, None).await.expect("cleanup");
+        client.delete(&path, None).await.expect("cleanup");
     }
 
     #[test]

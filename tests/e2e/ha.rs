@@ -11,12 +11,12 @@ use crate::harness::{eventually, free_port, shell_task, Agent, Process, TestFram
 
 const SESSION_TIMEOUT: f64 = 4.0;
 
-fn zk_servers() -> String {
+pub(crate) fn zk_servers() -> String {
     std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into())
 }
 
 /// A ZooKeeper path of its own for each test.
-fn zk_url(servers: &str, test: &str) -> String {
+pub(crate) fn zk_url(servers: &str, test: &str) -> String {
     let unique = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -25,6 +25,16 @@ fn zk_url(servers: &str, test: &str) -> String {
 }
 
 async fn start_master(dir: &std::path::Path, zk: &str, port: u16) -> Process {
+    start_master_with(dir, zk, port, SESSION_TIMEOUT)
+}
+
+/// A master on `port` in the election under `zk`, with this ZooKeeper session timeout (seconds).
+pub(crate) fn start_master_with(
+    dir: &std::path::Path,
+    zk: &str,
+    port: u16,
+    session_timeout: f64,
+) -> Process {
     let work = dir.join(format!("master-{port}"));
     let args: Vec<String> = [
         "master",
@@ -39,7 +49,7 @@ async fn start_master(dir: &std::path::Path, zk: &str, port: u16) -> Process {
         "--zk",
         zk,
         "--zk-session-timeout",
-        &SESSION_TIMEOUT.to_string(),
+        &session_timeout.to_string(),
         "--agent-reregister-timeout",
         "20",
     ]
@@ -58,7 +68,7 @@ fn no_redirects() -> reqwest::Client {
 }
 
 /// The port of the master that answers `/state` itself (the leader), among `ports`.
-async fn leader_among(ports: &[u16]) -> Option<u16> {
+pub(crate) async fn leader_among(ports: &[u16]) -> Option<u16> {
     let client = no_redirects();
     for &p in ports {
         if let Ok(r) = client
@@ -74,7 +84,7 @@ async fn leader_among(ports: &[u16]) -> Option<u16> {
     None
 }
 
-async fn state_of(port: u16) -> Option<serde_json::Value> {
+pub(crate) async fn state_of(port: u16) -> Option<serde_json::Value> {
     let r = no_redirects()
         .get(format!("http://127.0.0.1:{port}/state"))
         .send()
@@ -86,7 +96,7 @@ async fn state_of(port: u16) -> Option<serde_json::Value> {
     r.json().await.ok()
 }
 
-fn running_tasks(state: &serde_json::Value) -> HashSet<String> {
+pub(crate) fn running_tasks(state: &serde_json::Value) -> HashSet<String> {
     state["tasks"]
         .as_array()
         .map(|ts| {

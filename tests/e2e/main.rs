@@ -7,6 +7,7 @@ mod cli;
 mod compose;
 mod doors;
 mod durability;
+mod failover_agents;
 mod faults;
 mod ha;
 mod harness;

@@ -6,6 +6,11 @@
 //!      └── launch/decline/… ──────┘  failover with the framework id, heartbeat watch, auto-ack
 //! ```
 //!
+//! Under ZooKeeper the driver watches the leader (`Detector::watch`): when ZooKeeper lists a new
+//! leader it leaves the old one (its stream, or the backoff wait after a failed attempt) and
+//! subscribes to the new one at once; backoff applies only to retries against the master that
+//! ZooKeeper still lists as the leader.
+//!
 //! ```no_run
 //! # async fn f() -> Result<(), agora_sdk::SdkError> {
 //! use agora_sdk::{Event, Framework};
@@ -39,7 +44,7 @@ pub mod offers;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_ha::detector::Detector;
+use agora_ha::detector::{Detector, LeaderWatch};
 use agora_proto::v1::{self, scheduler_client::SchedulerClient};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -478,6 +483,16 @@ async fn acknowledge(mut s: Session, status: &v1::TaskStatus) -> Result<(), SdkE
     Ok(())
 }
 
+/// Resolves with the new leader once `leader` names a master other than `address` (or none).
+async fn moved_from(leader: &mut LeaderWatch, address: &str) -> Option<String> {
+    loop {
+        let now = leader.changed().await;
+        if now.as_deref() != Some(address) {
+            return now;
+        }
+    }
+}
+
 /// A standby master names the leader in `agora-leader` metadata.
 fn leader_hint(status: &tonic::Status) -> Option<String> {
     (status.code() == tonic::Code::Unavailable)
@@ -508,24 +523,43 @@ enum StreamEnd {
 impl Driver {
     async fn run(mut self) {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+        let mut leader = self.detector.watch();
         let mut hint: Option<String> = None;
         let mut was_subscribed = false;
         loop {
-            let address = match hint.take() {
-                Some(h) => h,
-                None => match self.detector.leader().await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!(error = %e, "no master found; retrying");
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue;
+            let address = match hint.take().or_else(|| leader.seen()) {
+                Some(a) => a,
+                None => {
+                    warn!("no leading master listed yet; waiting for one");
+                    // A look at most every second, and at once when one is listed.
+                    let wait = backoff.next_delay().min(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = leader.changed() => {}
                     }
-                },
+                    continue;
+                }
             };
-            match self
-                .subscribe_once(&address, was_subscribed, &mut backoff)
-                .await
-            {
+            let attempt = tokio::select! {
+                r = self.subscribe_once(&address, was_subscribed, &mut backoff) => Some(r),
+                to = moved_from(&mut leader, &address) => {
+                    info!(from = %address, ?to, "ZooKeeper lists a new leader: leaving the old one");
+                    None
+                }
+            };
+            let Some(attempt) = attempt else {
+                // Moved: drop the old subscription and go to the new leader now.
+                backoff.reset();
+                if self.take_session() {
+                    was_subscribed = true;
+                    let why = format!("the leader moved away from {address}");
+                    if self.events.send(Event::Disconnected(why)).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            };
+            match attempt {
                 Ok(StreamEnd::Closed) => return,
                 Ok(StreamEnd::Lost(why)) => {
                     was_subscribed = true;
@@ -555,8 +589,24 @@ impl Driver {
                     warn!(error = %status.message(), "subscription failed; retrying");
                 }
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                to = moved_from(&mut leader, &address) => {
+                    // No backoff against a master ZooKeeper no longer lists.
+                    info!(leader = ?to, "new leader listed in ZooKeeper: subscribing at once");
+                    backoff.reset();
+                }
+            }
         }
+    }
+
+    /// Clears the current session; true when there was one.
+    fn take_session(&self) -> bool {
+        self.session
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .is_some()
     }
 
     fn set_session(&self, s: Option<Session>) {
