@@ -61,15 +61,16 @@ const POLL: Duration = Duration::from_millis(100);
 /// starts the task):
 /// a tmpfs (mode 0711) is mounted over the work dir, so that every other sandbox and the agent's
 /// checkpoints vanish, then the task's own sandbox — still the init's working directory, which the
-/// tmpfs does not move — is bind-mounted back at its path (`mount -c`: "." is not canonicalised to
-/// the now hidden path). The directories leading to it are 0711: the task cannot list the work dir.
+/// tmpfs does not move — is bind-mounted back at its path (util-linux's `mount -c`: "." is not
+/// canonicalised to the now hidden path; busybox's mount, in the FROM-scratch agent images, has
+/// no `-c` but binds `/proc/self/cwd` as the kernel resolves it). The directories leading to it are 0711: the task cannot list the work dir.
 /// The agent, outside the namespace, still sees the real tree (stdout/stderr are served from there).
 const SUPERVISOR: &str = r#"meta=$1; procs=$2; ns=$3; host=$4; hide=$5; sb=$6; shift 6
 echo -1000 2>/dev/null >/proc/self/oom_score_adj
 for f in $procs; do
   echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; echo 125 > "$meta/exit_status"; exit 125; }
 done
-init='echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; if [ -n "$3" ]; then mount -t tmpfs -o mode=0711,size=1m,nosuid,nodev agora-hidden "$3" && (umask 066; mkdir -p "$4") && mount -c --bind . "$4" && cd "$4" || { echo "agora: cannot hide the agent work dir $3 from the task" >&2; exit 125; }; fi; shift 4; "$@"; exit $?'
+init='echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; if [ -n "$3" ]; then mount -t tmpfs -o mode=0711,size=1m,nosuid,nodev agora-hidden "$3" && (umask 066; mkdir -p "$4") && { mount -c --bind . "$4" 2>/dev/null || mount --bind /proc/self/cwd "$4"; } && cd "$4" || { echo "agora: cannot hide the agent work dir $3 from the task" >&2; exit 125; }; fi; shift 4; "$@"; exit $?'
 if [ -n "$hide" ]; then
   unshare --mount --propagation private /bin/sh -c "$init" agora-init "$ns" "$host" "$hide" "$sb" "$@" &
 else
