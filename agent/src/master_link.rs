@@ -275,6 +275,7 @@ impl MasterLink {
         let (tx, rx) = mpsc::channel::<v1::AgentMessage>(256);
         let hello = agent_message::Message::Hello(agent_message::Hello {
             agent_id: self.agent.agent_id(),
+            session_token: resp.session_token.clone(),
         });
         tx.send(v1::AgentMessage {
             message: Some(hello),

@@ -54,6 +54,8 @@ pub enum Request {
     },
     AgentSession {
         agent_id: String,
+        /// The `hello`'s session token.
+        session_token: String,
         messages: AgentSender,
         reply: oneshot::Sender<Result<u64, MasterError>>,
     },
@@ -327,9 +329,14 @@ impl Actor {
             }
             Request::AgentSession {
                 agent_id,
+                session_token,
                 messages,
                 reply,
-            } => match self.book.agent_connected(&agent_id, &clock) {
+            } => match self
+                .book
+                .check_session_token(&agent_id, &session_token)
+                .and_then(|()| self.book.agent_connected(&agent_id, &clock))
+            {
                 Ok(()) => {
                     self.next_connection += 1;
                     let connection = self.next_connection;

@@ -261,8 +261,10 @@ impl AgentControl for Services {
             .map_err(|_| {
                 Status::deadline_exceeded("no hello within 10 s of opening the session")
             })??;
-        let agent_id = match first.and_then(|m| m.message) {
-            Some(v1::agent_message::Message::Hello(h)) if !h.agent_id.is_empty() => h.agent_id,
+        let (agent_id, session_token) = match first.and_then(|m| m.message) {
+            Some(v1::agent_message::Message::Hello(h)) if !h.agent_id.is_empty() => {
+                (h.agent_id, h.session_token)
+            }
             _ => {
                 return Err(Status::invalid_argument(
                     "the first message of a session must be hello with the agent_id",
@@ -273,6 +275,7 @@ impl AgentControl for Services {
         let (reply, answer) = oneshot::channel();
         self.master()?.send(ActorRequest::AgentSession {
             agent_id: agent_id.clone(),
+            session_token,
             messages,
             reply,
         })?;

@@ -39,6 +39,7 @@ impl AgentControl for FakeMaster {
             agent_id: MASTER_ASSIGNED_ID.into(),
             master_info: None,
             heartbeat_interval_seconds: 0.3,
+            ..Default::default()
         }))
     }
 
@@ -53,6 +54,7 @@ impl AgentControl for FakeMaster {
             agent_id: id,
             master_info: None,
             heartbeat_interval_seconds: 0.3,
+            ..Default::default()
         }))
     }
 

@@ -37,11 +37,40 @@ impl Bookkeeping {
         Ok((info, total))
     }
 
-    fn response(&self, agent_id: &str) -> v1::RegisterAgentResponse {
+    /// The answer to a (re-)registration, with a new session token (128 bits from the OS's
+    /// generator: unguessable, unlike the seeded shuffles of the core); the previous token of
+    /// the agent stops working.
+    fn response(&mut self, agent_id: &str) -> v1::RegisterAgentResponse {
+        let token = format!("{:032x}", rand::random::<u128>());
+        self.session_tokens
+            .insert(agent_id.to_string(), token.clone());
         v1::RegisterAgentResponse {
             agent_id: agent_id.to_string(),
             master_info: Some(self.settings.master_info.clone()),
             heartbeat_interval_seconds: self.settings.agent_heartbeat().as_secs_f64(),
+            session_token: token,
+        }
+    }
+
+    /// Refuses a session whose `hello` does not carry the token of the agent's latest
+    /// registration (compared in constant time).
+    ///
+    /// # Errors
+    /// [`MasterError::PermissionDenied`] saying what to do.
+    pub fn check_session_token(&self, agent_id: &str, token: &str) -> Result<(), MasterError> {
+        match self.session_tokens.get(agent_id) {
+            Some(expected)
+                if agora_net::http_auth::constant_time_eq(
+                    expected.as_bytes(),
+                    token.as_bytes(),
+                ) =>
+            {
+                Ok(())
+            }
+            _ => Err(MasterError::PermissionDenied(format!(
+                "agent '{agent_id}': the session's token is not the one of its latest \
+                 registration: register (or re-register) first and present its session_token"
+            ))),
         }
     }
 

@@ -188,6 +188,8 @@ pub struct Bookkeeping {
     counters: Counters,
     /// The token agents must present to register (`--join-token-file`); `None`: an open cluster.
     join_token: Option<String>,
+    /// Session token of each agent's latest (re-)registration.
+    session_tokens: HashMap<String, String>,
     /// After a take-over: the registry's agents not yet re-registered, and when to stop waiting
     /// (set by the first timer call, since `new` has no clock).
     recovering: Option<(HashSet<String>, Option<Instant>)>,
@@ -274,6 +276,7 @@ impl Bookkeeping {
         let recovering = (!expected.is_empty()).then_some((expected, None));
         Bookkeeping {
             join_token: None,
+            session_tokens: HashMap::new(),
             recovering,
             settings,
             allocator: alloc,

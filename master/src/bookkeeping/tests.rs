@@ -1486,3 +1486,62 @@ fn limits_conversions_never_panic() {
     limits::bound_message(&mut s);
     assert_eq!(s, "ab".repeat(10));
 }
+
+#[test]
+fn a_session_needs_the_token_of_the_agents_latest_registration() {
+    let mut w = World::new();
+    let c = w.at(0.0);
+    let first = w
+        .book
+        .register_agent(
+            v1::RegisterAgentRequest {
+                agent_info: Some(v1::AgentInfo {
+                    hostname: "h1".into(),
+                    resources: res("cpus:1;mem:128"),
+                    ..Default::default()
+                }),
+                join_token: String::new(),
+            },
+            &c,
+        )
+        .expect("register");
+    let id = first.agent_id.clone();
+    assert_eq!(first.session_token.len(), 32, "128 bits in hex");
+    // Knowing the agent id is not enough.
+    for wrong in [
+        "",
+        "0123456789abcdef0123456789abcdef",
+        &first.session_token[..31],
+    ] {
+        let err = w.book.check_session_token(&id, wrong).unwrap_err();
+        assert!(matches!(err, MasterError::PermissionDenied(_)), "{err}");
+    }
+    assert!(w.book.check_session_token("no-such-agent", "").is_err());
+    w.book
+        .check_session_token(&id, &first.session_token)
+        .expect("its own token");
+    // A re-registration issues a new token; the old one stops working.
+    let again = w
+        .book
+        .reregister_agent(
+            v1::ReregisterAgentRequest {
+                agent_id: id.clone(),
+                agent_info: Some(v1::AgentInfo {
+                    hostname: "h1".into(),
+                    resources: res("cpus:1;mem:128"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            &c,
+        )
+        .expect("reregister");
+    assert_ne!(again.session_token, first.session_token);
+    assert!(w
+        .book
+        .check_session_token(&id, &first.session_token)
+        .is_err());
+    w.book
+        .check_session_token(&id, &again.session_token)
+        .expect("the new token");
+}

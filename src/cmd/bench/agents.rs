@@ -193,6 +193,7 @@ impl SimAgent {
         tx.send(v1::AgentMessage {
             message: Some(agent_message::Message::Hello(agent_message::Hello {
                 agent_id: self.agent_id.clone(),
+                session_token: resp.session_token.clone(),
             })),
         })?;
         let mut inbound = client
