@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_framework::{CallError, Fatal, Jobs, OfferGate, Persisted, Replies, SaveError};
+use agora_framework::{Fatal, Jobs, OfferGate, Persisted, Replies};
 use agora_ha::store::StateStore;
 use agora_proto::v1;
 use agora_sdk::{carve, Event, Framework, TaskNeeds};
@@ -371,66 +371,26 @@ impl Actor {
     /// # Errors
     /// Another instance writes the state: this one must stop.
     async fn persist(&mut self) -> Result<bool, Fatal> {
-        let saved = match self.bytes() {
-            Ok(bytes) => self.state.save_if_changed(bytes).await,
-            Err(e) => {
-                error!(error = %e, "cannot save the batch state");
-                self.unsaved = true;
-                return Ok(false);
-            }
-        };
-        match saved {
-            Ok(()) => {
-                self.unsaved = false;
-                Ok(true)
-            }
-            Err(SaveError::Failed(e)) => {
-                error!(error = %e, "cannot save the batch state: launching nothing; retrying on the next tick");
-                self.unsaved = true;
-                Ok(false)
-            }
-            Err(SaveError::Fenced(e)) => {
-                error!(error = %e, "another instance writes the batch state: stopping");
-                Err(Fatal::Save(e))
-            }
-        }
+        let bytes = self.bytes();
+        let saved = self.state.save_or_retry(bytes, "batch").await?;
+        self.unsaved = !saved;
+        Ok(saved)
     }
 
     /// Saves the state after the API calls `replies` holds, then answers them; when the save
-    /// fails they are answered [`CallError::NotSaved`] and the core is rolled back. `Ok(true)`:
+    /// fails they are answered `CallError::NotSaved` and the core is rolled back. `Ok(true)`:
     /// saved.
     ///
     /// # Errors
     /// Another instance writes the state, or the last saved state does not load.
     async fn commit(&mut self, replies: Replies) -> Result<bool, Fatal> {
-        let committed = match self.bytes() {
-            Ok(bytes) => self
-                .state
-                .commit(bytes, replies)
-                .await
-                .map_err(|e| match e {
-                    SaveError::Failed(e) => Ok(e.to_string()),
-                    SaveError::Fenced(e) => Err(e),
-                }),
-            Err(e) => {
-                replies.deliver(&Err(CallError::NotSaved(e.clone())));
-                Err(Ok(e))
-            }
-        };
-        match committed {
-            Ok(()) => {
-                self.unsaved = false;
-                Ok(true)
-            }
-            Err(Ok(reason)) => {
-                error!(error = %reason, "cannot save the batch state: the API calls are refused and undone");
-                self.roll_back().await?;
-                Ok(false)
-            }
-            Err(Err(e)) => {
-                error!(error = %e, "another instance writes the batch state: stopping");
-                Err(Fatal::Save(e))
-            }
+        let bytes = self.bytes();
+        if self.state.commit_or_refuse(bytes, replies, "batch").await? {
+            self.unsaved = false;
+            Ok(true)
+        } else {
+            self.roll_back().await?;
+            Ok(false)
         }
     }
 

@@ -11,7 +11,10 @@ use agora_ha::store::{Document, StateStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use tracing::error;
+
 use crate::handle::{CallError, Replies};
+use crate::lead::Fatal;
 
 /// A save that did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,71 @@ impl Persisted {
         };
         replies.deliver(&outcome);
         saved
+    }
+
+    /// An actor's own save (ticks, status updates, before launching) of the state `what` names
+    /// (`services`, `batch`), given as its bytes or why they could not be made. `Ok(true)`:
+    /// saved; `Ok(false)`: not saved — logged, the caller launches nothing and retries on its
+    /// next tick.
+    ///
+    /// # Errors
+    /// [`Fatal::Save`]: another instance writes the state, this one must stop.
+    pub async fn save_or_retry(
+        &mut self,
+        bytes: Result<Vec<u8>, String>,
+        what: &str,
+    ) -> Result<bool, Fatal> {
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "cannot save the {what} state");
+                return Ok(false);
+            }
+        };
+        match self.save_if_changed(bytes).await {
+            Ok(()) => Ok(true),
+            Err(SaveError::Failed(e)) => {
+                error!(error = %e, "cannot save the {what} state: launching nothing; retrying on the next tick");
+                Ok(false)
+            }
+            Err(SaveError::Fenced(e)) => {
+                error!(error = %e, "another instance writes the {what} state: stopping");
+                Err(Fatal::Save(e))
+            }
+        }
+    }
+
+    /// [`Persisted::commit`] for the actor: `Ok(true)`: saved and the calls answered;
+    /// `Ok(false)`: not saved, the calls answered [`CallError::NotSaved`] — the caller must roll
+    /// its core back ([`Persisted::restore`]).
+    ///
+    /// # Errors
+    /// [`Fatal::Save`]: another instance writes the state, this one must stop.
+    pub async fn commit_or_refuse(
+        &mut self,
+        bytes: Result<Vec<u8>, String>,
+        replies: Replies,
+        what: &str,
+    ) -> Result<bool, Fatal> {
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                replies.deliver(&Err(CallError::NotSaved(e.clone())));
+                error!(error = %e, "cannot save the {what} state: the API calls are refused and undone");
+                return Ok(false);
+            }
+        };
+        match self.commit(bytes, replies).await {
+            Ok(()) => Ok(true),
+            Err(SaveError::Failed(e)) => {
+                error!(error = %e, "cannot save the {what} state: the API calls are refused and undone");
+                Ok(false)
+            }
+            Err(SaveError::Fenced(e)) => {
+                error!(error = %e, "another instance writes the {what} state: stopping");
+                Err(Fatal::Save(e))
+            }
+        }
     }
 
     /// The last durable state, deserialized; `T::default()` when nothing was ever stored —
