@@ -1,6 +1,7 @@
 //! Job definitions as Chronos accepts them (and a few fields beyond), with validation that names
 //! every bad field. Unknown fields are ignored, as Chronos clients send many.
 
+use agora_framework::bounds::{too_long, too_many};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -525,21 +526,6 @@ impl Job {
         } else {
             Err(InvalidJob(errors))
         }
-    }
-}
-
-fn too_long(bad: &mut impl FnMut(&str, String), path: &str, s: &str, max: usize) {
-    if s.len() > max {
-        bad(
-            path,
-            format!("is {} bytes long; at most {max} are allowed", s.len()),
-        );
-    }
-}
-
-fn too_many(bad: &mut impl FnMut(&str, String), path: &str, n: usize, max: usize) {
-    if n > max {
-        bad(path, format!("has {n} entries; at most {max} are allowed"));
     }
 }
 

@@ -10,7 +10,6 @@
 //! nothing is launched. Only a write conflict — another instance leads — stops the actor
 //! ([`Fatal`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use agora_proto::v1;
 use agora_sdk::{carve, Event, Framework, TaskNeeds};
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::core::{BatchCore, Effect, Launch};
 pub use crate::handle::{BatchHandle, Leadership};
@@ -78,55 +77,7 @@ async fn load_saved(state: &mut Persisted) -> Result<Saved, StartError> {
 }
 
 /// A running batch framework.
-pub struct RunningBatch {
-    pub address: SocketAddr,
-    stop: watch::Sender<bool>,
-    fatal: mpsc::UnboundedReceiver<Fatal>,
-    actor: tokio::task::JoinHandle<()>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl RunningBatch {
-    /// Stops the API and the actor (tasks keep running for the failover timeout).
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.server.await;
-        let _ = self.actor.await;
-    }
-
-    /// Resolves with the error that stops this framework (lost leadership, another instance
-    /// writing the state), for a caller that runs it beside other components (`agora local`);
-    /// call `stop` afterwards.
-    pub async fn failed(&mut self) -> Fatal {
-        match self.fatal.recv().await {
-            Some(e) => e,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Runs until `shutdown` resolves (then stops), or until the framework cannot go on (lost
-    /// leadership, another instance writing the state), which is returned.
-    ///
-    /// # Errors
-    /// The [`Fatal`] error that stopped it.
-    pub async fn wait(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), Fatal> {
-        tokio::select! {
-            () = shutdown => {
-                self.stop().await;
-                Ok(())
-            }
-            Some(e) = self.fatal.recv() => {
-                error!(error = %e, "the batch framework cannot go on");
-                let _ = self.stop.send(true);
-                let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-                Err(e)
-            }
-        }
-    }
-}
+pub type RunningBatch = agora_framework::Running;
 
 /// Binds the API, then (after winning the election, with `zk`) loads the state and starts the
 /// actor.
@@ -177,13 +128,9 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
     };
     let server = api.serve(app, stop_rx, "batch");
     info!(%address, "batch framework started");
-    Ok(RunningBatch {
-        address,
-        stop,
-        fatal,
-        actor,
-        server,
-    })
+    Ok(agora_framework::Running::new(
+        "batch", address, stop, fatal, actor, server,
+    ))
 }
 
 /// Everything needed to start leading.

@@ -11,10 +11,12 @@
 //! - [`config`]: [`FrameworkConfig`], the flags every framework process takes.
 //! - [`api`]: [`BoundApi`], the API port bound before start and served until stopped.
 //! - [`json`]: [`read_json`], request bodies read so that an error names the field.
+//! - [`bounds`]: the length, count and duration checks every API applies at its edge.
 //! - [`handle`]: [`Handle<C>`], a closure run on the core inside its actor, answered once saved.
 //! - [`persist`]: [`Persisted`], the core's state saved when it changed, and the last durable one.
 //! - [`offers`]: [`OfferGate`], suppress and revive.
 //! - [`constraints`]: Marathon's and Chronos's placement constraints.
+//! - [`running`]: [`Running`], a started framework: stop it, wait for it, or learn why it failed.
 //! - [`lead`]: the contender for a process's flags and the background campaign.
 //!
 //! Offer carving (taking a task's resources out of an offer) is the SDK's (`agora_sdk::carve`):
@@ -46,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bounds;
 pub mod config;
 pub mod constraints;
 pub mod handle;
@@ -53,6 +56,7 @@ pub mod json;
 pub mod lead;
 pub mod offers;
 pub mod persist;
+pub mod running;
 
 pub use api::{ApiSetupError, BoundApi};
 pub use config::FrameworkConfig;
@@ -61,3 +65,4 @@ pub use json::{read_json, read_json_value, UnreadableField};
 pub use lead::{contender, spawn_actor, spawn_campaign, Fatal, STATE_FILE};
 pub use offers::{GateAction, OfferGate};
 pub use persist::{Persisted, SaveError};
+pub use running::Running;

@@ -2,6 +2,7 @@
 //! merging, and validation that names every bad field (`/cpus`, `/container/docker/image`, …).
 //! Unknown fields are ignored, as Marathon clients send many.
 
+use agora_framework::bounds::{seconds_within, too_long, too_many};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -1003,27 +1004,6 @@ impl App {
 /// Refuses a duration that is negative, NaN, infinite or longer than a year.
 fn seconds(bad: &mut impl FnMut(&str, String), path: &str, v: f64) {
     seconds_within(bad, path, v, limits::MAX_SECONDS);
-}
-
-fn seconds_within(bad: &mut impl FnMut(&str, String), path: &str, v: f64, max: f64) {
-    if !(v.is_finite() && (0.0..=max).contains(&v)) {
-        bad(path, format!("must be between 0 and {max}"));
-    }
-}
-
-fn too_long(bad: &mut impl FnMut(&str, String), path: &str, s: &str, max: usize) {
-    if s.len() > max {
-        bad(
-            path,
-            format!("is {} bytes long; at most {max} are allowed", s.len()),
-        );
-    }
-}
-
-fn too_many(bad: &mut impl FnMut(&str, String), path: &str, n: usize, max: usize) {
-    if n > max {
-        bad(path, format!("has {n} entries; at most {max} are allowed"));
-    }
 }
 
 fn check_labels(bad: &mut impl FnMut(&str, String), path: &str, labels: &BTreeMap<String, String>) {

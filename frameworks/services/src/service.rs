@@ -11,7 +11,6 @@
 //! another instance leads — ends the actor with a [`Fatal`] error, reported by
 //! [`RunningServices::wait`]; the binary exits.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use agora_sdk::{Event, Framework};
 use chrono::Utc;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::core::{Effect, ServicesCore};
 pub use crate::handle::{Leadership, ServicesHandle};
@@ -59,54 +58,7 @@ struct SavedRef<'a> {
 }
 
 /// A running services framework.
-pub struct RunningServices {
-    pub address: SocketAddr,
-    stop: watch::Sender<bool>,
-    fatal: mpsc::UnboundedReceiver<Fatal>,
-    actor: tokio::task::JoinHandle<()>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl RunningServices {
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.server.await;
-        let _ = self.actor.await;
-    }
-
-    /// Resolves with the error that stops this framework (lost leadership, another instance
-    /// writing the state), for a caller that runs it beside other components (`agora local`);
-    /// call `stop` afterwards.
-    pub async fn failed(&mut self) -> Fatal {
-        match self.fatal.recv().await {
-            Some(e) => e,
-            None => std::future::pending().await,
-        }
-    }
-
-    /// Runs until `shutdown` resolves (then stops), or until the framework cannot go on (lost
-    /// leadership, another instance writing the state), which is returned.
-    ///
-    /// # Errors
-    /// The [`Fatal`] error that stopped it.
-    pub async fn wait(
-        mut self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), Fatal> {
-        tokio::select! {
-            () = shutdown => {
-                self.stop().await;
-                Ok(())
-            }
-            Some(e) = self.fatal.recv() => {
-                error!(error = %e, "the services framework cannot go on");
-                let _ = self.stop.send(true);
-                let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-                Err(e)
-            }
-        }
-    }
-}
+pub type RunningServices = agora_framework::Running;
 
 /// Binds the API, then (after winning the election, with `zk`) loads the state and leads.
 ///
@@ -160,13 +112,9 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
     };
     let server = api.serve(app, stop_rx, "services");
     info!(%address, "services framework started");
-    Ok(RunningServices {
-        address,
-        stop,
-        fatal,
-        actor,
-        server,
-    })
+    Ok(agora_framework::Running::new(
+        "services", address, stop, fatal, actor, server,
+    ))
 }
 
 /// Runs until `shutdown` resolves.
