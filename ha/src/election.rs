@@ -203,6 +203,22 @@ impl Election {
         }
     }
 
+    /// Deletes this contender's election znode, so that the next one in line leads at once (its
+    /// watch on this node fires), instead of after this session's timeout. Bounded by
+    /// [`RESIGN_TIMEOUT`]; a failure is logged (the node then goes with the session).
+    pub async fn resign(&self) {
+        let node = self.node_path();
+        match tokio::time::timeout(RESIGN_TIMEOUT, self.client.delete(&node, None)).await {
+            Ok(Ok(())) => info!(%node, "left the election"),
+            Ok(Err(e)) => {
+                warn!(%node, error = %e, "could not leave the election; it ends with the session")
+            }
+            Err(_) => {
+                warn!(%node, "ZooKeeper did not answer in time; the election node ends with the session")
+            }
+        }
+    }
+
     /// Resolves when this master must stop acting as leader: its session expired or closed, or it
     /// stayed disconnected past a third of the session timeout.
     pub async fn lost(&self) -> ElectionError {
@@ -302,13 +318,23 @@ pub type Lost = Pin<Box<dyn Future<Output = ElectionError> + Send>>;
 /// Told the leading contender's address (`None`: this one, or nobody yet) while campaigning.
 pub type Observer = Arc<dyn Fn(Option<String>) + Send + Sync>;
 
+/// Gives leadership up at once (a planned stop): the next contender leads without waiting for this
+/// one's session to time out.
+pub type Resign = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 /// One leadership term: the store to keep the durable state in (fenced on this term where the
-/// store supports it) and a future that resolves when the term ends. Whoever holds the term must
-/// stop acting when `lost` resolves.
+/// store supports it), a future that resolves when the term ends, and how to end it on purpose.
+/// Whoever holds the term must stop acting when `lost` resolves, and stop writing before calling
+/// `resign`.
 pub struct Term {
     pub store: Box<dyn StateStore>,
     pub lost: Lost,
+    pub resign: Resign,
 }
+
+/// How long a resignation may take before the process stops anyway (ZooKeeper then removes the
+/// node when the session times out).
+pub const RESIGN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Something that campaigns for leadership.
 pub trait Contender: Send {
@@ -337,6 +363,7 @@ impl Contender for Standalone {
             Ok(Term {
                 store: self.store,
                 lost: Box::pin(std::future::pending()),
+                resign: Box::new(|| Box::pin(async {})),
             })
         })
     }
@@ -408,9 +435,12 @@ impl Contender for ZooKeeper {
                 &self.path,
                 election.node_path(),
             );
+            let election = Arc::new(election);
+            let resigning = election.clone();
             Ok(Term {
                 store: Box::new(store),
                 lost: Box::pin(async move { election.lost().await }),
+                resign: Box::new(move || Box::pin(async move { resigning.resign().await })),
             })
         })
     }

@@ -2,7 +2,7 @@
 //! several instances: the master, the services framework and the batch framework.
 //!
 //! ```text
-//!   Contender ──campaign──▶ Term { store, lost }      Leadership<H> ◀── API layers
+//!   Contender ──campaign──▶ Term { store, lost, resign }  Leadership<H> ◀── API layers
 //!   (Standalone | ZooKeeper)   │        └─ resolves when the term ends: the caller stops
 //!                              └─ StateStore (LocalFileStore | ZkStore, fenced on the term)
 //!   Detector: where the leading master is (fixed address or ZooKeeper), for agents, frameworks, CLI

@@ -138,6 +138,9 @@ impl Default for MasterConfig {
     }
 }
 
+/// How long open connections get to close when a master stops.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// A running master process: its address, its leadership, and how to stop it.
 pub struct RunningMaster {
     pub address: SocketAddr,
@@ -160,10 +163,17 @@ impl RunningMaster {
     /// Whatever stopped the server or the registry.
     pub async fn stop(self) -> Result<(), RunError> {
         let _ = self.stop.send(true);
-        let result = self
-            .server
-            .await
-            .map_err(|e| RunError::Serve(e.to_string()))?;
+        // Streams (framework subscriptions, agent sessions) do not end by themselves: they get a
+        // short grace to close, then are cut, so a planned stop never waits for their timeouts.
+        let mut server = self.server;
+        let result = match tokio::time::timeout(STOP_GRACE, &mut server).await {
+            Ok(joined) => joined.map_err(|e| RunError::Serve(e.to_string()))?,
+            Err(_) => {
+                info!(grace = ?STOP_GRACE, "open streams cut at stop");
+                server.abort();
+                Ok(())
+            }
+        };
         let tasks: Vec<_> = self
             .tasks
             .lock()
@@ -321,6 +331,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         stop_rx,
         fatal: fatal_tx.clone(),
         tasks: tasks.clone(),
+        actor_done: Arc::new(tokio::sync::watch::channel(false).0),
     };
     let contender: Box<dyn Contender> = match &config.zk {
         None => Box::new(election::Standalone {
@@ -365,16 +376,33 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
 }
 
 /// Waits to be elected, leads, and reports losing leadership as fatal.
+/// On a planned stop (SIGTERM) a leader resigns first, so that a standby leads within a moment
+/// rather than after this session's timeout; a standby just stops campaigning.
 async fn campaign(leader: Leader, contender: Box<dyn Contender>) -> Result<(), RunError> {
     let node = leader.node.clone();
-    let term = contender
-        .campaign(Arc::new(move |l| node.set_leader(l)))
-        .await
-        .map_err(|e| RunError::LostLeadership(e.to_string()))?;
+    let mut stopping = leader.stop_rx.clone();
+    let mut stopped = async move || {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let term = tokio::select! {
+        t = contender.campaign(Arc::new(move |l| node.set_leader(l))) => {
+            t.map_err(|e| RunError::LostLeadership(e.to_string()))?
+        }
+        () = stopped() => return Ok(()),
+    };
     info!("elected leading master");
     leader.lead(Arc::from(term.store)).await?;
-    let e = term.lost.await;
-    Err(RunError::LostLeadership(e.to_string()))
+    tokio::select! {
+        e = term.lost => Err(RunError::LostLeadership(e.to_string())),
+        () = stopped() => {
+            // The actor stops on the same signal; its last registry write is fenced on the
+            // election node, so it lands (or fails, unacknowledged) before the node goes.
+            leader.actor_stopped().await;
+            (term.resign)().await;
+            leader.node.set_leader(None);
+            Ok(())
+        }
+    }
 }
 
 /// Everything needed to start leading.
@@ -385,9 +413,17 @@ struct Leader {
     stop_rx: tokio::sync::watch::Receiver<bool>,
     fatal: tokio::sync::mpsc::UnboundedSender<RunError>,
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Set when the actor has ended (after its last registry write).
+    actor_done: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Leader {
+    /// Waits (bounded) for the actor to end after a stop.
+    async fn actor_stopped(&self) {
+        let mut done = self.actor_done.subscribe();
+        let _ = tokio::time::timeout(STOP_GRACE, done.wait_for(|d| *d)).await;
+    }
+
     /// Loads the registry and starts the actor; calls reach it from now on.
     async fn lead(&self, store: Arc<dyn registry::StateStore>) -> Result<(), RunError> {
         let loaded = store.load().await?;
@@ -434,8 +470,11 @@ impl Leader {
         }
         self.node.become_leader(handle);
         let fatal = self.fatal.clone();
+        let done = self.actor_done.clone();
         let watcher = tokio::spawn(async move {
-            match actor_join.await {
+            let ended = actor_join.await;
+            done.send_replace(true);
+            match ended {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     let _ = fatal.send(RunError::Store(e));

@@ -442,3 +442,78 @@ async fn a_services_instance_pointed_at_the_masters_zookeeper_path_refuses_to_st
     let state = state_of(port).await.expect("state");
     assert_eq!(state["leader"], format!("127.0.0.1:{port}"), "{state}");
 }
+
+/// A planned stop (systemd's SIGTERM) is the fastest failover: the leader leaves the election
+/// first, so a standby leads within a moment — not after the ZooKeeper session timeout (10 s here)
+/// or the open streams' timeouts — and the stopped master exits cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_stopped_with_sigterm_hands_over_within_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zk = zk_url(&zk_servers(), "sigterm");
+    let _agent = Agent::start(dir.path(), "agent-1", &zk, "cpus:1;mem:256");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut masters = Vec::new();
+    for &p in &ports {
+        masters.push((p, start_master_with(dir.path(), &zk, p, 10.0)));
+    }
+    let leader = eventually("a leader", Duration::from_secs(20), || leader_among(&ports)).await;
+    eventually("the agent registered", Duration::from_secs(30), || async {
+        let s = state_of(leader).await?;
+        (s["agents"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    // An open framework stream: a stop must not wait for it to time out.
+    let _fw = TestFramework::subscribe(
+        &format!("127.0.0.1:{leader}"),
+        TestFramework::info("t", "web", 600.0),
+    )
+    .await;
+
+    let (_, old) = masters
+        .iter_mut()
+        .find(|(p, _)| *p == leader)
+        .expect("the leader's process");
+    let stopped_at = Instant::now();
+    old.signal("TERM");
+    let others: Vec<u16> = ports.iter().copied().filter(|p| *p != leader).collect();
+    let next = eventually("a new leader", Duration::from_secs(30), || {
+        leader_among(&others)
+    })
+    .await;
+    let handover = stopped_at.elapsed();
+    let status = eventually("the old leader to exit", Duration::from_secs(30), || {
+        let s = old.try_wait();
+        async move { s }
+    })
+    .await;
+    let exited = stopped_at.elapsed();
+    assert!(
+        status.success(),
+        "SIGTERM is a clean stop: {status:?}\n{}",
+        old.log_text()
+    );
+    assert!(
+        handover < Duration::from_secs(5),
+        "a standby led {handover:?} after the leader's SIGTERM (the session timeout is 10 s)"
+    );
+    assert!(
+        exited < Duration::from_secs(8),
+        "the stopped leader took {exited:?} to exit"
+    );
+    assert!(
+        old.log_text().contains("left the election"),
+        "{}",
+        old.log_text()
+    );
+    // The agent follows the new leader.
+    eventually(
+        "the agent on the new leader",
+        Duration::from_secs(30),
+        || async {
+            let s = state_of(next).await?;
+            (s["agents"].as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await;
+    println!("SIGTERM handover: new leader after {handover:?}, old master exited after {exited:?}");
+}
