@@ -18,5 +18,6 @@ mod python;
 mod sdk;
 mod security;
 mod services;
+mod stops;
 mod tls;
 mod ui;

@@ -150,6 +150,10 @@ where
             () = &mut stopped => {
                 // Bounded: the actor's last save must not hold the process past a stop.
                 let _ = tokio::time::timeout(Duration::from_secs(10), actor).await;
+                // Then hand over at once: a standby leads without waiting for this session's
+                // timeout.
+                (term.resign)().await;
+                leadership.set_leader(None);
             }
         }
     })

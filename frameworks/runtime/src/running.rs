@@ -9,6 +9,9 @@ use tracing::error;
 
 use crate::lead::Fatal;
 
+/// How long open API connections get to close when a framework stops.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// See the module documentation.
 pub struct Running {
     pub address: SocketAddr,
@@ -40,11 +43,22 @@ impl Running {
         }
     }
 
-    /// Stops the API and the actor (tasks keep running for the failover timeout).
+    /// Stops the API and the actor (tasks keep running for the failover timeout). Open
+    /// connections (`/v2/events` streams never end by themselves) get [`STOP_GRACE`] to close,
+    /// then are cut; the actor's last save and the hand-over of leadership are bounded too.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.server.await;
-        let _ = self.actor.await;
+        let mut server = self.server;
+        if tokio::time::timeout(STOP_GRACE, &mut server).await.is_err() {
+            server.abort();
+        }
+        let mut actor = self.actor;
+        if tokio::time::timeout(Duration::from_secs(15), &mut actor)
+            .await
+            .is_err()
+        {
+            actor.abort();
+        }
     }
 
     /// Resolves with the error that stops this framework (lost leadership, another instance
