@@ -125,3 +125,59 @@ async fn services_stopped_with_sigterm_exits_and_hands_over_at_once() {
 async fn batch_stopped_with_sigterm_exits_and_hands_over_at_once() {
     stop_the_leader_and_see_the_standby_lead("batch", "/v1/scheduler/jobs", None).await;
 }
+
+/// A permanent refusal ends the process non-zero with the reason, so that its unit shows
+/// "failed" instead of "active" while it does nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_framework_whose_credentials_are_refused_exits_non_zero_saying_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("credentials.json");
+    std::fs::write(
+        &creds,
+        r#"{"credentials":[{"principal":"services","secret":"s3cret"},{"principal":"batch","secret":"b4tch"}]}"#,
+    )
+    .expect("write");
+    let master = Master::start(dir.path(), &["--credentials", &creds.display().to_string()]).await;
+    let wrong = dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "not-the-secret").expect("write");
+    for kind in ["services", "batch"] {
+        let args: Vec<String> = [
+            kind,
+            "--master",
+            &master.address(),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &free_port().to_string(),
+            "--work-dir",
+            &dir.path().join(kind).display().to_string(),
+            "--principal",
+            kind,
+            "--secret-file",
+            &wrong.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut p = Process::spawn(kind, &args, dir.path());
+        let status = eventually(
+            "the refused framework to exit",
+            Duration::from_secs(30),
+            || {
+                let s = p.try_wait();
+                async move { s }
+            },
+        )
+        .await;
+        assert!(
+            !status.success(),
+            "{kind} exited 0 after a refusal:\n{}",
+            p.log_text()
+        );
+        let log = p.log_text();
+        assert!(
+            log.contains("refused") && log.to_lowercase().contains("credential"),
+            "{kind}'s log does not say why:\n{log}"
+        );
+    }
+}

@@ -512,8 +512,9 @@ impl Actor {
                             self.persist().await?;
                         }
                         Event::Error(e) => {
-                            warn!(error = %e, "the master closed the subscription");
-                            break;
+                            // Permanent: saved first, then the process ends non-zero.
+                            self.persist().await?;
+                            return Err(Fatal::Refused(e));
                         }
                         _ => {}
                     }

@@ -33,6 +33,11 @@ pub enum Fatal {
     /// conflict): this one no longer leads. Other failed saves are retried, not fatal.
     #[error("cannot save the state: {0}")]
     Save(#[from] StoreError),
+    /// The master refused the subscription for good (wrong credentials, a role the ACLs do not
+    /// allow) or ended it (the framework was torn down): retrying cannot help, and a process
+    /// that goes on running would look healthy to its supervisor while it does nothing.
+    #[error("the master refused or ended this framework's subscription: {0}")]
+    Refused(String),
     /// The core's actor panicked: the process must not go on answering "healthy" while every
     /// call fails.
     #[error("the core stopped: {0}")]

@@ -409,8 +409,9 @@ impl Actor {
                             self.publish_events();
                         }
                         Event::Error(e) => {
-                            warn!(error = %e, "the master closed the subscription");
-                            break;
+                            // Permanent: saved first, then the process ends non-zero.
+                            self.persist().await?;
+                            return Err(Fatal::Refused(e));
                         }
                         _ => {}
                     }
