@@ -72,6 +72,9 @@ pub enum AgentError {
     /// The master refused to admit the agent (its join token was rejected).
     #[error("the master refused this agent: {0}")]
     JoinRefused(String),
+    /// The master speaks TLS and this agent was started without TLS settings.
+    #[error("the master at {0} speaks TLS: start the agent with --tls-ca FILE (the CA that signed the master's certificate; add --tls-cert and --tls-key if the master requires agent certificates)")]
+    TlsRequired(String),
     /// `--master` is neither `host:port` nor a `zk://` URL.
     #[error("{0}")]
     BadMaster(String),

@@ -191,7 +191,17 @@ impl MasterLink {
                     backoff = MIN_BACKOFF;
                     continue;
                 }
-                Err(e) => warn!(error = %e, retry_in = ?backoff, "master link down"),
+                Err(e) => {
+                    // A TLS master answers a plain HTTP/2 client with TLS records, which tonic
+                    // reports as an h2 frame-size error: say what the operator must do, and stop
+                    // (no retry turns a plain agent into a TLS one).
+                    if let (None, Some(address)) = (&self.tls, &address) {
+                        if agora_net::tls::speaks_tls(address, Duration::from_secs(2)).await {
+                            return Err(AgentError::TlsRequired(address.clone()));
+                        }
+                    }
+                    warn!(error = %e, retry_in = ?backoff, "master link down");
+                }
             }
             let wait = if address.is_none() {
                 backoff.min(MAX_DETECT_INTERVAL)

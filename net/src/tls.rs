@@ -282,6 +282,26 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         .join(": ")
 }
 
+/// Whether the server at `address` (`host:port`) speaks TLS, asked the way a plain HTTP/2 client
+/// finds out by accident: it sends the HTTP/2 preface in clear, and a TLS server answers with a
+/// TLS record (an alert, `0x15 0x03 …`, or a handshake, `0x16 0x03 …`) instead of HTTP/2 frames.
+/// `false` when it cannot tell (unreachable, silent, HTTP/2 frames). A client without TLS
+/// settings uses it to turn tonic's "h2 protocol error: frame with invalid size" into what the
+/// operator must do.
+pub async fn speaks_tls(address: &str, within: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut s = TcpStream::connect(address).await.ok()?;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).await.ok()?;
+        Some(matches!(head, [0x15 | 0x16, 0x03]))
+    };
+    matches!(tokio::time::timeout(within, probe).await, Ok(Some(true)))
+}
+
 /// A connection accepted by [`Listener`]: plain TCP or TLS over it.
 pub enum Connection {
     /// No TLS configured.

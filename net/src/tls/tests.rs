@@ -354,3 +354,24 @@ fn the_default_limits() {
     );
     assert_eq!(Limits::default().max_connections, 10_000);
 }
+
+#[tokio::test]
+async fn a_plain_client_can_tell_a_tls_server_from_a_plain_one() {
+    let pki = Pki::new("probe");
+    let (cert, key) = pki.issue("server", &["127.0.0.1"]);
+    let files = TlsFiles {
+        cert: Some(cert),
+        key: Some(key),
+        ca: None,
+    };
+    let tls = start(files.server_config().expect("config")).await;
+    let plain = start(None).await;
+    let within = Duration::from_secs(3);
+    assert!(speaks_tls(&tls.to_string(), within).await);
+    assert!(!speaks_tls(&plain.to_string(), within).await);
+    // Nobody listening: cannot tell, so not "TLS".
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let gone = closed.local_addr().expect("addr");
+    drop(closed);
+    assert!(!speaks_tls(&gone.to_string(), within).await);
+}
