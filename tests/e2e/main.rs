@@ -21,3 +21,4 @@ mod services;
 mod stops;
 mod tls;
 mod ui;
+mod units;
