@@ -205,6 +205,118 @@ pub fn detect_resources() -> Resources {
 /// root's alone (0700); the work dir and the sandbox tree can be entered by anyone (each sandbox is
 /// then private to its task's user). Warns when the default task user could not reach sandboxes
 /// because a parent of the work dir is closed to it.
+/// The containerizers of `kinds` for the agent work dir of `layout`.
+async fn containerizers(
+    kinds: &[ContainerizerKind],
+    layout: &paths::Layout,
+    config: &AgentConfig,
+) -> Result<Vec<Arc<dyn Containerizer>>, AgentError> {
+    let owner = container_owner(layout, &config.cgroup_parent)?;
+    let mut out: Vec<Arc<dyn Containerizer>> = Vec::new();
+    for k in kinds {
+        match k {
+            ContainerizerKind::Native => {
+                out.push(Arc::new(containerizer::native::NativeContainerizer::new(
+                    layout.clone(),
+                    &config.cgroup_root,
+                    &owner.parent,
+                    owner.own,
+                )))
+            }
+            ContainerizerKind::Docker => {
+                let d = containerizer::docker::DockerContainerizer::connect()
+                    .await
+                    .map_err(|e| AgentError::DockerUnavailable(e.to_string()))?
+                    .with_owner(owner.own.then(|| owner.parent.clone()));
+                out.push(Arc::new(d));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `agora agent cleanup`: destroys every container the agent of `config.work_dir` launched —
+/// checkpointed or not — with the agent stopped, for retiring a machine (or after a test). Its
+/// tasks are killed; their sandboxes stay. Returns how many containers were destroyed.
+///
+/// # Errors
+/// An unusable work dir, an unreachable Docker engine when `docker` is among the containerizers.
+pub async fn destroy_containers(config: &AgentConfig) -> Result<usize, AgentError> {
+    let kinds = parse_containerizers(&config.containerizers)?;
+    let work_dir =
+        std::fs::canonicalize(&config.work_dir).map_err(|e| AgentError::io(&config.work_dir, e))?;
+    let layout = paths::Layout::new(&work_dir);
+    let none = std::collections::HashSet::new();
+    let mut destroyed = 0;
+    for c in containerizers(&kinds, &layout, config).await? {
+        for id in c.orphans(&none).await {
+            info!(container = %id, containerizer = c.kind().as_str(), "destroying container");
+            c.destroy(&id).await;
+            destroyed += 1;
+        }
+        c.retire();
+    }
+    Ok(destroyed)
+}
+
+/// Where this agent's containers live: its cgroup parent (also its Docker owner label), and
+/// whether that parent is its own.
+struct ContainerOwner {
+    parent: String,
+    own: bool,
+}
+
+/// The file in `meta/` naming this agent's cgroup parent.
+const CGROUP_PARENT_FILE: &str = "cgroup-parent";
+
+/// Each agent work dir gets a cgroup parent of its own, `<base>/<12 hex>`, chosen at its first
+/// start and kept in `meta/cgroup-parent` (stable across restarts and upgrades), so that agents
+/// sharing a host never see each other's containers and recovery may destroy every container
+/// under it that no checkpoint knows. A work dir with checkpoints from before that file existed
+/// keeps the shared `<base>` (its containers are there) and gets no orphan reaping.
+fn container_owner(layout: &paths::Layout, base: &str) -> Result<ContainerOwner, AgentError> {
+    let file = layout.meta().join(CGROUP_PARENT_FILE);
+    let valid = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 200
+            && p.split('/').all(|c| {
+                !c.is_empty()
+                    && c != ".."
+                    && c.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            })
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(text) if valid(text.trim()) => {
+            return Ok(ContainerOwner {
+                parent: text.trim().to_string(),
+                own: true,
+            })
+        }
+        Ok(text) => {
+            warn!(file = %file.display(), content = %text.trim(), "unreadable cgroup parent: set aside, choosing a new one");
+            agent::recovery::set_aside(layout, &file, "not a cgroup path");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(AgentError::io(&file, e)),
+    }
+    let has_checkpoints = std::fs::read_dir(layout.frameworks_meta())
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if has_checkpoints {
+        return Ok(ContainerOwner {
+            parent: base.to_string(),
+            own: false,
+        });
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let parent = format!("{base}/{}", &id[..12]);
+    std::fs::create_dir_all(layout.meta()).map_err(|e| AgentError::io(&layout.meta(), e))?;
+    agora_ha::store::write_atomic(&file, parent.as_bytes())
+        .map_err(|e| AgentError::io(&file, e))?;
+    Ok(ContainerOwner { parent, own: true })
+}
+
 fn prepare_work_dir(layout: &paths::Layout, config: &AgentConfig) -> Result<(), AgentError> {
     use std::os::unix::fs::PermissionsExt;
     if !user::can_switch_users() {
@@ -271,24 +383,7 @@ impl Agent {
             .map_err(|e| AgentError::io(&config.work_dir, e))?;
         let layout = paths::Layout::new(&work_dir);
         prepare_work_dir(&layout, config)?;
-        let mut containerizers: Vec<Arc<dyn Containerizer>> = Vec::new();
-        for k in kinds {
-            match k {
-                ContainerizerKind::Native => {
-                    containerizers.push(Arc::new(containerizer::native::NativeContainerizer::new(
-                        layout.clone(),
-                        &config.cgroup_root,
-                        &config.cgroup_parent,
-                    )))
-                }
-                ContainerizerKind::Docker => {
-                    let d = containerizer::docker::DockerContainerizer::connect()
-                        .await
-                        .map_err(|e| AgentError::DockerUnavailable(e.to_string()))?;
-                    containerizers.push(Arc::new(d));
-                }
-            }
-        }
+        let containerizers = containerizers(&kinds, &layout, config).await?;
         let (handle, outbox) = agent::start(AgentSettings {
             work_dir,
             hostname: hostname.clone(),

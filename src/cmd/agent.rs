@@ -10,7 +10,7 @@ use clap::Args;
 pub struct AgentArgs {
     /// Without a subcommand, `agora agent` runs an agent; these manage the cluster's agents.
     #[command(subcommand)]
-    action: Option<super::cli::AgentAction>,
+    action: Option<AgentCommand>,
     /// The master: `host:port` or `zk://h1:2181,h2:2181/agora`.
     #[arg(long, env = "AGORA_MASTER", global = true)]
     master: Option<String>,
@@ -27,7 +27,8 @@ pub struct AgentArgs {
     #[arg(
         long,
         default_value = "/var/lib/agora/agent",
-        env = "AGORA_AGENT_WORK_DIR"
+        env = "AGORA_AGENT_WORK_DIR",
+        global = true
     )]
     work_dir: PathBuf,
     /// Resources offered, e.g. `cpus:4;mem:8192;disk:20480;ports:[31000-32000]` (default: detected).
@@ -57,7 +58,7 @@ pub struct AgentArgs {
     #[arg(long)]
     api_token_file: Option<PathBuf>,
     /// cgroup filesystem root.
-    #[arg(long, default_value = "/sys/fs/cgroup")]
+    #[arg(long, default_value = "/sys/fs/cgroup", global = true)]
     cgroup_root: PathBuf,
     /// Unix user tasks run as when neither the task nor its framework names one.
     #[arg(long, default_value = agora_agent::user::DEFAULT_TASK_USER)]
@@ -73,8 +74,40 @@ pub struct AgentArgs {
     tls: super::TlsArgs,
 }
 
+/// `agora agent SUBCOMMAND`: the cluster's agents (through the master), or this machine's
+/// containers.
+#[derive(clap::Subcommand, Debug)]
+pub enum AgentCommand {
+    #[command(flatten)]
+    Cluster(super::cli::AgentAction),
+    /// Destroy every container the agent of --work-dir launched (its tasks are killed, their
+    /// sandboxes stay), with the agent stopped: for retiring a machine. A running agent does this
+    /// by itself for containers no checkpoint knows.
+    Cleanup {
+        /// Containerizers whose containers to destroy (default: as `agora agent` would use).
+        #[arg(long)]
+        containerizers: Option<String>,
+    },
+}
+
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    if let Some(action) = args.action {
+    if let Some(AgentCommand::Cleanup { containerizers }) = args.action {
+        let config = agora_agent::AgentConfig {
+            work_dir: args.work_dir,
+            cgroup_root: args.cgroup_root,
+            containerizers: match containerizers {
+                Some(c) => c,
+                None => agora_agent::containerizer::default_containerizers()
+                    .await
+                    .to_string(),
+            },
+            ..Default::default()
+        };
+        let n = agora_agent::destroy_containers(&config).await?;
+        println!("destroyed {n} container(s)");
+        return Ok(());
+    }
+    if let Some(AgentCommand::Cluster(action)) = args.action {
         let m = super::cli::MasterAddress {
             master: args.master.unwrap_or_else(|| "127.0.0.1:5050".into()),
             json: args.json,

@@ -43,6 +43,94 @@ pub struct Process {
     child: Child,
     pub log: PathBuf,
     pub name: String,
+    /// The agent work dir (`agora agent`) or the `agora local` work dir this process runs on.
+    agents: Option<AgentDirs>,
+}
+
+/// Where a process's agents keep their containers' records.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum AgentDirs {
+    Agent(PathBuf),
+    /// `agora local --work-dir W`: its agents are `W/agent-N`.
+    Local(PathBuf),
+}
+
+impl AgentDirs {
+    fn of(args: &[String]) -> Option<AgentDirs> {
+        let work_dir = args
+            .iter()
+            .position(|a| a == "--work-dir")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from);
+        match args.first().map(String::as_str) {
+            Some("agent") if args.get(1).is_none_or(|a| a.starts_with("--")) => {
+                work_dir.map(AgentDirs::Agent)
+            }
+            Some("local") => Some(AgentDirs::Local(
+                work_dir.unwrap_or_else(|| PathBuf::from("agora-local")),
+            )),
+            _ => None,
+        }
+    }
+
+    fn agent_work_dirs(&self) -> Vec<PathBuf> {
+        match self {
+            AgentDirs::Agent(w) => vec![w.clone()],
+            AgentDirs::Local(w) => std::fs::read_dir(w)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// How many live [`Process`]es run on each agent work dir: a test that restarts an agent on the
+/// same work dir starts the new process before the old handle drops.
+static LIVE_AGENTS: std::sync::Mutex<Vec<(AgentDirs, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// Tasks outlive their agent by design; a test's do not outlive the test. When the last process
+/// on an agent work dir is gone, `agora agent cleanup` destroys the containers it launched
+/// (processes, cgroups, Docker containers), before the test's temporary directory goes.
+fn release_agents(dirs: &AgentDirs) {
+    let last = match LIVE_AGENTS.lock() {
+        Ok(mut live) => match live.iter().position(|(d, _)| d == dirs) {
+            Some(i) => {
+                live[i].1 -= 1;
+                let last = live[i].1 == 0;
+                if last {
+                    live.remove(i);
+                }
+                last
+            }
+            None => false,
+        },
+        Err(_) => false,
+    };
+    if !last {
+        return;
+    }
+    for w in dirs.agent_work_dirs() {
+        if !w.join("meta").is_dir() {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["agent", "cleanup", "--work-dir"])
+            .arg(&w)
+            .output();
+        if let Ok(o) = out {
+            if !o.status.success() {
+                eprintln!(
+                    "agora agent cleanup --work-dir {}: {}",
+                    w.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+    }
 }
 
 impl Process {
@@ -58,10 +146,18 @@ impl Process {
             .stderr(err)
             .spawn()
             .expect("the agora binary starts");
+        let agents = AgentDirs::of(args);
+        if let (Some(d), Ok(mut live)) = (&agents, LIVE_AGENTS.lock()) {
+            match live.iter_mut().find(|(l, _)| l == d) {
+                Some((_, n)) => *n += 1,
+                None => live.push((d.clone(), 1)),
+            }
+        }
         Process {
             child,
             log,
             name: name.to_string(),
+            agents,
         }
     }
 
@@ -97,6 +193,9 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+        if let Some(d) = self.agents.take() {
+            release_agents(&d);
+        }
         if std::thread::panicking() {
             eprintln!("---- {} log ----\n{}", self.name, self.log_text());
         }

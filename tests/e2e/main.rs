@@ -14,6 +14,7 @@ mod harness;
 mod local;
 mod logs;
 mod master;
+mod orphans;
 mod python;
 mod sdk;
 mod security;

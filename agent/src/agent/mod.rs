@@ -30,7 +30,7 @@
 
 mod environment;
 mod events;
-mod recovery;
+pub(crate) mod recovery;
 mod requests;
 mod sandbox;
 

@@ -223,8 +223,28 @@ impl Actor {
                 }
             }
         }
+        self.reap_orphans().await;
         self.pump();
         Ok(())
+    }
+
+    /// Destroys the containers of this agent that no checkpoint knows (an agent killed between
+    /// creating a container and checkpointing it, checkpoints lost or set aside): nothing may
+    /// outlive its tasks by accident.
+    async fn reap_orphans(&mut self) {
+        let known: std::collections::HashSet<String> = self
+            .tasks
+            .values()
+            .map(|e| e.cp.container_id.clone())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let containerizers: Vec<_> = self.containerizers.values().cloned().collect();
+        for c in containerizers {
+            for id in c.orphans(&known).await {
+                warn!(container = %id, containerizer = c.kind().as_str(), "destroying an orphan container: no checkpoint of this agent knows it");
+                c.destroy(&id).await;
+            }
+        }
     }
 }
 
@@ -334,7 +354,7 @@ fn key_of(dir: &Path) -> Option<TaskKey> {
 /// Moves `path` (a file or directory under `meta/`) to `meta/quarantine/<path under meta, '/' as
 /// '+'>.corrupt-<unix secs>` with a `.reason` file beside it, and logs why; removes it when it
 /// cannot be moved. Returns where it went.
-pub(super) fn set_aside(layout: &Layout, path: &Path, why: &str) -> Option<PathBuf> {
+pub(crate) fn set_aside(layout: &Layout, path: &Path, why: &str) -> Option<PathBuf> {
     let meta = layout.meta();
     let rel = path.strip_prefix(&meta).unwrap_or(path);
     let name: String = rel

@@ -121,13 +121,45 @@ impl Cgroups {
             fs::create_dir_all(h.join(&self.parent))?;
         }
         if let Version::V2 { root } = &self.version {
+            // Controllers must be enabled on every level down to the containers' parent
+            // (`agora`, then `agora/<agent>`).
             write(&root.join("cgroup.subtree_control"), "+memory +cpu")?;
-            write(
-                &root.join(&self.parent).join("cgroup.subtree_control"),
-                "+memory +cpu",
-            )?;
+            let mut level = root.clone();
+            for part in Path::new(&self.parent).components() {
+                level.push(part);
+                write(&level.join("cgroup.subtree_control"), "+memory +cpu")?;
+            }
         }
         Ok(())
+    }
+
+    /// Removes this agent's parent cgroup (`agora/<id>`) and then `agora` when they are empty;
+    /// a cgroup with children or processes stays (the kernel refuses).
+    pub fn remove_parent(&self) {
+        for h in self.hierarchies() {
+            let mut level = h.join(&self.parent);
+            while level.starts_with(h) && level != h {
+                if fs::remove_dir(&level).is_err() {
+                    break;
+                }
+                if !level.pop() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The containers' cgroups under this agent's parent (their directory names).
+    pub fn containers(&self) -> Vec<String> {
+        let dir = self.main_dir("");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
     }
 
     fn dir(&self, hierarchy: &Path, container_id: &str) -> PathBuf {

@@ -72,6 +72,9 @@ pub const LABEL_FRAMEWORK: &str = "agora.framework_id";
 pub const LABEL_EXECUTOR: &str = "agora.executor_id";
 pub const LABEL_TASK: &str = "agora.task_id";
 pub const LABEL_CONTAINER: &str = "agora.container_id";
+/// The agent that launched it, by its own cgroup parent (`agora/<id>`): unique per agent work
+/// dir, also on a host with several agents, and known before the agent registers.
+pub const LABEL_OWNER: &str = "agora.owner";
 
 /// Docker's name for a task's container.
 pub fn container_name(container_id: &str) -> String {
@@ -147,6 +150,9 @@ impl Drop for ExecReaper {
 /// See the module documentation.
 pub struct DockerContainerizer {
     docker: Docker,
+    /// [`LABEL_OWNER`]'s value on this agent's containers; `None`: containers are not labelled
+    /// with an owner and no orphan can be told apart.
+    owner: Option<String>,
 }
 
 impl DockerContainerizer {
@@ -158,7 +164,39 @@ impl DockerContainerizer {
     pub async fn connect() -> Result<Self, ContainerError> {
         let docker = Docker::connect_with_local_defaults()?;
         let docker = docker.negotiate_version().await?;
-        Ok(DockerContainerizer { docker })
+        Ok(DockerContainerizer {
+            docker,
+            owner: None,
+        })
+    }
+
+    /// Labels this agent's containers with `owner` and lists the unknown ones among them as
+    /// orphans.
+    pub fn with_owner(mut self, owner: Option<String>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    async fn do_orphans(&self, known: &std::collections::HashSet<String>) -> Vec<String> {
+        let Some(owner) = &self.owner else {
+            return Vec::new();
+        };
+        let filters = HashMap::from([("label", vec![format!("{LABEL_OWNER}={owner}")])]);
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        match self.docker.list_containers(Some(opts)).await {
+            Ok(found) => found
+                .into_iter()
+                .filter_map(|c| c.labels.and_then(|l| l.get(LABEL_CONTAINER).cloned()))
+                .filter(|id| !known.contains(id))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot list this agent's Docker containers to find orphans");
+                Vec::new()
+            }
+        }
     }
 
     /// The engine client, for callers that need more (tests cleaning up by label).
@@ -199,6 +237,7 @@ impl DockerContainerizer {
     }
 
     fn create_body(
+        &self,
         spec: &LaunchSpec,
         docker: &v1::DockerInfo,
     ) -> Result<ContainerCreateBody, ContainerError> {
@@ -221,6 +260,11 @@ impl DockerContainerizer {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .chain(spec.task.labels.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .chain(
+            self.owner
+                .iter()
+                .map(|o| (LABEL_OWNER.to_string(), o.clone())),
+        )
         .collect();
 
         let network =
@@ -366,7 +410,7 @@ impl DockerContainerizer {
                 "container.docker.image is empty".into(),
             ));
         }
-        let body = Self::create_body(spec, &docker)?;
+        let body = self.create_body(spec, &docker)?;
         for f in ["stdout", "stderr"] {
             let p = spec.sandbox.join(f);
             fs::OpenOptions::new()
@@ -680,6 +724,13 @@ impl Containerizer for DockerContainerizer {
 
     fn destroy<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, ()> {
         async move { self.remove(&container_name(container_id)).await }.boxed()
+    }
+
+    fn orphans<'a>(
+        &'a self,
+        known: &'a std::collections::HashSet<String>,
+    ) -> BoxFuture<'a, Vec<String>> {
+        self.do_orphans(known).boxed()
     }
 
     fn run_check<'a>(

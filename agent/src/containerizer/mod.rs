@@ -190,6 +190,22 @@ pub trait Containerizer: Send + Sync {
     /// Frees what is left of an ended container (cgroups, the Docker container). The sandbox stays.
     fn destroy<'a>(&'a self, container_id: &'a str) -> BoxFuture<'a, ()>;
 
+    /// Containers of this agent (its own cgroup parent, its Docker owner label) that are not in
+    /// `known`: left by a run of the agent that ended before it checkpointed them, or whose
+    /// checkpoints were lost. Recovery destroys them, as Mesos destroys orphan containers. Empty
+    /// when the containerizer cannot tell its containers from other agents' on the host.
+    fn orphans<'a>(
+        &'a self,
+        known: &'a std::collections::HashSet<String>,
+    ) -> BoxFuture<'a, Vec<String>> {
+        let _ = known;
+        Box::pin(async { Vec::new() })
+    }
+
+    /// Frees what the containerizer keeps for the whole agent (its own cgroup parent) once no
+    /// container is left: `agora agent cleanup` leaves nothing behind.
+    fn retire(&self) {}
+
     /// Runs a health-check command next to a running container and reports how it exited. The
     /// caller bounds it with the check's timeout (dropping the future must stop the command). By
     /// default the command runs on the host, in the sandbox, with the task's environment

@@ -89,6 +89,8 @@ pub struct NativeContainerizer {
     namespaces: bool,
     /// Supervisors spawned by this process, kept to reap them.
     children: Mutex<HashMap<String, tokio::process::Child>>,
+    /// Every cgroup under the parent is this agent's (see [`NativeContainerizer::new`]).
+    owns_parent: bool,
 }
 
 /// `(state, ppid, starttime)` from `/proc/<pid>/stat`.
@@ -143,8 +145,10 @@ fn signal(pids: impl IntoIterator<Item = i32>, sig: Signal) {
 }
 
 impl NativeContainerizer {
-    /// `cgroup_root` is normally `/sys/fs/cgroup`; cgroups are created under `<root>/<hierarchy>/<parent>/`.
-    pub fn new(layout: Layout, cgroup_root: &Path, cgroup_parent: &str) -> Self {
+    /// `cgroup_root` is normally `/sys/fs/cgroup`; cgroups are created under
+    /// `<root>/<hierarchy>/<parent>/`. With `owns_parent`, every cgroup under the parent is this
+    /// agent's (its own parent, `agora/<id>`), so [`Containerizer::orphans`] may list them.
+    pub fn new(layout: Layout, cgroup_root: &Path, cgroup_parent: &str, owns_parent: bool) -> Self {
         let root = nix::unistd::geteuid().is_root();
         let cgroups = if root {
             Cgroups::detect(cgroup_root, cgroup_parent)
@@ -161,6 +165,7 @@ impl NativeContainerizer {
             cgroups,
             namespaces: root,
             children: Mutex::new(HashMap::new()),
+            owns_parent,
         }
     }
 
@@ -479,6 +484,38 @@ impl Containerizer for NativeContainerizer {
                     .map_err(|e| ContainerError::io(container_id, e)),
                 None => Ok(Usage::default()),
             }
+        }
+        .boxed()
+    }
+
+    fn retire(&self) {
+        if let (Some(cg), true) = (&self.cgroups, self.owns_parent) {
+            cg.remove_parent();
+        }
+    }
+
+    fn orphans<'a>(
+        &'a self,
+        known: &'a std::collections::HashSet<String>,
+    ) -> BoxFuture<'a, Vec<String>> {
+        async move {
+            let mut found: Vec<String> = match (&self.cgroups, self.owns_parent) {
+                (Some(cg), true) => cg.containers(),
+                _ => Vec::new(),
+            };
+            // Supervisor metadata is under this agent's own work dir in any case.
+            if let Ok(entries) = fs::read_dir(self.layout.meta().join("containers")) {
+                found.extend(
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .filter_map(|e| e.file_name().into_string().ok()),
+                );
+            }
+            found.sort();
+            found.dedup();
+            found.retain(|id| !known.contains(id));
+            found
         }
         .boxed()
     }
