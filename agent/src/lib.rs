@@ -311,7 +311,7 @@ fn container_owner(layout: &paths::Layout, base: &str) -> Result<ContainerOwner,
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     let parent = format!("{base}/{}", &id[..12]);
-    std::fs::create_dir_all(layout.meta()).map_err(|e| AgentError::io(&layout.meta(), e))?;
+    std::fs::create_dir_all(layout.meta()).map_err(|e| AgentError::io(layout.meta(), e))?;
     agora_ha::store::write_atomic(&file, parent.as_bytes())
         .map_err(|e| AgentError::io(&file, e))?;
     Ok(ContainerOwner { parent, own: true })
