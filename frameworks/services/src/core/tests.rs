@@ -76,7 +76,7 @@ fn an_app_is_launched_scaled_up_and_down_youngest_first() {
         t(3),
     )
     .expect("scale");
-    assert_eq!(core.deployments()[0].action, "ScaleApplication");
+    assert_eq!(core.deployments()[0].steps[0][0].action, "ScaleApplication");
     let more = core.launches_for(&offer("o3", "h1", "cpus:4;mem:1024"), t(4));
     assert_eq!(more.len(), 1);
     run_all(&mut core, &more, None, t(5));
