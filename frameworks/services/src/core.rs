@@ -833,3 +833,5 @@ fn condition(state: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod plan_tests;

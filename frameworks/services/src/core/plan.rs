@@ -248,7 +248,11 @@ impl ServicesCore {
         }
         let levels = group::order(&apps, &groups).map_err(|c| invalid("/dependencies", c.to_string()))?;
         let mut all_groups: BTreeSet<&String> = groups.keys().collect();
-        let implied: Vec<String> = apps.keys().flat_map(|a| group::ancestors(a)).collect();
+        let implied: Vec<String> = apps
+            .keys()
+            .chain(groups.keys())
+            .flat_map(|a| group::ancestors(a))
+            .collect();
         all_groups.extend(implied.iter());
         if all_groups.len() > group::MAX_GROUPS {
             return Err(invalid(
