@@ -832,6 +832,6 @@ fn condition(state: &str) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod plan_tests;
+#[cfg(test)]
+mod tests;

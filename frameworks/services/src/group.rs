@@ -152,7 +152,9 @@ pub fn read_group(id: &str, body: &GroupBody) -> Result<GroupTarget, Vec<FieldEr
             _ => push(
                 &mut errors,
                 "/id",
-                format!("'{own}' differs from the group id {id} in the URL: a group cannot be renamed"),
+                format!(
+                    "'{own}' differs from the group id {id} in the URL: a group cannot be renamed"
+                ),
             ),
         }
     }
@@ -290,7 +292,9 @@ fn read_into(
                 push(
                     errors,
                     &format!("{here}/dependencies/{i}"),
-                    format!("a group cannot depend on itself, a group inside it or one around it ({d})"),
+                    format!(
+                        "a group cannot depend on itself, a group inside it or one around it ({d})"
+                    ),
                 );
             }
         }
@@ -425,7 +429,12 @@ fn read_app(
             return;
         }
     };
-    let deps = read_dependencies(errors, &format!("{p}/dependencies"), group, &app.dependencies);
+    let deps = read_dependencies(
+        errors,
+        &format!("{p}/dependencies"),
+        group,
+        &app.dependencies,
+    );
     app.dependencies = deps;
     app.normalize();
     app.version = None;

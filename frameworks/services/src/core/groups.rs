@@ -34,10 +34,7 @@ impl ServicesCore {
     pub fn group_exists(&self, id: &str) -> bool {
         id == "/"
             || self.groups.contains_key(id)
-            || self
-                .apps
-                .keys()
-                .any(|a| a != id && group::is_within(a, id))
+            || self.apps.keys().any(|a| a != id && group::is_within(a, id))
     }
 
     fn group_ids(&self) -> BTreeSet<String> {
@@ -131,7 +128,9 @@ impl ServicesCore {
         if let Some(v) = &body.version {
             return Err(invalid(
                 "/version",
-                format!("rolling a group back to version {v} is not supported; PUT the group as it was"),
+                format!(
+                    "rolling a group back to version {v} is not supported; PUT the group as it was"
+                ),
             ));
         }
         let target = group::read_group(id, body).map_err(ServicesError::Invalid)?;

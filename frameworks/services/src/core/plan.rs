@@ -143,9 +143,7 @@ impl Deployment {
             .filter_map(|id| core.app(id))
             .map(|st| serde_json::to_value(&st.app).unwrap_or(Value::Null))
             .collect();
-        let state = |apps: Vec<Value>, version: &str| {
-            json!({ "id": "/", "apps": apps, "groups": [], "pods": [], "dependencies": [], "version": version })
-        };
+        let state = |apps: Vec<Value>, version: &str| json!({ "id": "/", "apps": apps, "groups": [], "pods": [], "dependencies": [], "version": version });
         json!({
             "id": self.id,
             "version": self.version,
@@ -246,7 +244,8 @@ impl ServicesCore {
                 e.clone_from(d);
             }
         }
-        let levels = group::order(&apps, &groups).map_err(|c| invalid("/dependencies", c.to_string()))?;
+        let levels =
+            group::order(&apps, &groups).map_err(|c| invalid("/dependencies", c.to_string()))?;
         let mut all_groups: BTreeSet<&String> = groups.keys().collect();
         let implied: Vec<String> = apps
             .keys()
@@ -384,7 +383,11 @@ impl ServicesCore {
             steps.push(
                 l.into_iter()
                     .map(|app| Action {
-                        action: actions.get(&app).copied().unwrap_or("ScaleApplication").into(),
+                        action: actions
+                            .get(&app)
+                            .copied()
+                            .unwrap_or("ScaleApplication")
+                            .into(),
                         app,
                     })
                     .collect(),
@@ -475,7 +478,7 @@ impl ServicesCore {
             all.insert(id.clone());
         }
         for g in all {
-            let r = self.groups.entry(g).or_insert_with(GroupRecord::default);
+            let r = self.groups.entry(g).or_default();
             if r.version != version {
                 r.version = version.to_string();
                 r.versions.push(version.to_string());
@@ -530,12 +533,12 @@ impl ServicesCore {
             let Some(r) = self.retiring.get(&a.app) else {
                 return true;
             };
-            let running = r.state.tasks.values().any(|t| {
-                !agora_proto::is_terminal_name(&t.state) && t.state != "TASK_UNREACHABLE"
-            });
+            let running =
+                r.state.tasks.values().any(|t| {
+                    !agora_proto::is_terminal_name(&t.state) && t.state != "TASK_UNREACHABLE"
+                });
             if running {
-                if r
-                    .killed_at
+                if r.killed_at
                     .is_none_or(|k| (now - k).num_seconds() >= KILL_AGAIN_SECS)
                 {
                     effects.extend(self.kill_retiring(&a.app, now));

@@ -42,7 +42,11 @@ fn run(core: &mut ServicesCore, tasks: &[(String, String)], at: DateTime<Utc>) {
 fn actions(d: &Deployment) -> Vec<Vec<String>> {
     d.steps
         .iter()
-        .map(|s| s.iter().map(|a| format!("{} {}", a.action, a.app)).collect())
+        .map(|s| {
+            s.iter()
+                .map(|a| format!("{} {}", a.action, a.app))
+                .collect()
+        })
         .collect()
 }
 
@@ -71,15 +75,33 @@ fn a_group_starts_dependencies_first_step_by_step() {
     let first = launched_apps(&mut core, "o1", t(1));
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].0, "/shop/data/db");
-    assert!(launched_apps(&mut core, "o2", t(1)).is_empty(), "api waits for db");
-    update(&mut core, &first[0].1, v1::TaskState::TaskStaging, None, t(2));
-    assert!(launched_apps(&mut core, "o3", t(2)).is_empty(), "staging is not running");
+    assert!(
+        launched_apps(&mut core, "o2", t(1)).is_empty(),
+        "api waits for db"
+    );
+    update(
+        &mut core,
+        &first[0].1,
+        v1::TaskState::TaskStaging,
+        None,
+        t(2),
+    );
+    assert!(
+        launched_apps(&mut core, "o3", t(2)).is_empty(),
+        "staging is not running"
+    );
     run(&mut core, &first, t(3));
     assert_eq!(core.deployments()[0].current, 1);
     let second = launched_apps(&mut core, "o4", t(4));
-    assert_eq!(second.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), ["/shop/api", "/shop/api"]);
+    assert_eq!(
+        second.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        ["/shop/api", "/shop/api"]
+    );
     run(&mut core, &second[..1], t(5));
-    assert!(launched_apps(&mut core, "o5", t(5)).is_empty(), "web waits for both api tasks");
+    assert!(
+        launched_apps(&mut core, "o5", t(5)).is_empty(),
+        "web waits for both api tasks"
+    );
     run(&mut core, &second[1..], t(6));
     let third = launched_apps(&mut core, "o6", t(7));
     assert_eq!(third.len(), 1);
@@ -121,18 +143,36 @@ fn health_checked_dependencies_must_be_healthy_first() {
     .expect("put");
     let db = launched_apps(&mut core, "o1", t(1));
     update(&mut core, &db[0].1, v1::TaskState::TaskRunning, None, t(2));
-    assert!(launched_apps(&mut core, "o2", t(2)).is_empty(), "running, not yet healthy");
-    update(&mut core, &db[0].1, v1::TaskState::TaskRunning, Some(false), t(3));
-    assert!(kinds(&mut core).iter().any(|k| k == "failed_health_check_event"));
+    assert!(
+        launched_apps(&mut core, "o2", t(2)).is_empty(),
+        "running, not yet healthy"
+    );
+    update(
+        &mut core,
+        &db[0].1,
+        v1::TaskState::TaskRunning,
+        Some(false),
+        t(3),
+    );
+    assert!(kinds(&mut core)
+        .iter()
+        .any(|k| k == "failed_health_check_event"));
     assert!(launched_apps(&mut core, "o3", t(3)).is_empty());
-    update(&mut core, &db[0].1, v1::TaskState::TaskRunning, Some(true), t(4));
+    update(
+        &mut core,
+        &db[0].1,
+        v1::TaskState::TaskRunning,
+        Some(true),
+        t(4),
+    );
     assert_eq!(launched_apps(&mut core, "o4", t(4))[0].0, "/g/web");
 }
 
 #[test]
 fn a_group_delete_stops_dependents_first() {
     let mut core = ServicesCore::default();
-    core.put_group("/shop", &body(SHOP), true, false, t(0)).expect("create");
+    core.put_group("/shop", &body(SHOP), true, false, t(0))
+        .expect("create");
     let mut all = Vec::new();
     for i in 0..3 {
         let l = launched_apps(&mut core, &format!("o{i}"), t(i + 1));
@@ -142,7 +182,10 @@ fn a_group_delete_stops_dependents_first() {
     assert!(core.deployments().is_empty());
     core.take_events();
     core.delete_group("/shop", false, t(10)).expect("delete");
-    assert!(core.app("/shop/web").is_none(), "the target state is saved at once");
+    assert!(
+        core.app("/shop/web").is_none(),
+        "the target state is saved at once"
+    );
     assert!(core.group_tree("/shop").is_none());
     assert_eq!(
         actions(&core.deployments()[0]),
@@ -153,7 +196,11 @@ fn a_group_delete_stops_dependents_first() {
         ]
     );
     let task_of = |app: &str| -> Vec<String> {
-        let mut ids: Vec<String> = all.iter().filter(|(a, _)| a == app).map(|(_, t)| t.clone()).collect();
+        let mut ids: Vec<String> = all
+            .iter()
+            .filter(|(a, _)| a == app)
+            .map(|(_, t)| t.clone())
+            .collect();
         ids.sort();
         ids
     };
@@ -163,16 +210,31 @@ fn a_group_delete_stops_dependents_first() {
         ids
     };
     assert_eq!(kills(core.take_deferred()), task_of("/shop/web"));
-    assert!(kills(core.plan(t(11))).is_empty(), "api waits for web to be gone");
+    assert!(
+        kills(core.plan(t(11))).is_empty(),
+        "api waits for web to be gone"
+    );
     let mut next = Vec::new();
     for id in task_of("/shop/web") {
-        next.extend(kills(update(&mut core, &id, v1::TaskState::TaskKilled, None, t(12))));
+        next.extend(kills(update(
+            &mut core,
+            &id,
+            v1::TaskState::TaskKilled,
+            None,
+            t(12),
+        )));
     }
     next.sort();
     assert_eq!(next, task_of("/shop/api"));
     let mut last = Vec::new();
     for id in task_of("/shop/api") {
-        last.extend(kills(update(&mut core, &id, v1::TaskState::TaskKilled, None, t(13))));
+        last.extend(kills(update(
+            &mut core,
+            &id,
+            v1::TaskState::TaskKilled,
+            None,
+            t(13),
+        )));
     }
     last.sort();
     assert_eq!(last, task_of("/shop/data/db"));
@@ -181,7 +243,10 @@ fn a_group_delete_stops_dependents_first() {
     }
     assert!(core.deployments().is_empty());
     let events = kinds(&mut core);
-    let terminated: Vec<&String> = events.iter().filter(|k| *k == "app_terminated_event").collect();
+    let terminated: Vec<&String> = events
+        .iter()
+        .filter(|k| *k == "app_terminated_event")
+        .collect();
     assert_eq!(terminated.len(), 3);
     assert!(events.iter().any(|k| k == "deployment_success"));
     assert!(core.live_tasks().is_empty());
@@ -190,7 +255,8 @@ fn a_group_delete_stops_dependents_first() {
 #[test]
 fn groups_and_their_dependencies_are_saved_state() {
     let mut core = ServicesCore::default();
-    core.put_group("/empty", &body("{}"), true, false, t(0)).expect("empty");
+    core.put_group("/empty", &body("{}"), true, false, t(0))
+        .expect("empty");
     core.put_group(
         "/front",
         &body(r#"{"dependencies":["/back"],"groups":[{"id":"inner"}]}"#),
@@ -235,7 +301,8 @@ impl ServicesCore {
 #[test]
 fn scale_by_scales_every_app_inside_in_one_plan() {
     let mut core = ServicesCore::default();
-    core.put_group("/shop", &body(SHOP), true, false, t(0)).expect("create");
+    core.put_group("/shop", &body(SHOP), true, false, t(0))
+        .expect("create");
     for i in 0..3 {
         let l = launched_apps(&mut core, &format!("o{i}"), t(i + 1));
         run(&mut core, &l, t(i + 1));
@@ -253,9 +320,18 @@ fn scale_by_scales_every_app_inside_in_one_plan() {
     assert_eq!(core.deployments()[0].steps.len(), 3);
     for bad in ["0", "-1", "1001"] {
         let e = core
-            .put_group("/shop", &body(&format!(r#"{{"scaleBy":{bad}}}"#)), false, true, t(11))
+            .put_group(
+                "/shop",
+                &body(&format!(r#"{{"scaleBy":{bad}}}"#)),
+                false,
+                true,
+                t(11),
+            )
             .expect_err(bad);
-        assert!(matches!(&e, ServicesError::Invalid(d) if d[0].path == "/scaleBy"), "{e:?}");
+        assert!(
+            matches!(&e, ServicesError::Invalid(d) if d[0].path == "/scaleBy"),
+            "{e:?}"
+        );
     }
     assert_eq!(
         core.scale_group("/nope", 2.0, false, t(12)),
@@ -266,15 +342,25 @@ fn scale_by_scales_every_app_inside_in_one_plan() {
 #[test]
 fn one_plan_per_app_forced_changes_and_rollback() {
     let mut core = ServicesCore::default();
-    core.put_group("/shop", &body(SHOP), true, false, t(0)).expect("create");
+    core.put_group("/shop", &body(SHOP), true, false, t(0))
+        .expect("create");
     let first = core.deployments()[0].id.clone();
     let e = core
-        .put_group("/shop", &body(r#"{"apps":[{"id":"web","cmd":"sleep 5","cpus":0.1,"mem":32}]}"#), false, false, t(1))
+        .put_group(
+            "/shop",
+            &body(r#"{"apps":[{"id":"web","cmd":"sleep 5","cpus":0.1,"mem":32}]}"#),
+            false,
+            false,
+            t(1),
+        )
         .expect_err("locked");
     assert_eq!(e, ServicesError::Locked(vec![first.clone()]));
     assert!(kinds(&mut core).iter().any(|k| k == "group_change_failed"));
     // The app API is locked by the group's plan too.
-    assert!(matches!(core.restart("/shop/api", false, t(1)), Err(ServicesError::Locked(_))));
+    assert!(matches!(
+        core.restart("/shop/api", false, t(1)),
+        Err(ServicesError::Locked(_))
+    ));
     // A rollback of the creation removes what it created.
     let (rollback, _) = core
         .cancel_deployment(&first, false, t(2))
@@ -286,16 +372,30 @@ fn one_plan_per_app_forced_changes_and_rollback() {
     let events = kinds(&mut core);
     assert!(events.iter().any(|k| k == "deployment_failed"));
     // A forced change replaces a plan in progress.
-    core.put_group("/two", &body(r#"{"apps":[{"id":"a","cmd":"x","cpus":0.1,"mem":32}]}"#), true, false, t(3))
-        .expect("two");
+    core.put_group(
+        "/two",
+        &body(r#"{"apps":[{"id":"a","cmd":"x","cpus":0.1,"mem":32}]}"#),
+        true,
+        false,
+        t(3),
+    )
+    .expect("two");
     let two = core.deployments().last().expect("plan").id.clone();
-    core.put_group("/two", &body(r#"{"apps":[{"id":"a","cmd":"y","cpus":0.1,"mem":32}]}"#), false, true, t(4))
-        .expect("forced");
+    core.put_group(
+        "/two",
+        &body(r#"{"apps":[{"id":"a","cmd":"y","cpus":0.1,"mem":32}]}"#),
+        false,
+        true,
+        t(4),
+    )
+    .expect("forced");
     assert!(core.deployments().iter().all(|d| d.id != two));
     // Removing an app from a group's list stops it; leaving `apps` out keeps them.
-    core.put_group("/two", &body(r#"{"dependencies":[]}"#), false, true, t(5)).expect("deps only");
+    core.put_group("/two", &body(r#"{"dependencies":[]}"#), false, true, t(5))
+        .expect("deps only");
     assert!(core.app("/two/a").is_some());
-    core.put_group("/two", &body(r#"{"apps":[]}"#), false, true, t(6)).expect("no apps");
+    core.put_group("/two", &body(r#"{"apps":[]}"#), false, true, t(6))
+        .expect("no apps");
     assert!(core.app("/two/a").is_none());
     assert!(core.group_exists("/two"), "the group stays, empty");
 }
@@ -312,11 +412,19 @@ fn cycles_and_app_group_clashes_are_refused_whole() {
             t(0),
         )
         .expect_err("cycle");
-    assert!(matches!(&e, ServicesError::Invalid(d) if d[0].path == "/dependencies" && d[0].errors[0].contains("/c/a")), "{e:?}");
+    assert!(
+        matches!(&e, ServicesError::Invalid(d) if d[0].path == "/dependencies" && d[0].errors[0].contains("/c/a")),
+        "{e:?}"
+    );
     assert!(!core.group_exists("/c"), "nothing was saved");
     assert!(core.deployments().is_empty());
-    core.put_app(serde_json::from_str(r#"{"id":"/solo","cmd":"x"}"#).expect("app"), true, false, t(1))
-        .expect("app");
+    core.put_app(
+        serde_json::from_str(r#"{"id":"/solo","cmd":"x"}"#).expect("app"),
+        true,
+        false,
+        t(1),
+    )
+    .expect("app");
     let e = core
         .put_group("/solo/sub", &body("{}"), true, false, t(2))
         .expect_err("an app is not a group");

@@ -67,7 +67,11 @@ fn bad_group_fields_are_named_by_pointer() {
             "/apps/0/id",
             "not an app directly inside /g",
         ),
-        (r#"{"apps":[{"cmd":"x"}]}"#.into(), "/apps/0/id", "is required"),
+        (
+            r#"{"apps":[{"cmd":"x"}]}"#.into(),
+            "/apps/0/id",
+            "is required",
+        ),
         (
             r#"{"groups":[{"id":"a","apps":[{"id":"w","cmd":"x","cpus":-1}]}]}"#.into(),
             "/groups/0/apps/0/cpus",
@@ -166,12 +170,20 @@ fn dependencies_order_apps_into_steps_through_groups() {
     );
     // A dependency on nothing that exists holds nothing.
     let apps = map(&[("/a", &["/nowhere"])]);
-    assert_eq!(order(&apps, &BTreeMap::new()).expect("ok"), vec![vec!["/a".to_string()]]);
+    assert_eq!(
+        order(&apps, &BTreeMap::new()).expect("ok"),
+        vec![vec!["/a".to_string()]]
+    );
 }
 
 #[test]
 fn a_dependency_cycle_is_refused_naming_its_apps() {
-    let apps = map(&[("/a", &["/b"]), ("/b", &["/g"]), ("/g/c", &["/a"]), ("/free", &[])]);
+    let apps = map(&[
+        ("/a", &["/b"]),
+        ("/b", &["/g"]),
+        ("/g/c", &["/a"]),
+        ("/free", &[]),
+    ]);
     let err = order(&apps, &BTreeMap::new()).expect_err("cycle");
     assert_eq!(err.0, ["/a", "/b", "/g/c"]);
     // Through group dependencies too.

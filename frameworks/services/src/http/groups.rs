@@ -94,7 +94,12 @@ fn render(node: &GroupNode, core: &ServicesCore, embed: Embed) -> Value {
                 let mut v = app_json(st, core, embed.tasks, embed.failure);
                 if let Value::Object(m) = &mut v {
                     if !embed.counts {
-                        for k in ["tasksRunning", "tasksStaged", "tasksHealthy", "tasksUnhealthy"] {
+                        for k in [
+                            "tasksRunning",
+                            "tasksStaged",
+                            "tasksHealthy",
+                            "tasksUnhealthy",
+                        ] {
                             m.remove(k);
                         }
                     }
@@ -176,7 +181,12 @@ fn read_body(body: &Bytes) -> Result<GroupBody, ApiError> {
     })
 }
 
-fn deployed(status: StatusCode, dep: String, version: String, location: Option<String>) -> Response {
+fn deployed(
+    status: StatusCode,
+    dep: String,
+    version: String,
+    location: Option<String>,
+) -> Response {
     let mut headers = HeaderMap::new();
     if let Some(Ok(v)) = location.map(|l| l.parse()) {
         headers.insert(header::LOCATION, v);
@@ -193,7 +203,12 @@ fn deployed(status: StatusCode, dep: String, version: String, location: Option<S
 }
 
 /// `POST /v2/groups` and `POST /v2/groups/{parent}`: the body's id is relative to the parent.
-async fn create(api: &Api, parent: String, q: Vec<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+async fn create(
+    api: &Api,
+    parent: String,
+    q: Vec<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let mut group = read_body(&body)?;
     let Some(rel) = group.id.take() else {
         return Err(ServicesError::Invalid(vec![crate::app::FieldError {
@@ -245,7 +260,12 @@ pub(super) async fn group_post(
     create(&api, normalize_id(&rest), q, body).await
 }
 
-async fn update(api: &Api, id: String, q: Vec<(String, String)>, body: Bytes) -> Result<Response, ApiError> {
+async fn update(
+    api: &Api,
+    id: String,
+    q: Vec<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let group = read_body(&body)?;
     let force = forced(&q);
     let (dep, version, _) = api
@@ -393,7 +413,9 @@ pub(super) async fn events(
     if filter.iter().any(|f| f.len() > MAX_EVENT_TYPE) {
         return Err(ServicesError::Invalid(vec![crate::app::FieldError {
             path: "event_type".into(),
-            errors: vec![format!("a value is longer than {MAX_EVENT_TYPE} characters")],
+            errors: vec![format!(
+                "a value is longer than {MAX_EVENT_TYPE} characters"
+            )],
         }])
         .into());
     }
