@@ -468,9 +468,21 @@ pub fn effective_dependencies(
     apps: &BTreeMap<String, Vec<String>>,
     groups: &BTreeMap<String, Vec<String>>,
 ) -> BTreeMap<String, BTreeSet<String>> {
+    // The apps inside `dep` are `dep` itself and a contiguous range of ids (`dep/…`; '0' is the
+    // character after '/'): a range query, not a scan of every app per dependency.
     let expand = |dep: &str, me: &str, out: &mut BTreeSet<String>| {
-        for other in apps.keys() {
-            if other != me && is_within(other, dep) {
+        let inside: Box<dyn Iterator<Item = &String>> = if dep == "/" {
+            Box::new(apps.keys())
+        } else {
+            Box::new(
+                apps.get_key_value(dep).map(|(k, _)| k).into_iter().chain(
+                    apps.range(format!("{dep}/")..format!("{dep}0"))
+                        .map(|(k, _)| k),
+                ),
+            )
+        };
+        for other in inside {
+            if other != me {
                 out.insert(other.clone());
             }
         }

@@ -2,7 +2,7 @@
 //! [`Changes`] and so one plan; the tree the API shows is built from the saved group records and
 //! the apps' ids.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
@@ -34,7 +34,11 @@ impl ServicesCore {
     pub fn group_exists(&self, id: &str) -> bool {
         id == "/"
             || self.groups.contains_key(id)
-            || self.apps.keys().any(|a| a != id && group::is_within(a, id))
+            || self
+                .apps
+                .range(format!("{id}/")..format!("{id}0"))
+                .next()
+                .is_some()
     }
 
     fn group_ids(&self) -> BTreeSet<String> {
@@ -51,23 +55,31 @@ impl ServicesCore {
         if !self.group_exists(id) {
             return None;
         }
-        let ids = self.group_ids();
-        Some(self.node(id, &ids))
+        // Children by parent, built once (not a scan of every group and app per group).
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for g in self.group_ids().into_iter().filter(|g| g != "/") {
+            groups.entry(group::parent(&g)).or_default().push(g);
+        }
+        let mut apps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in self.apps.keys() {
+            apps.entry(group::parent(a)).or_default().push(a.clone());
+        }
+        Some(self.node(id, &groups, &apps))
     }
 
-    fn node(&self, id: &str, ids: &BTreeSet<String>) -> GroupNode {
+    fn node(
+        &self,
+        id: &str,
+        groups: &BTreeMap<String, Vec<String>>,
+        apps: &BTreeMap<String, Vec<String>>,
+    ) -> GroupNode {
         let record = self.groups.get(id);
-        let apps: Vec<String> = self
-            .apps
-            .keys()
-            .filter(|a| group::parent(a) == id)
-            .cloned()
-            .collect();
+        let mine = apps.get(id).cloned().unwrap_or_default();
+        // A group only implied by an app (saved by a version before groups): its newest app's.
         let version = record.map(|r| r.version.clone()).unwrap_or_else(|| {
-            self.apps
-                .iter()
-                .filter(|(a, _)| group::is_within(a, id))
-                .map(|(_, st)| st.version.clone())
+            mine.iter()
+                .filter_map(|a| self.apps.get(a))
+                .map(|st| st.version.clone())
                 .max()
                 .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".into())
         });
@@ -75,12 +87,11 @@ impl ServicesCore {
             id: id.to_string(),
             version,
             dependencies: record.map(|r| r.dependencies.clone()).unwrap_or_default(),
-            apps,
-            groups: ids
-                .iter()
-                .filter(|g| g.as_str() != "/" && group::parent(g) == id)
-                .map(|g| self.node(g, ids))
-                .collect(),
+            apps: mine,
+            groups: groups
+                .get(id)
+                .map(|gs| gs.iter().map(|g| self.node(g, groups, apps)).collect())
+                .unwrap_or_default(),
         }
     }
 

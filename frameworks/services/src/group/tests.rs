@@ -168,6 +168,20 @@ fn dependencies_order_apps_into_steps_through_groups() {
         steps_for(&levels, &affected),
         vec![vec!["/back/db".to_string()], vec!["/front/b".into()]]
     );
+    // Inside a group means under its path, not a name that starts the same.
+    let apps = map(&[
+        ("/data", &[]),
+        ("/data-old", &[]),
+        ("/data.x", &[]),
+        ("/databases/x", &[]),
+        ("/data/x/y", &[]),
+        ("/user", &["/data"]),
+    ]);
+    let deps = effective_dependencies(&apps, &BTreeMap::new());
+    assert_eq!(
+        deps["/user"].iter().collect::<Vec<_>>(),
+        ["/data", "/data/x/y"]
+    );
     // A dependency on nothing that exists holds nothing.
     let apps = map(&[("/a", &["/nowhere"])]);
     assert_eq!(
