@@ -10,6 +10,8 @@ Checks, and exits non-zero on the first failure:
 - list_groups, get_group, update_group (an app changed, group dependencies), scale_group;
 - delete_group: dependents stopped first (every task of web killed before api's, api's before
   db's; app_terminated_event in that order);
+- a plan that cannot finish: unhealthy_instance_kill_event, 409 and group_change_failed for a
+  locked group, delete_deployment rolling back (200) and with force only stopping (202);
 - two event streams: one filtered by event_type (only those types arrive), one unfiltered, both
   parsed by the client's EventFactory; event_stream_attached/detached seen when a third attaches
   and leaves.
@@ -190,7 +192,11 @@ check(isinstance(versions, list) and versions and versions == sorted(versions, r
 web2 = MarathonApp(id="web", cmd="sleep 601", cpus=0.05, mem=32, instances=1, dependencies=["api"])
 updated = client.update_group("/shop", MarathonGroup(id="/shop", apps=[web2, api]))
 deployment_done(updated["deploymentId"])
-check(tasks("/shop/web")[0]["id"] != web_tasks[0]["id"], "web restarted")
+# (The old task may still be on its way out.)
+check(
+    [t for t in tasks("/shop/web") if t["id"] != web_tasks[0]["id"] and t["state"] == "TASK_RUNNING" and t["version"] != web_tasks[0]["version"]],
+    "web restarted",
+)
 check({t["id"] for t in tasks("/shop/api")} == {t["id"] for t in api_tasks}, "api untouched")
 check(app_json("/shop/web")["cmd"] == "sleep 601", "web's new command")
 
@@ -224,6 +230,41 @@ last_api = max(i for i, a in enumerate(order) if a == "/shop/api")
 check(all(a != "/shop/data/db" for a in order[:last_api]), f"api stopped before db: {order}")
 check(not [g for g in client.list_groups() if g.id == "/shop"], "/shop is gone")
 
+# A plan that cannot finish: "never" stays unhealthy, "sick" is killed by its health check.
+def failing(app_id, failures):
+    check_ = MarathonHealthCheck(
+        protocol="COMMAND", command="false", grace_period_seconds=0, interval_seconds=1,
+        timeout_seconds=5, max_consecutive_failures=failures,
+    )
+    return MarathonApp(id=app_id, cmd="sleep 600", cpus=0.05, mem=32, instances=1, health_checks=[check_])
+
+
+stuck = client.create_group(MarathonGroup(id="/stuck", apps=[failing("never", 0), failing("sick", 2)]))
+until("unhealthy_instance_kill_event", lambda: [e for e in of_type(everything, "unhealthy_instance_kill_event") if e.app_id == "/stuck/sick"])
+check([d.id for d in client.list_deployments() if d.id == stuck["deploymentId"]], "the stuck plan is listed")
+try:
+    changed = failing("never", 0)
+    changed.cmd = "sleep 601"
+    client.update_group("/stuck", MarathonGroup(id="/stuck", apps=[changed, failing("sick", 2)]))
+    check(False, "a locked group was changed")
+except Exception as e:  # the client's ConflictError
+    check(getattr(e, "status_code", None) == 409, f"409 for a locked group: {e!r}")
+until("group_change_failed", lambda: [e for e in of_type(everything, "group_change_failed") if e.group_id == "/stuck"])
+# Cancel: a rollback plan (the group's apps did not exist before: they go).
+rollback = client.delete_deployment(stuck["deploymentId"])
+check(rollback.get("deploymentId") and rollback["deploymentId"] != stuck["deploymentId"], f"rollback reply {rollback}")
+deployment_done(rollback["deploymentId"])
+check(requests.get(f"{URL}/v2/apps/stuck/never", timeout=10).status_code == 404, "rolled back: the app is gone")
+check([e for e in of_type(everything, "deployment_failed") if e.id == stuck["deploymentId"]], "deployment_failed")
+check(of_type(everything, "deployment_step_failure"), "deployment_step_failure")
+# Cancel with force: only stopped (202), the apps stay as they are.
+stuck2 = client.create_group(MarathonGroup(id="/stuck2", apps=[failing("never", 0)]))
+check(client.delete_deployment(stuck2["deploymentId"], force=True) == {}, "forced cancel")
+until("the forced cancel", lambda: not [d for d in client.list_deployments() if d.id == stuck2["deploymentId"]])
+r = requests.get(f"{URL}/v2/apps/stuck2/never", timeout=10)
+check(r.status_code == 200, f"the app stays after a forced cancel: {r.status_code} {r.text[:300]}")
+deployment_done(client.delete_group("/stuck2", force=True)["deploymentId"])
+
 # The filter held; every event parsed.
 check(all(e.event_type in FILTER for e in filtered), f"unfiltered types {set(e.event_type for e in filtered) - set(FILTER)}")
 seen = {e.event_type for e in everything}
@@ -240,6 +281,10 @@ for kind in [
     "failed_health_check_event",
     "event_stream_attached",
     "event_stream_detached",
+    "unhealthy_instance_kill_event",
+    "group_change_failed",
+    "deployment_failed",
+    "deployment_step_failure",
 ]:
     check(kind in seen, f"{kind} on the unfiltered stream (saw {sorted(seen)})")
 check(not stream_errors, f"event streams: {stream_errors}")

@@ -152,7 +152,9 @@ pub fn router(
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
-    q.get(name).is_some_and(|v| v == "true" || v.is_empty())
+    // `True` too: Python clients send their bool so (Marathon reads it case-blind).
+    q.get(name)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v.is_empty())
 }
 
 /// A task as Marathon shows it, serialized straight from the record: `GET

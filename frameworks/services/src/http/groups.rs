@@ -43,9 +43,10 @@ fn values(q: &[(String, String)], name: &str) -> Vec<String> {
         .collect()
 }
 
+/// `?force=true` (`True` too: Python clients send their bool so; Marathon reads it case-blind).
 fn forced(q: &[(String, String)]) -> bool {
     q.iter()
-        .any(|(k, v)| k == "force" && (v == "true" || v.is_empty()))
+        .any(|(k, v)| k == "force" && (v.eq_ignore_ascii_case("true") || v.is_empty()))
 }
 
 /// What `embed` asks a group to show.
