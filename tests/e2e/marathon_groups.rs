@@ -88,6 +88,32 @@ async fn marathon_client_groups_plans_and_events() {
     assert!(root["groups"]
         .as_array()
         .is_some_and(|g| g.iter().all(|g| g["id"] != "/shop")));
+    // `embed` chooses what a group shows: by default groups and apps without counts.
+    let made = reqwest::Client::new()
+        .post(format!("{url}/v2/apps"))
+        .json(&serde_json::json!({ "id": "/other/idle", "cmd": "sleep 1", "cpus": 0.01, "mem": 32, "instances": 0 }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(made.status(), 201);
+    let other = get(&format!("{url}/v2/groups/other"))
+        .await
+        .expect("/other");
+    assert_eq!(other["apps"][0]["id"], "/other/idle");
+    assert!(other["apps"][0].get("tasksRunning").is_none(), "{other}");
+    let counted = get(&format!(
+        "{url}/v2/groups/other?embed=group.apps&embed=group.apps.counts&embed=group.apps.tasks"
+    ))
+    .await
+    .expect("/other with counts");
+    assert_eq!(counted["apps"][0]["tasksRunning"], 0, "{counted}");
+    assert_eq!(counted["apps"][0]["tasks"], serde_json::json!([]));
+    let only_groups = get(&format!("{url}/v2/groups?embed=group.groups"))
+        .await
+        .expect("root");
+    assert!(only_groups["groups"]
+        .as_array()
+        .is_some_and(|g| g.iter().all(|g| g["apps"] == serde_json::json!([]))));
     // Errors name the field.
     let bad = reqwest::Client::new()
         .post(format!("{url}/v2/groups"))

@@ -244,26 +244,52 @@ impl ServicesCore {
                 e.clone_from(d);
             }
         }
-        let levels =
-            group::order(&apps, &groups).map_err(|c| invalid("/dependencies", c.to_string()))?;
-        let mut all_groups: BTreeSet<&String> = groups.keys().collect();
-        let implied: Vec<String> = apps
-            .keys()
-            .chain(groups.keys())
-            .flat_map(|a| group::ancestors(a))
-            .collect();
-        all_groups.extend(implied.iter());
-        if all_groups.len() > group::MAX_GROUPS {
+        let before_levels = group::order(&before_apps, &before_groups);
+        let levels = match (group::order(&apps, &groups), &before_levels) {
+            (Ok(l), _) => l,
+            // State saved before cycles were refused: this change is not to blame; no order.
+            (Err(_), Err(_)) => vec![apps.keys().cloned().collect()],
+            (Err(c), Ok(_)) => return Err(invalid("/dependencies", c.to_string())),
+        };
+        let count_groups = |apps: &BTreeMap<String, Vec<String>>,
+                            groups: &BTreeMap<String, Vec<String>>| {
+            let mut all: BTreeSet<String> = groups.keys().cloned().collect();
+            for id in apps.keys().chain(groups.keys()) {
+                all.extend(group::ancestors(id));
+            }
+            all
+        };
+        let all_groups = count_groups(&apps, &groups);
+        if all_groups.len() > group::MAX_GROUPS
+            && all_groups.len() > count_groups(&before_apps, &before_groups).len()
+        {
             return Err(invalid(
                 "/groups",
                 format!("there would be more than {} groups", group::MAX_GROUPS),
             ));
         }
-        if let Some(a) = apps.keys().find(|a| all_groups.contains(a)) {
-            return Err(invalid(
-                "/id",
-                format!("{a} would be both an app and a group"),
-            ));
+        // An id is an app or a group, not both (checked for what this change names).
+        for a in &changes.puts {
+            if all_groups.contains(&a.id) {
+                return Err(invalid("/id", format!("{} is a group, not an app", a.id)));
+            }
+            if let Some(up) = group::ancestors(&a.id)
+                .into_iter()
+                .find(|g| apps.contains_key(g))
+            {
+                return Err(invalid(
+                    "/id",
+                    format!("{up} is an app: {} cannot be inside it", a.id),
+                ));
+            }
+        }
+        for (g, _) in &changes.groups {
+            if let Some(clash) = std::iter::once(g.clone())
+                .chain(group::ancestors(g))
+                .find(|x| apps.contains_key(x))
+            {
+                return Err(invalid("/id", format!("{clash} is an app, not a group")));
+            }
         }
         let mut affected: BTreeSet<String> = changes.puts.iter().map(|a| a.id.clone()).collect();
         affected.extend(changes.removes.iter().cloned());
@@ -364,8 +390,8 @@ impl ServicesCore {
 
         // Stops: dependents first (the order of the state before); then the rest, dependencies
         // first (the order of the state after).
-        let before_levels = group::order(&before_apps, &before_groups)
-            .unwrap_or_else(|_| vec![before_apps.keys().cloned().collect()]);
+        let before_levels =
+            before_levels.unwrap_or_else(|_| vec![before_apps.keys().cloned().collect()]);
         let mut steps: Vec<Vec<Action>> = group::steps_for(&before_levels, &stops)
             .into_iter()
             .rev()

@@ -443,3 +443,41 @@ fn a_deployment_saved_before_plans_loads_as_one_step() {
         serde_json::from_slice(&serde_json::to_vec(&d).expect("save")).expect("load");
     assert_eq!(again, d);
 }
+
+#[test]
+fn state_saved_before_the_rules_does_not_block_unrelated_changes() {
+    // Saved by an older version: an app that is also a group, and a dependency cycle.
+    let mut core = ServicesCore::default();
+    core.put_app(
+        serde_json::from_str(r#"{"id":"/a/b","cmd":"x","cpus":0.1,"mem":32}"#).expect("app"),
+        true,
+        false,
+        t(0),
+    )
+    .expect("app");
+    let mut v = serde_json::to_value(&core).expect("json");
+    let mut a = v["apps"]["/a/b"].clone();
+    a["app"]["id"] = json!("/a");
+    a["app"]["dependencies"] = json!(["/a/b"]);
+    v["apps"]["/a"] = a;
+    v["apps"]["/a/b"]["app"]["dependencies"] = json!(["/a"]);
+    v["deployments"] = json!([]);
+    let mut core: ServicesCore = serde_json::from_value(v).expect("old state");
+    core.put_app(
+        serde_json::from_str(r#"{"id":"/fresh","cmd":"x","cpus":0.1,"mem":32}"#).expect("app"),
+        true,
+        false,
+        t(1),
+    )
+    .expect("an unrelated app");
+    let e = core
+        .put_app(
+            serde_json::from_str(r#"{"id":"/a/c","cmd":"x","cpus":0.1,"mem":32}"#).expect("app"),
+            true,
+            false,
+            t(2),
+        )
+        .expect_err("inside an app");
+    assert!(matches!(&e, ServicesError::Invalid(d) if d[0].path == "/id"), "{e:?}");
+    assert!(core.group_tree("/").is_some());
+}
