@@ -124,6 +124,31 @@ async fn marathon_client_groups_plans_and_events() {
     assert_eq!(bad.status(), 422);
     let body: Value = bad.json().await.expect("json");
     assert_eq!(body["details"][0]["path"], "/apps/0/cpus", "{body}");
+    // `POST /v2/groups/{id}` without a body id creates `{id}`: 201 with its Location.
+    let made = reqwest::Client::new()
+        .post(format!("{url}/v2/groups/made/here"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(made.status(), 201);
+    assert_eq!(made.headers()["location"], "/v2/groups/made/here");
+    let again = reqwest::Client::new()
+        .post(format!("{url}/v2/groups"))
+        .json(&serde_json::json!({ "id": "made/here" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(again.status(), 409);
+    let rollback = reqwest::Client::new()
+        .put(format!(
+            "{url}/v2/groups/keep/versions/2026-01-01T00:00:00.000Z"
+        ))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(rollback.status(), 422);
     let missing = reqwest::get(format!("{url}/v2/groups/nope"))
         .await
         .expect("get");

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::{only_instances_differ, version_of, AppState, Effect, ServicesCore, ServicesError};
 use crate::app::{normalize_id, App, FieldError};
-use crate::group::{self, GroupRecord};
+use crate::group;
 
 /// How long a stop waits for a kill before sending it again.
 const KILL_AGAIN_SECS: i64 = 10;

@@ -478,6 +478,9 @@ fn state_saved_before_the_rules_does_not_block_unrelated_changes() {
             t(2),
         )
         .expect_err("inside an app");
-    assert!(matches!(&e, ServicesError::Invalid(d) if d[0].path == "/id"), "{e:?}");
+    assert!(
+        matches!(&e, ServicesError::Invalid(d) if d[0].path == "/id"),
+        "{e:?}"
+    );
     assert!(core.group_tree("/").is_some());
 }

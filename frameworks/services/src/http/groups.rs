@@ -211,12 +211,17 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let mut group = read_body(&body)?;
-    let Some(rel) = group.id.take() else {
-        return Err(ServicesError::Invalid(vec![crate::app::FieldError {
-            path: "/id".into(),
-            errors: vec!["is required".into()],
-        }])
-        .into());
+    // `POST /v2/groups/{id}` without a body id creates `{id}` itself.
+    let rel = match (group.id.take(), parent.as_str()) {
+        (Some(rel), _) => rel,
+        (None, "/") => {
+            return Err(ServicesError::Invalid(vec![crate::app::FieldError {
+                path: "/id".into(),
+                errors: vec!["is required".into()],
+            }])
+            .into())
+        }
+        (None, p) => p.to_string(),
     };
     let id = crate::group::resolve(&parent, &rel).map_err(|e| {
         ApiError::from(ServicesError::Invalid(vec![crate::app::FieldError {
@@ -289,6 +294,16 @@ pub(super) async fn group_put(
     Query(q): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some((_, version)) = rest.split_once("/versions/") {
+        // The client's `rollback_group`.
+        return Err(ServicesError::Invalid(vec![crate::app::FieldError {
+            path: "/version".into(),
+            errors: vec![format!(
+                "rolling a group back to version {version} is not supported; PUT the group as it was"
+            )],
+        }])
+        .into());
+    }
     update(&api, normalize_id(&rest), q, body).await
 }
 
