@@ -8,6 +8,10 @@
 //! `minHealthy = ceil(instances × minimumHealthCapacity)`,
 //! `maxCapacity = floor(instances × (1 + maximumOverCapacity))` (one more when they are equal);
 //! old tasks are killed only while at least `minHealthy` tasks stay healthy.
+//!
+//! Every change (an app's, a group's) becomes one deployment plan of dependency-ordered steps
+//! (`plan.rs`); groups are saved records beside the apps (`groups.rs`, pure rules in
+//! [`crate::group`]).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
-//! The Marathon-compatible REST API: `/v2/apps`, `/v2/tasks`, `/v2/deployments`, `/v2/queue`,
-//! `/v2/info`, `/v2/leader`, `/v2/events` (server-sent events), `/ping`, `/metrics`, and (in
-//! `http/groups.rs`) `/v2/groups`, `/v2/deployments`, `/v2/events`. Errors are
+//! The Marathon-compatible REST API: `/v2/apps`, `/v2/tasks`, `/v2/queue`, `/v2/info`,
+//! `/v2/leader`, `/ping`, `/metrics`; `/v2/groups`, `/v2/deployments` and `/v2/events`
+//! (server-sent events) are in `http/groups.rs`. Errors are
 //! Marathon's: 422 naming every bad field, 400 for malformed JSON, 409 for an existing id or a
 //! locked app, 404 for unknown ids; a rejected request changes nothing.
 
