@@ -26,7 +26,7 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
-fn start_local(dir: &std::path::Path, port: u16, name: &str, services: u16) -> Process {
+pub(crate) fn start_local(dir: &std::path::Path, port: u16, name: &str, services: u16) -> Process {
     let args: Vec<String> = [
         "local",
         "--port",

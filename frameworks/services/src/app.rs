@@ -387,7 +387,7 @@ pub fn check_body_id(path_id: &str, body: &Value) -> Result<(), Vec<FieldError>>
     }
 }
 
-fn valid_segment(s: &str) -> bool {
+pub(crate) fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')

@@ -8,6 +8,10 @@
 //! `minHealthy = ceil(instances × minimumHealthCapacity)`,
 //! `maxCapacity = floor(instances × (1 + maximumOverCapacity))` (one more when they are equal);
 //! old tasks are killed only while at least `minHealthy` tasks stay healthy.
+//!
+//! Every change (an app's, a group's) becomes one deployment plan of dependency-ordered steps
+//! (`plan.rs`); groups are saved records beside the apps (`groups.rs`, pure rules in
+//! [`crate::group`]).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +22,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::app::{App, FieldError};
+use crate::group::GroupRecord;
 use agora_framework::constraints::{field_value, Constraint};
+
+mod groups;
+mod plan;
+
+pub use groups::GroupNode;
+pub use plan::{Action, Changes, Deployment, Retiring};
 
 /// How many versions of an app are kept.
 pub const VERSIONS_KEPT: usize = 50;
@@ -80,19 +91,6 @@ pub struct AppState {
     pub last_offer_problem: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Deployment {
-    pub id: String,
-    pub version: String,
-    pub app_id: String,
-    /// `StartApplication`, `ScaleApplication`, `RestartApplication`, `StopApplication`.
-    pub action: String,
-    pub started_at: DateTime<Utc>,
-    /// The app before the deployment (to roll back to); `None` for a new app.
-    pub previous: Option<App>,
-}
-
 /// A launch the driver must make: the task and the offer it goes on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
@@ -121,6 +119,10 @@ pub enum ServicesError {
     UnknownDeployment(String),
     #[error("Task '{0}' does not exist")]
     UnknownTask(String),
+    #[error("Group '{0}' does not exist")]
+    UnknownGroup(String),
+    #[error("Group {0} is already created. Use PUT to change this group.")]
+    GroupExists(String),
 }
 
 /// See the module documentation.
@@ -129,6 +131,13 @@ pub struct ServicesCore {
     pub framework_id: Option<String>,
     apps: BTreeMap<String, AppState>,
     deployments: Vec<Deployment>,
+    /// Every group that exists besides those only implied by an app's id (`/` included once
+    /// anything changed): empty groups and group dependencies are saved state.
+    #[serde(default)]
+    groups: BTreeMap<String, GroupRecord>,
+    /// Apps a plan stops, until their tasks are gone.
+    #[serde(default)]
+    retiring: BTreeMap<String, Retiring>,
     /// Events for `/v2/events`, drained by the driver.
     #[serde(skip)]
     events: Vec<(String, Value)>,
@@ -178,54 +187,6 @@ impl ServicesCore {
         self.events.push((kind.to_string(), body));
     }
 
-    fn deployments_of(&self, app_id: &str) -> Vec<String> {
-        self.deployments
-            .iter()
-            .filter(|d| d.app_id == app_id)
-            .map(|d| d.id.clone())
-            .collect()
-    }
-
-    fn lock(&mut self, app_id: &str, force: bool) -> Result<Option<App>, ServicesError> {
-        let locked = self.deployments_of(app_id);
-        if !locked.is_empty() {
-            if !force {
-                return Err(ServicesError::Locked(locked));
-            }
-            self.deployments.retain(|d| d.app_id != app_id);
-        }
-        Ok(self.apps.get(app_id).map(|a| a.app.clone()))
-    }
-
-    fn deploy(
-        &mut self,
-        app_id: &str,
-        action: &str,
-        previous: Option<App>,
-        now: DateTime<Utc>,
-    ) -> (String, String) {
-        let id = uuid::Uuid::new_v4().to_string();
-        let version = self
-            .apps
-            .get(app_id)
-            .map(|a| a.version.clone())
-            .unwrap_or_else(|| version_of(now));
-        self.deployments.push(Deployment {
-            id: id.clone(),
-            version: version.clone(),
-            app_id: app_id.to_string(),
-            action: action.to_string(),
-            started_at: now,
-            previous,
-        });
-        self.emit(
-            "deployment_info",
-            json!({ "plan": { "id": id, "version": version }, "currentStep": { "actions": [{ "action": action, "app": app_id }] } }),
-            now,
-        );
-        (id, version)
-    }
-
     /// Creates or replaces an app (`create`: refuse an existing id). Returns (deployment id,
     /// version).
     ///
@@ -244,52 +205,40 @@ impl ServicesCore {
         if create && self.apps.contains_key(&app.id) {
             return Err(ServicesError::Exists(app.id));
         }
-        let previous = self.lock(&app.id, force)?;
-        let version = version_of(now);
-        let id = app.id.clone();
-        let action = match &previous {
-            None => "StartApplication",
-            Some(p) if only_instances_differ(p, &app) => "ScaleApplication",
-            Some(_) => "RestartApplication",
-        };
-        match self.apps.get_mut(&id) {
-            Some(st) => {
-                if action != "ScaleApplication" {
-                    st.config_version = version.clone();
-                    // A new config starts with no launch delay (Marathon resets backoff).
-                    st.delay_seconds = 0.0;
-                    st.next_launch_at = None;
-                }
-                st.version = version.clone();
-                st.app = app.clone();
-                st.versions.push((version.clone(), app));
-                if st.versions.len() > VERSIONS_KEPT {
-                    st.versions.remove(0);
-                }
-            }
-            None => {
-                self.apps.insert(
-                    id.clone(),
-                    AppState {
-                        app: app.clone(),
-                        version: version.clone(),
-                        config_version: version.clone(),
-                        versions: vec![(version.clone(), app)],
-                        tasks: BTreeMap::new(),
-                        delay_seconds: 0.0,
-                        next_launch_at: None,
-                        last_task_failure: None,
-                        last_offer_problem: String::new(),
-                    },
-                );
-            }
-        }
-        self.emit(
-            "api_post_event",
-            json!({ "appDefinition": { "id": id } }),
+        let group = crate::group::parent(&app.id);
+        self.apply(
+            Changes {
+                puts: vec![app],
+                always: true,
+                ..Changes::default()
+            },
+            &group,
+            force,
             now,
-        );
-        Ok(self.deploy(&id, action, previous, now))
+        )
+    }
+
+    /// Marathon's `api_post_event` for a request that changed app `id` (the API layer knows
+    /// the client and the URI).
+    pub fn api_post_event(
+        &mut self,
+        id: &str,
+        client_ip: Option<String>,
+        uri: &str,
+        now: DateTime<Utc>,
+    ) {
+        let Some(st) = self.apps.get(id) else {
+            return;
+        };
+        let mut def = serde_json::to_value(&st.app).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut def {
+            m.insert("version".into(), json!(st.version));
+        }
+        let mut body = json!({ "uri": uri, "appDefinition": def });
+        if let (Some(ip), Value::Object(m)) = (client_ip, &mut body) {
+            m.insert("clientIp".into(), json!(ip));
+        }
+        self.emit("api_post_event", body, now);
     }
 
     /// Restarts an app: a new config version replaces every task, rolling.
@@ -305,18 +254,18 @@ impl ServicesCore {
         if !self.apps.contains_key(id) {
             return Err(ServicesError::UnknownApp(id.into()));
         }
-        let previous = self.lock(id, force)?;
-        let version = version_of(now);
-        if let Some(st) = self.apps.get_mut(id) {
-            st.version = version.clone();
-            st.config_version = version;
-            st.delay_seconds = 0.0;
-            st.next_launch_at = None;
-        }
-        Ok(self.deploy(id, "RestartApplication", previous, now))
+        self.apply(
+            Changes {
+                restarts: vec![id.to_string()],
+                ..Changes::default()
+            },
+            &crate::group::parent(id),
+            force,
+            now,
+        )
     }
 
-    /// Deletes an app: all its tasks are killed.
+    /// Deletes an app: a plan stops it (kills its tasks); it finishes when they are gone.
     ///
     /// # Errors
     /// [`ServicesError::UnknownApp`], [`ServicesError::Locked`].
@@ -329,22 +278,15 @@ impl ServicesCore {
         if !self.apps.contains_key(id) {
             return Err(ServicesError::UnknownApp(id.into()));
         }
-        let previous = self.lock(id, force)?;
-        let Some(st) = self.apps.remove(id) else {
-            return Err(ServicesError::UnknownApp(id.into()));
-        };
-        for t in st
-            .tasks
-            .values()
-            .filter(|t| !agora_proto::is_terminal_name(&t.state))
-        {
-            self.deferred.push(Effect::Kill(t.id.clone()));
-        }
-        self.emit("app_terminated_event", json!({ "appId": id }), now);
-        let (dep, version) = self.deploy(id, "StopApplication", previous, now);
-        // Nothing to wait for once the kills are sent.
-        self.deployments.retain(|d| d.id != dep);
-        Ok((dep, version))
+        self.apply(
+            Changes {
+                removes: vec![id.to_string()],
+                ..Changes::default()
+            },
+            &crate::group::parent(id),
+            force,
+            now,
+        )
     }
 
     /// Kills tasks (Marathon `DELETE /v2/apps/{id}/tasks/{task}`, `POST /v2/tasks/delete`); with
@@ -378,8 +320,9 @@ impl ServicesCore {
         Ok(found)
     }
 
-    /// Cancels a deployment: `force` only forgets it (202); otherwise rolls back to the app as it
-    /// was before (a new deployment, 200).
+    /// Cancels a deployment: `force` only stops it where it is (202; what it was stopping is
+    /// killed at once); otherwise a new deployment rolls every app it touched back to how it was
+    /// before (200).
     ///
     /// # Errors
     /// [`ServicesError::UnknownDeployment`].
@@ -389,17 +332,25 @@ impl ServicesCore {
         force: bool,
         now: DateTime<Utc>,
     ) -> Result<Option<(String, String)>, ServicesError> {
-        let Some(pos) = self.deployments.iter().position(|d| d.id == id) else {
+        let Some(d) = self.deployments.iter().find(|d| d.id == id) else {
             return Err(ServicesError::UnknownDeployment(id.into()));
         };
-        let d = self.deployments.remove(pos);
         if force {
+            self.force_out(id, &Default::default(), "cancelled", now);
             return Ok(None);
         }
-        match d.previous {
-            Some(prev) => self.put_app(prev, false, true, now).map(Some),
-            None => self.delete_app(&d.app_id, true, now).map(Some),
+        let mut changes = Changes::default();
+        for (app, prev) in &d.previous_apps {
+            match prev {
+                Some(p) => changes.puts.push(p.clone()),
+                None => changes.removes.push(app.clone()),
+            }
         }
+        let group = d.group.clone();
+        // The rollback takes over what the cancelled plan was stopping.
+        let keep = changes.puts.iter().map(|a| a.id.clone()).collect();
+        self.force_out(id, &keep, "rolled back", now);
+        self.apply(changes, &group, true, now).map(Some)
     }
 
     /// A task's new status.
@@ -408,6 +359,7 @@ impl ServicesCore {
         let Some(st) = self
             .apps
             .values_mut()
+            .chain(self.retiring.values_mut().map(|r| &mut r.state))
             .find(|a| a.tasks.contains_key(&status.task_id))
         else {
             // Not ours any more (its app was deleted): report it, and make sure it is gone.
@@ -419,10 +371,10 @@ impl ServicesCore {
                     .map_or("", |(a, _)| a)
                     .replace('_', "/")
             );
+            let host = status.ip_addresses.first().cloned().unwrap_or_default();
             self.emit(
                 "status_update_event",
-                json!({ "appId": app_id, "taskId": status.task_id, "taskStatus": state,
-                        "message": status.message, "slaveId": status.agent_id }),
+                status_event(&app_id, status, &state, &host, &[], ""),
                 now,
             );
             return if agora_proto::is_terminal_name(&state) {
@@ -432,11 +384,12 @@ impl ServicesCore {
             };
         };
         let app_id = st.app.id.clone();
+        let first_check = st.app.health_checks.first().cloned();
         let Some(t) = st.tasks.get_mut(&status.task_id) else {
             return Vec::new();
         };
         let was_healthy = t.healthy;
-        t.state = state.clone();
+        let was_state = std::mem::replace(&mut t.state, state.clone());
         if status.healthy.is_some() {
             t.healthy = status.healthy;
         }
@@ -455,6 +408,12 @@ impl ServicesCore {
         let task_id = t.id.clone();
         let healthy = t.healthy;
         let killed_by_us = t.killing;
+        let (host, ports, task_version, agent) = (
+            t.host.clone(),
+            t.ports.clone(),
+            t.version.clone(),
+            t.agent_id.clone(),
+        );
         if agora_proto::is_terminal_name(&state) {
             st.tasks.remove(&status.task_id);
             let failure = matches!(
@@ -478,13 +437,44 @@ impl ServicesCore {
         }
         self.emit(
             "status_update_event",
-            json!({ "appId": app_id, "taskId": task_id, "taskStatus": state, "message": status.message, "slaveId": status.agent_id }),
+            status_event(&app_id, status, &state, &host, &ports, &task_version),
             now,
         );
+        if was_state != state {
+            self.emit(
+                "instance_changed_event",
+                json!({ "instanceId": task_id, "condition": condition(&state), "runSpecId": app_id,
+                        "agentId": agent, "host": host, "runSpecVersion": task_version }),
+                now,
+            );
+        }
+        let check = first_check
+            .map(|c| serde_json::to_value(c).unwrap_or(Value::Null))
+            .unwrap_or_else(|| json!({}));
+        if status.healthy == Some(false) && !agora_proto::is_terminal_name(&state) {
+            self.emit(
+                "failed_health_check_event",
+                json!({ "appId": app_id, "taskId": task_id, "instanceId": task_id, "healthCheck": check }),
+                now,
+            );
+        }
         if healthy != was_healthy && healthy.is_some() {
             self.emit(
                 "health_status_changed_event",
-                json!({ "appId": app_id, "taskId": task_id, "alive": healthy }),
+                json!({ "appId": app_id, "taskId": task_id, "instanceId": task_id,
+                        "version": task_version, "alive": healthy }),
+                now,
+            );
+        }
+        if agora_proto::is_terminal_name(&state)
+            && status.reason() == v1::Reason::TaskUnhealthy
+            && !killed_by_us
+        {
+            self.emit(
+                "unhealthy_instance_kill_event",
+                json!({ "appId": app_id, "taskId": task_id, "instanceId": task_id,
+                        "version": task_version, "reason": status.message, "host": host,
+                        "slaveId": agent }),
                 now,
             );
         }
@@ -500,11 +490,13 @@ impl ServicesCore {
     }
 
     /// Kills what must go (scale down, upgrade progress, surplus after a partition heals) and
-    /// finishes deployments that reached their goal. Launches are made from offers
+    /// moves deployment plans on (a step done, the next begins). Launches are made from offers
     /// ([`ServicesCore::launches_for`]).
     pub fn plan(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
         let mut effects = Vec::new();
         let ids: Vec<String> = self.apps.keys().cloned().collect();
+        let held: std::collections::BTreeSet<String> =
+            ids.iter().filter(|id| self.held(id)).cloned().collect();
         for id in ids {
             let Some(st) = self.apps.get_mut(&id) else {
                 continue;
@@ -530,6 +522,10 @@ impl ServicesCore {
                     // Forgotten: if its agent comes back, the update for an unknown task kills it.
                     st.tasks.remove(&id);
                 }
+            }
+            if held.contains(&id) {
+                // Its step has not begun: it keeps what it runs.
+                continue;
             }
             let n = instances(&app);
             let cv = st.config_version.clone();
@@ -571,30 +567,15 @@ impl ServicesCore {
                 }
                 effects.push(Effect::Kill(k.clone()));
             }
-            if Self::is_stable(st) {
-                let done: Vec<Deployment> = self
-                    .deployments
-                    .iter()
-                    .filter(|d| d.app_id == id)
-                    .cloned()
-                    .collect();
-                self.deployments.retain(|d| d.app_id != id);
-                for d in done {
-                    self.emit(
-                        "deployment_success",
-                        json!({ "id": d.id, "plan": { "id": d.id, "version": d.version } }),
-                        now,
-                    );
-                }
-            }
         }
+        effects.extend(self.advance(now));
         effects
     }
 
-    /// Tasks an app still needs now (0 while its launch delay runs or its dependencies are not
-    /// stable).
+    /// Tasks an app still needs now (0 while its launch delay runs, its dependencies are not
+    /// stable or its plan's step has not begun).
     pub fn wanted(&self, st: &AppState, now: DateTime<Utc>) -> usize {
-        if st.next_launch_at.is_some_and(|t| t > now) {
+        if st.next_launch_at.is_some_and(|t| t > now) || self.held(&st.app.id) {
             return 0;
         }
         let deps_ready = st.app.dependencies.iter().all(|d| {
@@ -750,6 +731,7 @@ impl ServicesCore {
     pub fn live_tasks(&self) -> Vec<(String, String)> {
         self.apps
             .values()
+            .chain(self.retiring.values().map(|r| &r.state))
             .flat_map(|a| a.tasks.values())
             .filter(|t| !agora_proto::is_terminal_name(&t.state))
             .map(|t| (t.id.clone(), t.agent_id.clone()))
@@ -815,5 +797,45 @@ fn only_instances_differ(a: &App, b: &App) -> bool {
     a == b
 }
 
+/// Marathon's `status_update_event` body.
+fn status_event(
+    app_id: &str,
+    status: &v1::TaskStatus,
+    state: &str,
+    host: &str,
+    ports: &[u64],
+    version: &str,
+) -> Value {
+    let ips: Vec<Value> = status
+        .ip_addresses
+        .iter()
+        .map(|ip| json!({ "ipAddress": ip, "protocol": "IPv4" }))
+        .collect();
+    json!({ "appId": app_id, "taskId": status.task_id, "taskStatus": state,
+            "message": status.message, "slaveId": status.agent_id, "host": host,
+            "ports": ports, "ipAddresses": ips, "version": version })
+}
+
+/// Marathon's instance condition for a task state (`instance_changed_event`).
+fn condition(state: &str) -> &'static str {
+    match state {
+        "TASK_STAGING" => "Staging",
+        "TASK_STARTING" => "Starting",
+        "TASK_RUNNING" => "Running",
+        "TASK_KILLING" => "Killing",
+        "TASK_KILLED" => "Killed",
+        "TASK_FINISHED" => "Finished",
+        "TASK_FAILED" => "Failed",
+        "TASK_ERROR" => "Error",
+        "TASK_DROPPED" => "Dropped",
+        "TASK_UNREACHABLE" => "Unreachable",
+        "TASK_GONE_BY_OPERATOR" => "GoneByOperator",
+        "TASK_LOST" | "TASK_GONE" => "Gone",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
-//! The Marathon-compatible REST API: `/v2/apps`, `/v2/tasks`, `/v2/deployments`, `/v2/queue`,
-//! `/v2/info`, `/v2/leader`, `/v2/events` (server-sent events), `/ping`, `/metrics`. Errors are
+//! The Marathon-compatible REST API: `/v2/apps`, `/v2/tasks`, `/v2/queue`, `/v2/info`,
+//! `/v2/leader`, `/ping`, `/metrics`; `/v2/groups`, `/v2/deployments` and `/v2/events`
+//! (server-sent events) are in `http/groups.rs`. Errors are
 //! Marathon's: 422 naming every bad field, 400 for malformed JSON, 409 for an existing id or a
 //! locked app, 404 for unknown ids; a rejected request changes nothing.
 
@@ -20,6 +21,9 @@ use serde_json::{json, Value};
 use crate::app::{merge, normalize_id, App};
 use crate::core::{AppState, ServicesCore, ServicesError, TaskRecord};
 use crate::handle::{Leadership, ServicesHandle};
+
+mod groups;
+use groups::ClientIp;
 
 #[derive(Clone)]
 struct Api {
@@ -48,7 +52,9 @@ impl From<ServicesError> for ApiError {
                 StatusCode::CONFLICT,
                 json!({ "message": msg, "deployments": ids.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>() }),
             ),
-            ServicesError::Exists(_) => ApiError(StatusCode::CONFLICT, json!({ "message": msg })),
+            ServicesError::Exists(_) | ServicesError::GroupExists(_) => {
+                ApiError(StatusCode::CONFLICT, json!({ "message": msg }))
+            }
             _ => ApiError(StatusCode::NOT_FOUND, json!({ "message": msg })),
         }
     }
@@ -117,10 +123,25 @@ pub fn router(
         )
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
-        .route("/v2/deployments", get(list_deployments))
-        .route("/v2/deployments/{id}", delete(cancel_deployment))
         .route("/v2/queue", get(queue))
-        .route("/v2/events", get(events))
+        // groups: groups, deployment plans, events.
+        .route(
+            "/v2/groups",
+            get(groups::root_get)
+                .post(groups::root_post)
+                .put(groups::root_put)
+                .delete(groups::root_delete),
+        )
+        .route(
+            "/v2/groups/{*rest}",
+            get(groups::group_get)
+                .post(groups::group_post)
+                .put(groups::group_put)
+                .delete(groups::group_delete),
+        )
+        .route("/v2/deployments", get(groups::list_deployments))
+        .route("/v2/deployments/{id}", delete(groups::cancel_deployment))
+        .route("/v2/events", get(groups::events))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             (leadership.clone(), proxy),
@@ -131,7 +152,9 @@ pub fn router(
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
-    q.get(name).is_some_and(|v| v == "true" || v.is_empty())
+    // `True` too: Python clients send their bool so (Marathon reads it case-blind).
+    q.get(name)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v.is_empty())
 }
 
 /// A task as Marathon shows it, serialized straight from the record: `GET
@@ -253,7 +276,7 @@ fn app_json(st: &AppState, core: &ServicesCore, embed_tasks: bool, embed_failure
             json!(core
                 .deployments()
                 .iter()
-                .filter(|d| d.app_id == st.app.id)
+                .filter(|d| d.affects(&st.app.id))
                 .map(|d| json!({ "id": d.id }))
                 .collect::<Vec<_>>()),
         );
@@ -352,6 +375,7 @@ fn unreadable_app(details: Vec<crate::app::FieldError>) -> ApiError {
 async fn create_app(
     State(api): State<Api>,
     Query(q): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let app = parse_app(&body)?;
@@ -360,6 +384,7 @@ async fn create_app(
         .call(move |core, now| {
             let id = normalize_id(&app.id);
             let (dep, _) = core.put_app(app, true, force, now)?;
+            core.api_post_event(&id, ip, "/v2/apps", now);
             let st = core
                 .app(&id)
                 .ok_or_else(|| ServicesError::UnknownApp(id.clone()))?;
@@ -379,23 +404,32 @@ async fn create_app(
 async fn put_apps(
     State(api): State<Api>,
     Query(q): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let apps: Vec<App> = crate::app::parse_list(&body).map_err(unreadable_app)?;
     let force = flag(&q, "force");
     let result = api
         .call(move |core, now| {
-            // All or nothing: validate every app first.
-            for a in &apps {
-                let mut n = a.clone();
-                n.normalize();
-                n.validate().map_err(ServicesError::Invalid)?;
+            // All or nothing: validate every app first; then one plan for them all.
+            let mut puts = Vec::new();
+            for mut a in apps {
+                a.normalize();
+                a.version = None;
+                a.validate().map_err(ServicesError::Invalid)?;
+                puts.push(a);
             }
-            let mut last = (String::new(), String::new());
-            for a in apps {
-                last = core.put_app(a, false, force, now)?;
+            let ids: Vec<String> = puts.iter().map(|a| a.id.clone()).collect();
+            let changes = crate::core::Changes {
+                puts,
+                always: true,
+                ..Default::default()
+            };
+            let r = core.apply(changes, "/", force, now)?;
+            for id in ids {
+                core.api_post_event(&id, ip.clone(), "/v2/apps", now);
             }
-            Ok::<_, ServicesError>(last)
+            Ok::<_, ServicesError>(r)
         })
         .await??;
     Ok((
@@ -458,6 +492,7 @@ async fn app_put(
     State(api): State<Api>,
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (id, _) = split_rest(&rest);
@@ -477,7 +512,9 @@ async fn app_put(
     let (created, (dep, version)) = api
         .call(move |core, now| {
             let created = core.app(&id).is_none();
-            core.put_app(app, false, force, now).map(|r| (created, r))
+            let r = core.put_app(app, false, force, now)?;
+            core.api_post_event(&id, ip, &format!("/v2/apps{id}"), now);
+            Ok::<_, ServicesError>((created, r))
         })
         .await??;
     let status = if created {
@@ -497,6 +534,7 @@ async fn app_patch(
     State(api): State<Api>,
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    ClientIp(ip): ClientIp,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (id, _) = split_rest(&rest);
@@ -513,7 +551,9 @@ async fn app_patch(
             let mut base = serde_json::to_value(&st.app).unwrap_or(Value::Null);
             merge(&mut base, &patch);
             let app = crate::app::from_value(base).map_err(ServicesError::Invalid)?;
-            core.put_app(app, false, force, now)
+            let r = core.put_app(app, false, force, now)?;
+            core.api_post_event(&id, ip, &format!("/v2/apps{id}"), now);
+            Ok::<_, ServicesError>(r)
         })
         .await??;
     Ok((
@@ -611,46 +651,6 @@ async fn delete_tasks(
     ))
 }
 
-async fn list_deployments(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
-    let deps = api
-        .call(|core, _| {
-            core.deployments()
-                .iter()
-                .map(|d| {
-                    let action = json!({ "action": d.action, "app": d.app_id });
-                    json!({
-                        "id": d.id,
-                        "version": d.version,
-                        "affectedApps": [d.app_id],
-                        "steps": [{ "actions": [action.clone()] }],
-                        "currentActions": [action],
-                        "currentStep": 1,
-                        "totalSteps": 1,
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .await?;
-    Ok(Json(Value::Array(deps)))
-}
-
-async fn cancel_deployment(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let force = flag(&q, "force");
-    match api
-        .call(move |core, now| core.cancel_deployment(&id, force, now))
-        .await??
-    {
-        None => Ok(StatusCode::ACCEPTED.into_response()),
-        Some((dep, version)) => {
-            Ok(Json(json!({ "deploymentId": dep, "version": version })).into_response())
-        }
-    }
-}
-
 async fn queue(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let items = api
         .call(|core, now| {
@@ -681,43 +681,6 @@ async fn queue(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
         })
         .await?;
     Ok(Json(json!({ "queue": items })))
-}
-
-async fn events(
-    State(api): State<Api>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let accepts = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !accepts.contains("text/event-stream") {
-        return Err(ApiError(
-            StatusCode::NOT_ACCEPTABLE,
-            json!({ "message": "/v2/events needs 'Accept: text/event-stream'" }),
-        ));
-    }
-    let filter: Vec<String> = q
-        .get("event_type")
-        .map(|t| t.split(',').map(str::to_string).collect())
-        .unwrap_or_default();
-    let mut rx = api.handle()?.events.subscribe();
-    let stream = async_stream::stream! {
-        yield Ok::<_, Infallible>(SseEvent::default().event("event_stream_attached").data(json!({ "eventType": "event_stream_attached" }).to_string()));
-        loop {
-            match rx.recv().await {
-                Ok((kind, body)) => {
-                    if filter.is_empty() || filter.iter().any(|f| f == &kind) {
-                        yield Ok(SseEvent::default().event(kind).data(body.to_string()));
-                    }
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => break,
-            }
-        }
-    };
-    Ok(sse(stream))
 }
 
 fn sse<S: Stream<Item = Result<SseEvent, Infallible>> + Send + 'static>(s: S) -> Response {

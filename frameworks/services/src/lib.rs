@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod core;
+pub mod group;
 pub mod handle;
 pub mod http;
 pub mod launch;

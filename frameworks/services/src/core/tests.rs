@@ -1,6 +1,6 @@
 use super::*;
 
-fn t(secs: i64) -> DateTime<Utc> {
+pub(super) fn t(secs: i64) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
         .expect("t")
         .with_timezone(&Utc)
@@ -11,7 +11,7 @@ fn app(json: &str) -> App {
     serde_json::from_str(json).expect("app json")
 }
 
-fn offer(id: &str, host: &str, res: &str) -> v1::Offer {
+pub(super) fn offer(id: &str, host: &str, res: &str) -> v1::Offer {
     v1::Offer {
         id: id.into(),
         agent_id: format!("agent-{host}"),
@@ -21,7 +21,7 @@ fn offer(id: &str, host: &str, res: &str) -> v1::Offer {
     }
 }
 
-fn update(
+pub(super) fn update(
     core: &mut ServicesCore,
     id: &str,
     state: v1::TaskState,
@@ -76,7 +76,7 @@ fn an_app_is_launched_scaled_up_and_down_youngest_first() {
         t(3),
     )
     .expect("scale");
-    assert_eq!(core.deployments()[0].action, "ScaleApplication");
+    assert_eq!(core.deployments()[0].steps[0][0].action, "ScaleApplication");
     let more = core.launches_for(&offer("o3", "h1", "cpus:4;mem:1024"), t(4));
     assert_eq!(more.len(), 1);
     run_all(&mut core, &more, None, t(5));
