@@ -25,6 +25,10 @@ pub struct LocalArgs {
     /// Port of the services framework's Marathon-compatible API.
     #[arg(long, default_value_t = agora_services::DEFAULT_PORT)]
     services_port: u16,
+    /// The services framework assigns service ports (`port: 0`, `servicePort: 0`) from this
+    /// range, MIN-MAX (as `agora services --service-port-range`).
+    #[arg(long, default_value = "10000-20000")]
+    service_port_range: agora_services::PortRange,
     /// Port of the batch framework's Chronos-compatible API.
     #[arg(long, default_value_t = agora_batch::DEFAULT_PORT)]
     batch_port: u16,
@@ -171,21 +175,24 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut services = agora_services::start(agora_services::ServicesConfig {
-        master: master_address.clone(),
-        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.services_port),
-        work_dir: work_dir.join("services"),
-        role: "*".into(),
-        framework_name: "services".into(),
-        // A first try on one machine: no API token (every listener is on 127.0.0.1).
-        api_token: None,
-        failover_timeout: Duration::from_secs(7 * 24 * 3600),
-        zk: None,
-        zk_session_timeout: Duration::from_secs(10),
-        advertise: None,
-        credential: None,
-        tls: Default::default(),
-    })
+    let mut services = agora_services::start_with(
+        agora_services::ServicesConfig {
+            master: master_address.clone(),
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.services_port),
+            work_dir: work_dir.join("services"),
+            role: "*".into(),
+            framework_name: "services".into(),
+            // A first try on one machine: no API token (every listener is on 127.0.0.1).
+            api_token: None,
+            failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            zk: None,
+            zk_session_timeout: Duration::from_secs(10),
+            advertise: None,
+            credential: None,
+            tls: Default::default(),
+        },
+        args.service_port_range,
+    )
     .await
     .with_context(|| {
         format!(
