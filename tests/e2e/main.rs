@@ -16,6 +16,7 @@ mod master;
 mod python;
 mod sdk;
 mod security;
+mod service_ports;
 mod services;
 mod tls;
 mod ui;

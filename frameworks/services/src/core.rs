@@ -284,14 +284,15 @@ impl ServicesCore {
         if create && self.apps.contains_key(&app.id) {
             return Err(ServicesError::Exists(app.id));
         }
-        let before = self.apps.get(&app.id).map(|st| &st.app);
-        crate::ports::assign(
-            &mut app,
-            before,
+        let mut puts = [app];
+        crate::ports::assign_all(
+            &mut puts,
             self.apps.values().map(|st| &st.app),
+            &[],
             self.service_ports,
         )
-        .map_err(ServicesError::Invalid)?;
+        .map_err(|(_, e)| ServicesError::Invalid(e))?;
+        let [app] = puts;
         let previous = self.lock(&app.id, force)?;
         let version = version_of(now);
         let id = app.id.clone();

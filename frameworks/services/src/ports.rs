@@ -218,6 +218,37 @@ pub fn assign<'a>(
     Ok(())
 }
 
+/// [`assign`] for one change of several apps (a group update): `puts` are the new definitions,
+/// `current` every app as it is, `removed` the ids the change deletes (their ports are free).
+/// Each put keeps its previous ports, and no two puts share one.
+///
+/// # Errors
+/// The index in `puts` of the first app refused, with its errors.
+pub fn assign_all<'a>(
+    puts: &mut [App],
+    current: impl IntoIterator<Item = &'a App>,
+    removed: &[String],
+    range: PortRange,
+) -> Result<(), (usize, Vec<FieldError>)> {
+    let current: Vec<&App> = current.into_iter().collect();
+    let put_ids: BTreeSet<String> = puts.iter().map(|a| a.id.clone()).collect();
+    let untouched: Vec<App> = current
+        .iter()
+        .filter(|a| !put_ids.contains(&a.id) && !removed.contains(&a.id))
+        .map(|a| (*a).clone())
+        .collect();
+    for i in 0..puts.len() {
+        let previous = current.iter().find(|a| a.id == puts[i].id).copied();
+        let (before, rest) = puts.split_at_mut(i);
+        let Some((app, after)) = rest.split_first_mut() else {
+            break;
+        };
+        let others = untouched.iter().chain(before.iter()).chain(after.iter());
+        assign(app, previous, others, range).map_err(|e| (i, e))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +364,31 @@ mod tests {
             e[0].errors[0].contains("all 2 ports of the service port range 10000-10001"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn one_change_of_several_apps_gives_each_its_own_ports_and_frees_the_removed_ones() {
+        let r = range(10000, 10002);
+        let mut old = app(r#"{"id":"/old","cmd":"x","portDefinitions":[{"port":0},{"port":0}]}"#);
+        assign(&mut old, None, [], r).expect("old");
+        let mut keep = app(r#"{"id":"/keep","cmd":"x","portDefinitions":[{"port":0}]}"#);
+        assign(&mut keep, None, [&old], r).expect("keep");
+        assert_eq!(service_ports(&keep), [10002]);
+        // /old goes, /x takes a dynamic port, /y asks for /old's first port explicitly.
+        let mut puts = vec![
+            app(r#"{"id":"/x","cmd":"x","portDefinitions":[{"port":0}]}"#),
+            app(r#"{"id":"/y","cmd":"x","portDefinitions":[{"port":10000}]}"#),
+        ];
+        assign_all(&mut puts, [&old, &keep], &["/old".to_string()], r).expect("change");
+        assert_eq!(service_ports(&puts[0]), [10001]);
+        assert_eq!(service_ports(&puts[1]), [10000]);
+        // Two apps of one change asking for the same port: the second one is refused.
+        let mut clash = vec![
+            app(r#"{"id":"/p","cmd":"x","portDefinitions":[{"port":80}]}"#),
+            app(r#"{"id":"/q","cmd":"x","portDefinitions":[{"port":80}]}"#),
+        ];
+        let (i, e) = assign_all(&mut clash, [&keep], &[], r).expect_err("clash");
+        assert_eq!(i, 0, "the first one already sees the second's request");
+        assert!(e[0].errors[0].contains("app /q"), "{e:?}");
     }
 }
