@@ -1,7 +1,8 @@
 //! Service ports and `/v2/queue` against `agora local`, with native command tasks: two apps get
 //! distinct service ports from `--service-port-range`, a task lists them (`servicePorts`) and sees
 //! `PORT0`/`PORT_<NAME>`/`PORT_<servicePort>` mapped onto its host ports, an update keeps them, a
-//! port another app holds is refused naming the field, and a restart of the whole cluster (the
+//! port another app holds is refused naming the field, `requirePorts` makes the host port the
+//! service port, and a restart of the whole cluster (the
 //! services framework recovers its saved state) keeps them. PyPI `marathon` then parses the queue
 //! of an app stuck on too much memory and reads a task's service ports.
 
@@ -228,6 +229,25 @@ async fn service_ports_are_assigned_unique_kept_and_the_queue_says_why_an_app_wa
     );
     let (status, _) = send(reqwest::Method::GET, &format!("{url}/v2/apps/thief"), None).await;
     assert_eq!(status, 404, "a refused app is not created");
+
+    // requirePorts: the host port is the service port (one in an agent's range, outside the
+    // service port range: allowed).
+    let (status, body) = send(
+        reqwest::Method::POST,
+        &format!("{url}/v2/apps"),
+        Some(
+            json!({"id": "/fixed", "cmd": cmd, "cpus": 0.1, "mem": 32, "requirePorts": true,
+                    "portDefinitions": [{"port": 31400, "name": "http"}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, task) = running_task(&url, "/fixed", None).await;
+    assert_eq!(task["ports"], json!([31400]));
+    assert_eq!(task["servicePorts"], json!([31400]));
+    let env = task_env(&master, task["id"].as_str().expect("id")).await;
+    assert_eq!(env["PORT0"], "31400");
+    assert_eq!(env["PORT_HTTP"], "31400");
 
     // A restart of the cluster: the services framework loads its saved apps with their ports.
     local.signal("INT");
