@@ -8,6 +8,9 @@
 //! `minHealthy = ceil(instances × minimumHealthCapacity)`,
 //! `maxCapacity = floor(instances × (1 + maximumOverCapacity))` (one more when they are equal);
 //! old tasks are killed only while at least `minHealthy` tasks stay healthy.
+//!
+//! Service ports are assigned when an app is put ([`crate::ports`]); every offer an app waiting
+//! for tasks looks at is counted in its [`OfferStats`] ([`crate::offer_stats`], `/v2/queue`).
 
 use std::collections::BTreeMap;
 
