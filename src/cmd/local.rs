@@ -22,6 +22,10 @@ pub struct LocalArgs {
     /// The master's port (gRPC, HTTP API and web UI).
     #[arg(long, default_value_t = agora_master::DEFAULT_PORT)]
     port: u16,
+    /// The port every agent listens on, each on its own loopback address (127.0.0.2, 127.0.0.3,
+    /// …); another one lets two `agora local` run side by side.
+    #[arg(long, default_value_t = 5051)]
+    agent_port: u16,
     /// Port of the services framework's Marathon-compatible API.
     #[arg(long, default_value_t = agora_services::DEFAULT_PORT)]
     services_port: u16,
@@ -129,7 +133,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         let ip = Ipv4Addr::new(127, 0, 0, (i + 2) as u8);
         let config = agora_agent::AgentConfig {
             master: Some(master_address.clone()),
-            port: 5051,
+            port: args.agent_port,
             bind: IpAddr::V4(ip),
             work_dir: work_dir.join(format!("agent-{}", i + 1)),
             resources: Some(share(&machine, args.agents, i)),

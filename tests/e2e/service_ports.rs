@@ -13,7 +13,15 @@ use serde_json::{json, Value};
 
 use crate::harness::{eventually, free_port, Process};
 
-fn start_local(dir: &std::path::Path, port: u16, services: u16, name: &str) -> Process {
+/// `agora local` with its agents on a port of their own (tests run side by side), service
+/// ports from 10100-10199.
+fn start_local(
+    dir: &std::path::Path,
+    port: u16,
+    services: u16,
+    agents: u16,
+    name: &str,
+) -> Process {
     let args: Vec<String> = [
         "local",
         "--port",
@@ -30,6 +38,8 @@ fn start_local(dir: &std::path::Path, port: u16, services: u16, name: &str) -> P
         &services.to_string(),
         "--service-port-range",
         "10100-10199",
+        "--agent-port",
+        &agents.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -122,7 +132,8 @@ async fn service_ports_are_assigned_unique_kept_and_the_queue_says_why_an_app_wa
     let master = format!("127.0.0.1:{port}");
     let services = free_port();
     let url = format!("http://127.0.0.1:{services}");
-    let mut local = start_local(dir.path(), port, services, "local");
+    let agents = free_port();
+    let mut local = start_local(dir.path(), port, services, agents, "local");
     let ping = || async {
         reqwest::get(format!("{url}/ping"))
             .await
@@ -257,7 +268,7 @@ async fn service_ports_are_assigned_unique_kept_and_the_queue_says_why_an_app_wa
     })
     .await;
     assert!(exited.success(), "{}", local.log_text());
-    let _again = start_local(dir.path(), port, services, "local-again");
+    let _again = start_local(dir.path(), port, services, agents, "local-again");
     eventually("the services API again", Duration::from_secs(60), ping).await;
     let (app, task) = running_task(&url, "/web", None).await;
     assert_eq!(port_numbers(&app), web_ports, "kept across the restart");
