@@ -22,9 +22,17 @@ pub struct LocalArgs {
     /// The master's port (gRPC, HTTP API and web UI).
     #[arg(long, default_value_t = agora_master::DEFAULT_PORT)]
     port: u16,
+    /// The port every agent listens on, each on its own loopback address (127.0.0.2, 127.0.0.3,
+    /// …); another one lets two `agora local` run side by side.
+    #[arg(long, default_value_t = 5051)]
+    agent_port: u16,
     /// Port of the services framework's Marathon-compatible API.
     #[arg(long, default_value_t = agora_services::DEFAULT_PORT)]
     services_port: u16,
+    /// The services framework assigns service ports (`port: 0`, `servicePort: 0`) from this
+    /// range, MIN-MAX (as `agora services --service-port-range`).
+    #[arg(long, default_value = "10000-20000")]
+    service_port_range: agora_services::PortRange,
     /// Port of the batch framework's Chronos-compatible API.
     #[arg(long, default_value_t = agora_batch::DEFAULT_PORT)]
     batch_port: u16,
@@ -125,7 +133,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         let ip = Ipv4Addr::new(127, 0, 0, (i + 2) as u8);
         let config = agora_agent::AgentConfig {
             master: Some(master_address.clone()),
-            port: 5051,
+            port: args.agent_port,
             bind: IpAddr::V4(ip),
             work_dir: work_dir.join(format!("agent-{}", i + 1)),
             resources: Some(share(&machine, args.agents, i)),
@@ -171,21 +179,24 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut services = agora_services::start(agora_services::ServicesConfig {
-        master: master_address.clone(),
-        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.services_port),
-        work_dir: work_dir.join("services"),
-        role: "*".into(),
-        framework_name: "services".into(),
-        // A first try on one machine: no API token (every listener is on 127.0.0.1).
-        api_token: None,
-        failover_timeout: Duration::from_secs(7 * 24 * 3600),
-        zk: None,
-        zk_session_timeout: Duration::from_secs(10),
-        advertise: None,
-        credential: None,
-        tls: Default::default(),
-    })
+    let mut services = agora_services::start_with(
+        agora_services::ServicesConfig {
+            master: master_address.clone(),
+            bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.services_port),
+            work_dir: work_dir.join("services"),
+            role: "*".into(),
+            framework_name: "services".into(),
+            // A first try on one machine: no API token (every listener is on 127.0.0.1).
+            api_token: None,
+            failover_timeout: Duration::from_secs(7 * 24 * 3600),
+            zk: None,
+            zk_session_timeout: Duration::from_secs(10),
+            advertise: None,
+            credential: None,
+            tls: Default::default(),
+        },
+        args.service_port_range,
+    )
     .await
     .with_context(|| {
         format!(

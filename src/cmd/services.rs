@@ -30,6 +30,11 @@ pub struct ServicesArgs {
     /// this file, re-read every second (rotate by replacing the file). Without it the API is open.
     #[arg(long, env = "AGORA_SERVICES_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
+    /// Service ports (`portDefinitions[].port` / `portMappings[].servicePort` of 0) are assigned
+    /// from this range, MIN-MAX, unique across the framework's apps (Marathon's
+    /// `--local_port_min`/`--local_port_max`).
+    #[arg(long, default_value = "10000-20000")]
+    pub service_port_range: agora_services::PortRange,
 }
 
 pub fn config(args: ServicesArgs) -> anyhow::Result<agora_services::ServicesConfig> {
@@ -43,7 +48,8 @@ pub fn config(args: ServicesArgs) -> anyhow::Result<agora_services::ServicesConf
 }
 
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
-    let running = agora_services::start(config(args)?).await?;
+    let range = args.service_port_range;
+    let running = agora_services::start_with(config(args)?, range).await?;
     eprintln!("agora services API listening on {}", running.address);
     running.wait(super::shutdown_signal()).await?;
     Ok(())

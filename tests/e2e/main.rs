@@ -19,6 +19,7 @@ mod orphans;
 mod python;
 mod sdk;
 mod security;
+mod service_ports;
 mod services;
 mod stops;
 mod tls;

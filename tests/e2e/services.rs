@@ -190,11 +190,16 @@ async fn marathon_apps_run_scale_restart_heal_and_validate() {
             .json()
             .await
             .ok()?;
-        let reason = q["queue"][0]["lastUnusedOfferReason"].as_str()?.to_string();
-        reason.contains("constraint").then_some(reason)
+        let steps = q["queue"][0]["processedOffersSummary"]["rejectSummaryLaunchAttempt"]
+            .as_array()?
+            .clone();
+        steps
+            .iter()
+            .any(|s| s["reason"] == "UnfulfilledConstraint" && s["declined"].as_u64() > Some(0))
+            .then_some(q)
     })
     .await;
-    assert!(queue.contains("hostname"), "{queue}");
+    assert_eq!(queue["queue"][0]["count"], 1, "{queue}");
     // A locked app refuses changes without force.
     let r = send(
         reqwest::Method::PUT,

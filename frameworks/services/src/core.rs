@@ -12,6 +12,8 @@
 //! Every change (an app's, a group's) becomes one deployment plan of dependency-ordered steps
 //! (`plan.rs`); groups are saved records beside the apps (`groups.rs`, pure rules in
 //! [`crate::group`]).
+//! Service ports are assigned when an app is put ([`crate::ports`]); every offer an app waiting
+//! for tasks looks at is counted in its [`OfferStats`] ([`crate::offer_stats`], `/v2/queue`).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +25,8 @@ use serde_json::{json, Value};
 
 use crate::app::{App, FieldError};
 use crate::group::GroupRecord;
+use crate::offer_stats::{OfferStats, Reason};
+use crate::ports::PortRange;
 use agora_framework::constraints::{field_value, Constraint};
 
 mod groups;
@@ -44,6 +48,9 @@ pub struct TaskRecord {
     pub agent_id: String,
     pub host: String,
     pub ports: Vec<u64>,
+    /// The app's service ports when it was launched (Marathon's `servicePorts`).
+    #[serde(default)]
+    pub service_ports: Vec<u64>,
     /// Hostname and attributes of its agent, for constraints.
     pub fields: BTreeMap<String, String>,
     pub state: String,
@@ -87,8 +94,10 @@ pub struct AppState {
     pub delay_seconds: f64,
     pub next_launch_at: Option<DateTime<Utc>>,
     pub last_task_failure: Option<Value>,
-    /// Why the last offer did not fit (for `/v2/queue`).
-    pub last_offer_problem: String,
+    /// Offers looked at while the app waits, and why they did not fit (`/v2/queue`); in memory
+    /// only, as Marathon keeps them.
+    #[serde(skip)]
+    pub offer_stats: OfferStats,
 }
 
 /// A launch the driver must make: the task and the offer it goes on.
@@ -143,6 +152,10 @@ pub struct ServicesCore {
     events: Vec<(String, Value)>,
     #[serde(skip)]
     deferred: Vec<Effect>,
+    /// Where 0 service ports are assigned from (`--service-port-range`; not saved: the flag of
+    /// each run decides).
+    #[serde(skip)]
+    service_ports: PortRange,
 }
 
 fn version_of(now: DateTime<Utc>) -> String {
@@ -169,6 +182,35 @@ impl ServicesCore {
 
     pub fn deployments(&self) -> &[Deployment] {
         &self.deployments
+    }
+
+    /// The service port range (`--service-port-range`). Apps saved with a port still 0 (by a
+    /// version that did not assign service ports) get theirs now; one that finds the range full
+    /// keeps its 0 until its next update.
+    pub fn set_service_port_range(&mut self, range: PortRange) {
+        self.service_ports = range;
+        let ids: Vec<String> = self
+            .apps
+            .iter()
+            .filter(|(_, st)| crate::ports::unassigned(&st.app))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let Some(mut app) = self.apps.get(&id).map(|st| st.app.clone()) else {
+                continue;
+            };
+            let assigned =
+                crate::ports::assign(&mut app, None, self.apps.values().map(|st| &st.app), range);
+            if assigned.is_ok() {
+                if let Some(st) = self.apps.get_mut(&id) {
+                    st.app = app;
+                }
+            }
+        }
+    }
+
+    pub fn service_port_range(&self) -> PortRange {
+        self.service_ports
     }
 
     pub fn take_events(&mut self) -> Vec<(String, Value)> {
@@ -569,7 +611,29 @@ impl ServicesCore {
             }
         }
         effects.extend(self.advance(now));
+        self.track_queued(now);
         effects
+    }
+
+    /// Starts an app's [`OfferStats`] when it begins to wait for tasks and forgets them once it
+    /// waits no more (Marathon's launch attempt).
+    fn track_queued(&mut self, now: DateTime<Utc>) {
+        let changes: Vec<(String, bool)> = self
+            .apps
+            .iter()
+            .filter_map(|(id, st)| {
+                let waiting = self.queued(st, now) > 0;
+                (waiting != st.offer_stats.since.is_some()).then(|| (id.clone(), waiting))
+            })
+            .collect();
+        for (id, waiting) in changes {
+            if let Some(st) = self.apps.get_mut(&id) {
+                st.offer_stats = OfferStats::default();
+                if waiting {
+                    st.offer_stats.since = Some(now);
+                }
+            }
+        }
     }
 
     /// Tasks an app still needs now (0 while its launch delay runs, its dependencies are not
@@ -606,7 +670,9 @@ impl ServicesCore {
         self.apps.values().any(|st| self.wanted(st, now) > 0)
     }
 
-    /// The launches an offer can take, recorded as STAGING tasks.
+    /// The launches an offer can take, recorded as STAGING tasks. Every app that waits for tasks
+    /// counts the offer in its [`OfferStats`]: used, or unused with Marathon's reasons (the
+    /// resource it lacks, the constraint it misses).
     pub fn launches_for(&mut self, offer: &v1::Offer, now: DateTime<Utc>) -> Vec<Launch> {
         let Ok(mut left) = agora_proto::Resources::from_proto(&offer.resources) else {
             return Vec::new();
@@ -624,18 +690,27 @@ impl ServicesCore {
                 continue;
             };
             let mut want = self.wanted(st, now);
+            if want == 0 {
+                continue;
+            }
             let app = st.app.clone();
             let constraints: Vec<Constraint> = app
                 .constraints
                 .iter()
                 .filter_map(|c| Constraint::parse(c).ok())
                 .collect();
-            let mut problem = String::new();
+            let needs = task_needs(&app);
+            let service_ports: Vec<u64> = crate::ports::service_ports(&app)
+                .into_iter()
+                .map(u64::from)
+                .collect();
+            let mut placed = 0usize;
+            let mut reasons: Vec<Reason> = Vec::new();
             while want > 0 {
                 let Some(st) = self.apps.get(&id) else { break };
                 let placed_tasks: Vec<&TaskRecord> =
                     st.tasks.values().filter(|t| t.live()).collect();
-                let blocked = constraints.iter().find(|c| {
+                let blocked = constraints.iter().any(|c| {
                     let value = field_value(&c.field, &offer.hostname, &offer.attributes);
                     let placed: Vec<Option<String>> = placed_tasks
                         .iter()
@@ -643,45 +718,13 @@ impl ServicesCore {
                         .collect();
                     !c.allows(value.as_deref(), &placed)
                 });
-                if let Some(c) = blocked {
-                    problem = format!(
-                        "constraint [{}, {:?}] is not met by agent {}",
-                        c.field, c.op, offer.hostname
-                    );
+                if blocked {
+                    reasons.push(Reason::UnfulfilledConstraint);
+                    reasons.extend(missing(&left, &app, &needs));
                     break;
                 }
-                let fixed: Vec<u64> = if app.require_ports && !app.bridged() {
-                    app.port_definitions
-                        .iter()
-                        .filter(|p| p.port != 0)
-                        .map(|p| u64::from(p.port))
-                        .collect()
-                } else {
-                    app.container
-                        .as_ref()
-                        .map(|c| {
-                            c.port_mappings
-                                .iter()
-                                .filter(|p| app.bridged() && p.host_port != 0)
-                                .map(|p| u64::from(p.host_port))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                let needs = TaskNeeds {
-                    scalars: agora_proto::Resources::parse(&format!(
-                        "cpus:{};mem:{};disk:{}",
-                        app.cpus, app.mem, app.disk
-                    ))
-                    .unwrap_or_default(),
-                    any_ports: app.host_ports().saturating_sub(fixed.len()),
-                    fixed_ports: fixed,
-                };
                 let Some(carved) = carve(&mut left, &needs) else {
-                    problem = format!(
-                        "offer from {} is too small: the app needs cpus {}, mem {}, disk {} and {} port(s)",
-                        offer.hostname, app.cpus, app.mem, app.disk, app.host_ports()
-                    );
+                    reasons = missing(&left, &app, &needs);
                     break;
                 };
                 let task_id = task_id_for(&id);
@@ -694,6 +737,7 @@ impl ServicesCore {
                     agent_id: offer.agent_id.clone(),
                     host: offer.hostname.clone(),
                     ports: carved.ports.clone(),
+                    service_ports: service_ports.clone(),
                     fields: fields.clone(),
                     state: "TASK_STAGING".into(),
                     healthy: None,
@@ -711,13 +755,28 @@ impl ServicesCore {
                     offer_id: offer.id.clone(),
                     task,
                 });
+                placed += 1;
                 want -= 1;
             }
             if let Some(st) = self.apps.get_mut(&id) {
-                st.last_offer_problem = problem;
+                let stats = &mut st.offer_stats;
+                stats.since.get_or_insert(now);
+                if placed > 0 {
+                    stats.used(now);
+                } else {
+                    stats.unused(offer, reasons, now);
+                }
             }
         }
         out
+    }
+
+    /// How many instances an app waits for: the tasks still to launch now, or those missing
+    /// while a launch delay runs or its dependencies start (Marathon's queue `count`).
+    pub fn queued(&self, st: &AppState, now: DateTime<Utc>) -> usize {
+        let live = st.tasks.values().filter(|t| t.live()).count();
+        self.wanted(st, now)
+            .max(instances(&st.app).saturating_sub(live))
     }
 
     /// A launch the master refused: the task is forgotten (and relaunched on a later offer).
@@ -737,6 +796,64 @@ impl ServicesCore {
             .map(|t| (t.id.clone(), t.agent_id.clone()))
             .collect()
     }
+}
+
+/// What one task of `app` takes from an offer. With `requirePorts` (host networking) the host
+/// ports are the app's service ports; otherwise any ports, but a bridged mapping's non-zero
+/// `hostPort` exactly.
+fn task_needs(app: &App) -> TaskNeeds {
+    let fixed: Vec<u64> = if app.require_ports && !app.bridged() {
+        app.port_definitions
+            .iter()
+            .filter(|p| p.port != 0)
+            .map(|p| u64::from(p.port))
+            .collect()
+    } else {
+        app.container
+            .as_ref()
+            .map(|c| {
+                c.port_mappings
+                    .iter()
+                    .filter(|p| app.bridged() && p.host_port != 0)
+                    .map(|p| u64::from(p.host_port))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    TaskNeeds {
+        scalars: agora_proto::Resources::parse(&format!(
+            "cpus:{};mem:{};disk:{}",
+            app.cpus, app.mem, app.disk
+        ))
+        .unwrap_or_default(),
+        any_ports: app.host_ports().saturating_sub(fixed.len()),
+        fixed_ports: fixed,
+    }
+}
+
+/// Why `needs` does not fit in what is `left` of an offer: each resource it lacks.
+fn missing(left: &agora_proto::Resources, app: &App, needs: &TaskNeeds) -> Vec<Reason> {
+    let mut out = Vec::new();
+    // Amounts are exact to three decimals in offers; an app's own figure may carry more.
+    let short = |name: &str, want: f64| want > 0.0 && left.scalar_total(name) + 1e-9 < want;
+    if short("cpus", app.cpus) {
+        out.push(Reason::InsufficientCpus);
+    }
+    if short("mem", app.mem) {
+        out.push(Reason::InsufficientMemory);
+    }
+    if short("disk", app.disk) {
+        out.push(Reason::InsufficientDisk);
+    }
+    let ports_only = TaskNeeds {
+        scalars: agora_proto::Resources::default(),
+        any_ports: needs.any_ports,
+        fixed_ports: needs.fixed_ports.clone(),
+    };
+    if carve(&mut left.clone(), &ports_only).is_none() {
+        out.push(Reason::InsufficientPorts);
+    }
+    out
 }
 
 /// The launch delay after one more failure: `backoffSeconds` first, then `× backoffFactor` up to

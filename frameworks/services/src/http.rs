@@ -167,13 +167,12 @@ struct TaskJson<'a> {
     app_id: &'a str,
     host: &'a str,
     ports: &'a [u64],
+    service_ports: &'a [u64],
     slave_id: &'a str,
-    agent_id: &'a str,
     staged_at: String,
     started_at: Option<String>,
     version: &'a str,
     state: &'a str,
-    message: &'a str,
     ip_addresses: [IpAddressJson<'a>; 1],
     health_check_results: Vec<HealthJson<'a>>,
 }
@@ -200,13 +199,12 @@ impl<'a> From<&'a TaskRecord> for TaskJson<'a> {
             app_id: &t.app_id,
             host: &t.host,
             ports: &t.ports,
+            service_ports: &t.service_ports,
             slave_id: &t.agent_id,
-            agent_id: &t.agent_id,
-            staged_at: t.staged_at.to_rfc3339(),
-            started_at: t.started_at.map(|s| s.to_rfc3339()),
+            staged_at: crate::offer_stats::timestamp(t.staged_at),
+            started_at: t.started_at.map(crate::offer_stats::timestamp),
             version: &t.version,
             state: &t.state,
-            message: &t.message,
             ip_addresses: [IpAddressJson {
                 ip_address: &t.host,
                 protocol: "IPv4",
@@ -651,31 +649,47 @@ async fn delete_tasks(
     ))
 }
 
-async fn queue(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+/// `GET /v2/queue[?embed=lastUnusedOffers]`: every app waiting for tasks, with Marathon's
+/// offer statistics saying why (`processedOffersSummary`; the unused offers themselves when
+/// embedded).
+async fn queue(State(api): State<Api>, req: Request) -> Result<Json<Value>, ApiError> {
+    let embed_offers = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .any(|kv| kv == "embed=lastUnusedOffers");
     let items = api
-        .call(|core, now| {
+        .call(move |core, now| {
             core.apps()
                 .filter_map(|st| {
-                    let count = core.wanted(st, now);
-                    let live = st
-                        .tasks
-                        .values()
-                        .filter(|t| !matches!(t.state.as_str(), "TASK_KILLED" | "TASK_FAILED"))
-                        .count();
-                    let waiting = (st.app.instances as usize).saturating_sub(live);
-                    if count == 0 && waiting == 0 {
+                    let count = core.queued(st, now);
+                    if count == 0 {
                         return None;
                     }
                     let left = st
                         .next_launch_at
-                        .map(|t| (t - now).num_milliseconds().max(0) as f64 / 1000.0)
-                        .unwrap_or(0.0);
-                    Some(json!({
-                        "app": { "id": st.app.id, "instances": st.app.instances },
-                        "count": count.max(waiting),
-                        "delay": { "timeLeftSeconds": left, "overdue": left == 0.0 },
-                        "lastUnusedOfferReason": st.last_offer_problem,
-                    }))
+                        .map(|t| (t - now).num_milliseconds().max(0))
+                        .unwrap_or(0);
+                    let mut app = serde_json::to_value(&st.app).unwrap_or(Value::Null);
+                    if let Value::Object(m) = &mut app {
+                        m.insert("version".into(), json!(st.version));
+                    }
+                    let stats = &st.offer_stats;
+                    let mut item = json!({
+                        "app": app,
+                        "count": count,
+                        // Whole seconds, rounded up: 0 only once the delay is over.
+                        "delay": { "timeLeftSeconds": (left + 999) / 1000, "overdue": left == 0 },
+                        "since": crate::offer_stats::timestamp(stats.since.unwrap_or(now)),
+                        "processedOffersSummary": stats.summary_json(),
+                    });
+                    if embed_offers {
+                        if let Value::Object(m) = &mut item {
+                            m.insert("lastUnusedOffers".into(), stats.last_unused_json());
+                        }
+                    }
+                    Some(item)
                 })
                 .collect::<Vec<_>>()
         })

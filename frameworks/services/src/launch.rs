@@ -77,6 +77,15 @@ pub fn task_info(
             .map(|p| p.name.clone())
             .collect()
     };
+    if !app.bridged() {
+        // Marathon's `PORT_<requested>`: a port the app declares (its service port) → the host
+        // port the task got for it.
+        for (declared, port) in app.port_definitions.iter().zip(carved.ports.iter()) {
+            if declared.port != 0 {
+                env.insert(format!("PORT_{}", declared.port), port.to_string());
+            }
+        }
+    }
     for (name, port) in names.iter().zip(carved.ports.iter()) {
         if let Some(n) = name {
             env.insert(

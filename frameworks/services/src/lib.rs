@@ -14,9 +14,12 @@ pub mod group;
 pub mod handle;
 pub mod http;
 pub mod launch;
+pub mod offer_stats;
+pub mod ports;
 pub mod service;
 
-pub use service::{run, start, RunningServices, ServicesConfig};
+pub use ports::PortRange;
+pub use service::{run, start, start_with, RunningServices, ServicesConfig};
 
 /// Default port of the services framework's API.
 pub const DEFAULT_PORT: u16 = 8080;

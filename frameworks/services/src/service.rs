@@ -24,6 +24,7 @@ use tracing::{info, warn};
 
 use crate::core::{Effect, ServicesCore};
 pub use crate::handle::{Leadership, ServicesHandle};
+use crate::ports::PortRange;
 
 /// Configuration of `agora services` (the flags every framework process shares).
 pub type ServicesConfig = agora_framework::FrameworkConfig;
@@ -60,11 +61,23 @@ struct SavedRef<'a> {
 /// A running services framework.
 pub type RunningServices = agora_framework::Running;
 
-/// Binds the API, then (after winning the election, with `zk`) loads the state and leads.
+/// Binds the API, then (after winning the election, with `zk`) loads the state and leads; service
+/// ports come from Marathon's default range, 10000-20000.
 ///
 /// # Errors
 /// [`StartError`].
 pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError> {
+    start_with(config, PortRange::default()).await
+}
+
+/// [`start`] with the service port range of `--service-port-range`.
+///
+/// # Errors
+/// [`StartError`].
+pub async fn start_with(
+    config: ServicesConfig,
+    service_ports: PortRange,
+) -> Result<RunningServices, StartError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|e| StartError::State(format!("{}: {e}", config.work_dir.display())))?;
     let api = agora_framework::BoundApi::bind(&config).await?;
@@ -93,6 +106,7 @@ pub async fn start(config: ServicesConfig) -> Result<RunningServices, StartError
         stop_rx: stop_rx.clone(),
         fatal: fatal_tx.clone(),
         webui: format!("{scheme}://{advertised}"),
+        service_ports,
     };
     let actor = if config.zk.is_none() {
         // Standalone: leads at once, so that the API answers as soon as `start` returns.
@@ -136,6 +150,8 @@ struct Leader {
     fatal: mpsc::UnboundedSender<Fatal>,
     /// Where this instance's API is, shown as the framework's web UI at the master.
     webui: String,
+    /// `--service-port-range`.
+    service_ports: PortRange,
 }
 
 impl Leader {
@@ -148,10 +164,11 @@ impl Leader {
             .load()
             .await
             .map_err(|e| StartError::State(e.to_string()))?;
-        let saved: Saved = match loaded {
+        let mut saved: Saved = match loaded {
             None => Saved::default(),
             Some(b) => serde_json::from_slice(&b).map_err(|e| StartError::State(e.to_string()))?,
         };
+        saved.core.set_service_port_range(self.service_ports);
         let mut builder = Framework::builder(&self.config.master, &self.config.framework_name)
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout)
@@ -263,7 +280,9 @@ impl Actor {
         let saved: Saved = self.state.restore().map_err(|e| {
             Fatal::CannotLead(format!("the last saved services state does not load: {e}"))
         })?;
+        let range = self.core.service_port_range();
         self.core = saved.core;
+        self.core.set_service_port_range(range);
         let id = self.framework_id.read().ok().and_then(|f| f.clone());
         if id.is_some() {
             self.core.framework_id = id;

@@ -220,7 +220,7 @@ impl ServicesCore {
     /// [`ServicesError::Locked`] (without `force`); nothing is changed then.
     pub fn apply(
         &mut self,
-        changes: Changes,
+        mut changes: Changes,
         group: &str,
         force: bool,
         now: DateTime<Utc>,
@@ -314,6 +314,16 @@ impl ServicesCore {
                 self.force_out(&id, &affected, "overridden by a forced change", now);
             }
         }
+
+        // Service ports: each put keeps the ports its app had, new ones come from the range,
+        // none is another app's.
+        crate::ports::assign_all(
+            &mut changes.puts,
+            self.apps.values().map(|st| &st.app),
+            &changes.removes,
+            self.service_ports,
+        )
+        .map_err(|(_, e)| ServicesError::Invalid(e))?;
 
         // Checked: from here on nothing fails.
         for g in &changes.groups_removed {
@@ -487,7 +497,7 @@ impl ServicesCore {
                         delay_seconds: 0.0,
                         next_launch_at: None,
                         last_task_failure: None,
-                        last_offer_problem: String::new(),
+                        offer_stats: crate::offer_stats::OfferStats::default(),
                     },
                 );
                 Some("StartApplication")

@@ -1,4 +1,5 @@
 use super::*;
+use crate::offer_stats::OfferStats;
 
 pub(super) fn t(secs: i64) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
@@ -211,11 +212,11 @@ fn hostname_unique_spreads_instances_and_says_why_an_offer_does_not_fit() {
     assert!(core
         .launches_for(&offer("o2", "h1", "cpus:4;mem:1024"), t(0))
         .is_empty());
-    assert!(core
-        .app("/spread")
-        .expect("app")
-        .last_offer_problem
-        .contains("constraint"));
+    let stats = &core.app("/spread").expect("app").offer_stats;
+    assert_eq!(
+        stats.last_unused[0].reasons,
+        [Reason::UnfulfilledConstraint]
+    );
     assert_eq!(
         core.launches_for(&offer("o3", "h2", "cpus:4;mem:1024"), t(0))
             .len(),
@@ -524,5 +525,261 @@ fn launch_delay_arithmetic_saturates() {
     assert_eq!(
         after_seconds(t(0), 2.5),
         t(0) + ChronoDuration::milliseconds(2500)
+    );
+}
+
+fn reason_count(core: &ServicesCore, id: &str, reason: &str) -> (u64, u64) {
+    let summary = core.app(id).expect("app").offer_stats.summary_json();
+    let step = summary["rejectSummaryLaunchAttempt"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["reason"] == reason)
+        .cloned()
+        .expect("every reason is listed");
+    (
+        step["declined"].as_u64().expect("declined"),
+        summary["processedOffersCount"].as_u64().expect("processed"),
+    )
+}
+
+#[test]
+fn launches_for_counts_each_offer_an_app_could_not_use_under_marathons_reason() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/big","cmd":"x","cpus":0.5,"mem":4096,"disk":10}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    core.put_app(
+        app(r#"{"id":"/picky","cmd":"x","cpus":0.1,"mem":32,"constraints":[["rack","IS","r9"]]}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    core.put_app(
+        app(r#"{"id":"/cpu","cmd":"x","cpus":8,"mem":32,"portDefinitions":[{"port":0}]}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    core.plan(t(0));
+    assert!(core
+        .launches_for(&offer("o1", "h1", "cpus:4;mem:1024;disk:100"), t(1))
+        .is_empty());
+    // Too little mem: InsufficientMemory, and nothing else.
+    assert_eq!(reason_count(&core, "/big", "InsufficientMemory"), (1, 1));
+    assert_eq!(reason_count(&core, "/big", "InsufficientCpus"), (0, 1));
+    assert_eq!(reason_count(&core, "/big", "InsufficientDisk"), (0, 1));
+    // The agent has no rack r9: UnfulfilledConstraint.
+    assert_eq!(
+        reason_count(&core, "/picky", "UnfulfilledConstraint"),
+        (1, 1)
+    );
+    // Too few cpus and no ports: counted once, under the first reason of the funnel.
+    assert_eq!(reason_count(&core, "/cpu", "InsufficientCpus"), (1, 1));
+    assert_eq!(reason_count(&core, "/cpu", "InsufficientPorts"), (0, 1));
+    let cpu = &core.app("/cpu").expect("app").offer_stats;
+    assert_eq!(
+        cpu.last_unused[0].reasons,
+        [Reason::InsufficientCpus, Reason::InsufficientPorts]
+    );
+    assert_eq!(cpu.since, Some(t(0)));
+    let mut on_rack = offer("o2", "h2", "cpus:4;mem:8192;disk:100");
+    on_rack.attributes.push(v1::Attribute {
+        name: "rack".into(),
+        text: "r9".into(),
+    });
+    let l = core.launches_for(&on_rack, t(2));
+    assert_eq!(l.len(), 2, "/big and /picky fit on h2");
+    let big = &core.app("/big").expect("app").offer_stats;
+    assert_eq!((big.processed, big.unused), (2, 1));
+    assert_eq!(big.last_used_at, Some(t(2)));
+    // Once an app waits for nothing its statistics are forgotten (the launch attempt ended).
+    run_all(&mut core, &l, None, t(3));
+    core.plan(t(3));
+    assert_eq!(
+        core.app("/big").expect("app").offer_stats,
+        OfferStats::default()
+    );
+    assert_eq!(core.queued(core.app("/cpu").expect("app"), t(3)), 1);
+    assert_eq!(core.queued(core.app("/big").expect("app"), t(3)), 0);
+}
+
+#[test]
+fn service_ports_are_assigned_unique_kept_on_update_and_freed_on_delete() {
+    let mut core = ServicesCore::default();
+    core.set_service_port_range("10000-10002".parse().expect("range"));
+    let ports = |core: &ServicesCore, id: &str| {
+        crate::ports::service_ports(&core.app(id).expect("app").app)
+    };
+    core.put_app(
+        app(r#"{"id":"/a","cmd":"x","cpus":0.1,"mem":32,"portDefinitions":[{"port":0,"name":"http"},{"port":0}]}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("a");
+    assert_eq!(ports(&core, "/a"), [10000, 10001]);
+    core.put_app(
+        app(r#"{"id":"/b","cmd":"x","cpus":0.1,"mem":32,"portDefinitions":[{"port":0}]}"#),
+        true,
+        false,
+        t(1),
+    )
+    .expect("b");
+    assert_eq!(ports(&core, "/b"), [10002]);
+    // The range is used up: the next app is refused at its field, and nothing changes.
+    let e = core
+        .put_app(
+            app(r#"{"id":"/c","cmd":"x","portDefinitions":[{"port":0}]}"#),
+            true,
+            false,
+            t(2),
+        )
+        .expect_err("exhausted");
+    let ServicesError::Invalid(details) = e else {
+        panic!("422 expected: {e:?}")
+    };
+    assert_eq!(details[0].path, "/portDefinitions/0/port");
+    assert!(core.app("/c").is_none());
+    // Another app's port is refused, naming the field and the app.
+    let e = core
+        .put_app(
+            app(r#"{"id":"/c","cmd":"x","portDefinitions":[{"port":10002}]}"#),
+            true,
+            false,
+            t(2),
+        )
+        .expect_err("conflict");
+    assert_eq!(
+        e,
+        ServicesError::Invalid(vec![FieldError {
+            path: "/portDefinitions/0/port".into(),
+            errors: vec![
+                "Requested service port 10002 conflicts with a service port in app /b".into()
+            ],
+        }])
+    );
+    // An update (ports 0 again, a new command) keeps the ports; the same definition again is a
+    // scale, not a restart.
+    core.put_app(
+        app(r#"{"id":"/a","cmd":"y","cpus":0.1,"mem":32,"portDefinitions":[{"port":0,"name":"http"},{"port":0}]}"#),
+        false,
+        true,
+        t(3),
+    )
+    .expect("update");
+    assert_eq!(ports(&core, "/a"), [10000, 10001]);
+    core.put_app(
+        app(r#"{"id":"/a","cmd":"y","cpus":0.1,"mem":32,"instances":2,"portDefinitions":[{"port":0,"name":"http"},{"port":0}]}"#),
+        false,
+        true,
+        t(4),
+    )
+    .expect("scale");
+    assert!(core
+        .deployments()
+        .iter()
+        .any(|d| d
+            .current_actions()
+            .iter()
+            .any(|a| a.app == "/a" && a.action == "ScaleApplication")));
+    // Tasks carry the service ports; the env maps them and the names onto the host ports.
+    let l = core.launches_for(
+        &offer("o", "h1", "cpus:1;mem:256;ports:[31000-31001]"),
+        t(5),
+    );
+    assert_eq!(l.len(), 1);
+    let task = core
+        .app("/a")
+        .expect("app")
+        .tasks
+        .values()
+        .next()
+        .expect("task")
+        .clone();
+    assert_eq!(task.service_ports, [10000, 10001]);
+    let env = &l[0].task.command.as_ref().expect("command").environment;
+    assert_eq!(env["PORT0"], "31000");
+    assert_eq!(env["PORT_HTTP"], "31000");
+    assert_eq!(env["PORT_10001"], "31001");
+    assert_eq!(env["PORTS"], "31000,31001");
+    // Saved and loaded (a restart, a failover): the same ports.
+    let saved = serde_json::to_vec(&core).expect("save");
+    let mut loaded: ServicesCore = serde_json::from_slice(&saved).expect("load");
+    loaded.set_service_port_range("10000-10002".parse().expect("range"));
+    assert_eq!(ports(&loaded, "/a"), [10000, 10001]);
+    assert_eq!(
+        loaded
+            .app("/a")
+            .expect("app")
+            .tasks
+            .values()
+            .next()
+            .expect("task")
+            .service_ports,
+        [10000, 10001]
+    );
+    // Deleted: its ports go to the next app.
+    core.delete_app("/a", true, t(6)).expect("delete");
+    core.put_app(
+        app(r#"{"id":"/c","cmd":"x","portDefinitions":[{"port":0},{"port":0}]}"#),
+        true,
+        false,
+        t(7),
+    )
+    .expect("c");
+    assert_eq!(ports(&core, "/c"), [10000, 10001]);
+}
+
+#[test]
+fn require_ports_launches_only_on_offers_with_the_service_ports() {
+    let mut core = ServicesCore::default();
+    core.set_service_port_range("31005-31010".parse().expect("range"));
+    core.put_app(
+        app(r#"{"id":"/r","cmd":"x","cpus":0.1,"mem":32,"requirePorts":true,"portDefinitions":[{"port":0}]}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("r");
+    assert!(core
+        .launches_for(
+            &offer("o1", "h1", "cpus:1;mem:256;ports:[31000-31004]"),
+            t(1)
+        )
+        .is_empty());
+    assert_eq!(reason_count(&core, "/r", "InsufficientPorts"), (1, 1));
+    let l = core.launches_for(
+        &offer("o2", "h2", "cpus:1;mem:256;ports:[31000-31009]"),
+        t(2),
+    );
+    assert_eq!(l.len(), 1);
+    let env = &l[0].task.command.as_ref().expect("command").environment;
+    assert_eq!(env["PORT0"], "31005");
+}
+
+#[test]
+fn apps_saved_before_service_ports_get_theirs_when_loaded() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/old","cmd":"x","portDefinitions":[{"port":0}]}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("old");
+    let mut saved = serde_json::to_value(&core).expect("save");
+    saved["apps"]["/old"]["app"]["portDefinitions"][0]["port"] = serde_json::json!(0);
+    let mut loaded: ServicesCore = serde_json::from_value(saved).expect("load");
+    loaded.set_service_port_range(crate::ports::PortRange::default());
+    assert_eq!(
+        crate::ports::service_ports(&loaded.app("/old").expect("app").app),
+        [10000]
     );
 }
