@@ -52,7 +52,7 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     /// Counts towards the app's instances.
-    fn live(&self) -> bool {
+    pub fn live(&self) -> bool {
         !agora_proto::is_terminal_name(&self.state)
             && !(self.state == "TASK_UNREACHABLE" && self.inactive)
             && !self.killing
@@ -121,6 +121,8 @@ pub enum ServicesError {
     UnknownDeployment(String),
     #[error("Task '{0}' does not exist")]
     UnknownTask(String),
+    #[error("App '{0}' does not exist in version {1}")]
+    UnknownVersion(String, String),
 }
 
 /// See the module documentation.
@@ -136,7 +138,16 @@ pub struct ServicesCore {
     deferred: Vec<Effect>,
 }
 
-fn version_of(now: DateTime<Utc>) -> String {
+/// Keeps `(version, app)` in the app's history, the oldest dropped past [`VERSIONS_KEPT`].
+fn push_version(st: &mut AppState, version: &str) {
+    st.versions.push((version.to_string(), st.app.clone()));
+    if st.versions.len() > VERSIONS_KEPT {
+        st.versions.remove(0);
+    }
+}
+
+/// A version as Marathon writes it: RFC 3339 in UTC with milliseconds and `Z`.
+pub fn version_of(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -261,11 +272,8 @@ impl ServicesCore {
                     st.next_launch_at = None;
                 }
                 st.version = version.clone();
-                st.app = app.clone();
-                st.versions.push((version.clone(), app));
-                if st.versions.len() > VERSIONS_KEPT {
-                    st.versions.remove(0);
-                }
+                st.app = app;
+                push_version(st, &version);
             }
             None => {
                 self.apps.insert(
@@ -309,11 +317,47 @@ impl ServicesCore {
         let version = version_of(now);
         if let Some(st) = self.apps.get_mut(id) {
             st.version = version.clone();
-            st.config_version = version;
+            st.config_version = version.clone();
             st.delay_seconds = 0.0;
             st.next_launch_at = None;
+            // Marathon keeps every version, a restart's too: `GET …/versions/{v}` finds it.
+            push_version(st, &version);
         }
         Ok(self.deploy(id, "RestartApplication", previous, now))
+    }
+
+    /// The app as it was at `version` (`GET /v2/apps/{id}/versions/{version}`).
+    ///
+    /// # Errors
+    /// [`ServicesError::UnknownApp`], [`ServicesError::UnknownVersion`].
+    pub fn app_version(&self, id: &str, version: &str) -> Result<&App, ServicesError> {
+        let st = self
+            .apps
+            .get(id)
+            .ok_or_else(|| ServicesError::UnknownApp(id.into()))?;
+        st.versions
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, a)| a)
+            .ok_or_else(|| ServicesError::UnknownVersion(id.into(), version.into()))
+    }
+
+    /// Rolls an app back to a stored version (`PUT /v2/apps/{id}` with `{"version": …}`): that
+    /// definition becomes a new version, deployed like any change. Returns (deployment id,
+    /// version).
+    ///
+    /// # Errors
+    /// [`ServicesError::UnknownApp`], [`ServicesError::UnknownVersion`],
+    /// [`ServicesError::Locked`].
+    pub fn rollback(
+        &mut self,
+        id: &str,
+        version: &str,
+        force: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(String, String), ServicesError> {
+        let app = self.app_version(id, version)?.clone();
+        self.put_app(app, false, force, now)
     }
 
     /// Deletes an app: all its tasks are killed.
@@ -347,35 +391,78 @@ impl ServicesCore {
         Ok((dep, version))
     }
 
-    /// Kills tasks (Marathon `DELETE /v2/apps/{id}/tasks/{task}`, `POST /v2/tasks/delete`); with
-    /// `scale` the app's instances go down by as many.
-    ///
-    /// # Errors
-    /// [`ServicesError::UnknownTask`].
-    pub fn kill_tasks(
-        &mut self,
-        ids: &[String],
-        scale: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<TaskRecord>, ServicesError> {
+    /// Kills tasks (Marathon `DELETE /v2/apps/{id}/tasks[/{task}]`, `POST /v2/tasks/delete`
+    /// without `scale`): the app keeps its instance count, so each is replaced. Returns the tasks
+    /// found; unknown ids are skipped (the callers decide whether that is a 404).
+    pub fn kill_tasks(&mut self, ids: &[String]) -> Vec<TaskRecord> {
         let mut found = Vec::new();
         for id in ids {
-            let st = self
-                .apps
-                .values_mut()
-                .find(|a| a.tasks.contains_key(id))
-                .ok_or_else(|| ServicesError::UnknownTask(id.clone()))?;
-            if let Some(t) = st.tasks.get_mut(id) {
-                if scale {
-                    t.killing = true;
-                    st.app.instances = st.app.instances.saturating_sub(1);
-                    st.version = version_of(now);
-                }
-                found.push(t.clone());
-            }
+            let Some(t) = self.apps.values().find_map(|a| a.tasks.get(id)) else {
+                continue;
+            };
+            found.push(t.clone());
             self.deferred.push(Effect::Kill(id.clone()));
         }
-        Ok(found)
+        found
+    }
+
+    /// Kills tasks and scales their apps down by as many (Marathon's `scale=true`): each app
+    /// loses one instance per killed task that counted towards it (running or starting and not
+    /// already being killed), never going below 0, as a new version deployed with a
+    /// `ScaleApplication` deployment. All or nothing: a locked app (without `force`) refuses the
+    /// whole call. Returns the (deployment id, version) of the first app changed, `None` when
+    /// no id named a known task.
+    ///
+    /// # Errors
+    /// [`ServicesError::Locked`].
+    pub fn kill_and_scale(
+        &mut self,
+        ids: &[String],
+        force: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, ServicesError> {
+        let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in ids {
+            if let Some(st) = self.apps.values().find(|a| a.tasks.contains_key(id)) {
+                let list = by_app.entry(st.app.id.clone()).or_default();
+                if !list.contains(id) {
+                    list.push(id.clone());
+                }
+            }
+        }
+        if !force {
+            let locked: Vec<String> = by_app
+                .keys()
+                .flat_map(|app| self.deployments_of(app))
+                .collect();
+            if !locked.is_empty() {
+                return Err(ServicesError::Locked(locked));
+            }
+        }
+        let version = version_of(now);
+        let mut first = None;
+        for (app_id, tasks) in by_app {
+            let previous = self.lock(&app_id, force)?;
+            let Some(st) = self.apps.get_mut(&app_id) else {
+                continue;
+            };
+            let mut counted = 0u32;
+            for id in &tasks {
+                if let Some(t) = st.tasks.get_mut(id) {
+                    if t.live() {
+                        counted = counted.saturating_add(1);
+                    }
+                    t.killing = true;
+                }
+                self.deferred.push(Effect::Kill(id.clone()));
+            }
+            st.app.instances = st.app.instances.saturating_sub(counted);
+            st.version = version.clone();
+            push_version(st, &version);
+            let d = self.deploy(&app_id, "ScaleApplication", previous, now);
+            first.get_or_insert(d);
+        }
+        Ok(first)
     }
 
     /// Cancels a deployment: `force` only forgets it (202); otherwise rolls back to the app as it
@@ -453,6 +540,7 @@ impl ServicesCore {
             t.inactive = false;
         }
         let task_id = t.id.clone();
+        let (host, slave_id) = (t.host.clone(), t.agent_id.clone());
         let healthy = t.healthy;
         let killed_by_us = t.killing;
         if agora_proto::is_terminal_name(&state) {
@@ -467,12 +555,12 @@ impl ServicesCore {
                 st.next_launch_at = Some(after_seconds(now, st.delay_seconds));
                 st.last_task_failure = Some(json!({
                     "appId": app_id, "taskId": task_id, "state": state, "message": status.message,
-                    "host": status.agent_id, "timestamp": version_of(now), "version": st.version,
+                    "host": host, "slaveId": slave_id, "timestamp": version_of(now), "version": st.version,
                 }));
             } else if !killed_by_us && state != "TASK_KILLED" {
                 st.last_task_failure = Some(json!({
                     "appId": app_id, "taskId": task_id, "state": state, "message": status.message,
-                    "timestamp": version_of(now), "version": st.version,
+                    "host": host, "slaveId": slave_id, "timestamp": version_of(now), "version": st.version,
                 }));
             }
         }
@@ -806,7 +894,8 @@ fn instances(app: &App) -> usize {
     app.instances.min(crate::app::limits::MAX_INSTANCES) as usize
 }
 
-fn only_instances_differ(a: &App, b: &App) -> bool {
+/// Whether `b` is `a` scaled (nothing but `instances` differs).
+pub fn only_instances_differ(a: &App, b: &App) -> bool {
     let mut a = a.clone();
     a.instances = b.instances;
     a.version = None;
