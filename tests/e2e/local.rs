@@ -7,7 +7,7 @@ use std::time::Duration;
 use agora_proto::v1::TaskState;
 use serde_json::Value;
 
-use crate::harness::{eventually, free_port, shell_task, Process, TestFramework};
+use crate::harness::{eventually, free_port, shell_task, spawn_local, Process, TestFramework};
 
 fn cli(args: &[&str], master: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_agora"))
@@ -27,25 +27,7 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
 }
 
 fn start_local(dir: &std::path::Path, port: u16, name: &str, services: u16) -> Process {
-    let args: Vec<String> = [
-        "local",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &dir.join("state").display().to_string(),
-        "--agents",
-        "2",
-        "--containerizers",
-        "native",
-        "--batch-port",
-        &free_port().to_string(),
-        "--services-port",
-        &services.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Process::spawn(name, &args, dir)
+    spawn_local(dir, port, name, services)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,6 +12,7 @@ mod faults;
 mod ha;
 mod harness;
 mod local;
+mod marathon_client;
 mod master;
 mod python;
 mod sdk;

@@ -130,8 +130,14 @@ pub fn router(
     agora_net::http_auth::protect(routes, api_token, "services", OPEN_PATHS)
 }
 
+/// A boolean query parameter as Marathon (JAX-RS) reads it: `true` in any case (Python clients
+/// send `True`), or present without a value.
+fn is_true(v: &str) -> bool {
+    v.eq_ignore_ascii_case("true") || v.is_empty()
+}
+
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
-    q.get(name).is_some_and(|v| v == "true" || v.is_empty())
+    q.get(name).is_some_and(|v| is_true(v))
 }
 
 /// Every value of a repeated query parameter (`embed=app.tasks&embed=app.counts`).
@@ -145,9 +151,9 @@ fn first_of<'q>(q: &'q [(String, String)], name: &str) -> Option<&'q str> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-/// A boolean query parameter: `true` (any case) or present without a value.
+/// [`flag`] of a query read with its repeated parameters.
 fn flag_in(q: &[(String, String)], name: &str) -> bool {
-    first_of(q, name).is_some_and(|v| v.eq_ignore_ascii_case("true") || v.is_empty())
+    first_of(q, name).is_some_and(is_true)
 }
 
 /// The client asked for `text/plain` before (or without) JSON.
