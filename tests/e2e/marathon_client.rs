@@ -19,5 +19,9 @@ async fn the_marathon_python_client_drives_every_app_task_and_deployment_call() 
         Duration::from_secs(420),
     )
     .await;
-    assert!(out.contains("all checks passed"), "{out}\n{}", local.log_text());
+    assert!(
+        out.contains("all checks passed"),
+        "{out}\n{}",
+        local.log_text()
+    );
 }

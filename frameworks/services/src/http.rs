@@ -538,9 +538,12 @@ async fn app_delete(
             };
             let ports = crate::wire::service_ports(&st.app);
             if scale {
-                let (dep, version) = core
-                    .kill_and_scale(&ids, force, now)?
-                    .unwrap_or_else(|| (uuid::Uuid::new_v4().to_string(), crate::core::version_of(now)));
+                let (dep, version) = core.kill_and_scale(&ids, force, now)?.unwrap_or_else(|| {
+                    (
+                        uuid::Uuid::new_v4().to_string(),
+                        crate::core::version_of(now),
+                    )
+                });
                 return Ok(deployment_result(StatusCode::OK, dep, version));
             }
             let mut killed: Vec<Value> = core
@@ -638,7 +641,10 @@ async fn delete_tasks(
         ])));
     }
     if let Some(bad) = ids.ids.iter().find(|id| {
-        id.len() > MAX_TASK_ID || id.rsplit_once('.').is_none_or(|(a, u)| a.is_empty() || u.is_empty())
+        id.len() > MAX_TASK_ID
+            || id
+                .rsplit_once('.')
+                .is_none_or(|(a, u)| a.is_empty() || u.is_empty())
     }) {
         let shown: String = bad.chars().take(80).collect();
         return Err(bad_request(&format!("Invalid task id '{shown}'.")));
@@ -647,7 +653,12 @@ async fn delete_tasks(
         if scale {
             let (dep, version) = core
                 .kill_and_scale(&ids.ids, force, now)?
-                .unwrap_or_else(|| (uuid::Uuid::new_v4().to_string(), crate::core::version_of(now)));
+                .unwrap_or_else(|| {
+                    (
+                        uuid::Uuid::new_v4().to_string(),
+                        crate::core::version_of(now),
+                    )
+                });
             return Ok(deployment_result(StatusCode::OK, dep, version));
         }
         let killed = core.kill_tasks(&ids.ids);

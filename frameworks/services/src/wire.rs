@@ -345,7 +345,8 @@ pub fn task_stats(st: &AppState, now: DateTime<Utc>) -> Value {
         let mut s = json!({ "counts": counts });
         if !life.is_empty() {
             let average = life.iter().sum::<f64>() / life.len() as f64;
-            s["lifeTime"] = json!({ "averageSeconds": average, "medianSeconds": life[life.len() / 2] });
+            s["lifeTime"] =
+                json!({ "averageSeconds": average, "medianSeconds": life[life.len() / 2] });
         }
         Some(json!({ "stats": s }))
     };
@@ -442,7 +443,12 @@ pub fn app_info<'a>(
 }
 
 /// An app info as a `Value`.
-pub fn app_info_value(st: &AppState, core: &ServicesCore, embed: Embed, now: DateTime<Utc>) -> Value {
+pub fn app_info_value(
+    st: &AppState,
+    core: &ServicesCore,
+    embed: Embed,
+    now: DateTime<Utc>,
+) -> Value {
     serde_json::to_value(app_info(st, core, embed, now)).unwrap_or(Value::Null)
 }
 
@@ -584,7 +590,9 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
     let Some((_, hosts)) = authority.rsplit_once('@') else {
         return url.to_string();
     };

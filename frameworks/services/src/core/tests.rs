@@ -563,14 +563,21 @@ fn a_kill_with_scale_lowers_instances_by_the_live_tasks_as_a_new_version_and_dep
     let before = core.app("/k").expect("app").version.clone();
     // The same id twice and an unknown one count once and not at all.
     let (dep, version) = core
-        .kill_and_scale(&[ids[0].clone(), ids[0].clone(), "k.nope".into()], false, t(5))
+        .kill_and_scale(
+            &[ids[0].clone(), ids[0].clone(), "k.nope".into()],
+            false,
+            t(5),
+        )
         .expect("kill")
         .expect("an app changed");
     let st = core.app("/k").expect("app");
     assert_eq!(st.app.instances, 1);
     assert_eq!(version, version_of(t(5)));
     assert_ne!(st.version, before);
-    assert_eq!(st.versions.last().map(|(v, a)| (v.as_str(), a.instances)), Some((version.as_str(), 1)));
+    assert_eq!(
+        st.versions.last().map(|(v, a)| (v.as_str(), a.instances)),
+        Some((version.as_str(), 1))
+    );
     assert!(st.tasks[&ids[0]].killing);
     assert_eq!(core.deployments()[0].id, dep);
     assert_eq!(core.deployments()[0].action, "ScaleApplication");
@@ -619,7 +626,10 @@ fn versions_are_kept_for_changes_and_restarts_and_a_rollback_redeploys_one() {
     let versions: Vec<&str> = st.versions.iter().map(|(v, _)| v.as_str()).collect();
     assert_eq!(versions, [first.as_str(), &version_of(t(2)), &restarted]);
     assert_eq!(
-        core.app_version("/k", &first).expect("first").cmd.as_deref(),
+        core.app_version("/k", &first)
+            .expect("first")
+            .cmd
+            .as_deref(),
         Some("sleep 100")
     );
     assert_eq!(
@@ -659,6 +669,9 @@ fn a_task_failure_names_the_host_and_the_agent() {
         .and_then(|a| a.last_task_failure.clone())
         .expect("failure");
     assert!(f["host"] == "h1" || f["host"] == "h2", "{f}");
-    assert_eq!(f["slaveId"], format!("agent-{}", f["host"].as_str().unwrap_or("")));
+    assert_eq!(
+        f["slaveId"],
+        format!("agent-{}", f["host"].as_str().unwrap_or(""))
+    );
     assert_eq!(f["taskId"], ids[0].as_str());
 }

@@ -148,7 +148,10 @@ fn a_task_has_exactly_marathons_keys_and_times_the_clients_parse() {
         .iter()
         .map(|t| serde_json::to_value(t).expect("json"))
         .collect();
-    let run = tasks.iter().find(|t| t["id"] == running.as_str()).expect("running");
+    let run = tasks
+        .iter()
+        .find(|t| t["id"] == running.as_str())
+        .expect("running");
     assert_eq!(
         keys(run),
         set(&[
@@ -175,9 +178,16 @@ fn a_task_has_exactly_marathons_keys_and_times_the_clients_parse() {
     assert_eq!(run["ports"].as_array().map(Vec::len), Some(1));
     assert_eq!(run["version"], st.config_version.as_str());
     for k in ["stagedAt", "startedAt"] {
-        assert!(is_marathon_time(run[k].as_str().unwrap_or("")), "{k}: {}", run[k]);
+        assert!(
+            is_marathon_time(run[k].as_str().unwrap_or("")),
+            "{k}: {}",
+            run[k]
+        );
     }
-    assert_eq!(run["ipAddresses"], json!([{ "ipAddress": "h1", "protocol": "IPv4" }]));
+    assert_eq!(
+        run["ipAddresses"],
+        json!([{ "ipAddress": "h1", "protocol": "IPv4" }])
+    );
     let health = &run["healthCheckResults"][0];
     assert_eq!(
         keys(health),
@@ -185,7 +195,10 @@ fn a_task_has_exactly_marathons_keys_and_times_the_clients_parse() {
     );
     assert_eq!(health["alive"], true);
     // A staging task has no start time yet and no health result.
-    let stg = tasks.iter().find(|t| t["id"] == staging.as_str()).expect("staging");
+    let stg = tasks
+        .iter()
+        .find(|t| t["id"] == staging.as_str())
+        .expect("staging");
     assert!(stg.get("startedAt").is_none());
     assert_eq!(stg["healthCheckResults"], json!([]));
     assert!(stg.get("agentId").is_none() && stg.get("message").is_none());
@@ -218,22 +231,56 @@ fn an_app_with_every_embed_has_only_keys_the_client_knows() {
         },
         t(3),
     );
-    let all = Embed::parse(["apps.tasks", "apps.counts", "apps.deployments", "apps.lastTaskFailure", "apps.taskStats", "apps.readiness"]);
+    let all = Embed::parse([
+        "apps.tasks",
+        "apps.counts",
+        "apps.deployments",
+        "apps.lastTaskFailure",
+        "apps.taskStats",
+        "apps.readiness",
+    ]);
     let st = core.app("/w").expect("app");
     let v = app_info_value(st, &core, all, t(10));
     let k = keys(&v);
     let known = set(CLIENT_APP_KEYS);
     let unknown: Vec<&String> = k.difference(&known).collect();
-    assert!(unknown.is_empty(), "keys the client would reject: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "keys the client would reject: {unknown:?}"
+    );
     for expected in [
-        "id", "cmd", "instances", "version", "versionInfo", "tasksRunning", "tasksStaged",
-        "tasksHealthy", "tasksUnhealthy", "deployments", "tasks", "lastTaskFailure", "taskStats",
-        "readinessCheckResults", "readinessChecks", "portDefinitions", "networks", "upgradeStrategy",
-        "unreachableStrategy", "killSelection", "gpus", "secrets", "executor",
+        "id",
+        "cmd",
+        "instances",
+        "version",
+        "versionInfo",
+        "tasksRunning",
+        "tasksStaged",
+        "tasksHealthy",
+        "tasksUnhealthy",
+        "deployments",
+        "tasks",
+        "lastTaskFailure",
+        "taskStats",
+        "readinessCheckResults",
+        "readinessChecks",
+        "portDefinitions",
+        "networks",
+        "upgradeStrategy",
+        "unreachableStrategy",
+        "killSelection",
+        "gpus",
+        "secrets",
+        "executor",
     ] {
         assert!(k.contains(expected), "{expected} missing from {k:?}");
     }
-    assert!(v.get("container").and_then(|c| c.get("portMappings")).is_none(), "host networking shows portDefinitions");
+    assert!(
+        v.get("container")
+            .and_then(|c| c.get("portMappings"))
+            .is_none(),
+        "host networking shows portDefinitions"
+    );
     assert_eq!(v["container"]["volumes"][0]["mode"], "RW");
     assert_eq!(v["healthChecks"][0]["command"], json!({ "value": "true" }));
     assert_eq!(v["networks"], json!([{ "mode": "host" }]));
@@ -241,9 +288,26 @@ fn an_app_with_every_embed_has_only_keys_the_client_knows() {
         keys(&v["versionInfo"]),
         set(&["lastScalingAt", "lastConfigChangeAt"])
     );
-    assert!(is_marathon_time(v["versionInfo"]["lastConfigChangeAt"].as_str().unwrap_or("")));
+    assert!(is_marathon_time(
+        v["versionInfo"]["lastConfigChangeAt"]
+            .as_str()
+            .unwrap_or("")
+    ));
     let f = &v["lastTaskFailure"];
-    assert!(keys(f).is_subset(&set(&["appId", "host", "message", "taskId", "instanceId", "slaveId", "state", "timestamp", "version"])), "{f}");
+    assert!(
+        keys(f).is_subset(&set(&[
+            "appId",
+            "host",
+            "message",
+            "taskId",
+            "instanceId",
+            "slaveId",
+            "state",
+            "timestamp",
+            "version"
+        ])),
+        "{f}"
+    );
     assert_eq!(f["host"], "h1");
     assert_eq!(f["slaveId"], "agent-h1");
     assert_eq!(f["message"], "boom");
@@ -251,43 +315,114 @@ fn an_app_with_every_embed_has_only_keys_the_client_knows() {
     assert_eq!(v["tasksStaged"], 1);
     assert_eq!(v["tasksRunning"], 0);
     let stats = &v["taskStats"];
-    assert_eq!(keys(stats), set(&["startedAfterLastScaling", "withLatestConfig", "totalSummary"]));
-    assert_eq!(stats["totalSummary"]["stats"]["counts"], json!({"staged": 1, "running": 0, "healthy": 0, "unhealthy": 0}));
+    assert_eq!(
+        keys(stats),
+        set(&[
+            "startedAfterLastScaling",
+            "withLatestConfig",
+            "totalSummary"
+        ])
+    );
+    assert_eq!(
+        stats["totalSummary"]["stats"]["counts"],
+        json!({"staged": 1, "running": 0, "healthy": 0, "unhealthy": 0})
+    );
 }
 
 #[test]
 fn embeds_resolve_as_marathon_resolves_them() {
     let none = Embed::default();
     assert_eq!(Embed::parse(["bogus"]), none);
-    let tasks = Embed { tasks: true, deployments: true, ..none };
+    let tasks = Embed {
+        tasks: true,
+        deployments: true,
+        ..none
+    };
     for v in ["apps.tasks", "app.tasks", "tasks", "group.apps.tasks"] {
         assert_eq!(Embed::parse([v]), tasks, "{v}");
     }
     assert_eq!(
         Embed::parse(["apps.failures"]),
-        Embed { last_task_failure: true, ..tasks }
+        Embed {
+            last_task_failure: true,
+            ..tasks
+        }
     );
-    assert_eq!(Embed::parse(["app.counts"]), Embed { counts: true, ..none });
-    assert_eq!(Embed::parse(["apps.taskStats"]), Embed { task_stats: true, ..none });
-    assert_eq!(Embed::parse(["apps.readiness"]), Embed { readiness: true, ..none });
-    assert_eq!(Embed::parse(["apps.lastTaskFailure"]), Embed { last_task_failure: true, ..none });
-    assert_eq!(Embed::parse(["apps.deployments"]), Embed { deployments: true, ..none });
-    assert_eq!(Embed::for_list([]), Embed { counts: true, deployments: true, ..none });
+    assert_eq!(
+        Embed::parse(["app.counts"]),
+        Embed {
+            counts: true,
+            ..none
+        }
+    );
+    assert_eq!(
+        Embed::parse(["apps.taskStats"]),
+        Embed {
+            task_stats: true,
+            ..none
+        }
+    );
+    assert_eq!(
+        Embed::parse(["apps.readiness"]),
+        Embed {
+            readiness: true,
+            ..none
+        }
+    );
+    assert_eq!(
+        Embed::parse(["apps.lastTaskFailure"]),
+        Embed {
+            last_task_failure: true,
+            ..none
+        }
+    );
+    assert_eq!(
+        Embed::parse(["apps.deployments"]),
+        Embed {
+            deployments: true,
+            ..none
+        }
+    );
+    assert_eq!(
+        Embed::for_list([]),
+        Embed {
+            counts: true,
+            deployments: true,
+            ..none
+        }
+    );
     assert_eq!(
         Embed::for_app([]),
-        Embed { counts: true, deployments: true, tasks: true, last_task_failure: true, ..none }
+        Embed {
+            counts: true,
+            deployments: true,
+            tasks: true,
+            last_task_failure: true,
+            ..none
+        }
     );
 }
 
 #[test]
 fn a_list_without_embeds_has_counts_and_deployments_but_no_tasks() {
-    let (core, _, _) = core_with(r#"{"id":"/w","cmd":"x","cpus":0.1,"mem":32,"instances":2}"#, None);
+    let (core, _, _) = core_with(
+        r#"{"id":"/w","cmd":"x","cpus":0.1,"mem":32,"instances":2}"#,
+        None,
+    );
     let st = core.app("/w").expect("app");
     let v = app_info_value(st, &core, Embed::for_list([]), t(5));
-    assert!(v.get("tasks").is_none() && v.get("taskStats").is_none() && v.get("lastTaskFailure").is_none());
+    assert!(
+        v.get("tasks").is_none()
+            && v.get("taskStats").is_none()
+            && v.get("lastTaskFailure").is_none()
+    );
     assert_eq!(v["tasksRunning"], 1);
     assert_eq!(v["tasksStaged"], 1);
-    assert_eq!(v["deployments"].as_array().map(Vec::len), Some(1), "the start is still deploying");
+    assert_eq!(
+        v["deployments"].as_array().map(Vec::len),
+        Some(1),
+        "the start is still deploying"
+    );
 }
 
 #[test]
@@ -296,10 +431,21 @@ fn the_text_task_list_is_marathons() {
         r#"{"id":"/prod/web","cmd":"x","cpus":0.1,"mem":32,"instances":2,"portDefinitions":[{"port":10001},{"port":10002}]}"#,
         None,
     );
-    core.put_app(app(r#"{"id":"/plain","cmd":"x","cpus":0.1,"mem":32,"instances":1}"#), true, false, t(4))
-        .expect("second");
+    core.put_app(
+        app(r#"{"id":"/plain","cmd":"x","cpus":0.1,"mem":32,"instances":1}"#),
+        true,
+        false,
+        t(4),
+    )
+    .expect("second");
     let plain = core.launches_for(&offer("o3", "h3"), t(4));
-    let plain = plain.iter().find(|l| l.task.task_id.starts_with("plain.")).expect("plain").task.task_id.clone();
+    let plain = plain
+        .iter()
+        .find(|l| l.task.task_id.starts_with("plain."))
+        .expect("plain")
+        .task
+        .task_id
+        .clone();
     core.on_update(&status(&plain, v1::TaskState::TaskRunning, None), t(5));
     let st = core.app("/prod/web").expect("app");
     let ports = &st.tasks[&running].ports;
@@ -317,15 +463,36 @@ fn the_text_task_list_is_marathons() {
 #[test]
 fn a_stored_version_has_the_version_info_it_had() {
     let mut core = ServicesCore::default();
-    core.put_app(app(r#"{"id":"/v","cmd":"a","instances":1}"#), true, true, t(0)).expect("v0");
-    core.put_app(app(r#"{"id":"/v","cmd":"a","instances":3}"#), false, true, t(1)).expect("scale");
-    core.put_app(app(r#"{"id":"/v","cmd":"b","instances":3}"#), false, true, t(2)).expect("change");
+    core.put_app(
+        app(r#"{"id":"/v","cmd":"a","instances":1}"#),
+        true,
+        true,
+        t(0),
+    )
+    .expect("v0");
+    core.put_app(
+        app(r#"{"id":"/v","cmd":"a","instances":3}"#),
+        false,
+        true,
+        t(1),
+    )
+    .expect("scale");
+    core.put_app(
+        app(r#"{"id":"/v","cmd":"b","instances":3}"#),
+        false,
+        true,
+        t(2),
+    )
+    .expect("change");
     let st = core.app("/v").expect("app");
     let at = |secs| app_at_version(st, &version_of(t(secs))).expect("stored");
     let scaled = at(1);
     assert_eq!(scaled["instances"], 3);
     assert_eq!(scaled["version"], version_of(t(1)));
-    assert_eq!(scaled["versionInfo"], json!({ "lastScalingAt": version_of(t(1)), "lastConfigChangeAt": version_of(t(0)) }));
+    assert_eq!(
+        scaled["versionInfo"],
+        json!({ "lastScalingAt": version_of(t(1)), "lastConfigChangeAt": version_of(t(0)) })
+    );
     assert_eq!(at(2)["versionInfo"]["lastConfigChangeAt"], version_of(t(2)));
     assert!(keys(&Value::Object(at(2))).is_subset(&set(CLIENT_APP_KEYS)));
     assert!(app_at_version(st, "2001-01-01T00:00:00.000Z").is_none());
@@ -333,8 +500,11 @@ fn a_stored_version_has_the_version_info_it_had() {
 
 #[test]
 fn label_selectors_are_marathons() {
-    let labels: std::collections::BTreeMap<String, String> =
-        [("env".to_string(), "prod".to_string()), ("tier".into(), "web".into())].into();
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("env".to_string(), "prod".to_string()),
+        ("tier".into(), "web".into()),
+    ]
+    .into();
     for (sel, want) in [
         ("env", true),
         ("nope", false),
@@ -350,7 +520,11 @@ fn label_selectors_are_marathons() {
         ("env==prod, tier in (web,db)", true),
         ("env==prod,tier==db", false),
     ] {
-        assert_eq!(LabelSelector::parse(sel).expect(sel).matches(&labels), want, "{sel}");
+        assert_eq!(
+            LabelSelector::parse(sel).expect(sel).matches(&labels),
+            want,
+            "{sel}"
+        );
     }
     for bad in ["", "env==prod,", "env in qa", "a b"] {
         assert!(LabelSelector::parse(bad).is_err(), "{bad}");
@@ -360,18 +534,50 @@ fn label_selectors_are_marathons() {
 
 /// `MarathonConfig.__init__`'s keywords.
 const CLIENT_MARATHON_CONFIG: &[&str] = &[
-    "checkpoint", "executor", "failover_timeout", "framework_name", "ha", "hostname",
-    "leader_proxy_connection_timeout_ms", "leader_proxy_read_timeout_ms", "local_port_min",
-    "local_port_max", "maintenance_mode", "master", "mesos_leader_ui_url", "mesos_role",
-    "mesos_user", "new_group_enforce_role", "webui_url", "reconciliation_initial_delay",
-    "reconciliation_interval", "task_launch_timeout", "marathon_store_timeout",
-    "task_reservation_timeout", "features", "access_control_allow_origin",
-    "decline_offer_duration", "default_network_name", "env_vars_prefix", "launch_token",
-    "launch_token_refresh_interval", "max_instances_per_offer", "mesos_bridge_name",
-    "mesos_heartbeat_failure_threshold", "mesos_heartbeat_interval", "min_revive_offers_interval",
-    "offer_matching_timeout", "on_elected_prepare_timeout", "revive_offers_for_new_apps",
-    "revive_offers_repetitions", "scale_apps_initial_delay", "scale_apps_interval", "store_cache",
-    "task_launch_confirm_timeout", "task_lost_expunge_initial_delay", "task_lost_expunge_interval",
+    "checkpoint",
+    "executor",
+    "failover_timeout",
+    "framework_name",
+    "ha",
+    "hostname",
+    "leader_proxy_connection_timeout_ms",
+    "leader_proxy_read_timeout_ms",
+    "local_port_min",
+    "local_port_max",
+    "maintenance_mode",
+    "master",
+    "mesos_leader_ui_url",
+    "mesos_role",
+    "mesos_user",
+    "new_group_enforce_role",
+    "webui_url",
+    "reconciliation_initial_delay",
+    "reconciliation_interval",
+    "task_launch_timeout",
+    "marathon_store_timeout",
+    "task_reservation_timeout",
+    "features",
+    "access_control_allow_origin",
+    "decline_offer_duration",
+    "default_network_name",
+    "env_vars_prefix",
+    "launch_token",
+    "launch_token_refresh_interval",
+    "max_instances_per_offer",
+    "mesos_bridge_name",
+    "mesos_heartbeat_failure_threshold",
+    "mesos_heartbeat_interval",
+    "min_revive_offers_interval",
+    "offer_matching_timeout",
+    "on_elected_prepare_timeout",
+    "revive_offers_for_new_apps",
+    "revive_offers_repetitions",
+    "scale_apps_initial_delay",
+    "scale_apps_interval",
+    "store_cache",
+    "task_launch_confirm_timeout",
+    "task_lost_expunge_initial_delay",
+    "task_lost_expunge_interval",
 ];
 
 #[test]
@@ -399,33 +605,64 @@ fn info_has_marathons_objects_with_keys_the_client_knows() {
     assert_eq!(
         keys(&v),
         set(&[
-            "name", "version", "buildref", "elected", "leader", "frameworkId", "marathon_config",
-            "zookeeper_config", "http_config", "event_subscriber"
+            "name",
+            "version",
+            "buildref",
+            "elected",
+            "leader",
+            "frameworkId",
+            "marathon_config",
+            "zookeeper_config",
+            "http_config",
+            "event_subscriber"
         ])
     );
     assert!(keys(&v["marathon_config"]).is_subset(&set(CLIENT_MARATHON_CONFIG)));
     assert!(keys(&v["zookeeper_config"]).is_subset(&set(&[
-        "zk", "zk_future_timeout", "zk_hosts", "zk_max_versions", "zk_path", "zk_session_timeout",
-        "zk_state", "zk_timeout", "zk_connection_timeout", "zk_compression",
-        "zk_compression_threshold", "zk_max_node_size"
+        "zk",
+        "zk_future_timeout",
+        "zk_hosts",
+        "zk_max_versions",
+        "zk_path",
+        "zk_session_timeout",
+        "zk_state",
+        "zk_timeout",
+        "zk_connection_timeout",
+        "zk_compression",
+        "zk_compression_threshold",
+        "zk_max_node_size"
     ])));
     assert_eq!(v["http_config"], json!({ "http_port": 8080 }));
     assert_eq!(v["leader"], "10.0.0.5:8080");
     assert_eq!(v["frameworkId"], "fw-1");
-    assert_eq!(v["marathon_config"]["master"], "zk://xxxxxxxx:xxxxxxxx@127.0.0.1:2181/agora");
+    assert_eq!(
+        v["marathon_config"]["master"],
+        "zk://xxxxxxxx:xxxxxxxx@127.0.0.1:2181/agora"
+    );
     assert_eq!(v["marathon_config"]["ha"], true);
     assert_eq!(v["marathon_config"]["failover_timeout"], 604_800);
     assert_eq!(v["marathon_config"]["webui_url"], "http://10.0.0.5:8080");
     assert_eq!(v["zookeeper_config"]["zk_session_timeout"], 10_000);
-    assert_eq!(v["zookeeper_config"]["zk_max_versions"], crate::core::VERSIONS_KEPT);
+    assert_eq!(
+        v["zookeeper_config"]["zk_max_versions"],
+        crate::core::VERSIONS_KEPT
+    );
     assert_eq!(v["event_subscriber"], Value::Null);
-    let tls = info(&InfoInputs { config: &config, me: "h:8443", framework_id: None, https: true });
+    let tls = info(&InfoInputs {
+        config: &config,
+        me: "h:8443",
+        framework_id: None,
+        https: true,
+    });
     assert_eq!(tls["http_config"], json!({ "https_port": 8443 }));
 }
 
 #[test]
 fn credentials_are_redacted_from_urls() {
-    assert_eq!(redact("zk://a:b@h1:2181,h2:2181/p"), "zk://xxxxxxxx:xxxxxxxx@h1:2181,h2:2181/p");
+    assert_eq!(
+        redact("zk://a:b@h1:2181,h2:2181/p"),
+        "zk://xxxxxxxx:xxxxxxxx@h1:2181,h2:2181/p"
+    );
     assert_eq!(redact("zk://h1:2181/p"), "zk://h1:2181/p");
     assert_eq!(redact("127.0.0.1:5050"), "127.0.0.1:5050");
     assert_eq!(redact("zk://h/p@q"), "zk://h/p@q");
