@@ -27,9 +27,9 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
     version_of(t)
 }
 
-/// The app's service ports, by port index: `portDefinitions[].port` (host networking) or
-/// `container.portMappings[].servicePort` (bridge). Empty while any is unassigned (0): Marathon
-/// never shows a 0 service port.
+/// The app's service ports, in port index order: `portDefinitions[].port` (host networking) or
+/// `container.portMappings[].servicePort` (bridge); a 0 (not assigned) is left out, as Marathon
+/// never shows one. Marathon's `/v2/tasks` shows the app's current ones on every task.
 pub fn service_ports(app: &App) -> Vec<u32> {
     let ports: Vec<u32> = if app.bridged() {
         app.container
@@ -44,11 +44,7 @@ pub fn service_ports(app: &App) -> Vec<u32> {
     } else {
         app.port_definitions.iter().map(|p| p.port).collect()
     };
-    if ports.contains(&0) {
-        Vec::new()
-    } else {
-        ports
-    }
+    ports.into_iter().filter(|p| *p != 0).collect()
 }
 
 /// A task as Marathon shows it, serialized straight from the record: `GET

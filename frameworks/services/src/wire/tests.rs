@@ -205,14 +205,14 @@ fn a_task_has_exactly_marathons_keys_and_times_the_clients_parse() {
 }
 
 #[test]
-fn service_ports_are_shown_only_once_assigned() {
+fn service_ports_are_the_assigned_ones_in_port_order() {
     let bridged = app(
         r#"{"id":"/b","container":{"type":"DOCKER","docker":{"image":"x"},"portMappings":[{"containerPort":80,"servicePort":10005},{"containerPort":81,"servicePort":10006}]},
             "networks":[{"mode":"container/bridge"}]}"#,
     );
     assert_eq!(service_ports(&bridged), [10005, 10006]);
     let unassigned = app(r#"{"id":"/h","cmd":"x","portDefinitions":[{"port":10001},{"port":0}]}"#);
-    assert!(service_ports(&unassigned).is_empty());
+    assert_eq!(service_ports(&unassigned), [10001]);
     assert!(service_ports(&app(r#"{"id":"/n","cmd":"x"}"#)).is_empty());
 }
 
