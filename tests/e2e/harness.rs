@@ -576,6 +576,14 @@ impl ZkProxy {
     }
 }
 
+/// `agora local` binds its agents on fixed addresses (`127.0.0.2:5051`, …): tests that run it
+/// take this first (`let _local = local_lock().await;`) and hold it while it runs, so that the
+/// test binary's threads run them one at a time.
+pub async fn local_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCAL.lock().await
+}
+
 /// `agora local` with 2 agents running native tasks only, the master on `port`, the services
 /// framework on `services`, the batch framework on a free port, state under `dir/state`.
 pub fn spawn_local(dir: &Path, port: u16, name: &str, services: u16) -> Process {

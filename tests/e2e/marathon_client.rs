@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use crate::harness::{free_port, local_ready, run_python_script, spawn_local};
+use crate::harness::{free_port, local_lock, local_ready, run_python_script, spawn_local};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_marathon_python_client_drives_every_app_task_and_deployment_call() {
+    let _local = local_lock().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let services = free_port();
     let local = spawn_local(dir.path(), free_port(), "local", services);

@@ -1,7 +1,9 @@
 //! The Marathon-compatible REST API: `/v2/apps`, `/v2/tasks`, `/v2/deployments`, `/v2/queue`,
 //! `/v2/info`, `/v2/leader`, `/v2/events` (server-sent events), `/ping`, `/metrics`. Errors are
 //! Marathon's: 422 naming every bad field, 400 for malformed JSON, 409 for an existing id or a
-//! locked app, 404 for unknown ids; a rejected request changes nothing.
+//! locked app, 404 for unknown ids; a rejected request changes nothing. The JSON shapes (tasks,
+//! apps with their `embed` options, `/v2/info`, the `text/plain` task list) are built in
+//! [`crate::wire`]; the handlers here read the request, call the core and send what it built.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

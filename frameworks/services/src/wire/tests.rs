@@ -332,57 +332,71 @@ fn an_app_with_every_embed_has_only_keys_the_client_knows() {
 #[test]
 fn embeds_resolve_as_marathon_resolves_them() {
     let none = Embed::default();
-    assert_eq!(Embed::parse(["bogus"]), none);
     let tasks = Embed {
         tasks: true,
         deployments: true,
         ..none
     };
-    for v in ["apps.tasks", "app.tasks", "tasks", "group.apps.tasks"] {
-        assert_eq!(Embed::parse([v]), tasks, "{v}");
+    let table: &[(&[&str], Embed)] = &[
+        (&["bogus"], none),
+        (&["apps.tasks"], tasks),
+        (&["app.tasks"], tasks),
+        (&["tasks"], tasks),
+        (&["group.apps.tasks"], tasks),
+        (
+            &["apps.failures"],
+            Embed {
+                last_task_failure: true,
+                ..tasks
+            },
+        ),
+        (
+            &["app.counts"],
+            Embed {
+                counts: true,
+                ..none
+            },
+        ),
+        (
+            &["apps.taskStats"],
+            Embed {
+                task_stats: true,
+                ..none
+            },
+        ),
+        (
+            &["apps.readiness"],
+            Embed {
+                readiness: true,
+                ..none
+            },
+        ),
+        (
+            &["apps.lastTaskFailure"],
+            Embed {
+                last_task_failure: true,
+                ..none
+            },
+        ),
+        (
+            &["apps.deployments"],
+            Embed {
+                deployments: true,
+                ..none
+            },
+        ),
+        (
+            &["app.counts", "app.taskStats"],
+            Embed {
+                counts: true,
+                task_stats: true,
+                ..none
+            },
+        ),
+    ];
+    for (values, want) in table {
+        assert_eq!(Embed::parse(values.iter().copied()), *want, "{values:?}");
     }
-    assert_eq!(
-        Embed::parse(["apps.failures"]),
-        Embed {
-            last_task_failure: true,
-            ..tasks
-        }
-    );
-    assert_eq!(
-        Embed::parse(["app.counts"]),
-        Embed {
-            counts: true,
-            ..none
-        }
-    );
-    assert_eq!(
-        Embed::parse(["apps.taskStats"]),
-        Embed {
-            task_stats: true,
-            ..none
-        }
-    );
-    assert_eq!(
-        Embed::parse(["apps.readiness"]),
-        Embed {
-            readiness: true,
-            ..none
-        }
-    );
-    assert_eq!(
-        Embed::parse(["apps.lastTaskFailure"]),
-        Embed {
-            last_task_failure: true,
-            ..none
-        }
-    );
-    assert_eq!(
-        Embed::parse(["apps.deployments"]),
-        Embed {
-            deployments: true,
-            ..none
-        }
-    );
     assert_eq!(
         Embed::for_list([]),
         Embed {
