@@ -307,6 +307,23 @@ def main():
     except NotFoundError:
         pass
 
+    step("status codes and bodies the client does not look at")
+    json_headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    version = client.list_versions(uniq)[-1]
+    r = requests.put(f"{url}/v2/apps/wire/uniq", json={"version": version, "cmd": "sleep 1"}, headers=json_headers, timeout=20)
+    check(r.status_code == 422 and r.json()["details"][0]["errors"] == ["The 'version' field may only be combined with the 'id' field."],
+          f"a rollback with other fields is a 422: {r.status_code} {r.text}")
+    r = requests.post(f"{url}/v2/tasks/delete", json={"ids": ["no-dot"]}, headers=json_headers, timeout=20)
+    check(r.status_code == 400 and "no-dot" in r.json()["message"], f"a malformed task id is a 400: {r.status_code} {r.text}")
+    r = requests.post(f"{url}/v2/apps/wire/web/restart", params={"force": "true"}, headers=json_headers, timeout=20)
+    check(r.status_code == 200 and r.headers.get("Marathon-Deployment-Id") == r.json()["deploymentId"],
+          f"a restart names its deployment in Marathon-Deployment-Id: {r.status_code} {r.headers}")
+    wait_for("the restart of /wire/web to finish", lambda: running(client, web, 1))
+    r = requests.put(f"{url}/v2/apps/wire/uniq", params={"force": "true"}, json={"version": version}, headers=json_headers, timeout=20)
+    check(r.status_code == 200 and r.headers.get("Marathon-Deployment-Id"), f"a rollback by PUT: {r.status_code} {r.text}")
+    check(client.get_app(uniq).instances == 2, "the rollback restored the first version's 2 instances")
+    client.scale_app(uniq, instances=3, force=True)
+
     step("delete_app")
     for app_id in (web, other):
         r = client.delete_app(app_id)
@@ -322,7 +339,13 @@ def main():
     queue = wait_for("the waiting instance in the queue", lambda: [q for q in client.list_queue() if q.app.id == uniq])
     check(isinstance(queue[0], MarathonQueueItem) and queue[0].count == 1, f"list_queue: {queue!r}")
     check(queue[0].delay is not None, "a queue item has its delay")
-    check(client.delete_app(uniq).get("deploymentId"), "delete_app of the queued app")
+    # Its scale to 3 is still deploying: only a forced delete goes through.
+    try:
+        client.delete_app(uniq)
+        raise CheckFailed("deleting an app that is deploying must be a 409 without force")
+    except ConflictError:
+        pass
+    check(client.delete_app(uniq, force=True).get("deploymentId"), "delete_app(force=True) of the queued app")
     wait_for("every task gone", lambda: client.list_tasks() == [] or None)
     check(client.list_apps() == [], "no apps left")
     check(client.list_queue() == [], "nothing queued")
