@@ -674,3 +674,93 @@ impl ZkProxy {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// `agora local` with 2 agents running native tasks only, the master on `port`, the services
+/// framework on `services`, the batch framework on a free port, state under `dir/state`.
+pub fn spawn_local(dir: &Path, port: u16, name: &str, services: u16) -> Process {
+    let agent_port = local_agent_port(dir);
+    let args: Vec<String> = [
+        "local",
+        "--agent-port",
+        &agent_port.to_string(),
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.join("state").display().to_string(),
+        "--agents",
+        "2",
+        "--containerizers",
+        "native",
+        "--batch-port",
+        &free_port().to_string(),
+        "--services-port",
+        &services.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    Process::spawn(name, &args, dir)
+}
+
+/// The agents' HTTP port of the `agora local` under `dir`: free when first chosen, then the same
+/// for a restart on the same state (so that two `agora local` tests never share 127.0.0.N:port).
+pub fn local_agent_port(dir: &Path) -> u16 {
+    let file = dir.join("agent-port");
+    if let Some(p) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return p;
+    }
+    let p = free_port();
+    std::fs::write(&file, p.to_string()).expect("write the agent port");
+    p
+}
+
+/// Waits for `agora local`'s ready banner.
+pub async fn local_ready(local: &Process) {
+    eventually("the ready banner", Duration::from_secs(40), || {
+        let log = local.log_text();
+        async move {
+            log.contains("Agora is running locally with 2 agents")
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// The Python with the ecosystem's community clients: `AGORA_TEST_PYTHON` (`scripts/test` sets
+/// it up), else the venv `scripts/test` makes. A missing client fails the test that needs it.
+pub fn test_python() -> String {
+    std::env::var("AGORA_TEST_PYTHON")
+        .unwrap_or_else(|_| "/tmp/agora-test-services/venv/bin/python".to_string())
+}
+
+/// Runs `tests/python/<script>` with `args` under `test_python()` (at most `limit`), and
+/// returns its stdout; fails the test with both outputs if it exits non-zero.
+pub async fn run_python_script(script: &str, args: Vec<String>, limit: Duration) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let python = test_python();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .arg(limit.as_secs().to_string())
+            .arg(&python)
+            .arg(&path)
+            .args(&args)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("timeout and python run");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed ({}; python: {}):\n{stdout}\n{}",
+        out.status,
+        test_python(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

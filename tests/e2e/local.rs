@@ -7,7 +7,7 @@ use std::time::Duration;
 use agora_proto::v1::TaskState;
 use serde_json::Value;
 
-use crate::harness::{eventually, free_port, shell_task, Process, TestFramework};
+use crate::harness::{eventually, free_port, local_ready, shell_task, spawn_local, TestFramework};
 
 fn cli(args: &[&str], master: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_agora"))
@@ -26,43 +26,14 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
-pub(crate) fn start_local(dir: &std::path::Path, port: u16, name: &str, services: u16) -> Process {
-    let args: Vec<String> = [
-        "local",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &dir.join("state").display().to_string(),
-        "--agents",
-        "2",
-        "--containerizers",
-        "native",
-        "--batch-port",
-        &free_port().to_string(),
-        "--services-port",
-        &services.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    Process::spawn(name, &args, dir)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let master = format!("127.0.0.1:{port}");
     let services = free_port();
-    let mut local = start_local(dir.path(), port, "local", services);
-    eventually("the ready banner", Duration::from_secs(40), || {
-        let log = local.log_text();
-        async move {
-            log.contains("Agora is running locally with 2 agents")
-                .then_some(())
-        }
-    })
-    .await;
+    let mut local = spawn_local(dir.path(), port, "local", services);
+    local_ready(&local).await;
     assert!(local.log_text().contains(&format!("http://{master}/")));
     // The banner names every API the README shows, the services one included.
     assert!(
@@ -204,7 +175,7 @@ async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_res
     })
     .await;
     assert!(exited.success(), "{}", local.log_text());
-    let _again = start_local(dir.path(), port, "local-again", free_port());
+    let _again = spawn_local(dir.path(), port, "local-again", free_port());
     let again = eventually(
         "the same agents after a restart",
         Duration::from_secs(40),

@@ -13,6 +13,7 @@ mod ha;
 mod harness;
 mod local;
 mod logs;
+mod marathon_client;
 mod marathon_groups;
 mod master;
 mod orphans;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::harness::spawn_local as start_local;
 use crate::harness::{eventually, free_port};
-use crate::local::start_local;
 
 /// The Python with the ecosystem's clients: `AGORA_TEST_PYTHON` (scripts/test sets it), else the
 /// venv scripts/test makes.

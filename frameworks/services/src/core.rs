@@ -70,7 +70,7 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     /// Counts towards the app's instances.
-    fn live(&self) -> bool {
+    pub fn live(&self) -> bool {
         !agora_proto::is_terminal_name(&self.state)
             && !(self.state == "TASK_UNREACHABLE" && self.inactive)
             && !self.killing
@@ -132,6 +132,8 @@ pub enum ServicesError {
     UnknownGroup(String),
     #[error("Group {0} is already created. Use PUT to change this group.")]
     GroupExists(String),
+    #[error("App '{0}' does not exist in version {1}")]
+    UnknownVersion(String, String),
 }
 
 /// See the module documentation.
@@ -158,7 +160,16 @@ pub struct ServicesCore {
     service_ports: PortRange,
 }
 
-fn version_of(now: DateTime<Utc>) -> String {
+/// Keeps `(version, app)` in the app's history, the oldest dropped past [`VERSIONS_KEPT`].
+pub(super) fn push_version(st: &mut AppState, version: &str) {
+    st.versions.push((version.to_string(), st.app.clone()));
+    if st.versions.len() > VERSIONS_KEPT {
+        st.versions.remove(0);
+    }
+}
+
+/// A version as Marathon writes it: RFC 3339 in UTC with milliseconds and `Z`.
+pub fn version_of(now: DateTime<Utc>) -> String {
     now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -307,6 +318,40 @@ impl ServicesCore {
         )
     }
 
+    /// The app as it was at `version` (`GET /v2/apps/{id}/versions/{version}`).
+    ///
+    /// # Errors
+    /// [`ServicesError::UnknownApp`], [`ServicesError::UnknownVersion`].
+    pub fn app_version(&self, id: &str, version: &str) -> Result<&App, ServicesError> {
+        let st = self
+            .apps
+            .get(id)
+            .ok_or_else(|| ServicesError::UnknownApp(id.into()))?;
+        st.versions
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, a)| a)
+            .ok_or_else(|| ServicesError::UnknownVersion(id.into(), version.into()))
+    }
+
+    /// Rolls an app back to a stored version (`PUT /v2/apps/{id}` with `{"version": …}`): that
+    /// definition becomes a new version, deployed like any change. Returns (deployment id,
+    /// version).
+    ///
+    /// # Errors
+    /// [`ServicesError::UnknownApp`], [`ServicesError::UnknownVersion`],
+    /// [`ServicesError::Locked`].
+    pub fn rollback(
+        &mut self,
+        id: &str,
+        version: &str,
+        force: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(String, String), ServicesError> {
+        let app = self.app_version(id, version)?.clone();
+        self.put_app(app, false, force, now)
+    }
+
     /// Deletes an app: a plan stops it (kills its tasks); it finishes when they are gone.
     ///
     /// # Errors
@@ -331,35 +376,88 @@ impl ServicesCore {
         )
     }
 
-    /// Kills tasks (Marathon `DELETE /v2/apps/{id}/tasks/{task}`, `POST /v2/tasks/delete`); with
-    /// `scale` the app's instances go down by as many.
-    ///
-    /// # Errors
-    /// [`ServicesError::UnknownTask`].
-    pub fn kill_tasks(
-        &mut self,
-        ids: &[String],
-        scale: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<TaskRecord>, ServicesError> {
+    /// Kills tasks (Marathon `DELETE /v2/apps/{id}/tasks[/{task}]`, `POST /v2/tasks/delete`
+    /// without `scale`): the app keeps its instance count, so each is replaced. Returns the tasks
+    /// found; unknown ids are skipped (the callers decide whether that is a 404).
+    pub fn kill_tasks(&mut self, ids: &[String]) -> Vec<TaskRecord> {
         let mut found = Vec::new();
         for id in ids {
-            let st = self
-                .apps
-                .values_mut()
-                .find(|a| a.tasks.contains_key(id))
-                .ok_or_else(|| ServicesError::UnknownTask(id.clone()))?;
-            if let Some(t) = st.tasks.get_mut(id) {
-                if scale {
-                    t.killing = true;
-                    st.app.instances = st.app.instances.saturating_sub(1);
-                    st.version = version_of(now);
-                }
-                found.push(t.clone());
-            }
+            let Some(t) = self.apps.values().find_map(|a| a.tasks.get(id)) else {
+                continue;
+            };
+            found.push(t.clone());
             self.deferred.push(Effect::Kill(id.clone()));
         }
-        Ok(found)
+        found
+    }
+
+    /// Kills tasks and scales their apps down by as many (Marathon's `scale=true`): each app
+    /// loses one instance per killed task that counted towards it (running or starting and not
+    /// already being killed), never going below 0, as a new version deployed with a
+    /// `ScaleApplication` deployment. All or nothing: a locked app (without `force`) refuses the
+    /// whole call. Returns the (deployment id, version) of the first app changed, `None` when
+    /// no id named a known task.
+    ///
+    /// # Errors
+    /// [`ServicesError::Locked`].
+    pub fn kill_and_scale(
+        &mut self,
+        ids: &[String],
+        force: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, String)>, ServicesError> {
+        let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in ids {
+            if let Some(st) = self.apps.values().find(|a| a.tasks.contains_key(id)) {
+                let list = by_app.entry(st.app.id.clone()).or_default();
+                if !list.contains(id) {
+                    list.push(id.clone());
+                }
+            }
+        }
+        if by_app.is_empty() {
+            return Ok(None);
+        }
+        let scales: Vec<(String, u32)> = by_app
+            .iter()
+            .filter_map(|(app_id, tasks)| {
+                let st = self.apps.get(app_id)?;
+                let counted = tasks
+                    .iter()
+                    .filter(|id| st.tasks.get(*id).is_some_and(TaskRecord::live))
+                    .count();
+                let counted = u32::try_from(counted).unwrap_or(u32::MAX);
+                Some((app_id.clone(), st.app.instances.saturating_sub(counted)))
+            })
+            .collect();
+        let group = match &scales[..] {
+            [(one, _)] => crate::group::parent(one),
+            _ => "/".to_string(),
+        };
+        // The plan first (it refuses a locked app before anything changes), then the kills of
+        // exactly these tasks: marked as being killed, they no longer count, so the scale-down
+        // kills nothing else.
+        let planned = self.apply(
+            Changes {
+                scales,
+                ..Changes::default()
+            },
+            &group,
+            force,
+            now,
+        )?;
+        for (app_id, tasks) in by_app {
+            let Some(st) = self.apps.get_mut(&app_id) else {
+                continue;
+            };
+            for id in &tasks {
+                if let Some(t) = st.tasks.get_mut(id) {
+                    t.killing = true;
+                }
+                self.deferred.push(Effect::Kill(id.clone()));
+            }
+        }
+        Ok(Some(planned))
     }
 
     /// Cancels a deployment: `force` only stops it where it is (202; what it was stopping is
@@ -448,6 +546,7 @@ impl ServicesCore {
             t.inactive = false;
         }
         let task_id = t.id.clone();
+        let slave_id = t.agent_id.clone();
         let healthy = t.healthy;
         let killed_by_us = t.killing;
         let (host, ports, task_version, agent) = (
@@ -468,12 +567,12 @@ impl ServicesCore {
                 st.next_launch_at = Some(after_seconds(now, st.delay_seconds));
                 st.last_task_failure = Some(json!({
                     "appId": app_id, "taskId": task_id, "state": state, "message": status.message,
-                    "host": status.agent_id, "timestamp": version_of(now), "version": st.version,
+                    "host": host, "slaveId": slave_id, "timestamp": version_of(now), "version": st.version,
                 }));
             } else if !killed_by_us && state != "TASK_KILLED" {
                 st.last_task_failure = Some(json!({
                     "appId": app_id, "taskId": task_id, "state": state, "message": status.message,
-                    "timestamp": version_of(now), "version": st.version,
+                    "host": host, "slaveId": slave_id, "timestamp": version_of(now), "version": st.version,
                 }));
             }
         }
@@ -905,7 +1004,8 @@ fn instances(app: &App) -> usize {
     app.instances.min(crate::app::limits::MAX_INSTANCES) as usize
 }
 
-fn only_instances_differ(a: &App, b: &App) -> bool {
+/// Whether `b` is `a` scaled (nothing but `instances` differs).
+pub fn only_instances_differ(a: &App, b: &App) -> bool {
     let mut a = a.clone();
     a.instances = b.instances;
     a.version = None;

@@ -17,6 +17,8 @@ pub struct ServicesHandle {
     pub events: broadcast::Sender<(String, Value)>,
     pub framework_id: Arc<std::sync::RwLock<Option<String>>>,
     pub master: String,
+    /// The framework's settings, for `/v2/info`.
+    pub config: Arc<crate::ServicesConfig>,
 }
 
 impl ServicesHandle {

@@ -2,7 +2,9 @@
 //! `/v2/leader`, `/ping`, `/metrics`; `/v2/groups`, `/v2/deployments` and `/v2/events`
 //! (server-sent events) are in `http/groups.rs`. Errors are
 //! Marathon's: 422 naming every bad field, 400 for malformed JSON, 409 for an existing id or a
-//! locked app, 404 for unknown ids; a rejected request changes nothing.
+//! locked app, 404 for unknown ids; a rejected request changes nothing. The JSON shapes (tasks,
+//! apps with their `embed` options, `/v2/info`, the `text/plain` task list) are built in
+//! [`crate::wire`]; the handlers here read the request, call the core and send what it built.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,7 +21,7 @@ use futures::Stream;
 use serde_json::{json, Value};
 
 use crate::app::{merge, normalize_id, App};
-use crate::core::{AppState, ServicesCore, ServicesError, TaskRecord};
+use crate::core::{ServicesCore, ServicesError};
 use crate::handle::{Leadership, ServicesHandle};
 
 mod groups;
@@ -151,211 +153,137 @@ pub fn router(
     agora_net::http_auth::protect(routes, api_token, "services", OPEN_PATHS)
 }
 
+/// A boolean query parameter as Marathon (JAX-RS) reads it: `true` in any case (Python clients
+/// send `True`), or present without a value.
+fn is_true(v: &str) -> bool {
+    v.eq_ignore_ascii_case("true") || v.is_empty()
+}
+
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
-    // `True` too: Python clients send their bool so (Marathon reads it case-blind).
-    q.get(name)
-        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v.is_empty())
+    q.get(name).is_some_and(|v| is_true(v))
 }
 
-/// A task as Marathon shows it, serialized straight from the record: `GET
-/// /v2/apps?embed=apps.tasks` lists every task, and building a `Value` tree per task made it cost
-/// ~20 ms per 1,000 tasks.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TaskJson<'a> {
-    id: &'a str,
-    app_id: &'a str,
-    host: &'a str,
-    ports: &'a [u64],
-    service_ports: &'a [u64],
-    slave_id: &'a str,
-    staged_at: String,
-    started_at: Option<String>,
-    version: &'a str,
-    state: &'a str,
-    ip_addresses: [IpAddressJson<'a>; 1],
-    health_check_results: Vec<HealthJson<'a>>,
+/// Every value of a repeated query parameter (`embed=app.tasks&embed=app.counts`).
+fn all_of<'q>(q: &'q [(String, String)], name: &'q str) -> impl Iterator<Item = &'q str> + 'q {
+    q.iter()
+        .filter(move |(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct IpAddressJson<'a> {
-    ip_address: &'a str,
-    protocol: &'static str,
+fn first_of<'q>(q: &'q [(String, String)], name: &str) -> Option<&'q str> {
+    q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct HealthJson<'a> {
-    alive: bool,
-    task_id: &'a str,
-    consecutive_failures: u32,
+/// [`flag`] of a query read with its repeated parameters.
+fn flag_in(q: &[(String, String)], name: &str) -> bool {
+    first_of(q, name).is_some_and(is_true)
 }
 
-impl<'a> From<&'a TaskRecord> for TaskJson<'a> {
-    fn from(t: &'a TaskRecord) -> Self {
-        TaskJson {
-            id: &t.id,
-            app_id: &t.app_id,
-            host: &t.host,
-            ports: &t.ports,
-            service_ports: &t.service_ports,
-            slave_id: &t.agent_id,
-            staged_at: crate::offer_stats::timestamp(t.staged_at),
-            started_at: t.started_at.map(crate::offer_stats::timestamp),
-            version: &t.version,
-            state: &t.state,
-            ip_addresses: [IpAddressJson {
-                ip_address: &t.host,
-                protocol: "IPv4",
-            }],
-            health_check_results: t
-                .healthy
-                .map(|alive| HealthJson {
-                    alive,
-                    task_id: &t.id,
-                    consecutive_failures: u32::from(!alive),
-                })
-                .into_iter()
-                .collect(),
-        }
+/// The client asked for `text/plain` before (or without) JSON.
+fn wants_text(headers: &HeaderMap) -> bool {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match (accept.find("text/plain"), accept.find("application/json")) {
+        (Some(t), Some(j)) => t < j,
+        (Some(_), None) => true,
+        _ => false,
     }
 }
 
-/// An app with its tasks embedded, serialized without an intermediate `Value` for the tasks.
-#[derive(serde::Serialize)]
-struct AppWithTasksJson<'a> {
-    #[serde(flatten)]
-    app: serde_json::Map<String, Value>,
-    tasks: Vec<TaskJson<'a>>,
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-/// `{"apps": [...]}`.
-#[derive(serde::Serialize)]
-struct AppsJson<T> {
-    apps: Vec<T>,
+/// Marathon's reply to a change: `{"deploymentId", "version"}` and the `Marathon-Deployment-Id`
+/// header.
+fn deployment_result(status: StatusCode, dep: String, version: String) -> Response {
+    (
+        status,
+        [("Marathon-Deployment-Id", dep.clone())],
+        Json(json!({ "deploymentId": dep, "version": version })),
+    )
+        .into_response()
 }
 
-fn task_json(t: &TaskRecord) -> Value {
-    serde_json::to_value(TaskJson::from(t)).unwrap_or(Value::Null)
+fn bad_request(message: &str) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, json!({ "message": message }))
 }
 
-fn app_json(st: &AppState, core: &ServicesCore, embed_tasks: bool, embed_failure: bool) -> Value {
-    let mut v = serde_json::to_value(&st.app).unwrap_or(Value::Null);
-    let tasks: Vec<&TaskRecord> = st.tasks.values().collect();
-    let running = tasks.iter().filter(|t| t.state == "TASK_RUNNING").count();
-    let staged = tasks
-        .iter()
-        .filter(|t| matches!(t.state.as_str(), "TASK_STAGING" | "TASK_STARTING"))
-        .count();
-    let with_checks = !st.app.health_checks.is_empty();
-    let healthy = if with_checks {
-        tasks.iter().filter(|t| t.healthy == Some(true)).count()
-    } else {
-        0
-    };
-    let unhealthy = if with_checks {
-        tasks.iter().filter(|t| t.healthy == Some(false)).count()
-    } else {
-        0
-    };
-    if let Value::Object(m) = &mut v {
-        m.insert("version".into(), json!(st.version));
-        m.insert(
-            "versionInfo".into(),
-            json!({ "lastScalingAt": st.version, "lastConfigChangeAt": st.config_version }),
-        );
-        m.insert("tasksRunning".into(), json!(running));
-        m.insert("tasksStaged".into(), json!(staged));
-        m.insert("tasksHealthy".into(), json!(healthy));
-        m.insert("tasksUnhealthy".into(), json!(unhealthy));
-        m.insert(
-            "deployments".into(),
-            json!(core
-                .deployments()
-                .iter()
-                .filter(|d| d.affects(&st.app.id))
-                .map(|d| json!({ "id": d.id }))
-                .collect::<Vec<_>>()),
-        );
-        if embed_tasks {
-            m.insert(
-                "tasks".into(),
-                json!(tasks.iter().map(|t| task_json(t)).collect::<Vec<_>>()),
-            );
-        }
-        if embed_failure {
-            if let Some(f) = &st.last_task_failure {
-                m.insert("lastTaskFailure".into(), f.clone());
-            }
-        }
-    }
-    v
-}
+const SCALE_AND_WIPE: &str = "You cannot use scale and wipe at the same time.";
 
-fn embeds(raw: &str) -> (bool, bool) {
-    let tasks = raw.contains("embed=apps.tasks") || raw.contains("embed=app.tasks");
-    let failure = raw.contains("lastTaskFailure");
-    (tasks, failure)
+/// The most task ids one `POST /v2/tasks/delete` takes.
+pub const MAX_KILL_IDS: usize = 10_000;
+/// The longest task id it takes (an app id of at most 255 characters, a dot and a UUID).
+pub const MAX_TASK_ID: usize = 512;
+
+fn render<T: serde::Serialize>(v: &T) -> Result<Response, ApiError> {
+    serde_json::to_vec(v)
+        .map(|body| ([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "message": format!("cannot render the reply: {e}") }),
+            )
+        })
 }
 
 async fn info(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
     let h = api.handle()?;
-    let fid = h.framework_id.read().ok().and_then(|f| f.clone());
-    Ok(Json(json!({
-        "name": "agora-services",
-        "version": env!("CARGO_PKG_VERSION"),
-        "elected": true,
-        "leader": api.me,
-        "frameworkId": fid,
-        "marathon_config": { "master": h.master, "framework_name": "services" },
-        "http_config": { "http_port": api.me.rsplit(':').next() },
+    let framework_id = h.framework_id.read().ok().and_then(|f| f.clone());
+    let tls = &h.config.tls;
+    Ok(Json(crate::wire::info(&crate::wire::InfoInputs {
+        config: &h.config,
+        me: &api.me,
+        framework_id,
+        https: tls.cert.is_some() && tls.key.is_some(),
     })))
 }
 
-async fn leader(State(api): State<Api>) -> Json<Value> {
-    Json(json!({ "leader": api.me }))
+async fn leader(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
+    match api.leadership.leader() {
+        Some(leader) => Ok(Json(json!({ "leader": leader }))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({ "message": "There is no leader" }),
+        )),
+    }
 }
 
-async fn list_apps(State(api): State<Api>, req: Request) -> Result<Response, ApiError> {
-    let raw = req.uri().query().unwrap_or("").to_string();
-    let (t, f) = embeds(&raw);
-    let id_filter = raw
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("id="))
-        .map(str::to_string);
+/// `GET /v2/apps?cmd=&id=&label=&embed=…`: `cmd` and `id` match case-insensitive substrings,
+/// `label` is Marathon's label selector.
+async fn list_apps(
+    State(api): State<Api>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let embed = crate::wire::Embed::for_list(all_of(&q, "embed"));
+    let cmd = first_of(&q, "cmd").map(str::to_lowercase);
+    let id = first_of(&q, "id").map(str::to_lowercase);
+    let label = first_of(&q, "label")
+        .map(crate::wire::LabelSelector::parse)
+        .transpose()
+        .map_err(|e| bad_request(&format!("Invalid label selector: {e}")))?;
     // Serialized in the actor, straight from the records (no copy of the tasks).
-    let body = api
-        .call(move |core, _| {
-            let apps = core.apps().filter(|a| {
-                id_filter
+    api.call(move |core, now| {
+        let apps: Vec<_> = core
+            .apps()
+            .filter(|a| {
+                cmd.as_ref().is_none_or(|c| {
+                    a.app
+                        .cmd
+                        .as_ref()
+                        .is_some_and(|x| x.to_lowercase().contains(c.as_str()))
+                }) && id
                     .as_ref()
-                    .is_none_or(|p| a.app.id.contains(p.as_str()))
-            });
-            if t {
-                let apps: Vec<AppWithTasksJson> = apps
-                    .map(|a| AppWithTasksJson {
-                        app: match app_json(a, core, false, f) {
-                            Value::Object(m) => m,
-                            _ => serde_json::Map::new(),
-                        },
-                        tasks: a.tasks.values().map(TaskJson::from).collect(),
-                    })
-                    .collect();
-                serde_json::to_vec(&AppsJson { apps })
-            } else {
-                let apps: Vec<Value> = apps.map(|a| app_json(a, core, false, f)).collect();
-                serde_json::to_vec(&AppsJson { apps })
-            }
-        })
-        .await?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({ "message": format!("cannot render the apps: {e}") }),
-            )
-        })?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+                    .is_none_or(|i| a.app.id.to_lowercase().contains(i.as_str()))
+                    && label.as_ref().is_none_or(|l| l.matches(&a.app.labels))
+            })
+            .map(|a| crate::wire::app_info(a, core, embed, now))
+            .collect();
+        render(&json!({ "apps": apps }))
+    })
+    .await?
 }
 
 fn parse_app(body: &Bytes) -> Result<App, ApiError> {
@@ -386,7 +314,12 @@ async fn create_app(
             let st = core
                 .app(&id)
                 .ok_or_else(|| ServicesError::UnknownApp(id.clone()))?;
-            Ok::<_, ServicesError>((dep, app_json(st, core, false, false), id))
+            let embed = crate::wire::Embed {
+                counts: true,
+                deployments: true,
+                ..Default::default()
+            };
+            Ok::<_, ServicesError>((dep, crate::wire::app_info_value(st, core, embed, now), id))
         })
         .await??;
     let mut headers = HeaderMap::new();
@@ -454,42 +387,55 @@ fn split_rest(rest: &str) -> (String, Vec<String>) {
 async fn app_get(
     State(api): State<Api>,
     Path(rest): Path<String>,
-    req: Request,
-) -> Result<Json<Value>, ApiError> {
-    let raw = req.uri().query().unwrap_or("").to_string();
+    Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let (id, tail) = split_rest(&rest);
-    let (_, f) = embeds(&raw);
-    api.call(move |core, _| {
-        let st = core.app(&id).ok_or_else(|| ServicesError::UnknownApp(id.clone()))?;
-        Ok::<_, ServicesError>(match tail.first().map(String::as_str) {
-            Some("tasks") => json!({ "tasks": st.tasks.values().map(task_json).collect::<Vec<_>>() }),
-            Some("versions") => match tail.get(1) {
-                Some(v) => st
-                    .versions
-                    .iter()
-                    .find(|(ver, _)| ver == v)
-                    .map(|(ver, a)| {
-                        let mut j = serde_json::to_value(a).unwrap_or(Value::Null);
-                        if let Value::Object(m) = &mut j {
-                            m.insert("version".into(), json!(ver));
-                        }
-                        j
-                    })
-                    .ok_or_else(|| ServicesError::UnknownApp(format!("{id} version {v}")))?,
-                None => json!({ "versions": st.versions.iter().rev().map(|(v, _)| v).collect::<Vec<_>>() }),
-            },
-            _ => json!({ "app": app_json(st, core, true, f || true) }),
+    let embed = crate::wire::Embed::for_app(all_of(&q, "embed"));
+    let as_text = wants_text(&headers);
+    api.call(move |core, now| {
+        let st = core
+            .app(&id)
+            .ok_or_else(|| ServicesError::UnknownApp(id.clone()))?;
+        Ok(match (tail.first().map(String::as_str), tail.get(1)) {
+            (Some("tasks"), _) if as_text => text(crate::wire::endpoints_text([st])),
+            (Some("tasks"), _) => render(&json!({ "tasks": crate::wire::tasks_of(st) }))?,
+            (Some("versions"), Some(v)) => {
+                let app = crate::wire::app_at_version(st, v)
+                    .ok_or_else(|| ServicesError::UnknownVersion(id.clone(), v.clone()))?;
+                render(&app)?
+            }
+            (Some("versions"), None) => {
+                render(&json!({ "versions": st.versions.iter().rev().map(|(v, _)| v).collect::<Vec<_>>() }))?
+            }
+            _ => render(&json!({ "app": crate::wire::app_info(st, core, embed, now) }))?,
         })
     })
     .await?
-    .map(Json)
-    .map_err(ApiError::from)
 }
 
+/// Why a `PUT` could not be applied: a body that is no app (400) or the core's refusal.
+enum PutError {
+    Unreadable(Vec<crate::app::FieldError>),
+    Core(ServicesError),
+}
+
+impl From<PutError> for ApiError {
+    fn from(e: PutError) -> Self {
+        match e {
+            PutError::Unreadable(details) => unreadable_app(details),
+            PutError::Core(e) => e.into(),
+        }
+    }
+}
+
+/// `PUT /v2/apps/{id}`: with `{"version": …}` (and at most `id` besides) a rollback to that
+/// stored version; otherwise a partial update merged into the app (`partialUpdate=false`: a
+/// complete replacement), or a new app when it does not exist (201).
 async fn app_put(
     State(api): State<Api>,
     Path(rest): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
     ClientIp(ip): ClientIp,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -497,22 +443,54 @@ async fn app_put(
     // The URL names the app: a body naming another one is refused, not silently renamed.
     let raw: Value = serde_json::from_slice(&body).map_err(invalid_json)?;
     crate::app::check_body_id(&id, &raw).map_err(|e| ApiError::from(ServicesError::Invalid(e)))?;
-    let mut app = parse_app(&body).or_else(|_| {
-        // Marathon accepts a body without an id on /v2/apps/{id}.
-        let mut v: Value = serde_json::from_slice(&body).map_err(invalid_json)?;
-        if let Value::Object(m) = &mut v {
-            m.insert("id".into(), json!(id));
+    let force = flag_in(&q, "force");
+    let partial = first_of(&q, "partialUpdate").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+    if let Some(version) = raw.get("version") {
+        let only = raw
+            .as_object()
+            .is_some_and(|m| m.keys().all(|k| k == "id" || k == "version"));
+        let field = |path: &str, e: &str| {
+            ApiError::from(ServicesError::Invalid(vec![crate::app::FieldError {
+                path: path.into(),
+                errors: vec![e.into()],
+            }]))
+        };
+        if !only {
+            return Err(field(
+                "/",
+                "The 'version' field may only be combined with the 'id' field.",
+            ));
         }
-        crate::app::from_value(v).map_err(unreadable_app)
-    })?;
-    app.id = id.clone();
-    let force = flag(&q, "force");
+        let Some(version) = version.as_str().map(str::to_string) else {
+            return Err(field("/version", "must be a version string"));
+        };
+        let (dep, version) = api
+            .call(move |core, now| core.rollback(&id, &version, force, now))
+            .await??;
+        return Ok(deployment_result(StatusCode::OK, dep, version));
+    }
+    // Marathon accepts a body without an id on /v2/apps/{id}.
+    let mut whole = raw.clone();
+    if let Value::Object(m) = &mut whole {
+        m.insert("id".into(), json!(id));
+    }
     let (created, (dep, version)) = api
         .call(move |core, now| {
+            let app = match core.app(&id) {
+                Some(st) if partial => {
+                    let mut base = serde_json::to_value(&st.app).unwrap_or(Value::Null);
+                    merge(&mut base, &raw);
+                    crate::app::from_value(base)
+                        .map_err(|e| PutError::Core(ServicesError::Invalid(e)))?
+                }
+                _ => crate::app::from_value(whole).map_err(PutError::Unreadable)?,
+            };
             let created = core.app(&id).is_none();
-            let r = core.put_app(app, false, force, now)?;
+            let r = core
+                .put_app(app, false, force, now)
+                .map_err(PutError::Core)?;
             core.api_post_event(&id, ip, &format!("/v2/apps{id}"), now);
-            Ok::<_, ServicesError>((created, r))
+            Ok::<_, PutError>((created, r))
         })
         .await??;
     let status = if created {
@@ -520,12 +498,7 @@ async fn app_put(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        [("Marathon-Deployment-Id", dep.clone())],
-        Json(json!({ "deploymentId": dep, "version": version })),
-    )
-        .into_response())
+    Ok(deployment_result(status, dep, version))
 }
 
 async fn app_patch(
@@ -562,41 +535,72 @@ async fn app_patch(
         .into_response())
 }
 
+/// `DELETE /v2/apps/{id}`, `DELETE /v2/apps/{id}/tasks?host=&scale=&wipe=&force=` and
+/// `DELETE /v2/apps/{id}/tasks/{taskId}?scale=&wipe=&force=`. Without `scale` the killed tasks
+/// are replaced and the reply lists them (`{"tasks": […]}`, `{"task": …}`); with it the app is
+/// scaled down by as many and the reply is the deployment. `host` picks the tasks on that host
+/// (`*`: all). `wipe` (forget persistent state) is a plain kill here: Agora keeps none.
 async fn app_delete(
     State(api): State<Api>,
     Path(rest): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let (id, tail) = split_rest(&rest);
-    let force = flag(&q, "force");
-    let scale = flag(&q, "scale");
-    match tail.first().map(String::as_str) {
-        Some("tasks") => {
-            let task = tail.get(1).cloned();
-            let killed = api
-                .call(move |core, now| {
-                    let st = core
-                        .app(&id)
-                        .ok_or_else(|| ServicesError::UnknownApp(id.clone()))?;
-                    let ids: Vec<String> = match task {
-                        Some(t) => vec![t],
-                        None => st.tasks.keys().cloned().collect(),
-                    };
-                    core.kill_tasks(&ids, scale, now)
-                })
-                .await??;
-            Ok(
-                Json(json!({ "tasks": killed.iter().map(task_json).collect::<Vec<_>>() }))
-                    .into_response(),
-            )
-        }
-        _ => {
-            let (dep, version) = api
-                .call(move |core, now| core.delete_app(&id, force, now))
-                .await??;
-            Ok(Json(json!({ "deploymentId": dep, "version": version })).into_response())
-        }
+    let force = flag_in(&q, "force");
+    let scale = flag_in(&q, "scale");
+    if tail.first().map(String::as_str) != Some("tasks") {
+        // Marathon's default for deleting an app is force=true.
+        let force = first_of(&q, "force").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+        let (dep, version) = api
+            .call(move |core, now| core.delete_app(&id, force, now))
+            .await??;
+        return Ok(deployment_result(StatusCode::OK, dep, version));
     }
+    if scale && flag_in(&q, "wipe") {
+        return Err(bad_request(SCALE_AND_WIPE));
+    }
+    let one = tail.get(1).cloned();
+    let host = first_of(&q, "host").map(str::to_string);
+    let reply = api
+        .call(move |core, now| {
+            let st = core
+                .app(&id)
+                .ok_or_else(|| ServicesError::UnknownApp(id.clone()))?;
+            let ids: Vec<String> = match &one {
+                Some(t) if st.tasks.contains_key(t) => vec![t.clone()],
+                Some(t) => return Err(ServicesError::UnknownTask(t.clone())),
+                None => st
+                    .tasks
+                    .values()
+                    .filter(|t| host.as_deref().is_none_or(|h| h == "*" || h == t.host))
+                    .map(|t| t.id.clone())
+                    .collect(),
+            };
+            let ports = crate::wire::service_ports(&st.app);
+            if scale {
+                let (dep, version) = core.kill_and_scale(&ids, force, now)?.unwrap_or_else(|| {
+                    (
+                        uuid::Uuid::new_v4().to_string(),
+                        crate::core::version_of(now),
+                    )
+                });
+                return Ok(deployment_result(StatusCode::OK, dep, version));
+            }
+            let mut killed: Vec<Value> = core
+                .kill_tasks(&ids)
+                .iter()
+                .map(|t| crate::wire::task_value(t, ports.clone()))
+                .collect();
+            Ok(match one {
+                Some(t) => match killed.pop() {
+                    Some(task) => Json(json!({ "task": task })).into_response(),
+                    None => return Err(ServicesError::UnknownTask(t)),
+                },
+                None => Json(json!({ "tasks": killed })).into_response(),
+            })
+        })
+        .await??;
+    Ok(reply)
 }
 
 async fn app_post(
@@ -616,37 +620,102 @@ async fn app_post(
     let (dep, version) = api
         .call(move |core, now| core.restart(&id, force, now))
         .await??;
-    Ok(Json(json!({ "deploymentId": dep, "version": version })).into_response())
+    Ok(deployment_result(StatusCode::OK, dep, version))
 }
 
-async fn list_tasks(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
-    let tasks = api
-        .call(|core, _| {
-            core.apps()
-                .flat_map(|a| a.tasks.values().map(task_json))
-                .collect::<Vec<_>>()
+/// `GET /v2/tasks`: JSON (`status=running|staging`, also as `status[]`, picks tasks in that
+/// state), or with `Accept: text/plain` the load balancers' list ([`crate::wire::endpoints_text`]).
+async fn list_tasks(
+    State(api): State<Api>,
+    Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if wants_text(&headers) {
+        let body = api
+            .call(|core, _| crate::wire::endpoints_text(core.apps()))
+            .await?;
+        return Ok(text(body));
+    }
+    let states: Vec<&'static str> = all_of(&q, "status")
+        .chain(all_of(&q, "status[]"))
+        .filter_map(|s| match s.to_ascii_lowercase().as_str() {
+            "running" => Some("TASK_RUNNING"),
+            "staging" => Some("TASK_STAGING"),
+            _ => None,
         })
-        .await?;
-    Ok(Json(json!({ "tasks": tasks })))
+        .collect();
+    api.call(move |core, _| {
+        let tasks: Vec<_> = core
+            .apps()
+            .flat_map(crate::wire::tasks_of)
+            .filter(|t| states.is_empty() || states.contains(&t.state()))
+            .collect();
+        render(&json!({ "tasks": tasks }))
+    })
+    .await?
 }
 
+/// `POST /v2/tasks/delete?scale=&wipe=&force=` with `{"ids": […]}`: ids of unknown tasks are
+/// skipped; an id that is no Marathon task id (`<app>.<unique>`) is a 400.
 async fn delete_tasks(
     State(api): State<Api>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize)]
     struct Ids {
         ids: Vec<String>,
     }
     let ids: Ids = serde_json::from_slice(&body).map_err(invalid_json)?;
-    let scale = flag(&q, "scale");
-    let killed = api
-        .call(move |core, now| core.kill_tasks(&ids.ids, scale, now))
-        .await??;
-    Ok(Json(
-        json!({ "tasks": killed.iter().map(task_json).collect::<Vec<_>>() }),
-    ))
+    let scale = flag_in(&q, "scale");
+    let force = flag_in(&q, "force");
+    if scale && flag_in(&q, "wipe") {
+        return Err(bad_request(SCALE_AND_WIPE));
+    }
+    if ids.ids.len() > MAX_KILL_IDS {
+        return Err(ApiError::from(ServicesError::Invalid(vec![
+            crate::app::FieldError {
+                path: "/ids".into(),
+                errors: vec![format!("has more than {MAX_KILL_IDS} task ids")],
+            },
+        ])));
+    }
+    if let Some(bad) = ids.ids.iter().find(|id| {
+        id.len() > MAX_TASK_ID
+            || id
+                .rsplit_once('.')
+                .is_none_or(|(a, u)| a.is_empty() || u.is_empty())
+    }) {
+        let shown: String = bad.chars().take(80).collect();
+        return Err(bad_request(&format!("Invalid task id '{shown}'.")));
+    }
+    api.call(move |core, now| {
+        if scale {
+            let (dep, version) = core
+                .kill_and_scale(&ids.ids, force, now)?
+                .unwrap_or_else(|| {
+                    (
+                        uuid::Uuid::new_v4().to_string(),
+                        crate::core::version_of(now),
+                    )
+                });
+            return Ok(deployment_result(StatusCode::OK, dep, version));
+        }
+        let killed = core.kill_tasks(&ids.ids);
+        let tasks: Vec<Value> = killed
+            .iter()
+            .map(|t| {
+                let ports = core
+                    .app(&t.app_id)
+                    .map(|a| crate::wire::service_ports(&a.app))
+                    .unwrap_or_default();
+                crate::wire::task_value(t, ports)
+            })
+            .collect();
+        Ok::<_, ServicesError>(Json(json!({ "tasks": tasks })).into_response())
+    })
+    .await?
+    .map_err(ApiError::from)
 }
 
 /// `GET /v2/queue[?embed=lastUnusedOffers]`: every app waiting for tasks, with Marathon's

@@ -179,7 +179,7 @@ fn funnel(processed: u64, declined: &[u64; 10]) -> Value {
 }
 
 pub fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::core::version_of(t)
 }
 
 /// An offer as Marathon's `Offer` type: `{id, hostname, agentId, resources, attributes}`.

@@ -194,6 +194,7 @@ impl Leader {
             events: events.clone(),
             framework_id: framework_id.clone(),
             master: self.config.master.clone(),
+            config: Arc::new(self.config.clone()),
         };
         let actor = Actor {
             core: saved.core,

@@ -365,10 +365,7 @@ impl ServicesCore {
             if st.app.instances != n {
                 st.app.instances = n;
                 st.version.clone_from(&version);
-                st.versions.push((version.clone(), st.app.clone()));
-                if st.versions.len() > super::VERSIONS_KEPT {
-                    st.versions.remove(0);
-                }
+                super::push_version(st, &version);
                 actions.insert(id, "ScaleApplication");
             }
         }
@@ -381,6 +378,8 @@ impl ServicesCore {
             st.config_version.clone_from(&version);
             st.delay_seconds = 0.0;
             st.next_launch_at = None;
+            // Marathon keeps every version, a restart's too: `GET …/versions/{v}` finds it.
+            super::push_version(st, &version);
             actions.insert(id, "RestartApplication");
         }
         let mut stops = BTreeSet::new();
@@ -478,11 +477,8 @@ impl ServicesCore {
                     st.next_launch_at = None;
                 }
                 st.version = version.to_string();
-                st.app = app.clone();
-                st.versions.push((version.to_string(), app));
-                if st.versions.len() > super::VERSIONS_KEPT {
-                    st.versions.remove(0);
-                }
+                st.app = app;
+                super::push_version(st, version);
                 Some(action)
             }
             None => {

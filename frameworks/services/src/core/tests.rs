@@ -682,13 +682,10 @@ fn service_ports_are_assigned_unique_kept_on_update_and_freed_on_delete() {
         t(4),
     )
     .expect("scale");
-    assert!(core
-        .deployments()
+    assert!(core.deployments().iter().any(|d| d
+        .current_actions()
         .iter()
-        .any(|d| d
-            .current_actions()
-            .iter()
-            .any(|a| a.app == "/a" && a.action == "ScaleApplication")));
+        .any(|a| a.app == "/a" && a.action == "ScaleApplication")));
     // Tasks carry the service ports; the env maps them and the names onto the host ports.
     let l = core.launches_for(
         &offer("o", "h1", "cpus:1;mem:256;ports:[31000-31001]"),
@@ -782,4 +779,156 @@ fn apps_saved_before_service_ports_get_theirs_when_loaded() {
         crate::ports::service_ports(&loaded.app("/old").expect("app").app),
         [10000]
     );
+}
+
+/// Two running tasks of `/k` (one per host) at t(1), the deployment done.
+fn two_running() -> (ServicesCore, Vec<String>) {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(r#"{"id":"/k","cmd":"sleep 100","cpus":0.1,"mem":32,"instances":2}"#),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    let mut launches = core.launches_for(&offer("o1", "h1", "cpus:1;mem:256"), t(0));
+    launches.extend(core.launches_for(&offer("o2", "h2", "cpus:1;mem:256"), t(0)));
+    assert_eq!(launches.len(), 2);
+    run_all(&mut core, &launches, None, t(1));
+    assert!(core.deployments().is_empty());
+    let ids = launches.iter().map(|l| l.task.task_id.clone()).collect();
+    (core, ids)
+}
+
+#[test]
+fn a_kill_without_scale_keeps_the_instance_count_and_skips_unknown_ids() {
+    let (mut core, ids) = two_running();
+    let killed = core.kill_tasks(&[ids[0].clone(), "k.nope".into()]);
+    assert_eq!(killed.len(), 1);
+    assert_eq!(killed[0].id, ids[0]);
+    assert_eq!(core.take_deferred(), vec![Effect::Kill(ids[0].clone())]);
+    assert_eq!(core.app("/k").expect("app").app.instances, 2);
+    assert!(core.deployments().is_empty());
+}
+
+#[test]
+fn a_kill_with_scale_lowers_instances_by_the_live_tasks_as_a_new_version_and_deployment() {
+    let (mut core, ids) = two_running();
+    let before = core.app("/k").expect("app").version.clone();
+    // The same id twice and an unknown one count once and not at all.
+    let (dep, version) = core
+        .kill_and_scale(
+            &[ids[0].clone(), ids[0].clone(), "k.nope".into()],
+            false,
+            t(5),
+        )
+        .expect("kill")
+        .expect("an app changed");
+    let st = core.app("/k").expect("app");
+    assert_eq!(st.app.instances, 1);
+    assert_eq!(version, version_of(t(5)));
+    assert_ne!(st.version, before);
+    assert_eq!(
+        st.versions.last().map(|(v, a)| (v.as_str(), a.instances)),
+        Some((version.as_str(), 1))
+    );
+    assert!(st.tasks[&ids[0]].killing);
+    assert_eq!(core.deployments()[0].id, dep);
+    assert_eq!(
+        core.deployments()[0].current_actions()[0].action,
+        "ScaleApplication"
+    );
+    assert_eq!(core.take_deferred(), vec![Effect::Kill(ids[0].clone())]);
+    // A task already being killed does not count again; the count never goes below 0.
+    let _ = core
+        .kill_and_scale(&ids, true, t(6))
+        .expect("forced")
+        .expect("changed");
+    assert_eq!(core.app("/k").expect("app").app.instances, 0);
+    // No known task: nothing changes.
+    assert_eq!(core.kill_and_scale(&["x.y".into()], false, t(7)), Ok(None));
+}
+
+#[test]
+fn a_kill_with_scale_of_a_locked_app_is_refused_whole() {
+    let (mut core, ids) = two_running();
+    core.put_app(
+        app(r#"{"id":"/k","cmd":"sleep 100","cpus":0.1,"mem":32,"instances":5}"#),
+        false,
+        false,
+        t(2),
+    )
+    .expect("scale up");
+    let err = core.kill_and_scale(&ids[..1], false, t(3)).unwrap_err();
+    assert!(matches!(err, ServicesError::Locked(_)));
+    let st = core.app("/k").expect("app");
+    assert_eq!(st.app.instances, 5);
+    assert!(!st.tasks[&ids[0]].killing);
+    assert!(core.take_deferred().is_empty());
+}
+
+#[test]
+fn versions_are_kept_for_changes_and_restarts_and_a_rollback_redeploys_one() {
+    let (mut core, _) = two_running();
+    let first = core.app("/k").expect("app").version.clone();
+    core.put_app(
+        app(r#"{"id":"/k","cmd":"sleep 200","cpus":0.1,"mem":32,"instances":2}"#),
+        false,
+        true,
+        t(2),
+    )
+    .expect("update");
+    let (_, restarted) = core.restart("/k", true, t(3)).expect("restart");
+    let st = core.app("/k").expect("app");
+    let versions: Vec<&str> = st.versions.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(versions, [first.as_str(), &version_of(t(2)), &restarted]);
+    assert_eq!(
+        core.app_version("/k", &first)
+            .expect("first")
+            .cmd
+            .as_deref(),
+        Some("sleep 100")
+    );
+    assert_eq!(
+        core.app_version("/k", "2001-01-01T00:00:00.000Z"),
+        Err(ServicesError::UnknownVersion(
+            "/k".into(),
+            "2001-01-01T00:00:00.000Z".into()
+        ))
+    );
+    assert!(matches!(
+        core.app_version("/nope", &first),
+        Err(ServicesError::UnknownApp(_))
+    ));
+    let (_, version) = core.rollback("/k", &first, true, t(4)).expect("rollback");
+    let st = core.app("/k").expect("app");
+    assert_eq!(st.app.cmd.as_deref(), Some("sleep 100"));
+    assert_eq!(st.version, version);
+    assert_eq!(st.config_version, version, "a rollback replaces the tasks");
+    assert!(matches!(
+        core.rollback("/k", "2001-01-01T00:00:00.000Z", true, t(5)),
+        Err(ServicesError::UnknownVersion(..))
+    ));
+}
+
+#[test]
+fn a_task_failure_names_the_host_and_the_agent() {
+    let (mut core, ids) = two_running();
+    let st = v1::TaskStatus {
+        task_id: ids[0].clone(),
+        state: v1::TaskState::TaskFailed as i32,
+        message: "boom".into(),
+        ..Default::default()
+    };
+    core.on_update(&st, t(3));
+    let f = core
+        .app("/k")
+        .and_then(|a| a.last_task_failure.clone())
+        .expect("failure");
+    assert!(f["host"] == "h1" || f["host"] == "h2", "{f}");
+    assert_eq!(
+        f["slaveId"],
+        format!("agent-{}", f["host"].as_str().unwrap_or(""))
+    );
+    assert_eq!(f["taskId"], ids[0].as_str());
 }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{app_json, sse, Api, ApiError};
+use super::{sse, Api, ApiError};
 use crate::app::normalize_id;
 use crate::core::{GroupNode, ServicesCore, ServicesError};
 use crate::group::GroupBody;
@@ -86,36 +86,41 @@ impl Embed {
     }
 }
 
-fn render(node: &GroupNode, core: &ServicesCore, embed: Embed) -> Value {
+fn render(
+    node: &GroupNode,
+    core: &ServicesCore,
+    embed: Embed,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Value {
     let apps: Vec<Value> = if embed.apps {
         node.apps
             .iter()
             .filter_map(|id| core.app(id))
             .map(|st| {
-                let mut v = app_json(st, core, embed.tasks, embed.failure);
-                if let Value::Object(m) = &mut v {
-                    if !embed.counts {
-                        for k in [
-                            "tasksRunning",
-                            "tasksStaged",
-                            "tasksHealthy",
-                            "tasksUnhealthy",
-                        ] {
-                            m.remove(k);
-                        }
-                    }
-                    if !embed.deployments {
-                        m.remove("deployments");
-                    }
-                }
-                v
+                // Marathon's app JSON (the one `/v2/apps` writes), with the group's embeds.
+                crate::wire::app_info_value(
+                    st,
+                    core,
+                    crate::wire::Embed {
+                        tasks: embed.tasks,
+                        counts: embed.counts,
+                        deployments: embed.deployments,
+                        last_task_failure: embed.failure,
+                        task_stats: false,
+                        readiness: false,
+                    },
+                    now,
+                )
             })
             .collect()
     } else {
         Vec::new()
     };
     let groups: Vec<Value> = if embed.groups {
-        node.groups.iter().map(|g| render(g, core, embed)).collect()
+        node.groups
+            .iter()
+            .map(|g| render(g, core, embed, now))
+            .collect()
     } else {
         Vec::new()
     };
@@ -142,7 +147,7 @@ fn split_versions(rest: &str) -> (String, bool) {
 async fn show(api: &Api, id: String, q: Vec<(String, String)>) -> Result<Json<Value>, ApiError> {
     let (id, versions) = split_versions(&id);
     let embed = Embed::of(&q);
-    api.call(move |core, _| {
+    api.call(move |core, now| {
         if versions {
             return core
                 .group_versions(&id)
@@ -150,7 +155,7 @@ async fn show(api: &Api, id: String, q: Vec<(String, String)>) -> Result<Json<Va
                 .ok_or(ServicesError::UnknownGroup(id));
         }
         core.group_tree(&id)
-            .map(|n| render(&n, core, embed))
+            .map(|n| render(&n, core, embed, now))
             .ok_or(ServicesError::UnknownGroup(id))
     })
     .await?
