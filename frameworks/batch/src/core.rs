@@ -76,7 +76,8 @@ impl Run {
     }
 }
 
-/// Read-only statistics Chronos returns with a job.
+/// Read-only statistics Chronos returns with a job. Times are as Chronos writes them: UTC with
+/// milliseconds, `2026-11-24T12:00:00.000Z` (empty: never).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
@@ -84,6 +85,14 @@ pub struct Stats {
     pub error_count: u64,
     pub last_success: String,
     pub last_error: String,
+    /// Failed runs since the last successful one (state saved before it existed reads 0).
+    #[serde(default)]
+    pub errors_since_last_success: u64,
+}
+
+/// A time as Chronos's job statistics carry it (`2026-11-24T12:00:00.000Z`).
+pub fn chronos_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,7 +301,8 @@ impl BatchCore {
             .get_mut(name)
             .ok_or_else(|| BatchError::UnknownJob(name.into()))?;
         st.stats.success_count += 1;
-        st.stats.last_success = now.to_rfc3339();
+        st.stats.last_success = chronos_time(now);
+        st.stats.errors_since_last_success = 0;
         self.next_run += 1;
         self.runs.push(Run {
             id: self.next_run,
@@ -809,11 +819,13 @@ impl BatchCore {
             match status {
                 RunStatus::Succeeded => {
                     st.stats.success_count += 1;
-                    st.stats.last_success = now.to_rfc3339();
+                    st.stats.last_success = chronos_time(now);
+                    st.stats.errors_since_last_success = 0;
                 }
                 RunStatus::Failed => {
                     st.stats.error_count += 1;
-                    st.stats.last_error = now.to_rfc3339();
+                    st.stats.last_error = chronos_time(now);
+                    st.stats.errors_since_last_success += 1;
                 }
                 _ => {}
             }

@@ -15,6 +15,7 @@ pub mod http;
 pub mod job;
 pub mod schedule;
 pub mod service;
+pub mod wire;
 
 pub use service::{run, start, BatchConfig, RunningBatch};
 
