@@ -220,7 +220,15 @@ impl BatchCore {
                 )],
             }])));
         }
-        let next_at = schedule.as_ref().and_then(|s| s.first_at_or_after(now));
+        // An occurrence missed by less than the epsilon still runs (as Chronos does): a job
+        // posted with `R/<now>/…` runs at once, though `now` has moved on a little since.
+        let epsilon = parse_duration(&job.epsilon)
+            .map(|p| p.approx_seconds())
+            .unwrap_or(60);
+        let since = ChronoDuration::try_seconds(epsilon)
+            .and_then(|e| now.checked_sub_signed(e))
+            .unwrap_or(now);
+        let next_at = schedule.as_ref().and_then(|s| s.first_at_or_after(since));
         let (occurrences, stats) = match self.jobs.get(&job.name) {
             Some(old) if old.job.schedule == job.schedule => (old.occurrences, old.stats.clone()),
             Some(old) => (0, old.stats.clone()),

@@ -51,7 +51,8 @@ impl Api {
 /// Paths anyone may call when the API requires a token (load balancers' health checks).
 pub const OPEN_PATHS: &[&str] = &["/ping", "/health"];
 
-/// The API's routes; with `api_token`, all but [`OPEN_PATHS`] require it.
+/// The API's routes; with `api_token`, all but [`OPEN_PATHS`] require it, as a bearer token or as
+/// the password of HTTP basic auth ([`crate::basic_auth`]).
 pub fn router(
     leadership: Arc<Leadership>,
     counters: Arc<Counters>,
@@ -84,7 +85,15 @@ pub fn router(
             leadership,
             counters,
         });
-    agora_net::http_auth::protect(routes, api_token, "batch", OPEN_PATHS)
+    let basic = api_token.is_some();
+    let routes = agora_net::http_auth::protect(routes, api_token, "batch", OPEN_PATHS);
+    if basic {
+        routes.layer(axum::middleware::from_fn(
+            crate::basic_auth::basic_as_bearer,
+        ))
+    } else {
+        routes
+    }
 }
 
 /// An API error with its status.
@@ -336,10 +345,12 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
             ))
         }
     };
+    // Slowest first, as Chronos sorts them.
     let out = api
         .batch()?
         .call(move |core, _| {
-            core.jobs()
+            let mut rows: Vec<(String, f64)> = core
+                .jobs()
                 .map(|j| {
                     let mut d = core.durations(&j.job.name);
                     d.sort_by(f64::total_cmp);
@@ -352,8 +363,12 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
                     } else {
                         percentile(&d, pct)
                     };
-                    json!({ "jobNameLabel": j.job.name, "time": time })
+                    (j.job.name.clone(), time)
                 })
+                .collect();
+            rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+            rows.into_iter()
+                .map(|(name, time)| json!({ "jobNameLabel": name, "time": time }))
                 .collect::<Vec<_>>()
         })
         .await

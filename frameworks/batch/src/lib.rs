@@ -9,6 +9,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod basic_auth;
 pub mod core;
 pub mod handle;
 pub mod http;

@@ -481,3 +481,34 @@ fn hostile_values_in_saved_state_never_panic_or_hang_the_core() {
     };
     assert_eq!(p.after(DateTime::<Utc>::MAX_UTC), None);
 }
+
+#[test]
+fn an_occurrence_missed_by_less_than_the_epsilon_still_runs_when_the_job_is_added() {
+    let mut core = BatchCore::default();
+    // Posted half a second after its start (the client's "now" is whole seconds).
+    let now = t(0) + ChronoDuration::milliseconds(500);
+    core.put_job(
+        job(r#"{"name":"now","command":"true","schedule":"R/2026-11-24T12:00:00Z/PT10M","epsilon":"PT30S"}"#),
+        false,
+        now,
+    )
+    .expect("add");
+    assert_eq!(core.job("now").expect("job").next_at, Some(t(0)));
+    core.tick(now);
+    assert_eq!(core.claim_launches(10, now).len(), 1, "the due run starts");
+    assert_eq!(core.job("now").expect("job").next_at, Some(t(600)));
+    // Missed by more than the epsilon: the next occurrence is the first.
+    core.put_job(
+        job(r#"{"name":"late","command":"true","schedule":"R/2026-11-24T12:00:00Z/PT10M","epsilon":"PT30S"}"#),
+        false,
+        t(31),
+    )
+    .expect("add");
+    assert_eq!(core.job("late").expect("job").next_at, Some(t(600)));
+    core.tick(t(31));
+    assert!(core
+        .claim_launches(10, t(31))
+        .iter()
+        .all(|l| l.job.name != "late"));
+    assert!(core.runs_of("late").is_empty(), "nothing skipped either");
+}
