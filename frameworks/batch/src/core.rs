@@ -733,8 +733,29 @@ impl BatchCore {
             return Vec::new();
         };
         if self.runs[ri].status != RunStatus::Running {
-            // A straggler of a finished run: make sure it is gone.
-            return if agora_proto::is_terminal_name(state) {
+            // A straggler of a finished run (killed with it, or ending late): record how it ended,
+            // so that the run's tasks do not show it running forever, and make sure it is gone.
+            let terminal = agora_proto::is_terminal_name(state);
+            if let Some(t) = self.runs[ri]
+                .tasks
+                .iter_mut()
+                .find(|t| t.task_id == task_id && t.active())
+            {
+                t.state = state.to_string();
+                if !agent_id.is_empty() {
+                    t.agent_id = agent_id.to_string();
+                }
+                if exit_code.is_some() {
+                    t.exit_code = exit_code;
+                }
+                if !message.is_empty() {
+                    t.message = message.to_string();
+                }
+                if terminal {
+                    t.finished_at = Some(now);
+                }
+            }
+            return if terminal {
                 Vec::new()
             } else {
                 vec![Effect::Kill(task_id.into())]

@@ -512,3 +512,42 @@ fn an_occurrence_missed_by_less_than_the_epsilon_still_runs_when_the_job_is_adde
         .all(|l| l.job.name != "late"));
     assert!(core.runs_of("late").is_empty(), "nothing skipped either");
 }
+
+#[test]
+fn a_killed_runs_task_records_how_it_ended_without_changing_the_run() {
+    let mut core = BatchCore::default();
+    core.put_job(
+        job(r#"{"name":"long","command":"sleep 60","schedule":"R//PT1H","retries":0}"#),
+        false,
+        t(0),
+    )
+    .expect("add");
+    core.run_now("long", t(0)).expect("run");
+    let l = core.claim_launches(10, t(0));
+    let id = l[0].task_id.clone();
+    core.on_update(&id, "TASK_RUNNING", None, "a1", "", t(1));
+    let kills = core.kill_job("long", "killed on request", t(2)).expect("kill");
+    assert_eq!(kills, vec![Effect::Kill(id.clone())]);
+    // A late RUNNING is killed again; the KILLED that follows is recorded.
+    assert_eq!(
+        core.on_update(&id, "TASK_RUNNING", None, "a1", "", t(3)),
+        vec![Effect::Kill(id.clone())]
+    );
+    assert!(core
+        .on_update(&id, "TASK_KILLED", None, "a1", "killed", t(4))
+        .is_empty());
+    let run = core.runs_of("long")[0].clone();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.reason, "killed on request");
+    assert_eq!(run.tasks[0].state, "TASK_KILLED");
+    assert_eq!(run.tasks[0].finished_at, Some(t(4)));
+    // A terminal task stays as it ended.
+    assert_eq!(
+        core.on_update(&id, "TASK_RUNNING", None, "a1", "", t(5)),
+        vec![Effect::Kill(id.clone())]
+    );
+    assert_eq!(core.runs_of("long")[0].tasks[0].state, "TASK_KILLED");
+    let st = core.job("long").expect("job");
+    assert_eq!((st.stats.error_count, st.stats.success_count), (1, 0));
+    assert!(core.live_tasks().is_empty());
+}
