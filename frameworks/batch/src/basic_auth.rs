@@ -12,12 +12,12 @@
 //! ```
 //!
 //! The token is still checked by [`agora_net::http_auth`] alone (constant time, re-read from its
-//! file); this layer only translates.
+//! file); this layer only translates (and reads the body first: see [`basic_as_bearer`]).
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
 /// The longest `Authorization` value decoded (a token file holds far less).
@@ -44,8 +44,27 @@ pub fn basic_password(value: &str) -> Option<String> {
     (!password.is_empty()).then(|| password.to_string())
 }
 
+/// The largest request body read (axum's default limit, which the job handlers apply too).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
 /// Axum middleware, outside `http_auth::protect`: see the module documentation.
-pub async fn basic_as_bearer(mut req: Request, next: Next) -> Response {
+///
+/// The body is read before the request goes on: a client that authenticates only once
+/// challenged (httplib2) sends its first POST without credentials, and a 401 answered before its
+/// body was read closes the connection under it (a broken pipe, not a challenge).
+pub async fn basic_as_bearer(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(serde_json::json!({
+                "message": format!("cannot read the request body (at most {MAX_BODY} bytes): {e}")
+            })),
+        )
+            .into_response(),
+    };
+    let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
     let passwords: Vec<String> = req
         .headers()
         .get_all(header::AUTHORIZATION)
@@ -96,10 +115,7 @@ mod tests {
         );
         // Only the first ':' separates: a password may hold more.
         assert_eq!(basic_password(&basic("ops:a:b")), Some("a:b".to_string()));
-        assert_eq!(
-            basic_password(&basic(":token")).as_deref(),
-            Some("token")
-        );
+        assert_eq!(basic_password(&basic(":token")).as_deref(), Some("token"));
         assert_eq!(
             basic_password(&format!("bAsIc {}", &basic("u:p")[6..])).as_deref(),
             Some("p")

@@ -526,7 +526,9 @@ fn a_killed_runs_task_records_how_it_ended_without_changing_the_run() {
     let l = core.claim_launches(10, t(0));
     let id = l[0].task_id.clone();
     core.on_update(&id, "TASK_RUNNING", None, "a1", "", t(1));
-    let kills = core.kill_job("long", "killed on request", t(2)).expect("kill");
+    let kills = core
+        .kill_job("long", "killed on request", t(2))
+        .expect("kill");
     assert_eq!(kills, vec![Effect::Kill(id.clone())]);
     // A late RUNNING is killed again; the KILLED that follows is recorded.
     assert_eq!(
