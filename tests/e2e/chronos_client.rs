@@ -58,15 +58,29 @@ fn shared_dir(dir: &Path) -> PathBuf {
     out
 }
 
-/// `agora local` with one agent, and its batch port. Its agents listen on fixed addresses
-/// (127.0.0.2:5051, …), so another `agora local` of the suite running at the same time keeps
-/// this one's agent from registering, and `agora local` then exits saying so: it is started
-/// again (for up to 5 minutes) until it comes up.
+/// `--agent-port <free port>` when this `agora local` has the flag: without it its agents listen
+/// on fixed addresses (127.0.0.2:5051, …) and two `agora local` of the suite running at once
+/// fight over them. (Once every branch has the flag, pass it always.)
+fn agent_port_args() -> Vec<String> {
+    let help = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["local", "--help"])
+        .output()
+        .expect("agora local --help");
+    if String::from_utf8_lossy(&help.stdout).contains("--agent-port") {
+        vec!["--agent-port".into(), free_port().to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `agora local` with one agent, and its batch port. When another `agora local` holds the
+/// agents' addresses (see [`agent_port_args`]), this one's agent cannot register and `agora
+/// local` exits saying so: it is started again (for up to 5 minutes) until it comes up.
 async fn start_local(dir: &Path) -> (Process, u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     for attempt in 1.. {
         let batch_port = free_port();
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "local",
             "--port",
             &free_port().to_string(),
@@ -84,6 +98,7 @@ async fn start_local(dir: &Path) -> (Process, u16) {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(agent_port_args());
         let mut local = Process::spawn(&format!("local-{attempt}"), &args, dir);
         let started = tokio::time::Instant::now();
         loop {
