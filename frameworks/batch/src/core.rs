@@ -513,10 +513,7 @@ impl BatchCore {
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         for name in names {
             let mut handled = 0u32;
-            loop {
-                let Some(st) = self.jobs.get(&name) else {
-                    break;
-                };
+            while let Some(st) = self.jobs.get(&name) {
                 let (Some(next), Some(schedule)) = (st.next_at, st.schedule.clone()) else {
                     break;
                 };
