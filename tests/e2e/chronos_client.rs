@@ -141,7 +141,10 @@ async fn chronos_python_drives_the_batch_framework_of_agora_local() {
     assert!(writer.starts_with("ran\nran\nran\n"), "{writer}");
     assert!(writer.ends_with("updated\n"), "{writer}");
     let child = std::fs::read_to_string(out.join("child.txt")).expect("child.txt");
-    assert_eq!(child, "child\nchild\n", "once after each parent success");
+    // Once after each parent success (and maybe once more on the schedule it took over when
+    // its parent was deleted first).
+    assert!(child.starts_with("child\nchild\n"), "{child}");
+    assert!(child.lines().count() <= 3, "{child}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -279,8 +279,16 @@ def main():
     wait_for("the task's end", 60, lambda: c.job_stat(SLEEPER)["taskStatHistory"][0]["status"] == "Fail")
     check(lines("sleeper.txt") == ["started"], "it ran once")
 
+    step("delete the parent first: its child takes its schedule, as in Chronos")
+    schedule = job(c, WRITER)["schedule"]
+    check(c.delete(WRITER) is None, "delete(%s) answers 204" % WRITER)
+    orphan = job(c, CHILD)
+    check(orphan["schedule"] == schedule and "parents" not in orphan,
+          "the child runs on its deleted parent's schedule: %r" % orphan)
+    check(all(not r.startswith("link,") for r in c.scheduler_graph().splitlines()), "no links left")
+
     step("delete every job")
-    for name in [CHILD, WRITER, SLEEPER]:
+    for name in [CHILD, SLEEPER]:
         check(c.delete(name) is None, "delete(%s) answers 204" % name)
     check(c.list() == [], "list() after deleting: %r" % c.list())
     check(c.search(name="chronos") == [], "search() after deleting")

@@ -127,7 +127,7 @@ pub enum BatchError {
     UnknownJob(String),
     #[error("job '{0}' already exists; update it with PUT")]
     Exists(String),
-    #[error("job '{job}' is a parent of {children:?}: delete them first")]
+    #[error("job '{job}' is a parent of {children:?}, which cannot take its place (too many parents): delete them first")]
     HasChildren { job: String, children: Vec<String> },
 }
 
@@ -251,20 +251,23 @@ impl BatchCore {
         Ok(())
     }
 
-    /// Deletes a job and kills its running tasks.
+    /// Deletes a job and kills its running tasks. Its children stay, as Chronos keeps them: each
+    /// takes the deleted job's place — its parents instead (a dependent job deleted), or, when
+    /// the deleted job was its only parent, its schedule (a scheduled job deleted).
     ///
     /// # Errors
-    /// [`BatchError::UnknownJob`]; [`BatchError::HasChildren`].
+    /// [`BatchError::UnknownJob`]; [`BatchError::HasChildren`] when a child could not take the
+    /// job's place (it would have too many parents): nothing is changed then.
     pub fn delete_job(
         &mut self,
         name: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Effect>, BatchError> {
-        if !self.jobs.contains_key(name) {
+        let Some(deleted) = self.jobs.get(name).map(|j| j.job.clone()) else {
             return Err(BatchError::UnknownJob(name.into()));
-        }
+        };
         // A child that is also an ancestor is in a cycle with this job (stored by an older version
-        // that accepted cycles): it does not block the delete, or no job of the cycle could ever go.
+        // that accepted cycles): it only loses the edge, or no job of the cycle could ever go.
         let ancestors = self.ancestors(name);
         let (in_cycle, children): (Vec<String>, Vec<String>) = self
             .jobs
@@ -272,13 +275,12 @@ impl BatchCore {
             .filter(|j| j.job.parents.iter().any(|p| p == name))
             .map(|j| j.job.name.clone())
             .partition(|c| ancestors.contains(c.as_str()));
-        if !children.is_empty() {
-            return Err(BatchError::HasChildren {
-                job: name.into(),
-                children,
-            });
-        }
+        let adopted = self.adopted_children(&deleted, &children, now)?;
         let effects = self.kill_job(name, "the job was deleted", now)?;
+        for child in adopted {
+            // Valid (checked above) and acyclic: the new parents are the child's ancestors.
+            self.put_job(child, true, now)?;
+        }
         self.jobs.remove(name);
         for c in in_cycle {
             if let Some(st) = self.jobs.get_mut(&c) {
@@ -286,6 +288,40 @@ impl BatchCore {
             }
         }
         Ok(effects)
+    }
+
+    /// The children of `deleted` as they become once it is gone, each checked as the API checks
+    /// a job; all or nothing.
+    fn adopted_children(
+        &self,
+        deleted: &Job,
+        children: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>, BatchError> {
+        let mut adopted = Vec::new();
+        for c in children {
+            let Some(st) = self.jobs.get(c) else { continue };
+            let mut job = st.job.clone();
+            job.parents.retain(|p| p != &deleted.name);
+            for p in &deleted.parents {
+                if p != c && !job.parents.contains(p) {
+                    job.parents.push(p.clone());
+                }
+            }
+            if job.parents.is_empty() {
+                job.schedule = deleted.schedule.clone();
+                job.schedule_time_zone = deleted.schedule_time_zone.clone();
+            }
+            let known = |p: &str| p != deleted.name && self.jobs.contains_key(p);
+            if job.validate(&known, now).is_err() {
+                return Err(BatchError::HasChildren {
+                    job: deleted.name.clone(),
+                    children: children.to_vec(),
+                });
+            }
+            adopted.push(job);
+        }
+        Ok(adopted)
     }
 
     /// Starts a run now (Chronos `PUT /job/{name}`).
