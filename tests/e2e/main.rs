@@ -3,6 +3,7 @@
 
 mod batch;
 mod bench;
+mod chronos_client;
 mod cli;
 mod compose;
 mod doors;

@@ -76,7 +76,8 @@ impl Run {
     }
 }
 
-/// Read-only statistics Chronos returns with a job.
+/// Read-only statistics Chronos returns with a job. Times are as Chronos writes them: UTC with
+/// milliseconds, `2026-11-24T12:00:00.000Z` (empty: never).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
@@ -84,6 +85,14 @@ pub struct Stats {
     pub error_count: u64,
     pub last_success: String,
     pub last_error: String,
+    /// Failed runs since the last successful one (state saved before it existed reads 0).
+    #[serde(default)]
+    pub errors_since_last_success: u64,
+}
+
+/// A time as Chronos's job statistics carry it (`2026-11-24T12:00:00.000Z`).
+pub fn chronos_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,7 +127,7 @@ pub enum BatchError {
     UnknownJob(String),
     #[error("job '{0}' already exists; update it with PUT")]
     Exists(String),
-    #[error("job '{job}' is a parent of {children:?}: delete them first")]
+    #[error("job '{job}' is a parent of {children:?}, which cannot take its place (too many parents): delete them first")]
     HasChildren { job: String, children: Vec<String> },
 }
 
@@ -211,7 +220,15 @@ impl BatchCore {
                 )],
             }])));
         }
-        let next_at = schedule.as_ref().and_then(|s| s.first_at_or_after(now));
+        // An occurrence missed by less than the epsilon still runs (as Chronos does): a job
+        // posted with `R/<now>/…` runs at once, though `now` has moved on a little since.
+        let epsilon = parse_duration(&job.epsilon)
+            .map(|p| p.approx_seconds())
+            .unwrap_or(60);
+        let since = ChronoDuration::try_seconds(epsilon)
+            .and_then(|e| now.checked_sub_signed(e))
+            .unwrap_or(now);
+        let next_at = schedule.as_ref().and_then(|s| s.first_at_or_after(since));
         let (occurrences, stats) = match self.jobs.get(&job.name) {
             Some(old) if old.job.schedule == job.schedule => (old.occurrences, old.stats.clone()),
             Some(old) => (0, old.stats.clone()),
@@ -234,20 +251,23 @@ impl BatchCore {
         Ok(())
     }
 
-    /// Deletes a job and kills its running tasks.
+    /// Deletes a job and kills its running tasks. Its children stay, as Chronos keeps them: each
+    /// takes the deleted job's place — its parents instead (a dependent job deleted), or, when
+    /// the deleted job was its only parent, its schedule (a scheduled job deleted).
     ///
     /// # Errors
-    /// [`BatchError::UnknownJob`]; [`BatchError::HasChildren`].
+    /// [`BatchError::UnknownJob`]; [`BatchError::HasChildren`] when a child could not take the
+    /// job's place (it would have too many parents): nothing is changed then.
     pub fn delete_job(
         &mut self,
         name: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Effect>, BatchError> {
-        if !self.jobs.contains_key(name) {
+        let Some(deleted) = self.jobs.get(name).map(|j| j.job.clone()) else {
             return Err(BatchError::UnknownJob(name.into()));
-        }
+        };
         // A child that is also an ancestor is in a cycle with this job (stored by an older version
-        // that accepted cycles): it does not block the delete, or no job of the cycle could ever go.
+        // that accepted cycles): it only loses the edge, or no job of the cycle could ever go.
         let ancestors = self.ancestors(name);
         let (in_cycle, children): (Vec<String>, Vec<String>) = self
             .jobs
@@ -255,13 +275,12 @@ impl BatchCore {
             .filter(|j| j.job.parents.iter().any(|p| p == name))
             .map(|j| j.job.name.clone())
             .partition(|c| ancestors.contains(c.as_str()));
-        if !children.is_empty() {
-            return Err(BatchError::HasChildren {
-                job: name.into(),
-                children,
-            });
-        }
+        let adopted = self.adopted_children(&deleted, &children, now)?;
         let effects = self.kill_job(name, "the job was deleted", now)?;
+        for child in adopted {
+            // Valid (checked above) and acyclic: the new parents are the child's ancestors.
+            self.put_job(child, true, now)?;
+        }
         self.jobs.remove(name);
         for c in in_cycle {
             if let Some(st) = self.jobs.get_mut(&c) {
@@ -269,6 +288,40 @@ impl BatchCore {
             }
         }
         Ok(effects)
+    }
+
+    /// The children of `deleted` as they become once it is gone, each checked as the API checks
+    /// a job; all or nothing.
+    fn adopted_children(
+        &self,
+        deleted: &Job,
+        children: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>, BatchError> {
+        let mut adopted = Vec::new();
+        for c in children {
+            let Some(st) = self.jobs.get(c) else { continue };
+            let mut job = st.job.clone();
+            job.parents.retain(|p| p != &deleted.name);
+            for p in &deleted.parents {
+                if p != c && !job.parents.contains(p) {
+                    job.parents.push(p.clone());
+                }
+            }
+            if job.parents.is_empty() {
+                job.schedule = deleted.schedule.clone();
+                job.schedule_time_zone = deleted.schedule_time_zone.clone();
+            }
+            let known = |p: &str| p != deleted.name && self.jobs.contains_key(p);
+            if job.validate(&known, now).is_err() {
+                return Err(BatchError::HasChildren {
+                    job: deleted.name.clone(),
+                    children: children.to_vec(),
+                });
+            }
+            adopted.push(job);
+        }
+        Ok(adopted)
     }
 
     /// Starts a run now (Chronos `PUT /job/{name}`).
@@ -292,7 +345,8 @@ impl BatchCore {
             .get_mut(name)
             .ok_or_else(|| BatchError::UnknownJob(name.into()))?;
         st.stats.success_count += 1;
-        st.stats.last_success = now.to_rfc3339();
+        st.stats.last_success = chronos_time(now);
+        st.stats.errors_since_last_success = 0;
         self.next_run += 1;
         self.runs.push(Run {
             id: self.next_run,
@@ -495,10 +549,7 @@ impl BatchCore {
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         for name in names {
             let mut handled = 0u32;
-            loop {
-                let Some(st) = self.jobs.get(&name) else {
-                    break;
-                };
+            while let Some(st) = self.jobs.get(&name) {
                 let (Some(next), Some(schedule)) = (st.next_at, st.schedule.clone()) else {
                     break;
                 };
@@ -715,8 +766,29 @@ impl BatchCore {
             return Vec::new();
         };
         if self.runs[ri].status != RunStatus::Running {
-            // A straggler of a finished run: make sure it is gone.
-            return if agora_proto::is_terminal_name(state) {
+            // A straggler of a finished run (killed with it, or ending late): record how it ended,
+            // so that the run's tasks do not show it running forever, and make sure it is gone.
+            let terminal = agora_proto::is_terminal_name(state);
+            if let Some(t) = self.runs[ri]
+                .tasks
+                .iter_mut()
+                .find(|t| t.task_id == task_id && t.active())
+            {
+                t.state = state.to_string();
+                if !agent_id.is_empty() {
+                    t.agent_id = agent_id.to_string();
+                }
+                if exit_code.is_some() {
+                    t.exit_code = exit_code;
+                }
+                if !message.is_empty() {
+                    t.message = message.to_string();
+                }
+                if terminal {
+                    t.finished_at = Some(now);
+                }
+            }
+            return if terminal {
                 Vec::new()
             } else {
                 vec![Effect::Kill(task_id.into())]
@@ -809,11 +881,13 @@ impl BatchCore {
             match status {
                 RunStatus::Succeeded => {
                     st.stats.success_count += 1;
-                    st.stats.last_success = now.to_rfc3339();
+                    st.stats.last_success = chronos_time(now);
+                    st.stats.errors_since_last_success = 0;
                 }
                 RunStatus::Failed => {
                     st.stats.error_count += 1;
-                    st.stats.last_error = now.to_rfc3339();
+                    st.stats.last_error = chronos_time(now);
+                    st.stats.errors_since_last_success += 1;
                 }
                 _ => {}
             }

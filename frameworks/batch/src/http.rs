@@ -8,15 +8,16 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::core::{BatchCore, BatchError, JobState, Run, RunStatus};
+use crate::core::{BatchCore, BatchError, JobState, Run};
 use crate::handle::{BatchHandle, Leadership};
 use crate::job::{FieldError, InvalidJob, Job};
+use crate::wire::{histogram, percentile, status_name, Search, Totals};
 
 /// Totals for `/metrics`.
 #[derive(Debug, Default)]
@@ -50,7 +51,8 @@ impl Api {
 /// Paths anyone may call when the API requires a token (load balancers' health checks).
 pub const OPEN_PATHS: &[&str] = &["/ping", "/health"];
 
-/// The API's routes; with `api_token`, all but [`OPEN_PATHS`] require it.
+/// The API's routes; with `api_token`, all but [`OPEN_PATHS`] require it, as a bearer token or as
+/// the password of HTTP basic auth ([`crate::basic_auth`]).
 pub fn router(
     leadership: Arc<Leadership>,
     counters: Arc<Counters>,
@@ -64,10 +66,11 @@ pub fn router(
         .route("/job/{name}", put(run_now).delete(delete_job))
         .route("/job/{name}/runs", get(runs))
         .route("/job/stat/{name}", get(job_stat))
-        .route("/job/success/{name}", post(mark_success))
+        .route("/job/success/{name}", post(mark_success).put(mark_success))
         .route("/task/kill/{name}", delete(kill_tasks))
         .route("/graph/csv", get(graph_csv))
-        .route("/stats/{percentile}", get(stats));
+        .route("/stats/{percentile}", get(stats))
+        .route("/leader", get(leader));
     let routes = Router::new()
         .nest("/v1/scheduler", scheduler.clone())
         .nest("/scheduler", scheduler)
@@ -82,7 +85,15 @@ pub fn router(
             leadership,
             counters,
         });
-    agora_net::http_auth::protect(routes, api_token, "batch", OPEN_PATHS)
+    let basic = api_token.is_some();
+    let routes = agora_net::http_auth::protect(routes, api_token, "batch", OPEN_PATHS);
+    if basic {
+        routes.layer(axum::middleware::from_fn(
+            crate::basic_auth::basic_as_bearer,
+        ))
+    } else {
+        routes
+    }
 }
 
 /// An API error with its status.
@@ -170,19 +181,7 @@ async fn put_dependent(State(api): State<Api>, body: Bytes) -> Result<StatusCode
 }
 
 fn job_json(st: &JobState, core: &BatchCore) -> Value {
-    let mut v = serde_json::to_value(&st.job).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut v {
-        let stats = serde_json::to_value(&st.stats).unwrap_or(Value::Null);
-        if let Value::Object(s) = stats {
-            map.extend(s);
-        }
-        map.insert(
-            "nextRun".into(),
-            json!(st.next_at.map(|t| t.to_rfc3339()).unwrap_or_default()),
-        );
-        map.insert("running".into(), json!(core.is_running(&st.job.name)));
-    }
-    v
+    crate::wire::job_json(st, core.is_running(&st.job.name))
 }
 
 async fn list_jobs(State(api): State<Api>) -> Result<Json<Value>, ApiError> {
@@ -198,20 +197,24 @@ async fn search_jobs(
     State(api): State<Api>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let name = q.get("name").cloned().unwrap_or_default().to_lowercase();
-    let command = q.get("command").cloned().unwrap_or_default().to_lowercase();
+    let search = Search::parse(&q).map_err(invalid)?;
     let jobs = api
         .batch()?
         .call(move |core, _| {
-            core.jobs()
-                .filter(|j| j.job.name.to_lowercase().contains(&name))
-                .filter(|j| j.job.command.to_lowercase().contains(&command))
+            search
+                .run(core)
+                .into_iter()
                 .map(|j| job_json(j, core))
                 .collect::<Vec<_>>()
         })
         .await
         .map_err(unavailable)?;
     Ok(Json(Value::Array(jobs)))
+}
+
+/// `GET /scheduler/leader`: `{"leader": "host:port"}` (empty while none is known).
+async fn leader(State(api): State<Api>) -> Json<Value> {
+    Json(json!({ "leader": api.leadership.leader().unwrap_or_default() }))
 }
 
 async fn run_now(State(api): State<Api>, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
@@ -258,15 +261,6 @@ async fn mark_success(
         .map_err(unavailable)?
         .map_err(ApiError::from_batch)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn status_name(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Running => "running",
-        RunStatus::Succeeded => "success",
-        RunStatus::Failed => "failure",
-        RunStatus::Skipped => "skipped",
-    }
 }
 
 fn run_json(r: &Run, framework_id: &str) -> Value {
@@ -316,32 +310,6 @@ async fn runs(State(api): State<Api>, Path(name): Path<String>) -> Result<Json<V
     Ok(Json(Value::Array(out)))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn histogram(mut d: Vec<f64>) -> Value {
-    d.sort_by(f64::total_cmp);
-    let mean = if d.is_empty() {
-        0.0
-    } else {
-        d.iter().sum::<f64>() / d.len() as f64
-    };
-    json!({
-        "75thPercentile": percentile(&d, 75.0),
-        "95thPercentile": percentile(&d, 95.0),
-        "98thPercentile": percentile(&d, 98.0),
-        "99thPercentile": percentile(&d, 99.0),
-        "median": percentile(&d, 50.0),
-        "mean": mean,
-        "count": d.len(),
-    })
-}
-
 async fn job_stat(
     State(api): State<Api>,
     Path(name): Path<String>,
@@ -351,27 +319,9 @@ async fn job_stat(
         .call(move |core, _| {
             core.job(&name)
                 .ok_or(BatchError::UnknownJob(name.clone()))?;
-            let history: Vec<Value> = core
-                .runs_of(&name)
-                .into_iter()
-                .flat_map(|r| r.tasks.iter().map(move |t| (r, t)))
-                .map(|(r, t)| {
-                    json!({
-                        "taskId": t.task_id,
-                        "jobName": r.job,
-                        "taskState": t.state,
-                        "slaveId": t.agent_id,
-                        "exitCode": t.exit_code,
-                        "elapsedTime": match (t.launched_at, t.finished_at) {
-                            (Some(a), Some(b)) => (b - a).num_milliseconds() as f64 / 1000.0,
-                            _ => 0.0,
-                        },
-                    })
-                })
-                .collect();
             Ok::<_, BatchError>(json!({
                 "histogram": histogram(core.durations(&name)),
-                "taskStatHistory": history,
+                "taskStatHistory": crate::wire::task_stat_history(core, &name),
             }))
         })
         .await
@@ -395,10 +345,12 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
             ))
         }
     };
+    // Slowest first, as Chronos sorts them.
     let out = api
         .batch()?
         .call(move |core, _| {
-            core.jobs()
+            let mut rows: Vec<(String, f64)> = core
+                .jobs()
                 .map(|j| {
                     let mut d = core.durations(&j.job.name);
                     d.sort_by(f64::total_cmp);
@@ -411,8 +363,12 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
                     } else {
                         percentile(&d, pct)
                     };
-                    json!({ "jobNameLabel": j.job.name, "time": time })
+                    (j.job.name.clone(), time)
                 })
+                .collect();
+            rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+            rows.into_iter()
+                .map(|(name, time)| json!({ "jobNameLabel": name, "time": time }))
                 .collect::<Vec<_>>()
         })
         .await
@@ -423,61 +379,30 @@ async fn stats(State(api): State<Api>, Path(p): Path<String>) -> Result<Json<Val
 async fn graph_csv(State(api): State<Api>) -> Result<Response, ApiError> {
     let csv = api
         .batch()?
-        .call(|core, _| {
-            let mut out = String::new();
-            for j in core.jobs() {
-                let last = core
-                    .runs_of(&j.job.name)
-                    .into_iter()
-                    .find(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::Failed))
-                    .map(|r| status_name(r.status))
-                    .unwrap_or("fresh");
-                let state = if core.is_running(&j.job.name) {
-                    "running"
-                } else {
-                    "idle"
-                };
-                out.push_str(&format!("node,{},{last},{state}\n", j.job.name));
-            }
-            for (p, c) in core.edges() {
-                out.push_str(&format!("link,{p},{c}\n"));
-            }
-            out
-        })
+        .call(|core, _| crate::wire::graph_csv(core))
         .await
         .map_err(unavailable)?;
-    Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain")], csv).into_response())
 }
 
-async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
+/// Chronos's Dropwizard JSON, or the Prometheus text format when the scraper asks for it.
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Result<Response, ApiError> {
     let launched = api.counters.tasks_launched.load(Ordering::Relaxed);
-    let text = api.batch()?.call(move |core, _| {
-            let mut running = 0;
-            let mut by_status = std::collections::BTreeMap::<&str, u64>::new();
-            let mut success = 0;
-            let mut error = 0;
-            for j in core.jobs() {
-                success += j.stats.success_count;
-                error += j.stats.error_count;
-                if core.is_running(&j.job.name) {
-                    running += 1;
-                }
-                for r in core.runs_of(&j.job.name) {
-                    *by_status.entry(status_name(r.status)).or_default() += 1;
-                }
-            }
-            let mut out = format!(
-                "# TYPE agora_batch_jobs gauge\nagora_batch_jobs {}\n# TYPE agora_batch_jobs_running gauge\nagora_batch_jobs_running {running}\n# TYPE agora_batch_runs_succeeded_total counter\nagora_batch_runs_succeeded_total {success}\n# TYPE agora_batch_runs_failed_total counter\nagora_batch_runs_failed_total {error}\n# TYPE agora_batch_tasks_launched_total counter\nagora_batch_tasks_launched_total {launched}\n# TYPE agora_batch_runs_in_history gauge\n",
-                core.jobs().count()
-            );
-            for (s, n) in by_status {
-                out.push_str(&format!("agora_batch_runs_in_history{{status=\"{s}\"}} {n}\n"));
-            }
-            out
-        })
+    let totals = api
+        .batch()?
+        .call(move |core, _| Totals::of(core, launched))
         .await
         .map_err(unavailable)?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    Ok(if crate::wire::wants_prometheus(accept) {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            totals.prometheus(),
+        )
+            .into_response()
+    } else {
+        Json(totals.dropwizard()).into_response()
+    })
 }
 
 impl From<BatchError> for crate::http::ApiError {

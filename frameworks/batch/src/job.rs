@@ -134,7 +134,8 @@ pub struct Job {
     pub mem: f64,
     #[serde(default = "default_disk")]
     pub disk: f64,
-    #[serde(default)]
+    /// Absent (never `null`) in replies: clients that check a container's fields choke on null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
     #[serde(default)]
     pub environment_variables: Vec<NameValue>,
@@ -146,6 +147,9 @@ pub struct Job {
     pub uris: Vec<String>,
     #[serde(default)]
     pub owner: String,
+    /// Chronos's human-readable name of the owner.
+    #[serde(default)]
+    pub owner_name: String,
     #[serde(default)]
     pub description: String,
     /// Beyond Chronos: tasks run at once in a run.
@@ -332,6 +336,7 @@ impl Job {
             limits::MAX_STRING,
         );
         too_long(&mut bad, "/owner", &self.owner, limits::MAX_STRING);
+        too_long(&mut bad, "/ownerName", &self.owner_name, limits::MAX_STRING);
         too_long(
             &mut bad,
             "/description",
@@ -655,6 +660,7 @@ mod tests {
                 vec![many(1025, json!("a")), many(2, big(40_000))],
             ),
             ("/owner", big(100), vec![big(limits::MAX_STRING + 1)]),
+            ("/ownerName", big(100), vec![big(limits::MAX_STRING + 1)]),
             (
                 "/container/image",
                 json!("busybox"),

@@ -9,12 +9,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod basic_auth;
 pub mod core;
 pub mod handle;
 pub mod http;
 pub mod job;
 pub mod schedule;
 pub mod service;
+pub mod wire;
 
 pub use service::{run, start, BatchConfig, RunningBatch};
 

@@ -420,7 +420,7 @@ impl Actor {
                 claims.remove(i);
             }
             if tasks.is_empty() {
-                let _ = self.fw.decline(&[offer.id.clone()], 5.0).await;
+                let _ = self.fw.decline(std::slice::from_ref(&offer.id), 5.0).await;
                 continue;
             }
             let ids: Vec<String> = tasks.iter().map(|t| t.task_id.clone()).collect();

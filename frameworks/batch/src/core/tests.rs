@@ -246,10 +246,6 @@ fn bad_jobs_and_unknown_names_are_refused_without_changes() {
     )
     .expect("c");
     assert!(matches!(
-        core.delete_job("p", t(0)),
-        Err(BatchError::HasChildren { .. })
-    ));
-    assert!(matches!(
         core.put_job(
             job(r#"{"name":"p","command":"true","schedule":"R1//PT1H"}"#),
             false,
@@ -480,4 +476,154 @@ fn hostile_values_in_saved_state_never_panic_or_hang_the_core() {
         seconds: 0,
     };
     assert_eq!(p.after(DateTime::<Utc>::MAX_UTC), None);
+}
+
+#[test]
+fn an_occurrence_missed_by_less_than_the_epsilon_still_runs_when_the_job_is_added() {
+    let mut core = BatchCore::default();
+    // Posted half a second after its start (the client's "now" is whole seconds).
+    let now = t(0) + ChronoDuration::milliseconds(500);
+    core.put_job(
+        job(r#"{"name":"now","command":"true","schedule":"R/2026-11-24T12:00:00Z/PT10M","epsilon":"PT30S"}"#),
+        false,
+        now,
+    )
+    .expect("add");
+    assert_eq!(core.job("now").expect("job").next_at, Some(t(0)));
+    core.tick(now);
+    assert_eq!(core.claim_launches(10, now).len(), 1, "the due run starts");
+    assert_eq!(core.job("now").expect("job").next_at, Some(t(600)));
+    // Missed by more than the epsilon: the next occurrence is the first.
+    core.put_job(
+        job(r#"{"name":"late","command":"true","schedule":"R/2026-11-24T12:00:00Z/PT10M","epsilon":"PT30S"}"#),
+        false,
+        t(31),
+    )
+    .expect("add");
+    assert_eq!(core.job("late").expect("job").next_at, Some(t(600)));
+    core.tick(t(31));
+    assert!(core
+        .claim_launches(10, t(31))
+        .iter()
+        .all(|l| l.job.name != "late"));
+    assert!(core.runs_of("late").is_empty(), "nothing skipped either");
+}
+
+#[test]
+fn a_killed_runs_task_records_how_it_ended_without_changing_the_run() {
+    let mut core = BatchCore::default();
+    core.put_job(
+        job(r#"{"name":"long","command":"sleep 60","schedule":"R//PT1H","retries":0}"#),
+        false,
+        t(0),
+    )
+    .expect("add");
+    core.run_now("long", t(0)).expect("run");
+    let l = core.claim_launches(10, t(0));
+    let id = l[0].task_id.clone();
+    core.on_update(&id, "TASK_RUNNING", None, "a1", "", t(1));
+    let kills = core
+        .kill_job("long", "killed on request", t(2))
+        .expect("kill");
+    assert_eq!(kills, vec![Effect::Kill(id.clone())]);
+    // A late RUNNING is killed again; the KILLED that follows is recorded.
+    assert_eq!(
+        core.on_update(&id, "TASK_RUNNING", None, "a1", "", t(3)),
+        vec![Effect::Kill(id.clone())]
+    );
+    assert!(core
+        .on_update(&id, "TASK_KILLED", None, "a1", "killed", t(4))
+        .is_empty());
+    let run = core.runs_of("long")[0].clone();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.reason, "killed on request");
+    assert_eq!(run.tasks[0].state, "TASK_KILLED");
+    assert_eq!(run.tasks[0].finished_at, Some(t(4)));
+    // A terminal task stays as it ended.
+    assert_eq!(
+        core.on_update(&id, "TASK_RUNNING", None, "a1", "", t(5)),
+        vec![Effect::Kill(id.clone())]
+    );
+    assert_eq!(core.runs_of("long")[0].tasks[0].state, "TASK_KILLED");
+    let st = core.job("long").expect("job");
+    assert_eq!((st.stats.error_count, st.stats.success_count), (1, 0));
+    assert!(core.live_tasks().is_empty());
+}
+
+#[test]
+fn a_deleted_jobs_children_take_its_place_as_in_chronos() {
+    let mut core = BatchCore::default();
+    for j in [
+        r#"{"name":"root","command":"true","schedule":"R/2026-11-24T13:00:00Z/PT1H","scheduleTimeZone":"UTC"}"#,
+        r#"{"name":"other","command":"true","schedule":"R//PT1H"}"#,
+        r#"{"name":"mid","command":"true","parents":["root"]}"#,
+        r#"{"name":"leaf","command":"true","parents":["mid","other"]}"#,
+        r#"{"name":"only","command":"true","parents":["mid"]}"#,
+    ] {
+        core.put_job(job(j), false, t(0)).expect("add");
+    }
+    // A dependent job goes: its children get its parents instead.
+    core.delete_job("mid", t(1)).expect("delete mid");
+    assert_eq!(
+        core.job("leaf").expect("leaf").job.parents,
+        ["other", "root"]
+    );
+    assert_eq!(core.job("only").expect("only").job.parents, ["root"]);
+    // A scheduled job goes: a child it was the only parent of runs on its schedule; one with
+    // other parents only loses it.
+    core.delete_job("root", t(2)).expect("delete root");
+    let only = core.job("only").expect("only");
+    assert!(only.job.parents.is_empty());
+    assert_eq!(only.job.schedule, "R/2026-11-24T13:00:00Z/PT1H");
+    assert_eq!(only.job.schedule_time_zone, "UTC");
+    assert_eq!(only.next_at, Some(t(3600)));
+    assert_eq!(core.job("leaf").expect("leaf").job.parents, ["other"]);
+    assert_eq!(core.edges(), [("other".to_string(), "leaf".to_string())]);
+    // It runs on that schedule.
+    core.tick(t(3600));
+    assert!(core
+        .claim_launches(10, t(3600))
+        .iter()
+        .any(|l| l.job.name == "only"));
+}
+
+#[test]
+fn a_delete_whose_children_cannot_take_its_place_changes_nothing() {
+    let mut core = BatchCore::default();
+    let parents: Vec<String> = (0..65).map(|i| format!("p{i}")).collect();
+    for p in &parents {
+        core.put_job(
+            job(&format!(
+                r#"{{"name":"{p}","command":"true","schedule":"R//PT1H"}}"#
+            )),
+            false,
+            t(0),
+        )
+        .expect("parent");
+    }
+    core.put_job(
+        job(r#"{"name":"mid","command":"true","parents":["p63","p64"]}"#),
+        false,
+        t(0),
+    )
+    .expect("mid");
+    // 64 parents (p0…p62 and mid), the most a job may have: taking mid's place would need 65.
+    let mut child_parents: Vec<String> = parents[..63].to_vec();
+    child_parents.push("mid".into());
+    let child = format!(
+        r#"{{"name":"child","command":"true","parents":{}}}"#,
+        serde_json::to_string(&child_parents).expect("json")
+    );
+    core.put_job(job(&child), false, t(0))
+        .expect("child with 64 parents");
+    core.run_now("mid", t(0)).expect("run");
+    let before = core.runs_of("mid").len();
+    assert!(matches!(
+        core.delete_job("mid", t(1)),
+        Err(BatchError::HasChildren { .. })
+    ));
+    assert!(core.job("mid").is_some());
+    assert_eq!(core.job("child").expect("child").job.parents, child_parents);
+    assert_eq!(core.runs_of("mid").len(), before);
+    assert!(core.is_running("mid"), "its run was not killed");
 }
