@@ -26,7 +26,9 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("--json prints JSON")
 }
 
-fn start_local(dir: &std::path::Path, port: u16, name: &str, services: u16) -> Process {
+/// `agora local` with 2 native agents on `port`, its services API on `services` (the services
+/// web UI test starts it too).
+pub(crate) fn start_local(dir: &std::path::Path, port: u16, name: &str, services: u16) -> Process {
     let args: Vec<String> = [
         "local",
         "--port",

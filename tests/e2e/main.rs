@@ -3,6 +3,7 @@
 
 mod batch;
 mod bench;
+mod browser;
 mod cli;
 mod compose;
 mod doors;
@@ -17,5 +18,6 @@ mod python;
 mod sdk;
 mod security;
 mod services;
+mod services_ui;
 mod tls;
 mod ui;

@@ -128,6 +128,8 @@ pub fn router(
         ))
         .with_state(Api { leadership, me });
     agora_net::http_auth::protect(routes, api_token, "services", OPEN_PATHS)
+        // ui: the web UI's page and assets, open to all (they hold no data; the page sends the token).
+        .merge(crate::ui::routes())
 }
 
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {

@@ -14,6 +14,7 @@ pub mod handle;
 pub mod http;
 pub mod launch;
 pub mod service;
+pub mod ui;
 
 pub use service::{run, start, RunningServices, ServicesConfig};
 
