@@ -5,6 +5,7 @@
 //! second test runs `agora services --api-token-file`: the page asks for the token, keeps it for
 //! the tab, and works with it.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -151,6 +152,39 @@ async fn the_services_ui_creates_scales_refuses_and_destroys_an_app() {
         .collect();
     expected.sort();
     assert_eq!(links, json!(expected), "the tasks' host:port links");
+
+    // Restart from the app's page: both tasks are replaced by new ones.
+    let before: HashSet<String> = running(&v["app"])
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect();
+    b.click(r#"#app-page button[data-act="restart"]"#).await;
+    b.click("#action-submit").await;
+    eventually(
+        "the restart to replace both tasks",
+        Duration::from_secs(60),
+        || async {
+            let (_, v) = get(&app_url, None).await;
+            let now: HashSet<String> = running(&v["app"])
+                .iter()
+                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                .collect();
+            let done = v["app"]["deployments"]
+                .as_array()
+                .is_some_and(|d| d.is_empty());
+            (done && now.len() == 2 && now.is_disjoint(&before)).then_some(())
+        },
+    )
+    .await;
+    b.wait_for(
+        "the new tasks on the page",
+        &format!(
+            "{} === 2 && ![...document.querySelectorAll('#tasks-table code')].some((c) => {}.includes(c.textContent))",
+            count("#tasks-table .pill.TASK_RUNNING"),
+            serde_json::to_string(&before).expect("ids")
+        ),
+    )
+    .await;
 
     // A refused app: its error is listed beside the editor, and its key is marked in it.
     let bad = json!({ "id": "/shop/ui-bad", "cmd": "sleep 600", "cpus": -1, "mem": 32 });
@@ -319,6 +353,30 @@ async fn the_services_ui_asks_for_the_api_token_and_keeps_it_for_the_tab() {
         r##"[...document.querySelectorAll("#queue-table a")].some((a) => a.textContent === "/tok-app")"##,
     )
     .await;
+    // Suspend from the queue's app: its deployment (waiting for offers that never come) holds
+    // it, so the API answers 409 and the panel offers `force`; with it, the app is scaled to 0
+    // and leaves the queue.
+    b.click(r#"#queue-table a"#).await;
+    b.click(r#"#app-page button[data-act="suspend"]"#).await;
+    b.click("#action-submit").await;
+    b.wait_for(
+        "the lock and the force option",
+        "!document.getElementById('action-force-label').hidden && document.getElementById('action-message').textContent.includes('locked')",
+    )
+    .await;
+    b.click("#action-force").await;
+    b.click("#action-submit").await;
+    b.wait_for(
+        "the app suspended",
+        "document.querySelector('#app-page .pill.Suspended') !== null && document.getElementById('count-queue').textContent === ''",
+    )
+    .await;
+    let (_, v) = get(
+        &format!("{url}/v2/apps/tok-app"),
+        Some("services-ui-secret"),
+    )
+    .await;
+    assert_eq!(v["app"]["instances"], 0, "{v}");
     // The token outlives a reload of the tab.
     b.open(&format!("{url}/ui/#/apps")).await;
     b.wait_for(
@@ -326,11 +384,15 @@ async fn the_services_ui_asks_for_the_api_token_and_keeps_it_for_the_tab() {
         r#"document.querySelector('tr[data-app="/tok-app"]') !== null && document.getElementById('token-form').hidden"#,
     )
     .await;
-    // Only the 401s of the first load, before the token was given, are errors.
+    // The only failed requests the browser may log: the 401s of the first load, before the
+    // token was given, and the 409 of the locked app.
     let unexpected: Vec<&String> = b
         .errors
         .iter()
-        .filter(|e| !(e.starts_with("network:") && e.contains("status of 401")))
+        .filter(|e| {
+            !(e.starts_with("network:")
+                && (e.contains("status of 401") || e.contains("status of 409")))
+        })
         .collect();
     assert!(
         unexpected.is_empty(),
