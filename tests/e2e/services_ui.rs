@@ -400,3 +400,114 @@ async fn the_services_ui_asks_for_the_api_token_and_keeps_it_for_the_tab() {
     );
     b.close().await;
 }
+
+/// The page's pure helpers, run in the browser on inputs the other tests do not reach: where a
+/// refused path is in the pasted text (JSON pointers and Marathon's `name(0)` paths, escaped
+/// keys, strings holding brackets, text cut short), the group tree of nested ids, and the queue's
+/// reasons in Marathon's `processedOffersSummary` / `lastUnusedOffers` shapes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_services_ui_locates_refused_paths_groups_apps_and_explains_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let port = free_port();
+    let args: Vec<String> = [
+        "services",
+        "--master",
+        &master.address(),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.path().join("services").display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _services = Process::spawn("services", &args, dir.path());
+    let url = format!("http://127.0.0.1:{port}");
+    eventually("the services API", Duration::from_secs(30), || async {
+        reqwest::get(format!("{url}/ping")).await.ok().map(|_| ())
+    })
+    .await;
+    let mut b = Browser::start(dir.path()).await;
+    b.open(&format!("{url}/ui/")).await;
+    b.wait_for("the first refresh", "data !== null").await;
+
+    // [pasted text, path as the API gives it, the text marked for it]
+    let cases = json!([
+        [r#"{"cpus": -1}"#, "/cpus", r#""cpus""#],
+        [r#"{"a": {"b": [1, {"c": 2}]}}"#, "/a/b/1/c", r#""c""#],
+        [
+            r#"{"healthChecks": [{"path": 1}]}"#,
+            "/healthChecks(0)/path",
+            r#""path""#
+        ],
+        [r#"{"x": [true, false]}"#, "/x/1", "false"],
+        [r#"{"a/b": 1, "t~": 2}"#, "/a~1b", r#""a/b""#],
+        [r#"{"a/b": 1, "t~": 2}"#, "/t~0", r#""t~""#],
+        [r#"{"cmd": "echo \"}{\"", "mem": 1}"#, "/mem", r#""mem""#],
+        [r#"{"env": {"A": 1}}"#, "/env/B", r#""env""#],
+        [r#"{"mem": 1, "cpus": [1, 2"#, "/mem", r#""mem""#],
+        [r#"{"mem": 1}"#, "/", ""],
+    ]);
+    for case in cases.as_array().expect("cases") {
+        let (text, path, marked) = (&case[0], &case[1], case[2].as_str().unwrap_or(""));
+        let got = b
+            .eval(&format!(
+                "(() => {{ const text = {text}; let p = pointerOf({path}); const at = locate(text);
+                   while (p && !at.has(p)) p = p.slice(0, p.lastIndexOf('/'));
+                   return p ? text.slice(...at.get(p)) : ''; }})()"
+            ))
+            .await;
+        assert_eq!(got, marked, "{text} at {path}");
+    }
+
+    let rows = b
+        .eval(
+            r#"(() => { const apps = ["/e", "/a/d", "/a/b/c", "/a/b/f"].map((id) => ({ id, instances: 1, tasksRunning: 1, tasksStaged: 0, tasksHealthy: 0, healthChecks: [], deployments: [] }));
+                const t = document.createElement("div"); t.innerHTML = appsTree(apps);
+                return [...t.querySelectorAll("tbody tr")].map((r) => (r.dataset.group ? "group " + r.dataset.group + " " + r.cells[1].textContent : r.dataset.app)); })()"#,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            "group /a 3 apps",
+            "group /a/b 2 apps",
+            "/a/b/c",
+            "/a/b/f",
+            "/a/d",
+            "/e"
+        ])
+    );
+
+    let reasons = b
+        .eval(
+            r#"(() => { const t = document.createElement("div"); t.innerHTML = queueReasons({
+                count: 1, delay: { timeLeftSeconds: 0, overdue: true },
+                processedOffersSummary: { processedOffersCount: 3, unusedOffersCount: 3, lastUnusedOfferAt: "2026-12-01T10:00:00.000Z",
+                  rejectSummaryLastOffers: [{ reason: "UnfulfilledRole", declined: 0, processed: 3 }, { reason: "InsufficientMemory", declined: 3, processed: 3 }] },
+                lastUnusedOffers: [{ offer: { id: "o1", agentId: "s1", hostname: "node-7" }, timestamp: "2026-12-01T10:00:00.000Z", reason: ["InsufficientMemory", "InsufficientPorts"] }] });
+                return t.textContent; })()"#,
+        )
+        .await;
+    let reasons = reasons.as_str().unwrap_or("");
+    for expected in [
+        "3 offers processed, 3 unused",
+        "Insufficient Memory33",
+        "node-7 2026-12-01 10:00:00 UTC: Insufficient Memory, Insufficient Ports",
+    ] {
+        assert!(
+            reasons.contains(expected),
+            "{expected:?} not in {reasons:?}"
+        );
+    }
+    assert!(!reasons.contains("Unfulfilled Role"), "{reasons}");
+    assert!(
+        b.errors.is_empty(),
+        "the page logged errors: {:#?}",
+        b.errors
+    );
+    b.close().await;
+}
