@@ -42,6 +42,43 @@ fn count(sel: &str) -> String {
     )
 }
 
+/// `agora services` against `master` with `extra` flags, once its API answers `/ping` (open with
+/// or without a token); the process and its URL.
+async fn start_services(
+    dir: &std::path::Path,
+    master: &Master,
+    extra: &[&str],
+) -> (Process, String) {
+    let port = free_port();
+    let work_dir = dir.join("services").display().to_string();
+    let port_arg = port.to_string();
+    let address = master.address();
+    let mut args = vec![
+        "services",
+        "--master",
+        &address,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port_arg,
+        "--work-dir",
+        &work_dir,
+    ];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let process = Process::spawn("services", &args, dir);
+    let url = format!("http://127.0.0.1:{port}");
+    eventually("the services API", Duration::from_secs(30), || async {
+        reqwest::get(format!("{url}/ping"))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+    (process, url)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_services_ui_creates_scales_refuses_and_destroys_an_app() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -286,28 +323,11 @@ async fn the_services_ui_asks_for_the_api_token_and_keeps_it_for_the_tab() {
     let master = Master::start(dir.path(), &[]).await;
     let token_file = dir.path().join("services-token");
     std::fs::write(&token_file, "services-ui-secret\n").expect("write token");
-    let port = free_port();
-    let args: Vec<String> = [
-        "services",
-        "--master",
-        &master.address(),
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &dir.path().join("services").display().to_string(),
-        "--api-token-file",
-        &token_file.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _services = Process::spawn("services", &args, dir.path());
-    let url = format!("http://127.0.0.1:{port}");
-    eventually("the services API", Duration::from_secs(30), || async {
-        reqwest::get(format!("{url}/ping")).await.ok().map(|_| ())
-    })
+    let (_services, url) = start_services(
+        dir.path(),
+        &master,
+        &["--api-token-file", &token_file.display().to_string()],
+    )
     .await;
     let (status, _) = get(&format!("{url}/v2/apps"), None).await;
     assert_eq!(status, 401, "the API is open without its token");
@@ -409,27 +429,7 @@ async fn the_services_ui_asks_for_the_api_token_and_keeps_it_for_the_tab() {
 async fn the_services_ui_locates_refused_paths_groups_apps_and_explains_the_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
     let master = Master::start(dir.path(), &[]).await;
-    let port = free_port();
-    let args: Vec<String> = [
-        "services",
-        "--master",
-        &master.address(),
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &dir.path().join("services").display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _services = Process::spawn("services", &args, dir.path());
-    let url = format!("http://127.0.0.1:{port}");
-    eventually("the services API", Duration::from_secs(30), || async {
-        reqwest::get(format!("{url}/ping")).await.ok().map(|_| ())
-    })
-    .await;
+    let (_services, url) = start_services(dir.path(), &master, &[]).await;
     let mut b = Browser::start(dir.path()).await;
     b.open(&format!("{url}/ui/")).await;
     b.wait_for("the first refresh", "data !== null").await;
