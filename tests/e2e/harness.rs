@@ -19,6 +19,16 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `agora local` binds its agents to fixed addresses (`127.0.0.N:5051`), so two cannot run at
+/// once: a test that starts one holds this for its whole run. (A test that panicked leaves it
+/// poisoned; the next one takes it anyway.)
+pub fn one_local_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Polls `check` every 50 ms until it returns `Some` or `within` passes.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
