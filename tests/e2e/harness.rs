@@ -20,13 +20,10 @@ pub fn free_port() -> u16 {
 }
 
 /// `agora local` binds its agents to fixed addresses (`127.0.0.N:5051`), so two cannot run at
-/// once: a test that starts one holds this for its whole run. (A test that panicked leaves it
-/// poisoned; the next one takes it anyway.)
-pub fn one_local_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// once: a test that starts one holds this for its whole run (a panic releases it).
+pub async fn one_local_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCAL.lock().await
 }
 
 /// Polls `check` every 50 ms until it returns `Some` or `within` passes.

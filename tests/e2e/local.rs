@@ -52,7 +52,7 @@ pub(crate) fn start_local(dir: &std::path::Path, port: u16, name: &str, services
 
 #[tokio::test(flavor = "multi_thread")]
 async fn local_cluster_runs_tasks_shows_them_in_the_cli_and_recovers_after_a_restart() {
-    let _alone = crate::harness::one_local_cluster_at_a_time();
+    let _alone = crate::harness::one_local_cluster_at_a_time().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let master = format!("127.0.0.1:{port}");

@@ -81,7 +81,7 @@ async fn start_services(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_services_ui_creates_scales_refuses_and_destroys_an_app() {
-    let _alone = crate::harness::one_local_cluster_at_a_time();
+    let _alone = crate::harness::one_local_cluster_at_a_time().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let services_port = free_port();
