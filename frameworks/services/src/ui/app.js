@@ -164,7 +164,7 @@ function appPage(id) {
     </dl>
     <div class="panel actions">${actionButtons(app.id)}</div></section>
     <section><h2>Tasks</h2>${tasksTable(app)}</section>
-    <section><details><summary>Definition (JSON)</summary><pre>${esc(JSON.stringify(config, null, 2))}</pre></details></section>`;
+    <section><details class="definition"><summary>Definition (JSON)</summary><pre>${esc(JSON.stringify(config, null, 2))}</pre></details></section>`;
 }
 
 function deploymentsPage() {
@@ -233,7 +233,32 @@ function render() {
   else if (view === "deployments") html = deploymentsPage();
   else if (view === "queue") html = queuePage();
   else if (view !== "create") html = `<section><h2>Apps</h2>${appsTree(data.apps)}</section>`;
-  $("view").innerHTML = html;
+  replaceView(html);
+}
+
+// Replaces #view only when what it shows changed, keeping the keyboard focus (a button is found
+// again by its action and app or deployment) and the open <details>, so that the live refresh
+// does not throw a keyboard or screen reader user back to the top every two seconds.
+let shown = null;
+let definitionOpen = false;
+function replaceView(html) {
+  if (html === shown) return;
+  shown = html;
+  const view = $("view");
+  const f = document.activeElement;
+  const key = f && view.contains(f) && f.dataset
+    ? ["act", "app", "deployment"].filter((k) => f.dataset[k] !== undefined).map((k) => `[data-${k}="${CSS.escape(f.dataset[k])}"]`).join("") || (f.getAttribute("href") ? `a[href="${CSS.escape(f.getAttribute("href"))}"]` : "")
+    : "";
+  view.innerHTML = html;
+  const d = view.querySelector("details.definition");
+  if (d) {
+    d.open = definitionOpen;
+    d.addEventListener("toggle", () => { definitionOpen = d.open; });
+  }
+  if (key) {
+    const again = view.querySelector(key);
+    if (again) again.focus();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
