@@ -20,13 +20,22 @@ use crate::error::MasterError;
 use crate::node::Node;
 
 /// Paths anyone may call when the API requires a token: health checks and the web UI's page
-/// (the page itself asks for the token and sends it on its fetches).
-pub const OPEN_PATHS: &[&str] = &["/", "/health"];
+/// and the script and stylesheet it shares with the services UI (the page itself asks for the
+/// token and sends it on its fetches).
+pub const OPEN_PATHS: &[&str] = &["/", "/health", "/common.js", "/common.css"];
 
 /// The HTTP routes; with `api_token`, all but [`OPEN_PATHS`] require it.
 pub fn router(node: Arc<Node>, api_token: Option<agora_net::http_auth::ApiToken>) -> Router {
     let routes = Router::new()
         .route("/", get(ui))
+        .route(
+            "/common.js",
+            get(|| async { agora_net::web_ui::common_js() }),
+        )
+        .route(
+            "/common.css",
+            get(|| async { agora_net::web_ui::common_css() }),
+        )
         .route("/health", get(|| async { "ok" }))
         .route("/state", get(state))
         .route("/api/v1/state", get(state))

@@ -4,7 +4,9 @@
 //!   caller presented a verified certificate.
 //! - [`http_auth`]: the bearer-token middleware every HTTP API shares, reading secret files
 //!   (`--api-token-file`) and comparing secrets in constant time.
+//! - [`web_ui`]: the script and stylesheet the master's and the services framework's web UIs share.
 #![forbid(unsafe_code)]
 
 pub mod http_auth;
 pub mod tls;
+pub mod web_ui;

@@ -241,6 +241,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "  services (Marathon)     http://{}/v2/apps",
         services.address
     );
+    println!("  services web UI         http://{}/ui/", services.address);
     println!(
         "  batch jobs (Chronos)    http://{}/v1/scheduler/jobs",
         batch.address

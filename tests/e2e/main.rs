@@ -3,6 +3,7 @@
 
 mod batch;
 mod bench;
+mod browser;
 mod chronos_client;
 mod cli;
 mod compose;
@@ -23,6 +24,7 @@ mod sdk;
 mod security;
 mod service_ports;
 mod services;
+mod services_ui;
 mod stops;
 mod tls;
 mod ui;

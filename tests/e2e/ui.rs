@@ -1,23 +1,9 @@
 //! The master's web UI in a real browser (Debian's headless Chromium, installed by `scripts/test`):
 //! the page loads, shows the agents and a running task, and logs no console errors.
 
-use agora_proto::v1::TaskState;
-use std::process::Command;
-
+use crate::browser::{console_errors, dump_dom};
 use crate::harness::{shell_task, Agent, Master, TestFramework};
-
-fn chromium() -> String {
-    for c in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new("which")
-            .arg(c)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return c.to_string();
-        }
-    }
-    panic!("no headless Chromium found: `apt-get install chromium` (scripts/test does)");
-}
+use agora_proto::v1::TaskState;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_web_ui_shows_agents_and_running_tasks_without_console_errors() {
@@ -58,14 +44,8 @@ async fn the_web_ui_shows_agents_and_running_tasks_without_console_errors() {
         "the framework is not on the page:\n{dom}"
     );
     assert!(dom.contains(NO_ERROR), "the page shows an error:\n{dom}");
-    let console_errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CONSOLE") && (l.contains("Error") || l.contains("Uncaught")))
-        .collect();
-    assert!(
-        console_errors.is_empty(),
-        "console errors: {console_errors:#?}"
-    );
+    let errors = console_errors(&log);
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
     drop(fw);
 }
 
@@ -101,45 +81,6 @@ async fn the_web_ui_takes_the_api_token_from_the_address_once() {
         dom.contains("leader 127.0.0.1:"),
         "the page did not load the state:\n{dom}"
     );
-    let console_errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("CONSOLE") && (l.contains("Error") || l.contains("Uncaught")))
-        .collect();
-    assert!(
-        console_errors.is_empty(),
-        "console errors: {console_errors:#?}"
-    );
-}
-
-/// Loads `url` in headless Chromium with a fresh profile; the DOM after scripts ran, and the
-/// browser's log.
-async fn dump_dom(url: String, profile: std::path::PathBuf) -> (String, String) {
-    let browser = chromium();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--enable-logging=stderr",
-                "--v=0",
-                &format!("--user-data-dir={}", profile.display()),
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                &url,
-            ])
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("chromium runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let errors = console_errors(&log);
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

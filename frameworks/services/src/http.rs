@@ -151,6 +151,8 @@ pub fn router(
         ))
         .with_state(Api { leadership, me });
     agora_net::http_auth::protect(routes, api_token, "services", OPEN_PATHS)
+        // ui: the web UI's page and assets, open to all (they hold no data; the page sends the token).
+        .merge(crate::ui::routes())
 }
 
 /// A boolean query parameter as Marathon (JAX-RS) reads it: `true` in any case (Python clients

@@ -17,6 +17,7 @@ pub mod launch;
 pub mod offer_stats;
 pub mod ports;
 pub mod service;
+pub mod ui;
 pub mod wire;
 
 pub use ports::PortRange;
