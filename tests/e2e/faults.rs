@@ -400,6 +400,8 @@ async fn assert_consistent(
 struct Cluster {
     systemd: Systemd,
     master_ports: Vec<u16>,
+    /// The masters' ZooKeeper URL (every agent's and framework's `--master`).
+    masters_zk: String,
     agents: Vec<Agent>,
     services: Api,
     batch: Api,
@@ -454,6 +456,7 @@ impl Cluster {
         let c = Cluster {
             systemd,
             master_ports,
+            masters_zk: masters_zk.clone(),
             agents,
             services: Api::on(sp),
             batch: Api::on(bp),
@@ -1107,4 +1110,178 @@ async fn a_frozen_agent_s_tasks_are_replaced_and_the_surplus_killed_when_it_thaw
         .await;
     let v = assert_consistent(c.master.port, &c.agent_refs(), Some(&c.services), None).await;
     assert_eq!(v.master.len(), 2, "two tasks run, not three: {v:#?}");
+}
+
+impl Systemd {
+    /// `kill -SIG` of the unit called `name` (a planned stop: `systemctl restart` sends TERM).
+    fn signal(&self, name: &str, sig: &str) {
+        let units = self.units.lock().expect("units");
+        let u = units
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("no unit {name}"));
+        u.process.signal(sig);
+    }
+
+    fn restarts_of(&self, name: &str) -> u32 {
+        self.restarts()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, r)| r)
+    }
+}
+
+/// A rolling upgrade as an operator makes one (docs/deploy.md §6), with `systemctl restart`
+/// (SIGTERM, then a start): every master one at a time (standbys first, the leader last), then
+/// the frameworks, then the agents, under load. No task is lost or relaunched, the batch run is
+/// not duplicated, and each master step leaves the cluster without a leader for at most ~2 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_restart_of_every_component_loses_and_relaunches_nothing() {
+    let mut c = Cluster::start("rolling", &zk_servers(), 2).await;
+    c.systemd.enable(true);
+    let before = c.sleep_app("/load", 6).await;
+    c.running_job("long", "sleep 45").await;
+    let first_leader = c.leader(Duration::from_secs(5)).await;
+    let mut order: Vec<u16> = c
+        .master_ports
+        .iter()
+        .copied()
+        .filter(|p| *p != first_leader)
+        .collect();
+    order.push(first_leader);
+    let mut worst = Duration::ZERO;
+    for port in order {
+        let unit = format!("master-{port}");
+        let restarts = c.systemd.restarts_of(&unit);
+        let stopped_at = Instant::now();
+        c.systemd.signal(&unit, "TERM");
+        // Without a leader from the stop until one answers again (a standby's stop never
+        // leaves the cluster without one).
+        let mut leaderless = Duration::ZERO;
+        let mut since: Option<Instant> = None;
+        while c.systemd.restarts_of(&unit) == restarts
+            || one_leader(&c.master_ports).await.is_none()
+        {
+            match (one_leader(&c.master_ports).await, since) {
+                (None, None) => since = Some(Instant::now()),
+                (Some(_), Some(t)) => {
+                    leaderless += t.elapsed();
+                    since = None;
+                }
+                _ => {}
+            }
+            assert!(
+                stopped_at.elapsed() < Duration::from_secs(60),
+                "{unit} did not come back with a leader in the cluster"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Some(t) = since {
+            leaderless += t.elapsed();
+        }
+        eprintln!("{unit}: {leaderless:?} without a leader");
+        worst = worst.max(leaderless);
+        // The restarted master is back in the election (a standby) before the next one goes.
+        let back = port;
+        eventually(
+            "the restarted master to answer",
+            Duration::from_secs(30),
+            || async move {
+                reqwest::get(format!("http://127.0.0.1:{back}/health"))
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+    assert!(
+        worst <= Duration::from_secs(3),
+        "a master's planned stop left the cluster without a leader for {worst:?}"
+    );
+    let leader = c.leader(Duration::from_secs(10)).await;
+    // Everything follows the last leader before the frameworks go.
+    eventually(
+        "agents and frameworks on the leader",
+        Duration::from_secs(40),
+        || async {
+            let s = get_json(&format!("http://127.0.0.1:{leader}/state")).await?;
+            let agents = s["agents"]
+                .as_array()?
+                .iter()
+                .filter(|a| a["active"] == true)
+                .count();
+            let fws = s["frameworks"]
+                .as_array()?
+                .iter()
+                .filter(|f| f["connected"] == true)
+                .count();
+            (agents == c.agents.len() && fws == 2).then_some(())
+        },
+    )
+    .await;
+
+    for unit in [SERVICES, BATCH] {
+        let restarts = c.systemd.restarts_of(unit);
+        c.systemd.signal(unit, "TERM");
+        eventually(
+            &format!("{unit} restarted"),
+            Duration::from_secs(30),
+            || {
+                let again = c.systemd.restarts_of(unit) > restarts;
+                async move { again.then_some(()) }
+            },
+        )
+        .await;
+    }
+    eventually(
+        "both framework APIs back",
+        Duration::from_secs(40),
+        || async {
+            (c.services.up("/v2/apps").await && c.batch.up("/v1/scheduler/jobs").await)
+                .then_some(())
+        },
+    )
+    .await;
+
+    for i in 0..c.agents.len() {
+        let (name, port) = {
+            let a = &c.agents[i];
+            (format!("agent-{i}"), a.port)
+        };
+        let masters = c.masters_zk.clone();
+        c.agents[i].process.signal("TERM");
+        eventually(&format!("{name} stopped"), Duration::from_secs(20), || {
+            let s = c.agents[i].process.try_wait();
+            async move { s.map(|_| ()) }
+        })
+        .await;
+        let fresh = Agent::start_with(
+            c.dir.path(),
+            &name,
+            &masters,
+            "cpus:4;mem:2048;disk:4096;ports:[31000-31100]",
+            "native",
+            port,
+        );
+        let old = std::mem::replace(&mut c.agents[i], fresh);
+        drop(old);
+    }
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let after = eventually(
+        "the app settled with its tasks",
+        Duration::from_secs(40),
+        || app_settled(&c.services, "/load", 6),
+    )
+    .await;
+    assert_eq!(ids(&after, "id"), before, "no task relaunched");
+    c.job_succeeded_once("long", Duration::from_secs(60)).await;
+    assert_consistent(
+        leader,
+        &c.agent_refs(),
+        Some(&c.services),
+        Some((&c.batch, "long")),
+    )
+    .await;
 }
