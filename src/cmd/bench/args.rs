@@ -72,6 +72,11 @@ pub struct LoadArgs {
     /// tasks on the new leader. Tasks keep running until the end (`--task-seconds` is not used).
     #[arg(long, requires = "zk")]
     pub failover: bool,
+    /// How `--failover` stops the leader: `kill` (SIGKILL, a crash: the standby waits for the
+    /// session to expire) or `term` (SIGTERM, a planned stop as systemd makes it: the leader
+    /// leaves the election first).
+    #[arg(long, default_value = "kill", value_parser = ["kill", "term"])]
+    pub stop_signal: String,
     /// ZooKeeper for `--failover`, e.g. `zk://127.0.0.1:2181/agora-bench`; a random suffix is
     /// appended to the path so that every run starts from an empty registry.
     #[arg(long, env = "AGORA_BENCH_ZK")]

@@ -123,16 +123,28 @@ pub(super) async fn fail_over(
             victim.log_path.display()
         );
     }
+    let term = args.stop_signal == "term";
     eprintln!(
-        "bench: {} tasks running; killing the leader {leader} (SIGKILL)",
-        shared.running.load(Ordering::Relaxed)
+        "bench: {} tasks running; stopping the leader {leader} ({})",
+        shared.running.load(Ordering::Relaxed),
+        if term { "SIGTERM" } else { "SIGKILL" }
     );
     shared
         .killed_ns
         .store(shared.since_start_ns(), Ordering::Relaxed);
-    // tokio's start_kill sends SIGKILL: no goodbye to ZooKeeper or to the agents.
     victim.killed = true;
-    victim.child.start_kill().context("killing the leader")?;
+    if term {
+        // A planned stop: the master resigns from the election, then exits by itself.
+        let pid = victim.child.id().context("the leader's pid")?;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .context("kill -TERM")?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+    } else {
+        // tokio's start_kill sends SIGKILL: no goodbye to ZooKeeper or to the agents.
+        victim.child.start_kill().context("killing the leader")?;
+    }
     let _ = victim.child.wait().await;
     let mut why = None;
     let mut last = Instant::now();

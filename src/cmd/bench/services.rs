@@ -71,6 +71,7 @@ pub async fn run(args: ServicesBenchArgs) -> anyhow::Result<()> {
         master_log: args.log.clone(),
         json: args.json,
         failover: false,
+        stop_signal: "kill".into(),
         zk: None,
         zk_session_timeout: Duration::from_secs(4),
     };
