@@ -249,3 +249,135 @@ async fn kill_9_right_after_a_201_loses_no_acknowledged_app() {
         began.elapsed()
     );
 }
+
+/// docs/deploy.md §9 "Backup and restore", followed literally for a cluster without ZooKeeper:
+/// stop the master, services and batch (SIGTERM), copy `registry.json` and the two `state.json`,
+/// wipe their work dirs, put the copies back, start them: the apps, jobs, weights and agents are
+/// all there, and the tasks that ran through it were not relaunched.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_backup_and_restore_brings_back_apps_jobs_weights_and_agents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut master = Master::start_on(dir.path(), port, &[]).await;
+    let agent =
+        crate::harness::Agent::start(dir.path(), "agent-1", &master.address(), "cpus:2;mem:512");
+    let (sp, bp) = (free_port(), free_port());
+    let mut s = start("services", dir.path(), &master.address(), sp, "services").await;
+    let mut b = start("batch", dir.path(), &master.address(), bp, "batch").await;
+    let weights = format!("{}/api/v1/weights", master.url());
+    let put = reqwest::Client::new()
+        .put(&weights)
+        .body(r#"[{"role":"web","weight":3}]"#)
+        .send()
+        .await
+        .expect("PUT weights");
+    assert_eq!(put.status(), 204);
+    let mut sleeper = app("/kept");
+    sleeper["instances"] = json!(1);
+    assert_eq!(
+        post(&format!("{}/v2/apps", s.base), &sleeper)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        post(&format!("{}/v1/scheduler/iso8601", b.base), &job("nightly"))
+            .await
+            .status(),
+        204
+    );
+    let tasks_url = format!("{}/v2/tasks", s.base);
+    let running = eventually(
+        "the app's task running",
+        Duration::from_secs(30),
+        || async {
+            let t: Value = reqwest::get(&tasks_url).await.ok()?.json().await.ok()?;
+            let ids: Vec<String> = t["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                .collect();
+            (ids.len() == 1).then_some(ids)
+        },
+    )
+    .await;
+
+    // Back up: stop, copy the three files.
+    for p in [&s.process, &b.process, &master.process] {
+        p.signal("TERM");
+    }
+    for p in [&mut s.process, &mut b.process, &mut master.process] {
+        let status = eventually("a clean stop", Duration::from_secs(20), || {
+            let st = p.try_wait();
+            async move { st }
+        })
+        .await;
+        assert!(status.success(), "{status:?}");
+    }
+    let backup = dir.path().join("backup");
+    std::fs::create_dir_all(&backup).expect("backup dir");
+    let files = [
+        (master.work_dir.join("registry.json"), "registry.json"),
+        (dir.path().join("services/state.json"), "services.json"),
+        (dir.path().join("batch/state.json"), "batch.json"),
+    ];
+    for (from, name) in &files {
+        std::fs::copy(from, backup.join(name))
+            .unwrap_or_else(|e| panic!("back up {}: {e}", from.display()));
+    }
+    // Lose the machines' state, then restore it.
+    std::fs::remove_dir_all(&master.work_dir).expect("wipe");
+    std::fs::remove_dir_all(dir.path().join("services")).expect("wipe");
+    std::fs::remove_dir_all(dir.path().join("batch")).expect("wipe");
+    for (to, name) in &files {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("dir");
+        std::fs::copy(backup.join(name), to).expect("restore");
+    }
+
+    let master = Master::start_on(dir.path(), port, &[]).await;
+    let s = start("services", dir.path(), &master.address(), sp, "services-2").await;
+    let b = start("batch", dir.path(), &master.address(), bp, "batch-2").await;
+    let roles = get_json(&format!("{}/api/v1/roles", master.url())).await;
+    let web = roles["roles"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "web"))
+        .cloned()
+        .unwrap_or_else(|| panic!("role web after the restore: {roles}"));
+    assert_eq!(web["weight"], 3.0);
+    assert_eq!(app_ids(&s).await, vec!["/kept"]);
+    assert_eq!(job_names(&b).await, vec!["nightly"]);
+    let state_url = format!("{}/state", master.url());
+    eventually(
+        "the agent back with its task",
+        Duration::from_secs(60),
+        || async {
+            let st: Value = reqwest::get(&state_url).await.ok()?.json().await.ok()?;
+            let agents = st["agents"].as_array()?.len();
+            let tasks: Vec<String> = st["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                .collect();
+            (agents == 1 && tasks == running).then_some(())
+        },
+    )
+    .await;
+    let after = eventually("the app settled", Duration::from_secs(30), || async {
+        let t: Value = reqwest::get(&tasks_url).await.ok()?.json().await.ok()?;
+        let ids: Vec<String> = t["tasks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect();
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+    assert_eq!(
+        after, running,
+        "the task ran through the restore, not relaunched"
+    );
+    drop(agent);
+}
