@@ -64,18 +64,13 @@ async fn an_agent_destroys_containers_no_checkpoint_knows_and_cleanup_leaves_not
         "native",
         port,
     );
-    let b = Agent::start(dir.path(), "agent-b", &master.address(), "cpus:2;mem:512");
     let mut fw = TestFramework::subscribe(
         &master.address(),
         TestFramework::info("orphans", "*", 600.0),
     )
     .await;
-    let offer = loop {
-        let o = fw.next_offer().await;
-        if o.hostname == "agent-a" {
-            break o;
-        }
-    };
+    let offer = fw.next_offer().await;
+    assert_eq!(offer.hostname, "agent-a");
     fw.launch(
         &offer,
         vec![shell_task("sleeper", "sleep 300", "cpus:0.1;mem:32")],
@@ -83,6 +78,13 @@ async fn an_agent_destroys_containers_no_checkpoint_knows_and_cleanup_leaves_not
     .await
     .expect("accept");
     fw.until_state("sleeper", TaskState::TaskRunning).await;
+    // A second agent on the same host, started once the first one's task runs.
+    let b = Agent::start(dir.path(), "agent-b", &master.address(), "cpus:2;mem:512");
+    eventually("agent-b's cgroup parent", Duration::from_secs(20), || {
+        let ok = b.work_dir.join("meta/cgroup-parent").is_file();
+        async move { ok.then_some(()) }
+    })
+    .await;
 
     let (pa, pb) = (cgroup_parent(&a.work_dir), cgroup_parent(&b.work_dir));
     assert_ne!(pa, pb, "two agents on one host share a cgroup parent");
