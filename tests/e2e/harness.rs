@@ -575,3 +575,19 @@ impl ZkProxy {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The Python of the venv with the ecosystem's own clients (`AGORA_TEST_PYTHON`, which
+/// `scripts/test` exports; else the venv it makes). Panics when it is missing: a test of a
+/// community client must fail, not skip, without the client.
+pub fn community_python() -> PathBuf {
+    let python = std::env::var("AGORA_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/tmp/agora-test-services/venv/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python with the community clients at {} (run scripts/test, which makes the venv and \
+         exports AGORA_TEST_PYTHON)",
+        python.display()
+    );
+    python
+}

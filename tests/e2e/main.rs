@@ -13,6 +13,7 @@ mod ha;
 mod harness;
 mod local;
 mod master;
+mod mesos_api;
 mod python;
 mod sdk;
 mod security;

@@ -4,6 +4,11 @@ offers, explicit acknowledgements of RUNNING / FINISHED / FAILED, implicit and e
 reconciliation, a kill, and a teardown. Prints one JSON summary line; exits non-zero on failure.
 
     python pymesos_framework.py --master 127.0.0.1:5050 [--timeout 90]
+
+With `--failover-file PATH` (and `--master zk://…/masters`) it runs one long task instead,
+writes PATH once the task runs (the caller then kills the leading master), and after pymesos
+re-subscribed to the new leader reconciles the task until that leader knows it, kills it and
+tears down.
 """
 
 import argparse
@@ -27,7 +32,10 @@ def scalar(name, value):
 
 
 class Test(Scheduler):
-    def __init__(self):
+    def __init__(self, failover_file=None):
+        self.failover_file = failover_file
+        self.reregistrations = 0
+        self.failover_running = False
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.framework_id = None
@@ -46,6 +54,23 @@ class Test(Scheduler):
         self.framework_id = framework_id["value"]
         self.master_info = master_info
 
+    def reregistered(self, driver, master_info):
+        with self.lock:
+            self.reregistrations += 1
+        if self.failover_file is None:
+            return
+
+        def reconcile_until_known():
+            # The new leader learns of the task when its agent re-registers.
+            while not self.failover_running and not self.done.is_set():
+                try:
+                    driver.reconcileTasks([{"task_id": {"value": "long"}}])
+                except Exception:
+                    pass
+                time.sleep(1)
+
+        threading.Thread(target=reconcile_until_known, daemon=True).start()
+
     def resourceOffers(self, driver, offers):
         with self.lock:
             for offer in offers:
@@ -63,7 +88,8 @@ class Test(Scheduler):
                     driver.declineOffer([offer["id"]], {"refuse_seconds": 3600})
                     continue
                 tasks = []
-                for name, cmd in TASKS.items():
+                wanted = {"long": TASKS["long"]} if self.failover_file else TASKS
+                for name, cmd in wanted.items():
                     tasks.append(
                         {
                             "task_id": {"value": name},
@@ -91,6 +117,9 @@ class Test(Scheduler):
                     self.problem = "an update with a uuid had no agent_id"
                 driver.acknowledgeStatusUpdate(update)
                 self.uuids_acked += 1
+            if self.failover_file is not None:
+                self.on_failover_update(driver, task, state, update)
+                return
             if task == "long" and state == "TASK_RUNNING" and "long" not in self.reconciled:
                 # Implicit reconciliation: every task of the framework.
                 driver.reconcileTasks([])
@@ -108,6 +137,18 @@ class Test(Scheduler):
             if task == "ghost":
                 self.done.set()
 
+    def on_failover_update(self, driver, task, state, update):
+        reconciled = update.get("reason") == "REASON_RECONCILIATION"
+        if task == "long" and state == "TASK_RUNNING" and not reconciled:
+            with open(self.failover_file, "w") as f:
+                f.write(self.framework_id or "")
+        if task == "long" and state == "TASK_RUNNING" and reconciled and self.reregistrations:
+            if not self.failover_running:
+                self.failover_running = True
+                driver.killTask({"value": "long"})
+        if task == "long" and state == "TASK_KILLED":
+            self.done.set()
+
     def error(self, driver, message):
         self.problem = "ERROR event: " + message
         self.done.set()
@@ -117,14 +158,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=90)
+    p.add_argument("--failover-file")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    sched = Test()
+    sched = Test(args.failover_file)
     framework = {
         "user": "root",
         "name": "pymesos-test",
         "hostname": "localhost",
-        "failover_timeout": 0,
+        "failover_timeout": 300 if args.failover_file else 0,
     }
     driver = MesosSchedulerDriver(
         sched, framework, args.master, use_addict=False, implicit_acknowledgements=False
@@ -143,6 +185,7 @@ def main():
         "states": sched.states,
         "reconciled": sched.reconciled,
         "acked": sched.uuids_acked,
+        "reregistrations": sched.reregistrations,
         "resource_types": sorted(sched.offer_resource_types),
         "error": sched.problem,
     }
