@@ -130,6 +130,9 @@ async fn a_pymesos_framework_runs_kills_reconciles_and_tears_down() {
             master.address(),
             "--timeout".into(),
             "90".into(),
+            // Longer than the listener keeps an idle connection (10 s).
+            "--idle".into(),
+            "12".into(),
         ],
         Duration::from_secs(120),
     )

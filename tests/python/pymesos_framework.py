@@ -32,8 +32,9 @@ def scalar(name, value):
 
 
 class Test(Scheduler):
-    def __init__(self, failover_file=None):
+    def __init__(self, failover_file=None, idle=0.0):
         self.failover_file = failover_file
+        self.idle = idle
         self.reregistrations = 0
         self.failover_running = False
         self.lock = threading.Lock()
@@ -132,8 +133,12 @@ class Test(Scheduler):
                 self.killed_sent = True
                 driver.killTask({"value": "long"})
             if task == "long" and state == "TASK_KILLED":
-                # Explicit reconciliation of a task the master never saw.
-                driver.reconcileTasks([{"task_id": {"value": "ghost"}}])
+                # Explicit reconciliation of a task the master never saw, after the driver's
+                # connection sat idle for `--idle` seconds.
+                threading.Timer(
+                    self.idle,
+                    lambda: driver.reconcileTasks([{"task_id": {"value": "ghost"}}]),
+                ).start()
             if task == "ghost":
                 self.done.set()
 
@@ -159,9 +164,10 @@ def main():
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=90)
     p.add_argument("--failover-file")
+    p.add_argument("--idle", type=float, default=0.0)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    sched = Test(args.failover_file)
+    sched = Test(args.failover_file, args.idle)
     framework = {
         "user": "root",
         "name": "pymesos-test",

@@ -303,11 +303,19 @@ async fn other(
         })
         .await
         .map_err(|e| error_response(&e))?;
-    Ok(match answer {
+    let mut response = match answer {
         Answer::Accepted => StatusCode::ACCEPTED.into_response(),
         Answer::BadRequest(m) => text(StatusCode::BAD_REQUEST, m),
         Answer::Forbidden(m) => text(StatusCode::FORBIDDEN, m),
-    })
+    };
+    // Schedulers keep one connection for their calls and may leave it idle for minutes, longer
+    // than the listener keeps an idle connection (its header-read timeout); pymesos does not
+    // retry a call on a connection the server closed meanwhile, and its driver then dies. Each
+    // call's connection is closed after the answer instead, so the next call opens a fresh one.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    Ok(response)
 }
 
 fn missing(what: &str) -> Response {
