@@ -14,6 +14,9 @@
 //!  Mesos tools ──GET/POST──▶ operator.rs ──▶ actor: state() ──▶ wire.rs / Mesos's documents
 //! ```
 
+// The handlers' early answers are `Response`s; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, StatusCode};
