@@ -665,3 +665,75 @@ async fn pymesos_follows_the_leader_through_zookeeper_when_it_dies() {
         "{all}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mesos_frameworks_authenticate_and_operator_reads_need_the_api_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let creds = dir.path().join("credentials.json");
+    std::fs::write(
+        &creds,
+        r#"{"credentials":[{"principal":"pym","secret":"s3cret"}]}"#,
+    )
+    .expect("credentials");
+    let token_file = dir.path().join("api-token");
+    let token = "agora-e2e-mesos-token";
+    std::fs::write(&token_file, format!("{token}\n")).expect("token");
+    let (creds_arg, token_arg) = (
+        creds.display().to_string(),
+        token_file.display().to_string(),
+    );
+    let master = Master::start(
+        dir.path(),
+        &["--credentials", &creds_arg, "--api-token-file", &token_arg],
+    )
+    .await;
+    let _agent = agent(dir.path(), "agent-a", &master.address(), "cpus:2;mem:1024");
+    let pymesos = |secret: &str, timeout: &str| {
+        vec![
+            script("pymesos_framework.py").display().to_string(),
+            "--master".into(),
+            master.address(),
+            "--principal".into(),
+            "pym".into(),
+            "--secret".into(),
+            secret.into(),
+            "--timeout".into(),
+            timeout.into(),
+        ]
+    };
+    // A wrong secret: SUBSCRIBE is refused with 401 and pymesos's driver gives up.
+    let (ok, _, all) = run_python(pymesos("wrong", "15"), Duration::from_secs(60)).await;
+    assert!(!ok, "{all}");
+    assert!(all.contains("401"), "{all}");
+    // The right one: the whole scenario, every call authenticated (no API token needed).
+    let (ok, summary, all) = run_python(pymesos("s3cret", "60"), Duration::from_secs(120)).await;
+    assert!(ok, "{all}");
+    check_scenario(&summary, &all);
+    // Operator reads need the API token; the version and the redirect do not.
+    let client = reqwest::Client::new();
+    for path in ["/master/state", "/master/slaves", "/tasks"] {
+        let url = format!("{}{path}", master.url());
+        assert_eq!(
+            client.get(&url).send().await.expect("GET").status(),
+            401,
+            "{path}"
+        );
+        let with = client
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(with.status(), 200, "{path}");
+    }
+    let health = client
+        .post(format!("{}/api/v1", master.url()))
+        .header("content-type", "application/json")
+        .body(r#"{"type":"GET_HEALTH"}"#)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(health.status(), 401);
+    let version = get_json(&format!("{}/version", master.url())).await;
+    assert_eq!(version["version"], "1.11.0");
+}

@@ -91,7 +91,12 @@ class Test(object):
                         {"task_id": {"value": "ghost"}, "agent_id": {"value": self.agent_id}},
                     ]
                 )
-            if task == "ghost":
+            # Done once the unknown task was answered and every task has ended.
+            terminal = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST")
+            ended = all(
+                any(st in terminal for st in self.states.get(name, [])) for name in TASKS
+            )
+            if "ghost" in self.reconciled and ended:
                 self.done.set()
 
     def error(self, message):

@@ -139,7 +139,12 @@ class Test(Scheduler):
                     self.idle,
                     lambda: driver.reconcileTasks([{"task_id": {"value": "ghost"}}]),
                 ).start()
-            if task == "ghost":
+            # Done once the unknown task was answered and every task has ended.
+            terminal = ("TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST")
+            ended = all(
+                any(st in terminal for st in self.states.get(name, [])) for name in TASKS
+            )
+            if "ghost" in self.reconciled and ended:
                 self.done.set()
 
     def on_failover_update(self, driver, task, state, update):
@@ -165,6 +170,8 @@ def main():
     p.add_argument("--timeout", type=float, default=90)
     p.add_argument("--failover-file")
     p.add_argument("--idle", type=float, default=0.0)
+    p.add_argument("--principal")
+    p.add_argument("--secret")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sched = Test(args.failover_file, args.idle)
@@ -175,7 +182,13 @@ def main():
         "failover_timeout": 300 if args.failover_file else 0,
     }
     driver = MesosSchedulerDriver(
-        sched, framework, args.master, use_addict=False, implicit_acknowledgements=False
+        sched,
+        framework,
+        args.master,
+        use_addict=False,
+        implicit_acknowledgements=False,
+        principal=args.principal,
+        secret=args.secret,
     )
     driver.start()
     finished = sched.done.wait(args.timeout)

@@ -172,16 +172,29 @@ pub(crate) async fn run_mesos_framework(
                             })
                         })
                         .collect();
-                    let at = shared.since_start_ns();
-                    for n in ids {
-                        shared.accept_ns[n].store(at, Ordering::Relaxed);
-                    }
                     let accept = json!({
                         "type": "ACCEPT", "framework_id": {"value": framework_id},
                         "accept": {"offer_ids": [offer["id"]],
                                    "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}]},
                     });
-                    spawn_call(&client, &url, &stream_id, accept, &shared, &stop, "accept");
+                    let (client, url, stream_id) = (client.clone(), url.clone(), stream_id.clone());
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        // --launch-rate: hold the offer until this batch's turn comes.
+                        if let Some(rate) = shared.args.launch_rate.filter(|r| *r > 0.0) {
+                            let t0 = *shared.pace_start.get_or_init(tokio::time::Instant::now);
+                            let due =
+                                t0 + std::time::Duration::from_secs_f64(ids.start as f64 / rate);
+                            tokio::time::sleep_until(due).await;
+                        }
+                        let at = shared.since_start_ns();
+                        for n in ids {
+                            shared.accept_ns[n].store(at, Ordering::Relaxed);
+                        }
+                        let _ =
+                            spawn_call(&client, &url, &stream_id, accept, &shared, &stop, "accept")
+                                .await;
+                    });
                 }
                 if !declined.is_empty() && !suppressed {
                     // Nothing left to launch: stop the offers, as a finished scheduler should.
