@@ -41,7 +41,12 @@ pub enum DetectError {
 }
 
 /// A master as published in ZooKeeper (JSON, camel-free for readability by other languages).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+///
+/// The JSON has Apache Mesos's `MasterInfo` shape too, so that Mesos frameworks' and tools'
+/// `zk://` detection finds the leader: `address` is `{"hostname", "ip", "port"}`, beside `port`,
+/// `pid` (`master@ip:port`) and, for an IPv4 address, Mesos's numeric `ip`. Reading accepts that
+/// shape and the older `"address": "host:port"`.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MasterInfoJson {
     pub id: String,
     pub hostname: String,
@@ -51,8 +56,104 @@ pub struct MasterInfoJson {
     pub start_time: f64,
     /// What published it: [`KIND_MASTER`], or `framework:<name>` for a framework instance in its
     /// own election. Absent in nodes written by versions before 0.1 had it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+}
+
+/// `host:port` → (host, port); no port (or a bad one) is 0.
+fn split_host_port(address: &str) -> (String, u16) {
+    match address.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse().unwrap_or(0),
+        ),
+        None => (address.to_string(), 0),
+    }
+}
+
+impl Serialize for MasterInfoJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (host, port) = split_host_port(&self.address);
+        let mut o = serde_json::json!({
+            "id": self.id,
+            "hostname": self.hostname,
+            "address": { "hostname": self.hostname, "ip": host, "port": port },
+            "port": port,
+            "pid": format!("master@{}:{port}", self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h)),
+            "version": self.version,
+            "start_time": self.start_time,
+        });
+        if let Some(obj) = o.as_object_mut() {
+            if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+                // Mesos's uint32 of the address in network byte order, as little-endian hosts
+                // (all of Mesos's) read it.
+                obj.insert("ip".into(), u32::from_le_bytes(ip.octets()).into());
+            }
+            if let Some(k) = &self.kind {
+                obj.insert("kind".into(), k.clone().into());
+            }
+        }
+        o.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for MasterInfoJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            id: String,
+            #[serde(default)]
+            hostname: String,
+            #[serde(default)]
+            address: serde_json::Value,
+            #[serde(default)]
+            port: Option<u16>,
+            #[serde(default)]
+            version: String,
+            #[serde(default)]
+            start_time: f64,
+            #[serde(default)]
+            kind: Option<String>,
+        }
+        let w = Wire::deserialize(d)?;
+        let address = match w.address {
+            serde_json::Value::String(a) => a,
+            serde_json::Value::Object(o) => {
+                let host = o
+                    .get("ip")
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                    .or_else(|| o.get("hostname").and_then(|v| v.as_str()))
+                    .ok_or_else(|| D::Error::custom("address has neither ip nor hostname"))?;
+                let port = o
+                    .get("port")
+                    .and_then(|v| v.as_u64())
+                    .and_then(|p| u16::try_from(p).ok())
+                    .or(w.port)
+                    .ok_or_else(|| D::Error::custom("address.port is missing or not a port"))?;
+                if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                }
+            }
+            serde_json::Value::Null => String::new(),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "address: {other} is not an address"
+                )))
+            }
+        };
+        Ok(MasterInfoJson {
+            id: w.id,
+            hostname: w.hostname,
+            address,
+            version: w.version,
+            start_time: w.start_time,
+            kind: w.kind,
+        })
+    }
 }
 
 /// [`MasterInfoJson::kind`] of a master.
@@ -648,5 +749,37 @@ mod tests {
     fn election_nodes_sort_by_sequence_not_by_name() {
         assert_eq!(sequence_of("json.info_0000000010"), Some(10));
         assert_eq!(sequence_of("registry"), None);
+    }
+
+    #[test]
+    fn master_info_json_has_mesos_shape_and_reads_both_forms() {
+        let info = MasterInfoJson {
+            id: "abc".into(),
+            hostname: "m1".into(),
+            address: "127.0.0.1:5050".into(),
+            version: "0.1.0".into(),
+            start_time: 1.5,
+            kind: Some(KIND_MASTER.into()),
+        };
+        let v = serde_json::to_value(&info).expect("json");
+        assert_eq!(
+            v["address"],
+            serde_json::json!({"hostname": "m1", "ip": "127.0.0.1", "port": 5050})
+        );
+        assert_eq!(v["pid"], "master@127.0.0.1:5050");
+        assert_eq!(v["port"], 5050);
+        // 127.0.0.1 in network byte order read as a little-endian uint32, as Mesos writes it.
+        assert_eq!(v["ip"], 16_777_343u32);
+        let back: MasterInfoJson = serde_json::from_value(v).expect("read back");
+        assert_eq!(back, info);
+        let old: MasterInfoJson = serde_json::from_str(
+            r#"{"id":"abc","hostname":"m1","address":"10.0.0.4:5050","version":"0.1.0","start_time":1.0}"#,
+        )
+        .expect("old form");
+        assert_eq!(old.address, "10.0.0.4:5050");
+        assert_eq!(old.kind, None);
+        let named: MasterInfoJson =
+            serde_json::from_str(r#"{"address":{"hostname":"m2","port":5051}}"#).expect("named");
+        assert_eq!(named.address, "m2:5051");
     }
 }

@@ -59,9 +59,38 @@ fn authorization<T>(request: &Request<T>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Authenticates a subscription (`authorization` is the caller's `Basic …` credentials) and
+/// checks the ACLs: the framework's principal becomes the authenticated one (a different one
+/// named in `info` is refused), and it must be allowed to register in its roles. The gRPC and
+/// the Mesos HTTP scheduler APIs both admit subscriptions here.
+///
+/// # Errors
+/// [`MasterError::Unauthenticated`], [`MasterError::PermissionDenied`].
+pub(crate) fn admit(
+    node: &Node,
+    authorization: Option<&str>,
+    info: &mut v1::FrameworkInfo,
+) -> Result<(), MasterError> {
+    if let Some(p) = node.authenticate(authorization)? {
+        if !info.principal.is_empty() && info.principal != p {
+            return Err(MasterError::PermissionDenied(format!(
+                "framework_info.principal '{}' is not the authenticated principal '{p}'",
+                info.principal
+            )));
+        }
+        info.principal = p;
+    }
+    let roles = if info.roles.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        info.roles.clone()
+    };
+    node.acls().may_register(&info.principal, &roles)
+}
+
 /// A scheduler call's caller must be the principal the framework subscribed as: with
 /// credentials, a stream id alone does not let another principal act for a framework.
-fn check_caller(
+pub(crate) fn check_caller(
     book: &crate::bookkeeping::Bookkeeping,
     header: Option<&v1::CallHeader>,
     principal: Option<&str>,
@@ -106,25 +135,10 @@ impl Scheduler for Services {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let authenticated = self.node.authenticate(authorization(&request).as_deref())?;
+        let authorization = authorization(&request);
         let mut request = request.into_inner();
         let info = request.framework_info.get_or_insert_with(Default::default);
-        if let Some(p) = authenticated {
-            if !info.principal.is_empty() && info.principal != p {
-                return Err(MasterError::PermissionDenied(format!(
-                    "framework_info.principal '{}' is not the authenticated principal '{p}'",
-                    info.principal
-                ))
-                .into());
-            }
-            info.principal = p;
-        }
-        let roles = if info.roles.is_empty() {
-            vec!["*".to_string()]
-        } else {
-            info.roles.clone()
-        };
-        self.node.acls().may_register(&info.principal, &roles)?;
+        admit(&self.node, authorization.as_deref(), info)?;
         let (events, rx) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
         self.master()?.send(ActorRequest::Subscribe {

@@ -13,6 +13,8 @@
 //! - [`bookkeeping`]: the pure core — agents, frameworks, offers, tasks, and the rules of each call.
 //! - [`actor`]: the one task that owns the core and the streams; timers drive it.
 //! - [`grpc`], [`http`]: thin translations of calls into actor requests.
+//! - [`mesos`]: Apache Mesos's v1 scheduler and operator HTTP APIs on the same port, translated
+//!   onto the same actor calls, so that Mesos frameworks and tools run unchanged.
 //! - [`registry`]: the durable state, kept through `agora-ha`'s `StateStore` (a local file, or
 //!   ZooKeeper when elected there).
 //!
@@ -32,6 +34,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod join_token;
+pub mod mesos;
 pub mod metrics;
 pub mod node;
 pub mod registry;
@@ -307,6 +310,7 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
             .prepare()
             .into_axum_router();
     let app = http::router(node.clone(), config.api_token.clone())
+        .merge(mesos::router(node.clone(), config.api_token.clone()))
         .merge(grpc)
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn(metrics::time_request));

@@ -764,3 +764,16 @@ pub async fn run_python_script(script: &str, args: Vec<String>, limit: Duration)
     );
     stdout
 }
+
+/// [`test_python`] as a path, checked: a test of a community client must fail, not skip,
+/// without the client.
+pub fn community_python() -> PathBuf {
+    let python = PathBuf::from(test_python());
+    assert!(
+        python.exists(),
+        "no Python with the community clients at {} (run scripts/test, which makes the venv and \
+         exports AGORA_TEST_PYTHON)",
+        python.display()
+    );
+    python
+}

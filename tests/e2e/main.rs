@@ -18,6 +18,7 @@ mod logs;
 mod marathon_client;
 mod marathon_groups;
 mod master;
+mod mesos_api;
 mod orphans;
 mod python;
 mod sdk;

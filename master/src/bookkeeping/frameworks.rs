@@ -229,6 +229,19 @@ impl Bookkeeping {
         });
     }
 
+    /// Who a call with this framework id and stream id comes from, told apart the way Mesos's
+    /// HTTP API answers them (unknown framework 400, not subscribed 403, wrong stream 400); the
+    /// gRPC path folds them into [`Bookkeeping::check_header`]'s errors.
+    pub fn caller(&self, framework_id: &str, stream_id: &str) -> Caller {
+        match self.frameworks.get(framework_id) {
+            None if self.removed_frameworks.contains(framework_id) => Caller::Removed,
+            None => Caller::Unknown,
+            Some(fw) if !fw.connected => Caller::NotSubscribed,
+            Some(fw) if !same_stream(&fw.stream_id, stream_id) => Caller::WrongStream,
+            Some(_) => Caller::Current,
+        }
+    }
+
     /// Checks a call's header: the framework exists and the stream is its current one.
     pub(super) fn check_header(
         &self,
@@ -350,6 +363,21 @@ impl Bookkeeping {
 }
 
 /// Stream ids are secrets: compared without telling, through timing, how much of a guess was right.
+/// See [`Bookkeeping::caller`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// No such framework.
+    Unknown,
+    /// Torn down or timed out.
+    Removed,
+    /// Known, but no scheduler is subscribed for it now.
+    NotSubscribed,
+    /// Subscribed, with another stream id.
+    WrongStream,
+    /// The current subscription.
+    Current,
+}
+
 fn same_stream(expected: &str, given: &str) -> bool {
     agora_net::http_auth::constant_time_eq(expected.as_bytes(), given.as_bytes())
 }

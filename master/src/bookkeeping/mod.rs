@@ -33,6 +33,7 @@ use agora_proto::v1::{agent_message, operation};
 mod accept;
 mod agents;
 mod frameworks;
+pub use frameworks::Caller;
 pub mod limits;
 mod offers;
 mod roles;

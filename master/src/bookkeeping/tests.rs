@@ -1545,3 +1545,34 @@ fn a_session_needs_the_token_of_the_agents_latest_registration() {
         .check_session_token(&id, &again.session_token)
         .expect("the new token");
 }
+
+#[test]
+fn a_caller_is_told_apart_as_mesos_answers_it() {
+    let mut w = World::new();
+    let h = w.framework("f", "web", 60.0);
+    assert_eq!(w.book.caller("nope", &h.stream_id), Caller::Unknown);
+    assert_eq!(w.book.caller(&h.framework_id, "old"), Caller::WrongStream);
+    assert_eq!(
+        w.book.caller(&h.framework_id, &h.stream_id),
+        Caller::Current
+    );
+    w.book
+        .framework_disconnected(&h.framework_id, &h.stream_id, &w.at(1.0));
+    assert_eq!(
+        w.book.caller(&h.framework_id, &h.stream_id),
+        Caller::NotSubscribed
+    );
+    let h2 = w.framework("g", "web", 0.0);
+    w.book
+        .teardown(
+            v1::TeardownRequest {
+                header: Some(h2.clone()),
+            },
+            &w.at(2.0),
+        )
+        .expect("teardown");
+    assert_eq!(
+        w.book.caller(&h2.framework_id, &h2.stream_id),
+        Caller::Removed
+    );
+}

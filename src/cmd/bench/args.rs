@@ -67,6 +67,10 @@ pub struct LoadArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The API the simulated frameworks speak: Agora's gRPC `Scheduler` service, or Apache
+    /// Mesos's v1 scheduler HTTP API (JSON calls, RecordIO event stream) on the same port.
+    #[arg(long, default_value = "grpc", value_parser = ["grpc", "mesos"])]
+    pub api: String,
     /// Start two masters (leader and standby) under ZooKeeper (`--zk`), launch the tasks, kill
     /// the leader with SIGKILL and measure how long until every agent has re-registered with its
     /// tasks on the new leader. Tasks keep running until the end (`--task-seconds` is not used).

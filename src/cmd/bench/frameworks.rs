@@ -35,7 +35,7 @@ fn scalar_of(offer: &v1::Offer, name: &str) -> f64 {
 }
 
 /// Claims up to `want` task indices from the run's budget.
-fn claim(shared: &Shared, want: usize) -> std::ops::Range<usize> {
+pub(super) fn claim(shared: &Shared, want: usize) -> std::ops::Range<usize> {
     let total = shared.args.tasks;
     let start = shared
         .claimed
@@ -196,34 +196,7 @@ pub(crate) async fn run_framework(
             Some(v1::event::Event::Update(u)) => {
                 let Some(st) = u.status else { continue };
                 let state = v1::TaskState::try_from(st.state).unwrap_or(v1::TaskState::TaskUnknown);
-                if let Some(n) = task_index(&st.task_id).filter(|&n| n < args.tasks) {
-                    match state {
-                        v1::TaskState::TaskRunning => {
-                            let was = shared.running_ns[n].compare_exchange(
-                                0,
-                                shared.since_start_ns(),
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            );
-                            if was.is_ok() {
-                                shared.running.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        s if agora_proto::is_terminal(s)
-                            && shared.ended[n].swap(true, Ordering::Relaxed) => {}
-                        v1::TaskState::TaskFinished => {
-                            shared.finished.fetch_add(1, Ordering::Relaxed);
-                        }
-                        s if agora_proto::is_terminal(s) => {
-                            shared.failed.fetch_add(1, Ordering::Relaxed);
-                            shared.error(format!(
-                                "task {} ended {:?}: {}",
-                                st.task_id, s, st.message
-                            ));
-                        }
-                        _ => {}
-                    }
-                }
+                record_update(&shared, &st.task_id, state, &st.message);
                 if let (Some(h), false) = (header.clone(), st.uuid.is_empty()) {
                     shared.acks_wanted.fetch_add(1, Ordering::Relaxed);
                     let mut c = client.clone();
@@ -251,5 +224,34 @@ pub(crate) async fn run_framework(
             }
             _ => {}
         }
+    }
+}
+
+/// Counts a task's update: its first TASK_RUNNING (with the time) and its first terminal state.
+pub(super) fn record_update(shared: &Shared, task_id: &str, state: v1::TaskState, message: &str) {
+    let Some(n) = task_index(task_id).filter(|&n| n < shared.args.tasks) else {
+        return;
+    };
+    match state {
+        v1::TaskState::TaskRunning => {
+            let was = shared.running_ns[n].compare_exchange(
+                0,
+                shared.since_start_ns(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            if was.is_ok() {
+                shared.running.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s if agora_proto::is_terminal(s) && shared.ended[n].swap(true, Ordering::Relaxed) => {}
+        v1::TaskState::TaskFinished => {
+            shared.finished.fetch_add(1, Ordering::Relaxed);
+        }
+        s if agora_proto::is_terminal(s) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            shared.error(format!("task {task_id} ended {s:?}: {message}"));
+        }
+        _ => {}
     }
 }

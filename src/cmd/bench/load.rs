@@ -178,12 +178,25 @@ async fn drive(
 
     let address = cluster.leader.borrow().clone();
     for f in 0..args.frameworks {
-        let channel = connect(&address).await?;
+        let mesos = args.api == "mesos";
+        let channel = if mesos {
+            None
+        } else {
+            Some(connect(&address).await?)
+        };
         let shared = shared.clone();
         let stop = stop.clone();
+        let address = address.clone();
         tokio::spawn(async move {
             let stopped = stop.clone();
-            if let Err(e) = frameworks::run_framework(f, channel, shared.clone(), stop).await {
+            let run = match channel {
+                Some(channel) => frameworks::run_framework(f, channel, shared.clone(), stop).await,
+                None => {
+                    super::mesos_framework::run_mesos_framework(f, address, shared.clone(), stop)
+                        .await
+                }
+            };
+            if let Err(e) = run {
                 // Under --failover the frameworks' work is done before the kill; their streams
                 // to the killed leader break, which is not an error of the run.
                 if !*stopped.borrow() && !shared.killed() {

@@ -20,6 +20,9 @@
 //! kills the leader with SIGKILL and measures `failover_seconds`: leader killed → every simulated
 //! agent re-registered, with its running tasks, on the new leader.
 //!
+//! `--api mesos` has the simulated frameworks speak Apache Mesos's v1 scheduler HTTP API
+//! (`mesos_framework`) instead of gRPC, to compare the two paths.
+//!
 //! Modules: `args` (the command line), `load` (the run, phase by phase), `cluster` (finding the
 //! leader, shared connections), `counters` (what agents and frameworks count), `agents` and
 //! `frameworks` (the simulated ones), `processes` (masters started by the driver), `failover`
@@ -32,6 +35,7 @@ mod counters;
 mod failover;
 mod frameworks;
 mod load;
+mod mesos_framework;
 mod processes;
 mod report;
 mod services;

@@ -8,6 +8,7 @@ use super::counters::Shared;
 use super::failover::Failover;
 
 pub(super) struct Report {
+    api: String,
     agents: usize,
     frameworks: usize,
     tasks: usize,
@@ -62,6 +63,7 @@ impl Report {
         let launch_seconds = (p.launch_end - p.launch_start).max(1e-9);
         let offers = s.offers.load(Ordering::Relaxed);
         Report {
+            api: args.api.clone(),
             agents: args.agents,
             frameworks: args.frameworks,
             tasks: args.tasks,
@@ -116,6 +118,7 @@ impl Report {
     pub(super) fn json(&self) -> serde_json::Value {
         let r2 = |x: f64| (x * 100.0).round() / 100.0;
         let mut v = serde_json::json!({
+            "api": self.api,
             "agents": self.agents,
             "frameworks": self.frameworks,
             "tasks": self.tasks,
@@ -143,6 +146,7 @@ impl Report {
 
     pub(super) fn print_table(&self) {
         let opt = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        println!("api                   {}", self.api);
         println!("agents                {}", self.agents);
         println!("frameworks            {}", self.frameworks);
         println!(

@@ -70,6 +70,7 @@ pub async fn run(args: ServicesBenchArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         master_log: args.log.clone(),
         json: args.json,
+        api: "grpc".into(),
         failover: false,
         stop_signal: "kill".into(),
         zk: None,

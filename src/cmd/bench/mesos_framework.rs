@@ -1,0 +1,254 @@
+//! A simulated framework that speaks Apache Mesos's v1 scheduler HTTP API (`--api mesos`)
+//! instead of gRPC, as a pymesos or mesoshttp framework does: SUBSCRIBE with a JSON body, the
+//! RecordIO event stream read off the chunked answer, and each ACCEPT, DECLINE, SUPPRESS and
+//! ACKNOWLEDGE as its own POST with the `Mesos-Stream-Id` header. It launches the same tasks as
+//! the gRPC one, so that the two paths' figures compare.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use agora_proto::v1;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::counters::Shared;
+use super::frameworks::{claim, record_update};
+
+/// Seconds an offer declined after the budget is spent stays away from this framework.
+const REFUSE_WHEN_DONE: f64 = 3600.0;
+
+fn scalar_of(offer: &Value, name: &str) -> f64 {
+    offer["resources"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| r["name"] == name)
+                .filter_map(|r| r["scalar"]["value"].as_f64())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// POSTs one call; a non-202 answer is an error naming the status and Mesos's message.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    stream_id: &str,
+    body: Value,
+) -> anyhow::Result<()> {
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("mesos-stream-id", stream_id)
+        .body(body.to_string())
+        .send()
+        .await?;
+    if r.status() != reqwest::StatusCode::ACCEPTED {
+        let status = r.status();
+        anyhow::bail!("{status}: {}", r.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Sends a call from a task of its own, counting a failure unless the run is stopping.
+fn spawn_call(
+    client: &reqwest::Client,
+    url: &Arc<str>,
+    stream_id: &Arc<str>,
+    body: Value,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<bool> {
+    let (client, url, stream_id) = (client.clone(), url.clone(), stream_id.clone());
+    let (shared, stop) = (shared.clone(), stop.clone());
+    tokio::spawn(async move {
+        match post(&client, &url, &stream_id, body).await {
+            Ok(()) => true,
+            Err(_) if *stop.borrow() || shared.killed() => false,
+            Err(e) => {
+                if what == "accept" {
+                    shared.accept_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                shared.error(format!("{what}: {e:#}"));
+                false
+            }
+        }
+    })
+}
+
+pub(crate) async fn run_mesos_framework(
+    f: usize,
+    address: String,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let url: Arc<str> = format!("http://{address}/api/v1/scheduler").into();
+    let subscribe = json!({
+        "type": "SUBSCRIBE",
+        "subscribe": { "framework_info": {
+            "user": "bench", "name": format!("bench-{f}"), "roles": ["bench"],
+            "capabilities": [{ "type": "MULTI_ROLE" }], "failover_timeout": 0,
+        }},
+    });
+    let mut events = client
+        .post(&*url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(subscribe.to_string())
+        .send()
+        .await?;
+    if events.status() != reqwest::StatusCode::OK {
+        anyhow::bail!("SUBSCRIBE answered {}", events.status());
+    }
+    let stream_id: Arc<str> = events
+        .headers()
+        .get("mesos-stream-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow::anyhow!("SUBSCRIBE answered without a Mesos-Stream-Id"))?
+        .into();
+    let mut framework_id = String::new();
+    let mut suppressed = false;
+    let mut buf: Vec<u8> = Vec::new();
+    let args = &shared.args;
+    loop {
+        // One RecordIO record: `<length>\n<json>`.
+        let record = loop {
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let len: usize = std::str::from_utf8(&buf[..nl])?.trim().parse()?;
+                if buf.len() >= nl + 1 + len {
+                    let record: Value = serde_json::from_slice(&buf[nl + 1..nl + 1 + len])?;
+                    buf.drain(..nl + 1 + len);
+                    break record;
+                }
+            }
+            let chunk = tokio::select! {
+                c = events.chunk() => c?,
+                _ = stop.changed() => return Ok(()),
+            };
+            let Some(chunk) = chunk else {
+                anyhow::bail!("the master closed the event stream")
+            };
+            buf.extend_from_slice(&chunk);
+        };
+        match record["type"].as_str().unwrap_or("") {
+            "SUBSCRIBED" => {
+                framework_id = record["subscribed"]["framework_id"]["value"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+            }
+            "OFFERS" => {
+                let offers = record["offers"]["offers"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                shared.offers.fetch_add(offers.len(), Ordering::Relaxed);
+                let mut declined = Vec::new();
+                for offer in offers {
+                    let fit = ((scalar_of(&offer, "cpus") / args.task_cpus + 1e-9).floor())
+                        .min((scalar_of(&offer, "mem") / args.task_mem + 1e-9).floor())
+                        .max(0.0) as usize;
+                    let ids = claim(&shared, fit.min(args.tasks_per_offer.max(1)));
+                    if ids.is_empty() {
+                        declined.push(offer["id"].clone());
+                        continue;
+                    }
+                    let role = offer["allocation_info"]["role"].clone();
+                    let scalar = |name: &str, value: f64| {
+                        json!({"name": name, "type": "SCALAR", "scalar": {"value": value},
+                               "allocation_info": {"role": role}})
+                    };
+                    let tasks: Vec<Value> = ids
+                        .clone()
+                        .map(|n| {
+                            json!({
+                                "name": format!("bench-{n}"),
+                                "task_id": {"value": format!("bench-{n}")},
+                                "agent_id": offer["agent_id"],
+                                "resources": [scalar("cpus", args.task_cpus), scalar("mem", args.task_mem)],
+                                "command": {"value": "true"},
+                            })
+                        })
+                        .collect();
+                    let accept = json!({
+                        "type": "ACCEPT", "framework_id": {"value": framework_id},
+                        "accept": {"offer_ids": [offer["id"]],
+                                   "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}]},
+                    });
+                    let (client, url, stream_id) = (client.clone(), url.clone(), stream_id.clone());
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        // --launch-rate: hold the offer until this batch's turn comes.
+                        if let Some(rate) = shared.args.launch_rate.filter(|r| *r > 0.0) {
+                            let t0 = *shared.pace_start.get_or_init(tokio::time::Instant::now);
+                            let due =
+                                t0 + std::time::Duration::from_secs_f64(ids.start as f64 / rate);
+                            tokio::time::sleep_until(due).await;
+                        }
+                        let at = shared.since_start_ns();
+                        for n in ids {
+                            shared.accept_ns[n].store(at, Ordering::Relaxed);
+                        }
+                        let _ =
+                            spawn_call(&client, &url, &stream_id, accept, &shared, &stop, "accept")
+                                .await;
+                    });
+                }
+                if !declined.is_empty() && !suppressed {
+                    // Nothing left to launch: stop the offers, as a finished scheduler should.
+                    suppressed = true;
+                    let call = json!({"type": "SUPPRESS", "framework_id": {"value": framework_id}});
+                    spawn_call(&client, &url, &stream_id, call, &shared, &stop, "suppress");
+                }
+                if !declined.is_empty() {
+                    let call = json!({
+                        "type": "DECLINE", "framework_id": {"value": framework_id},
+                        "decline": {"offer_ids": declined,
+                                    "filters": {"refuse_seconds": REFUSE_WHEN_DONE}},
+                    });
+                    spawn_call(&client, &url, &stream_id, call, &shared, &stop, "decline");
+                }
+            }
+            "UPDATE" => {
+                let st = &record["update"]["status"];
+                let task_id = st["task_id"]["value"].as_str().unwrap_or("");
+                let state = st["state"]
+                    .as_str()
+                    .and_then(v1::TaskState::from_str_name)
+                    .unwrap_or(v1::TaskState::TaskUnknown);
+                record_update(
+                    &shared,
+                    task_id,
+                    state,
+                    st["message"].as_str().unwrap_or(""),
+                );
+                if let Some(uuid) = st.get("uuid") {
+                    shared.acks_wanted.fetch_add(1, Ordering::Relaxed);
+                    let ack = json!({
+                        "type": "ACKNOWLEDGE", "framework_id": {"value": framework_id},
+                        "acknowledge": {"agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": uuid},
+                    });
+                    let sent = spawn_call(
+                        &client,
+                        &url,
+                        &stream_id,
+                        ack,
+                        &shared,
+                        &stop,
+                        "acknowledge",
+                    );
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        if sent.await.unwrap_or(false) {
+                            shared.acks_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            }
+            "ERROR" => anyhow::bail!("the master sent ERROR: {}", record["error"]["message"]),
+            _ => {}
+        }
+    }
+}
