@@ -408,10 +408,10 @@ services:
     assert_eq!(app(&g, "c")["healthChecks"][0]["command"]["value"], "pidof httpd");
     assert_eq!(app(&g, "d").get("healthChecks"), None);
     assert_eq!(app(&g, "e").get("healthChecks"), None);
-    let e = errors("services:\n  a:\n    image: i\n    healthcheck:\n      test: [CMD]\n      interval: 5 minutes\n      start_interval: 1s\n");
+    let e = errors("services:\n  a:\n    image: i\n    healthcheck:\n      test: [CMD]\n  b:\n    image: i\n    healthcheck:\n      test: pidof x\n      interval: 5 minutes\n      start_interval: 1s\n");
     assert!(e.iter().any(|m| m.starts_with("service a: healthcheck.test: must be")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service a: healthcheck.interval: '5 minutes' is not a duration")), "{e:?}");
-    assert!(e.contains(&"service a: unsupported key 'healthcheck.start_interval'".to_string()), "{e:?}");
+    assert!(e.iter().any(|m| m.starts_with("service b: healthcheck.interval: '5 minutes' is not a duration")), "{e:?}");
+    assert!(e.contains(&"service b: unsupported key 'healthcheck.start_interval'".to_string()), "{e:?}");
 }
 
 #[test]
