@@ -330,6 +330,57 @@ impl Stack {
     }
 }
 
+/// Makes a redeploy that only changes replicas a scale, not a restart: Marathon restarts an app
+/// whose `upgradeStrategy` changed, and ours follows the instance count (Compose's parallelism
+/// is a number of tasks, Marathon's capacities are fractions). For each app of `group` that
+/// differs from its deployed version (`deployed`, apps as `GET /v2/groups` shows them) only in
+/// `instances` and `upgradeStrategy`, the deployed strategy is kept. Any other change sends the
+/// strategy computed for the new count. Returns the ids of the apps that became plain scales.
+pub fn keep_strategy_on_scale(group: &mut Value, deployed: &[Value]) -> Vec<String> {
+    let mut scaled = Vec::new();
+    let Some(apps) = group.get_mut("apps").and_then(Value::as_array_mut) else {
+        return scaled;
+    };
+    for app in apps.iter_mut() {
+        let Some(id) = app.get("id").and_then(Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        let Some(old) = deployed
+            .iter()
+            .find(|d| d.get("id").and_then(Value::as_str) == Some(&id))
+        else {
+            continue;
+        };
+        let (Ok(mut new_app), Ok(mut old_app)) = (
+            crate::app::from_value(app.clone()),
+            crate::app::from_value(old.clone()),
+        ) else {
+            continue;
+        };
+        new_app.normalize();
+        old_app.normalize();
+        // Service ports of 0 take back the deployed ones (as the services framework does).
+        if let (Some(n), Some(o)) = (new_app.container.as_mut(), old_app.container.as_ref()) {
+            for (pm, opm) in n.port_mappings.iter_mut().zip(&o.port_mappings) {
+                if pm.service_port.unwrap_or(0) == 0 {
+                    pm.service_port = opm.service_port;
+                }
+            }
+        }
+        new_app.instances = old_app.instances;
+        new_app.upgrade_strategy = old_app.upgrade_strategy;
+        new_app.version = None;
+        old_app.version = None;
+        if new_app == old_app {
+            if let Some(m) = app.as_object_mut() {
+                m.insert("upgradeStrategy".into(), json!(old_app.upgrade_strategy));
+            }
+            scaled.push(id);
+        }
+    }
+    scaled
+}
+
 /// `update_config` as Marathon's upgrade strategy. `start-first`: up to `parallelism` new tasks
 /// start before old ones stop (`maximumOverCapacity`); `stop-first`: up to `parallelism` old
 /// tasks stop first (`minimumHealthCapacity` below 1, no extra task).
@@ -597,7 +648,9 @@ fn port_entry(v: &Value, key: &str, s: &mut ServiceErrors<'_>) -> Option<Value> 
                 s.bad(key, "the long syntax needs 'target', the container port");
                 return None;
             };
-            let target = port(t).map_err(|e| s.bad(&format!("{key}.target"), e)).ok()?;
+            let target = port(t)
+                .map_err(|e| s.bad(&format!("{key}.target"), e))
+                .ok()?;
             let published = match m.get("published") {
                 None | Some(Value::Null) => None,
                 Some(p) => Some(
@@ -1296,7 +1349,10 @@ fn healthcheck(h: &Map<String, Value>, s: &mut ServiceErrors<'_>) -> Option<Valu
                     match shlex::try_join(rest.iter().map(String::as_str)) {
                         Ok(c) => c,
                         Err(e) => {
-                            s.bad("healthcheck.test", format!("cannot be quoted for a shell: {e}"));
+                            s.bad(
+                                "healthcheck.test",
+                                format!("cannot be quoted for a shell: {e}"),
+                            );
                             return None;
                         }
                     }
@@ -1381,7 +1437,10 @@ fn volume(v: &Value, key: &str, s: &mut ServiceErrors<'_>) -> Option<Value> {
                     return None;
                 }
                 _ => {
-                    s.bad(key, format!("'{}' must be HOST:CONTAINER[:ro|rw]", short(t)));
+                    s.bad(
+                        key,
+                        format!("'{}' must be HOST:CONTAINER[:ro|rw]", short(t)),
+                    );
                     return None;
                 }
             };

@@ -155,12 +155,35 @@ services:
       - "8080:81"
 "#,
     );
-    assert!(e.iter().any(|m| m.starts_with("service web: ports[0]: ") && m.contains("host IP")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service web: ports[1]: ") && m.contains("ranges")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service web: ports[2]: ") && m.contains("'x' is not a port")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service web: ports[3]: ") && m.contains("tcp or udp")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service web: ports[4]: ") && m.contains("published")), "{e:?}");
-    assert!(e.contains(&"service web: unsupported key 'ports[5].host_ip'".to_string()), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service web: ports[0]: ") && m.contains("host IP")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service web: ports[1]: ") && m.contains("ranges")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service web: ports[2]: ") && m.contains("'x' is not a port")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service web: ports[3]: ") && m.contains("tcp or udp")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service web: ports[4]: ") && m.contains("published")),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"service web: unsupported key 'ports[5].host_ip'".to_string()),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -198,7 +221,10 @@ services:
 "#,
     );
     let a = app(&g, "a");
-    assert_eq!((a["instances"].clone(), a["cpus"].clone(), a["mem"].clone()), (json!(3), json!(0.5), json!(512.0)));
+    assert_eq!(
+        (a["instances"].clone(), a["cpus"].clone(), a["mem"].clone()),
+        (json!(3), json!(0.5), json!(512.0))
+    );
     assert_eq!(app(&g, "b")["mem"], 1536.0);
     assert_eq!(app(&g, "b")["cpus"], DEFAULT_CPUS);
     assert_eq!(app(&g, "c")["mem"], 64.0);
@@ -235,7 +261,11 @@ services:
     ] {
         assert!(e.contains(&want.to_string()), "missing {want:?} in {e:?}");
     }
-    assert!(e.iter().any(|m| m.starts_with("service a: deploy.resources.limits.memory: '12X'")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service a: deploy.resources.limits.memory: '12X'")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -264,10 +294,27 @@ services:
         ])
     );
     let e = errors("services:\n  a:\n    image: i\n    deploy:\n      placement:\n        constraints: ['node.role==manager', 'node.labels.x', 'node.labels.==y']\n        preferences: []\n");
-    assert!(e.iter().any(|m| m.starts_with("service a: deploy.placement.constraints[0]: ") && m.contains("only node.hostname")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service a: deploy.placement.constraints[1]: ")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service a: deploy.placement.constraints[2]: ")), "{e:?}");
-    assert!(e.contains(&"service a: unsupported key 'deploy.placement.preferences'".to_string()), "{e:?}");
+    assert!(
+        e.iter().any(
+            |m| m.starts_with("service a: deploy.placement.constraints[0]: ")
+                && m.contains("only node.hostname")
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service a: deploy.placement.constraints[1]: ")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service a: deploy.placement.constraints[2]: ")),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"service a: unsupported key 'deploy.placement.preferences'".to_string()),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -301,8 +348,17 @@ fn global_mode_runs_one_task_on_every_matching_agent() {
     assert_eq!(app(&g, "web")["instances"], 1);
     assert_eq!(app(&g, "web").get("constraints"), None);
     let e = errors("services:\n  a:\n    image: i\n    deploy: { mode: global, replicas: 2 }\n  b:\n    image: i\n    deploy: { mode: replicated-job }\n");
-    assert!(e.contains(&"service a: deploy.replicas: cannot be given with mode: global (one task per agent)".to_string()), "{e:?}");
-    assert!(e.contains(&"service b: deploy.mode: must be replicated or global".to_string()), "{e:?}");
+    assert!(
+        e.contains(
+            &"service a: deploy.replicas: cannot be given with mode: global (one task per agent)"
+                .to_string()
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"service b: deploy.mode: must be replicated or global".to_string()),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -325,9 +381,21 @@ fn update_config_becomes_the_upgrade_strategy() {
         json!({ "minimumHealthCapacity": 0.666, "maximumOverCapacity": 0.0 })
     );
     let e = errors("services:\n  a:\n    image: i\n    deploy:\n      update_config: { order: random, delay: 10s, parallelism: x }\n");
-    assert!(e.contains(&"service a: deploy.update_config.order: must be start-first or stop-first".to_string()), "{e:?}");
-    assert!(e.contains(&"service a: unsupported key 'deploy.update_config.delay'".to_string()), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service a: deploy.update_config.parallelism: ")), "{e:?}");
+    assert!(
+        e.contains(
+            &"service a: deploy.update_config.order: must be start-first or stop-first".to_string()
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"service a: unsupported key 'deploy.update_config.delay'".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service a: deploy.update_config.parallelism: ")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -349,14 +417,34 @@ services:
       db:
 "#,
     );
-    assert_eq!(app(&g, "web")["dependencies"], json!(["/shop/db", "/shop/cache"]));
-    assert_eq!(app(&g, "worker")["dependencies"], json!(["/shop/db", "/shop/web"]));
+    assert_eq!(
+        app(&g, "web")["dependencies"],
+        json!(["/shop/db", "/shop/cache"])
+    );
+    assert_eq!(
+        app(&g, "worker")["dependencies"],
+        json!(["/shop/db", "/shop/web"])
+    );
     assert_eq!(app(&g, "db").get("dependencies"), None);
     let e = errors("services:\n  a:\n    image: i\n    depends_on: [a, nope]\n  b:\n    image: i\n    depends_on:\n      a: { condition: service_completed_successfully, restart: true }\n");
-    assert!(e.contains(&"service a: depends_on[0]: a service cannot depend on itself".to_string()), "{e:?}");
-    assert!(e.contains(&"service a: depends_on[1]: 'nope' is not a service of this file".to_string()), "{e:?}");
-    assert!(e.contains(&"service b: unsupported key 'depends_on.a.restart'".to_string()), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service b: depends_on.a.condition: 'service_completed_successfully' is not supported")), "{e:?}");
+    assert!(
+        e.contains(&"service a: depends_on[0]: a service cannot depend on itself".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"service a: depends_on[1]: 'nope' is not a service of this file".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"service b: unsupported key 'depends_on.a.restart'".to_string()),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|m| m.starts_with(
+            "service b: depends_on.a.condition: 'service_completed_successfully' is not supported"
+        )),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -404,14 +492,37 @@ services:
     );
     let b = &app(&g, "b")["healthChecks"][0];
     assert_eq!(b["command"]["value"], "curl -f http://localhost || exit 1");
-    assert_eq!((b["intervalSeconds"].clone(), b["timeoutSeconds"].clone(), b["maxConsecutiveFailures"].clone(), b["gracePeriodSeconds"].clone()), (json!(30.0), json!(30.0), json!(3), json!(0.0)));
-    assert_eq!(app(&g, "c")["healthChecks"][0]["command"]["value"], "pidof httpd");
+    assert_eq!(
+        (
+            b["intervalSeconds"].clone(),
+            b["timeoutSeconds"].clone(),
+            b["maxConsecutiveFailures"].clone(),
+            b["gracePeriodSeconds"].clone()
+        ),
+        (json!(30.0), json!(30.0), json!(3), json!(0.0))
+    );
+    assert_eq!(
+        app(&g, "c")["healthChecks"][0]["command"]["value"],
+        "pidof httpd"
+    );
     assert_eq!(app(&g, "d").get("healthChecks"), None);
     assert_eq!(app(&g, "e").get("healthChecks"), None);
     let e = errors("services:\n  a:\n    image: i\n    healthcheck:\n      test: [CMD]\n  b:\n    image: i\n    healthcheck:\n      test: pidof x\n      interval: 5 minutes\n      start_interval: 1s\n");
-    assert!(e.iter().any(|m| m.starts_with("service a: healthcheck.test: must be")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service b: healthcheck.interval: '5 minutes' is not a duration")), "{e:?}");
-    assert!(e.contains(&"service b: unsupported key 'healthcheck.start_interval'".to_string()), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service a: healthcheck.test: must be")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(
+            |m| m.starts_with("service b: healthcheck.interval: '5 minutes' is not a duration")
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&"service b: unsupported key 'healthcheck.start_interval'".to_string()),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -476,7 +587,10 @@ services:
         "service a: working_dir: must be an absolute path",
         "service a: labels: 'com.docker.stack.namespace' is set by",
     ] {
-        assert!(e.iter().any(|m| m.starts_with(prefix)), "missing {prefix:?} in {e:?}");
+        assert!(
+            e.iter().any(|m| m.starts_with(prefix)),
+            "missing {prefix:?} in {e:?}"
+        );
     }
 }
 
@@ -534,20 +648,35 @@ fn bad_files_names_and_bounds() {
     };
     assert!(bad("shop", "services: [a").starts_with("file: is not valid YAML"));
     assert!(bad("shop", "- a\n- b\n").starts_with("file: must be a mapping"));
-    assert_eq!(bad("shop", "version: '3'\n"), "services: the file defines no service");
-    assert!(bad("Shop", "services:\n  a:\n    image: i\n").starts_with("NAME: stack name 'Shop' must be"));
-    assert!(bad("shop", "services:\n  Web_1:\n    image: i\n").starts_with("services.Web_1: a service name must be"));
+    assert_eq!(
+        bad("shop", "version: '3'\n"),
+        "services: the file defines no service"
+    );
+    assert!(bad("Shop", "services:\n  a:\n    image: i\n")
+        .starts_with("NAME: stack name 'Shop' must be"));
+    assert!(bad("shop", "services:\n  Web_1:\n    image: i\n")
+        .starts_with("services.Web_1: a service name must be"));
     let long = "a".repeat(MAX_NAME + 1);
-    assert!(bad("shop", &format!("services:\n  {long}:\n    image: i\n")).contains("a service name must be"));
-    assert!(bad("shop", "services:\n  a:\n    command: x\n").starts_with("service a: image: is required"));
-    let huge = format!("services:\n  a:\n    image: i\n# {}\n", "x".repeat(MAX_FILE));
+    assert!(
+        bad("shop", &format!("services:\n  {long}:\n    image: i\n"))
+            .contains("a service name must be")
+    );
+    assert!(bad("shop", "services:\n  a:\n    command: x\n")
+        .starts_with("service a: image: is required"));
+    let huge = format!(
+        "services:\n  a:\n    image: i\n# {}\n",
+        "x".repeat(MAX_FILE)
+    );
     assert!(bad("shop", &huge).starts_with("file: is "));
     let many: String = (0..=MAX_SERVICES)
         .map(|i| format!("  s{i}:\n    image: i\n"))
         .collect();
     assert!(bad("shop", &format!("services:\n{many}")).contains("at most 200 are allowed"));
     // Several problems of a file come back together.
-    let all = bad("shop", "services:\n  a:\n    image: i\n    ports: [x]\n    build: .\n");
+    let all = bad(
+        "shop",
+        "services:\n  a:\n    image: i\n    ports: [x]\n    build: .\n",
+    );
     assert_eq!(all.lines().count(), 2, "{all}");
 }
 
@@ -556,8 +685,17 @@ fn interpolation_is_refused_and_double_dollar_is_a_dollar() {
     let g = group("services:\n  a:\n    image: i\n    command: [sh, -c, 'echo $$HOME']\n");
     assert_eq!(app(&g, "a")["args"], json!(["sh", "-c", "echo $HOME"]));
     let e = errors("services:\n  a:\n    image: 'busybox:${TAG}'\n    environment: [X=$HOME]\n");
-    assert!(e.iter().any(|m| m.starts_with("service a: image: 'busybox:${TAG}' uses variable interpolation")), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("service a: environment[0]: ")), "{e:?}");
+    assert!(
+        e.iter().any(
+            |m| m.starts_with("service a: image: 'busybox:${TAG}' uses variable interpolation")
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("service a: environment[0]: ")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -579,22 +717,76 @@ services:
     );
     let body: crate::group::GroupBody = serde_json::from_value(g).expect("body");
     let target = crate::group::read_group("/shop", &body).expect("accepted");
-    let web = target.apps.iter().find(|a| a.id == "/shop/web").expect("web");
+    let web = target
+        .apps
+        .iter()
+        .find(|a| a.id == "/shop/web")
+        .expect("web");
     assert_eq!(web.instances, 2);
-    assert_eq!(web.container.as_ref().expect("c").port_mappings[0].service_port, Some(8080));
-    let worker = target.apps.iter().find(|a| a.id == "/shop/worker").expect("worker");
+    assert_eq!(
+        web.container.as_ref().expect("c").port_mappings[0].service_port,
+        Some(8080)
+    );
+    let worker = target
+        .apps
+        .iter()
+        .find(|a| a.id == "/shop/worker")
+        .expect("worker");
     assert_eq!(worker.dependencies, ["/shop/web"]);
-    assert_eq!(worker.args.as_deref(), Some(&["sleep".to_string(), "3600".to_string()][..]));
+    assert_eq!(
+        worker.args.as_deref(),
+        Some(&["sleep".to_string(), "3600".to_string()][..])
+    );
 }
 
 #[test]
 fn what_only_the_api_bounds_is_named_by_service() {
     let s = parse(
         "shop",
-        &format!("services:\n  a:\n    image: '{}'\n", "i".repeat(limits::MAX_STRING + 1)),
+        &format!(
+            "services:\n  a:\n    image: '{}'\n",
+            "i".repeat(limits::MAX_STRING + 1)
+        ),
         &no_env,
     )
     .expect("parses");
     let e = s.group(&[]).expect_err("refused").to_string();
-    assert!(e.starts_with("service a: (app field /container/docker/image): "), "{e}");
+    assert!(
+        e.starts_with("service a: (app field /container/docker/image): "),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_redeploy_that_only_changes_replicas_keeps_the_deployed_strategy() {
+    let yaml = |replicas: u32, image: &str| {
+        format!("services:\n  web:\n    image: {image}\n    ports: ['9000']\n    deploy:\n      replicas: {replicas}\n      update_config: {{ order: start-first }}\n")
+    };
+    let mut deployed = group(&yaml(1, "i"));
+    // As the API shows it: the service port assigned, a version, the task counts.
+    deployed["apps"][0]["container"]["portMappings"][0]["servicePort"] = json!(10004);
+    deployed["apps"][0]["version"] = json!("2026-01-01T00:00:00.000Z");
+    deployed["apps"][0]["tasksRunning"] = json!(1);
+    let deployed_apps = deployed["apps"].as_array().expect("apps").clone();
+    let mut scaled = group(&yaml(4, "i"));
+    assert_eq!(
+        scaled["apps"][0]["upgradeStrategy"]["maximumOverCapacity"],
+        0.25
+    );
+    assert_eq!(
+        keep_strategy_on_scale(&mut scaled, &deployed_apps),
+        ["/shop/web"]
+    );
+    assert_eq!(
+        scaled["apps"][0]["upgradeStrategy"],
+        deployed_apps[0]["upgradeStrategy"]
+    );
+    assert_eq!(scaled["apps"][0]["instances"], 4);
+    // Another change too: the strategy for the new count goes with it.
+    let mut changed = group(&yaml(4, "j"));
+    assert!(keep_strategy_on_scale(&mut changed, &deployed_apps).is_empty());
+    assert_eq!(
+        changed["apps"][0]["upgradeStrategy"]["maximumOverCapacity"],
+        0.25
+    );
 }
