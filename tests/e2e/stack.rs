@@ -100,9 +100,10 @@ async fn a_compose_stack_deploys_in_dependency_order_scales_and_is_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let services_port = free_port();
     let url = format!("http://127.0.0.1:{services_port}");
+    let master_port = free_port();
     let local = spawn_local_with(
         dir.path(),
-        free_port(),
+        master_port,
         "local",
         services_port,
         "docker,native",
@@ -155,6 +156,49 @@ async fn a_compose_stack_deploys_in_dependency_order_scales_and_is_removed() {
         get(&format!("{url}/v2/groups/shop")).await.is_none(),
         "a dry run deploys nothing"
     );
+
+    // deploy.mode: global: one instance per active agent the constraints allow, counted from
+    // the master's agents (2 in `agora local`).
+    let master = format!("127.0.0.1:{master_port}");
+    let state = get(&format!("http://{master}/state")).await.expect("state");
+    let first_host = state["agents"][0]["hostname"]
+        .as_str()
+        .expect("hostname")
+        .to_string();
+    let global = dir.path().join("global.yml");
+    for (constraint, want) in [("", 2), (&*format!("node.hostname == {first_host}"), 1)] {
+        let placement = if constraint.is_empty() {
+            String::new()
+        } else {
+            format!("\n      placement:\n        constraints: ['{constraint}']")
+        };
+        std::fs::write(
+            &global,
+            format!("services:\n  probe:\n    image: {image}\n    deploy:\n      mode: global{placement}\n"),
+        )
+        .expect("write");
+        let g: Value = serde_json::from_str(&ok(&agora(
+            &url,
+            &[
+                "stack",
+                "deploy",
+                "-c",
+                &global.display().to_string(),
+                "probe",
+                "--dry-run",
+                "--master",
+                &master,
+            ],
+        )))
+        .expect("json");
+        assert_eq!(g["apps"][0]["instances"], want, "{constraint}: {g}");
+        assert!(
+            g["apps"][0]["constraints"]
+                .as_array()
+                .is_some_and(|c| c.contains(&serde_json::json!(["hostname", "UNIQUE"]))),
+            "{g}"
+        );
+    }
 
     let out = ok(&agora(&url, &["stack", "deploy", "-c", &f, "shop"]));
     assert!(
