@@ -689,7 +689,7 @@ fn port_entry(v: &Value, key: &str, s: &mut ServiceErrors<'_>) -> Option<Value> 
             let parts: Vec<&str> = spec.split(':').collect();
             let (published, target) = match parts.as_slice() {
                 [t] => (None, *t),
-                [p, t] if p.is_empty() => (None, *t),
+                ["", t] => (None, *t),
                 [p, t] => (Some(*p), *t),
                 _ => {
                     s.bad(
