@@ -61,6 +61,7 @@ impl std::fmt::Display for ComposeError {
                 write!(f, "service {s}: unsupported key '{}'", self.key)
             }
             (None, Problem::Unsupported) => write!(f, "unsupported top-level key '{}'", self.key),
+            (Some(s), Problem::Bad(m)) if self.key.is_empty() => write!(f, "service {s}: {m}"),
             (Some(s), Problem::Bad(m)) => write!(f, "service {s}: {}: {m}", self.key),
             (None, Problem::Bad(m)) => write!(f, "{}: {m}", self.key),
         }

@@ -663,6 +663,10 @@ fn bad_files_names_and_bounds() {
     );
     assert!(bad("shop", "services:\n  a:\n    command: x\n")
         .starts_with("service a: image: is required"));
+    assert_eq!(
+        bad("shop", "services:\n  a:\n"),
+        "service a: a service must be a mapping"
+    );
     let huge = format!(
         "services:\n  a:\n    image: i\n# {}\n",
         "x".repeat(MAX_FILE)
