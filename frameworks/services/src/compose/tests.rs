@@ -794,3 +794,28 @@ fn a_redeploy_that_only_changes_replicas_keeps_the_deployed_strategy() {
         0.25
     );
 }
+
+#[test]
+fn hostile_yaml_is_refused_not_expanded() {
+    // Aliases nested ten deep would expand to 10^10 strings.
+    let mut y = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        y.push_str(&format!(
+            "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+        ));
+    }
+    y.push_str("services:\n  web:\n    image: i\n    command: *a9\n");
+    let started = std::time::Instant::now();
+    let e = parse("shop", &y, &no_env).expect_err("refused");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(e.to_string().starts_with("file: "), "{e}");
+    // Nesting past the parser's recursion limit.
+    let deep = format!(
+        "services:\n  web:\n    image: i\n    labels: {}{}\n",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let e = parse("shop", &deep, &no_env).expect_err("refused");
+    assert!(e.to_string().starts_with("file: is not valid YAML"), "{e}");
+}
