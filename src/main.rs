@@ -45,6 +45,13 @@ enum Command {
         #[command(flatten)]
         services: cmd::services::ServicesAddress,
     },
+    /// Compose stacks: `deploy -c FILE NAME`, `ls`, `ps NAME`, `rm NAME`.
+    Stack {
+        #[command(subcommand)]
+        action: cmd::stack::StackAction,
+        #[command(flatten)]
+        services: cmd::services::ServicesAddress,
+    },
     /// Run the batch framework (Chronos-compatible jobs API, default port 8090).
     Batch(cmd::batch::BatchArgs),
     /// Batch jobs: `add -f FILE`, `list`, `run NAME`, `history NAME`, `delete NAME`.
@@ -121,6 +128,9 @@ fn run() -> anyhow::Result<()> {
         Command::Services(args) => runtime()?.block_on(cmd::services::run(args))?,
         Command::App { action, services } => {
             runtime()?.block_on(cmd::services::app(action, services))?
+        }
+        Command::Stack { action, services } => {
+            runtime()?.block_on(cmd::stack::stack(action, services))?
         }
         Command::Batch(args) => runtime()?.block_on(cmd::batch::run(args))?,
         Command::Job { action, batch } => runtime()?.block_on(cmd::batch::job(action, batch))?,

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod local;
 pub mod master;
 pub mod services;
+pub mod stack;
 
 /// Parses a duration flag given in seconds (`1`, `0.5`).
 pub fn seconds(s: &str) -> Result<std::time::Duration, String> {

@@ -95,18 +95,18 @@ pub struct ServicesAddress {
         default_value = "http://127.0.0.1:8080",
         global = true
     )]
-    services: String,
+    pub services: String,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     #[command(flatten)]
-    token: super::cli::TokenArgs,
+    pub token: super::cli::TokenArgs,
     /// The cluster CA (PEM) when the framework's API serves https (`--tls-cert` on it).
     #[arg(long, env = "AGORA_TLS_CA", global = true)]
-    tls_ca: Option<PathBuf>,
+    pub tls_ca: Option<PathBuf>,
 }
 
-async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
+pub(super) async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
     let resp = req.send().await.map_err(|e| {
         anyhow!("cannot reach the services framework at {url}: {e}\nIs it running? `agora local` starts one, or pass --services URL.")
     })?;
@@ -145,12 +145,13 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> 
     bail!(msg)
 }
 
-/// Waits for a deployment to finish, showing the app's running/healthy counts as it goes.
-async fn wait_deployment(
+/// Waits for a deployment to finish, showing the app's running/healthy counts as it goes (with
+/// `app`; else the deployment's current actions).
+pub(super) async fn wait_deployment(
     client: &reqwest::Client,
     base: &str,
     id: &str,
-    app: &str,
+    app: Option<&str>,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     let bar = indicatif::ProgressBar::new_spinner();
@@ -158,12 +159,38 @@ async fn wait_deployment(
     loop {
         let url = format!("{base}/v2/deployments");
         let deps = send(client.get(&url), &url).await?;
-        let app_url = format!("{base}/v2/apps/{}", app.trim_start_matches('/'));
-        if let Ok(a) = send(client.get(&app_url), &app_url).await {
-            let a = &a["app"];
+        if let Some(app) = app {
+            let app_url = format!("{base}/v2/apps/{}", app.trim_start_matches('/'));
+            if let Ok(a) = send(client.get(&app_url), &app_url).await {
+                let a = &a["app"];
+                bar.set_message(format!(
+                    "deployment {id}: {} running, {} healthy of {} instances",
+                    a["tasksRunning"], a["tasksHealthy"], a["instances"]
+                ));
+            }
+        } else if let Some(d) = deps
+            .as_array()
+            .and_then(|d| d.iter().find(|x| x["id"] == id))
+        {
+            let actions: Vec<String> = d["currentActions"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| {
+                            format!(
+                                "{} {}",
+                                x["action"].as_str().unwrap_or(""),
+                                x["app"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             bar.set_message(format!(
-                "deployment {id}: {} running, {} healthy of {} instances",
-                a["tasksRunning"], a["tasksHealthy"], a["instances"]
+                "deployment {id}: step {} of {}: {}",
+                d["currentStep"],
+                d["totalSteps"],
+                actions.join(", ")
             ));
         }
         if !deps
@@ -205,7 +232,7 @@ pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
                     .and_then(|d| d["id"].as_str())
                 {
                     let app_id = created["id"].as_str().unwrap_or("").to_string();
-                    wait_deployment(&client, &base, dep, &app_id).await?;
+                    wait_deployment(&client, &base, dep, Some(&app_id)).await?;
                 }
             }
         }
@@ -275,7 +302,7 @@ pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
                     &client,
                     &base,
                     r["deploymentId"].as_str().unwrap_or(""),
-                    &id,
+                    Some(&id),
                 )
                 .await?;
             }
@@ -289,7 +316,7 @@ pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
                     &client,
                     &base,
                     r["deploymentId"].as_str().unwrap_or(""),
-                    &id,
+                    Some(&id),
                 )
                 .await?;
             }

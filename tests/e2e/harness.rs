@@ -678,6 +678,17 @@ impl ZkProxy {
 /// `agora local` with 2 agents running native tasks only, the master on `port`, the services
 /// framework on `services`, the batch framework on a free port, state under `dir/state`.
 pub fn spawn_local(dir: &Path, port: u16, name: &str, services: u16) -> Process {
+    spawn_local_with(dir, port, name, services, "native")
+}
+
+/// [`spawn_local`] with the agents' `--containerizers` given (`docker,native` for Docker tasks).
+pub fn spawn_local_with(
+    dir: &Path,
+    port: u16,
+    name: &str,
+    services: u16,
+    containerizers: &str,
+) -> Process {
     let agent_port = local_agent_port(dir);
     let args: Vec<String> = [
         "local",
@@ -690,7 +701,7 @@ pub fn spawn_local(dir: &Path, port: u16, name: &str, services: u16) -> Process 
         "--agents",
         "2",
         "--containerizers",
-        "native",
+        containerizers,
         "--batch-port",
         &free_port().to_string(),
         "--services-port",

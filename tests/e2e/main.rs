@@ -26,6 +26,7 @@ mod security;
 mod service_ports;
 mod services;
 mod services_ui;
+mod stack;
 mod stops;
 mod tls;
 mod ui;

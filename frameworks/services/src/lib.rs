@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod compose;
 pub mod core;
 pub mod group;
 pub mod handle;

@@ -1,0 +1,360 @@
+//! `agora stack …` against `agora local` with Docker tasks: a Compose file of two services (a
+//! busybox httpd with a published port and a health check, and a worker that depends on it) is
+//! deployed as group `/shop` — the worker starts only once the web task is healthy, the web app's
+//! service port is the published port, the page is served on the task's host port — then listed
+//! (`stack ls`, `stack ps`), scaled by a second deploy, and removed (`stack rm`). A bad Compose
+//! file is refused with errors naming the service and key, and nothing is deployed.
+//! (Calls between services by name need the mesh and DNS; not asserted here.)
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{ensure_busybox_image, eventually, free_port, spawn_local_with};
+
+fn agora(services: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(args)
+        .env("AGORA_SERVICES", services)
+        .env_remove("AGORA_TOKEN")
+        .env_remove("AGORA_TOKEN_FILE")
+        .output()
+        .expect("agora runs")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "agora failed\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+async fn get(url: &str) -> Option<Value> {
+    let r = reqwest::get(url).await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+fn compose(image: &str, published: u16, web_replicas: u32) -> String {
+    format!(
+        r#"
+version: "3.8"
+services:
+  web:
+    image: {image}
+    command: httpd -f -p 8080 -h /www
+    ports:
+      - "{published}:8080"
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+      start_period: 1s
+    labels:
+      tier: front
+    deploy:
+      replicas: {web_replicas}
+      resources:
+        limits: {{ cpus: "0.1", memory: 32M }}
+      update_config: {{ parallelism: 1, order: start-first }}
+  worker:
+    image: {image}
+    command: ["sh", "-c", "sleep 3600"]
+    environment:
+      - ROLE=worker
+    depends_on:
+      web:
+        condition: service_healthy
+    deploy:
+      resources:
+        limits: {{ cpus: "0.1", memory: 32M }}
+"#
+    )
+}
+
+/// The tasks of app `id` in `/v2/tasks`.
+fn tasks_of<'a>(tasks: &'a Value, id: &str) -> Vec<&'a Value> {
+    tasks["tasks"]
+        .as_array()
+        .map(|t| t.iter().filter(|t| t["appId"] == id).collect())
+        .unwrap_or_default()
+}
+
+fn healthy(t: &Value) -> bool {
+    t["state"] == "TASK_RUNNING"
+        && t["healthCheckResults"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty() && r.iter().all(|h| h["alive"] == true))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compose_stack_deploys_in_dependency_order_scales_and_is_removed() {
+    let image = ensure_busybox_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services_port = free_port();
+    let url = format!("http://127.0.0.1:{services_port}");
+    let master_port = free_port();
+    let local = spawn_local_with(
+        dir.path(),
+        master_port,
+        "local",
+        services_port,
+        "docker,native",
+    );
+    eventually("the services API", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/groups");
+        async move { get(&u).await }
+    })
+    .await;
+
+    // A bad file: every problem named by service and key, nothing deployed.
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        format!(
+            "services:\n  web:\n    image: {image}\n    build: .\n    cap_add: [NET_ADMIN]\n  worker:\n    image: {image}\n    ports: ['80-90:80']\n    deploy:\n      replicas: many\nnetworks:\n  front: {{}}\n"
+        ),
+    )
+    .expect("write");
+    let out = agora(
+        &url,
+        &["stack", "deploy", "-c", &bad.display().to_string(), "shop"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{err}");
+    for want in [
+        "unsupported top-level key 'networks'",
+        "service web: unsupported key 'build'",
+        "service web: unsupported key 'cap_add'",
+        "service worker: ports[0]: ",
+        "service worker: deploy.replicas: ",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(get(&format!("{url}/v2/groups/shop")).await.is_none());
+
+    // Deploy: the group as --dry-run prints it is what is deployed.
+    let published = free_port();
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(&file, compose(image, published, 1)).expect("write");
+    let f = file.display().to_string();
+    let dry: Value = serde_json::from_str(&ok(&agora(
+        &url,
+        &["stack", "deploy", "-c", &f, "shop", "--dry-run"],
+    )))
+    .expect("dry run prints JSON");
+    assert_eq!(dry["id"], "/shop");
+    assert_eq!(dry["apps"].as_array().map(Vec::len), Some(2), "{dry}");
+    assert!(
+        get(&format!("{url}/v2/groups/shop")).await.is_none(),
+        "a dry run deploys nothing"
+    );
+
+    // deploy.mode: global: one instance per active agent the constraints allow, counted from
+    // the master's agents (2 in `agora local`).
+    let master = format!("127.0.0.1:{master_port}");
+    let state = get(&format!("http://{master}/state")).await.expect("state");
+    let first_host = state["agents"][0]["hostname"]
+        .as_str()
+        .expect("hostname")
+        .to_string();
+    let global = dir.path().join("global.yml");
+    for (constraint, want) in [("", 2), (&*format!("node.hostname == {first_host}"), 1)] {
+        let placement = if constraint.is_empty() {
+            String::new()
+        } else {
+            format!("\n      placement:\n        constraints: ['{constraint}']")
+        };
+        std::fs::write(
+            &global,
+            format!("services:\n  probe:\n    image: {image}\n    deploy:\n      mode: global{placement}\n"),
+        )
+        .expect("write");
+        let g: Value = serde_json::from_str(&ok(&agora(
+            &url,
+            &[
+                "stack",
+                "deploy",
+                "-c",
+                &global.display().to_string(),
+                "probe",
+                "--dry-run",
+                "--master",
+                &master,
+            ],
+        )))
+        .expect("json");
+        assert_eq!(g["apps"][0]["instances"], want, "{constraint}: {g}");
+        assert!(
+            g["apps"][0]["constraints"]
+                .as_array()
+                .is_some_and(|c| c.contains(&serde_json::json!(["hostname", "UNIQUE"]))),
+            "{g}"
+        );
+    }
+
+    let out = ok(&agora(&url, &["stack", "deploy", "-c", &f, "shop"]));
+    assert!(
+        out.contains("creating stack shop (2 services: web, worker): deployment "),
+        "{out}"
+    );
+    // The worker appears only once the web task is healthy (it depends on web).
+    let web_seen_healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    eventually(
+        "web healthy and the worker running",
+        Duration::from_secs(120),
+        || {
+            let u = format!("{url}/v2/tasks");
+            let seen = web_seen_healthy.clone();
+            async move {
+                let tasks = get(&u).await?;
+                let web = tasks_of(&tasks, "/shop/web");
+                let worker = tasks_of(&tasks, "/shop/worker");
+                if web.iter().any(|t| healthy(t)) {
+                    seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                assert!(
+                    worker.is_empty() || seen.load(std::sync::atomic::Ordering::SeqCst),
+                    "the worker started before web was healthy: {tasks}"
+                );
+                (worker.iter().any(|t| t["state"] == "TASK_RUNNING")).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let web = get(&format!("{url}/v2/apps/shop/web?embed=app.tasks"))
+        .await
+        .expect("web app");
+    let web = &web["app"];
+    assert_eq!(
+        web["container"]["portMappings"][0]["servicePort"], published,
+        "{web}"
+    );
+    assert_eq!(web["container"]["portMappings"][0]["containerPort"], 8080);
+    assert_eq!(web["labels"]["com.docker.stack.namespace"], "shop");
+    assert_eq!(web["labels"]["tier"], "front");
+    let worker = get(&format!("{url}/v2/apps/shop/worker"))
+        .await
+        .expect("worker app");
+    assert_eq!(
+        worker["app"]["dependencies"],
+        serde_json::json!(["/shop/web"])
+    );
+    assert_eq!(worker["app"]["env"]["ROLE"], "worker");
+    let task = &web["tasks"][0];
+    let first_web_task = task["id"].as_str().expect("task id").to_string();
+    let host = task["host"].as_str().expect("host");
+    let port = task["ports"][0].as_u64().expect("host port");
+    let page = reqwest::get(format!("http://{host}:{port}/"))
+        .await
+        .expect("GET the web task")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(page, "agora-ok\n");
+
+    // ls and ps, as tables and JSON.
+    let ls = ok(&agora(&url, &["stack", "ls"]));
+    assert!(
+        ls.lines().next().is_some_and(|h| h.starts_with("NAME")),
+        "{ls}"
+    );
+    assert!(
+        ls.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["shop", "2"]),
+        "{ls}"
+    );
+    let ls: Value =
+        serde_json::from_str(&ok(&agora(&url, &["stack", "ls", "--json"]))).expect("json");
+    assert_eq!(ls[0]["name"], "shop");
+    assert_eq!(ls[0]["serviceNames"], serde_json::json!(["web", "worker"]));
+    let ps: Value =
+        serde_json::from_str(&ok(&agora(&url, &["stack", "ps", "shop", "--json"]))).expect("json");
+    let rows = ps.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{ps}");
+    assert_eq!(rows[0]["service"], "web");
+    assert_eq!(rows[0]["health"], "healthy");
+    assert_eq!(rows[0]["endpoint"], format!("{host}:{port}"));
+    assert_eq!(rows[1]["service"], "worker");
+    assert_eq!(rows[1]["state"], "TASK_RUNNING");
+    assert_eq!(rows[1]["health"], "-");
+    let table = ok(&agora(&url, &["stack", "ps", "shop"]));
+    assert!(table.starts_with("SERVICE"), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("web ")
+            && l.contains(&format!("{host}:{port}"))
+            && l.contains("TASK_RUNNING")
+            && l.ends_with("healthy")),
+        "{table}"
+    );
+
+    // Update: web scaled to 2 by deploying the changed file; --wait returns once it is done.
+    std::fs::write(&file, compose(image, published, 2)).expect("write");
+    let out = ok(&agora(
+        &url,
+        &["stack", "deploy", "-c", &f, "shop", "--wait"],
+    ));
+    assert!(out.contains("updating stack shop"), "{out}");
+    let tasks = get(&format!("{url}/v2/tasks")).await.expect("tasks");
+    let web = tasks_of(&tasks, "/shop/web");
+    assert_eq!(web.len(), 2, "{tasks}");
+    assert!(web.iter().all(|t| healthy(t)), "{tasks}");
+    assert!(
+        web.iter().any(|t| t["id"] == first_web_task.as_str()),
+        "a change of replicas is a scale: the first task keeps running: {tasks}"
+    );
+    assert_eq!(tasks_of(&tasks, "/shop/worker").len(), 1, "{tasks}");
+    let app = get(&format!("{url}/v2/apps/shop/web")).await.expect("web");
+    assert_eq!(app["app"]["instances"], 2);
+    assert_eq!(
+        app["app"]["container"]["portMappings"][0]["servicePort"], published,
+        "the service port is kept"
+    );
+
+    // A group that is not a stack is left alone.
+    let r = reqwest::Client::new()
+        .put(format!("{url}/v2/groups/plain"))
+        .json(&serde_json::json!({ "id": "/plain", "apps": [{ "id": "/plain/x", "cmd": "sleep 100", "cpus": 0.1, "mem": 16, "instances": 0 }] }))
+        .send()
+        .await
+        .expect("PUT");
+    assert!(r.status().is_success());
+    let out = agora(&url, &["stack", "rm", "plain"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a stack"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ls = ok(&agora(&url, &["stack", "ls"]));
+    assert!(!ls.contains("plain"), "{ls}");
+
+    // Remove: the group, its apps and their tasks are gone.
+    let out = ok(&agora(&url, &["stack", "rm", "shop", "--wait"]));
+    assert!(out.contains("removing stack shop"), "{out}");
+    assert!(get(&format!("{url}/v2/groups/shop")).await.is_none());
+    eventually("the stack's tasks gone", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/tasks");
+        async move {
+            let tasks = get(&u).await?;
+            (tasks_of(&tasks, "/shop/web").is_empty()
+                && tasks_of(&tasks, "/shop/worker").is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    let ls = ok(&agora(&url, &["stack", "ls"]));
+    assert!(!ls.contains("shop"), "{ls}");
+    let out = agora(&url, &["stack", "ps", "shop"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no stack 'shop'"));
+    drop(local);
+}
