@@ -48,7 +48,9 @@ version: "3.8"
 services:
   web:
     image: {image}
-    command: httpd -f -p 8080 -h /www
+    # No -h: httpd serves its working directory, so the page proves working_dir is applied.
+    command: httpd -f -p 8080
+    working_dir: /www
     ports:
       - "{published}:8080"
     healthcheck:

@@ -358,8 +358,24 @@ impl DockerContainerizer {
             };
             binds.push(format!("{host}:{}:{mode}", v.container_path));
         }
-        if !docker.parameters.is_empty() {
-            warn!(task = %spec.task.task_id, "docker parameters are not supported and are ignored");
+        // Docker's `--workdir` (Marathon's `parameters: [{"key": "workdir", …}]`, Compose's
+        // `working_dir`); other parameters are not supported.
+        let mut working_dir = None;
+        for p in &docker.parameters {
+            match p.key.as_str() {
+                "workdir" | "w" => {
+                    if !p.value.starts_with('/') || p.value.len() > 4096 || p.value.contains('\0') {
+                        return Err(ContainerError::InvalidTask(format!(
+                            "docker parameter workdir '{}' must be an absolute path (at most 4096 bytes)",
+                            p.value.chars().take(80).collect::<String>()
+                        )));
+                    }
+                    working_dir = Some(p.value.clone());
+                }
+                other => {
+                    warn!(task = %spec.task.task_id, parameter = %other, "docker parameter not supported: ignored");
+                }
+            }
         }
         let mem = spec
             .mem_mib
@@ -390,6 +406,7 @@ impl DockerContainerizer {
             // Numeric, so the image needs no passwd entry for it; it overrides the image's USER.
             // `None` (an agent that is not root) keeps the image's own user.
             user: spec.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
+            working_dir,
             ..Default::default()
         })
     }
