@@ -184,6 +184,24 @@ async fn body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
         })
 }
 
+/// The steps every `POST` call of both APIs starts with: a standby redirects (or 503), the
+/// method and content type are checked, the body is read and parsed as `what`. Returns the
+/// request's parts (headers for the stream id and credentials) and the call.
+async fn read_call<T: serde::de::DeserializeOwned>(
+    node: &Node,
+    request: axum::extract::Request,
+    what: &str,
+) -> Result<(axum::http::request::Parts, T), Response> {
+    let (parts, raw) = request.into_parts();
+    if let Some(r) = standby(node, parts.uri.path()) {
+        return Err(r);
+    }
+    check_post(&parts.method, &parts.headers)?;
+    let bytes = body(raw).await?;
+    let call = parse(what, &bytes)?;
+    Ok((parts, call))
+}
+
 /// Parses a JSON body, naming the field that does not parse.
 fn parse<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, Response> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);

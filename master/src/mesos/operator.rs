@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::wire::{self, id, MESOS_VERSION};
-use super::{check_post, error_response, json_response, parse, standby, text};
+use super::{error_response, json_response, standby, text};
 use crate::node::Node;
 
 /// The core's state (the leader's; a standby redirects first).
@@ -478,18 +478,7 @@ pub fn operator_answer(kind: &str, s: &v1::GetStateResponse) -> Result<Value, St
 
 /// `POST /api/v1`.
 pub async fn call(State(node): State<Arc<Node>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    if let Some(r) = standby(&node, parts.uri.path()) {
-        return r;
-    }
-    if let Err(r) = check_post(&parts.method, &parts.headers) {
-        return r;
-    }
-    let bytes = match super::body(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let call: OperatorCall = match parse("Call", &bytes) {
+    let (_, call): (_, OperatorCall) = match super::read_call(&node, request, "Call").await {
         Ok(c) => c,
         Err(r) => return r,
     };

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::wire::{self, Call};
-use super::{check_post, error_response, parse, standby, text};
+use super::{error_response, text};
 use crate::actor::Request as ActorRequest;
 use crate::bookkeeping::{Bookkeeping, Caller, Clock};
 use crate::error::MasterError;
@@ -32,18 +32,7 @@ pub const STREAM_ID_HEADER: &str = "mesos-stream-id";
 
 /// Serves one scheduler call.
 pub async fn call(State(node): State<Arc<Node>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    if let Some(r) = standby(&node, parts.uri.path()) {
-        return r;
-    }
-    if let Err(r) = check_post(&parts.method, &parts.headers) {
-        return r;
-    }
-    let bytes = match super::body(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let call: Call = match parse("Call", &bytes) {
+    let (parts, call): (_, Call) = match super::read_call(&node, request, "Call").await {
         Ok(c) => c,
         Err(r) => return r,
     };
