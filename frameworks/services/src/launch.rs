@@ -253,6 +253,7 @@ pub fn task_info(
         }
         hc
     });
+    let discovery = discovery_info(app, carved);
     v1::TaskInfo {
         name: app.id.trim_start_matches('/').replace('/', "."),
         task_id: task_id.to_string(),
@@ -272,6 +273,57 @@ pub fn task_info(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        discovery: Some(discovery),
         ..Default::default()
+    }
+}
+
+/// The task's discovery data: named after the app id, one port per host port with the app's
+/// service port at the same index (assigned before any launch, so the indices line up), the app's
+/// labels (marathon-lb's `HAPROXY_*`, `VHOST`) for load balancers.
+fn discovery_info(app: &App, carved: &Carved) -> v1::DiscoveryInfo {
+    let declared: Vec<(Option<String>, String)> = if app.bridged() {
+        app.container
+            .as_ref()
+            .map(|c| {
+                c.port_mappings
+                    .iter()
+                    .map(|p| (p.name.clone(), p.protocol.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        app.port_definitions
+            .iter()
+            .map(|p| (p.name.clone(), p.protocol.clone()))
+            .collect()
+    };
+    let service = crate::ports::service_ports(app);
+    let ports = carved
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let (name, protocol) = declared.get(i).cloned().unwrap_or_default();
+            v1::DiscoveryPort {
+                number: u32::try_from(*host).unwrap_or(0),
+                name: name.unwrap_or_default(),
+                protocol: if protocol.is_empty() {
+                    "tcp".into()
+                } else {
+                    protocol
+                },
+                service_port: service.get(i).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    v1::DiscoveryInfo {
+        name: app.id.clone(),
+        ports,
+        labels: app
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
