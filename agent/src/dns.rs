@@ -160,6 +160,9 @@ pub fn service_label(name: &str) -> Option<String> {
     label(&parts.join("-"))
 }
 
+/// SRV records as (port, target name).
+pub type SrvTargets = Vec<(u16, String)>;
+
 /// Records of one name.
 #[derive(Debug, Default, Clone)]
 struct Rrset {
@@ -252,8 +255,8 @@ impl Zone {
         name == self.domain || name.ends_with(&format!(".{}", self.domain))
     }
 
-    /// A and SRV targets of `name`, for tests and the handler: `None` when the name is unknown.
-    pub fn lookup(&self, name: &str) -> Option<(Vec<Ipv4Addr>, Vec<(u16, String)>)> {
+    /// A and SRV (port, target) records of `name`: `None` when the name is unknown.
+    pub fn lookup(&self, name: &str) -> Option<(Vec<Ipv4Addr>, SrvTargets)> {
         let r = self.names.get(name)?;
         Some((
             r.a.iter().copied().collect(),

@@ -277,7 +277,9 @@ mod tests {
             );
         }
         let mut no_discovery = task("t", TaskState::TaskRunning, false, None);
-        no_discovery.info.as_mut().map(|i| i.discovery = None);
+        if let Some(i) = no_discovery.info.as_mut() {
+            i.discovery = None;
+        }
         assert!(task_endpoints(&no_discovery, "services", Some(&a)).is_none());
     }
 
