@@ -327,3 +327,42 @@ fn discovery_info(app: &App, carved: &Carved) -> v1::DiscoveryInfo {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_carries_the_app_id_ports_with_service_ports_and_labels() {
+        let app = crate::app::from_value(serde_json::json!({
+            "id": "/prod/web",
+            "cmd": "serve",
+            "portDefinitions": [{"port": 10001, "name": "http"}, {"port": 10002, "protocol": "udp"}],
+            "labels": {"HAPROXY_0_VHOST": "web.example.com"}
+        }))
+        .expect("a valid app");
+        let carved = Carved {
+            resources: agora_proto::Resources::new(),
+            ports: vec![31000, 31001],
+        };
+        let d = discovery_info(&app, &carved);
+        assert_eq!(d.name, "/prod/web");
+        let ports: Vec<(u32, &str, &str, u32)> = d
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.number,
+                    p.name.as_str(),
+                    p.protocol.as_str(),
+                    p.service_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [(31000, "http", "tcp", 10001), (31001, "", "udp", 10002)]
+        );
+        assert_eq!(d.labels["HAPROXY_0_VHOST"], "web.example.com");
+    }
+}
