@@ -41,7 +41,7 @@ pub struct TaskEndpoints {
 /// Most services in the table; tasks of further services get no endpoints (logged once each).
 pub const MAX_SERVICES: usize = 100_000;
 /// Most ports of one task that count.
-pub const MAX_PORTS_PER_TASK: usize = 64;
+pub const MAX_PORTS_PER_TASK: usize = crate::bookkeeping::limits::MAX_DISCOVERY_PORTS;
 /// Longest discovery name.
 pub const MAX_NAME_LEN: usize = 255;
 

@@ -382,7 +382,7 @@ pub fn task_info(t: &v1::TaskInfo) -> Result<(), MasterError> {
 }
 
 /// Most ports of a task's discovery info.
-pub const MAX_DISCOVERY_PORTS: usize = 64;
+pub const MAX_DISCOVERY_PORTS: usize = MAX_LIST_ITEMS;
 
 fn discovery(field: &str, d: &v1::DiscoveryInfo) -> Result<(), MasterError> {
     if d.name.is_empty() && !d.ports.is_empty() {
