@@ -282,11 +282,31 @@ pub fn router(agent: AgentHandle) -> Router {
 pub const OPEN_PATHS: &[&str] = &["/health"];
 
 /// [`router`] guarded by `token` (all but [`OPEN_PATHS`]); unchanged without one.
-pub fn protected_router(agent: AgentHandle, token: Option<ApiToken>) -> Router {
+pub fn protected_router(agent: AgentHandle, token: Option<ApiToken>, extra: Router) -> Router {
+    let r = router(agent).merge(extra);
     match token {
-        None => router(agent),
-        Some(token) => router(agent).layer(axum::middleware::from_fn_with_state(token, guard)),
+        None => r,
+        Some(token) => r.layer(axum::middleware::from_fn_with_state(token, guard)),
     }
+}
+
+/// `/metrics`: the agent's DNS counters in Prometheus text format.
+pub fn metrics_router(dns: std::sync::Arc<crate::dns::DnsMetrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let dns = dns.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    dns.render(),
+                )
+            }
+        }),
+    )
 }
 
 /// The token check: the `Authorization` header as the master checks it, or a `token` query

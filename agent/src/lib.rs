@@ -42,6 +42,8 @@ pub mod agent;
 pub mod checkpoint;
 pub mod command;
 pub mod containerizer;
+pub mod dns;
+pub mod endpoints;
 pub mod error;
 pub mod executor;
 pub mod fetcher;
@@ -117,6 +119,8 @@ pub struct AgentConfig {
     pub tls: agora_net::tls::TlsFiles,
     /// `--api-token-file` (the master's): the HTTP API (all but `/health`) requires it.
     pub api_token: Option<agora_net::http_auth::ApiToken>,
+    /// `--dns-port`/`--dns-domain`/`--dns-forward`: DNS from the endpoint table; `None`: off.
+    pub dns: Option<dns::DnsConfig>,
 }
 
 impl Default for AgentConfig {
@@ -138,6 +142,7 @@ impl Default for AgentConfig {
             default_task_user: user::DEFAULT_TASK_USER.into(),
             allow_root_tasks: false,
             tls: agora_net::tls::TlsFiles::default(),
+            dns: None,
             api_token: None,
         }
     }
@@ -402,6 +407,7 @@ impl Agent {
             attributes,
             http_port: config.port as u32,
             version: env!("CARGO_PKG_VERSION").into(),
+            ip: String::new(),
         };
         Ok(Agent {
             handle,
@@ -446,6 +452,12 @@ pub async fn run(
         source: e,
     })?;
     info.http_port = local.port() as u32;
+    if !config.bind.is_unspecified() {
+        info.ip = config.bind.to_string();
+    } else if let Ok(ip) = info.hostname.parse::<IpAddr>() {
+        info.ip = ip.to_string();
+    }
+    let dns_metrics = std::sync::Arc::new(dns::DnsMetrics::default());
     info!(agent_id = %handle.agent_id(), http = %local, "agent started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -456,15 +468,31 @@ pub async fn run(
         })?;
     let server = agora_net::tls::serve(
         listener,
-        http::protected_router(handle.clone(), config.api_token.clone()),
+        http::protected_router(
+            handle.clone(),
+            config.api_token.clone(),
+            http::metrics_router(dns_metrics.clone()),
+        ),
         async move {
             let _ = http_stop.wait_for(|s| *s).await;
         },
     );
     let http = tokio::spawn(async move { server.await });
+    let endpoints = endpoints::Endpoints::new();
+    let dns_server = match &config.dns {
+        Some(d) => {
+            let (server, addr) = dns::start(d, &endpoints, dns_metrics.clone())
+                .await
+                .map_err(|e| AgentError::Config(e.to_string()))?;
+            info!(dns = %addr, "agent DNS started");
+            Some(server)
+        }
+        None => None,
+    };
     let link = match &config.master {
         Some(master) => {
             let l = master_link::MasterLink::new(master.clone(), handle.clone(), info.clone())
+                .with_endpoints(endpoints.clone())
                 .with_join_token(config.join_token.clone())
                 .with_tls(client_tls);
             let stop = stop_rx.clone();
@@ -486,6 +514,9 @@ pub async fn run(
         } => r,
     };
     let _ = stop_tx.send(true);
+    if let Some(mut s) = dns_server {
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown_gracefully()).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     handle.abort();
     info!("agent stopped; its tasks keep running");

@@ -86,6 +86,8 @@ pub struct MasterLink {
     info: v1::AgentInfo,
     join_token: String,
     tls: Option<agora_net::tls::ClientTls>,
+    /// Where the master's endpoint updates go (DNS, a mesh read it); `None`: dropped.
+    endpoints: Option<crate::endpoints::Endpoints>,
 }
 
 /// The leader named by a standby master's `UNAVAILABLE` answer, if any.
@@ -110,11 +112,17 @@ impl MasterLink {
             info,
             join_token: String::new(),
             tls: None,
+            endpoints: None,
         }
     }
 
     /// Connect over TLS, verifying the master against the CA (and presenting the agent's
     /// certificate when it has one).
+    pub fn with_endpoints(mut self, endpoints: crate::endpoints::Endpoints) -> Self {
+        self.endpoints = Some(endpoints);
+        self
+    }
+
     pub fn with_tls(mut self, tls: Option<agora_net::tls::ClientTls>) -> Self {
         self.tls = tls;
         self
@@ -385,6 +393,10 @@ impl MasterLink {
             }
             M::Shutdown(s) => return Ok(Some(End::Shutdown(s.message))),
             M::Heartbeat(_) => {}
+            M::EndpointUpdate(u) => match &self.endpoints {
+                Some(e) => e.apply(u),
+                None => debug!("endpoint update ignored: nothing on this agent reads endpoints"),
+            },
         }
         Ok(None)
     }

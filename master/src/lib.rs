@@ -30,6 +30,7 @@ pub mod actor;
 pub mod allocator;
 pub mod auth;
 pub mod bookkeeping;
+pub mod endpoints;
 pub mod error;
 pub mod grpc;
 pub mod http;

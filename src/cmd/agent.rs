@@ -66,6 +66,17 @@ pub struct AgentArgs {
     /// Let tasks that ask for user `root` run as root (otherwise they end TASK_ERROR).
     #[arg(long)]
     allow_root_tasks: bool,
+    /// DNS port (UDP and TCP) on `--ip`, answering Mesos-DNS names of the cluster's services
+    /// (`web-prod.services.agora`); 0 turns DNS off.
+    #[arg(long, default_value_t = 53)]
+    dns_port: u16,
+    /// The domain DNS answers for.
+    #[arg(long, default_value = "agora")]
+    dns_domain: String,
+    /// Forward names outside `--dns-domain` to the resolvers of /etc/resolv.conf
+    /// (`--dns-forward=false`: refuse them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    dns_forward: bool,
     // The API token of `agora agent list|drain|reactivate` (a master started with
     // --api-token-file).
     #[command(flatten)]
@@ -158,6 +169,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         allow_root_tasks: args.allow_root_tasks,
         tls: args.tls.files(),
         api_token,
+        dns: (args.dns_port != 0).then(|| agora_agent::dns::DnsConfig {
+            listen: std::net::SocketAddr::new(args.ip, args.dns_port),
+            domain: args.dns_domain.clone(),
+            forward: args.dns_forward,
+        }),
         ..Default::default()
     };
     agora_agent::run(config, super::shutdown_signal()).await?;

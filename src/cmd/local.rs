@@ -127,6 +127,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     // Each agent's end is reported here: one that stops by itself stops `agora local`.
     let (agent_done_tx, mut agent_done) = tokio::sync::mpsc::unbounded_channel();
     let mut agents = Vec::new();
+    // DNS on every agent, each on its own loopback address, all on one free port.
+    let dns_port = free_dns_port().context("finding a free port for the agents' DNS")?;
     for i in 0..args.agents {
         // Each agent on its own loopback address, so that hostnames (and UNIQUE constraints) tell
         // them apart and every sandbox link works.
@@ -142,6 +144,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             hostname: Some(ip.to_string()),
             default_task_user: args.default_task_user.clone(),
             allow_root_tasks: args.allow_root_tasks,
+            dns: Some(agora_agent::dns::DnsConfig {
+                listen: std::net::SocketAddr::new(IpAddr::V4(ip), dns_port),
+                domain: "agora".into(),
+                forward: true,
+            }),
             ..Default::default()
         };
         let mut stop = stop_rx.clone();
@@ -246,6 +253,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "  batch jobs (Chronos)    http://{}/v1/scheduler/jobs",
         batch.address
     );
+    let dns: Vec<String> = (0..args.agents)
+        .map(|i| format!("127.0.0.{}:{dns_port}", i + 2))
+        .collect();
+    println!(
+        "  DNS (each agent)        {}   (dig @127.0.0.2 -p {dns_port} <app>.services.agora)",
+        dns.join(", ")
+    );
     println!("  state is kept in        {}", work_dir.display());
     println!("Try: agora app create -f examples/apps/hello.json   ·   agora job add -f examples/jobs/hello.json   ·   Ctrl-C stops everything.");
 
@@ -299,4 +313,19 @@ mod tests {
         );
         assert!(agora_proto::Resources::parse(&share(&total, 3, 2)).is_ok());
     }
+}
+
+/// A port free for both UDP and TCP on 127.0.0.2 (the first agent's address; the others' are
+/// distinct addresses, so the same port is free there unless something binds all of loopback).
+fn free_dns_port() -> std::io::Result<u16> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = std::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 2), 0))?;
+        let port = udp.local_addr()?.port();
+        match std::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), port)) {
+            Ok(_) => return Ok(port),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }

@@ -320,6 +320,9 @@ pub fn agent_args(
         name,
         "--containerizers",
         containerizers,
+        // Agents of a test share 127.0.0.1: DNS (port 53 by default) only where a test asks.
+        "--dns-port",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -7,6 +7,7 @@ mod browser;
 mod chronos_client;
 mod cli;
 mod compose;
+mod dns;
 mod doors;
 mod durability;
 mod failover_agents;

@@ -164,6 +164,8 @@ async fn acknowledgements_stop_the_agents_retransmissions() {
         "cpus:1;mem:256",
         "--status-retry-initial",
         "0.5",
+        "--dns-port",
+        "0",
     ]
     .iter()
     .map(|s| s.to_string())

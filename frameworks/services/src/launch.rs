@@ -253,6 +253,7 @@ pub fn task_info(
         }
         hc
     });
+    let discovery = discovery_info(app, carved);
     v1::TaskInfo {
         name: app.id.trim_start_matches('/').replace('/', "."),
         task_id: task_id.to_string(),
@@ -272,6 +273,96 @@ pub fn task_info(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        discovery: Some(discovery),
         ..Default::default()
+    }
+}
+
+/// The task's discovery data: named after the app id, one port per host port with the app's
+/// service port at the same index (assigned before any launch, so the indices line up), the app's
+/// labels (marathon-lb's `HAPROXY_*`, `VHOST`) for load balancers.
+fn discovery_info(app: &App, carved: &Carved) -> v1::DiscoveryInfo {
+    let declared: Vec<(Option<String>, String)> = if app.bridged() {
+        app.container
+            .as_ref()
+            .map(|c| {
+                c.port_mappings
+                    .iter()
+                    .map(|p| (p.name.clone(), p.protocol.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        app.port_definitions
+            .iter()
+            .map(|p| (p.name.clone(), p.protocol.clone()))
+            .collect()
+    };
+    let service = crate::ports::service_ports(app);
+    let ports = carved
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let (name, protocol) = declared.get(i).cloned().unwrap_or_default();
+            v1::DiscoveryPort {
+                number: u32::try_from(*host).unwrap_or(0),
+                name: name.unwrap_or_default(),
+                protocol: if protocol.is_empty() {
+                    "tcp".into()
+                } else {
+                    protocol
+                },
+                service_port: service.get(i).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    v1::DiscoveryInfo {
+        name: app.id.clone(),
+        ports,
+        labels: app
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_carries_the_app_id_ports_with_service_ports_and_labels() {
+        let app = crate::app::from_value(serde_json::json!({
+            "id": "/prod/web",
+            "cmd": "serve",
+            "portDefinitions": [{"port": 10001, "name": "http"}, {"port": 10002, "protocol": "udp"}],
+            "labels": {"HAPROXY_0_VHOST": "web.example.com"}
+        }))
+        .expect("a valid app");
+        let carved = Carved {
+            resources: agora_proto::Resources::new(),
+            ports: vec![31000, 31001],
+        };
+        let d = discovery_info(&app, &carved);
+        assert_eq!(d.name, "/prod/web");
+        let ports: Vec<(u32, &str, &str, u32)> = d
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.number,
+                    p.name.as_str(),
+                    p.protocol.as_str(),
+                    p.service_port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [(31000, "http", "tcp", 10001), (31001, "", "udp", 10002)]
+        );
+        assert_eq!(d.labels["HAPROXY_0_VHOST"], "web.example.com");
     }
 }

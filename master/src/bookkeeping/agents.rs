@@ -367,6 +367,7 @@ impl Bookkeeping {
         if let Some(a) = self.agents.get_mut(agent_id) {
             a.tasks.insert(key.clone());
         }
+        self.touch_endpoints(&key);
         self.tasks.insert(
             key,
             TaskEntry {
@@ -397,6 +398,7 @@ impl Bookkeeping {
         }
         agent.connected = true;
         agent.last_seen = clock.now;
+        self.send_full_endpoints(agent_id);
         Ok(())
     }
 
@@ -515,6 +517,7 @@ impl Bookkeeping {
                 }
             }
             entry.task.status = Some(st.clone());
+            self.endpoints_dirty.insert(key.clone());
             if !is_terminal(old_state) && is_terminal(new_state) {
                 self.finish_task(&key);
             }
@@ -528,6 +531,7 @@ impl Bookkeeping {
         let Some(entry) = self.tasks.remove(key) else {
             return;
         };
+        self.touch_endpoints(key);
         let agent_id = entry.task.agent_id.clone();
         if entry.allocated {
             let _ = self
@@ -686,6 +690,7 @@ impl Bookkeeping {
             };
             entry.allocated = false;
             entry.task.state = TaskState::TaskUnreachable as i32;
+            self.endpoints_dirty.insert(key.clone());
             let state = if aware {
                 TaskState::TaskUnreachable
             } else {

@@ -192,6 +192,7 @@ impl Bookkeeping {
             };
             agents.insert(entry.task.agent_id.clone(), ());
             entry.task.state = TaskState::TaskKilled as i32;
+            self.endpoints_dirty.insert(key.clone());
             entry.task.status = Some(status(
                 task_id,
                 &entry.task.agent_id,

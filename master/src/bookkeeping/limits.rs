@@ -375,7 +375,58 @@ pub fn task_info(t: &v1::TaskInfo) -> Result<(), MasterError> {
     if let Some(h) = &t.health_check {
         health_check("health_check", h)?;
     }
+    if let Some(d) = &t.discovery {
+        discovery("discovery", d)?;
+    }
     kill_policy("kill_policy", t.kill_policy.as_ref())
+}
+
+/// Most ports of a task's discovery info.
+pub const MAX_DISCOVERY_PORTS: usize = MAX_LIST_ITEMS;
+
+fn discovery(field: &str, d: &v1::DiscoveryInfo) -> Result<(), MasterError> {
+    if d.name.is_empty() && !d.ports.is_empty() {
+        return Err(MasterError::invalid(
+            format!("{field}.name"),
+            "must not be empty when ports are given",
+        ));
+    }
+    too_long(&format!("{field}.name"), d.name.len(), MAX_ID_BYTES)?;
+    too_many(
+        &format!("{field}.ports"),
+        d.ports.len(),
+        MAX_DISCOVERY_PORTS,
+    )?;
+    for (i, p) in d.ports.iter().enumerate() {
+        for (name, port) in [("number", p.number), ("service_port", p.service_port)] {
+            if u64::from(port) > MAX_PORT {
+                return Err(MasterError::invalid(
+                    format!("{field}.ports[{i}].{name}"),
+                    format!("must be at most {MAX_PORT} (got {port})"),
+                ));
+            }
+        }
+        too_long(
+            &format!("{field}.ports[{i}].name"),
+            p.name.len(),
+            MAX_ID_BYTES,
+        )?;
+        too_long(
+            &format!("{field}.ports[{i}].protocol"),
+            p.protocol.len(),
+            MAX_ID_BYTES,
+        )?;
+    }
+    too_many(&format!("{field}.labels"), d.labels.len(), MAX_LABELS)?;
+    for (k, v) in &d.labels {
+        too_long(&format!("{field}.labels key"), k.len(), MAX_ID_BYTES)?;
+        too_long(
+            &format!("{field}.labels[{}]", short(k)),
+            v.len(),
+            MAX_NAME_BYTES,
+        )?;
+    }
+    Ok(())
 }
 
 /// A short, printable prefix of `s` for an error message.

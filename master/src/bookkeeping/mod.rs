@@ -199,6 +199,10 @@ pub struct Bookkeeping {
     awaiting_ack: HashMap<Vec<u8>, Instant>,
     /// Agent update → framework acknowledgement, since the last [`Bookkeeping::take_round_trips`].
     round_trips: Vec<Duration>,
+    /// Service → endpoints, pushed to agents (see [`crate::endpoints`]).
+    endpoints: crate::endpoints::EndpointTable,
+    /// Tasks whose endpoints may have changed since the last [`Bookkeeping::take_outbound`].
+    endpoints_dirty: HashSet<TaskKey>,
 }
 
 /// Updates timed for the status-update round trip at once.
@@ -297,6 +301,8 @@ impl Bookkeeping {
             counters: Counters::default(),
             awaiting_ack: HashMap::new(),
             round_trips: Vec::new(),
+            endpoints: crate::endpoints::EndpointTable::new(),
+            endpoints_dirty: HashSet::new(),
         }
     }
 
@@ -316,7 +322,78 @@ impl Bookkeeping {
 
     /// What must be delivered, in order.
     pub fn take_outbound(&mut self) -> Vec<Outbound> {
+        self.flush_endpoints();
         std::mem::take(&mut self.outbound)
+    }
+
+    /// Marks a task whose state, health or agent changed: its endpoints are recomputed before the
+    /// next messages go out.
+    fn touch_endpoints(&mut self, key: &TaskKey) {
+        self.endpoints_dirty.insert(key.clone());
+    }
+
+    /// Recomputes the touched tasks' endpoints and queues the changed services for every
+    /// connected agent.
+    fn flush_endpoints(&mut self) {
+        if self.endpoints_dirty.is_empty() {
+            return;
+        }
+        for key in std::mem::take(&mut self.endpoints_dirty) {
+            let entry = self.tasks.get(&key).and_then(|t| {
+                let framework = self.frameworks.get(&key.0)?.info.name.clone();
+                let agent = self
+                    .agents
+                    .get(&t.task.agent_id)
+                    .filter(|a| a.status == AgentStatus::Active);
+                // A task on an unreachable agent cannot be reached.
+                agent?;
+                crate::endpoints::task_endpoints(&t.task, &framework, agent.map(|a| &a.info))
+            });
+            if !self.endpoints.set_task(&key, entry) {
+                tracing::warn!(
+                    task = %key.1,
+                    max = crate::endpoints::MAX_SERVICES,
+                    "endpoint table full (services): the task's service is left out"
+                );
+            }
+        }
+        let services = self.endpoints.take_changes();
+        if services.is_empty() {
+            return;
+        }
+        let agents: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.connected && a.status == AgentStatus::Active)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in agents {
+            self.to_agent(
+                &id,
+                master_message::Message::EndpointUpdate(master_message::EndpointUpdate {
+                    full: false,
+                    services: services.clone(),
+                }),
+            );
+        }
+    }
+
+    /// The whole endpoint table, for an agent whose session just opened.
+    fn send_full_endpoints(&mut self, agent_id: &str) {
+        self.flush_endpoints();
+        let services = self.endpoints.full();
+        self.to_agent(
+            agent_id,
+            master_message::Message::EndpointUpdate(master_message::EndpointUpdate {
+                full: true,
+                services,
+            }),
+        );
+    }
+
+    /// How many services have endpoints (for `/metrics`).
+    pub fn endpoint_services(&self) -> usize {
+        self.endpoints.len()
     }
 
     /// Whether the registry has changes [`Bookkeeping::take_registry`] has not handed out yet.

@@ -1576,3 +1576,129 @@ fn a_caller_is_told_apart_as_mesos_answers_it() {
         Caller::Removed
     );
 }
+
+fn endpoint_updates(out: &[Outbound], agent: &str) -> Vec<v1::master_message::EndpointUpdate> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outbound::Agent {
+                agent_id,
+                message:
+                    v1::MasterMessage {
+                        message: Some(master_message::Message::EndpointUpdate(u)),
+                    },
+            } if agent_id == agent => Some(u.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn endpoints_of_running_healthy_tasks_are_pushed_to_every_agent_and_in_full_on_connect() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:4;mem:4096;ports:[31000-31010]");
+    let b = w.agent("h2", "cpus:1;mem:128");
+    let h = w.framework("services", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    let on_a = offers
+        .iter()
+        .find(|o| o.agent_id == a)
+        .expect("offer of h1");
+    let mut t = task("t1", "cpus:1;mem:512;ports:[31000-31000]");
+    t.health_check = Some(v1::HealthCheck {
+        r#type: v1::health_check::Type::Tcp as i32,
+        tcp: Some(v1::health_check::Tcp { port: 31000 }),
+        ..Default::default()
+    });
+    t.discovery = Some(v1::DiscoveryInfo {
+        name: "/prod/web".into(),
+        ports: vec![v1::DiscoveryPort {
+            number: 31000,
+            service_port: 10000,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    w.book
+        .accept(launch(&h, &[&on_a.id], vec![t]), &w.at(1.5))
+        .expect("accept");
+    w.book.take_outbound();
+    // RUNNING but not yet healthy: no endpoint.
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskRunning, 2.0);
+    assert!(endpoint_updates(&w.book.take_outbound(), &b).is_empty());
+    // Healthy: both agents hear of it.
+    let c = w.at(2.5);
+    let mut st = v1::TaskStatus {
+        task_id: "t1".into(),
+        state: TaskState::TaskRunning as i32,
+        healthy: Some(true),
+        uuid: vec![1],
+        ..Default::default()
+    };
+    w.book.agent_message(
+        &a,
+        agent_message::Message::StatusUpdate(v1::StatusUpdate {
+            framework_id: h.framework_id.clone(),
+            status: Some(st.clone()),
+        }),
+        &c,
+    );
+    let out = w.book.take_outbound();
+    for agent in [&a, &b] {
+        let u = endpoint_updates(&out, agent);
+        assert_eq!(u.len(), 1, "one update for {agent}");
+        assert!(!u[0].full);
+        assert_eq!(
+            (
+                u[0].services[0].framework.as_str(),
+                u[0].services[0].name.as_str()
+            ),
+            ("services", "/prod/web")
+        );
+        let e = &u[0].services[0].endpoints;
+        assert_eq!((e.len(), e[0].host.as_str(), e[0].port), (1, "h1", 31000));
+    }
+    // A reconnecting agent gets the whole table first.
+    w.book.agent_connected(&b, &c).expect("hello");
+    let u = endpoint_updates(&w.book.take_outbound(), &b);
+    assert!(u[0].full && u[0].services.len() == 1);
+    // Unhealthy: the service leaves (an empty list).
+    st.healthy = Some(false);
+    st.uuid = vec![2];
+    w.book.agent_message(
+        &a,
+        agent_message::Message::StatusUpdate(v1::StatusUpdate {
+            framework_id: h.framework_id.clone(),
+            status: Some(st),
+        }),
+        &w.at(3.0),
+    );
+    let u = endpoint_updates(&w.book.take_outbound(), &b);
+    assert!(u[0].services[0].endpoints.is_empty());
+    assert_eq!(w.book.endpoint_services(), 0);
+}
+
+#[test]
+fn hostile_discovery_info_names_the_field() {
+    let mut t = task("t1", "cpus:1;mem:512");
+    t.discovery = Some(v1::DiscoveryInfo {
+        name: "x".repeat(300),
+        ..Default::default()
+    });
+    assert!(task_error_of(t.clone()).contains("discovery.name"));
+    t.discovery = Some(v1::DiscoveryInfo {
+        name: "/web".into(),
+        ports: vec![v1::DiscoveryPort {
+            number: 70_000,
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    assert!(task_error_of(t.clone()).contains("discovery.ports[0].number"));
+    t.discovery = Some(v1::DiscoveryInfo {
+        name: "/web".into(),
+        labels: (0..200).map(|i| (i.to_string(), String::new())).collect(),
+        ..Default::default()
+    });
+    assert!(task_error_of(t).contains("discovery.labels"));
+}

@@ -809,6 +809,8 @@ pub fn task_info(field: &str, t: TaskInfo) -> Result<v1::TaskInfo, MasterError> 
         } else {
             bytes(&format!("{field}.data"), &t.data)?
         },
+        // Mesos's DiscoveryInfo is not read from Mesos-API tasks yet.
+        discovery: None,
     })
 }
 
