@@ -163,21 +163,7 @@ fn master_args(dir: &Path, port: u16, zk: &str) -> Vec<String> {
 }
 
 fn framework_args(kind: &str, dir: &Path, port: u16, master: &str, zk: &str) -> Vec<String> {
-    strings(&[
-        kind,
-        "--master",
-        master,
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &dir.join(format!("{kind}-{port}")).display().to_string(),
-        "--zk",
-        zk,
-        "--zk-session-timeout",
-        &FRAMEWORK_SESSION.as_secs_f64().to_string(),
-    ])
+    crate::harness::framework_args(kind, dir, port, master, zk, FRAMEWORK_SESSION)
 }
 
 fn client() -> reqwest::Client {
@@ -489,6 +475,28 @@ impl Cluster {
         .await
     }
 
+    /// The running task ids on `leader` once every agent is active on it and both frameworks
+    /// are connected to it.
+    async fn all_on(&self, leader: u16) -> Option<HashSet<String>> {
+        let s = get_json(&format!("http://127.0.0.1:{leader}/state")).await?;
+        let count = |key: &str, field: &str| {
+            s[key]
+                .as_array()
+                .map_or(0, |v| v.iter().filter(|x| x[field] == true).count())
+        };
+        if count("agents", "active") != self.agents.len() || count("frameworks", "connected") != 2 {
+            return None;
+        }
+        Some(
+            s["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
     fn agent_refs(&self) -> Vec<&Agent> {
         self.agents.iter().collect()
     }
@@ -584,26 +592,8 @@ async fn leader_master_kill_9_under_load_loses_and_relaunches_nothing() {
         "agents and frameworks on the new leader",
         Duration::from_secs(40),
         || async {
-            let s = get_json(&format!("http://127.0.0.1:{new_leader}/state")).await?;
-            let agents_ok = s["agents"]
-                .as_array()?
-                .iter()
-                .filter(|a| a["active"] == true)
-                .count()
-                == c.agents.len();
-            let fws_ok = s["frameworks"]
-                .as_array()?
-                .iter()
-                .filter(|f| f["connected"] == true)
-                .count()
-                == 2;
-            let running: HashSet<String> = s["tasks"]
-                .as_array()?
-                .iter()
-                .filter(|t| t["state"] == "TASK_RUNNING")
-                .filter_map(|t| t["id"].as_str().map(str::to_string))
-                .collect();
-            (agents_ok && fws_ok && before.is_subset(&running)).then_some(())
+            let running = c.all_on(new_leader).await?;
+            before.is_subset(&running).then_some(())
         },
     )
     .await;
@@ -1157,27 +1147,26 @@ async fn a_rolling_restart_of_every_component_loses_and_relaunches_nothing() {
         c.systemd.signal(&unit, "TERM");
         // Without a leader from the stop until one answers again (a standby's stop never
         // leaves the cluster without one).
+        // Probed every 50 ms: each interval that ends in a probe without exactly one leader
+        // counts as leaderless.
         let mut leaderless = Duration::ZERO;
-        let mut since: Option<Instant> = None;
-        while c.systemd.restarts_of(&unit) == restarts
-            || one_leader(&c.master_ports).await.is_none()
-        {
-            match (one_leader(&c.master_ports).await, since) {
-                (None, None) => since = Some(Instant::now()),
-                (Some(_), Some(t)) => {
-                    leaderless += t.elapsed();
-                    since = None;
-                }
-                _ => {}
+        let tick = Duration::from_millis(50);
+        let mut last = Instant::now();
+        loop {
+            let led = one_leader(&c.master_ports).await.is_some();
+            let now = Instant::now();
+            if !led {
+                leaderless += now - last;
+            }
+            last = now;
+            if led && c.systemd.restarts_of(&unit) > restarts {
+                break;
             }
             assert!(
                 stopped_at.elapsed() < Duration::from_secs(60),
                 "{unit} did not come back with a leader in the cluster"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if let Some(t) = since {
-            leaderless += t.elapsed();
+            tokio::time::sleep(tick).await;
         }
         eprintln!("{unit}: {leaderless:?} without a leader");
         worst = worst.max(leaderless);
@@ -1205,20 +1194,7 @@ async fn a_rolling_restart_of_every_component_loses_and_relaunches_nothing() {
     eventually(
         "agents and frameworks on the leader",
         Duration::from_secs(40),
-        || async {
-            let s = get_json(&format!("http://127.0.0.1:{leader}/state")).await?;
-            let agents = s["agents"]
-                .as_array()?
-                .iter()
-                .filter(|a| a["active"] == true)
-                .count();
-            let fws = s["frameworks"]
-                .as_array()?
-                .iter()
-                .filter(|f| f["connected"] == true)
-                .count();
-            (agents == c.agents.len() && fws == 2).then_some(())
-        },
+        || async { c.all_on(leader).await.map(|_| ()) },
     )
     .await;
 

@@ -202,6 +202,36 @@ impl Drop for Process {
     }
 }
 
+/// The arguments of an `agora services` or `agora batch` instance on `127.0.0.1:port` with its
+/// work dir under `dir`, in the ZooKeeper election at `zk` with this session timeout.
+pub fn framework_args(
+    kind: &str,
+    dir: &Path,
+    port: u16,
+    master: &str,
+    zk: &str,
+    session: Duration,
+) -> Vec<String> {
+    [
+        kind,
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.join(format!("{kind}-{port}")).display().to_string(),
+        "--zk",
+        zk,
+        "--zk-session-timeout",
+        &session.as_secs_f64().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A master process.
 pub struct Master {
     pub process: Process,

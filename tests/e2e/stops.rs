@@ -8,27 +8,10 @@ use crate::ha::zk_servers;
 use crate::harness::{eventually, free_port, Master, Process};
 
 /// Longer than the hand-over the test allows: without resigning, a standby would wait for it.
-const SESSION_TIMEOUT: &str = "10";
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn instance(kind: &str, dir: &std::path::Path, port: u16, master: &str, zk: &str) -> Process {
-    let args: Vec<String> = [
-        kind,
-        "--master",
-        master,
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &dir.join(format!("{kind}-{port}")).display().to_string(),
-        "--zk",
-        zk,
-        "--zk-session-timeout",
-        SESSION_TIMEOUT,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = crate::harness::framework_args(kind, dir, port, master, zk, SESSION_TIMEOUT);
     Process::spawn(&format!("{kind}-{port}"), &args, dir)
 }
 
@@ -110,7 +93,7 @@ async fn stop_the_leader_and_see_the_standby_lead(kind: &str, path: &str, stream
     );
     assert!(
         handover < Duration::from_secs(9),
-        "the standby {kind} led {handover:?} after the leader's SIGTERM (session timeout {SESSION_TIMEOUT} s)\n{}",
+        "the standby {kind} led {handover:?} after the leader's SIGTERM (session timeout {SESSION_TIMEOUT:?})\n{}",
         second.log_text()
     );
     println!("{kind}: exited after {exited:?}, standby led after {handover:?}");
