@@ -175,6 +175,53 @@ struct Rrset {
 pub struct Zone {
     domain: String,
     names: HashMap<String, Rrset>,
+    /// The answers of each name as DNS records, made once per table change so that a query
+    /// only copies them.
+    prepared: HashMap<String, Prepared>,
+}
+
+/// One name's answers, ready to send.
+#[derive(Debug, Default)]
+struct Prepared {
+    a: Vec<Record>,
+    srv: Vec<Record>,
+    /// The A records of the SRV targets.
+    srv_additionals: Vec<Record>,
+}
+
+fn prepare(names: &HashMap<String, Rrset>) -> HashMap<String, Prepared> {
+    let mut out = HashMap::with_capacity(names.len());
+    for (key, set) in names {
+        let Ok(owner) = Name::from_ascii(key) else {
+            continue;
+        };
+        let a = set
+            .a
+            .iter()
+            .take(MAX_ANSWERS)
+            .map(|ip| record(&owner, RData::A(A(*ip))))
+            .collect();
+        let mut srv = Vec::new();
+        let mut srv_additionals = Vec::new();
+        for (port, target) in set.srv.iter().take(MAX_ANSWERS) {
+            let Ok(t) = Name::from_ascii(target) else {
+                continue;
+            };
+            if let Some(host) = names.get(target) {
+                srv_additionals.extend(host.a.iter().map(|ip| record(&t, RData::A(A(*ip)))));
+            }
+            srv.push(record(&owner, RData::SRV(SRV::new(0, 0, *port, t))));
+        }
+        out.insert(
+            key.clone(),
+            Prepared {
+                a,
+                srv,
+                srv_additionals,
+            },
+        );
+    }
+    out
 }
 
 impl Zone {
@@ -236,9 +283,11 @@ impl Zone {
                 "services left out of DNS (name too long or zone full)"
             );
         }
+        let prepared = prepare(&names);
         Zone {
             domain: format!("{domain}."),
             names,
+            prepared,
         }
     }
 
@@ -268,7 +317,10 @@ impl Zone {
 /// The request handler: the zone (rebuilt on table changes) and the forwarders.
 pub struct Handler {
     zone: Arc<RwLock<Arc<Zone>>>,
-    domain: Name,
+    /// The zone's domain in lower case with its trailing dot, as zone keys are.
+    domain_key: String,
+    /// The zone's SOA record (authority of negative answers), made once.
+    soa: Record,
     forwarders: Vec<SocketAddr>,
     forward: bool,
     metrics: Arc<DnsMetrics>,
@@ -279,71 +331,103 @@ fn record(name: &Name, rdata: RData) -> Record {
 }
 
 impl Handler {
-    fn soa(&self) -> Record {
+    fn new(
+        zone: Arc<RwLock<Arc<Zone>>>,
+        domain: Name,
+        forwarders: Vec<SocketAddr>,
+        forward: bool,
+        metrics: Arc<DnsMetrics>,
+    ) -> Handler {
         let mname = Name::from_ascii("ns")
-            .and_then(|n| n.append_domain(&self.domain))
-            .unwrap_or_else(|_| self.domain.clone());
+            .and_then(|n| n.append_domain(&domain))
+            .unwrap_or_else(|_| domain.clone());
         let rname = Name::from_ascii("hostmaster")
-            .and_then(|n| n.append_domain(&self.domain))
-            .unwrap_or_else(|_| self.domain.clone());
-        record(
-            &self.domain,
+            .and_then(|n| n.append_domain(&domain))
+            .unwrap_or_else(|_| domain.clone());
+        let soa = record(
+            &domain,
             RData::SOA(SOA::new(mname, rname, 1, 60, 60, 3600, TTL_SECONDS)),
-        )
+        );
+        let mut domain_key = domain.to_lowercase().to_ascii();
+        if !domain_key.ends_with('.') {
+            domain_key.push('.');
+        }
+        Handler {
+            zone,
+            domain_key,
+            soa,
+            forwarders,
+            forward,
+            metrics,
+        }
     }
 
-    /// Answers from the zone: (rcode, answers, authority, additionals).
+    /// Whether `key` (lower case, trailing dot) is the domain or a name under it.
+    fn covers(&self, key: &str) -> bool {
+        key.strip_suffix(self.domain_key.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    }
+
+    /// Answers from the zone: (rcode, answers, authority, additionals). `key` is `name` in lower
+    /// case with its trailing dot; answers carry `name` as asked (its case kept).
     fn answer(
         &self,
         name: &Name,
+        key: &str,
         qtype: RecordType,
     ) -> (ResponseCode, Vec<Record>, Vec<Record>, Vec<Record>) {
-        let key = name.to_lowercase().to_ascii();
-        let key = if key.ends_with('.') {
-            key
-        } else {
-            format!("{key}.")
-        };
         let zone = self.zone.read().map(|z| z.clone()).unwrap_or_default();
-        if key == zone.domain {
+        if key == self.domain_key {
             return match qtype {
-                RecordType::SOA => (ResponseCode::NoError, vec![self.soa()], vec![], vec![]),
-                _ => (ResponseCode::NoError, vec![], vec![self.soa()], vec![]),
+                RecordType::SOA => (
+                    ResponseCode::NoError,
+                    vec![self.soa.clone()],
+                    vec![],
+                    vec![],
+                ),
+                _ => (
+                    ResponseCode::NoError,
+                    vec![],
+                    vec![self.soa.clone()],
+                    vec![],
+                ),
             };
         }
-        let Some(set) = zone.names.get(&key) else {
-            return (ResponseCode::NXDomain, vec![], vec![self.soa()], vec![]);
+        let Some(set) = zone.prepared.get(key) else {
+            return (
+                ResponseCode::NXDomain,
+                vec![],
+                vec![self.soa.clone()],
+                vec![],
+            );
+        };
+        let owned = |records: &[Record]| -> Vec<Record> {
+            records
+                .iter()
+                .map(|r| {
+                    let mut r = r.clone();
+                    r.set_name(name.clone());
+                    r
+                })
+                .collect()
         };
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
         if matches!(qtype, RecordType::A | RecordType::ANY) {
-            answers.extend(
-                set.a
-                    .iter()
-                    .take(MAX_ANSWERS)
-                    .map(|ip| record(name, RData::A(A(*ip)))),
-            );
+            answers.extend(owned(&set.a));
         }
         if matches!(qtype, RecordType::SRV | RecordType::ANY) {
-            for (port, target) in set.srv.iter().take(MAX_ANSWERS) {
-                let Ok(t) = Name::from_ascii(target) else {
-                    continue;
-                };
-                if let Some(host) = zone.names.get(target) {
-                    additionals.extend(host.a.iter().map(|ip| record(&t, RData::A(A(*ip)))));
-                }
-                answers.push(record(name, RData::SRV(SRV::new(0, 0, *port, t))));
-            }
+            answers.extend(owned(&set.srv));
+            additionals.extend(set.srv_additionals.iter().cloned());
         }
         let authority = if answers.is_empty() {
-            vec![self.soa()]
+            vec![self.soa.clone()]
         } else {
             vec![]
         };
         (ResponseCode::NoError, answers, authority, additionals)
     }
 
-    /// Asks the host's resolvers, in order, until one answers.
     async fn forward(&self, query: &Query, recursion: bool) -> Option<Message> {
         let mut msg = Message::new();
         msg.set_id(rand_id());
@@ -412,22 +496,15 @@ impl RequestHandler for Handler {
         };
         let name: Name = info.query.name().into();
         let qtype = info.query.query_type();
-        let zone_domain = self
-            .zone
-            .read()
-            .map(|z| z.domain.clone())
-            .unwrap_or_default();
-        let lower = name.to_lowercase().to_ascii();
-        let lower = if lower.ends_with('.') {
-            lower
-        } else {
-            format!("{lower}.")
-        };
-        let covered = lower == zone_domain || lower.ends_with(&format!(".{zone_domain}"));
+        let mut lower = name.to_lowercase().to_ascii();
+        if !lower.ends_with('.') {
+            lower.push('.');
+        }
+        let covered = self.covers(&lower);
         let mut header = Header::response_from_request(request.header());
         header.set_recursion_available(self.forward);
         if covered {
-            let (code, answers, authority, additionals) = self.answer(&name, qtype);
+            let (code, answers, authority, additionals) = self.answer(&name, &lower, qtype);
             header.set_authoritative(true);
             header.set_response_code(code);
             match code {
@@ -565,13 +642,13 @@ pub async fn start(
         &rx.borrow_and_update(),
         &plain,
     ))));
-    let handler = Handler {
-        zone: zone.clone(),
+    let handler = Handler::new(
+        zone.clone(),
         domain,
         forwarders,
-        forward: config.forward,
-        metrics: metrics.clone(),
-    };
+        config.forward,
+        metrics.clone(),
+    );
     // Rebuild the zone on each new table; the task ends when the table's sender is gone.
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
@@ -660,6 +737,51 @@ mod tests {
         assert!(
             z.covers("nope.services.agora.") && z.covers("agora.") && !z.covers("example.com.")
         );
+    }
+
+    #[test]
+    fn prepared_answers_keep_the_asked_case_and_carry_srv_targets() {
+        let mut table = EndpointTable::default();
+        table.apply(v1::master_message::EndpointUpdate {
+            full: true,
+            services: vec![v1::ServiceEndpoints {
+                framework: "services".into(),
+                name: "/prod/web".into(),
+                endpoints: vec![v1::Endpoint {
+                    task_id: "t1".into(),
+                    host: "a1".into(),
+                    ip: "10.0.0.1".into(),
+                    port: 31000,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        });
+        let domain = check_domain("agora").expect("domain");
+        let zone = Arc::new(RwLock::new(Arc::new(Zone::build(&table, "agora"))));
+        let h = Handler::new(zone, domain, vec![], false, Arc::new(DnsMetrics::default()));
+        assert!(h.covers("agora.") && h.covers("x.services.agora.") && !h.covers("xagora."));
+        let asked = Name::from_ascii("Web-Prod.Services.Agora.").expect("name");
+        let (code, answers, authority, _) =
+            h.answer(&asked, "web-prod.services.agora.", RecordType::A);
+        assert_eq!(code, ResponseCode::NoError);
+        assert!(authority.is_empty());
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].name().to_ascii(), "Web-Prod.Services.Agora.");
+        let srv = Name::from_ascii("_web-prod._tcp.services.agora.").expect("name");
+        let (_, answers, _, additionals) =
+            h.answer(&srv, "_web-prod._tcp.services.agora.", RecordType::SRV);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(additionals.len(), 1);
+        assert_eq!(
+            additionals[0].name().to_ascii(),
+            "a1.web-prod.services.agora."
+        );
+        let nope = Name::from_ascii("nope.services.agora.").expect("name");
+        let (code, answers, authority, _) = h.answer(&nope, "nope.services.agora.", RecordType::A);
+        assert_eq!(code, ResponseCode::NXDomain);
+        assert!(answers.is_empty());
+        assert_eq!(authority.len(), 1);
     }
 
     #[test]
