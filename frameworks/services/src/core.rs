@@ -619,7 +619,16 @@ impl ServicesCore {
                 now,
             );
         }
-        self.plan(now)
+        let mut effects = self.plan(now);
+        // A task this framework is killing, reported running by a reconciliation: the kill was
+        // lost (a master that held it for a drain failed over before sending it, say). Again.
+        if killed_by_us
+            && !agora_proto::is_terminal_name(&state)
+            && status.reason() == v1::Reason::Reconciliation
+        {
+            effects.push(Effect::Kill(task_id));
+        }
+        effects
     }
 
     fn is_stable(st: &AppState) -> bool {

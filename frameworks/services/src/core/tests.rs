@@ -932,3 +932,34 @@ fn a_task_failure_names_the_host_and_the_agent() {
     );
     assert_eq!(f["taskId"], ids[0].as_str());
 }
+
+#[test]
+fn a_task_being_killed_that_a_reconciliation_reports_running_is_killed_again() {
+    let (mut core, ids) = two_running();
+    core.kill_and_scale(&[ids[0].clone()], false, t(5))
+        .expect("kill")
+        .expect("an app changed");
+    assert_eq!(core.take_deferred(), vec![Effect::Kill(ids[0].clone())]);
+    let running = |reason: v1::Reason| v1::TaskStatus {
+        task_id: ids[0].clone(),
+        state: v1::TaskState::TaskRunning as i32,
+        reason: reason as i32,
+        ..Default::default()
+    };
+    // A health or other update while the kill is under way (the master drains it): no repeat.
+    let effects = core.on_update(&running(v1::Reason::Unspecified), t(6));
+    assert!(!effects.contains(&Effect::Kill(ids[0].clone())), "{effects:?}");
+    // A new leader that never sent the kill answers the reconciliation with RUNNING: again.
+    let effects = core.on_update(&running(v1::Reason::Reconciliation), t(7));
+    assert!(effects.contains(&Effect::Kill(ids[0].clone())), "{effects:?}");
+    // The other task, not being killed, is left alone.
+    let other = v1::TaskStatus {
+        task_id: ids[1].clone(),
+        state: v1::TaskState::TaskRunning as i32,
+        reason: v1::Reason::Reconciliation as i32,
+        ..Default::default()
+    };
+    assert!(!core
+        .on_update(&other, t(8))
+        .contains(&Effect::Kill(ids[1].clone())));
+}
