@@ -7,7 +7,7 @@
 //! killed without delay.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agora_proto::v1;
@@ -15,7 +15,9 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::UdpSocket;
 
-use crate::harness::{agent_args, eventually, free_port, shell_task, Master, Process, TestFramework};
+use crate::harness::{
+    agent_args, eventually, free_port, shell_task, Master, Process, TestFramework,
+};
 
 const AGENTS: [(&str, &str); 2] = [("drain-a1", "127.0.0.2"), ("drain-a2", "127.0.0.3")];
 const SRV_NAME: &str = "_web._tcp.drainfw.agora.";
@@ -37,7 +39,10 @@ async fn srv_ports(sock: &UdpSocket, server: SocketAddr, id: u16) -> Option<Vec<
         .set_message_type(MessageType::Query)
         .set_op_code(OpCode::Query)
         .set_recursion_desired(false);
-    m.add_query(Query::query(Name::from_ascii(SRV_NAME).ok()?, RecordType::SRV));
+    m.add_query(Query::query(
+        Name::from_ascii(SRV_NAME).ok()?,
+        RecordType::SRV,
+    ));
     sock.send_to(&m.to_vec().ok()?, server).await.ok()?;
     let mut buf = [0u8; 4096];
     loop {
@@ -81,11 +86,11 @@ async fn first_answer_without_the_task(server: SocketAddr, within: Duration) -> 
     }
 }
 
-/// A bash task that writes `$EPOCHREALTIME` to `file` when it gets SIGTERM, then exits.
-fn trapping_task(id: &str, file: &Path) -> v1::TaskInfo {
+/// A bash task that writes `$EPOCHREALTIME` to `<id>.sigterm` in its sandbox (its working
+/// directory) when it gets SIGTERM, then exits.
+fn trapping_task(id: &str) -> v1::TaskInfo {
     let cmd = format!(
-        "exec bash -c 'trap \"echo \\$EPOCHREALTIME > {}; exit 0\" TERM; sleep 1000 & wait $!'",
-        file.display()
+        "exec bash -c 'trap \"echo \\$EPOCHREALTIME > {id}.sigterm; exit 0\" TERM; sleep 1000 & wait $!'"
     );
     let mut t = shell_task(id, &cmd, "cpus:0.1;mem:32");
     t.kill_policy = Some(v1::KillPolicy {
@@ -94,13 +99,34 @@ fn trapping_task(id: &str, file: &Path) -> v1::TaskInfo {
     t
 }
 
-/// The SIGTERM time the task wrote, once it has.
-async fn sigterm_time(file: &Path) -> f64 {
-    eventually("the task to record its SIGTERM", Duration::from_secs(20), || async {
-        std::fs::read_to_string(file)
-            .ok()
-            .and_then(|s| s.trim().parse::<f64>().ok())
-    })
+/// The file named `name` anywhere under `dir`.
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if p.is_dir() && !p.is_symlink() {
+            if let Some(f) = find(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+/// The SIGTERM time task `id` wrote in its sandbox under the agent's work dir, once it has.
+async fn sigterm_time(agent_dir: &Path, id: &str) -> f64 {
+    let name = format!("{id}.sigterm");
+    eventually(
+        "the task to record its SIGTERM",
+        Duration::from_secs(20),
+        || async {
+            std::fs::read_to_string(find(agent_dir, &name)?)
+                .ok()
+                .and_then(|s| s.trim().parse::<f64>().ok())
+        },
+    )
     .await
 }
 
@@ -140,18 +166,26 @@ async fn a_killed_task_leaves_every_agents_dns_before_it_gets_sigterm() {
             s["agents"].as_array().is_some_and(|a| a.len() == 2)
         })
         .await;
-    let mut fw =
-        TestFramework::subscribe(&master.address(), TestFramework::info("drainfw", "web", 0.0))
-            .await;
-    let offer = loop {
-        let o = fw.next_offer().await;
-        if o.hostname == AGENTS[0].0 {
-            break o;
-        }
-    };
-    let web_term = dir.path().join("web.term");
-    let plain_term = dir.path().join("plain.term");
-    let mut web = trapping_task("web-1", &web_term);
+    let mut fw = TestFramework::subscribe(
+        &master.address(),
+        TestFramework::info("drainfw", "web", 0.0),
+    )
+    .await;
+    // Offers come in batches, several agents each: the first agent's, wherever it is.
+    let offer = fw
+        .next(
+            "an offer of the first agent",
+            Duration::from_secs(30),
+            |e| match &e.event {
+                Some(v1::event::Event::Offers(o)) => {
+                    o.offers.iter().find(|o| o.hostname == AGENTS[0].0).cloned()
+                }
+                _ => None,
+            },
+        )
+        .await;
+    let agent_dir = dir.path().join(AGENTS[0].0);
+    let mut web = trapping_task("web-1");
     web.discovery = Some(v1::DiscoveryInfo {
         name: "web".into(),
         ports: vec![v1::DiscoveryPort {
@@ -161,20 +195,24 @@ async fn a_killed_task_leaves_every_agents_dns_before_it_gets_sigterm() {
         }],
         ..Default::default()
     });
-    let plain = trapping_task("plain-1", &plain_term);
+    let plain = trapping_task("plain-1");
     fw.launch(&offer, vec![web, plain]).await.expect("launch");
     fw.until_state("web-1", v1::TaskState::TaskRunning).await;
     fw.until_state("plain-1", v1::TaskState::TaskRunning).await;
     // Both agents' DNS list the task.
     for s in &servers {
         let s = *s;
-        eventually("the agent's DNS to list the task", Duration::from_secs(20), || async move {
-            let sock = UdpSocket::bind("127.0.0.1:0").await.ok()?;
-            srv_ports(&sock, s, 7)
-                .await
-                .filter(|p| p.contains(&TASK_PORT))
-                .map(|_| ())
-        })
+        eventually(
+            "the agent's DNS to list the task",
+            Duration::from_secs(20),
+            || async move {
+                let sock = UdpSocket::bind("127.0.0.1:0").await.ok()?;
+                srv_ports(&sock, s, 7)
+                    .await
+                    .filter(|p| p.contains(&TASK_PORT))
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 
@@ -194,7 +232,7 @@ async fn a_killed_task_leaves_every_agents_dns_before_it_gets_sigterm() {
         })
         .await
         .expect("kill");
-    let term = sigterm_time(&web_term).await;
+    let term = sigterm_time(&agent_dir, "web-1").await;
     fw.until_state("web-1", v1::TaskState::TaskKilled).await;
     for (w, (name, _)) in watchers.into_iter().zip(AGENTS) {
         let gone = w.await.expect("dns watcher");
@@ -226,9 +264,12 @@ async fn a_killed_task_leaves_every_agents_dns_before_it_gets_sigterm() {
         })
         .await
         .expect("kill");
-    let term = sigterm_time(&plain_term).await;
+    let term = sigterm_time(&agent_dir, "plain-1").await;
     fw.until_state("plain-1", v1::TaskState::TaskKilled).await;
-    eprintln!("plain task: SIGTERM {:.1} ms after the kill", (term - killed_at) * 1e3);
+    eprintln!(
+        "plain task: SIGTERM {:.1} ms after the kill",
+        (term - killed_at) * 1e3
+    );
     assert!(
         term - killed_at < 1.0,
         "a task without endpoints waited {:.2} s for its SIGTERM",

@@ -948,10 +948,16 @@ fn a_task_being_killed_that_a_reconciliation_reports_running_is_killed_again() {
     };
     // A health or other update while the kill is under way (the master drains it): no repeat.
     let effects = core.on_update(&running(v1::Reason::Unspecified), t(6));
-    assert!(!effects.contains(&Effect::Kill(ids[0].clone())), "{effects:?}");
+    assert!(
+        !effects.contains(&Effect::Kill(ids[0].clone())),
+        "{effects:?}"
+    );
     // A new leader that never sent the kill answers the reconciliation with RUNNING: again.
     let effects = core.on_update(&running(v1::Reason::Reconciliation), t(7));
-    assert!(effects.contains(&Effect::Kill(ids[0].clone())), "{effects:?}");
+    assert!(
+        effects.contains(&Effect::Kill(ids[0].clone())),
+        "{effects:?}"
+    );
     // The other task, not being killed, is left alone.
     let other = v1::TaskStatus {
         task_id: ids[1].clone(),
