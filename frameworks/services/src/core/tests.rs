@@ -969,3 +969,34 @@ fn a_task_being_killed_that_a_reconciliation_reports_running_is_killed_again() {
         .on_update(&other, t(8))
         .contains(&Effect::Kill(ids[1].clone())));
 }
+
+#[test]
+fn a_kill_that_brings_no_end_is_sent_again_every_ten_seconds() {
+    let (mut core, ids) = two_running();
+    core.kill_and_scale(&[ids[0].clone()], false, t(5))
+        .expect("kill")
+        .expect("an app changed");
+    assert_eq!(core.take_deferred(), vec![Effect::Kill(ids[0].clone())]);
+    let kills = |effects: Vec<Effect>| {
+        effects
+            .iter()
+            .filter(|e| **e == Effect::Kill(ids[0].clone()))
+            .count()
+    };
+    // The first tick notes the kill; no repeat within 10 s (the master drains meanwhile).
+    assert_eq!(kills(core.plan(t(5))), 0);
+    assert_eq!(kills(core.plan(t(14))), 0);
+    assert_eq!(kills(core.plan(t(15))), 1);
+    assert_eq!(kills(core.plan(t(16))), 0);
+    assert_eq!(kills(core.plan(t(25))), 1);
+    // Once it ended, never again.
+    core.on_update(
+        &v1::TaskStatus {
+            task_id: ids[0].clone(),
+            state: v1::TaskState::TaskKilled as i32,
+            ..Default::default()
+        },
+        t(26),
+    );
+    assert_eq!(kills(core.plan(t(40))), 0);
+}
