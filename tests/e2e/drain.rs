@@ -4,7 +4,8 @@
 //! `$EPOCHREALTIME`); the test asks both DNS servers over UDP in tight loops while the framework
 //! kills it. Each agent's DNS must have stopped listing the task before the task got its SIGTERM,
 //! and the kill must still come within the drain period. A task without discovery info is
-//! killed without delay.
+//! killed without delay. With one agent frozen (SIGSTOP: its session open, no acknowledgement),
+//! the kill waits for the drain period and no longer.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -130,6 +131,35 @@ async fn sigterm_time(agent_dir: &Path, id: &str) -> f64 {
     .await
 }
 
+/// Discovery info of the `web` service: one TCP port, [`TASK_PORT`].
+fn web_discovery() -> Option<v1::DiscoveryInfo> {
+    Some(v1::DiscoveryInfo {
+        name: "web".into(),
+        ports: vec![v1::DiscoveryPort {
+            number: u32::from(TASK_PORT),
+            protocol: "tcp".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+/// Waits until `server`'s DNS lists the task.
+async fn until_listed(server: SocketAddr) {
+    eventually(
+        "the agent's DNS to list the task",
+        Duration::from_secs(20),
+        || async move {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.ok()?;
+            srv_ports(&sock, server, 7)
+                .await
+                .filter(|p| p.contains(&TASK_PORT))
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_task_leaves_every_agents_dns_before_it_gets_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -186,34 +216,14 @@ async fn a_killed_task_leaves_every_agents_dns_before_it_gets_sigterm() {
         .await;
     let agent_dir = dir.path().join(AGENTS[0].0);
     let mut web = trapping_task("web-1");
-    web.discovery = Some(v1::DiscoveryInfo {
-        name: "web".into(),
-        ports: vec![v1::DiscoveryPort {
-            number: u32::from(TASK_PORT),
-            protocol: "tcp".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
+    web.discovery = web_discovery();
     let plain = trapping_task("plain-1");
     fw.launch(&offer, vec![web, plain]).await.expect("launch");
     fw.until_state("web-1", v1::TaskState::TaskRunning).await;
     fw.until_state("plain-1", v1::TaskState::TaskRunning).await;
     // Both agents' DNS list the task.
     for s in &servers {
-        let s = *s;
-        eventually(
-            "the agent's DNS to list the task",
-            Duration::from_secs(20),
-            || async move {
-                let sock = UdpSocket::bind("127.0.0.1:0").await.ok()?;
-                srv_ports(&sock, s, 7)
-                    .await
-                    .filter(|p| p.contains(&TASK_PORT))
-                    .map(|_| ())
-            },
-        )
-        .await;
+        until_listed(*s).await;
     }
 
     // Kill it while both DNS servers are asked in tight loops.
@@ -275,23 +285,75 @@ async fn a_killed_task_leaves_every_agents_dns_before_it_gets_sigterm() {
         "a task without endpoints waited {:.2} s for its SIGTERM",
         term - killed_at
     );
-    // The master counts the drain, acknowledged by both agents (not the deadline).
+    // An agent that stops answering (frozen: its session stays open, no acknowledgement comes)
+    // holds the kill for the drain period, no longer.
+    let offer = fw
+        .next(
+            "another offer of the first agent",
+            Duration::from_secs(30),
+            |e| match &e.event {
+                Some(v1::event::Event::Offers(o)) => {
+                    o.offers.iter().find(|o| o.hostname == AGENTS[0].0).cloned()
+                }
+                _ => None,
+            },
+        )
+        .await;
+    let mut web2 = trapping_task("web-2");
+    web2.discovery = web_discovery();
+    fw.launch(&offer, vec![web2]).await.expect("launch web-2");
+    fw.until_state("web-2", v1::TaskState::TaskRunning).await;
+    until_listed(servers[0]).await;
+    agents[1].signal("STOP");
+    let killed_at = wall();
+    fw.client
+        .kill(v1::KillRequest {
+            header: Some(fw.header.clone()),
+            task_id: "web-2".into(),
+            agent_id: String::new(),
+            kill_policy: None,
+        })
+        .await
+        .expect("kill");
+    let gone = first_answer_without_the_task(servers[0], Duration::from_secs(20)).await;
+    let term = sigterm_time(&agent_dir, "web-2").await;
+    agents[1].signal("CONT");
+    fw.until_state("web-2", v1::TaskState::TaskKilled).await;
+    eprintln!(
+        "one agent frozen: DNS of the other without the task {:.1} ms after the kill, SIGTERM {:.1} ms after it",
+        (gone - killed_at) * 1e3,
+        (term - killed_at) * 1e3
+    );
+    assert!(
+        gone <= term,
+        "the answering agent's DNS still listed the task at SIGTERM"
+    );
+    assert!(
+        term - killed_at >= DRAIN_PERIOD - 0.3 && term - killed_at <= DRAIN_PERIOD + 1.5,
+        "SIGTERM {:.2} s after the kill with an agent silent: the drain period is {DRAIN_PERIOD} s",
+        term - killed_at
+    );
+
+    // The master counts both drains: one acknowledged by both agents, one ended by the deadline.
     let metrics = reqwest::get(format!("{}/metrics", master.url()))
         .await
         .expect("metrics")
         .text()
         .await
         .expect("metrics text");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "agora_master_drains_total{outcome=\"acknowledged\"} 1"),
-        "{}",
-        metrics
-            .lines()
-            .filter(|l| l.contains("drain"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    for want in [
+        "agora_master_drains_total{outcome=\"acknowledged\"} 1",
+        "agora_master_drains_total{outcome=\"deadline\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "{want} not in:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("drain"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     drop(agents);
 }
