@@ -59,6 +59,14 @@ pub enum LinkError {
     LeaderMoved { from: String, to: Option<String> },
 }
 
+/// The acknowledgement an endpoint update asks for (`ack_seq`), if any.
+fn endpoint_ack(m: &v1::MasterMessage) -> Option<u64> {
+    match &m.message {
+        Some(master_message::Message::EndpointUpdate(u)) if u.ack_seq != 0 => Some(u.ack_seq),
+        _ => None,
+    }
+}
+
 /// Resolves with the new leader once `leader` names a master other than `address` (or none).
 async fn moved_from(leader: &mut LeaderWatch, address: &str) -> Option<String> {
     loop {
@@ -321,8 +329,15 @@ impl MasterLink {
                 msg = inbound.message() => match msg? {
                     None => return Err(LinkError::Closed),
                     Some(m) => {
+                        let ack = endpoint_ack(&m);
                         if let Some(end) = self.dispatch(m)? {
                             return Ok(end);
+                        }
+                        // Applied (DNS and mesh read the new table): the master may now send the
+                        // kill it held for a drain.
+                        if let Some(seq) = ack {
+                            let msg = agent_message::Message::EndpointAck(agent_message::EndpointAck { seq });
+                            tx.send(v1::AgentMessage { message: Some(msg) }).await.map_err(|_| LinkError::Closed)?;
                         }
                     }
                 },

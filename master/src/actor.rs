@@ -227,6 +227,17 @@ impl Actor {
                     self.persist().await?;
                     self.deliver();
                 }
+                // The earliest drain deadline (a kill held for a drain goes out then at the
+                // latest); far away when nothing drains.
+                _ = tokio::time::sleep_until(
+                    self.book
+                        .next_drain_deadline()
+                        .map(tokio::time::Instant::from_std)
+                        .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+                ) => {
+                    self.book.drain_tick(&Clock::system());
+                    self.deliver();
+                }
                 _ = heartbeat.tick() => {
                     let beat = v1::Event { event: Some(v1::event::Event::Heartbeat(v1::event::Heartbeat {})) };
                     for (_, tx) in self.frameworks.values() {
@@ -363,7 +374,7 @@ impl Actor {
                     .is_some_and(|(c, _)| *c == connection)
                 {
                     self.agents.remove(&agent_id);
-                    self.book.agent_disconnected(&agent_id);
+                    self.book.agent_disconnected(&agent_id, &clock);
                 }
             }
         }
@@ -469,6 +480,7 @@ mod tests {
             framework_heartbeat: Duration::from_secs(3600),
             completed_tasks_kept: 10,
             agent_reregister_timeout: Duration::from_secs(20),
+            drain_period: Duration::from_secs(2),
         }
     }
 

@@ -170,6 +170,11 @@ impl EndpointTable {
         self.services.keys().map(|k| self.service(k)).collect()
     }
 
+    /// Whether `task` contributes endpoints now.
+    pub fn has_task(&self, task: &TaskKey) -> bool {
+        self.by_task.contains_key(task)
+    }
+
     /// How many services have endpoints.
     pub fn len(&self) -> usize {
         self.services.len()

@@ -354,7 +354,7 @@ impl Operator for Services {
         self.node.check_api_token(request.metadata())?;
         let r = request.into_inner();
         self.master()?
-            .call(move |book, _| book.drain_agent(&r.agent_id, r.grace_period_seconds))
+            .call(move |book, clock| book.drain_agent(&r.agent_id, r.grace_period_seconds, clock))
             .await?;
         Ok(Response::new(v1::OperatorResponse {}))
     }

@@ -351,7 +351,7 @@ async fn drain(
         }
     }
     master
-        .call(move |book, _| book.drain_agent(&id, d.grace_period_seconds))
+        .call(move |book, clock| book.drain_agent(&id, d.grace_period_seconds, clock))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

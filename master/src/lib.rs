@@ -30,6 +30,7 @@ pub mod actor;
 pub mod allocator;
 pub mod auth;
 pub mod bookkeeping;
+pub mod drain;
 pub mod endpoints;
 pub mod error;
 pub mod grpc;
@@ -112,6 +113,9 @@ pub struct MasterConfig {
     pub tls: agora_net::tls::TlsFiles,
     /// `--tls-require-agent-cert`: agents must present a certificate signed by `--tls-ca`.
     pub require_agent_certificate: bool,
+    /// `--drain-period`: a killed task with endpoints leaves every agent's endpoint table first;
+    /// its kill waits for every agent's acknowledgement, at most this long (zero: off).
+    pub drain_period: Duration,
 }
 
 impl Default for MasterConfig {
@@ -138,6 +142,7 @@ impl Default for MasterConfig {
             agent_reregister_timeout: Duration::from_secs(60),
             tls: agora_net::tls::TlsFiles::default(),
             require_agent_certificate: false,
+            drain_period: drain::DEFAULT_DRAIN_PERIOD,
         }
     }
 }
@@ -449,6 +454,7 @@ impl Leader {
             framework_heartbeat: config.framework_heartbeat,
             completed_tasks_kept: 1000,
             agent_reregister_timeout: config.agent_reregister_timeout,
+            drain_period: config.drain_period.min(drain::MAX_DRAIN_PERIOD),
         };
         let alloc_config = AllocatorConfig {
             policy: config.policy,

@@ -67,6 +67,12 @@ pub fn publish(gauges: &Gauges, counters: &Counters) {
     metrics::counter!("agora_master_agents_registered_total").absolute(counters.agents_registered);
     metrics::counter!("agora_master_agents_unreachable_total")
         .absolute(counters.agents_unreachable);
+    // Drain before kill: kills held, and how they were let go.
+    metrics::counter!("agora_master_drains_started_total").absolute(counters.drains_started);
+    metrics::counter!("agora_master_drains_total", "outcome" => "acknowledged")
+        .absolute(counters.drains_acknowledged);
+    metrics::counter!("agora_master_drains_total", "outcome" => "deadline")
+        .absolute(counters.drains_timed_out);
 }
 
 /// Records every API call's latency (`agora_master_api_request_seconds`), labelled by gRPC method

@@ -65,6 +65,7 @@ fn settings() -> Settings {
         framework_heartbeat: Duration::from_secs(15),
         completed_tasks_kept: 100,
         agent_reregister_timeout: Duration::from_secs(20),
+        drain_period: Duration::from_secs(2),
     }
 }
 

@@ -94,6 +94,12 @@ pub struct MasterArgs {
     /// makes offers without them (they are then recorded unreachable).
     #[arg(long, default_value = "60", value_parser = seconds)]
     agent_reregister_timeout: Duration,
+    /// Seconds a killed task with endpoints (discovery info) drains before its kill is sent:
+    /// it leaves every agent's endpoint table (DNS, mesh) first, and the kill goes out once every
+    /// connected agent has acknowledged that, at the latest after this long. 0 turns draining
+    /// off; at most 60.
+    #[arg(long, default_value = "2", value_parser = drain_period)]
+    drain_period: Duration,
     /// Role ordering: `drf` (weighted dominant resource fairness) or `strict-priority`.
     #[arg(long, default_value = "drf", value_parser = ["drf", "strict-priority"])]
     allocation_policy: String,
@@ -147,11 +153,25 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         agent_reregister_timeout: args.agent_reregister_timeout,
         tls: args.tls.files(),
         require_agent_certificate: args.tls_require_agent_cert,
+        drain_period: args.drain_period,
     };
     let master = agora_master::start(config).await?;
     eprintln!("agora master listening on {}", master.address);
     master.wait(super::shutdown_signal()).await?;
     Ok(())
+}
+
+/// `--drain-period`: seconds, at most [`agora_master::drain::MAX_DRAIN_PERIOD`].
+fn drain_period(s: &str) -> Result<Duration, String> {
+    let max = agora_master::drain::MAX_DRAIN_PERIOD;
+    // Checked before it becomes a Duration (which panics on 1e300).
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=max.as_secs_f64()).contains(&v) => seconds(s),
+        _ => Err(format!(
+            "--drain-period: seconds between 0 and {}, got '{s}'",
+            max.as_secs()
+        )),
+    }
 }
 
 fn rand_seed() -> u64 {

@@ -9,6 +9,7 @@ mod cli;
 mod compose;
 mod dns;
 mod doors;
+mod drain;
 mod durability;
 mod failover_agents;
 mod faults;

@@ -66,6 +66,11 @@ pub struct TaskRecord {
     /// Unreachable for longer than the app's `inactiveAfterSeconds`: replaced.
     #[serde(default)]
     pub inactive: bool,
+    /// While `killing`: when this framework last sent the kill (first seen by a tick), so that
+    /// a kill lost on the way (a master failing over while it held the kill for a drain) is sent
+    /// again every 10 s (`KILL_AGAIN_SECS`).
+    #[serde(default)]
+    pub kill_sent: Option<DateTime<Utc>>,
 }
 
 impl TaskRecord {
@@ -619,7 +624,42 @@ impl ServicesCore {
                 now,
             );
         }
-        self.plan(now)
+        let mut effects = self.plan(now);
+        // A task this framework is killing, reported running by a reconciliation: the kill was
+        // lost (a master that held it for a drain failed over before sending it, say). Again.
+        if killed_by_us
+            && !agora_proto::is_terminal_name(&state)
+            && status.reason() == v1::Reason::Reconciliation
+        {
+            effects.push(Effect::Kill(task_id));
+        }
+        effects
+    }
+
+    /// Kills again the tasks being killed that are still not ended `KILL_AGAIN_SECS` after the
+    /// kill was sent (first seen here: counted from now). Unreachable ones wait for
+    /// their agent.
+    fn kill_again(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for st in self.apps.values_mut() {
+            for t in st.tasks.values_mut() {
+                if !t.killing
+                    || agora_proto::is_terminal_name(&t.state)
+                    || t.state == "TASK_UNREACHABLE"
+                {
+                    continue;
+                }
+                match t.kill_sent {
+                    None => t.kill_sent = Some(now),
+                    Some(k) if (now - k).num_seconds() >= plan::KILL_AGAIN_SECS => {
+                        t.kill_sent = Some(now);
+                        effects.push(Effect::Kill(t.id.clone()));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        effects
     }
 
     fn is_stable(st: &AppState) -> bool {
@@ -634,7 +674,7 @@ impl ServicesCore {
     /// moves deployment plans on (a step done, the next begins). Launches are made from offers
     /// ([`ServicesCore::launches_for`]).
     pub fn plan(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
-        let mut effects = Vec::new();
+        let mut effects = self.kill_again(now);
         let ids: Vec<String> = self.apps.keys().cloned().collect();
         let held: std::collections::BTreeSet<String> =
             ids.iter().filter(|id| self.held(id)).cloned().collect();
@@ -846,6 +886,7 @@ impl ServicesCore {
                     killing: false,
                     unreachable_since: None,
                     inactive: false,
+                    kill_sent: None,
                 };
                 if let Some(st) = self.apps.get_mut(&id) {
                     st.tasks.insert(task_id, record);

@@ -403,10 +403,13 @@ impl Bookkeeping {
     }
 
     /// The agent's session stream ended. It stays registered until its timeout.
-    pub fn agent_disconnected(&mut self, agent_id: &str) {
+    pub fn agent_disconnected(&mut self, agent_id: &str, clock: &Clock) {
         if let Some(a) = self.agents.get_mut(agent_id) {
             a.connected = false;
         }
+        // No more updates reach it: drains wait for it no more (a new session gets the table
+        // without the draining tasks).
+        self.drains.agent_left(agent_id, clock.now);
     }
 
     /// A message on an agent's session stream.
@@ -430,6 +433,7 @@ impl Bookkeeping {
         agent.last_seen = clock.now;
         match message {
             agent_message::Message::Hello(_) => {}
+            agent_message::Message::EndpointAck(a) => self.drains.ack(agent_id, a.seq, clock.now),
             agent_message::Message::Heartbeat(h) => agent.usage = h.usage,
             agent_message::Message::StatusUpdate(u) => {
                 if let Some(mut st) = u.status {
@@ -531,6 +535,8 @@ impl Bookkeeping {
         let Some(entry) = self.tasks.remove(key) else {
             return;
         };
+        // Ended while draining: reported as any end, and no kill follows.
+        self.drains.finished(key);
         self.touch_endpoints(key);
         let agent_id = entry.task.agent_id.clone();
         if entry.allocated {
@@ -553,7 +559,12 @@ impl Bookkeeping {
     ///
     /// # Errors
     /// [`MasterError::NotFound`].
-    pub fn drain_agent(&mut self, agent_id: &str, grace: Option<f64>) -> Result<(), MasterError> {
+    pub fn drain_agent(
+        &mut self,
+        agent_id: &str,
+        grace: Option<f64>,
+        clock: &Clock,
+    ) -> Result<(), MasterError> {
         if let Some(g) = grace {
             limits::seconds("grace_period_seconds", g, limits::MAX_KILL_GRACE_SECONDS)?;
         }
@@ -582,14 +593,13 @@ impl Bookkeeping {
                     .get(&key)
                     .and_then(|t| t.task.kill_policy.clone()),
             };
-            self.to_agent(
-                agent_id,
-                master_message::Message::KillTask(master_message::KillTask {
-                    framework_id: key.0.clone(),
-                    task_id: key.1.clone(),
-                    kill_policy: policy,
-                }),
-            );
+            // Its tasks leave the other agents' tables before they are stopped, as any kill.
+            let kill = master_message::KillTask {
+                framework_id: key.0.clone(),
+                task_id: key.1.clone(),
+                kill_policy: policy,
+            };
+            self.kill_or_drain(key, agent_id.to_string(), kill, clock);
         }
         Ok(())
     }
@@ -621,6 +631,7 @@ impl Bookkeeping {
             .agents
             .remove(agent_id)
             .ok_or_else(|| MasterError::not_found("agent", agent_id))?;
+        self.drains.agent_left(agent_id, clock.now);
         for o in &agent.offers {
             self.rescind(o, false);
         }
@@ -673,6 +684,7 @@ impl Bookkeeping {
         }
         agent.status = AgentStatus::Unreachable { since: clock.now };
         agent.connected = false;
+        self.drains.agent_left(agent_id, clock.now);
         let offers: Vec<String> = agent.offers.iter().cloned().collect();
         let tasks: Vec<TaskKey> = agent.tasks.iter().cloned().collect();
         for o in offers {

@@ -81,6 +81,10 @@ pub struct Settings {
     pub completed_tasks_kept: usize,
     /// A new leader waits this long for the registry's agents to re-register before offering.
     pub agent_reregister_timeout: Duration,
+    /// Drain before kill: a killed task with endpoints leaves every agent's table first; its kill
+    /// waits for every connected agent's acknowledgement, at most this long (zero: off; bounded by
+    /// [`crate::drain::MAX_DRAIN_PERIOD`]).
+    pub drain_period: Duration,
 }
 
 impl Settings {
@@ -203,6 +207,8 @@ pub struct Bookkeeping {
     endpoints: crate::endpoints::EndpointTable,
     /// Tasks whose endpoints may have changed since the last [`Bookkeeping::take_outbound`].
     endpoints_dirty: HashSet<TaskKey>,
+    /// Kills held while their tasks drain (see [`crate::drain`]).
+    drains: crate::drain::Drains,
 }
 
 /// Updates timed for the status-update round trip at once.
@@ -219,6 +225,10 @@ pub struct Counters {
     pub status_updates: u64,
     pub agents_registered: u64,
     pub agents_unreachable: u64,
+    /// Kills held for a drain, and how they were let go.
+    pub drains_started: u64,
+    pub drains_acknowledged: u64,
+    pub drains_timed_out: u64,
 }
 
 fn status(
@@ -303,6 +313,7 @@ impl Bookkeeping {
             round_trips: Vec::new(),
             endpoints: crate::endpoints::EndpointTable::new(),
             endpoints_dirty: HashSet::new(),
+            drains: crate::drain::Drains::new(),
         }
     }
 
@@ -323,7 +334,47 @@ impl Bookkeeping {
     /// What must be delivered, in order.
     pub fn take_outbound(&mut self) -> Vec<Outbound> {
         self.flush_endpoints();
+        self.forward_released_kills();
         std::mem::take(&mut self.outbound)
+    }
+
+    /// Sends the kills whose drain is over to the tasks' agents.
+    fn forward_released_kills(&mut self) {
+        for r in self.drains.take_released() {
+            match r.why {
+                crate::drain::Why::Acknowledged => self.counters.drains_acknowledged += 1,
+                crate::drain::Why::Deadline => {
+                    self.counters.drains_timed_out += 1;
+                    tracing::warn!(
+                        task = %r.task.1,
+                        agents = r.missing,
+                        drained_ms = r.drained_for.as_millis() as u64,
+                        "drain period over before every agent acknowledged the endpoint removal: killing"
+                    );
+                }
+            }
+            tracing::debug!(task = %r.task.1, why = ?r.why, drained_ms = r.drained_for.as_millis() as u64, "drained: kill forwarded");
+            self.to_agent(
+                &r.held.agent_id,
+                master_message::Message::KillTask(r.held.kill),
+            );
+        }
+    }
+
+    /// Releases the kills whose drain period is over (the actor calls it at
+    /// [`Bookkeeping::next_drain_deadline`]).
+    pub fn drain_tick(&mut self, clock: &Clock) {
+        self.drains.tick(clock.now);
+    }
+
+    /// When the earliest drain period ends, if any task is draining.
+    pub fn next_drain_deadline(&self) -> Option<Instant> {
+        self.drains.next_deadline()
+    }
+
+    /// How many tasks are draining (their kill held).
+    pub fn draining_tasks(&self) -> usize {
+        self.drains.len()
     }
 
     /// Marks a task whose state, health or agent changed: its endpoints are recomputed before the
@@ -336,19 +387,15 @@ impl Bookkeeping {
     /// connected agent.
     fn flush_endpoints(&mut self) {
         if self.endpoints_dirty.is_empty() {
+            self.drains.release_unsequenced();
             return;
         }
         for key in std::mem::take(&mut self.endpoints_dirty) {
-            let entry = self.tasks.get(&key).and_then(|t| {
-                let framework = self.frameworks.get(&key.0)?.info.name.clone();
-                let agent = self
-                    .agents
-                    .get(&t.task.agent_id)
-                    .filter(|a| a.status == AgentStatus::Active);
-                // A task on an unreachable agent cannot be reached.
-                agent?;
-                crate::endpoints::task_endpoints(&t.task, &framework, agent.map(|a| &a.info))
-            });
+            let entry = if self.drains.is_draining(&key) {
+                None
+            } else {
+                self.endpoints_of(&key)
+            };
             if !self.endpoints.set_task(&key, entry) {
                 tracing::warn!(
                     task = %key.1,
@@ -359,23 +406,50 @@ impl Bookkeeping {
         }
         let services = self.endpoints.take_changes();
         if services.is_empty() {
+            // Nothing left the table (nothing was in it any more): no one to wait for.
+            self.drains.release_unsequenced();
             return;
         }
-        let agents: Vec<String> = self
+        let agents = self.session_agents();
+        // Drains started in this batch: the update that takes them out asks for an
+        // acknowledgement, and their kills wait for it.
+        let ack_seq = self.drains.sequence(&agents).unwrap_or(0);
+        let update = master_message::EndpointUpdate {
+            full: false,
+            services,
+            ack_seq,
+        };
+        for id in agents {
+            self.to_agent(&id, master_message::Message::EndpointUpdate(update.clone()));
+        }
+    }
+
+    /// What the task contributes to the endpoint table by its current state (nothing while its
+    /// agent is unreachable).
+    fn endpoints_of(&self, key: &TaskKey) -> Option<crate::endpoints::TaskEndpoints> {
+        let t = self.tasks.get(key)?;
+        let framework = &self.frameworks.get(&key.0)?.info.name;
+        // A task on an unreachable agent cannot be reached.
+        let agent = self
             .agents
+            .get(&t.task.agent_id)
+            .filter(|a| a.status == AgentStatus::Active)?;
+        crate::endpoints::task_endpoints(&t.task, framework, Some(&agent.info))
+    }
+
+    /// Whether agents have, or are about to be sent, endpoints of the task.
+    fn has_endpoints(&self, key: &TaskKey) -> bool {
+        self.endpoints.has_task(key)
+            || (self.endpoints_dirty.contains(key) && self.endpoints_of(key).is_some())
+    }
+
+    /// Agents with an open session, which endpoint updates go to.
+    fn session_agents(&self) -> Vec<String> {
+        self.agents
             .iter()
             .filter(|(_, a)| a.connected && a.status == AgentStatus::Active)
             .map(|(id, _)| id.clone())
-            .collect();
-        for id in agents {
-            self.to_agent(
-                &id,
-                master_message::Message::EndpointUpdate(master_message::EndpointUpdate {
-                    full: false,
-                    services: services.clone(),
-                }),
-            );
-        }
+            .collect()
     }
 
     /// The whole endpoint table, for an agent whose session just opened.
@@ -387,6 +461,7 @@ impl Bookkeeping {
             master_message::Message::EndpointUpdate(master_message::EndpointUpdate {
                 full: true,
                 services,
+                ack_seq: 0,
             }),
         );
     }

@@ -6,7 +6,10 @@ use super::{limits, state_of, status, update_event, AgentStatus, Bookkeeping, Cl
 use crate::error::MasterError;
 
 impl Bookkeeping {
-    /// Asks the task's agent to kill it.
+    /// Asks the task's agent to kill it. A task with endpoints drains first (see
+    /// [`crate::drain`]): it leaves the endpoint table now, and the kill goes to its agent once
+    /// every connected agent has acknowledged that, at the latest after `--drain-period`. A kill
+    /// of a task already draining is not sent twice.
     ///
     /// # Errors
     /// Header errors; [`MasterError::NotFound`] for a task the master does not know;
@@ -32,6 +35,10 @@ impl Bookkeeping {
                 ),
             ));
         }
+        if self.drains.is_draining(&key) {
+            // Its kill is already held: it goes out when the drain ends.
+            return Ok(());
+        }
         let agent_id = entry.task.agent_id.clone();
         let policy = req.kill_policy.or_else(|| entry.task.kill_policy.clone());
         let reachable = self
@@ -49,15 +56,46 @@ impl Bookkeeping {
             // The agent may not have it yet; the kill follows the launch on the same stream.
             let _ = clock;
         }
-        self.to_agent(
-            &agent_id,
-            master_message::Message::KillTask(master_message::KillTask {
-                framework_id,
-                task_id: req.task_id,
-                kill_policy: policy,
-            }),
-        );
+        let kill = master_message::KillTask {
+            framework_id,
+            task_id: req.task_id,
+            kill_policy: policy,
+        };
+        self.kill_or_drain(key, agent_id, kill, clock);
         Ok(())
+    }
+
+    /// Holds `kill` while the task drains if it has endpoints (and draining is on); sends it now
+    /// otherwise.
+    pub(super) fn kill_or_drain(
+        &mut self,
+        key: super::TaskKey,
+        agent_id: String,
+        kill: master_message::KillTask,
+        clock: &Clock,
+    ) {
+        let period = self.settings.drain_period;
+        if !period.is_zero() && !self.drains.is_draining(&key) {
+            if self.has_endpoints(&key) {
+                let held = crate::drain::HeldKill {
+                    agent_id: agent_id.clone(),
+                    kill: kill.clone(),
+                };
+                if self.drains.start(key.clone(), held, clock.now, period) {
+                    self.counters.drains_started += 1;
+                    self.touch_endpoints(&key);
+                    return;
+                }
+                tracing::warn!(
+                    task = %key.1,
+                    max = crate::drain::MAX_DRAINING,
+                    "too many tasks draining: killed without a drain"
+                );
+            }
+        } else if self.drains.is_draining(&key) {
+            return;
+        }
+        self.to_agent(&agent_id, master_message::Message::KillTask(kill));
     }
 
     /// Shuts a custom executor down.

@@ -16,6 +16,7 @@ fn settings() -> Settings {
         framework_heartbeat: Duration::from_secs(15),
         completed_tasks_kept: 100,
         agent_reregister_timeout: Duration::from_secs(20),
+        drain_period: Duration::from_secs(2),
     }
 }
 
@@ -1335,7 +1336,7 @@ fn hostile_operator_values_name_the_field_and_change_nothing() {
     let (mut w, a, _, _) = world_with_offer();
     w.book.take_registry();
     for g in [1e300, f64::NAN, f64::INFINITY, -1.0] {
-        let err = w.book.drain_agent(&a, Some(g)).unwrap_err();
+        let err = w.book.drain_agent(&a, Some(g), &w.at(0.0)).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("grace_period_seconds: must be between 0 and 3600"),
@@ -1701,4 +1702,198 @@ fn hostile_discovery_info_names_the_field() {
         ..Default::default()
     });
     assert!(task_error_of(t).contains("discovery.labels"));
+}
+
+/// Task ids of the kills sent to `agent`.
+fn kills_to(out: &[Outbound], agent: &str) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outbound::Agent {
+                agent_id,
+                message:
+                    v1::MasterMessage {
+                        message: Some(master_message::Message::KillTask(k)),
+                    },
+            } if agent_id == agent => Some(k.task_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two connected agents, a framework, and on the first agent running tasks `with` (discovery
+/// info, no health check: in the endpoint table once RUNNING) and `without` (no discovery info).
+fn world_with_endpoints(
+    with: &[&str],
+    without: &[&str],
+) -> (World, String, String, v1::CallHeader) {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:8;mem:8192;ports:[31000-31010]");
+    let b = w.agent("h2", "cpus:1;mem:128");
+    let h = w.framework("services", "web", 0.0);
+    w.book.take_outbound();
+    let offers = w.offers(1.0);
+    let on_a = offers
+        .iter()
+        .find(|o| o.agent_id == a)
+        .expect("offer of h1");
+    let mut tasks = Vec::new();
+    for (i, id) in with.iter().enumerate() {
+        let mut t = task(id, "cpus:1;mem:128");
+        t.discovery = Some(v1::DiscoveryInfo {
+            name: format!("/web{i}"),
+            ports: vec![v1::DiscoveryPort {
+                number: 31000 + i as u32,
+                service_port: 10000 + i as u32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        tasks.push(t);
+    }
+    for id in without {
+        tasks.push(task(id, "cpus:1;mem:128"));
+    }
+    w.book
+        .accept(launch(&h, &[&on_a.id], tasks), &w.at(1.5))
+        .expect("accept");
+    for id in with.iter().chain(without) {
+        w.update(&a, &h.framework_id, id, TaskState::TaskRunning, 2.0);
+    }
+    w.book.take_outbound();
+    assert_eq!(w.book.endpoint_services(), with.len());
+    (w, a, b, h)
+}
+
+fn kill_req(h: &v1::CallHeader, task: &str) -> v1::KillRequest {
+    v1::KillRequest {
+        header: Some(h.clone()),
+        task_id: task.into(),
+        agent_id: String::new(),
+        kill_policy: None,
+    }
+}
+
+fn ack(w: &mut World, agent: &str, seq: u64, secs: f64) {
+    let c = w.at(secs);
+    w.book.agent_message(
+        agent,
+        agent_message::Message::EndpointAck(agent_message::EndpointAck { seq }),
+        &c,
+    );
+}
+
+#[test]
+fn a_task_with_endpoints_leaves_every_agent_table_before_its_kill_is_sent() {
+    let (mut w, a, b, h) = world_with_endpoints(&["t1"], &["t2"]);
+    w.book.kill(kill_req(&h, "t1"), &w.at(3.0)).expect("kill");
+    let out = w.book.take_outbound();
+    // Both agents are told, with a number to acknowledge; the kill waits.
+    let mut seq = 0;
+    for agent in [&a, &b] {
+        let u = endpoint_updates(&out, agent);
+        assert_eq!(u.len(), 1, "{agent}");
+        assert!(u[0].ack_seq > 0);
+        assert!(u[0].services[0].endpoints.is_empty());
+        seq = u[0].ack_seq;
+    }
+    assert!(kills_to(&out, &a).is_empty(), "killed before the drain");
+    assert_eq!(w.book.draining_tasks(), 1);
+    // The framework retries the kill: held once, not sent twice.
+    w.book
+        .kill(kill_req(&h, "t1"), &w.at(3.1))
+        .expect("kill again");
+    assert!(w.book.take_outbound().is_empty());
+    // A task without endpoints is killed at once, draining or not.
+    w.book
+        .kill(kill_req(&h, "t2"), &w.at(3.1))
+        .expect("kill t2");
+    let out = w.book.take_outbound();
+    assert_eq!(kills_to(&out, &a), ["t2"]);
+    assert!(endpoint_updates(&out, &a).is_empty());
+    // One agent acknowledges: still held. The last one: the kill goes to the task's agent.
+    ack(&mut w, &a, seq, 3.2);
+    assert!(kills_to(&w.book.take_outbound(), &a).is_empty());
+    ack(&mut w, &b, seq, 3.3);
+    assert_eq!(kills_to(&w.book.take_outbound(), &a), ["t1"]);
+    assert_eq!(w.book.draining_tasks(), 0);
+    assert_eq!(
+        (
+            w.book.counters().drains_started,
+            w.book.counters().drains_acknowledged,
+            w.book.counters().drains_timed_out
+        ),
+        (1, 1, 0)
+    );
+    // Once forwarded, a further kill is forwarded as before drains existed (the agent ignores a
+    // repeat).
+    w.book.kill(kill_req(&h, "t1"), &w.at(4.0)).expect("kill");
+    assert_eq!(kills_to(&w.book.take_outbound(), &a), ["t1"]);
+}
+
+#[test]
+fn a_silent_agent_holds_the_kill_for_the_drain_period_at_most() {
+    let (mut w, a, b, h) = world_with_endpoints(&["t1"], &[]);
+    w.book.kill(kill_req(&h, "t1"), &w.at(3.0)).expect("kill");
+    let seq = endpoint_updates(&w.book.take_outbound(), &a)[0].ack_seq;
+    ack(&mut w, &a, seq, 3.1);
+    assert_eq!(w.book.next_drain_deadline(), Some(w.at(5.0).now));
+    w.book.drain_tick(&w.at(4.9));
+    assert!(kills_to(&w.book.take_outbound(), &a).is_empty());
+    w.book.drain_tick(&w.at(5.0));
+    assert_eq!(kills_to(&w.book.take_outbound(), &a), ["t1"]);
+    assert_eq!(w.book.counters().drains_timed_out, 1);
+    assert!(w.book.next_drain_deadline().is_none());
+    // An agent whose session ends is waited for no more.
+    let (mut w, a, b2, h) = world_with_endpoints(&["t1"], &[]);
+    let _ = b;
+    w.book.kill(kill_req(&h, "t1"), &w.at(3.0)).expect("kill");
+    let seq = endpoint_updates(&w.book.take_outbound(), &a)[0].ack_seq;
+    ack(&mut w, &a, seq, 3.1);
+    w.book.agent_disconnected(&b2, &w.at(3.2));
+    assert_eq!(kills_to(&w.book.take_outbound(), &a), ["t1"]);
+    assert_eq!(w.book.counters().drains_acknowledged, 1);
+}
+
+#[test]
+fn a_task_that_ends_while_draining_is_reported_and_not_killed() {
+    let (mut w, a, b, h) = world_with_endpoints(&["t1"], &[]);
+    w.book.kill(kill_req(&h, "t1"), &w.at(3.0)).expect("kill");
+    let seq = endpoint_updates(&w.book.take_outbound(), &a)[0].ack_seq;
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskFailed, 3.1);
+    let out = w.book.take_outbound();
+    assert_eq!(
+        updates(&out)
+            .into_iter()
+            .map(|(t, s, _)| (t, s))
+            .collect::<Vec<_>>(),
+        [("t1".to_string(), TaskState::TaskFailed)]
+    );
+    assert_eq!(w.book.draining_tasks(), 0);
+    ack(&mut w, &a, seq, 3.2);
+    ack(&mut w, &b, seq, 3.2);
+    w.book.drain_tick(&w.at(10.0));
+    assert!(kills_to(&w.book.take_outbound(), &a).is_empty());
+}
+
+#[test]
+fn a_zero_drain_period_kills_at_once_and_maintenance_drains_too() {
+    let (mut w, a, _, h) = world_with_endpoints(&["t1"], &[]);
+    w.book.settings.drain_period = Duration::ZERO;
+    w.book.kill(kill_req(&h, "t1"), &w.at(3.0)).expect("kill");
+    assert_eq!(kills_to(&w.book.take_outbound(), &a), ["t1"]);
+    // Maintenance (DrainAgent) kills through the same path: the endpoints leave first.
+    let (mut w, a, b, _) = world_with_endpoints(&["t1", "t2"], &["t3"]);
+    w.book
+        .drain_agent(&a, None, &w.at(3.0))
+        .expect("drain agent");
+    let out = w.book.take_outbound();
+    assert_eq!(kills_to(&out, &a), ["t3"]);
+    let u = endpoint_updates(&out, &b);
+    assert_eq!(u.len(), 1, "one update, one number, for the batch");
+    assert_eq!(u[0].services.len(), 2);
+    ack(&mut w, &a, u[0].ack_seq, 3.1);
+    ack(&mut w, &b, u[0].ack_seq, 3.1);
+    let mut k = kills_to(&w.book.take_outbound(), &a);
+    k.sort();
+    assert_eq!(k, ["t1", "t2"]);
 }

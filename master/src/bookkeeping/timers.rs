@@ -30,6 +30,8 @@ impl Bookkeeping {
     /// their failover timeout are removed, old offers are rescinded.
     pub fn tick(&mut self, clock: &Clock) {
         self.still_recovering(clock);
+        // The actor wakes at each drain deadline; this is the backstop.
+        self.drains.tick(clock.now);
         let mut silent = Vec::new();
         let mut gone = Vec::new();
         for (id, a) in &self.agents {

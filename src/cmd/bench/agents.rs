@@ -36,7 +36,7 @@ fn uuid() -> Vec<u8> {
     b
 }
 
-fn scalar(name: &str, value: f64) -> v1::Resource {
+pub(super) fn scalar(name: &str, value: f64) -> v1::Resource {
     v1::Resource {
         name: name.into(),
         value: Some(v1::resource::Value::Scalar(value)),
@@ -44,11 +44,20 @@ fn scalar(name: &str, value: f64) -> v1::Resource {
     }
 }
 
-fn now_epoch() -> f64 {
+pub(super) fn now_epoch() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// The acknowledgement of an endpoint update numbered `seq`.
+pub(super) fn endpoint_ack(seq: u64) -> v1::AgentMessage {
+    v1::AgentMessage {
+        message: Some(agent_message::Message::EndpointAck(
+            agent_message::EndpointAck { seq },
+        )),
+    }
 }
 
 /// How a session ended without an error.
@@ -277,6 +286,10 @@ impl SimAgent {
                         }
                         Some(v1::master_message::Message::Shutdown(s)) => {
                             anyhow::bail!("the master shut this agent down: {}", s.message);
+                        }
+                        // As a real agent: a drain's kill waits for this.
+                        Some(v1::master_message::Message::EndpointUpdate(u)) if u.ack_seq != 0 => {
+                            tx.send(endpoint_ack(u.ack_seq))?;
                         }
                         _ => {}
                     }

@@ -14,6 +14,41 @@ pub enum BenchCommand {
     /// The services framework (a real `agora services`) on simulated agents: one app of many
     /// instances, many apps, or `/v2/apps?embed=apps.tasks` latency.
     Services(ServicesBenchArgs),
+    /// Endpoint propagation: task healthy / unhealthy / killed → every simulated agent has the
+    /// master's EndpointUpdate (p50/p99/max), and the drain before each kill.
+    Propagation(PropagationArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PropagationArgs {
+    /// Simulated agents (each one session; every one must see every change).
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Tasks, each the one task of its own service; each is made healthy, unhealthy, healthy
+    /// again and killed, and the first, second and last are timed.
+    #[arg(long, default_value_t = 200)]
+    pub services: usize,
+    /// Tasks whose events are sent at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// `--drain-period` of the master.
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    pub drain_period: Duration,
+    /// Simulated agents sharing one HTTP/2 connection.
+    #[arg(long, default_value_t = 100)]
+    pub agents_per_connection: usize,
+    /// `--allocation-interval` of the master.
+    #[arg(long, default_value = "0.1", value_parser = seconds)]
+    pub allocation_interval: Duration,
+    /// Give up after this long.
+    #[arg(long, default_value = "600", value_parser = seconds)]
+    pub timeout: Duration,
+    /// `RUST_LOG` of the master.
+    #[arg(long, default_value = "warn")]
+    pub master_log: String,
+    /// Print one JSON object instead of lines of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -26,7 +26,8 @@
 //! Modules: `args` (the command line), `load` (the run, phase by phase), `cluster` (finding the
 //! leader, shared connections), `counters` (what agents and frameworks count), `agents` and
 //! `frameworks` (the simulated ones), `processes` (masters started by the driver), `failover`
-//! (`--failover`), `report` (the figures printed); `services` is `bench services`.
+//! (`--failover`), `report` (the figures printed); `services` is `bench services`; `propagation` is
+//! `bench propagation` (endpoint table → every agent, drain before kill).
 
 mod agents;
 mod args;
@@ -37,6 +38,7 @@ mod frameworks;
 mod load;
 mod mesos_framework;
 mod processes;
+mod propagation;
 mod report;
 mod services;
 
@@ -50,5 +52,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Load(args) => load::load(args).await,
         BenchCommand::Services(args) => services::run(args).await,
+        BenchCommand::Propagation(args) => propagation::run(args).await,
     }
 }

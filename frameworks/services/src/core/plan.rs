@@ -22,7 +22,7 @@ use crate::app::{normalize_id, App, FieldError};
 use crate::group;
 
 /// How long a stop waits for a kill before sending it again.
-const KILL_AGAIN_SECS: i64 = 10;
+pub(super) const KILL_AGAIN_SECS: i64 = 10;
 
 /// One action of a step: `StartApplication`, `ScaleApplication`, `RestartApplication`,
 /// `StopApplication`.

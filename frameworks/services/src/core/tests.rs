@@ -932,3 +932,71 @@ fn a_task_failure_names_the_host_and_the_agent() {
     );
     assert_eq!(f["taskId"], ids[0].as_str());
 }
+
+#[test]
+fn a_task_being_killed_that_a_reconciliation_reports_running_is_killed_again() {
+    let (mut core, ids) = two_running();
+    core.kill_and_scale(&[ids[0].clone()], false, t(5))
+        .expect("kill")
+        .expect("an app changed");
+    assert_eq!(core.take_deferred(), vec![Effect::Kill(ids[0].clone())]);
+    let running = |reason: v1::Reason| v1::TaskStatus {
+        task_id: ids[0].clone(),
+        state: v1::TaskState::TaskRunning as i32,
+        reason: reason as i32,
+        ..Default::default()
+    };
+    // A health or other update while the kill is under way (the master drains it): no repeat.
+    let effects = core.on_update(&running(v1::Reason::Unspecified), t(6));
+    assert!(
+        !effects.contains(&Effect::Kill(ids[0].clone())),
+        "{effects:?}"
+    );
+    // A new leader that never sent the kill answers the reconciliation with RUNNING: again.
+    let effects = core.on_update(&running(v1::Reason::Reconciliation), t(7));
+    assert!(
+        effects.contains(&Effect::Kill(ids[0].clone())),
+        "{effects:?}"
+    );
+    // The other task, not being killed, is left alone.
+    let other = v1::TaskStatus {
+        task_id: ids[1].clone(),
+        state: v1::TaskState::TaskRunning as i32,
+        reason: v1::Reason::Reconciliation as i32,
+        ..Default::default()
+    };
+    assert!(!core
+        .on_update(&other, t(8))
+        .contains(&Effect::Kill(ids[1].clone())));
+}
+
+#[test]
+fn a_kill_that_brings_no_end_is_sent_again_every_ten_seconds() {
+    let (mut core, ids) = two_running();
+    core.kill_and_scale(&[ids[0].clone()], false, t(5))
+        .expect("kill")
+        .expect("an app changed");
+    assert_eq!(core.take_deferred(), vec![Effect::Kill(ids[0].clone())]);
+    let kills = |effects: Vec<Effect>| {
+        effects
+            .iter()
+            .filter(|e| **e == Effect::Kill(ids[0].clone()))
+            .count()
+    };
+    // The first tick notes the kill; no repeat within 10 s (the master drains meanwhile).
+    assert_eq!(kills(core.plan(t(5))), 0);
+    assert_eq!(kills(core.plan(t(14))), 0);
+    assert_eq!(kills(core.plan(t(15))), 1);
+    assert_eq!(kills(core.plan(t(16))), 0);
+    assert_eq!(kills(core.plan(t(25))), 1);
+    // Once it ended, never again.
+    core.on_update(
+        &v1::TaskStatus {
+            task_id: ids[0].clone(),
+            state: v1::TaskState::TaskKilled as i32,
+            ..Default::default()
+        },
+        t(26),
+    );
+    assert_eq!(kills(core.plan(t(40))), 0);
+}
