@@ -26,7 +26,9 @@
 //! ```
 //! Flags map one to one onto [`AgentConfig`] fields: `--master`, `--port` (5051), `--work-dir`,
 //! `--resources`, `--attributes`, `--containerizers docker,native`, `--hostname`,
-//! `--default-task-user` (`nobody`), `--allow-root-tasks`.
+//! `--default-task-user` (`nobody`), `--allow-root-tasks`, `--dns-*` ([`dns`]), `--mesh`,
+//! `--mesh-http-port`, `--mesh-max-connections`, `--mesh-connect-timeout` ([`mesh`]: the routing
+//! mesh, a listener per service port relaying to the service's tasks on any agent).
 //! For embedding (tests, `agora local`), [`Agent::start`] gives the [`AgentHandle`] and the outbox of
 //! status updates without HTTP or a master.
 //!
