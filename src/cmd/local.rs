@@ -138,7 +138,9 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let dns_port = free_dns_port().context("finding a free port for the agents' DNS")?;
     let mesh_http_port = match (args.no_mesh, args.mesh_http_port) {
         (true, _) => 0,
-        (false, 0) => free_tcp_port().context("finding a free port for the mesh's virtual hosts")?,
+        (false, 0) => {
+            free_tcp_port().context("finding a free port for the mesh's virtual hosts")?
+        }
         (false, p) => p,
     };
     for i in 0..args.agents {
@@ -356,7 +358,9 @@ fn free_dns_port() -> std::io::Result<u16> {
 
 /// A TCP port free on 127.0.0.2 (and so, normally, on the other agents' addresses).
 fn free_tcp_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0))?
-        .local_addr()?
-        .port())
+    Ok(
+        std::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0))?
+            .local_addr()?
+            .port(),
+    )
 }

@@ -51,7 +51,7 @@ async fn running(services: &str, id: &str) -> Option<(Vec<String>, u16)> {
     let app: Value = r.json().await.ok()?;
     let sp = app["app"]["portDefinitions"][0]["port"]
         .as_u64()
-        .or_else(|| app["app"]["container"]["docker"]["portMappings"][0]["servicePort"].as_u64())
+        .or_else(|| app["app"]["container"]["portMappings"][0]["servicePort"].as_u64())
         .and_then(|p| u16::try_from(p).ok())?;
     let ids = app["app"]["tasks"]
         .as_array()?
@@ -81,11 +81,13 @@ async fn until_meshed(services: &str, id: &str, n: usize, ips: &[&str]) -> (Vec<
         || async {
             let (ids, sp) = running(services, id).await?;
             if ids.len() != n {
+                eprintln!("{id}: {} healthy tasks of {n}", ids.len());
                 return None;
             }
             for ip in ips {
                 let (code, body) = curl(&format!("http://{ip}:{sp}/"), &[]);
                 if code != 200 || !ids.contains(&body.trim().to_string()) {
+                    eprintln!("{id} via {ip}:{sp}: {code} {body:?} (tasks {ids:?})");
                     return None;
                 }
             }
@@ -123,7 +125,9 @@ async fn host_port(services: &str, id: &str, task: &str) -> u64 {
 
 fn metric(text: &str, name: &str, service: &str) -> u64 {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("service=\"{service}\"")))
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) && l.contains(&format!("service=\"{service}\""))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -256,32 +260,40 @@ async fn every_agent_routes_service_ports_to_tasks_anywhere_with_retries_and_vho
             for _ in 0..12 {
                 let (code, body) = curl(&format!("http://{ip}:{port}/"), &[]);
                 assert_eq!(code, 200, "{ip}:{port}: {body}");
-                assert!(ids.contains(&body.trim().to_string()), "{body} not in {ids:?}");
+                assert!(
+                    ids.contains(&body.trim().to_string()),
+                    "{body} not in {ids:?}"
+                );
                 seen.insert(body.trim().to_string());
             }
             assert!(seen.len() >= 2, "{ip}:{port} always answered by {seen:?}");
         }
     }
     // One keep-alive connection (curl reuses it for several URLs): HTTP mode balances each request.
-    let urls: Vec<String> = (0..9).map(|_| format!("http://{}:{sp}/", MESH[0])).collect();
+    let urls: Vec<String> = (0..9)
+        .map(|_| format!("http://{}:{sp}/", MESH[0]))
+        .collect();
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10", "-w", "|%{num_connects}\n"])
         .args(&urls)
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<(&str, &str)> = text
-        .lines()
-        .filter_map(|l| l.rsplit_once('|'))
-        .collect();
+    let lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.rsplit_once('|')).collect();
     assert_eq!(lines.len(), 9, "{text}");
-    let connects: u64 = lines.iter().filter_map(|(_, n)| n.parse::<u64>().ok()).sum();
+    let connects: u64 = lines
+        .iter()
+        .filter_map(|(_, n)| n.parse::<u64>().ok())
+        .sum();
     assert_eq!(connects, 1, "curl should reuse one connection: {text}");
     let seen: BTreeSet<&str> = text
         .lines()
         .filter(|l| ids.iter().any(|id| l.trim() == id))
         .collect();
-    assert!(seen.len() >= 2, "one keep-alive connection saw only {seen:?}: {text}");
+    assert!(
+        seen.len() >= 2,
+        "one keep-alive connection saw only {seen:?}: {text}"
+    );
     // X-Forwarded-For reaches the task (busybox httpd's CGI environment).
     let (code, body) = curl(&format!("http://{}:{sp}/cgi-bin/xff", MESH[1]), &[]);
     assert_eq!(code, 200, "{body}");
@@ -307,7 +319,10 @@ async fn every_agent_routes_service_ports_to_tasks_anywhere_with_retries_and_vho
 
     // The mesh=false agent has no listener.
     assert!(refused(NO_MESH, sp), "mesh=false agent listens on {sp}");
-    assert!(refused(NO_MESH, vhost_port), "mesh=false agent listens on {vhost_port}");
+    assert!(
+        refused(NO_MESH, vhost_port),
+        "mesh=false agent listens on {vhost_port}"
+    );
 
     // SIGKILL one task of each app: every request keeps succeeding (retry + ejection).
     for (app, port, ids) in [("/mesh/web", sp, &ids), ("/mesh/tcp", tcp_sp, &tcp_ids)] {
@@ -322,7 +337,10 @@ async fn every_agent_routes_service_ports_to_tasks_anywhere_with_retries_and_vho
         for round in 0..10 {
             for ip in MESH {
                 let (code, body) = curl(&format!("http://{ip}:{port}/"), &[]);
-                assert_eq!(code, 200, "{app} via {ip} after SIGKILL (round {round}): {body}");
+                assert_eq!(
+                    code, 200,
+                    "{app} via {ip} after SIGKILL (round {round}): {body}"
+                );
                 assert_ne!(body.trim(), victim.as_str(), "the killed task answered");
             }
         }
@@ -350,9 +368,18 @@ async fn every_agent_routes_service_ports_to_tasks_anywhere_with_retries_and_vho
         );
         assert!(text.contains("agora_agent_mesh_endpoints{"), "{text}");
     }
-    assert!(total_requests >= 3 * 12, "requests counted: {total_requests}");
-    assert!(tcp_connections >= 3 * 12, "connections counted: {tcp_connections}");
-    assert!(total_ejections >= 1, "no ejection counted after the SIGKILLs");
+    assert!(
+        total_requests >= 3 * 12,
+        "requests counted: {total_requests}"
+    );
+    assert!(
+        tcp_connections >= 3 * 12,
+        "connections counted: {tcp_connections}"
+    );
+    assert!(
+        total_ejections >= 1,
+        "no ejection counted after the SIGKILLs"
+    );
 
     // Scale to 0: the listener is gone on every agent.
     let r = reqwest::Client::new()
@@ -410,7 +437,7 @@ async fn a_docker_task_is_reached_through_another_agents_mesh() {
             "id": "/mesh/docker",
             "container": {"type": "DOCKER", "docker": {"image": image, "network": "BRIDGE",
                 "portMappings": [{"containerPort": 8080, "hostPort": 0, "servicePort": 0, "name": "http"}]}},
-            "cmd": "mkdir -p /tmp/w && echo $MESOS_TASK_ID > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w",
+            "cmd": "mkdir -p $AGORA_SANDBOX/w && echo $MESOS_TASK_ID > $AGORA_SANDBOX/w/index.html && exec httpd -f -p 8080 -h $AGORA_SANDBOX/w",
             "cpus": 0.1, "mem": 32, "instances": 1,
             "constraints": [["hostname", "CLUSTER", "mesh-docker"]],
             "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 10,

@@ -287,14 +287,51 @@ impl Mesh {
             .collect();
         type Get = fn(&PortMetrics) -> &AtomicU64;
         let counters: [(&str, &str, &str, Get); 8] = [
-            ("connections_total", "Client connections accepted", "counter", |m| &m.connections),
-            ("connections_active", "Client connections open", "gauge", |m| &m.active),
-            ("requests_total", "HTTP requests relayed (HTTP mode)", "counter", |m| &m.requests),
-            ("bytes_in_total", "Bytes received from clients", "counter", |m| &m.bytes_in),
-            ("bytes_out_total", "Bytes sent to clients", "counter", |m| &m.bytes_out),
-            ("errors_total", "Connections or requests that reached no endpoint or failed upstream", "counter", |m| &m.errors),
-            ("retries_total", "Connects retried on another endpoint", "counter", |m| &m.retries),
-            ("ejections_total", "Endpoints ejected after a failed connect", "counter", |m| &m.ejections),
+            (
+                "connections_total",
+                "Client connections accepted",
+                "counter",
+                |m| &m.connections,
+            ),
+            (
+                "connections_active",
+                "Client connections open",
+                "gauge",
+                |m| &m.active,
+            ),
+            (
+                "requests_total",
+                "HTTP requests relayed (HTTP mode)",
+                "counter",
+                |m| &m.requests,
+            ),
+            (
+                "bytes_in_total",
+                "Bytes received from clients",
+                "counter",
+                |m| &m.bytes_in,
+            ),
+            ("bytes_out_total", "Bytes sent to clients", "counter", |m| {
+                &m.bytes_out
+            }),
+            (
+                "errors_total",
+                "Connections or requests that reached no endpoint or failed upstream",
+                "counter",
+                |m| &m.errors,
+            ),
+            (
+                "retries_total",
+                "Connects retried on another endpoint",
+                "counter",
+                |m| &m.retries,
+            ),
+            (
+                "ejections_total",
+                "Endpoints ejected after a failed connect",
+                "counter",
+                |m| &m.ejections,
+            ),
         ];
         for (name, help, kind, get) in counters {
             let _ = writeln!(out, "# HELP agora_agent_mesh_{name} {help}");
@@ -379,7 +416,10 @@ async fn apply(
         if let Ok(mut r) = shared.routes.write() {
             r.remove(port);
         }
-        info!(port, "mesh: listener stopped (open connections keep running)");
+        info!(
+            port,
+            "mesh: listener stopped (open connections keep running)"
+        );
     }
     for port in &plan.update {
         if let (Some(spec), Ok(routes)) = (wanted.get(port), shared.routes.read()) {
@@ -491,9 +531,7 @@ async fn accept_loop(
             let _active = active;
             match serve {
                 Serve::Tcp(route) => relay(io, route, &shared).await,
-                Serve::Http(route) => {
-                    serve_http(io, peer, local_port, shared, Some(route)).await
-                }
+                Serve::Http(route) => serve_http(io, peer, local_port, shared, Some(route)).await,
                 Serve::ByHost => serve_http(io, peer, local_port, shared, None).await,
             }
         });
@@ -531,9 +569,7 @@ impl AsyncRead for Counted {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
-        self.metrics
-            .bytes_in
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.metrics.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         r
     }
 }
@@ -620,9 +656,7 @@ async fn serve_http(
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         let route = route.clone();
-        async move {
-            Ok::<_, Infallible>(proxy(req, peer, local_port, &shared, route).await)
-        }
+        async move { Ok::<_, Infallible>(proxy(req, peer, local_port, &shared, route).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -712,7 +746,10 @@ async fn proxy(
     let route = match route {
         Some(r) => r,
         None => {
-            shared.vhost_metrics.requests.fetch_add(1, Ordering::Relaxed);
+            shared
+                .vhost_metrics
+                .requests
+                .fetch_add(1, Ordering::Relaxed);
             let host = req
                 .headers()
                 .get(header::HOST)

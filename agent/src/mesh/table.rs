@@ -437,7 +437,10 @@ mod tests {
                     ep("w2", "127.0.0.3", 31000, 10000),
                     ep("w2", "127.0.0.3", 31001, 10001),
                 ],
-                &[("HAPROXY_1_VHOST", "Web.Example.com, api.example.com,bad host,")],
+                &[(
+                    "HAPROXY_1_VHOST",
+                    "Web.Example.com, api.example.com,bad host,",
+                )],
             ),
             svc(
                 "/db",
@@ -519,14 +522,22 @@ mod tests {
         let now = Instant::now();
         let mut b = Balancer::new(&spec_of(&["a", "b", "c"], 1), Duration::from_secs(5));
         let order: Vec<String> = (0..6)
-            .map(|_| b.pick(now, &[]).map(|p| p.upstream.task_id).unwrap_or_default())
+            .map(|_| {
+                b.pick(now, &[])
+                    .map(|p| p.upstream.task_id)
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(order, ["a", "b", "c", "a", "b", "c"]);
         assert!(b.eject(&up("b"), now));
         assert!(!b.eject(&up("b"), now), "already ejected");
         assert_eq!(b.ejected(now), 1);
         let order: Vec<String> = (0..4)
-            .map(|_| b.pick(now, &[]).map(|p| p.upstream.task_id).unwrap_or_default())
+            .map(|_| {
+                b.pick(now, &[])
+                    .map(|p| p.upstream.task_id)
+                    .unwrap_or_default()
+            })
             .collect();
         assert_eq!(order, ["a", "c", "a", "c"]);
         // A retry never goes back to an endpoint already tried.
@@ -574,8 +585,14 @@ mod tests {
 
     #[test]
     fn hosts_and_vhost_matching() {
-        assert_eq!(host_of("Web.Example.com:8080").as_deref(), Some("web.example.com"));
-        assert_eq!(host_of("web.example.com.").as_deref(), Some("web.example.com"));
+        assert_eq!(
+            host_of("Web.Example.com:8080").as_deref(),
+            Some("web.example.com")
+        );
+        assert_eq!(
+            host_of("web.example.com.").as_deref(),
+            Some("web.example.com")
+        );
         assert_eq!(host_of("[::1]:80").as_deref(), Some("::1"));
         assert_eq!(host_of(""), None);
         let m = HashMap::from([
