@@ -290,19 +290,27 @@ pub fn protected_router(agent: AgentHandle, token: Option<ApiToken>, extra: Rout
     }
 }
 
-/// `/metrics`: the agent's DNS counters in Prometheus text format.
-pub fn metrics_router(dns: std::sync::Arc<crate::dns::DnsMetrics>) -> Router {
+/// `/metrics`: the agent's DNS and mesh counters in Prometheus text format.
+pub fn metrics_router(
+    dns: std::sync::Arc<crate::dns::DnsMetrics>,
+    mesh: Option<crate::mesh::Mesh>,
+) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
             let dns = dns.clone();
+            let mesh = mesh.clone();
             async move {
+                let mut text = dns.render();
+                if let Some(m) = mesh {
+                    text.push_str(&m.render());
+                }
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4",
                     )],
-                    dns.render(),
+                    text,
                 )
             }
         }),

@@ -26,7 +26,9 @@
 //! ```
 //! Flags map one to one onto [`AgentConfig`] fields: `--master`, `--port` (5051), `--work-dir`,
 //! `--resources`, `--attributes`, `--containerizers docker,native`, `--hostname`,
-//! `--default-task-user` (`nobody`), `--allow-root-tasks`.
+//! `--default-task-user` (`nobody`), `--allow-root-tasks`, `--dns-*` ([`dns`]), `--mesh`,
+//! `--mesh-http-port`, `--mesh-max-connections`, `--mesh-connect-timeout` ([`mesh`]: the routing
+//! mesh, a listener per service port relaying to the service's tasks on any agent).
 //! For embedding (tests, `agora local`), [`Agent::start`] gives the [`AgentHandle`] and the outbox of
 //! status updates without HTTP or a master.
 //!
@@ -52,6 +54,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod limits;
 pub mod master_link;
+pub mod mesh;
 pub mod paths;
 pub mod prober;
 pub mod status_update;
@@ -121,6 +124,9 @@ pub struct AgentConfig {
     pub api_token: Option<agora_net::http_auth::ApiToken>,
     /// `--dns-port`/`--dns-domain`/`--dns-forward`: DNS from the endpoint table; `None`: off.
     pub dns: Option<dns::DnsConfig>,
+    /// `--mesh`/`--mesh-http-port`/`--mesh-max-connections`/`--mesh-connect-timeout`: the routing
+    /// mesh on the agent's address; `None`: off.
+    pub mesh: Option<mesh::MeshConfig>,
 }
 
 impl Default for AgentConfig {
@@ -143,6 +149,7 @@ impl Default for AgentConfig {
             allow_root_tasks: false,
             tls: agora_net::tls::TlsFiles::default(),
             dns: None,
+            mesh: None,
             api_token: None,
         }
     }
@@ -458,6 +465,15 @@ pub async fn run(
         info.ip = ip.to_string();
     }
     let dns_metrics = std::sync::Arc::new(dns::DnsMetrics::default());
+    let endpoints = endpoints::Endpoints::new();
+    let mesh = match &config.mesh {
+        Some(m) => Some(
+            mesh::Mesh::start(m.clone(), &endpoints)
+                .await
+                .map_err(|e| AgentError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     info!(agent_id = %handle.agent_id(), http = %local, "agent started");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -471,14 +487,13 @@ pub async fn run(
         http::protected_router(
             handle.clone(),
             config.api_token.clone(),
-            http::metrics_router(dns_metrics.clone()),
+            http::metrics_router(dns_metrics.clone(), mesh.clone()),
         ),
         async move {
             let _ = http_stop.wait_for(|s| *s).await;
         },
     );
     let http = tokio::spawn(async move { server.await });
-    let endpoints = endpoints::Endpoints::new();
     let dns_server = match &config.dns {
         Some(d) => {
             let (server, addr) = dns::start(d, &endpoints, dns_metrics.clone())
@@ -514,6 +529,9 @@ pub async fn run(
         } => r,
     };
     let _ = stop_tx.send(true);
+    if let Some(m) = &mesh {
+        m.stop();
+    }
     if let Some(mut s) = dns_server {
         let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown_gracefully()).await;
     }

@@ -77,6 +77,20 @@ pub struct AgentArgs {
     /// (`--dns-forward=false`: refuse them).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     dns_forward: bool,
+    /// The routing mesh: a listener on `--ip` for each service port of the cluster, relaying to
+    /// the service's healthy tasks on any agent (`--mesh=false`: off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    mesh: bool,
+    /// Port on `--ip` serving apps with a virtual host (`HAPROXY_{n}_VHOST`) by `Host` header;
+    /// 0 turns it off.
+    #[arg(long, default_value_t = 80)]
+    mesh_http_port: u16,
+    /// Most client connections open at once per mesh listener (more wait in the backlog).
+    #[arg(long, default_value_t = agora_agent::mesh::DEFAULT_MAX_CONNECTIONS)]
+    mesh_max_connections: usize,
+    /// Seconds a mesh connect to a task may take before another task is tried.
+    #[arg(long, default_value = "2", value_parser = super::seconds)]
+    mesh_connect_timeout: std::time::Duration,
     // The API token of `agora agent list|drain|reactivate` (a master started with
     // --api-token-file).
     #[command(flatten)]
@@ -174,8 +188,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             domain: args.dns_domain.clone(),
             forward: args.dns_forward,
         }),
+        mesh: args.mesh.then(|| agora_agent::mesh::MeshConfig {
+            http_port: args.mesh_http_port,
+            max_connections: args.mesh_max_connections,
+            connect_timeout: args.mesh_connect_timeout,
+            ..agora_agent::mesh::MeshConfig::new(args.ip)
+        }),
         ..Default::default()
     };
+    if args.mesh && args.mesh_max_connections == 0 {
+        anyhow::bail!("--mesh-max-connections must be at least 1");
+    }
+    if args.mesh && args.mesh_connect_timeout.is_zero() {
+        anyhow::bail!("--mesh-connect-timeout must be more than 0 seconds");
+    }
     agora_agent::run(config, super::shutdown_signal()).await?;
     Ok(())
 }

@@ -45,6 +45,13 @@ pub struct LocalArgs {
     /// Let tasks that ask for user `root` run as root (otherwise they end TASK_ERROR).
     #[arg(long)]
     allow_root_tasks: bool,
+    /// Port of the mesh's virtual hosts (`HAPROXY_0_VHOST`) on every agent's address; 0 (the
+    /// default) picks a free one, printed at start.
+    #[arg(long, default_value_t = 0)]
+    mesh_http_port: u16,
+    /// Run no routing mesh on the agents.
+    #[arg(long)]
+    no_mesh: bool,
 }
 
 /// Splits the machine (or the given total) evenly between `n` agents, ports included.
@@ -129,6 +136,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let mut agents = Vec::new();
     // DNS on every agent, each on its own loopback address, all on one free port.
     let dns_port = free_dns_port().context("finding a free port for the agents' DNS")?;
+    let mesh_http_port = match (args.no_mesh, args.mesh_http_port) {
+        (true, _) => 0,
+        (false, 0) => {
+            free_tcp_port().context("finding a free port for the mesh's virtual hosts")?
+        }
+        (false, p) => p,
+    };
     for i in 0..args.agents {
         // Each agent on its own loopback address, so that hostnames (and UNIQUE constraints) tell
         // them apart and every sandbox link works.
@@ -148,6 +162,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 listen: std::net::SocketAddr::new(IpAddr::V4(ip), dns_port),
                 domain: "agora".into(),
                 forward: true,
+            }),
+            mesh: (!args.no_mesh).then(|| agora_agent::mesh::MeshConfig {
+                http_port: mesh_http_port,
+                ..agora_agent::mesh::MeshConfig::new(IpAddr::V4(ip))
             }),
             ..Default::default()
         };
@@ -260,6 +278,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "  DNS (each agent)        {}   (dig @127.0.0.2 -p {dns_port} <app>.services.agora)",
         dns.join(", ")
     );
+    if !args.no_mesh {
+        println!(
+            "  routing mesh            every agent's address on an app's service port, e.g. curl http://127.0.0.2:<servicePort>/ (services on any agent, load balanced)"
+        );
+        println!(
+            "  mesh virtual hosts      http://127.0.0.N:{mesh_http_port}/ by Host header (label HAPROXY_0_VHOST), e.g. curl -H 'Host: web.example.com' http://127.0.0.2:{mesh_http_port}/"
+        );
+    }
     println!("  state is kept in        {}", work_dir.display());
     println!("Try: agora app create -f examples/apps/hello.json   ·   agora job add -f examples/jobs/hello.json   ·   Ctrl-C stops everything.");
 
@@ -328,4 +354,13 @@ fn free_dns_port() -> std::io::Result<u16> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+/// A TCP port free on 127.0.0.2 (and so, normally, on the other agents' addresses).
+fn free_tcp_port() -> std::io::Result<u16> {
+    Ok(
+        std::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, 2), 0))?
+            .local_addr()?
+            .port(),
+    )
 }

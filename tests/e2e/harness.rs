@@ -353,6 +353,8 @@ pub fn agent_args(
         // Agents of a test share 127.0.0.1: DNS (port 53 by default) only where a test asks.
         "--dns-port",
         "0",
+        // … and so would the routing mesh's listeners (a test that wants it turns it on).
+        "--mesh=false",
     ]
     .iter()
     .map(|s| s.to_string())

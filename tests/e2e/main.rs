@@ -20,6 +20,7 @@ mod logs;
 mod marathon_client;
 mod marathon_groups;
 mod master;
+mod mesh;
 mod mesos_api;
 mod orphans;
 mod python;

@@ -166,6 +166,7 @@ async fn acknowledgements_stop_the_agents_retransmissions() {
         "0.5",
         "--dns-port",
         "0",
+        "--mesh=false",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -382,6 +382,7 @@ async fn docker_apps_publish_ports_pass_health_checks_and_unhealthy_ones_are_rep
         // Tests run side by side: no agent of theirs takes 127.0.0.1:53.
         "--dns-port",
         "0",
+        "--mesh=false",
         "--master",
         &master.address(),
         "--ip",
@@ -607,6 +608,7 @@ async fn fetched_files_are_in_the_sandbox_before_the_task_starts() {
         // Tests run side by side: no agent of theirs takes 127.0.0.1:53.
         "--dns-port",
         "0",
+        "--mesh=false",
         "--master",
         &master.address(),
         "--ip",
