@@ -710,9 +710,9 @@ async fn a_protobuf_framework_launches_and_reads_the_state_over_protobuf() {
     );
     assert_eq!(summary["heartbeat"].as_f64(), Some(15.0), "{all}");
     assert_eq!(summary["offer_cpus"].as_f64(), Some(2.0), "{all}");
-    // RUNNING (1) then FINISHED (2), each acknowledged with its uuid.
-    assert_eq!(summary["states"], json!([1, 2]), "{all}");
-    assert_eq!(summary["acked"], 2, "{all}");
+    // STARTING (0), RUNNING (1), FINISHED (2), each acknowledged with its uuid.
+    assert_eq!(summary["states"], json!([0, 1, 2]), "{all}");
+    assert_eq!(summary["acked"], 3, "{all}");
     assert_eq!(
         summary["health"],
         json!({"type": 1, "healthy": true}),
