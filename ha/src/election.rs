@@ -2,7 +2,8 @@
 //!
 //! Each master creates an ephemeral sequential znode `<path>/masters/json.info_<seq>` holding its
 //! MasterInfo JSON; the lowest sequence leads, every other master watches its predecessor (no herd
-//! when the leader dies). A leader whose session expires, or that stays disconnected longer than a
+//! when the leader dies). The leader also publishes itself as `<path>/json.info_<seq>`, the layout
+//! Apache Mesos's masters use, for Mesos frameworks' `zk://` detection. A leader whose session expires, or that stays disconnected longer than a
 //! third of the session timeout, has lost leadership: [`Election::lost`] resolves and the caller
 //! stops acting (the binary exits non-zero for its supervisor to restart it) — it never goes on
 //! offering, so two masters never offer at once. State writes are also fenced on the leader's
@@ -49,6 +50,8 @@ pub struct Election {
     path: String,
     node: String,
     session_timeout: Duration,
+    /// The leader's node for Mesos frameworks ([`Election::publish_mesos_leader`]), once made.
+    mesos_node: std::sync::Mutex<Option<String>>,
 }
 
 impl Election {
@@ -97,6 +100,7 @@ impl Election {
             path: path.to_string(),
             node,
             session_timeout,
+            mesos_node: std::sync::Mutex::new(None),
         })
     }
 
@@ -203,10 +207,53 @@ impl Election {
         }
     }
 
+    /// Publishes the leader where Apache Mesos's own masters publish themselves, for Mesos
+    /// frameworks' detectors (pymesos, mesoshttp, avmesos): `zk://…<path>` lists `<path>` and
+    /// reads its lowest `json.info_` child. Only the leader publishes there, so that the lowest
+    /// (the only) one is the leader; the node is ephemeral and of this session, so it goes when
+    /// the leader's election node goes. A failure is logged: Agora's own detectors read
+    /// `<path>/masters`.
+    pub async fn publish_mesos_leader(&self, me: &MasterInfoJson) {
+        let data = match serde_json::to_vec(me) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(error = %e, "could not encode the MasterInfo for Mesos frameworks");
+                return;
+            }
+        };
+        let dir = self.path.trim_end_matches('/');
+        let prefix = format!("{dir}/{MASTER_NODE_PREFIX}");
+        let mode = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+        let create = self.client.create(&prefix, &data, &mode);
+        match tokio::time::timeout(RESIGN_TIMEOUT, create).await {
+            Ok(Ok((_, seq))) => {
+                let node = format!("{prefix}{seq}");
+                info!(%node, "published the leader for Mesos frameworks");
+                if let Ok(mut published) = self.mesos_node.lock() {
+                    *published = Some(node);
+                }
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, path = %self.path, "could not publish the leader for Mesos frameworks")
+            }
+            Err(_) => {
+                warn!(path = %self.path, "ZooKeeper did not answer in time; the leader is not published for Mesos frameworks")
+            }
+        }
+    }
+
     /// Deletes this contender's election znode, so that the next one in line leads at once (its
     /// watch on this node fires), instead of after this session's timeout. Bounded by
     /// [`RESIGN_TIMEOUT`]; a failure is logged (the node then goes with the session).
     pub async fn resign(&self) {
+        let published = self.mesos_node.lock().ok().and_then(|mut p| p.take());
+        if let Some(node) = published {
+            if let Ok(Err(e)) =
+                tokio::time::timeout(RESIGN_TIMEOUT, self.client.delete(&node, None)).await
+            {
+                warn!(%node, error = %e, "could not delete the leader's node for Mesos frameworks");
+            }
+        }
         let node = self.node_path();
         match tokio::time::timeout(RESIGN_TIMEOUT, self.client.delete(&node, None)).await {
             Ok(Ok(())) => info!(%node, "left the election"),
@@ -430,6 +477,9 @@ impl Contender for ZooKeeper {
                 e = election.lost() => return Err(e),
             }
             info!(node = %election.node_path(), "elected leader");
+            if self.me.is_master() {
+                election.publish_mesos_leader(&self.me).await;
+            }
             let store = crate::zk_store::ZkStore::new(
                 election.client().clone(),
                 &self.path,

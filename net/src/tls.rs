@@ -503,7 +503,8 @@ pub struct Limits {
     /// How long a client has to send a request's headers: from the connection's start for the
     /// first request (including the bytes that tell HTTP/1 from HTTP/2), and from the end of the
     /// previous response on a kept-alive HTTP/1 connection (so it is also the idle keep-alive
-    /// timeout). A response in progress (an SSE stream, a long poll) is not affected.
+    /// timeout, unless a handler extended it: [`crate::keep_alive`]). A response in progress (an
+    /// SSE stream, a long poll) is not affected.
     pub header_read_timeout: Duration,
     /// HTTP/2 (gRPC): a PING is sent after this long without a frame, and the connection is
     /// closed when its answer takes as long again: dead peers do not hold connections.
@@ -597,7 +598,8 @@ impl Connected<IncomingStream<'_, Listener>> for Peer {
 ///
 /// ```text
 ///  accept ─(over max_connections: close)─▶ first bytes (≤ header_read_timeout) ─┬─ "PRI * HTTP/2.0…" ─▶ h2 (keep-alive pings)
-///                                                                               └─ else ─▶ h1 (headers ≤ header_read_timeout, also when idle)
+///                                                                               └─ else ─▶ h1 (headers ≤ header_read_timeout, also when idle,
+///                                                                                          unless a handler extended it: crate::keep_alive)
 /// ```
 ///
 /// On `shutdown` it stops accepting and waits for the connections in progress to finish
@@ -614,7 +616,6 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     builder
         .http2()
@@ -650,9 +651,18 @@ pub async fn serve(
                 at: 0,
                 inner: connection,
             });
+            let keep_alive = crate::keep_alive::KeepAlive::default();
+            let mut builder = (*builder).clone();
+            builder
+                .http1()
+                .timer(crate::keep_alive::ConnectionTimer::new(
+                    keep_alive.clone(),
+                    limits.header_read_timeout,
+                ));
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                req.extensions_mut().insert(keep_alive.clone());
                 tower::ServiceExt::oneshot(router.clone(), req)
             });
             let conn = builder.serve_connection_with_upgrades(io, service);

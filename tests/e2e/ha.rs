@@ -35,8 +35,19 @@ pub(crate) fn start_master_with(
     port: u16,
     session_timeout: f64,
 ) -> Process {
+    start_master_with_args(dir, zk, port, session_timeout, &[])
+}
+
+/// [`start_master_with`], with `extra` flags.
+pub(crate) fn start_master_with_args(
+    dir: &std::path::Path,
+    zk: &str,
+    port: u16,
+    session_timeout: f64,
+    extra: &[&str],
+) -> Process {
     let work = dir.join(format!("master-{port}"));
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "master",
         "--ip",
         "127.0.0.1",
@@ -56,6 +67,7 @@ pub(crate) fn start_master_with(
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     Process::spawn(&format!("master-{port}"), &args, dir)
 }
 

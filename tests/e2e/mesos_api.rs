@@ -2,7 +2,9 @@
 //! (`AGORA_TEST_PYTHON`): a pymesos and a mesoshttp framework run, kill, reconcile and tear down
 //! command tasks on a real agent; avmesos-cli lists agents, frameworks and tasks of a cluster a
 //! gRPC framework shares with a Mesos one; the scheduler endpoint answers Mesos's status codes
-//! and frames its stream as RecordIO; pymesos follows the leader through ZooKeeper when it dies.
+//! and frames its stream as RecordIO; a client built on Google's protobuf runtime subscribes,
+//! launches and reads GET_STATE over `application/x-protobuf`; pymesos and mesoshttp find the leader through ZooKeeper as
+//! they find Mesos's (`zk://…/<path>`), and follow it when it dies.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -466,15 +468,15 @@ async fn the_scheduler_endpoint_answers_as_mesos_does() {
         call["subscribe"] = json!({ "framework_info": info });
         call
     };
-    let protobuf_only = client
+    let html_only = client
         .post(&url)
         .header("content-type", "application/json")
-        .header("accept", "application/x-protobuf")
+        .header("accept", "text/html")
         .body(subscribe(None).to_string())
         .send()
         .await
         .expect("POST");
-    assert_eq!(protobuf_only.status(), 406);
+    assert_eq!(html_only.status(), 406);
 
     let mut first = post(subscribe(None), None).await.expect("SUBSCRIBE");
     assert_eq!(first.status(), 200);
@@ -632,8 +634,10 @@ async fn pymesos_follows_the_leader_through_zookeeper_when_it_dies() {
     let ready = dir.path().join("running");
     let args = vec![
         script("pymesos_framework.py").display().to_string(),
+        // The URL a Mesos framework is given for Mesos's own masters: the leader is the lowest
+        // `json.info_` child of the path itself.
         "--master".into(),
-        format!("{zk}/masters"),
+        zk.clone(),
         "--failover-file".into(),
         ready.display().to_string(),
         "--timeout".into(),
@@ -664,6 +668,219 @@ async fn pymesos_follows_the_leader_through_zookeeper_when_it_dies() {
         Some("TASK_KILLED"),
         "{all}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protobuf_framework_launches_and_reads_the_state_over_protobuf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let _agent = agent(dir.path(), "agent-a", &master.address(), "cpus:2;mem:1024");
+    let (ok, summary, all) = run_python(
+        vec![
+            script("mesos_protobuf.py").display().to_string(),
+            "--master".into(),
+            master.address(),
+            "--timeout".into(),
+            "60".into(),
+        ],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(ok, "{all}");
+    assert_eq!(summary["content_type"], "application/x-protobuf", "{all}");
+    // SUBSCRIBED, then HEARTBEAT at once, then the offers.
+    assert_eq!(summary["events"][0], 1, "{all}");
+    assert_eq!(summary["events"][1], 8, "{all}");
+    assert!(
+        summary["events"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!(2))),
+        "{all}"
+    );
+    let port: u64 = master
+        .address()
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("port");
+    assert_eq!(summary["master_port"].as_u64(), Some(port), "{all}");
+    assert_eq!(
+        summary["master_pid"],
+        format!("master@{}", master.address()),
+        "{all}"
+    );
+    assert_eq!(summary["heartbeat"].as_f64(), Some(15.0), "{all}");
+    assert_eq!(summary["offer_cpus"].as_f64(), Some(2.0), "{all}");
+    // STARTING (0), RUNNING (1), FINISHED (2), each acknowledged with its uuid.
+    assert_eq!(summary["states"], json!([0, 1, 2]), "{all}");
+    assert_eq!(summary["acked"], 3, "{all}");
+    assert_eq!(
+        summary["health"],
+        json!({"type": 1, "healthy": true}),
+        "{all}"
+    );
+    assert_eq!(summary["state_type"], 8, "{all}");
+    let id = summary["framework_id"].as_str().expect("framework id");
+    let tasks = summary["tasks"].as_array().expect("tasks");
+    assert!(
+        tasks
+            .iter()
+            .any(|t| t["id"] == "pb-task" && t["state"] == 2 && t["framework_id"] == id),
+        "{all}"
+    );
+    assert!(
+        summary["frameworks"].as_array().is_some_and(|f| f
+            .iter()
+            .any(|f| f["id"] == id && f["name"] == "protobuf-test" && f["roles"] == json!(["pb"]))),
+        "{all}"
+    );
+    let agents = summary["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 1, "{all}");
+    assert_eq!(agents[0]["cpus"].as_f64(), Some(2.0), "{all}");
+    assert_eq!(agents[0]["active"], true, "{all}");
+    assert_eq!(agents[0]["id"], tasks[0]["agent_id"], "{all}");
+}
+
+/// Deletes a ZooKeeper tree (with the venv's kazoo), so that a test owning a fixed path starts
+/// from nothing.
+fn delete_zk_tree(servers: &str, path: &str) {
+    let code = format!(
+        "from kazoo.client import KazooClient\n\
+         z = KazooClient({servers:?})\n\
+         z.start(10)\n\
+         z.delete({path:?}, recursive=True) if z.exists({path:?}) else None\n\
+         z.stop()\n"
+    );
+    let out = Command::new(community_python())
+        .args(["-c", &code])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "deleting {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Lists a ZooKeeper node's children (with the venv's kazoo).
+fn zk_children(servers: &str, path: &str) -> Vec<String> {
+    let code = format!(
+        "import json\n\
+         from kazoo.client import KazooClient\n\
+         z = KazooClient({servers:?})\n\
+         z.start(10)\n\
+         print(json.dumps(sorted(z.get_children({path:?}))))\n\
+         z.stop()\n"
+    );
+    let out = Command::new(community_python())
+        .args(["-c", &code])
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "listing {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON list")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mesoshttp_finds_the_leader_through_zookeeper_and_follows_it_when_it_dies() {
+    // mesoshttp (and avmesos, the same code) lists the zk:// URL's path but reads the nodes it
+    // found under `/mesos/`: it only works with Mesos's usual `--zk zk://…/mesos`, so this test
+    // owns that path.
+    let servers = crate::ha::zk_servers();
+    delete_zk_tree(&servers, "/mesos");
+    let zk = format!("zk://{servers}/mesos");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // mesoshttp hands an event over when the next record's length arrives: heartbeats every
+    // second keep its callbacks prompt.
+    let mut masters: Vec<Option<Process>> = ports
+        .iter()
+        .map(|&p| {
+            Some(crate::ha::start_master_with_args(
+                dir.path(),
+                &zk,
+                p,
+                4.0,
+                &["--framework-heartbeat", "1"],
+            ))
+        })
+        .collect();
+    let leader = eventually("a leader", Duration::from_secs(30), || async {
+        crate::ha::leader_among(&ports).await
+    })
+    .await;
+    // Only the leader is where Mesos's masters publish themselves; Agora's own election stays
+    // under `masters`.
+    let published = eventually("the leader's Mesos node", Duration::from_secs(10), || {
+        let servers = servers.clone();
+        async move {
+            let children = zk_children(&servers, "/mesos");
+            let info: Vec<String> = children
+                .iter()
+                .filter(|c| c.starts_with("json.info_"))
+                .cloned()
+                .collect();
+            (info.len() == 1 && children.contains(&"masters".to_string())).then_some(info)
+        }
+    })
+    .await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    let _agent = agent(dir.path(), "agent-a", &zk, "cpus:2;mem:1024");
+    let ready = dir.path().join("running");
+    let args = vec![
+        script("mesoshttp_framework.py").display().to_string(),
+        "--master".into(),
+        zk.clone(),
+        "--failover-file".into(),
+        ready.display().to_string(),
+        "--timeout".into(),
+        "150".into(),
+    ];
+    let run = tokio::spawn(run_python(args, Duration::from_secs(180)));
+    eventually("the task to run", Duration::from_secs(60), || {
+        let ready = ready.clone();
+        async move { ready.exists().then_some(()) }
+    })
+    .await;
+    let index = ports
+        .iter()
+        .position(|&p| p == leader)
+        .expect("leader index");
+    if let Some(mut m) = masters[index].take() {
+        m.kill();
+    }
+    let (ok, summary, all) = run.await.expect("join");
+    assert!(ok, "{all}");
+    assert_eq!(summary["finished"], true, "{all}");
+    assert!(summary["subscriptions"].as_u64().unwrap_or(0) >= 2, "{all}");
+    let masters_seen: Vec<String> = summary["masters"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        masters_seen.first().map(String::as_str),
+        Some(format!("http://127.0.0.1:{leader}").as_str()),
+        "{all}"
+    );
+    let last = masters_seen.last().cloned().unwrap_or_default();
+    assert!(
+        last != format!("http://127.0.0.1:{leader}")
+            && ports.iter().any(|p| last.ends_with(&format!(":{p}"))),
+        "subscribed last to {last}: {all}"
+    );
+    assert_eq!(
+        states(&summary, "long").last().map(String::as_str),
+        Some("TASK_KILLED"),
+        "{all}"
+    );
+    drop(masters);
+    delete_zk_tree(&servers, "/mesos");
 }
 
 #[tokio::test(flavor = "multi_thread")]

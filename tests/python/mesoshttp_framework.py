@@ -4,6 +4,11 @@ acknowledged by the client, a kill, an explicit reconciliation, and a teardown. 
 summary line; exits non-zero on failure.
 
     python mesoshttp_framework.py --master http://127.0.0.1:5050 [--timeout 90]
+
+With `--failover-file PATH` (and `--master zk://host:port/mesos`: mesoshttp finds the leader in
+ZooKeeper as it does Mesos's) it runs one long task instead, writes PATH once the task runs (the
+caller then kills the leading master), and after mesoshttp subscribed again through ZooKeeper to
+the new leader reconciles the task until that leader knows it, kills it and tears down.
 """
 
 import argparse
@@ -23,8 +28,12 @@ def scalar(name, value):
 
 
 class Test(object):
-    def __init__(self, client):
+    def __init__(self, client, failover_file=None):
         self.client = client
+        self.failover_file = failover_file
+        self.subscriptions = 0
+        self.masters = []
+        self.failover_running = False
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.driver = None
@@ -43,8 +52,23 @@ class Test(object):
         client.on(MesosClient.ERROR, self.error)
 
     def subscribed(self, driver):
-        self.driver = driver
-        self.framework_id = driver.frameworkId
+        with self.lock:
+            self.driver = driver
+            self.framework_id = driver.frameworkId
+            self.subscriptions += 1
+            self.masters.append(driver.mesos_url)
+            again = self.subscriptions > 1
+        if again and self.failover_file is not None:
+            threading.Thread(target=self.reconcile_until_known, args=(driver,), daemon=True).start()
+
+    def reconcile_until_known(self, driver):
+        # The new leader learns of the task when its agent re-registers.
+        while not self.failover_running and not self.done.is_set():
+            try:
+                driver.reconcile([{"task_id": {"value": "long"}}])
+            except Exception:
+                pass
+            time.sleep(1)
 
     def offers(self, offers):
         with self.lock:
@@ -60,6 +84,7 @@ class Test(object):
                     offer.decline(options={"filters": {"refuse_seconds": 3600}})
                     continue
                 self.agent_id = o["agent_id"]["value"]
+                wanted = {"long": TASKS["long"]} if self.failover_file else TASKS
                 tasks = [
                     {
                         "name": "mesoshttp-" + name,
@@ -67,7 +92,7 @@ class Test(object):
                         "resources": [scalar("cpus", 0.1), scalar("mem", 32)],
                         "command": {"value": cmd},
                     }
-                    for name, cmd in TASKS.items()
+                    for name, cmd in wanted.items()
                 ]
                 offer.accept(tasks, options={"filters": {"refuse_seconds": 3600}})
                 self.launched = True
@@ -81,6 +106,9 @@ class Test(object):
                 self.reconciled.setdefault(task, []).append(state)
             else:
                 self.states.setdefault(task, []).append(state)
+            if self.failover_file is not None:
+                self.on_failover_update(task, state, status)
+                return
             if task == "long" and state == "TASK_RUNNING" and not self.killed_sent:
                 self.killed_sent = True
                 self.driver.kill(self.agent_id, "long")
@@ -99,6 +127,18 @@ class Test(object):
             if "ghost" in self.reconciled and ended:
                 self.done.set()
 
+    def on_failover_update(self, task, state, status):
+        reconciled = status.get("reason") == "REASON_RECONCILIATION"
+        if task == "long" and state == "TASK_RUNNING" and not reconciled:
+            with open(self.failover_file, "w") as f:
+                f.write(self.framework_id or "")
+        if task == "long" and state == "TASK_RUNNING" and reconciled and self.subscriptions > 1:
+            if not self.failover_running:
+                self.failover_running = True
+                self.driver.kill(status["agent_id"]["value"], "long")
+        if task == "long" and state == "TASK_KILLED":
+            self.done.set()
+
     def error(self, message):
         # The ERROR that closes the stream after our own TEARDOWN is expected.
         if not self.done.is_set():
@@ -110,10 +150,22 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--master", required=True)
     p.add_argument("--timeout", type=float, default=90)
+    p.add_argument("--failover-file")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    client = MesosClient(mesos_urls=[args.master], frameworkName="mesoshttp-test", max_reconnect=1)
-    test = Test(client)
+    if args.failover_file:
+        # Survive the leader's death: retry the subscription (ZooKeeper detection each time)
+        # every 2 s instead of 10, until the new leader answers.
+        MesosClient.WAIT_TIME = 2
+        client = MesosClient(
+            mesos_urls=[args.master], frameworkName="mesoshttp-test", max_reconnect=60
+        )
+        client.set_failover_timeout(300)
+    else:
+        client = MesosClient(
+            mesos_urls=[args.master], frameworkName="mesoshttp-test", max_reconnect=1
+        )
+    test = Test(client, args.failover_file)
     registration = threading.Thread(target=client.register, daemon=True)
     registration.start()
     finished = test.done.wait(args.timeout)
@@ -130,6 +182,8 @@ def main():
         "states": test.states,
         "reconciled": test.reconciled,
         "stream_closed": not registration.is_alive(),
+        "subscriptions": test.subscriptions,
+        "masters": test.masters,
         "error": test.problem,
     }
     print(json.dumps(summary))

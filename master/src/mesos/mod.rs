@@ -29,6 +29,7 @@ use crate::node::Node;
 
 pub mod lenient;
 pub mod operator;
+pub mod protobuf;
 pub mod scheduler;
 pub mod wire;
 
@@ -132,9 +133,76 @@ fn standby(node: &Node, path: &str) -> Option<Response> {
     })
 }
 
+/// The two encodings of Mesos's bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`: Mesos's JSON mapping of its messages.
+    Json,
+    /// `application/x-protobuf`: the messages' binary encoding ([`protobuf`]).
+    Protobuf,
+}
+
+impl Format {
+    /// The `Content-Type` of a body in this format.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Protobuf => protobuf::MEDIA_TYPE,
+        }
+    }
+}
+
+/// The media types one header admits, lowercased, without parameters.
+fn media_types(headers: &HeaderMap, name: &str) -> Option<Vec<String>> {
+    let v = headers.get(name)?.to_str().ok()?;
+    Some(
+        v.split(',')
+            .map(|m| {
+                m.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .collect(),
+    )
+}
+
+/// The format of the answer, as Mesos picks it from `Accept`: JSON when admitted (also when
+/// `Accept` is absent), else protobuf when admitted; with `application/recordio` (streamed
+/// events), the records' format from `Message-Accept` the same way. `None`: 406.
+pub fn answer_format(headers: &HeaderMap) -> Option<Format> {
+    let pick = |types: Option<Vec<String>>| -> Option<Format> {
+        let Some(types) = types else {
+            return Some(Format::Json);
+        };
+        let admits = |want: &str| {
+            let (family, _) = want.split_once('/').unwrap_or((want, ""));
+            types
+                .iter()
+                .any(|t| t == want || t == "*/*" || *t == format!("{family}/*"))
+        };
+        if admits("application/json") {
+            Some(Format::Json)
+        } else if admits(protobuf::MEDIA_TYPE) {
+            Some(Format::Protobuf)
+        } else {
+            None
+        }
+    };
+    let accept = media_types(headers, header::ACCEPT.as_str());
+    if accept
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|t| t == "application/recordio"))
+    {
+        return pick(media_types(headers, "message-accept"));
+    }
+    pick(accept)
+}
+
 /// Mesos's checks of a POSTed call, in its order after leadership: 405 for another method, 400
-/// without a Content-Type, 415 for a type other than JSON.
-fn check_post(method: &axum::http::Method, headers: &HeaderMap) -> Result<(), Response> {
+/// without a Content-Type, 415 for a type other than JSON or protobuf. Returns the body's format.
+fn check_post(method: &axum::http::Method, headers: &HeaderMap) -> Result<Format, Response> {
     if method != axum::http::Method::POST {
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -144,30 +212,21 @@ fn check_post(method: &axum::http::Method, headers: &HeaderMap) -> Result<(), Re
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return Err(r);
     }
-    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
+    let Some(media) = media_types(headers, header::CONTENT_TYPE.as_str()) else {
         return Err(text(
             StatusCode::BAD_REQUEST,
             "Expecting 'Content-Type' to be present",
         ));
     };
-    let media = content_type
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match media.as_str() {
-        "application/json" => Ok(()),
-        "application/x-protobuf" => Err(text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Agora's Mesos API takes 'application/json' bodies; 'application/x-protobuf' is not \
-             supported",
-        )),
+    match media.first().map(String::as_str).unwrap_or("") {
+        "application/json" => Ok(Format::Json),
+        protobuf::MEDIA_TYPE => Ok(Format::Protobuf),
         other => Err(text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Expecting 'Content-Type' of application/json, received '{other}'"),
+            format!(
+                "Expecting 'Content-Type' of application/json or application/x-protobuf, \
+                 received '{other}'"
+            ),
         )),
     }
 }
@@ -185,21 +244,59 @@ async fn body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
 }
 
 /// The steps every `POST` call of both APIs starts with: a standby redirects (or 503), the
-/// method and content type are checked, the body is read and parsed as `what`. Returns the
-/// request's parts (headers for the stream id and credentials) and the call.
+/// method and content type are checked, the body is read and parsed as `what` (JSON, or the
+/// protobuf message `proto` read into Mesos's JSON mapping). Returns the request's parts
+/// (headers for the stream id and credentials) and the call.
 async fn read_call<T: serde::de::DeserializeOwned>(
     node: &Node,
     request: axum::extract::Request,
     what: &str,
+    proto: &'static str,
 ) -> Result<(axum::http::request::Parts, T), Response> {
     let (parts, raw) = request.into_parts();
     if let Some(r) = standby(node, parts.uri.path()) {
         return Err(r);
     }
-    check_post(&parts.method, &parts.headers)?;
+    let format = check_post(&parts.method, &parts.headers)?;
     let bytes = body(raw).await?;
-    let call = parse(what, &bytes)?;
+    let call = match format {
+        Format::Json => parse(what, &bytes)?,
+        Format::Protobuf => {
+            let json = protobuf::decode(proto, &bytes).map_err(|e| {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to parse body into {what}: {e}"),
+                )
+            })?;
+            serde_path_to_error::deserialize(json).map_err(|e| {
+                let path = e.path().to_string();
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to parse body into {what}: {path}: {}", e.inner()),
+                )
+            })?
+        }
+    };
     Ok((parts, call))
+}
+
+/// A document in the answer's format (JSON as Mesos writes it: compact, ASCII).
+fn answer(format: Format, message: &'static str, v: &serde_json::Value) -> Response {
+    match format {
+        Format::Json => json_response(v),
+        Format::Protobuf => match protobuf::encode(message, v) {
+            Ok(bytes) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, protobuf::MEDIA_TYPE)],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not encode the answer as {message}: {e}"),
+            ),
+        },
+    }
 }
 
 /// Parses a JSON body, naming the field that does not parse.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::wire::{self, id, MESOS_VERSION};
-use super::{error_response, json_response, standby, text};
+use super::{error_response, json_response, protobuf, standby, text};
 use crate::node::Node;
 
 /// The core's state (the leader's; a standby redirects first).
@@ -478,9 +478,16 @@ pub fn operator_answer(kind: &str, s: &v1::GetStateResponse) -> Result<Value, St
 
 /// `POST /api/v1`.
 pub async fn call(State(node): State<Arc<Node>>, request: Request) -> Response {
-    let (_, call): (_, OperatorCall) = match super::read_call(&node, request, "Call").await {
-        Ok(c) => c,
-        Err(r) => return r,
+    let (parts, call): (_, OperatorCall) =
+        match super::read_call(&node, request, "Call", protobuf::OPERATOR_CALL).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
+    let Some(format) = super::answer_format(&parts.headers) else {
+        return text(
+            StatusCode::NOT_ACCEPTABLE,
+            "Expecting 'Accept' to allow application/json or application/x-protobuf",
+        );
     };
     if call.kind.is_empty() {
         return text(StatusCode::BAD_REQUEST, "Expecting 'type' to be present");
@@ -490,7 +497,7 @@ pub async fn call(State(node): State<Arc<Node>>, request: Request) -> Response {
         Err(r) => return r,
     };
     match operator_answer(&call.kind, &s) {
-        Ok(v) => json_response(&v),
+        Ok(v) => super::answer(format, protobuf::OPERATOR_RESPONSE, &v),
         Err(m) => text(StatusCode::BAD_REQUEST, m),
     }
 }

@@ -22,6 +22,7 @@ use tracing::debug;
 
 use super::wire::{self, Call};
 use super::{error_response, text};
+use super::{protobuf, Format};
 use crate::actor::Request as ActorRequest;
 use crate::bookkeeping::{Bookkeeping, Caller, Clock};
 use crate::error::MasterError;
@@ -32,17 +33,30 @@ pub const STREAM_ID_HEADER: &str = "mesos-stream-id";
 
 /// Serves one scheduler call.
 pub async fn call(State(node): State<Arc<Node>>, request: Request) -> Response {
-    let (parts, call): (_, Call) = match super::read_call(&node, request, "Call").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+    let (parts, call): (_, Call) =
+        match super::read_call(&node, request, "Call", protobuf::SCHEDULER_CALL).await {
+            Ok(c) => c,
+            Err(r) => return r,
+        };
     let authorization = basic_authorization(&parts.headers);
     match call.kind.as_str() {
         "SUBSCRIBE" => subscribe(&node, &parts.headers, authorization.as_deref(), call).await,
         "" => text(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
-        _ => other(&node, &parts.headers, authorization.as_deref(), call)
-            .await
-            .unwrap_or_else(|r| r),
+        _ => {
+            let response = other(&node, &parts.headers, authorization.as_deref(), call)
+                .await
+                .unwrap_or_else(|r| r);
+            // Schedulers keep one connection for their calls and may leave it idle for hours;
+            // pymesos does not retry a call on a connection the server closed meanwhile, and its
+            // driver then dies. A call of a subscribed framework (202: its stream id and
+            // credentials checked) lets its connection stay idle as long as Mesos's would.
+            if response.status() == StatusCode::ACCEPTED {
+                if let Some(k) = parts.extensions.get::<agora_net::keep_alive::KeepAlive>() {
+                    k.extend();
+                }
+            }
+            response
+        }
     }
 }
 
@@ -57,37 +71,18 @@ fn basic_authorization(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Whether an `Accept` header admits a JSON stream (absent admits anything).
-fn accepts_json(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
-        return true;
-    };
-    accept.split(',').any(|m| {
-        let m = m
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        matches!(
-            m.as_str(),
-            "application/json" | "application/*" | "*/*" | "application/recordio"
-        )
-    })
-}
-
 async fn subscribe(
     node: &Node,
     headers: &HeaderMap,
     authorization: Option<&str>,
     call: Call,
 ) -> Response {
-    if !accepts_json(headers) {
+    let Some(format) = super::answer_format(headers) else {
         return text(
             StatusCode::NOT_ACCEPTABLE,
-            "Agora's Mesos API streams 'application/json' events only",
+            "Expecting 'Accept' to allow application/json or application/x-protobuf",
         );
-    }
+    };
     let Some(subscribe) = call.subscribe else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -159,9 +154,9 @@ async fn subscribe(
     };
     let mut opening = Vec::new();
     if let Some(v) = wire::event_json(&first, partition_aware) {
-        opening.push(Ok::<Bytes, std::convert::Infallible>(frame(&v)));
+        opening.push(Ok::<Bytes, std::convert::Infallible>(frame(format, &v)));
     }
-    opening.push(Ok(frame(&wire::heartbeat_event())));
+    opening.push(Ok(frame(format, &wire::heartbeat_event())));
     let rest = futures::stream::unfold(Some(rx), move |rx| async move {
         let mut rx = rx?;
         loop {
@@ -169,13 +164,16 @@ async fn subscribe(
                 None => return None,
                 Some(Ok(event)) => {
                     if let Some(v) = wire::event_json(&event, partition_aware) {
-                        return Some((Ok(frame(&v)), Some(rx)));
+                        return Some((Ok(frame(format, &v)), Some(rx)));
                     }
                 }
                 // The core closed the subscription (failover by another instance, teardown,
                 // removal): Mesos says why in an ERROR event, then ends the stream.
                 Some(Err(status)) => {
-                    return Some((Ok(frame(&wire::error_event(status.message()))), None))
+                    return Some((
+                        Ok(frame(format, &wire::error_event(status.message()))),
+                        None,
+                    ))
                 }
             }
         }
@@ -187,7 +185,7 @@ async fn subscribe(
         [
             (
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
+                HeaderValue::from_static(format.media_type()),
             ),
             (header::HeaderName::from_static(STREAM_ID_HEADER), stream_id),
         ],
@@ -196,9 +194,17 @@ async fn subscribe(
         .into_response()
 }
 
-/// One event as one RecordIO record.
-fn frame(v: &serde_json::Value) -> Bytes {
-    Bytes::from(wire::record(wire::ascii_json(v).as_bytes()))
+/// One event as one RecordIO record, in the subscription's format. An event the protobuf
+/// encoding refuses (a bug of the adapter) is logged and replaced by an ERROR saying so.
+fn frame(format: Format, v: &serde_json::Value) -> Bytes {
+    match format {
+        Format::Json => Bytes::from(wire::record(wire::ascii_json(v).as_bytes())),
+        Format::Protobuf => Bytes::from(protobuf::event_record(v).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not encode a Mesos event as protobuf");
+            let error = wire::error_event(&format!("Agora could not encode an event: {e}"));
+            protobuf::event_record(&error).unwrap_or_default()
+        })),
+    }
 }
 
 /// What the core made of a call, as Mesos answers it.
@@ -292,19 +298,11 @@ async fn other(
         })
         .await
         .map_err(|e| error_response(&e))?;
-    let mut response = match answer {
+    Ok(match answer {
         Answer::Accepted => StatusCode::ACCEPTED.into_response(),
         Answer::BadRequest(m) => text(StatusCode::BAD_REQUEST, m),
         Answer::Forbidden(m) => text(StatusCode::FORBIDDEN, m),
-    };
-    // Schedulers keep one connection for their calls and may leave it idle for minutes, longer
-    // than the listener keeps an idle connection (its header-read timeout); pymesos does not
-    // retry a call on a connection the server closed meanwhile, and its driver then dies. Each
-    // call's connection is closed after the answer instead, so the next call opens a fresh one.
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    Ok(response)
+    })
 }
 
 fn missing(what: &str) -> Response {
@@ -471,21 +469,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accept_headers_that_admit_a_json_stream() {
+    fn the_answer_format_follows_accept_as_mesos_picks_it() {
         let mut h = HeaderMap::new();
-        assert!(accepts_json(&h));
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        assert!(accepts_json(&h));
+        assert_eq!(super::super::answer_format(&h), Some(Format::Json));
+        for (accept, format) in [
+            ("application/json", Some(Format::Json)),
+            ("text/html, */*;q=0.1", Some(Format::Json)),
+            ("application/x-protobuf", Some(Format::Protobuf)),
+            (
+                "application/x-protobuf, application/json",
+                Some(Format::Json),
+            ),
+            ("text/html", None),
+        ] {
+            h.insert(header::ACCEPT, HeaderValue::from_static(accept));
+            assert_eq!(super::super::answer_format(&h), format, "{accept}");
+        }
         h.insert(
             header::ACCEPT,
-            HeaderValue::from_static("text/html, */*;q=0.1"),
+            HeaderValue::from_static("application/recordio"),
         );
-        assert!(accepts_json(&h));
+        assert_eq!(super::super::answer_format(&h), Some(Format::Json));
         h.insert(
-            header::ACCEPT,
+            "message-accept",
             HeaderValue::from_static("application/x-protobuf"),
         );
-        assert!(!accepts_json(&h));
+        assert_eq!(super::super::answer_format(&h), Some(Format::Protobuf));
     }
 
     #[test]
