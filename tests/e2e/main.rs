@@ -12,6 +12,7 @@ mod doors;
 mod durability;
 mod failover_agents;
 mod faults;
+mod guide;
 mod ha;
 mod harness;
 mod local;
