@@ -363,11 +363,27 @@ fn prepare_work_dir(layout: &paths::Layout, config: &AgentConfig) -> Result<(), 
     Ok(())
 }
 
-/// A started agent: its handle, its outbox of status updates, and what it tells the master.
+/// A started agent: its handle, its outbox of status updates, what it tells the master, and its
+/// cgroup parent's [`Release`].
 pub struct Agent {
     pub handle: AgentHandle,
     pub outbox: mpsc::UnboundedReceiver<v1::StatusUpdate>,
     pub info: v1::AgentInfo,
+    pub release: Release,
+}
+
+/// Dropped when the agent stops (in-process or [`run`] returning): removes the agent's own cgroup
+/// parent if no container is left in it, so that an agent whose tasks are all gone leaves nothing
+/// in the host's cgroup hierarchies. One whose tasks still run keeps it (the kernel refuses to
+/// remove a cgroup with children), and the restarted agent recovers them there.
+pub struct Release(Vec<Arc<dyn Containerizer>>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            c.retire();
+        }
+    }
 }
 
 impl Agent {
@@ -396,6 +412,7 @@ impl Agent {
         let layout = paths::Layout::new(&work_dir);
         prepare_work_dir(&layout, config)?;
         let containerizers = containerizers(&kinds, &layout, config).await?;
+        let release = Release(containerizers.clone());
         let (handle, outbox) = agent::start(AgentSettings {
             work_dir,
             hostname: hostname.clone(),
@@ -420,6 +437,7 @@ impl Agent {
             handle,
             outbox,
             info,
+            release,
         })
     }
 }
@@ -438,6 +456,7 @@ pub async fn run(
         handle,
         outbox,
         mut info,
+        release,
     } = Agent::start(&config).await?;
     let server_tls = config
         .tls
@@ -537,6 +556,7 @@ pub async fn run(
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     handle.abort();
+    drop(release);
     info!("agent stopped; its tasks keep running");
     result
 }

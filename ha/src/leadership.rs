@@ -4,6 +4,7 @@
 //! [`standby_redirect`] middleware, or forward the call with a [`LeaderProxy`] (Marathon's
 //! behaviour, for clients that do not follow redirects).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::{Request, State};
@@ -18,6 +19,8 @@ pub struct Leadership<H> {
     handle: OnceLock<H>,
     leader: RwLock<Option<String>>,
     me: String,
+    /// Set on a planned stop: from then on this process answers as a standby.
+    resigned: AtomicBool,
 }
 
 impl<H> Leadership<H> {
@@ -27,16 +30,27 @@ impl<H> Leadership<H> {
             handle: OnceLock::new(),
             leader: RwLock::new(None),
             me: me.into(),
+            resigned: AtomicBool::new(false),
         }
     }
 
-    /// The actor's handle, when this process leads.
+    /// The actor's handle, when this process leads (and has not resigned).
     pub fn handle(&self) -> Option<&H> {
+        if self.resigned.load(Ordering::SeqCst) {
+            return None;
+        }
         self.handle.get()
     }
 
     pub fn is_leading(&self) -> bool {
-        self.handle.get().is_some()
+        self.handle().is_some()
+    }
+
+    /// A planned stop: from now on this process answers as a standby (307 to the next leader once
+    /// it is known, 503 meanwhile), even while it still finishes its last writes and leaves the
+    /// election. It never leads again.
+    pub fn resign(&self) {
+        self.resigned.store(true, Ordering::SeqCst);
     }
 
     /// Takes leadership: from now on calls reach the actor.
@@ -56,7 +70,12 @@ impl<H> Leadership<H> {
         if self.is_leading() {
             return Some(self.me.clone());
         }
-        self.leader.read().ok().and_then(|l| l.clone())
+        // A resigned process may still be the one its election names: never send clients to it.
+        self.leader
+            .read()
+            .ok()
+            .and_then(|l| l.clone())
+            .filter(|l| *l != self.me)
     }
 
     /// This process's advertised address.

@@ -171,6 +171,9 @@ impl RunningMaster {
     /// # Errors
     /// Whatever stopped the server or the registry.
     pub async fn stop(self) -> Result<(), RunError> {
+        // Answer as a standby at once (HTTP 307/503, gRPC UNAVAILABLE): clients go looking for
+        // the next leader while this one finishes its last writes and leaves the election.
+        self.node.resign();
         let _ = self.stop.send(true);
         // Streams (framework subscriptions, agent sessions) do not end by themselves: they get a
         // short grace to close, then are cut, so a planned stop never waits for their timeouts.

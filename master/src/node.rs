@@ -156,6 +156,11 @@ impl Node {
         self.leadership.lead(handle);
     }
 
+    /// A planned stop: answer as a standby from now on (see [`Leadership::resign`]).
+    pub fn resign(&self) {
+        self.leadership.resign();
+    }
+
     /// Records where the leader is (standby).
     pub fn set_leader(&self, leader: Option<String>) {
         self.leadership.set_leader(leader);

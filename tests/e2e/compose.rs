@@ -101,49 +101,63 @@ impl Drop for Project {
             ),
             Err(e) => eprintln!("compose down -v for {} did not start: {e}", self.name),
         }
-        // The tasks died with their agents' containers; their cgroups (created in the host's
-        // hierarchies, bound into the agents) are empty now and would otherwise stay behind.
+        // The tasks died with their agents' containers; their cgroups and the agents' parents
+        // (created in the host's hierarchies, bound into the agents) are empty now and would
+        // otherwise stay behind (containers first, then their parent). Empty cgroups can take a
+        // moment to become removable after their last process dies.
         for dir in task_cgroups {
-            let _ = std::fs::remove_dir(&dir);
+            for _ in 0..20 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 }
 
 impl Project {
-    /// The cgroup directories of the native containers the agents still run: for each container
-    /// id checkpointed under the agent's `meta/containers/`, `<hierarchy>/agora/<id>` in every
-    /// host hierarchy (v1) or the unified one (v2).
+    /// The cgroup directories the agents made in the host's hierarchies (v1: every hierarchy;
+    /// v2: the unified one): for each agent its parent (`agora/<id>`, in its `meta/cgroup-parent`)
+    /// and, listed before it, the native containers checkpointed under its `meta/containers/`.
     fn task_cgroups(&self) -> Vec<PathBuf> {
-        let mut ids = Vec::new();
-        for agent in ["agent1", "agent2"] {
-            let Ok(out) = self
-                .command(&[
-                    "exec",
-                    "-T",
-                    agent,
-                    "ls",
-                    "/var/lib/agora/agent/meta/containers",
-                ])
+        let exec = |agent: &str, args: &[&str]| -> String {
+            let mut all = vec!["exec", "-T", agent];
+            all.extend_from_slice(args);
+            self.command(&all)
                 .output()
-            else {
-                continue;
-            };
-            ids.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .filter(|id| id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
-                    .map(str::to_string),
-            );
-        }
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
         let root = Path::new("/sys/fs/cgroup");
         let mut hierarchies = vec![root.to_path_buf()];
         if let Ok(entries) = std::fs::read_dir(root) {
             hierarchies.extend(entries.flatten().map(|e| e.path()));
         }
-        ids.iter()
-            .flat_map(|id| hierarchies.iter().map(move |h| h.join("agora").join(id)))
-            .filter(|d| d.is_dir())
-            .collect()
+        let mut dirs = Vec::new();
+        for agent in ["agent1", "agent2"] {
+            let parent = exec(agent, &["cat", "/var/lib/agora/agent/meta/cgroup-parent"]);
+            let parent = parent.trim();
+            let valid = |s: &str| {
+                !s.is_empty()
+                    && s.split('/').all(|c| {
+                        !c.is_empty()
+                            && c != ".."
+                            && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                    })
+            };
+            if !valid(parent) {
+                continue;
+            }
+            let ids = exec(agent, &["ls", "/var/lib/agora/agent/meta/containers"]);
+            for h in &hierarchies {
+                for id in ids.split_whitespace().filter(|id| valid(id)) {
+                    dirs.push(h.join(parent).join(id));
+                }
+                dirs.push(h.join(parent));
+            }
+        }
+        dirs.into_iter().filter(|d| d.is_dir()).collect()
     }
 }
 

@@ -485,14 +485,40 @@ async fn a_leader_stopped_with_sigterm_hands_over_within_seconds() {
         .iter_mut()
         .find(|(p, _)| *p == leader)
         .expect("the leader's process");
+    // A client with a connection already open to the leader (as a CLI or a proxy keeps one):
+    // once the leader has resigned it must not answer `/state` as if it still led.
+    let kept = no_redirects();
+    let url = format!("http://127.0.0.1:{leader}/state");
+    let r = kept.get(&url).send().await.expect("the leader answers");
+    assert_eq!(r.status(), 200);
     let stopped_at = Instant::now();
     old.signal("TERM");
+    let poller = tokio::spawn(async move {
+        let mut answers = Vec::new();
+        while stopped_at.elapsed() < Duration::from_secs(3) {
+            if let Ok(r) = kept.get(&url).send().await {
+                answers.push((stopped_at.elapsed(), r.status().as_u16()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        answers
+    });
     let others: Vec<u16> = ports.iter().copied().filter(|p| *p != leader).collect();
     let next = eventually("a new leader", Duration::from_secs(30), || {
         leader_among(&others)
     })
     .await;
     let handover = stopped_at.elapsed();
+    let answers = poller.await.expect("the poller");
+    let late: Vec<_> = answers
+        .iter()
+        .filter(|(at, status)| *status == 200 && *at > Duration::from_millis(100))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the resigned leader still answered /state as leader: {late:?} (all answers: {answers:?})"
+    );
+    println!("the stopping leader's /state answers after SIGTERM: {answers:?}");
     let status = eventually("the old leader to exit", Duration::from_secs(30), || {
         let s = old.try_wait();
         async move { s }

@@ -13,6 +13,7 @@ mod drain;
 mod durability;
 mod failover_agents;
 mod faults;
+mod guide;
 mod ha;
 mod harness;
 mod local;

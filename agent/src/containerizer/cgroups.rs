@@ -133,19 +133,12 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Removes this agent's parent cgroup (`agora/<id>`) and then `agora` when they are empty;
-    /// a cgroup with children or processes stays (the kernel refuses).
+    /// Removes this agent's parent cgroup (`agora/<id>`) when it is empty; one with children or
+    /// processes stays (the kernel refuses). The shared base (`agora`) stays: another agent on the
+    /// host may be creating its own parent below it at this very moment.
     pub fn remove_parent(&self) {
         for h in self.hierarchies() {
-            let mut level = h.join(&self.parent);
-            while level.starts_with(h) && level != h {
-                if fs::remove_dir(&level).is_err() {
-                    break;
-                }
-                if !level.pop() {
-                    break;
-                }
-            }
+            let _ = fs::remove_dir(h.join(&self.parent));
         }
     }
 
