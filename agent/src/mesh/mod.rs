@@ -261,7 +261,7 @@ impl Mesh {
             .unwrap_or_default();
         let now = Instant::now();
         let mut out = String::new();
-        let rows: Vec<(String, &Arc<PortMetrics>, Option<(usize, usize)>)> = routes
+        let rows: Vec<Row<'_>> = routes
             .iter()
             .map(|r| {
                 let (n, ej) = r
@@ -290,7 +290,7 @@ impl Mesh {
             &self.shared.vhost_metrics,
             None,
         );
-        let all: Vec<&(String, &Arc<PortMetrics>, Option<(usize, usize)>)> = rows
+        let all: Vec<&Row<'_>> = rows
             .iter()
             .chain(self.http_addr.is_some().then_some(&vhost_row))
             .collect();
@@ -369,6 +369,9 @@ impl Mesh {
         out
     }
 }
+
+/// One row of [`Mesh::render`]: labels, counters, (endpoints, ejected) of a service port.
+type Row<'a> = (String, &'a Arc<PortMetrics>, Option<(usize, usize)>);
 
 /// A Prometheus label value.
 fn escape(s: &str) -> String {
