@@ -690,6 +690,7 @@ mod tests {
         let mut table = EndpointTable::default();
         table.apply(v1::master_message::EndpointUpdate {
             full: true,
+            ack_seq: 0,
             services: vec![v1::ServiceEndpoints {
                 framework: "services".into(),
                 name: "/prod/web".into(),
@@ -744,6 +745,7 @@ mod tests {
         let mut table = EndpointTable::default();
         table.apply(v1::master_message::EndpointUpdate {
             full: true,
+            ack_seq: 0,
             services: vec![v1::ServiceEndpoints {
                 framework: "services".into(),
                 name: "/prod/web".into(),

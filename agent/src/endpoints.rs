@@ -120,6 +120,7 @@ mod tests {
         let mut rx = e.subscribe();
         e.apply(EndpointUpdate {
             full: true,
+            ack_seq: 0,
             services: vec![service("/a", &["t1", "t2"]), service("/b", &["t3"])],
         });
         assert!(rx.has_changed().unwrap_or(false));
@@ -127,6 +128,7 @@ mod tests {
         assert_eq!(e.snapshot().services.len(), 2);
         e.apply(EndpointUpdate {
             full: false,
+            ack_seq: 0,
             services: vec![service("/a", &["t2"])],
         });
         let s = e.snapshot();
@@ -134,11 +136,13 @@ mod tests {
         assert!(s.get("services", "/b").is_some());
         e.apply(EndpointUpdate {
             full: false,
+            ack_seq: 0,
             services: vec![service("/b", &[])],
         });
         assert!(e.snapshot().get("services", "/b").is_none());
         e.apply(EndpointUpdate {
             full: true,
+            ack_seq: 0,
             services: vec![service("/c", &["t9"])],
         });
         let s = e.snapshot();

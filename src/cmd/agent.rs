@@ -196,12 +196,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }),
         ..Default::default()
     };
-    if args.mesh && args.mesh_max_connections == 0 {
-        anyhow::bail!("--mesh-max-connections must be at least 1");
-    }
-    if args.mesh && args.mesh_connect_timeout.is_zero() {
-        anyhow::bail!("--mesh-connect-timeout must be more than 0 seconds");
-    }
     agora_agent::run(config, super::shutdown_signal()).await?;
     Ok(())
 }

@@ -52,6 +52,10 @@ use table::{Balancer, Mode, Upstream};
 pub const MAX_ATTEMPTS: usize = 3;
 /// Default most connections open at once per listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Highest `--mesh-max-connections` accepted.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+/// Longest `--mesh-connect-timeout` accepted.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most bytes of a request head (request line and headers) in HTTP mode.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Most headers of a request in HTTP mode.
@@ -96,8 +100,10 @@ pub enum MeshError {
         #[source]
         source: io::Error,
     },
-    #[error("--mesh-max-connections must be at least 1")]
-    MaxConnections,
+    #[error("--mesh-max-connections must be between 1 and {MAX_MAX_CONNECTIONS}, got {0}")]
+    MaxConnections(usize),
+    #[error("--mesh-connect-timeout must be more than 0 and at most 60 seconds, got {0:?}")]
+    ConnectTimeout(Duration),
 }
 
 /// Counters of one service port (or of the virtual-host port).
@@ -180,8 +186,11 @@ impl Mesh {
     /// # Errors
     /// [`MeshError::Bind`] when `--mesh-http-port` cannot be bound.
     pub async fn start(config: MeshConfig, endpoints: &Endpoints) -> Result<Mesh, MeshError> {
-        if config.max_connections == 0 {
-            return Err(MeshError::MaxConnections);
+        if config.max_connections == 0 || config.max_connections > MAX_MAX_CONNECTIONS {
+            return Err(MeshError::MaxConnections(config.max_connections));
+        }
+        if config.connect_timeout.is_zero() || config.connect_timeout > MAX_CONNECT_TIMEOUT {
+            return Err(MeshError::ConnectTimeout(config.connect_timeout));
         }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
@@ -252,7 +261,7 @@ impl Mesh {
             .unwrap_or_default();
         let now = Instant::now();
         let mut out = String::new();
-        let rows: Vec<(String, &Arc<PortMetrics>, Option<(usize, usize)>)> = routes
+        let rows: Vec<Row<'_>> = routes
             .iter()
             .map(|r| {
                 let (n, ej) = r
@@ -281,7 +290,7 @@ impl Mesh {
             &self.shared.vhost_metrics,
             None,
         );
-        let all: Vec<&(String, &Arc<PortMetrics>, Option<(usize, usize)>)> = rows
+        let all: Vec<&Row<'_>> = rows
             .iter()
             .chain(self.http_addr.is_some().then_some(&vhost_row))
             .collect();
@@ -360,6 +369,9 @@ impl Mesh {
         out
     }
 }
+
+/// One row of [`Mesh::render`]: labels, counters, (endpoints, ejected) of a service port.
+type Row<'a> = (String, &'a Arc<PortMetrics>, Option<(usize, usize)>);
 
 /// A Prometheus label value.
 fn escape(s: &str) -> String {
@@ -852,5 +864,133 @@ async fn proxy(
                 route.metrics.retries.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::v1;
+    use agora_proto::v1::master_message::EndpointUpdate;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A real TCP server answering each connection with `name`, then closing.
+    async fn server(name: &'static str) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(name.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    fn update(ports: &[u16], service_port: u32) -> EndpointUpdate {
+        EndpointUpdate {
+            full: true,
+            services: vec![v1::ServiceEndpoints {
+                framework: "services".into(),
+                name: "/s".into(),
+                endpoints: ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| v1::Endpoint {
+                        task_id: format!("t{i}"),
+                        ip: "127.0.0.1".into(),
+                        port: u32::from(*p),
+                        service_port,
+                        protocol: "tcp".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                labels: Default::default(),
+            }],
+        }
+    }
+
+    async fn read_from(port: u16) -> io::Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn tcp_mode_retries_past_a_refusing_endpoint_and_follows_the_table() {
+        let a = server("a").await;
+        // A port nothing listens on: connects are refused.
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .await
+            .and_then(|l| l.local_addr())
+            .expect("addr")
+            .port();
+        let sp = TcpListener::bind("127.0.0.1:0")
+            .await
+            .and_then(|l| l.local_addr())
+            .expect("addr")
+            .port();
+        let endpoints = Endpoints::new();
+        let mut config = MeshConfig::new("127.0.0.1".parse().expect("ip"));
+        config.http_port = 0;
+        let mesh = Mesh::start(config, &endpoints).await.expect("start");
+        endpoints.apply(update(&[dead, a], u32::from(sp)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mesh.ports() != [sp] {
+            assert!(Instant::now() < deadline, "listener never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for _ in 0..4 {
+            assert_eq!(read_from(sp).await.expect("relayed"), "a");
+        }
+        let text = mesh.render();
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "agora_agent_mesh_{name}{{framework=\"services\",service=\"/s\""
+                    ))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        assert_eq!(value("ejections_total"), Some(1), "{text}");
+        assert_eq!(value("endpoints_ejected"), Some(1), "{text}");
+        assert_eq!(value("endpoints"), Some(2), "{text}");
+        assert_eq!(value("connections_total"), Some(4), "{text}");
+        assert_eq!(value("bytes_out_total"), Some(4), "{text}");
+        // The service leaves the table: the listener goes, the port refuses.
+        endpoints.apply(update(&[], u32::from(sp)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while read_from(sp).await.is_ok() {
+            assert!(Instant::now() < deadline, "listener still there");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(mesh.ports().is_empty());
+        mesh.stop();
+    }
+
+    #[test]
+    fn forwarded_headers_drop_hop_by_hop_and_add_x_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("web.example.com"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let peer: SocketAddr = "192.0.2.7:5555".parse().expect("addr");
+        let out = forwarded_headers(h, peer, 10000);
+        assert!(out.get(header::CONNECTION).is_none() && out.get("x-secret").is_none());
+        let xff: Vec<&str> = out
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(xff, ["10.0.0.1", "192.0.2.7"]);
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-forwarded-port"], "10000");
+        assert_eq!(out["x-forwarded-host"], "web.example.com");
     }
 }

@@ -421,6 +421,7 @@ mod tests {
         let mut t = EndpointTable::default();
         t.apply(EndpointUpdate {
             full: true,
+            ack_seq: 0,
             services,
         });
         t
