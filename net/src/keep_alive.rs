@@ -138,4 +138,57 @@ mod tests {
                 == EXTENDED_IDLE - Duration::from_secs(10)
         );
     }
+
+    /// Over a real listener: a connection whose handler extended it is still served after idling
+    /// past the header-read timeout; one that was not is closed.
+    #[tokio::test]
+    async fn an_extended_connection_outlives_the_header_timeout_and_another_does_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let limits = crate::tls::Limits {
+            header_read_timeout: Duration::from_millis(200),
+            ..crate::tls::Limits::default()
+        };
+        let listener = crate::tls::Listener::with_limits(tcp, None, limits).expect("listener");
+        let addr = axum::serve::Listener::local_addr(&listener).expect("addr");
+        let router = axum::Router::new()
+            .route("/plain", axum::routing::get(|| async { "plain" }))
+            .route(
+                "/vouch",
+                axum::routing::get(|k: axum::Extension<KeepAlive>| async move {
+                    k.extend();
+                    "vouched"
+                }),
+            );
+        tokio::spawn(crate::tls::serve(listener, router, std::future::pending()));
+
+        async fn get(s: &mut tokio::net::TcpStream, path: &str) -> String {
+            s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+                .await
+                .expect("write");
+            let mut buf = vec![0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+                .await
+                .expect("an answer in time")
+                .expect("read");
+            String::from_utf8_lossy(&buf[..n]).to_string()
+        }
+
+        let mut vouched = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        assert!(get(&mut vouched, "/vouch").await.contains("vouched"));
+        assert!(get(&mut plain, "/plain").await.contains("plain"));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        // The plain one was closed after 200 ms idle: EOF.
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(3), plain.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the plain connection is still open");
+        // The vouched one still answers.
+        assert!(get(&mut vouched, "/plain").await.contains("plain"));
+    }
 }

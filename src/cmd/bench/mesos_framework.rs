@@ -1,7 +1,8 @@
 //! A simulated framework that speaks Apache Mesos's v1 scheduler HTTP API (`--api mesos`)
 //! instead of gRPC, as a pymesos or mesoshttp framework does: SUBSCRIBE with a JSON body, the
 //! RecordIO event stream read off the chunked answer, and each ACCEPT, DECLINE, SUPPRESS and
-//! ACKNOWLEDGE as its own POST with the `Mesos-Stream-Id` header. It launches the same tasks as
+//! ACKNOWLEDGE as its own POST with the `Mesos-Stream-Id` header, at most [`CONNECTIONS`] in
+//! flight on kept-alive connections. It launches the same tasks as
 //! the gRPC one, so that the two paths' figures compare.
 
 use std::sync::atomic::Ordering;
@@ -16,6 +17,12 @@ use super::frameworks::{claim, record_update};
 
 /// Seconds an offer declined after the budget is spent stays away from this framework.
 const REFUSE_WHEN_DONE: f64 = 3600.0;
+
+/// Calls one framework has in flight at most, each on a kept-alive connection of its own. A Mesos
+/// client library makes its calls over one connection (pymesos) or a few; without a bound, a
+/// burst of accepts and acknowledgements opened a connection per call and overflowed the
+/// master's listen queue (SYNs dropped and retried after a second).
+const CONNECTIONS: usize = 16;
 
 fn scalar_of(offer: &Value, name: &str) -> f64 {
     offer["resources"]
@@ -51,19 +58,29 @@ async fn post(
 }
 
 /// Sends a call from a task of its own, counting a failure unless the run is stopping.
+#[derive(Clone)]
+struct Caller {
+    client: reqwest::Client,
+    url: Arc<str>,
+    stream_id: Arc<str>,
+    /// [`CONNECTIONS`] permits.
+    in_flight: Arc<tokio::sync::Semaphore>,
+}
+
 fn spawn_call(
-    client: &reqwest::Client,
-    url: &Arc<str>,
-    stream_id: &Arc<str>,
+    caller: &Caller,
     body: Value,
     shared: &Arc<Shared>,
     stop: &watch::Receiver<bool>,
     what: &'static str,
 ) -> tokio::task::JoinHandle<bool> {
-    let (client, url, stream_id) = (client.clone(), url.clone(), stream_id.clone());
+    let caller = caller.clone();
     let (shared, stop) = (shared.clone(), stop.clone());
     tokio::spawn(async move {
-        match post(&client, &url, &stream_id, body).await {
+        let Ok(_permit) = caller.in_flight.acquire().await else {
+            return false;
+        };
+        match post(&caller.client, &caller.url, &caller.stream_id, body).await {
             Ok(()) => true,
             Err(_) if *stop.borrow() || shared.killed() => false,
             Err(e) => {
@@ -83,7 +100,9 @@ pub(crate) async fn run_mesos_framework(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .build()?;
     let url: Arc<str> = format!("http://{address}/api/v1/scheduler").into();
     let subscribe = json!({
         "type": "SUBSCRIBE",
@@ -108,6 +127,12 @@ pub(crate) async fn run_mesos_framework(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| anyhow::anyhow!("SUBSCRIBE answered without a Mesos-Stream-Id"))?
         .into();
+    let caller = Caller {
+        client: client.clone(),
+        url: url.clone(),
+        stream_id: stream_id.clone(),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(CONNECTIONS)),
+    };
     let mut framework_id = String::new();
     let mut suppressed = false;
     let mut buf: Vec<u8> = Vec::new();
@@ -177,7 +202,7 @@ pub(crate) async fn run_mesos_framework(
                         "accept": {"offer_ids": [offer["id"]],
                                    "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}]},
                     });
-                    let (client, url, stream_id) = (client.clone(), url.clone(), stream_id.clone());
+                    let caller = caller.clone();
                     let (shared, stop) = (shared.clone(), stop.clone());
                     tokio::spawn(async move {
                         // --launch-rate: hold the offer until this batch's turn comes.
@@ -191,16 +216,14 @@ pub(crate) async fn run_mesos_framework(
                         for n in ids {
                             shared.accept_ns[n].store(at, Ordering::Relaxed);
                         }
-                        let _ =
-                            spawn_call(&client, &url, &stream_id, accept, &shared, &stop, "accept")
-                                .await;
+                        let _ = spawn_call(&caller, accept, &shared, &stop, "accept").await;
                     });
                 }
                 if !declined.is_empty() && !suppressed {
                     // Nothing left to launch: stop the offers, as a finished scheduler should.
                     suppressed = true;
                     let call = json!({"type": "SUPPRESS", "framework_id": {"value": framework_id}});
-                    spawn_call(&client, &url, &stream_id, call, &shared, &stop, "suppress");
+                    spawn_call(&caller, call, &shared, &stop, "suppress");
                 }
                 if !declined.is_empty() {
                     let call = json!({
@@ -208,7 +231,7 @@ pub(crate) async fn run_mesos_framework(
                         "decline": {"offer_ids": declined,
                                     "filters": {"refuse_seconds": REFUSE_WHEN_DONE}},
                     });
-                    spawn_call(&client, &url, &stream_id, call, &shared, &stop, "decline");
+                    spawn_call(&caller, call, &shared, &stop, "decline");
                 }
             }
             "UPDATE" => {
@@ -230,15 +253,7 @@ pub(crate) async fn run_mesos_framework(
                         "type": "ACKNOWLEDGE", "framework_id": {"value": framework_id},
                         "acknowledge": {"agent_id": st["agent_id"], "task_id": st["task_id"], "uuid": uuid},
                     });
-                    let sent = spawn_call(
-                        &client,
-                        &url,
-                        &stream_id,
-                        ack,
-                        &shared,
-                        &stop,
-                        "acknowledge",
-                    );
+                    let sent = spawn_call(&caller, ack, &shared, &stop, "acknowledge");
                     let shared = shared.clone();
                     tokio::spawn(async move {
                         if sent.await.unwrap_or(false) {
