@@ -244,3 +244,33 @@ pub async fn standby_proxy<H: Send + Sync + 'static>(
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leader that resigns (a planned stop) answers as a standby at once: no handle, and it
+    /// never names itself as the leader, even while its election node still does.
+    #[test]
+    fn a_resigned_leader_answers_as_a_standby() {
+        let l = Leadership::new("m1:5050");
+        l.lead(7u8);
+        l.set_leader(Some("m1:5050".into()));
+        assert_eq!(l.handle(), Some(&7));
+        assert_eq!(l.leader().as_deref(), Some("m1:5050"));
+        l.resign();
+        assert!(!l.is_leading());
+        assert_eq!(l.handle(), None);
+        assert_eq!(l.leader(), None, "it must not send clients to itself");
+        let r = standby_response(l.leader(), "/state", true, "no leader");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        l.set_leader(Some("m2:5050".into()));
+        assert_eq!(l.leader().as_deref(), Some("m2:5050"));
+        let r = standby_response(l.leader(), "/state", true, "no leader");
+        assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(r.headers()[header::LOCATION], "//m2:5050/state");
+        // Elected again in the same process (it never is after a stop): still a standby.
+        l.lead(8);
+        assert!(!l.is_leading());
+    }
+}

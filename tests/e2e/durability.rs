@@ -381,3 +381,281 @@ async fn the_documented_backup_and_restore_brings_back_apps_jobs_weights_and_age
     );
     drop(agent);
 }
+
+/// A ZooKeeper server of this test's own (Debian's `zookeeper`, as `scripts/test` runs the
+/// shared one) on a free port with its data under `dir`: the backup test stops and restores
+/// ZooKeeper itself, which the shared server must never be. `zkServer.sh start-foreground`
+/// execs the JVM, so the child is ZooKeeper itself; it is killed on drop.
+struct OwnZooKeeper {
+    child: std::process::Child,
+    data: PathBuf,
+}
+
+impl OwnZooKeeper {
+    async fn start(dir: &Path, port: u16) -> OwnZooKeeper {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("ZooKeeper dataDir");
+        let cfg = dir.join("zoo.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\n\
+                 clientPortAddress=127.0.0.1\nmaxSessionTimeout=60000\nminSessionTimeout=1000\n\
+                 4lw.commands.whitelist=ruok\nadmin.enableServer=false\n",
+                data.display()
+            ),
+        )
+        .expect("zoo.cfg");
+        let log = std::fs::File::create(dir.join("zookeeper.out")).expect("log");
+        let child = std::process::Command::new("/usr/share/zookeeper/bin/zkServer.sh")
+            .arg("start-foreground")
+            .arg(&cfg)
+            .env("ZOO_LOG_DIR", dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("Debian's zookeeper is installed (scripts/test installs it)");
+        let zk = OwnZooKeeper { child, data };
+        eventually(
+            "ZooKeeper to answer ruok",
+            Duration::from_secs(60),
+            || async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let ask = async {
+                    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .ok()?;
+                    s.write_all(b"ruok").await.ok()?;
+                    let mut answer = String::new();
+                    s.read_to_string(&mut answer).await.ok()?;
+                    (answer == "imok").then_some(())
+                };
+                tokio::time::timeout(Duration::from_secs(2), ask)
+                    .await
+                    .ok()
+                    .flatten()
+            },
+        )
+        .await;
+        zk
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnZooKeeper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// docs/deploy.md §9 "Backup and restore" with ZooKeeper: the masters' registry and the
+/// services' and batch's state are in ZooKeeper; its `dataDir` is copied while it runs, then the
+/// ensemble and every component are stopped and their state lost (ZooKeeper's data and the work
+/// dirs wiped), the files are put back and ZooKeeper started: the masters, services and batch
+/// come back with the weights, the app, the job and the agent, whose task ran through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_zookeeper_backup_and_restore_brings_the_cluster_back() {
+    // HTTP calls here have no deadline of their own: the whole test has one.
+    tokio::time::timeout(Duration::from_secs(240), zookeeper_backup_and_restore())
+        .await
+        .expect("the ZooKeeper backup and restore within 4 minutes");
+}
+
+async fn zookeeper_backup_and_restore() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zk_dir = dir.path().join("zk");
+    let zk_port = free_port();
+    let mut zk = OwnZooKeeper::start(&zk_dir, zk_port).await;
+    let masters_zk = format!("zk://127.0.0.1:{zk_port}/agora");
+    let port = free_port();
+    let master_args = [
+        "--zk",
+        masters_zk.as_str(),
+        "--agent-reregister-timeout",
+        "20",
+    ];
+    let mut master = Master::start_on(dir.path(), port, &master_args).await;
+    let leads = |port: u16| async move {
+        eventually(
+            "the master to lead",
+            Duration::from_secs(30),
+            || async move {
+                let r = reqwest::get(format!("http://127.0.0.1:{port}/state"))
+                    .await
+                    .ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await
+    };
+    leads(port).await;
+    let agent = crate::harness::Agent::start(dir.path(), "agent-1", &masters_zk, "cpus:2;mem:512");
+    let (sp, bp) = (free_port(), free_port());
+    let spawn_fw = |kind: &str, port: u16, name: &str| {
+        let args = crate::harness::framework_args(
+            kind,
+            dir.path(),
+            port,
+            &masters_zk,
+            &format!("zk://127.0.0.1:{zk_port}/agora-{kind}"),
+            Duration::from_secs(10),
+        );
+        Process::spawn(name, &args, dir.path())
+    };
+    let ready = |port: u16| async move {
+        eventually("the API", Duration::from_secs(30), || async move {
+            let r = reqwest::get(format!("http://127.0.0.1:{port}/ping"))
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await
+    };
+    let mut services = spawn_fw("services", sp, "services");
+    let mut batch = spawn_fw("batch", bp, "batch");
+    ready(sp).await;
+    ready(bp).await;
+    let (sbase, bbase) = (
+        format!("http://127.0.0.1:{sp}"),
+        format!("http://127.0.0.1:{bp}"),
+    );
+    let put = reqwest::Client::new()
+        .put(format!("{}/api/v1/weights", master.url()))
+        .body(r#"[{"role":"web","weight":3}]"#)
+        .send()
+        .await
+        .expect("PUT weights");
+    assert_eq!(put.status(), 204);
+    let mut sleeper = app("/kept");
+    sleeper["instances"] = json!(1);
+    let created = eventually("the app created", Duration::from_secs(30), || {
+        let (url, body) = (format!("{sbase}/v2/apps"), sleeper.clone());
+        async move {
+            let r = post(&url, &body).await;
+            (r.status() == 201).then_some(())
+        }
+    });
+    created.await;
+    eventually("the job created", Duration::from_secs(30), || {
+        let url = format!("{bbase}/v1/scheduler/iso8601");
+        async move { (post(&url, &job("nightly")).await.status() == 204).then_some(()) }
+    })
+    .await;
+    let tasks_url = format!("{sbase}/v2/tasks");
+    let running_ids = || async {
+        let t: Value = reqwest::get(&tasks_url).await.ok()?.json().await.ok()?;
+        let ids: Vec<String> = t["tasks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect();
+        (!ids.is_empty()).then_some(ids)
+    };
+    let running = eventually(
+        "the app's task running",
+        Duration::from_secs(30),
+        running_ids,
+    )
+    .await;
+
+    // Back up: ZooKeeper's dataDir, copied while it runs.
+    let backup = dir.path().join("zk-backup");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&zk.data)
+        .arg(&backup)
+        .status()
+        .expect("cp runs");
+    assert!(copied.success());
+
+    // Lose it all: the ensemble and the components stop, their state is wiped.
+    for p in [&services, &batch, &master.process] {
+        p.signal("TERM");
+    }
+    for p in [&mut services, &mut batch, &mut master.process] {
+        eventually("a clean stop", Duration::from_secs(20), || {
+            let st = p.try_wait();
+            async move { st }
+        })
+        .await;
+    }
+    zk.stop();
+    std::fs::remove_dir_all(&zk.data).expect("wipe ZooKeeper's data");
+    // With --zk a master keeps nothing in its work dir; wipe it if it is there.
+    let _ = std::fs::remove_dir_all(&master.work_dir);
+    for work in [format!("services-{sp}"), format!("batch-{bp}")] {
+        let _ = std::fs::remove_dir_all(dir.path().join(work));
+    }
+
+    // Restore: the files back, ZooKeeper started, then the components.
+    let restored = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&backup)
+        .arg(&zk.data)
+        .status()
+        .expect("cp runs");
+    assert!(restored.success());
+    drop(zk);
+    let _zk = OwnZooKeeper::start(&zk_dir, zk_port).await;
+    let master = Master::start_on(dir.path(), port, &master_args).await;
+    leads(port).await;
+    let _services = spawn_fw("services", sp, "services-2");
+    let _batch = spawn_fw("batch", bp, "batch-2");
+    ready(sp).await;
+    ready(bp).await;
+    let state = master
+        .state_where(
+            "the agent back with its task on the restored master",
+            Duration::from_secs(60),
+            |st| {
+                let tasks: Vec<&str> = st["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| t["state"] == "TASK_RUNNING")
+                    .filter_map(|t| t["id"].as_str())
+                    .collect();
+                st["agents"].as_array().map(|a| a.len()) == Some(1) && tasks == running
+            },
+        )
+        .await;
+    let web = state["roles"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "web"))
+        .cloned()
+        .unwrap_or_else(|| panic!("role web after the restore: {state}"));
+    assert_eq!(web["weight"], 3.0);
+    let names = |url: String, list: &'static str, key: &'static str| async move {
+        let v: Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        let all: Vec<String> = match list {
+            "" => v.as_array()?.clone(),
+            l => v[l].as_array()?.clone(),
+        }
+        .iter()
+        .filter_map(|a| a[key].as_str().map(str::to_string))
+        .collect();
+        Some(all)
+    };
+    eventually(
+        "the app and the job back",
+        Duration::from_secs(30),
+        || async {
+            let apps = names(format!("{sbase}/v2/apps"), "apps", "id").await?;
+            let jobs = names(format!("{bbase}/v1/scheduler/jobs"), "", "name").await?;
+            (apps == ["/kept"] && jobs == ["nightly"]).then_some(())
+        },
+    )
+    .await;
+    let after = eventually("the app settled", Duration::from_secs(30), running_ids).await;
+    assert_eq!(
+        after, running,
+        "the task ran through the restore, not relaunched"
+    );
+    drop(agent);
+}

@@ -889,6 +889,7 @@ mod tests {
     fn update(ports: &[u16], service_port: u32) -> EndpointUpdate {
         EndpointUpdate {
             full: true,
+            ack_seq: 0,
             services: vec![v1::ServiceEndpoints {
                 framework: "services".into(),
                 name: "/s".into(),
