@@ -9,6 +9,7 @@
 //! - [`web_ui`]: the script and stylesheet the master's and the services framework's web UIs share.
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod http_auth;
 pub mod keep_alive;
 pub mod tls;

@@ -34,7 +34,8 @@ pub struct MasterArgs {
     #[arg(long, default_value = "0.0.0.0")]
     ip: IpAddr,
     /// Address agents and frameworks are told to reach this master at (default: the listen
-    /// address, or 127.0.0.1 when listening on all interfaces).
+    /// address, or when listening on all interfaces the machine's address on its default route,
+    /// else 127.0.0.1).
     #[arg(long)]
     advertise_ip: Option<String>,
     /// Name shown in the UI and in MasterInfo (default: the machine's hostname).
@@ -130,7 +131,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     }
     let config = agora_master::MasterConfig {
         bind: SocketAddr::new(args.ip, args.port),
-        advertise_ip: args.advertise_ip,
+        advertise_ip: Some(agora_net::addr::advertised_ip(args.advertise_ip, args.ip)),
         hostname: args.hostname,
         work_dir: args.work_dir,
         allocation_interval: args.allocation_interval,
