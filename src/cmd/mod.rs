@@ -18,8 +18,7 @@ pub fn seconds(s: &str) -> Result<std::time::Duration, String> {
     if !v.is_finite() || v < 0.0 {
         return Err(format!("'{s}' must be a finite number of seconds >= 0"));
     }
-    std::time::Duration::try_from_secs_f64(v)
-        .map_err(|_| format!("'{s}' is too many seconds"))
+    std::time::Duration::try_from_secs_f64(v).map_err(|_| format!("'{s}' is too many seconds"))
 }
 
 /// The flags `agora services` and `agora batch` share.
