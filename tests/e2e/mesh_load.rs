@@ -80,33 +80,7 @@ fn load_agent(dir: &Path, name: &str, master: &str, ip: &str, ports: &str) -> (P
 }
 
 /// Counts statuses and bodies per thread; `done` prints them with wrk's error counts.
-const SCRIPT: &str = r#"
-threads = {}
-statuses = {}
-bodies = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args)
-  pause = tonumber(args[1]) or 0
-  headers = {}
-  if args[2] == "close" then headers["Connection"] = "close" end
-end
-function delay() return pause end
-function request() return wrk.format("GET", "/", headers) end
-function response(status, hdrs, body)
-  statuses[status] = (statuses[status] or 0) + 1
-  local id = string.gsub(body or "", "%s+$", "")
-  bodies[id] = (bodies[id] or 0) + 1
-end
-function done(summary, latency, requests)
-  for _, t in ipairs(threads) do
-    for k, v in pairs(t:get("statuses")) do io.write(string.format("status %s %d\n", k, v)) end
-    for k, v in pairs(t:get("bodies")) do io.write(string.format("body %s %d\n", k, v)) end
-  end
-  local e = summary.errors
-  io.write(string.format("requests %d\n", summary.requests))
-  io.write(string.format("errors %d %d %d %d %d\n", e.connect, e.read, e.write, e.status, e.timeout))
-end
-"#;
+const SCRIPT: &str = include_str!("../../scripts/wrk-count.lua");
 
 /// One wrk run in the background.
 struct Load {
