@@ -22,6 +22,7 @@ mod marathon_client;
 mod marathon_groups;
 mod master;
 mod mesh;
+mod mesh_load;
 mod mesos_api;
 mod orphans;
 mod python;

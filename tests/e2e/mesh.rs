@@ -23,7 +23,7 @@ const MESH: [&str; 3] = ["127.0.0.41", "127.0.0.42", "127.0.0.43"];
 const NO_MESH: &str = "127.0.0.44";
 
 /// `curl` of `url` (a new connection each time) with extra args: (HTTP status, body).
-fn curl(url: &str, extra: &[&str]) -> (u16, String) {
+pub(crate) fn curl(url: &str, extra: &[&str]) -> (u16, String) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
         .args(extra)
@@ -44,7 +44,7 @@ fn refused(ip: &str, port: u16) -> bool {
 }
 
 /// The app's (RUNNING tasks' ids, its first service port).
-async fn running(services: &str, id: &str) -> Option<(Vec<String>, u16)> {
+pub(crate) async fn running(services: &str, id: &str) -> Option<(Vec<String>, u16)> {
     let r = reqwest::get(format!("{services}/v2/apps{id}?embed=app.tasks"))
         .await
         .ok()?;
@@ -62,7 +62,7 @@ async fn running(services: &str, id: &str) -> Option<(Vec<String>, u16)> {
     Some((ids, sp))
 }
 
-async fn post_app(services: &str, app: Value) {
+pub(crate) async fn post_app(services: &str, app: Value) {
     let r = reqwest::Client::new()
         .post(format!("{services}/v2/apps"))
         .json(&app)
@@ -74,7 +74,12 @@ async fn post_app(services: &str, app: Value) {
 
 /// Waits until `n` tasks of `id` are healthy and every mesh agent answers on its service port
 /// with one of them; returns (ids, service port).
-async fn until_meshed(services: &str, id: &str, n: usize, ips: &[&str]) -> (Vec<String>, u16) {
+pub(crate) async fn until_meshed(
+    services: &str,
+    id: &str,
+    n: usize,
+    ips: &[&str],
+) -> (Vec<String>, u16) {
     eventually(
         &format!("{n} healthy tasks of {id} reachable through every mesh agent"),
         Duration::from_secs(90),
@@ -98,7 +103,7 @@ async fn until_meshed(services: &str, id: &str, n: usize, ips: &[&str]) -> (Vec<
 }
 
 /// The pid of the busybox httpd serving host port `port`.
-fn httpd_pid(port: u64) -> Option<u32> {
+pub(crate) fn httpd_pid(port: u64) -> Option<u32> {
     let want = format!("-p\0{port}\0");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -109,7 +114,7 @@ fn httpd_pid(port: u64) -> Option<u32> {
 }
 
 /// The host port of task `task` of app `id`.
-async fn host_port(services: &str, id: &str, task: &str) -> u64 {
+pub(crate) async fn host_port(services: &str, id: &str, task: &str) -> u64 {
     let app: Value = reqwest::get(format!("{services}/v2/apps{id}?embed=app.tasks"))
         .await
         .expect("GET app")
@@ -123,7 +128,7 @@ async fn host_port(services: &str, id: &str, task: &str) -> u64 {
         .expect("the task's host port")
 }
 
-fn metric(text: &str, name: &str, service: &str) -> u64 {
+pub(crate) fn metric(text: &str, name: &str, service: &str) -> u64 {
     text.lines()
         .filter(|l| {
             l.starts_with(&format!("{name}{{")) && l.contains(&format!("service=\"{service}\""))
@@ -132,7 +137,11 @@ fn metric(text: &str, name: &str, service: &str) -> u64 {
         .sum()
 }
 
-fn start_services(dir: &std::path::Path, master: &str, range: &str) -> (Process, String) {
+pub(crate) fn start_services(
+    dir: &std::path::Path,
+    master: &str,
+    range: &str,
+) -> (Process, String) {
     let port = free_port();
     let args: Vec<String> = [
         "services",
@@ -157,7 +166,7 @@ fn start_services(dir: &std::path::Path, master: &str, range: &str) -> (Process,
 }
 
 /// Agent args on `ip` with the mesh on (virtual hosts on `http_port`) or off.
-fn mesh_agent(
+pub(crate) fn mesh_agent(
     dir: &std::path::Path,
     name: &str,
     master: &str,
@@ -190,7 +199,7 @@ fn mesh_agent(
     (Process::spawn(name, &args, dir), http)
 }
 
-async fn services_ready(url: &str) {
+pub(crate) async fn services_ready(url: &str) {
     eventually("the services API", Duration::from_secs(30), || async {
         reqwest::get(format!("{url}/ping"))
             .await
