@@ -86,6 +86,9 @@ pub struct MasterLink {
     info: v1::AgentInfo,
     join_token: String,
     tls: Option<agora_net::tls::ClientTls>,
+    /// The certificate the cluster CA issued (secure by default): used instead of `tls`, and
+    /// renewed over the session's connection.
+    issued: Option<std::sync::Arc<crate::certificates::Issued>>,
     /// Where the master's endpoint updates go (DNS, a mesh read it); `None`: dropped.
     endpoints: Option<crate::endpoints::Endpoints>,
 }
@@ -112,6 +115,7 @@ impl MasterLink {
             info,
             join_token: String::new(),
             tls: None,
+            issued: None,
             endpoints: None,
         }
     }
@@ -125,6 +129,15 @@ impl MasterLink {
 
     pub fn with_tls(mut self, tls: Option<agora_net::tls::ClientTls>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Mutual TLS with the certificate the cluster CA issued, renewed in the session.
+    pub fn with_issued(
+        mut self,
+        issued: Option<std::sync::Arc<crate::certificates::Issued>>,
+    ) -> Self {
+        self.issued = issued;
         self
     }
 
@@ -203,7 +216,7 @@ impl MasterLink {
                     // A TLS master answers a plain HTTP/2 client with TLS records, which tonic
                     // reports as an h2 frame-size error: say what the operator must do, and stop
                     // (no retry turns a plain agent into a TLS one).
-                    if let (None, Some(address)) = (&self.tls, &address) {
+                    if let (None, None, Some(address)) = (&self.tls, &self.issued, &address) {
                         if agora_net::tls::speaks_tls(address, Duration::from_secs(2)).await {
                             return Err(AgentError::TlsRequired(address.clone()));
                         }
@@ -273,17 +286,30 @@ impl MasterLink {
         stop: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<End, LinkError> {
-        let endpoint = agora_net::tls::endpoint(address, self.tls.as_ref()).map_err(|e| {
-            LinkError::Connect {
+        let tls = match &self.issued {
+            Some(issued) => {
+                if issued.expired() {
+                    return Err(LinkError::Connect {
+                        address: address.to_string(),
+                        message: "the agent's certificate expired while the master was away: \
+                                  restart the agent (with its join token) to join again"
+                            .into(),
+                    });
+                }
+                issued.client()
+            }
+            None => self.tls.clone(),
+        };
+        let endpoint =
+            agora_net::tls::endpoint(address, tls.as_ref()).map_err(|e| LinkError::Connect {
                 address: address.to_string(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let channel = endpoint.connect().await.map_err(|e| LinkError::Connect {
             address: address.to_string(),
             message: agora_net::tls::error_chain(&e),
         })?;
-        let mut client = AgentControlClient::new(channel);
+        let mut client = AgentControlClient::new(channel.clone());
         let resp = self.register(&mut client).await?;
         let heartbeat = crate::limits::positive_seconds(
             resp.heartbeat_interval_seconds,
@@ -305,9 +331,28 @@ impl MasterLink {
         self.agent.resend_unacknowledged()?;
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
+        let mut renew_at = self.issued.as_ref().map(|i| i.renew_at());
         loop {
+            let renewal = async {
+                match renew_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stopped(stop) => return Ok(End::Stopped),
+                () = renewal => {
+                    // Renewed on this session's connection: the session itself is not touched.
+                    if let Some(issued) = &self.issued {
+                        renew_at = match issued.renew(channel.clone()).await {
+                            Ok(()) => Some(issued.renew_at()),
+                            Err(e) => {
+                                warn!(error = %e, "certificate renewal failed; retrying in 5 s");
+                                Some(std::time::Instant::now() + Duration::from_secs(5))
+                            }
+                        };
+                    }
+                }
                 update = outbox.recv() => {
                     let Some(update) = update else { return Err(AgentError::Stopped.into()) };
                     let msg = agent_message::Message::StatusUpdate(update);

@@ -4,9 +4,12 @@
 //!   caller presented a verified certificate.
 //! - [`http_auth`]: the bearer-token middleware every HTTP API shares, reading secret files
 //!   (`--api-token-file`) and comparing secrets in constant time.
+//! - [`pki`]: the cluster CA, join tokens that pin it, certificate requests and the pinned first
+//!   connection.
 //! - [`web_ui`]: the script and stylesheet the master's and the services framework's web UIs share.
 #![forbid(unsafe_code)]
 
 pub mod http_auth;
+pub mod pki;
 pub mod tls;
 pub mod web_ui;

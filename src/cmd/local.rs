@@ -45,6 +45,10 @@ pub struct LocalArgs {
     /// Let tasks that ask for user `root` run as root (otherwise they end TASK_ERROR).
     #[arg(long)]
     allow_root_tasks: bool,
+    /// Run in clear (no TLS). `agora local` does not use the cluster CA yet, so this is what it
+    /// does either way; scripts pass it to stay right once it does.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// Splits the machine (or the given total) evenly between `n` agents, ports included.
