@@ -257,6 +257,36 @@ impl Issued {
         ))
     }
 
+    /// Joins again with `token` at `address` (the certificate expired while the agent was cut off
+    /// from the masters) and swaps the new certificate in.
+    ///
+    /// # Errors
+    /// `Err((true, reason))` when no retry can help (wrong secret, another CA), `Err((false, …))`
+    /// otherwise.
+    pub async fn rejoin(&self, address: &str, token: &JoinToken) -> Result<(), (bool, String)> {
+        let (ca, cert, key, lifetime) =
+            Self::join(address, token, &self.names)
+                .await
+                .map_err(|e| match e {
+                    JoinError::Permanent(m) => (true, m),
+                    JoinError::Retry(m) => (false, m),
+                })?;
+        let new = held(ca, cert, key, lifetime).map_err(|e| (false, e.to_string()))?;
+        self.server
+            .replace(new.cert_pem.as_bytes(), new.key_pem.as_bytes())
+            .map_err(|e| (false, e.to_string()))?;
+        store(&self.dir, &new.ca_pem, &new.cert_pem, &new.key_pem)
+            .map_err(|e| (false, e.to_string()))?;
+        if let Ok(mut h) = self.held.write() {
+            *h = new;
+        }
+        info!(
+            ?lifetime,
+            "the certificate had expired: joined again with the token"
+        );
+        Ok(())
+    }
+
     /// The client side: the cluster CA and this certificate (mutual TLS).
     pub fn client(&self) -> Option<ClientTls> {
         let h = self.held.read().ok()?;

@@ -289,12 +289,21 @@ impl MasterLink {
         let tls = match &self.issued {
             Some(issued) => {
                 if issued.expired() {
-                    return Err(LinkError::Connect {
-                        address: address.to_string(),
-                        message: "the agent's certificate expired while the master was away: \
-                                  restart the agent (with its join token) to join again"
-                            .into(),
-                    });
+                    // Cut off from the masters past its certificate's end: join again.
+                    let token = agora_net::pki::JoinToken::parse(&self.join_token)
+                        .map_err(|e| AgentError::JoinRefused(e.to_string()))?;
+                    match issued.rejoin(address, &token).await {
+                        Ok(()) => {}
+                        Err((true, reason)) => return Err(AgentError::JoinRefused(reason).into()),
+                        Err((false, message)) => {
+                            return Err(LinkError::Connect {
+                                address: address.to_string(),
+                                message: format!(
+                                    "the agent's certificate expired; joining again: {message}"
+                                ),
+                            })
+                        }
+                    }
                 }
                 issued.client()
             }

@@ -38,6 +38,7 @@ pub(crate) fn start_master_with(
     let work = dir.join(format!("master-{port}"));
     let args: Vec<String> = [
         "master",
+        "--insecure",
         "--ip",
         "127.0.0.1",
         "--port",
