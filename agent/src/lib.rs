@@ -32,7 +32,7 @@
 //!
 //! Modules: [`agent`] (the actor), [`containerizer`] (trait, native, docker, cgroups),
 //! [`lifecycle`], [`status_update`] and [`health`] (pure cores), [`prober`] (health-check probes),
-//! [`command`] (argv of a `CommandInfo`, check commands on the host), [`checkpoint`], [`paths`], [`http`], [`master_link`], [`user`] (which Unix user a task runs as).
+//! [`command`] (argv of a `CommandInfo`, check commands on the host), [`checkpoint`], [`paths`], [`http`], [`master_link`], [`certificates`] (the certificate of a secure-by-default cluster: joined with an `AGORA-1-…` token, renewed on the session), [`user`] (which Unix user a task runs as).
 //!
 //! `unsafe` is denied crate-wide and forbidden in every module but `sys`, which holds the one
 //! `pre_exec` hook that enters namespaces.

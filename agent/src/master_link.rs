@@ -147,6 +147,17 @@ impl MasterLink {
         self
     }
 
+    /// What Register/Reregister carry: the plain join token, or nothing when the agent holds a
+    /// certificate of the cluster CA (that is its credential; the AGORA-1 secret is only for
+    /// the Certificates service).
+    fn registration_token(&self) -> String {
+        if self.issued.is_some() {
+            String::new()
+        } else {
+            self.join_token.clone()
+        }
+    }
+
     fn registered_marker(&self) -> std::path::PathBuf {
         self.agent.layout().meta().join("registered")
     }
@@ -256,7 +267,7 @@ impl MasterLink {
                 tasks: self.agent.tasks().await?,
                 executors: Vec::new(),
                 frameworks: self.agent.frameworks().await?,
-                join_token: self.join_token.clone(),
+                join_token: self.registration_token(),
             };
             let resp = client.reregister(req).await?.into_inner();
             info!(agent_id = %self.agent.agent_id(), "re-registered with the master");
@@ -264,7 +275,7 @@ impl MasterLink {
         } else {
             let req = v1::RegisterAgentRequest {
                 agent_info: Some(self.info.clone()),
-                join_token: self.join_token.clone(),
+                join_token: self.registration_token(),
             };
             let resp = client.register(req).await?.into_inner();
             if !resp.agent_id.is_empty() && resp.agent_id != self.agent.agent_id() {

@@ -333,7 +333,17 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         .unwrap_or_default();
     let node = Arc::new(
         node::Node::new(advertised.clone())
-            .with_join_token_file(config.join_token_file.clone())
+            .with_join_token_file(match (&auto_tls, &config.join_token_file) {
+                (Some(_), Some(path)) => {
+                    warn!(
+                        file = %path.display(),
+                        "--join-token-file is ignored: agents join with the cluster CA's AGORA-1 token \
+                         (`agora master token`) and authenticate with its certificates"
+                    );
+                    None
+                }
+                (_, file) => file.clone(),
+            })
             .with_auth(credentials, acls)
             .with_api_token(config.api_token.clone())
             .with_agent_certificates_required(

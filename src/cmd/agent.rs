@@ -48,7 +48,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "10", value_parser = super::seconds)]
     status_retry_initial: std::time::Duration,
     /// File holding the cluster's join token (`agora master token` prints it).
-    #[arg(long)]
+    #[arg(long, env = "AGORA_AGENT_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
     /// The join token itself (prefer --join-token-file: the environment is visible to tasks).
     #[arg(long = "join-token", env = "AGORA_JOIN_TOKEN", hide_env_values = true)]
