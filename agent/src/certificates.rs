@@ -187,8 +187,8 @@ impl Issued {
             info!("the stored certificate has expired: joining again");
             return None;
         }
-        // Renew at once when less than a third of a default life is left… or sooner: a third of
-        // what is left, so that a short-lived certificate is renewed before it ends.
+        // Its original lifetime is not stored: renew once two thirds of what is left have passed,
+        // so that a certificate is renewed before it ends whatever its lifetime.
         let left = Duration::from_secs(u64::try_from(left).unwrap_or(0));
         Some(Held {
             ca_pem,

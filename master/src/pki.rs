@@ -202,7 +202,10 @@ pub fn own_names(hostname: &str, advertised_host: &str, bind: std::net::IpAddr) 
         names.push(bind.to_string());
     }
     let mut seen = std::collections::HashSet::new();
-    names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+    // A hostname that is no valid DNS name is left out rather than failing the start.
+    names.retain(|n| {
+        pki::check_names("names", std::slice::from_ref(n)).is_ok() && seen.insert(n.clone())
+    });
     names.truncate(pki::MAX_NAMES);
     names
 }

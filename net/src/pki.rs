@@ -751,6 +751,66 @@ mod tests {
         assert!(ClusterCa::from_pem(ca.cert_pem(), other.key_pem()).is_err());
     }
 
+    /// A TLS server on 127.0.0.1 serving `chain`/`key`, answering handshakes until dropped.
+    async fn tls_server(chain: &str, key: &str) -> (String, tokio::task::JoinHandle<()>) {
+        let cert = crate::tls::SwappableCert::from_pem(chain.as_bytes(), key.as_bytes())
+            .expect("certificate");
+        let config = crate::tls::server_config_with(cert, None).expect("config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = tcp.local_addr().expect("addr").to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = tcp.accept().await {
+                let a = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = a.accept(s).await;
+                });
+            }
+        });
+        (address, task)
+    }
+
+    #[tokio::test]
+    async fn the_first_connection_accepts_only_the_pinned_ca() {
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs(),
+        )
+        .expect("now");
+        let ca = ClusterCa::generate(now).expect("ca");
+        let (chain, key) = ca
+            .issue_own(Role::Master, &["127.0.0.1".into()], now, DEFAULT_LIFETIME)
+            .expect("issue");
+        let (address, server) = tls_server(&chain, &key).await;
+        let within = Duration::from_secs(5);
+        let got = fetch_pinned_ca(&address, &ca.digest(), within)
+            .await
+            .expect("the pinned CA");
+        assert_eq!(got, ca.der());
+        let other = "ab".repeat(32);
+        match fetch_pinned_ca(&address, &other, within).await {
+            Err(PkiError::DigestMismatch { found, pinned }) => {
+                assert_eq!((found, pinned), (ca.digest(), other));
+            }
+            r => panic!("expected a digest mismatch, got {r:?}"),
+        }
+        // The CA's digest pinned, but the server's certificate is not for the name dialled.
+        let (chain, key) = ca
+            .issue_own(Role::Master, &["elsewhere".into()], now, DEFAULT_LIFETIME)
+            .expect("issue");
+        let (wrong_name, second) = tls_server(&chain, &key).await;
+        let e = fetch_pinned_ca(&wrong_name, &ca.digest(), within)
+            .await
+            .expect_err("wrong name");
+        assert!(matches!(e, PkiError::Connect { .. }), "{e}");
+        server.abort();
+        second.abort();
+    }
+
     #[test]
     fn secrets_compare_by_content() {
         let a = generate_secret().expect("secret");

@@ -142,7 +142,7 @@ async fn a_cluster_started_without_tls_flags_is_tls_only_and_agents_join_with_pi
         &agora_net::pki::first_der("ca", &ca_pem).expect("a certificate"),
     );
     let client = https(&ca_pem);
-    let mut leading = eventually("a leader", Duration::from_secs(30), || {
+    eventually("a leader", Duration::from_secs(30), || {
         let (c, p) = (client.clone(), ports);
         async move { leader_state(&c, &p).await }
     })
@@ -194,7 +194,7 @@ async fn a_cluster_started_without_tls_flags_is_tls_only_and_agents_join_with_pi
         .zip(agent_ports)
         .map(|(name, port)| agent(dir.path(), name, &zk, port, &agent_token))
         .collect();
-    leading = eventually("both agents active", Duration::from_secs(40), || {
+    let leading = eventually("both agents active", Duration::from_secs(40), || {
         let (c, p) = (client.clone(), ports);
         async move {
             let s = leader_state(&c, &p).await?;
@@ -298,4 +298,65 @@ async fn a_cluster_started_without_tls_flags_is_tls_only_and_agents_join_with_pi
     )
     .await;
     drop(agents);
+}
+
+/// With `--zk-auth-file` the cluster CA's znode has a digest ACL: `agora master token` reads it
+/// with the same credential, and is refused without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_ca_znode_is_readable_only_with_the_masters_zk_credential() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zk = zk_url(&zk_servers(), "secure-acl");
+    let auth = dir.path().join("zk-auth");
+    std::fs::write(&auth, "agora:test-password\n").expect("write");
+    let port = free_port();
+    let args: Vec<String> = [
+        "master",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.path().join("master").display().to_string(),
+        "--zk",
+        &zk,
+        "--zk-auth-file",
+        &auth.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _master = Process::spawn("master-acl", &args, dir.path());
+    let ca_file = dir.path().join("master/ca.pem");
+    let ca_pem = eventually("the master's ca.pem", Duration::from_secs(30), || {
+        let read = std::fs::read_to_string(&ca_file).ok();
+        async move { read }
+    })
+    .await;
+    let digest =
+        agora_net::pki::digest_hex(&agora_net::pki::first_der("ca", &ca_pem).expect("pem"));
+    let run = |with_auth: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+        cmd.args(["master", "token", "--zk", &zk]);
+        if with_auth {
+            cmd.arg("--zk-auth-file").arg(&auth);
+        }
+        cmd.output().expect("agora master token runs")
+    };
+    let ok = run(true);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let token = String::from_utf8_lossy(&ok.stdout).trim().to_string();
+    assert_eq!(
+        agora_net::pki::JoinToken::parse(&token)
+            .expect("token")
+            .ca_digest,
+        digest
+    );
+    let refused = run(false);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("not authorized"), "{err}");
 }
