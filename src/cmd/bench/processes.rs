@@ -46,6 +46,8 @@ pub(super) async fn start_master(
     let child = tokio::process::Command::new(exe)
         .args([
             "master",
+            // The simulated agents and frameworks speak in clear.
+            "--insecure",
             "--ip",
             "127.0.0.1",
             "--port",

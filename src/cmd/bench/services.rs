@@ -124,6 +124,7 @@ async fn start_services(
     let child = tokio::process::Command::new(exe)
         .args([
             "services",
+            "--insecure",
             "--master",
             master,
             "--ip",
