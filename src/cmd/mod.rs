@@ -49,6 +49,10 @@ pub struct FrameworkArgs {
     zk_session_timeout: std::time::Duration,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Talk to the master and serve the API in clear (a master started with --insecure); the
+    /// same as giving no --tls-* files, said explicitly.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    insecure: bool,
 }
 
 impl FrameworkArgs {
@@ -62,6 +66,12 @@ impl FrameworkArgs {
         framework_name: String,
         api_token_file: Option<std::path::PathBuf>,
     ) -> anyhow::Result<agora_framework::FrameworkConfig> {
+        if !self.insecure && self.tls.files().is_empty() {
+            tracing::warn!(
+                "no --tls-* files: this framework talks to the master and serves its API in clear \
+                 (pass --insecure to say so)"
+            );
+        }
         Ok(agora_framework::FrameworkConfig {
             credential: credential(self.principal, self.secret_file)?,
             tls: self.tls.files(),
