@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use agora_net::pki::{self, Csr, JoinToken, PkiError};
+use agora_net::pki::{self, Csr, JoinToken};
 use agora_net::tls::{ClientTls, SwappableCert};
 use agora_proto::v1::{self, certificates_client::CertificatesClient};
 use tracing::{info, warn};
@@ -215,46 +215,16 @@ impl Issued {
         token: &JoinToken,
         names: &[String],
     ) -> Result<(String, String, String, Duration), JoinError> {
-        let ca_der = pki::fetch_pinned_ca(address, &token.ca_digest, JOIN_ATTEMPT)
+        let j = pki::join(address, token, names, JOIN_ATTEMPT)
             .await
-            .map_err(|e| match e {
-                PkiError::DigestMismatch { .. } => JoinError::Permanent(e.to_string()),
-                other => JoinError::Retry(other.to_string()),
+            .map_err(|e| {
+                if e.is_permanent() {
+                    JoinError::Permanent(e.to_string())
+                } else {
+                    JoinError::Retry(e.to_string())
+                }
             })?;
-        let ca_pem = pki::pem_of(&ca_der);
-        let tls = ClientTls {
-            ca_pem: ca_pem.clone().into_bytes(),
-            identity: None,
-        };
-        let csr = Csr::generate(names).map_err(|e| JoinError::Permanent(e.to_string()))?;
-        let endpoint = agora_net::tls::endpoint(address, Some(&tls))
-            .map_err(|e| JoinError::Permanent(e.to_string()))?
-            .connect_timeout(JOIN_ATTEMPT)
-            .timeout(JOIN_ATTEMPT);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| JoinError::Retry(agora_net::tls::error_chain(&e)))?;
-        let resp = CertificatesClient::new(channel)
-            .issue(v1::IssueCertificateRequest {
-                secret: token.secret.clone(),
-                csr_pem: csr.csr_pem,
-                names: names.to_vec(),
-            })
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::PermissionDenied
-                | tonic::Code::Unauthenticated
-                | tonic::Code::InvalidArgument => JoinError::Permanent(s.message().to_string()),
-                _ => JoinError::Retry(format!("{}: {}", s.code(), s.message())),
-            })?
-            .into_inner();
-        Ok((
-            ca_pem,
-            resp.certificate_pem,
-            csr.key_pem,
-            Duration::from_secs(resp.lifetime_seconds.max(1)),
-        ))
+        Ok((j.ca_pem, j.cert_pem, j.key_pem, j.lifetime))
     }
 
     /// Joins again with `token` at `address` (the certificate expired while the agent was cut off

@@ -11,7 +11,7 @@
 //!                        ─▶ certificate (role Agent), mutual TLS from then on, renewed at 2/3 of its life
 //! ```
 //!
-//! Everything here is synchronous and I/O-free except [`fetch_pinned_ca`]; time is passed in as
+//! Everything here is synchronous and I/O-free except [`fetch_pinned_ca`] and [`join`]; time is passed in as
 //! Unix seconds. The role of a certificate (master, agent, framework) is its subject's
 //! organisational unit, read back with [`role_of`].
 
@@ -73,6 +73,17 @@ pub enum PkiError {
     /// The master could not be reached, or the TLS handshake failed for another reason.
     #[error("cannot reach the master at {address}: {message}")]
     Connect { address: String, message: String },
+    /// The master refused to issue a certificate (wrong secret, a bad request): retrying with the
+    /// same token cannot help.
+    #[error("the master refused the certificate: {0}")]
+    Refused(String),
+}
+
+impl PkiError {
+    /// True when trying again later cannot help (another CA, a refused secret, a bad request).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, PkiError::Connect { .. })
+    }
 }
 
 fn cert_err(what: &'static str) -> impl Fn(rcgen::Error) -> PkiError {
@@ -653,6 +664,86 @@ pub async fn fetch_pinned_ca(
         (_, Err(e)) => Err(e),
         (None, Ok(_)) => Err(connect("the handshake ended without a certificate".into())),
     }
+}
+
+/// A certificate the master issued for a key this process generated: what [`join`] returns.
+#[derive(Clone)]
+pub struct Joined {
+    /// The cluster CA (PEM), the one the token pinned.
+    pub ca_pem: String,
+    /// The issued certificate (PEM).
+    pub cert_pem: String,
+    /// Its private key (PEM; keep it readable by the owner only).
+    pub key_pem: String,
+    /// How long the certificate is valid (renew at 2/3 of it).
+    pub lifetime: Duration,
+}
+
+impl Joined {
+    /// TLS as a client of the cluster: verify against the CA, present the certificate.
+    pub fn client(&self) -> crate::tls::ClientTls {
+        crate::tls::ClientTls {
+            ca_pem: self.ca_pem.clone().into_bytes(),
+            identity: Some((
+                self.cert_pem.clone().into_bytes(),
+                self.key_pem.clone().into_bytes(),
+            )),
+        }
+    }
+}
+
+/// Joins the cluster through the master at `address` with `token`: fetches the CA the token pins
+/// ([`fetch_pinned_ca`]), then asks `Certificates/Issue` for a certificate of a new key for
+/// `names` over TLS verified by that CA. The role (agent or framework) is the token's.
+///
+/// # Errors
+/// [`PkiError::Connect`] when the master cannot be reached (retry later); otherwise permanent
+/// ([`PkiError::is_permanent`]): another CA, the secret refused, unusable names.
+pub async fn join(
+    address: &str,
+    token: &JoinToken,
+    names: &[String],
+    within: Duration,
+) -> Result<Joined, PkiError> {
+    use agora_proto::v1;
+    let ca_der = fetch_pinned_ca(address, &token.ca_digest, within).await?;
+    let ca_pem = pem_of(&ca_der);
+    let verify = crate::tls::ClientTls {
+        ca_pem: ca_pem.clone().into_bytes(),
+        identity: None,
+    };
+    let csr = Csr::generate(names)?;
+    let connect = |message: String| PkiError::Connect {
+        address: address.to_string(),
+        message,
+    };
+    let channel = crate::tls::endpoint(address, Some(&verify))
+        .map_err(|e| PkiError::Refused(e.to_string()))?
+        .connect_timeout(within)
+        .timeout(within)
+        .connect()
+        .await
+        .map_err(|e| connect(crate::tls::error_chain(&e)))?;
+    let resp = v1::certificates_client::CertificatesClient::new(channel)
+        .issue(v1::IssueCertificateRequest {
+            secret: token.secret.clone(),
+            csr_pem: csr.csr_pem,
+            names: names.to_vec(),
+        })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+            | tonic::Code::InvalidArgument => PkiError::Refused(s.message().to_string()),
+            _ => connect(format!("{}: {}", s.code(), s.message())),
+        })?
+        .into_inner();
+    Ok(Joined {
+        ca_pem,
+        cert_pem: resp.certificate_pem,
+        key_pem: csr.key_pem,
+        lifetime: Duration::from_secs(resp.lifetime_seconds.max(1)),
+    })
 }
 
 #[cfg(test)]

@@ -223,6 +223,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             advertise: None,
             credential: None,
             tls: Default::default(),
+            join_token: None,
         },
         args.service_port_range,
     )
@@ -246,6 +247,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         advertise: None,
         credential: None,
         tls: Default::default(),
+        join_token: None,
     })
     .await
     .with_context(|| {

@@ -360,3 +360,233 @@ async fn the_cluster_ca_znode_is_readable_only_with_the_masters_zk_credential() 
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("not authorized"), "{err}");
 }
+
+/// `agora services` / `agora batch` (or any framework process) on `127.0.0.1:port`, standalone,
+/// with `extra` flags (no --insecure).
+fn framework(kind: &str, dir: &Path, master: &str, port: u16, extra: &[&str]) -> Process {
+    let mut args: Vec<String> = [
+        kind,
+        "--master",
+        master,
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &dir.join(format!("{kind}-{port}")).display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Process::spawn(&format!("{kind}-{port}"), &args, dir)
+}
+
+/// A master with no TLS flag (its CA in its work dir); services and batch started with the
+/// framework token get certificates of that CA: the master sees them over mutual TLS, their APIs
+/// answer over https only (verified against the cluster CA alone, by the address clients use),
+/// and an app deploys on an agent that joined with the agent token. Without a token against
+/// that master a framework exits non-zero saying what it needs; an agent token is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let master_dir = dir.path().join("master");
+    let args: Vec<String> = [
+        "master",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--work-dir",
+        &master_dir.display().to_string(),
+        "--allocation-interval",
+        "0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _master = Process::spawn("master", &args, dir.path());
+    let ca_pem = eventually("the master's ca.pem", Duration::from_secs(30), || {
+        let read = std::fs::read_to_string(master_dir.join("ca.pem")).ok();
+        async move { read }
+    })
+    .await;
+    let client = https(&ca_pem);
+    let address = format!("127.0.0.1:{port}");
+    eventually("the master over https", Duration::from_secs(30), || {
+        let (c, a) = (client.clone(), address.clone());
+        async move {
+            let r = c.get(format!("https://{a}/health")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+    let token_of = |framework: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+        cmd.args(["master", "token", "--work-dir"]).arg(&master_dir);
+        if framework {
+            cmd.arg("--framework");
+        }
+        let out = cmd.output().expect("agora master token runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (agent_token, framework_token) = (token_of(false), token_of(true));
+
+    // Without a token (nor TLS files) against this master: a non-zero exit that says what to do.
+    let mut clear = framework("services", dir.path(), &address, free_port(), &[]);
+    let log = exits_with(&mut clear, Duration::from_secs(30)).await;
+    assert!(
+        log.contains("speaks TLS") && log.contains("agora master token --framework"),
+        "{log}"
+    );
+    // The agent token is not a framework's: the master refuses it.
+    let mut wrong = framework(
+        "services",
+        dir.path(),
+        &address,
+        free_port(),
+        &["--join-token", &agent_token],
+    );
+    let log = exits_with(&mut wrong, Duration::from_secs(30)).await;
+    assert!(log.contains("--join-token"), "{log}");
+
+    let _agent = agent(dir.path(), "agent-a", &address, free_port(), &agent_token);
+    let token_file = dir.path().join("framework-token");
+    std::fs::write(&token_file, format!("{framework_token}\n")).expect("write");
+    let services_port = free_port();
+    let services_process = framework(
+        "services",
+        dir.path(),
+        &address,
+        services_port,
+        &["--join-token", &framework_token],
+    );
+    let batch_port = free_port();
+    let _batch = framework(
+        "batch",
+        dir.path(),
+        &address,
+        batch_port,
+        &["--join-token-file", &token_file.display().to_string()],
+    );
+    let services = format!("https://127.0.0.1:{services_port}");
+    let batch = format!("https://127.0.0.1:{batch_port}");
+    for (what, url) in [
+        ("services", format!("{services}/v2/info")),
+        ("batch", format!("{batch}/v1/scheduler/jobs")),
+    ] {
+        eventually(
+            &format!("{what}'s API over https"),
+            Duration::from_secs(40),
+            || {
+                let (c, u) = (client.clone(), url.clone());
+                async move {
+                    let r = c.get(u).send().await.ok()?;
+                    r.status().is_success().then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    // Both registered with the master (over mutual TLS: their certificates are the CA's).
+    eventually(
+        "both frameworks at the master",
+        Duration::from_secs(30),
+        || {
+            let (c, a) = (client.clone(), address.clone());
+            async move {
+                let s: serde_json::Value = c
+                    .get(format!("https://{a}/state"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let mut names: Vec<String> = s["frameworks"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|f| f["name"].as_str().map(str::to_string))
+                    .collect();
+                names.sort();
+                (names == ["batch", "services"]).then_some(())
+            }
+        },
+    )
+    .await;
+    for port in [services_port, batch_port] {
+        let address = format!("127.0.0.1:{port}");
+        let plain = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .expect("client");
+        let r = plain.get(format!("http://{address}/ping")).send().await;
+        assert!(
+            r.as_ref().map_or(true, |r| !r.status().is_success()),
+            "{address} served plain HTTP: {r:?}"
+        );
+        assert!(
+            agora_net::tls::speaks_tls(&address, Duration::from_secs(3)).await,
+            "{address}"
+        );
+        let dir = dir.path().join(if port == services_port {
+            format!("services-{port}/tls")
+        } else {
+            format!("batch-{port}/tls")
+        });
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join("framework-key.pem"))
+                .expect("the framework's key")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let cert = std::fs::read_to_string(dir.join("framework.pem")).expect("cert");
+        let der = agora_net::pki::first_der("cert", &cert).expect("pem");
+        assert_eq!(
+            agora_net::pki::role_of(&der),
+            Some(agora_net::pki::Role::Framework)
+        );
+    }
+
+    // An app deploys on the agent that joined with its token.
+    let app = serde_json::json!({
+        "id": "/secure/sleeper",
+        "cmd": "sleep 600",
+        "cpus": 0.1,
+        "mem": 16,
+        "instances": 1
+    });
+    let r = client
+        .post(format!("{services}/v2/apps"))
+        .json(&app)
+        .send()
+        .await
+        .expect("POST /v2/apps over https");
+    assert!(r.status().is_success(), "{}", r.status());
+    eventually("the app's task running", Duration::from_secs(60), || {
+        let (c, s) = (client.clone(), services.clone());
+        async move {
+            let v: serde_json::Value = c
+                .get(format!("{s}/v2/apps/secure/sleeper"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["app"]["tasksRunning"] == 1).then_some(())
+        }
+    })
+    .await;
+    let log = services_process.log_text();
+    assert!(
+        log.contains("joined the cluster: framework certificate issued"),
+        "{log}"
+    );
+}

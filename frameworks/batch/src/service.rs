@@ -89,6 +89,9 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         path: config.work_dir.display().to_string(),
         message: e.to_string(),
     })?;
+    let config = agora_framework::join::secure(config)
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let api = agora_framework::BoundApi::bind(&config).await?;
     let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
     let leadership: Arc<Leadership> = Arc::new(Leadership::new(advertised.clone()));

@@ -80,6 +80,9 @@ pub async fn start_with(
 ) -> Result<RunningServices, StartError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|e| StartError::State(format!("{}: {e}", config.work_dir.display())))?;
+    let config = agora_framework::join::secure(config)
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let api = agora_framework::BoundApi::bind(&config).await?;
     let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
     let leadership: Arc<Leadership> = Arc::new(Leadership::new(advertised.clone()));

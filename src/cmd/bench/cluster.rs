@@ -75,38 +75,15 @@ pub(super) async fn join(
     let home = pki::home(work_dir, None, None, std::time::Duration::from_secs(5))?;
     let secrets = pki::load_or_create(&home, pki::now()).await?;
     let token = agora_net::pki::JoinToken::parse(&secrets.token(pki::TokenKind::Agent)?)?;
-    let ca = agora_net::pki::fetch_pinned_ca(
+    let joined = agora_net::pki::join(
         address,
-        &token.ca_digest,
+        &token,
+        &["bench-agent".to_string()],
         std::time::Duration::from_secs(10),
     )
-    .await?;
-    let names = vec!["bench-agent".to_string()];
-    let csr = agora_net::pki::Csr::generate(&names)?;
-    let verify = agora_net::tls::ClientTls {
-        ca_pem: agora_net::pki::pem_of(&ca).into_bytes(),
-        identity: None,
-    };
-    let channel = agora_net::tls::endpoint(address, Some(&verify))?
-        .connect()
-        .await
-        .context("connecting to the master over TLS")?;
-    let issued = agora_proto::v1::certificates_client::CertificatesClient::new(channel)
-        .issue(agora_proto::v1::IssueCertificateRequest {
-            secret: token.secret,
-            csr_pem: csr.csr_pem,
-            names,
-        })
-        .await
-        .context("Certificates/Issue")?
-        .into_inner();
-    Ok(agora_net::tls::ClientTls {
-        ca_pem: verify.ca_pem,
-        identity: Some((
-            issued.certificate_pem.into_bytes(),
-            csr.key_pem.into_bytes(),
-        )),
-    })
+    .await
+    .context("joining the master (Certificates/Issue)")?;
+    Ok(joined.client())
 }
 
 pub(super) async fn connect(address: &str) -> anyhow::Result<Channel> {
