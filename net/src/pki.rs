@@ -746,6 +746,52 @@ pub async fn join(
     })
 }
 
+/// Renews `current` through the master at `address`: a new key for `names`, `Certificates/Renew`
+/// over mutual TLS with the current certificate (no token needed: a rotated secret does not stop
+/// renewals).
+///
+/// # Errors
+/// [`PkiError::Connect`] when the master cannot be reached; [`PkiError::Refused`] otherwise.
+pub async fn renew(
+    address: &str,
+    current: &Joined,
+    names: &[String],
+    within: Duration,
+) -> Result<Joined, PkiError> {
+    use agora_proto::v1;
+    let csr = Csr::generate(names)?;
+    let connect = |message: String| PkiError::Connect {
+        address: address.to_string(),
+        message,
+    };
+    let channel = crate::tls::endpoint(address, Some(&current.client()))
+        .map_err(|e| PkiError::Refused(e.to_string()))?
+        .connect_timeout(within)
+        .timeout(within)
+        .connect()
+        .await
+        .map_err(|e| connect(crate::tls::error_chain(&e)))?;
+    let resp = v1::certificates_client::CertificatesClient::new(channel)
+        .renew(v1::RenewCertificateRequest {
+            csr_pem: csr.csr_pem,
+            names: names.to_vec(),
+        })
+        .await
+        .map_err(|s| match s.code() {
+            tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+            | tonic::Code::InvalidArgument => PkiError::Refused(s.message().to_string()),
+            _ => connect(format!("{}: {}", s.code(), s.message())),
+        })?
+        .into_inner();
+    Ok(Joined {
+        ca_pem: current.ca_pem.clone(),
+        cert_pem: resp.certificate_pem,
+        key_pem: csr.key_pem,
+        lifetime: Duration::from_secs(resp.lifetime_seconds.max(1)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,6 +344,39 @@ impl ClientTls {
     }
 }
 
+/// A client's TLS material that a renewal replaces: each new connection takes the current one
+/// ([`SharedClientTls::get`]); connections open keep theirs.
+#[derive(Debug, Clone)]
+pub struct SharedClientTls(Arc<RwLock<ClientTls>>);
+
+impl SharedClientTls {
+    pub fn new(tls: ClientTls) -> SharedClientTls {
+        SharedClientTls(Arc::new(RwLock::new(tls)))
+    }
+
+    /// The material new connections use now.
+    pub fn get(&self) -> ClientTls {
+        match self.0.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces it (a renewed certificate).
+    pub fn set(&self, tls: ClientTls) {
+        match self.0.write() {
+            Ok(mut t) => *t = tls,
+            Err(poisoned) => *poisoned.into_inner() = tls,
+        }
+    }
+}
+
+impl From<ClientTls> for SharedClientTls {
+    fn from(tls: ClientTls) -> SharedClientTls {
+        SharedClientTls::new(tls)
+    }
+}
+
 /// The URL scheme for a component serving with (`https`) or without (`http`) TLS.
 pub fn scheme(tls: bool) -> &'static str {
     if tls {

@@ -224,6 +224,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             credential: None,
             tls: Default::default(),
             join_token: None,
+            issued: None,
         },
         args.service_port_range,
     )
@@ -248,6 +249,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         credential: None,
         tls: Default::default(),
         join_token: None,
+        issued: None,
     })
     .await
     .with_context(|| {

@@ -114,6 +114,7 @@ impl FrameworkArgs {
             zk_session_timeout: self.zk_session_timeout,
             advertise: self.advertise,
             join_token,
+            issued: None,
         })
     }
 }

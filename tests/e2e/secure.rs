@@ -402,6 +402,8 @@ async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certi
         &master_dir.display().to_string(),
         "--allocation-interval",
         "0.1",
+        "--test-certificate-lifetime",
+        &LIFETIME_SECS.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -468,7 +470,7 @@ async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certi
         &["--join-token", &framework_token],
     );
     let batch_port = free_port();
-    let _batch = framework(
+    let batch_process = framework(
         "batch",
         dir.path(),
         &address,
@@ -589,4 +591,43 @@ async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certi
         log.contains("joined the cluster: framework certificate issued"),
         "{log}"
     );
+
+    // Certificates of 6 s: both renew every 4 s while running; the stored certificate is the
+    // renewed one, their APIs keep answering over https (new handshakes, the renewed
+    // certificate) and they stay registered.
+    let cert_of = |kind: &str, port: u16| {
+        std::fs::read_to_string(dir.path().join(format!("{kind}-{port}/tls/framework.pem")))
+            .unwrap_or_default()
+    };
+    let first = cert_of("services", services_port);
+    tokio::time::sleep(Duration::from_secs(3 * LIFETIME_SECS)).await;
+    for (p, what) in [(&services_process, "services"), (&batch_process, "batch")] {
+        let log = p.log_text();
+        let renewals = log.matches("renewed the framework certificate").count();
+        assert!(renewals >= 2, "{what} renewed {renewals} times:\n{log}");
+    }
+    assert_ne!(cert_of("services", services_port), first);
+    let fresh = https(&ca_pem);
+    for url in [
+        format!("{services}/v2/apps/secure/sleeper"),
+        format!("{batch}/v1/scheduler/jobs"),
+    ] {
+        let r = fresh.get(&url).send().await.expect(&url);
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+    }
+    let s: serde_json::Value = client
+        .get(format!("https://{address}/state"))
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    let active = s["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["connected"] == true)
+        .count();
+    assert_eq!(active, 2, "{s}");
 }

@@ -158,10 +158,8 @@ impl Leader {
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout)
             .webui_url(&self.webui)
-            .tls(
-                self.config
-                    .tls
-                    .client()
+            .tls_shared(
+                agora_framework::join::client_tls(&self.config)
                     .map_err(|e| StartError::Config(e.to_string()))?,
             );
         if let Some((principal, secret)) = &self.config.credential {

@@ -8,10 +8,12 @@
 //!        ─▶ config.tls = those files: mutual TLS to the master, https on the API port
 //! ```
 //!
-//! The certificate is issued at every start (the token stays valid); it lasts the master's
-//! certificate lifetime (90 days by default).
+//! The certificate is issued at every start (the token stays valid) and renewed at two thirds of
+//! its life over mutual TLS with the current one (`Certificates/Renew`); the API listener and new
+//! connections to the masters use the renewed one without a restart.
 
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agora_net::pki::{self, JoinToken};
@@ -119,8 +121,120 @@ fn store(dir: &Path, joined: &pki::Joined) -> Result<agora_net::tls::TlsFiles, J
     })
 }
 
+/// The certificate a framework joined with, renewed while it runs: the API listener serves the
+/// current one from the next handshake on, and each new connection to a master presents it.
+pub struct Credentials {
+    dir: std::path::PathBuf,
+    names: Vec<String>,
+    master: String,
+    token: JoinToken,
+    joined: RwLock<pki::Joined>,
+    /// The API listener's certificate.
+    pub server: Arc<agora_net::tls::SwappableCert>,
+    /// What connections to the masters present.
+    pub client: agora_net::tls::SharedClientTls,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("dir", &self.dir)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The API listener's TLS configuration: the current certificate; clients may present one of
+    /// the cluster CA.
+    ///
+    /// # Errors
+    /// [`agora_net::tls::TlsError`].
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, agora_net::tls::TlsError> {
+        let ca = self.client.get().ca_pem;
+        let roots = agora_net::tls::pem_roots(&ca)?;
+        agora_net::tls::server_config_with(self.server.clone(), Some(roots))
+    }
+
+    fn current(&self) -> pki::Joined {
+        match self.joined.read() {
+            Ok(j) => j.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Stores `new` and swaps it in.
+    fn install(&self, new: pki::Joined) -> Result<(), String> {
+        self.server
+            .replace(new.cert_pem.as_bytes(), new.key_pem.as_bytes())
+            .map_err(|e| e.to_string())?;
+        store(&self.dir, &new).map_err(|e| e.to_string())?;
+        self.client.set(new.client());
+        match self.joined.write() {
+            Ok(mut j) => *j = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        Ok(())
+    }
+}
+
+/// Unix seconds now.
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Renews at two thirds of each certificate's life, on a connection made with the current one;
+/// past its end (cut off from the masters), joins again with the token. Runs as long as the
+/// process's runtime (the API listener and the SDK hold the certificate as long as they run, and
+/// do not say when they stop).
+async fn renew_loop(c: Arc<Credentials>, first: Duration) {
+    let mut wait = first * 2 / 3;
+    loop {
+        tokio::time::sleep(wait).await;
+        let current = c.current();
+        let expired = pki::first_der("cert", &current.cert_pem)
+            .ok()
+            .and_then(|d| pki::not_after(&d))
+            .is_none_or(|end| end <= now_unix());
+        let leader = match agora_ha::detector::Detector::new(&c.master) {
+            Ok(mut d) => d.wait_for_leader(JOIN_ATTEMPT).await.ok(),
+            Err(_) => None,
+        };
+        let attempt = match &leader {
+            None => Err("no leading master".to_string()),
+            Some(a) if expired => pki::join(a, &c.token, &c.names, JOIN_ATTEMPT)
+                .await
+                .map_err(|e| e.to_string()),
+            Some(a) => pki::renew(a, &current, &c.names, JOIN_ATTEMPT)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match attempt.and_then(|new| {
+            let lifetime = new.lifetime;
+            c.install(new).map(|()| lifetime)
+        }) {
+            Ok(lifetime) => {
+                info!(
+                    ?lifetime,
+                    joined_again = expired,
+                    "renewed the framework certificate"
+                );
+                wait = lifetime * 2 / 3;
+            }
+            Err(error) => {
+                warn!(%error, "cannot renew the framework certificate yet");
+                wait = (first / 10).clamp(Duration::from_millis(500), JOIN_MAX_BACKOFF);
+            }
+        }
+    }
+}
+
 /// `config` as it runs: unchanged without a join token; with one, joined (retrying while no
-/// master can be reached) and its `tls` pointing at the stored certificate, key and CA.
+/// master can be reached), its `tls` pointing at the stored certificate, key and CA, and
+/// [`FrameworkConfig::issued`] the certificate renewed from then on.
 ///
 /// # Errors
 /// [`JoinSetupError`].
@@ -142,9 +256,47 @@ pub async fn secure(config: FrameworkConfig) -> Result<FrameworkConfig, JoinSetu
                 .into(),
         ));
     }
-    let tls = store(&config.work_dir.join("tls"), &joined)?;
+    let dir = config.work_dir.join("tls");
+    let tls = store(&dir, &joined)?;
     info!(?names, lifetime = ?joined.lifetime, "joined the cluster: framework certificate issued");
-    Ok(FrameworkConfig { tls, ..config })
+    let server = agora_net::tls::SwappableCert::from_pem(
+        joined.cert_pem.as_bytes(),
+        joined.key_pem.as_bytes(),
+    )
+    .map_err(|e| JoinSetupError::Refused(e.to_string()))?;
+    let lifetime = joined.lifetime;
+    let creds = Arc::new(Credentials {
+        dir,
+        names,
+        master: config.master.clone(),
+        token,
+        client: agora_net::tls::SharedClientTls::new(joined.client()),
+        joined: RwLock::new(joined),
+        server,
+    });
+    tokio::spawn(renew_loop(creds.clone(), lifetime));
+    Ok(FrameworkConfig {
+        tls,
+        issued: Some(creds),
+        ..config
+    })
+}
+
+/// The TLS a framework's connections to the masters use: the renewed certificate when it joined
+/// with a token, else its `--tls-*` files.
+///
+/// # Errors
+/// [`agora_net::tls::TlsError`] naming the flag.
+pub fn client_tls(
+    config: &FrameworkConfig,
+) -> Result<Option<agora_net::tls::SharedClientTls>, agora_net::tls::TlsError> {
+    match &config.issued {
+        Some(c) => Ok(Some(c.client.clone())),
+        None => Ok(config
+            .tls
+            .client()?
+            .map(agora_net::tls::SharedClientTls::new)),
+    }
 }
 
 async fn join(

@@ -145,13 +145,20 @@ pub struct FrameworkBuilder {
     info: v1::FrameworkInfo,
     auto_ack: bool,
     suppressed_roles: Vec<String>,
-    tls: Option<agora_net::tls::ClientTls>,
+    tls: Option<agora_net::tls::SharedClientTls>,
 }
 
 impl FrameworkBuilder {
     /// Talk to the master over TLS, verifying it against the cluster CA (and presenting a client
     /// certificate when the material has one). See [`agora_net::tls::TlsFiles::client`].
     pub fn tls(mut self, tls: Option<agora_net::tls::ClientTls>) -> Self {
+        self.tls = tls.map(agora_net::tls::SharedClientTls::new);
+        self
+    }
+
+    /// [`FrameworkBuilder::tls`] with material that is replaced while the framework runs (a
+    /// renewed certificate): each new connection to a master takes the current one.
+    pub fn tls_shared(mut self, tls: Option<agora_net::tls::SharedClientTls>) -> Self {
         self.tls = tls;
         self
     }
@@ -504,7 +511,7 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
 
 struct Driver {
     authorization: Option<String>,
-    tls: Option<agora_net::tls::ClientTls>,
+    tls: Option<agora_net::tls::SharedClientTls>,
     detector: Detector,
     info: v1::FrameworkInfo,
     auto_ack: bool,
@@ -621,7 +628,8 @@ impl Driver {
         resubscribed: bool,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, tonic::Status> {
-        let endpoint = agora_net::tls::endpoint(address, self.tls.as_ref())
+        let tls = self.tls.as_ref().map(agora_net::tls::SharedClientTls::get);
+        let endpoint = agora_net::tls::endpoint(address, tls.as_ref())
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let channel = endpoint.connect().await.map_err(|e| {
             tonic::Status::unavailable(format!("{address}: {}", agora_net::tls::error_chain(&e)))
