@@ -522,6 +522,38 @@ async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certi
         },
     )
     .await;
+    // An SDK framework joins with the same token (and one with another cluster's is told so).
+    let first_event = |token: agora_net::pki::JoinToken, name: &str| {
+        let address = address.clone();
+        let name = name.to_string();
+        async move {
+            let mut fw = agora_sdk::Framework::builder(&address, &name)
+                .join_token(token)
+                .connect()
+                .expect("connect");
+            let e = tokio::time::timeout(Duration::from_secs(20), fw.next_event())
+                .await
+                .expect("an event within 20 s");
+            (fw, e)
+        }
+    };
+    let parsed = agora_net::pki::JoinToken::parse(&framework_token).expect("token");
+    let (sdk_fw, event) = first_event(parsed.clone(), "sdk-secure").await;
+    assert!(
+        matches!(event, Some(agora_sdk::Event::Subscribed { .. })),
+        "{event:?}"
+    );
+    let foreign = agora_net::pki::JoinToken {
+        ca_digest: "0".repeat(64),
+        secret: parsed.secret.clone(),
+    };
+    let (_refused, event) = first_event(foreign, "sdk-foreign").await;
+    match event {
+        Some(agora_sdk::Event::Error(m)) => assert!(m.contains("does not match"), "{m}"),
+        other => panic!("expected the driver to stop with the reason: {other:?}"),
+    }
+    drop(sdk_fw);
+
     for port in [services_port, batch_port] {
         let address = format!("127.0.0.1:{port}");
         let plain = reqwest::Client::builder()
