@@ -34,13 +34,14 @@
 //!
 //! Modules: [`agent`] (the actor), [`containerizer`] (trait, native, docker, cgroups),
 //! [`lifecycle`], [`status_update`] and [`health`] (pure cores), [`prober`] (health-check probes),
-//! [`command`] (argv of a `CommandInfo`, check commands on the host), [`checkpoint`], [`paths`], [`http`], [`master_link`], [`user`] (which Unix user a task runs as).
+//! [`command`] (argv of a `CommandInfo`, check commands on the host), [`checkpoint`], [`paths`], [`http`], [`master_link`], [`certificates`] (the certificate of a secure-by-default cluster: joined with an `AGORA-1-…` token, renewed on the session), [`user`] (which Unix user a task runs as).
 //!
 //! `unsafe` is denied crate-wide and forbidden in every module but `sys`, which holds the one
 //! `pre_exec` hook that enters namespaces.
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod certificates;
 pub mod checkpoint;
 pub mod command;
 pub mod containerizer;
@@ -442,6 +443,28 @@ impl Agent {
     }
 }
 
+/// The `AGORA-1-…` join token, if `config.join_token` is one (then the agent gets its certificate
+/// from the cluster CA; TLS files may not be given too).
+fn join_token_of(config: &AgentConfig) -> Result<Option<agora_net::pki::JoinToken>, AgentError> {
+    let Some(t) = config
+        .join_token
+        .as_deref()
+        .filter(|t| agora_net::pki::JoinToken::looks_like(t))
+    else {
+        return Ok(None);
+    };
+    if !config.tls.is_empty() {
+        return Err(AgentError::Config(
+            "--join-token AGORA-1-… gets the agent its certificate from the cluster CA: \
+             drop --tls-cert, --tls-key and --tls-ca (or use a plain token with them)"
+                .into(),
+        ));
+    }
+    agora_net::pki::JoinToken::parse(t)
+        .map(Some)
+        .map_err(|e| AgentError::Config(e.to_string()))
+}
+
 /// Runs a whole agent until `shutdown` resolves: recovery, the HTTP server on `config.port`, and the
 /// link to the master when `config.master` is set. On shutdown the agent stops but leaves its tasks
 /// running (a restarted agent recovers them).
@@ -458,10 +481,23 @@ pub async fn run(
         mut info,
         release,
     } = Agent::start(&config).await?;
-    let server_tls = config
-        .tls
-        .server_config()
-        .map_err(|e| AgentError::Config(e.to_string()))?;
+    let issued = match (&config.master, join_token_of(&config)?) {
+        (Some(master), Some(token)) => {
+            let names = certificates::names(&info.hostname, Some(config.bind));
+            Some(
+                certificates::Issued::obtain(master, &token, &config.work_dir.join("tls"), names)
+                    .await?,
+            )
+        }
+        _ => None,
+    };
+    let server_tls = match &issued {
+        Some(i) => Some(i.server_config()?),
+        None => config
+            .tls
+            .server_config()
+            .map_err(|e| AgentError::Config(e.to_string()))?,
+    };
     let client_tls = config
         .tls
         .client()
@@ -528,7 +564,8 @@ pub async fn run(
             let l = master_link::MasterLink::new(master.clone(), handle.clone(), info.clone())
                 .with_endpoints(endpoints.clone())
                 .with_join_token(config.join_token.clone())
-                .with_tls(client_tls);
+                .with_tls(client_tls)
+                .with_issued(issued.clone());
             let stop = stop_rx.clone();
             Some(tokio::spawn(l.run(outbox, stop)))
         }

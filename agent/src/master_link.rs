@@ -94,6 +94,9 @@ pub struct MasterLink {
     info: v1::AgentInfo,
     join_token: String,
     tls: Option<agora_net::tls::ClientTls>,
+    /// The certificate the cluster CA issued (secure by default): used instead of `tls`, and
+    /// renewed over the session's connection.
+    issued: Option<std::sync::Arc<crate::certificates::Issued>>,
     /// Where the master's endpoint updates go (DNS, a mesh read it); `None`: dropped.
     endpoints: Option<crate::endpoints::Endpoints>,
 }
@@ -120,6 +123,7 @@ impl MasterLink {
             info,
             join_token: String::new(),
             tls: None,
+            issued: None,
             endpoints: None,
         }
     }
@@ -136,10 +140,30 @@ impl MasterLink {
         self
     }
 
+    /// Mutual TLS with the certificate the cluster CA issued, renewed in the session.
+    pub fn with_issued(
+        mut self,
+        issued: Option<std::sync::Arc<crate::certificates::Issued>>,
+    ) -> Self {
+        self.issued = issued;
+        self
+    }
+
     /// The cluster's join token, presented when registering.
     pub fn with_join_token(mut self, token: Option<String>) -> Self {
         self.join_token = token.unwrap_or_default();
         self
+    }
+
+    /// What Register/Reregister carry: the plain join token, or nothing when the agent holds a
+    /// certificate of the cluster CA (that is its credential; the AGORA-1 secret is only for
+    /// the Certificates service).
+    fn registration_token(&self) -> String {
+        if self.issued.is_some() {
+            String::new()
+        } else {
+            self.join_token.clone()
+        }
     }
 
     fn registered_marker(&self) -> std::path::PathBuf {
@@ -211,7 +235,7 @@ impl MasterLink {
                     // A TLS master answers a plain HTTP/2 client with TLS records, which tonic
                     // reports as an h2 frame-size error: say what the operator must do, and stop
                     // (no retry turns a plain agent into a TLS one).
-                    if let (None, Some(address)) = (&self.tls, &address) {
+                    if let (None, None, Some(address)) = (&self.tls, &self.issued, &address) {
                         if agora_net::tls::speaks_tls(address, Duration::from_secs(2)).await {
                             return Err(AgentError::TlsRequired(address.clone()));
                         }
@@ -251,7 +275,7 @@ impl MasterLink {
                 tasks: self.agent.tasks().await?,
                 executors: Vec::new(),
                 frameworks: self.agent.frameworks().await?,
-                join_token: self.join_token.clone(),
+                join_token: self.registration_token(),
             };
             let resp = client.reregister(req).await?.into_inner();
             info!(agent_id = %self.agent.agent_id(), "re-registered with the master");
@@ -259,7 +283,7 @@ impl MasterLink {
         } else {
             let req = v1::RegisterAgentRequest {
                 agent_info: Some(self.info.clone()),
-                join_token: self.join_token.clone(),
+                join_token: self.registration_token(),
             };
             let resp = client.register(req).await?.into_inner();
             if !resp.agent_id.is_empty() && resp.agent_id != self.agent.agent_id() {
@@ -281,17 +305,39 @@ impl MasterLink {
         stop: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> Result<End, LinkError> {
-        let endpoint = agora_net::tls::endpoint(address, self.tls.as_ref()).map_err(|e| {
-            LinkError::Connect {
+        let tls = match &self.issued {
+            Some(issued) => {
+                if issued.expired() {
+                    // Cut off from the masters past its certificate's end: join again.
+                    let token = agora_net::pki::JoinToken::parse(&self.join_token)
+                        .map_err(|e| AgentError::JoinRefused(e.to_string()))?;
+                    match issued.rejoin(address, &token).await {
+                        Ok(()) => {}
+                        Err((true, reason)) => return Err(AgentError::JoinRefused(reason).into()),
+                        Err((false, message)) => {
+                            return Err(LinkError::Connect {
+                                address: address.to_string(),
+                                message: format!(
+                                    "the agent's certificate expired; joining again: {message}"
+                                ),
+                            })
+                        }
+                    }
+                }
+                issued.client()
+            }
+            None => self.tls.clone(),
+        };
+        let endpoint =
+            agora_net::tls::endpoint(address, tls.as_ref()).map_err(|e| LinkError::Connect {
                 address: address.to_string(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         let channel = endpoint.connect().await.map_err(|e| LinkError::Connect {
             address: address.to_string(),
             message: agora_net::tls::error_chain(&e),
         })?;
-        let mut client = AgentControlClient::new(channel);
+        let mut client = AgentControlClient::new(channel.clone());
         let resp = self.register(&mut client).await?;
         let heartbeat = crate::limits::positive_seconds(
             resp.heartbeat_interval_seconds,
@@ -313,9 +359,28 @@ impl MasterLink {
         self.agent.resend_unacknowledged()?;
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
+        let mut renew_at = self.issued.as_ref().map(|i| i.renew_at());
         loop {
+            let renewal = async {
+                match renew_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stopped(stop) => return Ok(End::Stopped),
+                () = renewal => {
+                    // Renewed on this session's connection: the session itself is not touched.
+                    if let Some(issued) = &self.issued {
+                        renew_at = match issued.renew(channel.clone()).await {
+                            Ok(()) => Some(issued.renew_at()),
+                            Err(e) => {
+                                warn!(error = %e, "certificate renewal failed; retrying in 5 s");
+                                Some(std::time::Instant::now() + Duration::from_secs(5))
+                            }
+                        };
+                    }
+                }
                 update = outbox.recv() => {
                     let Some(update) = update else { return Err(AgentError::Stopped.into()) };
                     let msg = agent_message::Message::StatusUpdate(update);

@@ -14,6 +14,8 @@
 //! - [`store`]: the [`store::StateStore`] trait, the local-file store, [`store::Document`] and the
 //!   one atomic-write helper ([`store::write_atomic`]).
 //! - [`zk_store`]: the ZooKeeper store (chunked, compare-and-set, fenced on the election znode).
+//! - [`secret_store`]: one small secret document written once for the cluster (a 0600 file or a
+//!   znode), for the master's cluster CA.
 //! - [`leadership`]: [`leadership::Leadership`], standby redirects and the leader proxy.
 //!
 //! Nothing here exits the process: losing leadership or ZooKeeper is an error or a future that
@@ -23,5 +25,6 @@
 pub mod detector;
 pub mod election;
 pub mod leadership;
+pub mod secret_store;
 pub mod store;
 pub mod zk_store;

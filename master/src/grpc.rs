@@ -231,8 +231,7 @@ impl AgentControl for Services {
         &self,
         request: Request<v1::RegisterAgentRequest>,
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
-        self.node
-            .check_agent_certificate(agora_net::tls::has_client_certificate(&request))?;
+        self.node.check_agent(&request)?;
         let r = request.into_inner();
         let token = self.node.join_token()?;
         let resp = self
@@ -249,8 +248,7 @@ impl AgentControl for Services {
         &self,
         request: Request<v1::ReregisterAgentRequest>,
     ) -> Result<Response<v1::RegisterAgentResponse>, Status> {
-        self.node
-            .check_agent_certificate(agora_net::tls::has_client_certificate(&request))?;
+        self.node.check_agent(&request)?;
         let r = request.into_inner();
         let token = self.node.join_token()?;
         let resp = self
@@ -267,8 +265,7 @@ impl AgentControl for Services {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        self.node
-            .check_agent_certificate(agora_net::tls::has_client_certificate(&request))?;
+        self.node.check_agent(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await

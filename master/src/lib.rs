@@ -15,6 +15,8 @@
 //! - [`grpc`], [`http`]: thin translations of calls into actor requests.
 //! - [`mesos`]: Apache Mesos's v1 scheduler and operator HTTP APIs on the same port, translated
 //!   onto the same actor calls, so that Mesos frameworks and tools run unchanged.
+//! - [`pki`]: secure by default — the cluster CA made at first start, this master's certificate,
+//!   and the `Certificates` service that signs agents' and frameworks' keys for a join token.
 //! - [`registry`]: the durable state, kept through `agora-ha`'s `StateStore` (a local file, or
 //!   ZooKeeper when elected there).
 //!
@@ -39,6 +41,7 @@ pub mod join_token;
 pub mod mesos;
 pub mod metrics;
 pub mod node;
+pub mod pki;
 pub mod registry;
 
 use std::future::Future;
@@ -50,7 +53,7 @@ use std::time::Duration;
 use agora_ha::election::{self, Contender};
 use agora_proto::v1;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use allocator::{
     AllocationStats, Allocator, AllocatorConfig, AllocatorError, Offer, Policy, Quantities,
@@ -116,6 +119,16 @@ pub struct MasterConfig {
     /// `--drain-period`: a killed task with endpoints leaves every agent's endpoint table first;
     /// its kill waits for every agent's acknowledgement, at most this long (zero: off).
     pub drain_period: Duration,
+    /// Secure by default: without `tls` files, serve TLS with a certificate of the cluster CA
+    /// (made at the cluster's first start, see [`pki`]) and require agents to present agent
+    /// certificates of it. `agora master` sets it unless `--insecure`; embedders (`agora local`,
+    /// `agora bench`, tests) choose. `false` without `tls` files: plain TCP.
+    pub cluster_ca: bool,
+    /// `--zk-auth-file`'s `user:password`: the cluster PKI's znode is readable only by sessions
+    /// with this digest credential.
+    pub zk_auth: Option<String>,
+    /// Lifetime of the certificates this master issues (90 days; a test flag shortens it).
+    pub certificate_lifetime: Duration,
 }
 
 impl Default for MasterConfig {
@@ -143,6 +156,9 @@ impl Default for MasterConfig {
             tls: agora_net::tls::TlsFiles::default(),
             require_agent_certificate: false,
             drain_period: drain::DEFAULT_DRAIN_PERIOD,
+            cluster_ca: false,
+            zk_auth: None,
+            certificate_lifetime: agora_net::pki::DEFAULT_LIFETIME,
         }
     }
 }
@@ -269,9 +285,35 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         }
     });
     let advertised = format!("{advertised_host}:{}", address.port());
+    let shown_hostname = config.hostname.clone().unwrap_or_else(hostname);
+    let auto_tls = if !config.tls.is_empty() {
+        None
+    } else if !config.cluster_ca {
+        warn!("insecure: this master serves in clear (no TLS): join tokens, credentials and tasks travel unencrypted and unauthenticated");
+        None
+    } else {
+        let home = pki::home(
+            &config.work_dir,
+            config.zk.as_deref(),
+            config.zk_auth.clone(),
+            config.zk_session_timeout,
+        )?;
+        let names = pki::own_names(&shown_hostname, &advertised_host, config.bind.ip());
+        let auto = pki::start(home, &config.work_dir, names, config.certificate_lifetime).await?;
+        info!(
+            ca = %auto.ca_file.display(),
+            digest = %auto.digest,
+            "serving TLS with a certificate of the cluster CA (print join tokens with `agora master token`)"
+        );
+        Some(auto)
+    };
+    let tls = match &auto_tls {
+        Some(auto) => Some(auto.server.clone()),
+        None => tls,
+    };
     let master_info = v1::MasterInfo {
         id: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
-        hostname: config.hostname.clone().unwrap_or_else(hostname),
+        hostname: shown_hostname,
         address: advertised.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         start_time: bookkeeping::Clock::system().wall,
@@ -299,10 +341,23 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
         .unwrap_or_default();
     let node = Arc::new(
         node::Node::new(advertised.clone())
-            .with_join_token_file(config.join_token_file.clone())
+            .with_join_token_file(match (&auto_tls, &config.join_token_file) {
+                (Some(_), Some(path)) => {
+                    warn!(
+                        file = %path.display(),
+                        "--join-token-file is ignored: agents join with the cluster CA's AGORA-1 token \
+                         (`agora master token`) and authenticate with its certificates"
+                    );
+                    None
+                }
+                (_, file) => file.clone(),
+            })
             .with_auth(credentials, acls)
             .with_api_token(config.api_token.clone())
-            .with_agent_certificates_required(config.require_agent_certificate),
+            .with_agent_certificates_required(
+                config.require_agent_certificate || auto_tls.is_some(),
+            )
+            .with_agent_role_required(auto_tls.is_some()),
     );
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let (fatal_tx, fatal) = tokio::sync::mpsc::unbounded_channel();
@@ -315,9 +370,15 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
             .add_service(v1::agent_control_server::AgentControlServer::new(
                 services.clone(),
             ))
-            .add_service(v1::operator_server::OperatorServer::new(services))
-            .prepare()
-            .into_axum_router();
+            .add_service(v1::operator_server::OperatorServer::new(services));
+    let grpc = match &auto_tls {
+        Some(auto) => grpc.add_service(v1::certificates_server::CertificatesServer::new(
+            auto.service.clone(),
+        )),
+        None => grpc,
+    }
+    .prepare()
+    .into_axum_router();
     let app = http::router(node.clone(), config.api_token.clone())
         .merge(mesos::router(node.clone(), config.api_token.clone()))
         .merge(grpc)
@@ -328,6 +389,18 @@ pub async fn start(config: MasterConfig) -> Result<RunningMaster, RunError> {
             addr: config.bind.to_string(),
             source,
         })?;
+    if let Some(renew) = auto_tls.as_ref().map(pki::AutoTls::renewal) {
+        let mut stopping = stop_rx.clone();
+        let t = tokio::spawn(async move {
+            tokio::select! {
+                () = renew => {}
+                _ = stopping.wait_for(|s| *s) => {}
+            }
+        });
+        if let Ok(mut tasks) = tasks.lock() {
+            tasks.push(t);
+        }
+    }
     let mut serve_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         agora_net::tls::serve(listener, app, async move {

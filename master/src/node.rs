@@ -16,6 +16,8 @@ pub struct Node {
     credentials: Option<crate::auth::Credentials>,
     acls: crate::auth::Acls,
     agent_certificates_required: bool,
+    /// The certificate must be one the cluster CA issued to an agent (secure by default).
+    agent_role_required: bool,
     api_token: Option<agora_net::http_auth::ApiToken>,
 }
 
@@ -28,6 +30,7 @@ impl Node {
             credentials: None,
             acls: crate::auth::Acls::default(),
             agent_certificates_required: false,
+            agent_role_required: false,
             api_token: None,
         }
     }
@@ -93,6 +96,30 @@ impl Node {
     pub fn with_agent_certificates_required(mut self, required: bool) -> Self {
         self.agent_certificates_required = required;
         self
+    }
+
+    /// Agents' certificates must be agent certificates of the cluster CA (not a framework's).
+    pub fn with_agent_role_required(mut self, required: bool) -> Self {
+        self.agent_role_required = required;
+        self
+    }
+
+    /// [`Node::check_agent_certificate`] for the connection of `request`, and in secure-by-default
+    /// mode its certificate must be an agent's.
+    ///
+    /// # Errors
+    /// [`MasterError::Unauthenticated`] saying what the agent must do.
+    pub fn check_agent<T>(&self, request: &tonic::Request<T>) -> Result<(), MasterError> {
+        if self.agent_role_required
+            && agora_net::tls::client_role(request) != Some(agora_net::pki::Role::Agent)
+        {
+            return Err(MasterError::Unauthenticated(
+                "this master requires agents to present an agent certificate of the cluster CA \
+                 (start the agent with --join-token AGORA-1-…, printed by `agora master token`)"
+                    .into(),
+            ));
+        }
+        self.check_agent_certificate(agora_net::tls::has_client_certificate(request))
     }
 
     /// Refuses an agent call made without a verified client certificate when this master requires

@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -117,6 +118,136 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Invalid {
+            flag: "--tls-key",
+            message: e.to_string(),
+        })?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| TlsError::Invalid {
+        flag: "--tls-key",
+        message: format!("does not match --tls-cert: {e}"),
+    })?;
+    Ok(Arc::new(certified))
+}
+
+fn pem_certificates(
+    flag: &'static str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Invalid {
+            flag,
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Invalid {
+            flag,
+            message: "no certificate in PEM form".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The roots of a CA given as PEM.
+///
+/// # Errors
+/// [`TlsError::Invalid`].
+pub fn pem_roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in pem_certificates("CA", pem)? {
+        roots.add(cert).map_err(|e| TlsError::Invalid {
+            flag: "CA",
+            message: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A listener's certificate that can be replaced while it serves (a renewed certificate is used
+/// from the next handshake on; connections open keep theirs).
+#[derive(Debug)]
+pub struct SwappableCert(RwLock<Arc<CertifiedKey>>);
+
+impl SwappableCert {
+    /// From a PEM chain and key.
+    ///
+    /// # Errors
+    /// [`TlsError::Invalid`] when they do not parse or do not match.
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<SwappableCert>, TlsError> {
+        Ok(Arc::new(SwappableCert(RwLock::new(Self::parse(
+            chain_pem, key_pem,
+        )?))))
+    }
+
+    fn parse(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
+        let chain = pem_certificates("certificate", chain_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Invalid {
+            flag: "key",
+            message: e.to_string(),
+        })?;
+        certified_key(chain, key)
+    }
+
+    /// Serves `chain_pem`/`key_pem` from the next handshake on.
+    ///
+    /// # Errors
+    /// [`TlsError::Invalid`]; the certificate served is then unchanged.
+    pub fn replace(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+        let new = Self::parse(chain_pem, key_pem)?;
+        if let Ok(mut c) = self.0.write() {
+            *c = new;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SwappableCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().map(|c| c.clone())
+    }
+}
+
+/// A listener's TLS configuration serving `cert`; with `client_roots`, clients may present a
+/// certificate those roots signed (verified; one they did not sign fails the handshake).
+///
+/// # Errors
+/// [`TlsError::Invalid`].
+pub fn server_config_with(
+    cert: Arc<SwappableCert>,
+    client_roots: Option<RootCertStore>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Invalid {
+            flag: "--tls-cert",
+            message: e.to_string(),
+        })?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Invalid {
+                    flag: "--tls-ca",
+                    message: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The TLS flags every component takes: `--tls-cert`, `--tls-key`, `--tls-ca`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -159,34 +290,9 @@ impl TlsFiles {
         };
         let chain = certificates("--tls-cert", cert)?;
         let key = private_key("--tls-key", key)?;
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Invalid {
-                flag: "--tls-cert",
-                message: e.to_string(),
-            })?;
-        let builder = match &self.ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                        .allow_unauthenticated()
-                        .build()
-                        .map_err(|e| TlsError::Invalid {
-                            flag: "--tls-ca",
-                            message: e.to_string(),
-                        })?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Invalid {
-                flag: "--tls-key",
-                message: format!("does not match --tls-cert: {e}"),
-            })?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Some(Arc::new(config)))
+        let roots = self.ca.as_deref().map(roots).transpose()?;
+        let certified = certified_key(chain, key)?;
+        server_config_with(Arc::new(SwappableCert(RwLock::new(certified))), roots).map(Some)
     }
 
     /// The client side, or `None` when no `--tls-ca` was given (plain TCP).
@@ -235,6 +341,39 @@ impl ClientTls {
             Some((cert, key)) => config.identity(Identity::from_pem(cert, key)),
             None => config,
         }
+    }
+}
+
+/// A client's TLS material that a renewal replaces: each new connection takes the current one
+/// ([`SharedClientTls::get`]); connections open keep theirs.
+#[derive(Debug, Clone)]
+pub struct SharedClientTls(Arc<RwLock<ClientTls>>);
+
+impl SharedClientTls {
+    pub fn new(tls: ClientTls) -> SharedClientTls {
+        SharedClientTls(Arc::new(RwLock::new(tls)))
+    }
+
+    /// The material new connections use now.
+    pub fn get(&self) -> ClientTls {
+        match self.0.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces it (a renewed certificate).
+    pub fn set(&self, tls: ClientTls) {
+        match self.0.write() {
+            Ok(mut t) => *t = tls,
+            Err(poisoned) => *poisoned.into_inner() = tls,
+        }
+    }
+}
+
+impl From<ClientTls> for SharedClientTls {
+    fn from(tls: ClientTls) -> SharedClientTls {
+        SharedClientTls::new(tls)
     }
 }
 
@@ -568,21 +707,20 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// True when the client presented a certificate the server's CA verified.
     pub client_certificate: bool,
+    /// The role of that certificate when the cluster CA issued it (see [`crate::pki::Role`]).
+    pub client_role: Option<crate::pki::Role>,
 }
 
 impl Peer {
     fn of(connection: &Connection, addr: SocketAddr) -> Peer {
-        let client_certificate = match connection {
-            Connection::Plain(_) => false,
-            Connection::Tls(s) => s
-                .get_ref()
-                .1
-                .peer_certificates()
-                .is_some_and(|c| !c.is_empty()),
+        let leaf = match connection {
+            Connection::Plain(_) => None,
+            Connection::Tls(s) => s.get_ref().1.peer_certificates().and_then(|c| c.first()),
         };
         Peer {
             addr,
-            client_certificate,
+            client_certificate: leaf.is_some(),
+            client_role: leaf.and_then(|c| crate::pki::role_of(c.as_ref())),
         }
     }
 }
@@ -765,6 +903,15 @@ impl AsyncWrite for Replay {
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
+}
+
+/// The role of the verified client certificate of the request's connection, if the cluster CA
+/// issued it.
+pub fn client_role<T>(request: &tonic::Request<T>) -> Option<crate::pki::Role> {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .and_then(|c| c.0.client_role)
 }
 
 /// Whether the request came over a connection with a verified client certificate.

@@ -48,7 +48,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "10", value_parser = super::seconds)]
     status_retry_initial: std::time::Duration,
     /// File holding the cluster's join token (`agora master token` prints it).
-    #[arg(long)]
+    #[arg(long, env = "AGORA_AGENT_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
     /// The join token itself (prefer --join-token-file: the environment is visible to tasks).
     #[arg(long = "join-token", env = "AGORA_JOIN_TOKEN", hide_env_values = true)]
@@ -97,6 +97,11 @@ pub struct AgentArgs {
     token: super::cli::TokenArgs,
     #[command(flatten)]
     tls: super::TlsArgs,
+    /// Talk to the master and serve the HTTP port in clear (a master started with --insecure).
+    /// Without it the agent needs a join token `AGORA-1-…` (`agora master token`), with which it
+    /// gets its certificate from the cluster CA, or --tls-* files.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    insecure: bool,
 }
 
 /// `agora agent SUBCOMMAND`: the cluster's agents (through the master), or this machine's
@@ -156,6 +161,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         ),
         (None, token) => token,
     };
+    let secure_token = join_token
+        .as_deref()
+        .is_some_and(agora_net::pki::JoinToken::looks_like);
+    if secure_token && args.insecure {
+        anyhow::bail!("--insecure cannot be used with an AGORA-1-… join token (it gets the agent a certificate)");
+    }
+    if !secure_token && !args.insecure && args.tls.files().is_empty() {
+        anyhow::bail!(
+            "give the agent the cluster's join token (--join-token AGORA-1-…, printed by \
+             `agora master token` on a master), or --tls-* files, or --insecure for a master \
+             started with --insecure"
+        );
+    }
     let api_token = args
         .api_token_file
         .as_ref()

@@ -42,7 +42,9 @@ pub fn config(args: BatchArgs) -> anyhow::Result<agora_batch::BatchConfig> {
 }
 
 pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
-    let running = agora_batch::start(config(args)?).await?;
+    let config = config(args)?;
+    super::refuse_clear_to_tls(&config).await?;
+    let running = agora_batch::start(config).await?;
     eprintln!("agora batch API listening on {}", running.address);
     running.wait(super::shutdown_signal()).await?;
     Ok(())

@@ -52,6 +52,10 @@ pub struct LocalArgs {
     /// Run no routing mesh on the agents.
     #[arg(long)]
     no_mesh: bool,
+    /// Run in clear (no TLS). `agora local` does not use the cluster CA yet, so this is what it
+    /// does either way; scripts pass it to stay right once it does.
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// Splits the machine (or the given total) evenly between `n` agents, ports included.
@@ -219,6 +223,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             advertise: None,
             credential: None,
             tls: Default::default(),
+            join_token: None,
+            issued: None,
         },
         args.service_port_range,
     )
@@ -242,6 +248,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         advertise: None,
         credential: None,
         tls: Default::default(),
+        join_token: None,
+        issued: None,
     })
     .await
     .with_context(|| {

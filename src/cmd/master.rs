@@ -10,14 +10,35 @@ use super::seconds;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum MasterAction {
-    /// Print the join token agents must present (creating it if needed), or rotate it.
+    /// Print the cluster's agent join token, `AGORA-1-<CA digest>-<secret>` (creating the cluster
+    /// CA if no master made it yet), or the framework/operator token with --framework; --rotate
+    /// replaces the secret.
     Token {
-        /// The token file the master is started with.
-        #[arg(long, default_value = "/var/lib/agora/master/join-token")]
-        join_token_file: PathBuf,
-        /// Replace the token: new agents need the new one; admitted agents are not affected.
+        /// The cluster's ZooKeeper URL, as the masters are given (the CA and secrets live there).
+        #[arg(long, env = "AGORA_ZK")]
+        zk: Option<String>,
+        /// Without --zk: the master's work dir (the CA and secrets live in <dir>/pki).
+        #[arg(
+            long,
+            default_value = "/var/lib/agora/master",
+            env = "AGORA_MASTER_WORK_DIR"
+        )]
+        work_dir: PathBuf,
+        /// File with ZooKeeper's `user:password` (digest scheme), as the masters are given.
+        #[arg(long)]
+        zk_auth_file: Option<PathBuf>,
+        /// The framework/operator token (client certificates for frameworks, the CLI, the SDK)
+        /// instead of the agent token.
+        #[arg(long)]
+        framework: bool,
+        /// Replace the secret: new joins need the new token; certificates already issued keep
+        /// working.
         #[arg(long)]
         rotate: bool,
+        /// An older cluster's plain token file (a master started with --join-token-file): print
+        /// or rotate that token instead.
+        #[arg(long, conflicts_with_all = ["zk", "framework"])]
+        join_token_file: Option<PathBuf>,
     },
 }
 
@@ -110,23 +131,79 @@ pub struct MasterArgs {
     /// and browsers on the same port still need none.
     #[arg(long)]
     tls_require_agent_cert: bool,
+    /// Serve in clear: no TLS, no certificates. Without it (and without --tls-* files) the master
+    /// serves TLS with a certificate of the cluster CA, made at the cluster's first start and kept
+    /// in ZooKeeper (--zk) or in --work-dir/pki, and agents join with `agora master token`'s token.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca", "tls_require_agent_cert"])]
+    insecure: bool,
+    /// File with `user:password` for ZooKeeper's digest scheme: the cluster CA's znode is then
+    /// readable only by sessions with that credential (give all masters the same file).
+    #[arg(long)]
+    zk_auth_file: Option<PathBuf>,
+    /// Seconds the certificates issued to agents and frameworks are valid (tests).
+    #[arg(long, hide = true, value_parser = seconds)]
+    test_certificate_lifetime: Option<Duration>,
+}
+
+fn zk_auth(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("--zk-auth-file {}: {e}", path.display()))?;
+    let auth = text.trim().to_string();
+    match auth.split_once(':') {
+        Some((user, password))
+            if !user.is_empty() && !password.is_empty() && auth.len() <= 1024 =>
+        {
+            Ok(Some(auth))
+        }
+        _ => anyhow::bail!(
+            "--zk-auth-file {}: expected one line `user:password` (at most 1024 bytes)",
+            path.display()
+        ),
+    }
 }
 
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
     if let Some(MasterAction::Token {
-        join_token_file,
+        zk,
+        work_dir,
+        zk_auth_file,
+        framework,
         rotate,
+        join_token_file,
     }) = args.action
     {
-        let token = if rotate {
-            agora_master::join_token::rotate(&join_token_file)?
+        if let Some(file) = join_token_file {
+            let token = if rotate {
+                agora_master::join_token::rotate(&file)?
+            } else {
+                agora_master::join_token::load_or_create(&file)?
+            };
+            println!("{token}");
+            return Ok(());
+        }
+        use agora_master::pki;
+        let home = pki::home(
+            &work_dir,
+            zk.as_deref(),
+            zk_auth(zk_auth_file.as_deref())?,
+            Duration::from_secs(10),
+        )?;
+        let kind = if framework {
+            pki::TokenKind::Framework
         } else {
-            agora_master::join_token::load_or_create(&join_token_file)?
+            pki::TokenKind::Agent
         };
-        println!("{token}");
+        let secrets = if rotate {
+            pki::rotate(&home, kind, pki::now()).await?
+        } else {
+            pki::load_or_create(&home, pki::now()).await?
+        };
+        println!("{}", secrets.token(kind)?);
         return Ok(());
     }
-    if args.join_token_file.is_none() {
+    let cluster_ca = !args.insecure && args.tls.files().is_empty();
+    if args.join_token_file.is_none() && !cluster_ca {
         tracing::warn!("no --join-token-file: any agent that reaches this master may join");
     }
     let config = agora_master::MasterConfig {
@@ -155,6 +232,11 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         tls: args.tls.files(),
         require_agent_certificate: args.tls_require_agent_cert,
         drain_period: args.drain_period,
+        cluster_ca,
+        zk_auth: zk_auth(args.zk_auth_file.as_deref())?,
+        certificate_lifetime: args
+            .test_certificate_lifetime
+            .unwrap_or(agora_net::pki::DEFAULT_LIFETIME),
     };
     let master = agora_master::start(config).await?;
     eprintln!("agora master listening on {}", master.address);

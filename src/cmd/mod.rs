@@ -48,6 +48,28 @@ pub struct FrameworkArgs {
     zk_session_timeout: std::time::Duration,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Talk to the master and serve the API in clear (a master started with --insecure); the
+    /// same as giving no --tls-* files, said explicitly.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca", "join_token", "join_token_file"])]
+    insecure: bool,
+    /// The cluster's framework token (`agora master token --framework` on a master prints it,
+    /// AGORA-1-…): at start the framework gets a certificate from the cluster CA, talks to the
+    /// master with mutual TLS and serves its API over https with it. Prefer --join-token-file
+    /// (the environment is visible to tasks).
+    #[arg(
+        long,
+        env = "AGORA_FRAMEWORK_JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"]
+    )]
+    join_token: Option<String>,
+    /// A file holding the framework token (see --join-token).
+    #[arg(
+        long,
+        env = "AGORA_FRAMEWORK_JOIN_TOKEN_FILE",
+        conflicts_with_all = ["tls_cert", "tls_key", "tls_ca", "join_token"]
+    )]
+    join_token_file: Option<std::path::PathBuf>,
 }
 
 impl FrameworkArgs {
@@ -61,6 +83,22 @@ impl FrameworkArgs {
         framework_name: String,
         api_token_file: Option<std::path::PathBuf>,
     ) -> anyhow::Result<agora_framework::FrameworkConfig> {
+        let join_token = match (&self.join_token_file, &self.join_token) {
+            (Some(path), _) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--join-token-file {}: {e}", path.display()))?,
+            ),
+            (None, token) => token.clone(),
+        }
+        .map(|t| agora_net::pki::JoinToken::parse(t.trim()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--join-token: {e}"))?;
+        if join_token.is_none() && !self.insecure && self.tls.files().is_empty() {
+            tracing::warn!(
+                "no --tls-* files: this framework talks to the master and serves its API in clear \
+                 (pass --insecure to say so)"
+            );
+        }
         Ok(agora_framework::FrameworkConfig {
             credential: credential(self.principal, self.secret_file)?,
             tls: self.tls.files(),
@@ -75,8 +113,33 @@ impl FrameworkArgs {
             zk,
             zk_session_timeout: self.zk_session_timeout,
             advertise: self.advertise,
+            join_token,
+            issued: None,
         })
     }
+}
+
+/// Refuses to start a framework in clear against a master that speaks TLS (no --join-token, no
+/// --tls-* files), saying what it needs, instead of failing at the first call.
+pub async fn refuse_clear_to_tls(config: &agora_framework::FrameworkConfig) -> anyhow::Result<()> {
+    if config.join_token.is_some() || !config.tls.is_empty() {
+        return Ok(());
+    }
+    let within = std::time::Duration::from_secs(3);
+    let Ok(mut detector) = agora_ha::detector::Detector::new(&config.master) else {
+        return Ok(());
+    };
+    let Ok(address) = detector.wait_for_leader(within).await else {
+        return Ok(());
+    };
+    if agora_net::tls::speaks_tls(&address, within).await {
+        anyhow::bail!(
+            "the master at {address} speaks TLS: give this framework the cluster's framework \
+             token (--join-token AGORA-1-…, printed by `agora master token --framework` on a \
+             master), or --tls-ca (and --tls-cert/--tls-key)"
+        );
+    }
+    Ok(())
 }
 
 /// A framework's `--principal` and the secret in `--secret-file`.

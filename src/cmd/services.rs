@@ -49,7 +49,9 @@ pub fn config(args: ServicesArgs) -> anyhow::Result<agora_services::ServicesConf
 
 pub async fn run(args: ServicesArgs) -> anyhow::Result<()> {
     let range = args.service_port_range;
-    let running = agora_services::start_with(config(args)?, range).await?;
+    let config = config(args)?;
+    super::refuse_clear_to_tls(&config).await?;
+    let running = agora_services::start_with(config, range).await?;
     eprintln!("agora services API listening on {}", running.address);
     running.wait(super::shutdown_signal()).await?;
     Ok(())

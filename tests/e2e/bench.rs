@@ -67,6 +67,51 @@ async fn bench_load_runs_every_task_and_reports_json() {
     assert!(0.0 < p50 && p50 <= p99, "{r}");
 }
 
+/// `agora bench load --tls`: the same small run against a master on its own cluster CA, the
+/// driver joined with the agent token and every connection over TLS (agents with mutual TLS).
+#[tokio::test]
+async fn bench_load_over_tls_runs_every_task_and_reports_the_handshake() {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args([
+            "bench",
+            "load",
+            "--agents",
+            "20",
+            "--frameworks",
+            "2",
+            "--tasks",
+            "100",
+            "--task-seconds",
+            "0.5",
+            "--timeout",
+            "15",
+            "--json",
+            "--tls",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("bench load --tls finishes within 30 s")
+        .expect("the agora binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench load --tls failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let r: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {stdout}"));
+    assert_eq!(r["tasks_running"], 100, "{r}");
+    assert_eq!(r["tasks_finished"], 100, "{r}");
+    assert_eq!(r["accept_errors"], 0, "{r}");
+    assert!(
+        stderr.contains("TCP + TLS handshake + HTTP/2) takes"),
+        "the handshake cost is reported: {stderr}"
+    );
+}
+
 /// `agora bench load --failover`: 10 agents and 50 tasks under two masters on the real ZooKeeper
 /// (`AGORA_TEST_ZK`); the driver kills the leader and every agent must re-register with its tasks
 /// on the new leader, which must then count them itself.

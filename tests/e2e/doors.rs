@@ -279,7 +279,14 @@ async fn impatient_master(dir: &std::path::Path) -> ImpatientMaster {
     let out = std::fs::File::create(&log).expect("log");
     let err = out.try_clone().expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .args(["master", "--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "master",
+            "--insecure",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
         .arg("--work-dir")
         .arg(dir.join("master"))
         .env("RUST_LOG", "info")

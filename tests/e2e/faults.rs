@@ -145,6 +145,7 @@ impl Systemd {
 fn master_args(dir: &Path, port: u16, zk: &str) -> Vec<String> {
     strings(&[
         "master",
+        "--insecure",
         "--ip",
         "127.0.0.1",
         "--port",

@@ -432,7 +432,9 @@ fn the_deploy_guide_runs_as_written_on_three_hosts() {
 
     // The cluster the guide describes, seen by the CLI through ZooKeeper.
     let zk_master = format!("zk://{}/guide{}-agora", hosts.zk, hosts.unique);
-    let probe = format!("AGORA_MASTER={zk_master} agora cluster status --json");
+    let probe = format!(
+        "AGORA_MASTER={zk_master} AGORA_TLS_CA=/etc/agora/ca.pem agora cluster status --json"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (ok, stdout, out) = hosts.run(1, &hosts.substitute(&probe));

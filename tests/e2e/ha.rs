@@ -49,6 +49,7 @@ pub(crate) fn start_master_with_args(
     let work = dir.join(format!("master-{port}"));
     let mut args: Vec<String> = [
         "master",
+        "--insecure",
         "--ip",
         "127.0.0.1",
         "--port",

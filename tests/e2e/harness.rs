@@ -214,6 +214,7 @@ pub fn framework_args(
 ) -> Vec<String> {
     [
         kind,
+        "--insecure",
         "--master",
         master,
         "--ip",
@@ -249,6 +250,8 @@ impl Master {
         let work_dir = dir.join("master");
         let mut args: Vec<String> = vec![
             "master".into(),
+            // Tests run in clear unless they are about TLS (tls.rs, secure.rs).
+            "--insecure".into(),
             "--ip".into(),
             "127.0.0.1".into(),
             "--port".into(),
@@ -336,6 +339,8 @@ pub fn agent_args(
 ) -> Vec<String> {
     [
         "agent",
+        // In clear, as the harness's masters are (tls.rs strips it for its own PKI).
+        "--insecure",
         "--master",
         master,
         "--ip",
@@ -727,6 +732,7 @@ pub fn spawn_local_with(
     let agent_port = local_agent_port(dir);
     let args: Vec<String> = [
         "local",
+        "--insecure",
         "--agent-port",
         &agent_port.to_string(),
         "--port",

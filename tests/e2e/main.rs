@@ -27,6 +27,7 @@ mod mesos_api;
 mod orphans;
 mod python;
 mod sdk;
+mod secure;
 mod security;
 mod service_ports;
 mod services;

@@ -152,6 +152,7 @@ async fn acknowledgements_stop_the_agents_retransmissions() {
     let agent_port = crate::harness::free_port();
     let args: Vec<String> = [
         "agent",
+        "--insecure",
         "--master",
         &master.address(),
         "--ip",

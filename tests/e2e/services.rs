@@ -379,6 +379,7 @@ async fn docker_apps_publish_ports_pass_health_checks_and_unhealthy_ones_are_rep
     let master = Master::start(dir.path(), &[]).await;
     let args: Vec<String> = [
         "agent",
+        "--insecure",
         // Tests run side by side: no agent of theirs takes 127.0.0.1:53.
         "--dns-port",
         "0",
@@ -605,6 +606,7 @@ async fn fetched_files_are_in_the_sandbox_before_the_task_starts() {
     // A resolvable hostname, so that `agora task logs` can reach the agent's sandbox API.
     let args: Vec<String> = [
         "agent",
+        "--insecure",
         // Tests run side by side: no agent of theirs takes 127.0.0.1:53.
         "--dns-port",
         "0",

@@ -72,6 +72,10 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
 
 fn agent_args(dir: &Path, name: &str, master: &str, tls: &[&str]) -> Vec<String> {
     let mut a = harness::agent_args(dir, name, master, free_port(), "cpus:2;mem:512", "native");
+    if !tls.is_empty() {
+        // Its own PKI instead of the harness's clear default.
+        a.retain(|x| x != "--insecure");
+    }
     a.extend(args(tls));
     a
 }

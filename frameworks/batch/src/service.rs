@@ -89,6 +89,9 @@ pub async fn start(config: BatchConfig) -> Result<RunningBatch, StartError> {
         path: config.work_dir.display().to_string(),
         message: e.to_string(),
     })?;
+    let config = agora_framework::join::secure(config)
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let api = agora_framework::BoundApi::bind(&config).await?;
     let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
     let leadership: Arc<Leadership> = Arc::new(Leadership::new(advertised.clone()));
@@ -155,10 +158,8 @@ impl Leader {
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout)
             .webui_url(&self.webui)
-            .tls(
-                self.config
-                    .tls
-                    .client()
+            .tls_shared(
+                agora_framework::join::client_tls(&self.config)
                     .map_err(|e| StartError::Config(e.to_string()))?,
             );
         if let Some((principal, secret)) = &self.config.credential {

@@ -37,8 +37,16 @@ impl BoundApi {
     /// [`ApiSetupError`] naming the address or the flag.
     pub async fn bind(config: &FrameworkConfig) -> Result<BoundApi, ApiSetupError> {
         let tls_error = |e: agora_net::tls::TlsError| ApiSetupError::Tls(e.to_string());
-        let server_tls = config.tls.server_config().map_err(tls_error)?;
-        let client_tls = config.tls.client().map_err(tls_error)?;
+        let (server_tls, client_tls) = match &config.issued {
+            Some(c) => (
+                Some(c.server_config().map_err(tls_error)?),
+                Some(c.client.get()),
+            ),
+            None => (
+                config.tls.server_config().map_err(tls_error)?,
+                config.tls.client().map_err(tls_error)?,
+            ),
+        };
         let bind_error = |source| ApiSetupError::Bind {
             addr: config.bind.to_string(),
             source,

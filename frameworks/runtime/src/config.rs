@@ -34,4 +34,10 @@ pub struct FrameworkConfig {
     /// `--tls-cert`/`--tls-key`: TLS on the API port; `--tls-ca`: TLS to the master, verified
     /// against that CA.
     pub tls: agora_net::tls::TlsFiles,
+    /// `--join-token AGORA-1-…` (the framework token): the framework gets a certificate from the
+    /// cluster CA at start ([`crate::join::secure`]) instead of `--tls-*` files.
+    pub join_token: Option<agora_net::pki::JoinToken>,
+    /// Set by [`crate::join::secure`] (never by hand): the certificate joined with `join_token`,
+    /// renewed while the framework runs.
+    pub issued: Option<std::sync::Arc<crate::join::Credentials>>,
 }

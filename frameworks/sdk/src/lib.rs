@@ -145,13 +145,34 @@ pub struct FrameworkBuilder {
     info: v1::FrameworkInfo,
     auto_ack: bool,
     suppressed_roles: Vec<String>,
-    tls: Option<agora_net::tls::ClientTls>,
+    tls: Option<agora_net::tls::SharedClientTls>,
+    join_token: Option<agora_net::pki::JoinToken>,
 }
 
 impl FrameworkBuilder {
+    /// Join a secure-by-default cluster with the framework token (`agora master token
+    /// --framework`, parsed with [`agora_net::pki::JoinToken::parse`]): before its first
+    /// subscription the driver pins the token's CA, gets a certificate of the framework role for
+    /// a key it generates ([`agora_net::pki::join`]) and talks to the masters with mutual TLS;
+    /// a connection made past two thirds of the certificate's life renews it first
+    /// (`Certificates/Renew`), one made past its end joins again. Replaces [`FrameworkBuilder::tls`].
+    /// A token the master refuses (another cluster's CA, a wrong secret) ends the driver with
+    /// [`Event::Error`].
+    pub fn join_token(mut self, token: agora_net::pki::JoinToken) -> Self {
+        self.join_token = Some(token);
+        self
+    }
+
     /// Talk to the master over TLS, verifying it against the cluster CA (and presenting a client
     /// certificate when the material has one). See [`agora_net::tls::TlsFiles::client`].
     pub fn tls(mut self, tls: Option<agora_net::tls::ClientTls>) -> Self {
+        self.tls = tls.map(agora_net::tls::SharedClientTls::new);
+        self
+    }
+
+    /// [`FrameworkBuilder::tls`] with material that is replaced while the framework runs (a
+    /// renewed certificate): each new connection to a master takes the current one.
+    pub fn tls_shared(mut self, tls: Option<agora_net::tls::SharedClientTls>) -> Self {
         self.tls = tls;
         self
     }
@@ -230,6 +251,10 @@ impl FrameworkBuilder {
         let driver = Driver {
             authorization: self.authorization,
             tls: self.tls,
+            join: self.join_token.map(|token| Join {
+                token,
+                joined: None,
+            }),
             detector,
             info: self.info,
             auto_ack: self.auto_ack,
@@ -304,6 +329,7 @@ impl Framework {
             auto_ack: true,
             suppressed_roles: Vec::new(),
             tls: None,
+            join_token: None,
         }
     }
 
@@ -502,9 +528,24 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
         .map(str::to_string)
 }
 
+/// [`FrameworkBuilder::join_token`]'s state in the driver.
+struct Join {
+    token: agora_net::pki::JoinToken,
+    /// The certificate and when to renew it.
+    joined: Option<(agora_net::pki::Joined, std::time::Instant)>,
+}
+
+/// The names a framework's client certificate is issued for (a client's names are not checked:
+/// the master verifies its chain and role).
+const JOIN_NAMES: &[&str] = &["agora-framework"];
+
+/// How long one attempt to join or renew may take.
+const JOIN_ATTEMPT: Duration = Duration::from_secs(10);
+
 struct Driver {
     authorization: Option<String>,
-    tls: Option<agora_net::tls::ClientTls>,
+    tls: Option<agora_net::tls::SharedClientTls>,
+    join: Option<Join>,
     detector: Detector,
     info: v1::FrameworkInfo,
     auto_ack: bool,
@@ -615,13 +656,60 @@ impl Driver {
         }
     }
 
+    /// With a join token: a certificate valid for a new connection to `address` (joined,
+    /// renewed or joined again as needed) in `self.tls`.
+    async fn certificate(&mut self, address: &str) -> Result<(), tonic::Status> {
+        let Some(join) = &mut self.join else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        if join
+            .joined
+            .as_ref()
+            .is_some_and(|(_, renew_at)| now < *renew_at)
+        {
+            return Ok(());
+        }
+        let names: Vec<String> = JOIN_NAMES.iter().map(|n| n.to_string()).collect();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        let valid = join.joined.as_ref().filter(|(j, _)| {
+            agora_net::pki::first_der("cert", &j.cert_pem)
+                .ok()
+                .and_then(|d| agora_net::pki::not_after(&d))
+                .is_some_and(|end| end > unix_now)
+        });
+        let result = match valid {
+            Some((current, _)) => {
+                agora_net::pki::renew(address, current, &names, JOIN_ATTEMPT).await
+            }
+            None => agora_net::pki::join(address, &join.token, &names, JOIN_ATTEMPT).await,
+        };
+        let joined = result.map_err(|e| {
+            if e.is_permanent() {
+                tonic::Status::permission_denied(format!("join token: {e}"))
+            } else {
+                tonic::Status::unavailable(e.to_string())
+            }
+        })?;
+        info!(lifetime = ?joined.lifetime, "framework certificate issued by the cluster CA");
+        let renew_at = now + joined.lifetime * 2 / 3;
+        self.tls = Some(agora_net::tls::SharedClientTls::new(joined.client()));
+        join.joined = Some((joined, renew_at));
+        Ok(())
+    }
+
     async fn subscribe_once(
         &mut self,
         address: &str,
         resubscribed: bool,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, tonic::Status> {
-        let endpoint = agora_net::tls::endpoint(address, self.tls.as_ref())
+        self.certificate(address).await?;
+        let tls = self.tls.as_ref().map(agora_net::tls::SharedClientTls::get);
+        let endpoint = agora_net::tls::endpoint(address, tls.as_ref())
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         let channel = endpoint.connect().await.map_err(|e| {
             tonic::Status::unavailable(format!("{address}: {}", agora_net::tls::error_chain(&e)))

@@ -80,6 +80,9 @@ pub async fn start_with(
 ) -> Result<RunningServices, StartError> {
     std::fs::create_dir_all(&config.work_dir)
         .map_err(|e| StartError::State(format!("{}: {e}", config.work_dir.display())))?;
+    let config = agora_framework::join::secure(config)
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let api = agora_framework::BoundApi::bind(&config).await?;
     let (address, advertised, scheme) = (api.address, api.advertised.clone(), api.scheme);
     let leadership: Arc<Leadership> = Arc::new(Leadership::new(advertised.clone()));
@@ -173,10 +176,8 @@ impl Leader {
             .role(&self.config.role)
             .failover_timeout(self.config.failover_timeout)
             .webui_url(&self.webui)
-            .tls(
-                self.config
-                    .tls
-                    .client()
+            .tls_shared(
+                agora_framework::join::client_tls(&self.config)
                     .map_err(|e| StartError::Config(e.to_string()))?,
             );
         if let Some((principal, secret)) = &self.config.credential {

@@ -125,6 +125,14 @@ pub struct LoadArgs {
     /// raises it to at least 2 × its tickTime (4 s with the default tickTime of 2 s).
     #[arg(long, default_value = "4", value_parser = seconds)]
     pub zk_session_timeout: Duration,
+    /// Secure by default: the master makes its cluster CA and serves TLS; the driver joins with
+    /// the agent token (`Certificates/Issue`), and its simulated agents and frameworks connect
+    /// over TLS presenting that agent certificate (mutual TLS).
+    #[arg(long)]
+    pub tls: bool,
+    /// Run twice, in clear and then over TLS (as `--tls`), and print both reports.
+    #[arg(long, conflicts_with = "tls")]
+    pub compare_tls: bool,
 }
 
 #[derive(Args, Debug, Clone)]

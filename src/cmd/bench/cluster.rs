@@ -47,15 +47,43 @@ impl Cluster {
     }
 }
 
+/// The TLS every connection of this run uses (`--tls`), `None`: in clear.
+static TLS: std::sync::RwLock<Option<agora_net::tls::ClientTls>> = std::sync::RwLock::new(None);
+
+/// Sets the TLS of the connections made from now on.
+pub(super) fn set_tls(tls: Option<agora_net::tls::ClientTls>) {
+    if let Ok(mut t) = TLS.write() {
+        *t = tls;
+    }
+}
+
 pub(super) fn endpoint(address: &str) -> anyhow::Result<Endpoint> {
-    let url = if address.starts_with("http://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    Ok(Endpoint::from_shared(url)
+    let tls = TLS.read().ok().and_then(|t| t.clone());
+    Ok(agora_net::tls::endpoint(address, tls.as_ref())
         .with_context(|| format!("master address {address}"))?
         .tcp_nodelay(true))
+}
+
+/// Joins the master at `address` as an agent would (the agent token from the master's work dir,
+/// the CA pinned by its digest, `Certificates/Issue`), and returns the TLS every simulated agent
+/// and framework then uses.
+pub(super) async fn join(
+    work_dir: &std::path::Path,
+    address: &str,
+) -> anyhow::Result<agora_net::tls::ClientTls> {
+    use agora_master::pki;
+    let home = pki::home(work_dir, None, None, std::time::Duration::from_secs(5))?;
+    let secrets = pki::load_or_create(&home, pki::now()).await?;
+    let token = agora_net::pki::JoinToken::parse(&secrets.token(pki::TokenKind::Agent)?)?;
+    let joined = agora_net::pki::join(
+        address,
+        &token,
+        &["bench-agent".to_string()],
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .context("joining the master (Certificates/Issue)")?;
+    Ok(joined.client())
 }
 
 pub(super) async fn connect(address: &str) -> anyhow::Result<Channel> {

@@ -34,6 +34,10 @@ pub(super) async fn load(args: LoadArgs) -> anyhow::Result<()> {
         !(args.failover && args.master.is_some()),
         "--failover starts its own two masters: drop --master"
     );
+    anyhow::ensure!(
+        !args.tls || (!args.failover && args.master.is_none() && args.api == "grpc"),
+        "--tls is measured on the master the driver starts, with --api grpc, without --failover"
+    );
     let per_agent = ((args.agent_cpus / args.task_cpus + 1e-9).floor())
         .min((args.agent_mem / args.task_mem + 1e-9).floor());
     anyhow::ensure!(
@@ -88,6 +92,36 @@ pub(super) async fn load(args: LoadArgs) -> anyhow::Result<()> {
     }
 
     processes::sample_peak_rss(&masters, &stop_rx);
+
+    super::cluster::set_tls(None);
+    if args.tls {
+        let address = leader_rx.borrow().clone();
+        match super::cluster::join(&tmp.path().join("master-0"), &address).await {
+            Ok(tls) => super::cluster::set_tls(Some(tls)),
+            Err(e) => {
+                for m in &mut masters {
+                    let _ = m.child.start_kill();
+                }
+                return Err(e.context("joining the master with its agent token"));
+            }
+        }
+    }
+    if args.master.is_none() && !args.failover {
+        // What a new connection costs: TCP, the TLS handshake (with --tls), HTTP/2.
+        let address = leader_rx.borrow().clone();
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            connect(&address).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "bench: a new connection (TCP{} + HTTP/2) takes {:.2} ms (median of 20)",
+            if args.tls { " + TLS handshake" } else { "" },
+            times[times.len() / 2]
+        );
+    }
 
     let cluster = Arc::new(Cluster::new(leader_rx, args.agents_per_connection.max(1)));
     let deadline = Instant::now() + args.timeout;

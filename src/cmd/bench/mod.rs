@@ -50,6 +50,15 @@ pub use args::BenchCommand;
 /// The master cannot be started or reached, or the run did not complete within `--timeout`.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Load(args) if args.compare_tls => {
+            let mut a = args.clone();
+            a.compare_tls = false;
+            println!("== in clear (--insecure)");
+            load::load(a.clone()).await?;
+            a.tls = true;
+            println!("== over TLS (cluster CA; agents with mutual TLS)");
+            load::load(a).await
+        }
         BenchCommand::Load(args) => load::load(args).await,
         BenchCommand::Services(args) => services::run(args).await,
         BenchCommand::Propagation(args) => propagation::run(args).await,

@@ -56,6 +56,8 @@ pub(super) async fn start_master(
             &args.allocation_interval.as_secs_f64().to_string(),
         ])
         .args(extra)
+        // In clear unless `--tls` (then the master makes its cluster CA).
+        .args((!args.tls).then_some("--insecure"))
         .env("RUST_LOG", &args.master_log)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().context("master log file")?)
@@ -64,10 +66,28 @@ pub(super) async fn start_master(
         .spawn()
         .context("starting `agora master`")?;
     let address = format!("127.0.0.1:{port}");
-    let url = format!("http://{address}/health");
+    let url = format!("{}://{address}/health", agora_net::tls::scheme(args.tls));
+    let ca_file = dir.join(format!("master-{n}")).join("ca.pem");
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = reqwest::get(&url).await {
+        let client = match args.tls {
+            false => Some(reqwest::Client::new()),
+            true => std::fs::read(&ca_file)
+                .ok()
+                .and_then(|pem| reqwest::Certificate::from_pem(&pem).ok())
+                .and_then(|ca| {
+                    reqwest::Client::builder()
+                        .add_root_certificate(ca)
+                        .tls_built_in_root_certs(false)
+                        .build()
+                        .ok()
+                }),
+        };
+        let answer = match &client {
+            Some(c) => c.get(&url).send().await.ok(),
+            None => None,
+        };
+        if let Some(r) = answer {
             if r.status().is_success() {
                 return Ok(MasterProc {
                     pid: child.id(),

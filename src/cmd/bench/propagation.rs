@@ -153,6 +153,8 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<()> {
         stop_signal: "kill".into(),
         zk: None,
         zk_session_timeout: Duration::from_secs(4),
+        tls: false,
+        compare_tls: false,
     };
     let tmp = tempfile::tempdir().context("a temporary work dir")?;
     let extra = vec![

@@ -75,6 +75,8 @@ pub async fn run(args: ServicesBenchArgs) -> anyhow::Result<()> {
         stop_signal: "kill".into(),
         zk: None,
         zk_session_timeout: Duration::from_secs(4),
+        tls: false,
+        compare_tls: false,
     };
     let tmp = tempfile::tempdir().context("a temporary work dir")?;
     let mut master = start_master(&load, tmp.path(), 0, &[]).await?;
@@ -124,6 +126,7 @@ async fn start_services(
     let child = tokio::process::Command::new(exe)
         .args([
             "services",
+            "--insecure",
             "--master",
             master,
             "--ip",

@@ -609,6 +609,8 @@ fn info_has_marathons_objects_with_keys_the_client_knows() {
         advertise: None,
         api_token: None,
         tls: Default::default(),
+        join_token: None,
+        issued: None,
     };
     let v = info(&InfoInputs {
         config: &config,
