@@ -2,8 +2,8 @@
 //! with the mesh on their own loopback addresses (127.0.0.61–63, default connect timeout),
 //! `agora services`, and a 3-instance HTTP app (`HAPROXY_0_MODE: http`, HTTP health check) of
 //! nginx tasks (Debian's `nginx-light`, keep-alive) that each answer with their own task id.
-//! (busybox httpd cannot be the task here: it forks per connection with a listen backlog of a
-//! few connections, so at ~1,000 new connections/s its SYNs are dropped and connects to healthy
+//! (busybox httpd cannot be the task here: it forks per connection with a listen backlog of 9,
+//! so at ~1,000 new connections/s its SYNs are dropped and connects to healthy
 //! tasks time out; that is the task's limit, not the mesh's.)
 //!
 //! Two `wrk` runs at once through one agent's mesh address on the service port, each paced by a
@@ -11,10 +11,10 @@
 //! `Connection: close` (a new connection per request). The Lua script counts statuses and the
 //! responding task ids (the bodies).
 //!
-//! - A rolling restart (`POST /v2/apps/{id}/restart`, until its deployment is gone): 0 failed
-//!   requests (wrk's socket errors, timeouts and non-2xx all 0), and the responding task ids are
-//!   the 3 old ones and the 3 new ones, the new ones only once the deployment is done.
-//! - SIGKILL of one task's httpd under load: 0 failed requests (a GET has no body, so a refused
+//! - A rolling restart (`POST /v2/apps/{id}/restart`, until its deployment is gone and the old
+//!   tasks with it): 0 failed requests (wrk's socket errors, timeouts and non-2xx all 0), the
+//!   responding task ids are the 3 old ones and the 3 new ones, then only the new ones.
+//! - SIGKILL of one task's nginx under load: 0 failed requests (a GET has no body, so a refused
 //!   connect or a connection reset before the response is retried on another endpoint), and every
 //!   agent's mesh lists one endpoint fewer within 2 s (the master took it out of rotation).
 
@@ -205,6 +205,13 @@ impl Load {
     }
 }
 
+/// Each wrk is paced to ~550 req/s (together ~1,100); on 2 cores shared with the cluster (and
+/// other builds) at least 300 each, so that the load is real.
+fn assert_rate(seen: &Seen) {
+    let rate = seen.requests as f64 / seen.seconds;
+    assert!(rate >= 300.0, "only {rate:.0} req/s: {}", seen.raw);
+}
+
 /// Both kinds of load at once through `url`.
 fn start_load(dir: &Path, url: &str) -> [Load; 2] {
     let keep = dir.join("keep");
@@ -326,9 +333,7 @@ async fn a_rolling_restart_and_a_sigkill_under_load_fail_no_request() {
             old.iter().all(|t| ids.contains(t)) && new.iter().all(|t| ids.contains(t)),
             "old {old:?} and new {new:?} should all have answered: {ids:?}"
         );
-        // Paced at ~500 req/s each; 2 cores shared with the cluster and other builds.
-        let rate = seen.requests as f64 / seen.seconds;
-        assert!(rate > 150.0, "only {rate:.0} req/s");
+        assert_rate(&seen);
     }
     // Only the new tasks answer now.
     for _ in 0..9 {
