@@ -145,10 +145,10 @@ impl Drains {
     /// acknowledgement number (`None`: no drain needs one). With no agent to wait for, the
     /// drains are released at once.
     pub fn sequence(&mut self, agents: &[String]) -> Option<u64> {
-        if self.unsequenced.is_empty() {
+        let Some(now) = self.newest_unsequenced() else {
+            self.unsequenced.clear();
             return None;
-        }
-        let now = self.newest_unsequenced();
+        };
         // The agents the update goes to are exactly those waited for: one no longer sent updates
         // has left (its waves stop counting it), a new one owes nothing for earlier numbers.
         let current: HashSet<&String> = agents.iter().collect();
@@ -184,7 +184,10 @@ impl Drains {
     /// No update goes out for the newly draining tasks (none of them was in the table after
     /// all): their kills are released at once.
     pub fn release_unsequenced(&mut self) {
-        let now = self.newest_unsequenced();
+        let Some(now) = self.newest_unsequenced() else {
+            self.unsequenced.clear();
+            return;
+        };
         for task in std::mem::take(&mut self.unsequenced) {
             if let Some(d) = self.drains.remove(&task) {
                 self.released.push(Released {
@@ -199,13 +202,13 @@ impl Drains {
         self.prune();
     }
 
-    /// When the latest of the unsequenced drains started (the time of the batch they came in).
-    fn newest_unsequenced(&self) -> Instant {
+    /// When the latest of the unsequenced drains started (the time of the batch they came in,
+    /// passed in to [`Drains::start`]); `None` when there are none.
+    fn newest_unsequenced(&self) -> Option<Instant> {
         self.unsequenced
             .iter()
             .filter_map(|t| self.drains.get(t).map(|d| d.started))
             .max()
-            .unwrap_or_else(Instant::now)
     }
 
     /// `agent` acknowledged every update up to the one numbered `seq`.
@@ -532,6 +535,32 @@ mod tests {
         d.tick(t0 + PERIOD);
         assert!(d.take_released().is_empty() && d.is_empty());
         assert!(d.sequence(&agents(1)).is_none());
+    }
+
+    #[test]
+    fn released_at_once_a_batch_is_timed_by_its_own_clock() {
+        // Drains started in the future of the machine's clock: only the times passed in count.
+        let t0 = Instant::now() + Duration::from_secs(3600);
+        let mut d = Drains::new();
+        d.start(key("t1"), held("t1"), t0, PERIOD);
+        d.start(key("t2"), held("t2"), t0 + Duration::from_millis(5), PERIOD);
+        d.release_unsequenced();
+        let mut r: Vec<(String, Duration)> = d
+            .take_released()
+            .into_iter()
+            .map(|r| (r.task.1, r.drained_for))
+            .collect();
+        r.sort();
+        assert_eq!(
+            r,
+            [
+                ("t1".to_string(), Duration::from_millis(5)),
+                ("t2".to_string(), Duration::ZERO)
+            ]
+        );
+        // Nothing unsequenced: no number, nothing released.
+        d.release_unsequenced();
+        assert!(d.sequence(&agents(1)).is_none() && d.take_released().is_empty());
     }
 
     #[test]

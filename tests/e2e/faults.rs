@@ -1061,7 +1061,7 @@ async fn a_frozen_agent_s_tasks_are_replaced_and_the_surplus_killed_when_it_thaw
         .iter()
         .find(|a| a.process.name == frozen_name)
         .expect("the agent running the task");
-    frozen.process.signal("STOP");
+    frozen.process.freeze();
 
     // Unreachable past inactiveAfterSeconds: replaced on the agent that had none.
     let replaced = eventually(

@@ -174,6 +174,35 @@ impl Process {
         assert!(ok, "kill -{sig} {}", self.pid());
     }
 
+    /// SIGSTOP, and waits until every thread of the process has stopped: `kill` returns once the
+    /// signal is queued, while the group stop only begins when one of its threads next runs, so
+    /// on a loaded machine the others keep working (answering) for milliseconds meanwhile.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.pid());
+        let stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|d| {
+                d.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                        // "tid (comm) STATE …": the command may hold spaces and parentheses.
+                        s.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.trim_start().chars().next())
+                            .is_some_and(|c| matches!(c, 'T' | 't' | 'Z' | 'X'))
+                    })
+                })
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        while !stopped() {
+            assert!(
+                Instant::now() < until,
+                "{}: not every thread stopped 10 s after SIGSTOP",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The exit status, if it has exited.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -258,7 +258,7 @@ async fn a_frozen_agent_becomes_unreachable_and_reconciles_when_it_thaws() {
         .await
         .expect("accept");
     fw.until_state("long", TaskState::TaskRunning).await;
-    agent.process.signal("STOP");
+    agent.process.freeze();
     let st = fw.until_state("long", TaskState::TaskUnreachable).await;
     assert_eq!(st.reason, v1::Reason::AgentUnreachable as i32);
     master
