@@ -16,7 +16,8 @@
 //! The substitutions, all of them: on the blocks' text, `zk1:2181,zk2:2181,zk3:2181/` (the
 //! ensemble) becomes `$AGORA_TEST_ZK/guide<unique>-` and `NAME:PORT` (PORT one of 5050, 5051,
 //! 8080, 8090; NAME a host's name) becomes `NAME:<that host's free port>`; in the units, those
-//! four ports become the host's, `%H` its address; two flags are added because several instances
+//! four ports become the host's, `%H` its first name (as `%H` is the machine's hostname: the
+//! masters' certificates carry it, so `https://m1:…` verifies); two flags are added because several instances
 //! share one machine: the master's `--port` (the guide leaves the default 5050), the agent's
 //! `--port` and `--dns-port 0`.
 
@@ -208,10 +209,10 @@ impl Hosts {
             std::fs::write(
                 h.join("guide.env"),
                 format!(
-                    "GUIDE_HOSTNAME=127.0.0.{n}\n\
+                    "GUIDE_HOSTNAME={}\n\
                      GUIDE_EXTRA_agora_master='--port {}'\n\
                      GUIDE_EXTRA_agora_agent='--port {} --dns-port 0 --mesh=false'\n",
-                    mine[0], mine[1]
+                    names[0], mine[0], mine[1]
                 ),
             )
             .expect("guide.env");

@@ -618,13 +618,22 @@ async fn pymesos_follows_the_leader_through_zookeeper_when_it_dies() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let redirected = no_redirects
-        .post(format!("http://127.0.0.1:{standby}/api/v1/scheduler"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .expect("POST to a standby");
+    // (A standby that has not yet read the election answers 503, as Mesos's does: wait for it.)
+    let redirected = eventually(
+        "a standby that knows the leader",
+        Duration::from_secs(20),
+        || async {
+            let r = no_redirects
+                .post(format!("http://127.0.0.1:{standby}/api/v1/scheduler"))
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .expect("POST to a standby");
+            (r.status() != 503).then_some(r)
+        },
+    )
+    .await;
     assert_eq!(redirected.status(), 307);
     assert_eq!(
         redirected.headers()["location"],
