@@ -80,28 +80,16 @@ fn files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 
 /// Writes the files, the key readable by the agent's user only.
 fn store(dir: &Path, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<(), AgentError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|e| AgentError::io(dir, e))?;
     let (ca, cert, key) = files(dir);
-    let tmp = dir.join(".agent-key.pem.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| AgentError::io(&tmp, e))?;
-    f.write_all(key_pem.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| AgentError::io(&tmp, e))?;
     crate::checkpoint::write_atomic(&ca, ca_pem.as_bytes())?;
     crate::checkpoint::write_atomic(&cert, cert_pem.as_bytes())?;
-    std::fs::rename(&tmp, &key).map_err(|e| AgentError::io(&key, e))
+    agora_ha::store::write_private(&key, key_pem.as_bytes()).map_err(|e| AgentError::io(&key, e))
 }
 
 fn held(

@@ -3,7 +3,6 @@
 //! reads the file at every registration, so a rotation takes effect at once, without a restart;
 //! agents already admitted keep re-registering without it.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::StoreError;
@@ -37,21 +36,7 @@ pub fn read(path: &Path) -> Result<Option<String>, StoreError> {
 /// # Errors
 /// [`StoreError::Io`].
 pub fn write(path: &Path, token: &str) -> Result<(), StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    writeln!(f, "{token}").map_err(|e| io(&tmp, e))?;
-    f.sync_all().map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    agora_ha::store::write_private(path, format!("{token}\n").as_bytes()).map_err(|e| io(path, e))
 }
 
 /// The token in `path`, created when the file does not exist yet.

@@ -88,8 +88,7 @@ pub fn names(config: &FrameworkConfig) -> Vec<String> {
 
 /// Writes the files, the key readable by this user only.
 fn store(dir: &Path, joined: &pki::Joined) -> Result<agora_net::tls::TlsFiles, JoinSetupError> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -100,20 +99,9 @@ fn store(dir: &Path, joined: &pki::Joined) -> Result<agora_net::tls::TlsFiles, J
         dir.join("framework.pem"),
         dir.join("framework-key.pem"),
     );
-    let tmp = dir.join(".framework-key.pem.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(joined.key_pem.as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
     agora_ha::store::write_atomic(&ca, joined.ca_pem.as_bytes()).map_err(io(&ca))?;
     agora_ha::store::write_atomic(&cert, joined.cert_pem.as_bytes()).map_err(io(&cert))?;
-    std::fs::rename(&tmp, &key).map_err(io(&key))?;
+    agora_ha::store::write_private(&key, joined.key_pem.as_bytes()).map_err(io(&key))?;
     Ok(agora_net::tls::TlsFiles {
         cert: Some(cert),
         key: Some(key),
