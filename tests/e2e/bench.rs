@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-#[tokio::test]
-async fn bench_load_runs_every_task_and_reports_json() {
+/// Runs the small `agora bench load` (20 agents, 2 frameworks, 100 tasks of 0.5 s, `--json`)
+/// with `extra` flags; it must succeed within `within`. Its JSON report and its stderr.
+async fn small_bench_load(extra: &[&str], within: Duration) -> (serde_json::Value, String) {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
         .args([
             "bench",
@@ -21,21 +22,28 @@ async fn bench_load_runs_every_task_and_reports_json() {
             "15",
             "--json",
         ])
+        .args(extra)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(20), run)
+    let out = tokio::time::timeout(within, run)
         .await
-        .expect("bench load finishes within 20 s")
+        .unwrap_or_else(|_| panic!("bench load {extra:?} finishes within {within:?}"))
         .expect("the agora binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "bench load failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        "bench load {extra:?} failed: {}\nstdout: {stdout}\nstderr: {stderr}",
         out.status
     );
     let r: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {stdout}"));
+    (r, stderr)
+}
+
+#[tokio::test]
+async fn bench_load_runs_every_task_and_reports_json() {
+    let (r, _) = small_bench_load(&[], Duration::from_secs(20)).await;
     assert_eq!(r["agents"], 20, "{r}");
     assert_eq!(r["frameworks"], 2, "{r}");
     assert_eq!(r["tasks"], 100, "{r}");
@@ -71,38 +79,7 @@ async fn bench_load_runs_every_task_and_reports_json() {
 /// driver joined with the agent token and every connection over TLS (agents with mutual TLS).
 #[tokio::test]
 async fn bench_load_over_tls_runs_every_task_and_reports_the_handshake() {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
-        .args([
-            "bench",
-            "load",
-            "--agents",
-            "20",
-            "--frameworks",
-            "2",
-            "--tasks",
-            "100",
-            "--task-seconds",
-            "0.5",
-            "--timeout",
-            "15",
-            "--json",
-            "--tls",
-        ])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("bench load --tls finishes within 30 s")
-        .expect("the agora binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench load --tls failed: {}\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
-    );
-    let r: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {stdout}"));
+    let (r, stderr) = small_bench_load(&["--tls"], Duration::from_secs(30)).await;
     assert_eq!(r["tasks_running"], 100, "{r}");
     assert_eq!(r["tasks_finished"], 100, "{r}");
     assert_eq!(r["accept_errors"], 0, "{r}");
