@@ -199,9 +199,14 @@ impl Actor {
         let Some(containerizer) = self.containerizer(e.kind) else {
             return;
         };
-        let elapsed =
-            Duration::try_from_secs_f64(now_secs() - e.cp.started_at).unwrap_or(Duration::ZERO);
-        let started = now().checked_sub(elapsed).unwrap_or_else(now);
+        // The grace period runs from the task's start: the monotonic instant when this process
+        // started it, else (recovered) the checkpoint's wall-clock start.
+        let started = e.running_since.unwrap_or_else(|| {
+            let elapsed =
+                Duration::try_from_secs_f64(now_secs() - e.cp.started_at).unwrap_or(Duration::ZERO);
+            now().checked_sub(elapsed).unwrap_or_else(now)
+        });
+        let elapsed = now().saturating_duration_since(started);
         let tracker = HealthTracker::new(spec.policy, started, e.cp.healthy);
         let ports =
             e.cp.task

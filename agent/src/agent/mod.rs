@@ -284,6 +284,9 @@ struct TaskEntry {
     last_status: Option<v1::TaskStatus>,
     /// The running health checker, while the task is RUNNING and has a health check.
     health: Option<HealthRun>,
+    /// When this process saw the task become RUNNING (monotonic clock); `None` for a task
+    /// recovered from a checkpoint, whose start is known only as wall-clock `cp.started_at`.
+    running_since: Option<Instant>,
 }
 
 /// A task's health tracker and the checker task feeding it.
@@ -485,6 +488,7 @@ impl Actor {
         }
         if state == TaskState::TaskRunning && e.cp.started_at == 0.0 {
             e.cp.started_at = now_secs();
+            e.running_since = Some(now());
         }
         e.cp.state = state as i32;
         let status = v1::TaskStatus {

@@ -122,6 +122,7 @@ impl Actor {
                 mem_mib,
                 last_status,
                 health: None,
+                running_since: None,
             };
             let state = entry.state();
             let launched = entry.cp.launched;
@@ -294,6 +295,7 @@ impl Actor {
                 mem_mib: None,
                 last_status: None,
                 health: None,
+                running_since: None,
             },
         );
         let whereto = moved

@@ -188,6 +188,7 @@ impl Actor {
                 mem_mib,
                 last_status: None,
                 health: None,
+                running_since: None,
             },
         );
         // Checkpoint before acting; a leftover checkpoint of an earlier task with this id is replaced.
