@@ -41,7 +41,7 @@ fn master(dir: &Path, zk: &str, port: u16) -> Process {
     Process::spawn(&format!("master-{port}"), &args, dir)
 }
 
-fn agent(dir: &Path, name: &str, zk: &str, port: u16, token: &str) -> Process {
+pub fn agent(dir: &Path, name: &str, zk: &str, port: u16, token: &str) -> Process {
     let mut args = agent_args(dir, name, zk, port, "cpus:1;mem:256", "native");
     args.retain(|a| a != "--insecure");
     args.extend(["--join-token".to_string(), token.to_string()]);
@@ -63,7 +63,7 @@ fn token(zk: &str, framework: bool) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn https(ca_pem: &str) -> reqwest::Client {
+pub fn https(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA"))
         .tls_built_in_root_certs(false)
@@ -363,7 +363,7 @@ async fn the_cluster_ca_znode_is_readable_only_with_the_masters_zk_credential() 
 
 /// `agora services` / `agora batch` (or any framework process) on `127.0.0.1:port`, standalone,
 /// with `extra` flags (no --insecure).
-fn framework(kind: &str, dir: &Path, master: &str, port: u16, extra: &[&str]) -> Process {
+pub fn framework(kind: &str, dir: &Path, master: &str, port: u16, extra: &[&str]) -> Process {
     let mut args: Vec<String> = [
         kind,
         "--master",
