@@ -340,13 +340,17 @@ pub enum TaskAction {
     },
 }
 
-/// Finds the leader's HTTP base URL.
-pub async fn leader_url(master: &str, tls: bool) -> anyhow::Result<String> {
-    let mut detector = agora_ha::detector::Detector::new(master)?;
-    let address = detector
+/// The leading master's `host:port` through `master` (`host:port` or `zk://…`).
+pub async fn leader_address(master: &str) -> anyhow::Result<String> {
+    agora_ha::detector::Detector::new(master)?
         .wait_for_leader(Duration::from_secs(5))
         .await
-        .with_context(|| format!("cannot find the leading master through '{master}'"))?;
+        .with_context(|| format!("cannot find the leading master through '{master}'"))
+}
+
+/// Finds the leader's HTTP base URL.
+pub async fn leader_url(master: &str, tls: bool) -> anyhow::Result<String> {
+    let address = leader_address(master).await?;
     Ok(format!("{}://{address}", agora_net::tls::scheme(tls)))
 }
 

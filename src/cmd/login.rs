@@ -88,13 +88,6 @@ impl std::fmt::Debug for Login {
     }
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// What is decided about a stored certificate at `now` (Unix seconds): when it ends at `end` and
 /// lived `lifetime`, it is renewed from two thirds of its life, and refused from its end.
 #[derive(Debug, PartialEq, Eq)]
@@ -211,14 +204,6 @@ fn load_from(dir: &Path) -> anyhow::Result<Option<Login>> {
     }))
 }
 
-/// The leading master's `host:port` through `master` (`host:port` or `zk://…`).
-async fn leader(master: &str) -> anyhow::Result<String> {
-    agora_ha::detector::Detector::new(master)?
-        .wait_for_leader(Duration::from_secs(5))
-        .await
-        .with_context(|| format!("cannot find the leading master through '{master}'"))
-}
-
 /// Joins the cluster through `master` with the framework `token` (the same join as agents' and
 /// frameworks', [`pki::join`]) and stores the certificate in `dir`. Nothing is stored when the
 /// master is not the token's cluster, refuses the secret, or issues a certificate of another role
@@ -230,7 +215,7 @@ pub async fn login_into(dir: &Path, master: &str, token: &JoinToken) -> anyhow::
     if master.is_empty() || master.len() > MAX_MASTER_LEN {
         bail!("--master must be 1 to {MAX_MASTER_LEN} characters");
     }
-    let address = leader(master).await?;
+    let address = super::cli::leader_address(master).await?;
     let joined = pki::join(&address, token, &[], WITHIN)
         .await
         .map_err(|e| anyhow!("agora login: {e}"))?;
@@ -265,7 +250,7 @@ impl Login {
                 login_file(&self.dir).display()
             )
         })?;
-        let now = now_unix();
+        let now = agora_master::pki::now();
         match freshness(end, self.joined.lifetime, now) {
             Freshness::Fresh => Ok(self),
             Freshness::Expired => bail!(
@@ -278,7 +263,7 @@ impl Login {
             ),
             Freshness::Renew => {
                 let renewed = async {
-                    let address = leader(&self.master).await?;
+                    let address = super::cli::leader_address(&self.master).await?;
                     let new = pki::renew(&address, &self.joined, &[], WITHIN).await?;
                     store(&self.dir, &self.master, &new)?;
                     anyhow::Ok(new)

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::harness::{eventually, free_port, local_ready, spawn_local_secure, Process};
-use crate::secure::{agent, framework, https};
+use crate::harness::{eventually, free_port, local_ready, spawn_local_secure};
+use crate::secure::{agent, framework, https, standalone_master, token_in};
 
 /// Lifetime of the certificates the master issues: the CLI renews from 8 s on.
 const LIFETIME_SECS: u64 = 12;
@@ -48,17 +48,6 @@ fn cli_json(home: &Path, args: &[&str]) -> Option<serde_json::Value> {
         return None;
     }
     serde_json::from_slice(&out.stdout).ok()
-}
-
-fn token_of(master_dir: &Path, framework: bool) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    cmd.args(["master", "token", "--work-dir"]).arg(master_dir);
-    if framework {
-        cmd.arg("--framework");
-    }
-    let out = cmd.output().expect("agora master token runs");
-    assert!(out.status.success(), "{}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The `notAfter` of the certificate `agora login` stored, Unix seconds.
@@ -98,39 +87,9 @@ async fn agora_login_gives_the_cli_a_certificate_every_command_uses() {
     let port = free_port();
     let master_dir = dir.path().join("master");
     let address = format!("127.0.0.1:{port}");
-    let args: Vec<String> = [
-        "master",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--work-dir",
-        &master_dir.display().to_string(),
-        "--allocation-interval",
-        "0.1",
-        "--test-certificate-lifetime",
-        &LIFETIME_SECS.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let master_process = Process::spawn("master", &args, dir.path());
-    let ca_pem = eventually("the master's ca.pem", Duration::from_secs(30), || {
-        let read = std::fs::read_to_string(master_dir.join("ca.pem")).ok();
-        async move { read }
-    })
-    .await;
-    let client = https(&ca_pem);
-    eventually("the master over https", Duration::from_secs(30), || {
-        let (c, a) = (client.clone(), address.clone());
-        async move {
-            let r = c.get(format!("https://{a}/health")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        }
-    })
-    .await;
+    let (master_process, _) = standalone_master(dir.path(), port, &master_dir, LIFETIME_SECS).await;
     let (agent_token, framework_token) =
-        (token_of(&master_dir, false), token_of(&master_dir, true));
+        (token_in(&master_dir, false), token_in(&master_dir, true));
     let parsed = agora_net::pki::JoinToken::parse(&framework_token).expect("token");
 
     // Refused, saying why, and nothing stored: another cluster's CA digest, a wrong secret, the
