@@ -819,3 +819,85 @@ fn url_escape(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_net::pki::{self, ClusterCa, Csr, Role};
+
+    async fn role(
+        axum::extract::ConnectInfo(p): axum::extract::ConnectInfo<agora_net::tls::Peer>,
+    ) -> String {
+        format!("{:?}", p.client_role)
+    }
+
+    /// The CLI's clients verify the server with the login's CA and present its certificate: a
+    /// server of that CA sees the framework role on the connection (mutual TLS); with the CA
+    /// only, none; a server of another CA is refused.
+    #[tokio::test]
+    async fn the_cli_presents_the_login_certificate_to_servers_of_the_cluster_ca() {
+        let now = agora_master::pki::now();
+        let ca = ClusterCa::generate(now).expect("ca");
+        let serve = |ca: &ClusterCa| {
+            let (chain, key) = ca
+                .issue_own(
+                    Role::Master,
+                    &["127.0.0.1".into()],
+                    now,
+                    pki::DEFAULT_LIFETIME,
+                )
+                .expect("issue");
+            let cert = agora_net::tls::SwappableCert::from_pem(chain.as_bytes(), key.as_bytes())
+                .expect("cert");
+            let roots = agora_net::tls::pem_roots(ca.cert_pem().as_bytes()).expect("roots");
+            agora_net::tls::server_config_with(cert, Some(roots)).expect("config")
+        };
+        let start = |config| async move {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let address = tcp.local_addr().expect("addr");
+            let listener = agora_net::tls::Listener::new(tcp, Some(config)).expect("listener");
+            let app = axum::Router::new().route("/role", axum::routing::get(role));
+            tokio::spawn(agora_net::tls::serve(
+                listener,
+                app,
+                std::future::pending::<()>(),
+            ));
+            format!("https://{address}/role")
+        };
+        let url = start(serve(&ca)).await;
+        let csr = Csr::generate(&[]).expect("csr");
+        let cert_pem = ca
+            .sign_csr(
+                Role::Framework,
+                &csr.csr_pem,
+                &[],
+                now,
+                pki::DEFAULT_LIFETIME,
+            )
+            .expect("sign");
+        let joined = pki::Joined {
+            ca_pem: ca.cert_pem().to_string(),
+            cert_pem,
+            key_pem: csr.key_pem,
+            lifetime: pki::DEFAULT_LIFETIME,
+        };
+        let get = |tls: agora_net::tls::ClientTls, url: String| async move {
+            let client = TokenArgs::default().client(Some(&tls)).expect("client");
+            client.get(url).send().await?.text().await
+        };
+        assert_eq!(
+            get(joined.client(), url.clone()).await.expect("mutual TLS"),
+            "Some(Framework)"
+        );
+        let ca_only = agora_net::tls::ClientTls {
+            ca_pem: joined.ca_pem.clone().into_bytes(),
+            identity: None,
+        };
+        assert_eq!(get(ca_only, url).await.expect("TLS"), "None");
+        let other = ClusterCa::generate(now).expect("another CA");
+        let elsewhere = start(serve(&other)).await;
+        assert!(get(joined.client(), elsewhere).await.is_err());
+    }
+}
