@@ -305,7 +305,11 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     };
     let token = JoinToken::parse(&text).map_err(|e| anyhow!("--token: {e}"))?;
     let dir = home()?;
+    let before = load_from(&dir).ok().flatten().map(|l| l.master);
     let login = login_into(&dir, &args.master, &token).await?;
+    if let Some(old) = before.filter(|m| *m != login.master) {
+        println!("replaced the login to {old}");
+    }
     println!(
         "logged in to {} (a certificate valid for {}, renewed by the CLI as it is used); kept in {}",
         login.master,
