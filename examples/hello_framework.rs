@@ -74,7 +74,7 @@ async fn main() -> ExitCode {
                         .collect();
                     if tasks.is_empty() {
                         // Nothing (more) to run here: keep these resources away for a while.
-                        let _ = fw.decline(&[offer.id.clone()], 30.0).await;
+                        let _ = fw.decline(std::slice::from_ref(&offer.id), 30.0).await;
                         continue;
                     }
                     launched += tasks.len();

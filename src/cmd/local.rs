@@ -428,25 +428,6 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_machine_is_split_evenly_with_disjoint_ports() {
-        let total = agora_proto::Resources::parse("cpus:2;mem:8000").expect("res");
-        assert_eq!(
-            share(&total, 2, 0),
-            "cpus:1;mem:4000;disk:5120;ports:[31000-31499]"
-        );
-        assert_eq!(
-            share(&total, 2, 1),
-            "cpus:1;mem:4000;disk:5120;ports:[31500-31999]"
-        );
-        assert!(agora_proto::Resources::parse(&share(&total, 3, 2)).is_ok());
-    }
-}
-
 /// A port free for both UDP and TCP on 127.0.0.2 (the first agent's address; the others' are
 /// distinct addresses, so the same port is free there unless something binds all of loopback).
 fn free_dns_port() -> std::io::Result<u16> {
@@ -469,4 +450,23 @@ fn free_tcp_port() -> std::io::Result<u16> {
             .local_addr()?
             .port(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machine_is_split_evenly_with_disjoint_ports() {
+        let total = agora_proto::Resources::parse("cpus:2;mem:8000").expect("res");
+        assert_eq!(
+            share(&total, 2, 0),
+            "cpus:1;mem:4000;disk:5120;ports:[31000-31499]"
+        );
+        assert_eq!(
+            share(&total, 2, 1),
+            "cpus:1;mem:4000;disk:5120;ports:[31500-31999]"
+        );
+        assert!(agora_proto::Resources::parse(&share(&total, 3, 2)).is_ok());
+    }
 }
