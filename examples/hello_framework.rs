@@ -2,6 +2,9 @@
 //! exit 0 when all finished, non-zero with the reason if one fails.
 //!
 //!     cargo run --example hello_framework -- --master 127.0.0.1:5050 --tasks 3 --cmd "echo hi"
+//!
+//! Against a secure-by-default cluster (`agora local` without `--insecure`), give it the
+//! framework token: `--join-token "$(agora master token --framework --work-dir agora-local/master)"`.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -24,6 +27,10 @@ struct Args {
     /// What each task needs.
     #[arg(long, default_value = "cpus:0.1;mem:32")]
     resources: String,
+    /// The cluster's framework token (`agora master token --framework`), for a master on the
+    /// cluster CA: the SDK gets a certificate with it and talks mutual TLS.
+    #[arg(long, env = "AGORA_FRAMEWORK_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
 }
 
 #[tokio::main]
@@ -36,7 +43,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut fw = match Framework::builder(&args.master, "hello-framework").connect() {
+    let mut builder = Framework::builder(&args.master, "hello-framework");
+    if let Some(token) = &args.join_token {
+        match agora_net::pki::JoinToken::parse(token) {
+            Ok(t) => builder = builder.join_token(t),
+            Err(e) => {
+                eprintln!("--join-token: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut fw = match builder.connect() {
         Ok(fw) => fw,
         Err(e) => {
             eprintln!("{e}");
@@ -57,7 +74,7 @@ async fn main() -> ExitCode {
                         .collect();
                     if tasks.is_empty() {
                         // Nothing (more) to run here: keep these resources away for a while.
-                        let _ = fw.decline(&[offer.id.clone()], 30.0).await;
+                        let _ = fw.decline(std::slice::from_ref(&offer.id), 30.0).await;
                         continue;
                     }
                     launched += tasks.len();

@@ -82,6 +82,12 @@ enum Command {
         #[command(flatten)]
         master: cmd::cli::MasterAddress,
     },
+    /// Get a client certificate of a secure-by-default cluster with its framework token and keep
+    /// it (and the cluster CA) in ~/.agora (AGORA_HOME): every command then reaches that master
+    /// over mutual TLS without --master or --tls-ca.
+    Login(cmd::login::LoginArgs),
+    /// Remove what `agora login` stored.
+    Logout,
     /// Print the version of this binary and of the wire contract it speaks.
     Version,
     /// Check an agent resource description (`cpus:4;mem:8192;ports:[31000-32000]`) and print it
@@ -146,6 +152,8 @@ fn run() -> anyhow::Result<()> {
             action: ClusterAction::Status,
             master,
         } => runtime()?.block_on(cmd::cli::cluster_status(master))?,
+        Command::Login(args) => runtime()?.block_on(cmd::login::login(args))?,
+        Command::Logout => cmd::login::logout()?,
         Command::Version => {
             println!(
                 "agora {} (wire contract agora.v1)",

@@ -139,7 +139,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     if let Some(AgentCommand::Cluster(action)) = args.action {
         let m = super::cli::MasterAddress {
-            master: args.master.unwrap_or_else(|| "127.0.0.1:5050".into()),
+            master: args.master.clone(),
             json: args.json,
             token: args.token,
             tls_ca: args.tls.tls_ca.clone(),

@@ -69,20 +69,17 @@ pub enum JobAction {
 
 #[derive(Args, Debug)]
 pub struct BatchAddress {
-    /// The batch framework's API (default: `agora local`'s).
-    #[arg(
-        long,
-        env = "AGORA_BATCH",
-        default_value = "http://127.0.0.1:8090",
-        global = true
-    )]
-    batch: String,
+    /// The batch framework's API (default: the one registered with the master `agora login`
+    /// stored, else `agora local`'s, http://127.0.0.1:8090).
+    #[arg(long, env = "AGORA_BATCH", global = true)]
+    batch: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
     #[command(flatten)]
     token: super::cli::TokenArgs,
-    /// The cluster CA (PEM) when the framework's API serves https (`--tls-cert` on it).
+    /// The cluster CA (PEM) when the framework's API serves https (default: the one `agora
+    /// login` stored).
     #[arg(long, env = "AGORA_TLS_CA", global = true)]
     tls_ca: Option<PathBuf>,
 }
@@ -123,8 +120,16 @@ async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<reqwest
 }
 
 pub async fn job(action: JobAction, a: BatchAddress) -> anyhow::Result<()> {
-    let base = format!("{}/v1/scheduler", a.batch.trim_end_matches('/'));
-    let client = a.token.client(a.tls_ca.as_deref())?;
+    let (base, client) = super::cli::framework_api(
+        a.batch.as_deref(),
+        "batch",
+        "--batch",
+        "http://127.0.0.1:8090",
+        &a.token,
+        a.tls_ca.as_deref(),
+    )
+    .await?;
+    let base = format!("{base}/v1/scheduler");
     match action {
         JobAction::Add { file } => {
             let text = std::fs::read_to_string(&file)

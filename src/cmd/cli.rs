@@ -15,45 +15,180 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-/// Where the master is: flag, `AGORA_MASTER`, or `agora local`'s default.
+/// `agora local`'s master, the default when neither `--master` nor a login names one.
+pub const DEFAULT_MASTER: &str = "127.0.0.1:5050";
+
+/// Where the master is: flag, `AGORA_MASTER`, the one `agora login` stored, or `agora local`'s
+/// default.
 #[derive(Args, Debug, Clone)]
 pub struct MasterAddress {
-    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora` (default: `agora local`'s).
-    #[arg(
-        long,
-        env = "AGORA_MASTER",
-        default_value = "127.0.0.1:5050",
-        global = true
-    )]
-    pub master: String,
+    /// The master: `host:port` or `zk://h1:2181,h2:2181/agora` (default: the one `agora login`
+    /// stored, else `agora local`'s, 127.0.0.1:5050).
+    #[arg(long, env = "AGORA_MASTER", global = true)]
+    pub master: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(flatten)]
     pub token: TokenArgs,
     /// The cluster CA (PEM) when the cluster runs with TLS: the master and agents are then
-    /// reached over https and verified against it.
+    /// reached over https and verified against it (default: the CA and certificate `agora
+    /// login` stored).
     #[arg(long, env = "AGORA_TLS_CA", global = true)]
     pub tls_ca: Option<PathBuf>,
 }
 
-/// Trusts the cluster CA (and only it) when one is given.
+/// Trusts the cluster CA (and only it) and presents the certificate, when given.
 ///
 /// # Errors
-/// An unreadable or invalid CA file, named with the flag.
-pub fn with_ca(
+/// An invalid CA or certificate, named.
+pub fn with_tls(
     builder: reqwest::ClientBuilder,
-    tls_ca: Option<&std::path::Path>,
+    tls: Option<&agora_net::tls::ClientTls>,
 ) -> anyhow::Result<reqwest::ClientBuilder> {
-    let Some(path) = tls_ca else {
+    let Some(tls) = tls else {
         return Ok(builder);
     };
-    let pem = std::fs::read(path).map_err(|e| anyhow!("--tls-ca {}: {e}", path.display()))?;
-    let ca = reqwest::Certificate::from_pem(&pem)
-        .map_err(|e| anyhow!("--tls-ca {}: not a PEM certificate: {e}", path.display()))?;
-    Ok(builder
+    let ca = reqwest::Certificate::from_pem(&tls.ca_pem)
+        .map_err(|e| anyhow!("the cluster CA is not a PEM certificate: {e}"))?;
+    let builder = builder
         .add_root_certificate(ca)
-        .tls_built_in_root_certs(false))
+        .tls_built_in_root_certs(false);
+    Ok(match &tls.identity {
+        None => builder,
+        Some((cert, key)) => {
+            let mut pem = cert.clone();
+            pem.push(b'\n');
+            pem.extend_from_slice(key);
+            builder.identity(
+                reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| anyhow!("the client certificate and key: {e}"))?,
+            )
+        }
+    })
+}
+
+/// The CA of `--tls-ca` (verification only, no certificate presented).
+///
+/// # Errors
+/// An unreadable file, named with the flag.
+pub fn ca_file_tls(path: &std::path::Path) -> anyhow::Result<agora_net::tls::ClientTls> {
+    let pem = std::fs::read(path).map_err(|e| anyhow!("--tls-ca {}: {e}", path.display()))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| anyhow!("--tls-ca {}: not a PEM certificate: {e}", path.display()))?;
+    Ok(agora_net::tls::ClientTls {
+        ca_pem: pem,
+        identity: None,
+    })
+}
+
+/// How the CLI reaches the cluster: the master spec and the TLS of its clients. `--tls-ca` when
+/// given; else the login `agora login` stored, when `master` is not given or is the logged-in
+/// one (renewed first when past two thirds of its life); else clear.
+///
+/// # Errors
+/// An unreadable CA file or login; an expired stored certificate.
+pub async fn cluster_tls(
+    master: Option<&str>,
+    tls_ca: Option<&std::path::Path>,
+) -> anyhow::Result<(String, Option<agora_net::tls::ClientTls>)> {
+    if let Some(path) = tls_ca {
+        let master = master.unwrap_or(DEFAULT_MASTER).to_string();
+        return Ok((master, Some(ca_file_tls(path)?)));
+    }
+    let login = super::login::load()?.filter(|l| master.is_none_or(|m| m == l.master));
+    match login {
+        Some(l) => {
+            let l = l.fresh().await?;
+            Ok((l.master.clone(), Some(l.tls())))
+        }
+        None => Ok((master.unwrap_or(DEFAULT_MASTER).to_string(), None)),
+    }
+}
+
+/// The leading master reached: its base URL, a client for its API (with the API token) and one
+/// for agents' file API (without).
+pub struct Reached {
+    pub base: String,
+    pub api: reqwest::Client,
+    pub files: reqwest::Client,
+    pub tls: Option<agora_net::tls::ClientTls>,
+}
+
+impl MasterAddress {
+    /// Finds the leading master and builds the clients (see [`cluster_tls`]).
+    ///
+    /// # Errors
+    /// No leader found; bad TLS material or token.
+    pub async fn reach(&self) -> anyhow::Result<Reached> {
+        let (master, tls) = cluster_tls(self.master.as_deref(), self.tls_ca.as_deref()).await?;
+        Ok(Reached {
+            base: leader_url(&master, tls.is_some()).await?,
+            api: self.token.client(tls.as_ref())?,
+            files: client(tls.as_ref())?,
+            tls,
+        })
+    }
+}
+
+/// The API of the framework registered as `name` with the leading master (its `webui_url`), for
+/// a logged-in CLI given no `--services`/`--batch` URL.
+///
+/// # Errors
+/// No such framework connected; the master unreachable.
+pub async fn framework_url(name: &str, flag: &str) -> anyhow::Result<String> {
+    let m = MasterAddress {
+        master: None,
+        json: false,
+        token: TokenArgs::default(),
+        tls_ca: None,
+    };
+    let reached = m.reach().await?;
+    let state = get_json(&reached.api, &format!("{}/state", reached.base)).await?;
+    state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["name"] == name && f["connected"] == true)
+        .find_map(|f| f["webui_url"].as_str().filter(|u| !u.is_empty()))
+        .map(|u| u.trim_end_matches('/').to_string())
+        .ok_or_else(|| {
+            anyhow!(
+                "no framework named '{name}' is connected to the master at {}: pass {flag} URL",
+                reached.base
+            )
+        })
+}
+
+/// A framework's API for the app/job/stack commands: `url` when given (`--services`,
+/// `--batch`), else the `name` framework's registered URL when `agora login` stored a login,
+/// else `default` (`agora local`'s); with the TLS of `--tls-ca` or of the login.
+///
+/// # Errors
+/// See [`framework_url`] and [`cluster_tls`].
+pub async fn framework_api(
+    url: Option<&str>,
+    name: &str,
+    flag: &str,
+    default: &str,
+    token: &TokenArgs,
+    tls_ca: Option<&std::path::Path>,
+) -> anyhow::Result<(String, reqwest::Client)> {
+    let clear = url.is_some_and(|u| u.starts_with("http://"));
+    let tls = match (tls_ca, clear) {
+        (Some(path), _) => Some(ca_file_tls(path)?),
+        (None, true) => None,
+        (None, false) => match super::login::load()? {
+            Some(l) => Some(l.fresh().await?.tls()),
+            None => None,
+        },
+    };
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None if tls.is_some() && tls_ca.is_none() => framework_url(name, flag).await?,
+        None => default.to_string(),
+    };
+    Ok((base, token.client(tls.as_ref())?))
 }
 
 /// The API token the CLI sends, for components started with `--api-token-file`.
@@ -97,7 +232,10 @@ impl TokenArgs {
     ///
     /// # Errors
     /// See [`TokenArgs::resolve`]; a token that is not a valid header value.
-    pub fn client(&self, tls_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    pub fn client(
+        &self,
+        tls: Option<&agora_net::tls::ClientTls>,
+    ) -> anyhow::Result<reqwest::Client> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = self.resolve()? {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -108,11 +246,11 @@ impl TokenArgs {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        Ok(with_ca(
+        Ok(with_tls(
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .default_headers(headers),
-            tls_ca,
+            tls,
         )?
         .build()?)
     }
@@ -202,21 +340,25 @@ pub enum TaskAction {
     },
 }
 
-/// Finds the leader's HTTP base URL.
-pub async fn leader_url(master: &str, tls: bool) -> anyhow::Result<String> {
-    let mut detector = agora_ha::detector::Detector::new(master)?;
-    let address = detector
+/// The leading master's `host:port` through `master` (`host:port` or `zk://…`).
+pub async fn leader_address(master: &str) -> anyhow::Result<String> {
+    agora_ha::detector::Detector::new(master)?
         .wait_for_leader(Duration::from_secs(5))
         .await
-        .with_context(|| format!("cannot find the leading master through '{master}'"))?;
+        .with_context(|| format!("cannot find the leading master through '{master}'"))
+}
+
+/// Finds the leader's HTTP base URL.
+pub async fn leader_url(master: &str, tls: bool) -> anyhow::Result<String> {
+    let address = leader_address(master).await?;
     Ok(format!("{}://{address}", agora_net::tls::scheme(tls)))
 }
 
 /// A client for agents' sandbox file API (which takes no API token).
-fn client(tls_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
-    Ok(with_ca(
+fn client(tls: Option<&agora_net::tls::ClientTls>) -> anyhow::Result<reqwest::Client> {
+    Ok(with_tls(
         reqwest::Client::builder().timeout(Duration::from_secs(10)),
-        tls_ca,
+        tls,
     )?
     .build()?)
 }
@@ -308,8 +450,7 @@ fn fmt_num(v: f64) -> String {
 }
 
 pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
-    let api = m.token.client(m.tls_ca.as_deref())?;
+    let Reached { base, api, .. } = m.reach().await?;
     match action {
         AgentAction::List => {
             let state = get_json(&api, &format!("{base}/state")).await?;
@@ -374,8 +515,7 @@ pub async fn agent(action: AgentAction, m: MasterAddress) -> anyhow::Result<()> 
 }
 
 pub async fn framework(action: FrameworkAction, m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
-    let api = m.token.client(m.tls_ca.as_deref())?;
+    let Reached { base, api, .. } = m.reach().await?;
     match action {
         FrameworkAction::List => {
             let state = get_json(&api, &format!("{base}/state")).await?;
@@ -445,8 +585,12 @@ fn find_task(state: &Value, task: &str) -> Option<Value> {
 }
 
 pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
-    let api = m.token.client(m.tls_ca.as_deref())?;
+    let Reached {
+        base,
+        api,
+        files,
+        tls,
+    } = m.reach().await?;
     let state = get_json(&api, &format!("{base}/state")).await?;
     match action {
         TaskAction::List { framework, all } => {
@@ -555,7 +699,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow!("task '{task}' ran on agent '{agent_id}', which is gone"))?;
             let agent_url = format!(
                 "{}://{}:{}",
-                agora_net::tls::scheme(m.tls_ca.is_some()),
+                agora_net::tls::scheme(tls.is_some()),
                 agent["hostname"].as_str().unwrap_or("localhost"),
                 agent["http_port"]
             );
@@ -571,7 +715,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
                 escape(executor)
             );
             let listing = get_json(
-                &client(m.tls_ca.as_deref())?,
+                &files,
                 &format!("{agent_url}/files/browse?path={}", url_escape(&runs)),
             )
             .await
@@ -589,7 +733,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
             let mut offset: u64 = 0;
             loop {
                 let chunk = get_json(
-                    &client(m.tls_ca.as_deref())?,
+                    &files,
                     &format!(
                         "{agent_url}/files/read?path={}&offset={offset}&length=65536",
                         url_escape(&file)
@@ -612,8 +756,7 @@ pub async fn task(action: TaskAction, m: MasterAddress) -> anyhow::Result<()> {
 }
 
 pub async fn cluster_status(m: MasterAddress) -> anyhow::Result<()> {
-    let base = leader_url(&m.master, m.tls_ca.is_some()).await?;
-    let api = m.token.client(m.tls_ca.as_deref())?;
+    let Reached { base, api, .. } = m.reach().await?;
     let state = get_json(&api, &format!("{base}/state")).await?;
     let agents = state["agents"].as_array().cloned().unwrap_or_default();
     let (mut cpus, mut mem, mut used_cpus, mut used_mem) = (0.0, 0.0, 0.0, 0.0);
@@ -675,4 +818,86 @@ fn url_escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_net::pki::{self, ClusterCa, Csr, Role};
+
+    async fn role(
+        axum::extract::ConnectInfo(p): axum::extract::ConnectInfo<agora_net::tls::Peer>,
+    ) -> String {
+        format!("{:?}", p.client_role)
+    }
+
+    /// The CLI's clients verify the server with the login's CA and present its certificate: a
+    /// server of that CA sees the framework role on the connection (mutual TLS); with the CA
+    /// only, none; a server of another CA is refused.
+    #[tokio::test]
+    async fn the_cli_presents_the_login_certificate_to_servers_of_the_cluster_ca() {
+        let now = agora_master::pki::now();
+        let ca = ClusterCa::generate(now).expect("ca");
+        let serve = |ca: &ClusterCa| {
+            let (chain, key) = ca
+                .issue_own(
+                    Role::Master,
+                    &["127.0.0.1".into()],
+                    now,
+                    pki::DEFAULT_LIFETIME,
+                )
+                .expect("issue");
+            let cert = agora_net::tls::SwappableCert::from_pem(chain.as_bytes(), key.as_bytes())
+                .expect("cert");
+            let roots = agora_net::tls::pem_roots(ca.cert_pem().as_bytes()).expect("roots");
+            agora_net::tls::server_config_with(cert, Some(roots)).expect("config")
+        };
+        let start = |config| async move {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let address = tcp.local_addr().expect("addr");
+            let listener = agora_net::tls::Listener::new(tcp, Some(config)).expect("listener");
+            let app = axum::Router::new().route("/role", axum::routing::get(role));
+            tokio::spawn(agora_net::tls::serve(
+                listener,
+                app,
+                std::future::pending::<()>(),
+            ));
+            format!("https://{address}/role")
+        };
+        let url = start(serve(&ca)).await;
+        let csr = Csr::generate(&[]).expect("csr");
+        let cert_pem = ca
+            .sign_csr(
+                Role::Framework,
+                &csr.csr_pem,
+                &[],
+                now,
+                pki::DEFAULT_LIFETIME,
+            )
+            .expect("sign");
+        let joined = pki::Joined {
+            ca_pem: ca.cert_pem().to_string(),
+            cert_pem,
+            key_pem: csr.key_pem,
+            lifetime: pki::DEFAULT_LIFETIME,
+        };
+        let get = |tls: agora_net::tls::ClientTls, url: String| async move {
+            let client = TokenArgs::default().client(Some(&tls)).expect("client");
+            client.get(url).send().await?.text().await
+        };
+        assert_eq!(
+            get(joined.client(), url.clone()).await.expect("mutual TLS"),
+            "Some(Framework)"
+        );
+        let ca_only = agora_net::tls::ClientTls {
+            ca_pem: joined.ca_pem.clone().into_bytes(),
+            identity: None,
+        };
+        assert_eq!(get(ca_only, url).await.expect("TLS"), "None");
+        let other = ClusterCa::generate(now).expect("another CA");
+        let elsewhere = start(serve(&other)).await;
+        assert!(get(joined.client(), elsewhere).await.is_err());
+    }
 }

@@ -2,6 +2,13 @@
 //! with its own work dir, its own loopback address `127.0.0.N` and a share of the machine), and the
 //! services and batch frameworks, with
 //! state under `--work-dir` so that a second start recovers the first one's tasks. No ZooKeeper.
+//!
+//! Secure by default, the same way as a cluster of machines: the master makes the cluster CA in
+//! `--work-dir/master` (as a standalone master does), the agents join with the agent token and
+//! the frameworks with the framework token, in this process, and every listener speaks TLS with a
+//! certificate of that CA. The CLI is logged in ([`super::login`]) into `~/.agora`
+//! (`AGORA_HOME`), as `docker swarm init` makes the local CLI a manager, unless that directory
+//! holds a login to another master. `--insecure` runs it all in clear.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -52,10 +59,69 @@ pub struct LocalArgs {
     /// Run no routing mesh on the agents.
     #[arg(long)]
     no_mesh: bool,
-    /// Run in clear (no TLS). `agora local` does not use the cluster CA yet, so this is what it
-    /// does either way; scripts pass it to stay right once it does.
+    /// Run in clear: no cluster CA, no TLS, no certificates, no login of the CLI. Without it
+    /// every listener speaks TLS with a certificate of the cluster CA made in --work-dir/master.
     #[arg(long)]
     insecure: bool,
+}
+
+/// What `agora local` runs with on the cluster CA: the tokens its agents and frameworks join
+/// with, and the CA clients verify against.
+struct Secure {
+    agent_token: String,
+    framework_token: agora_net::pki::JoinToken,
+    ca_file: PathBuf,
+    verify: agora_net::tls::ClientTls,
+}
+
+impl Secure {
+    /// Reads what the master made in `master_dir` (its work dir), as `agora master token` does.
+    async fn load(master_dir: &Path) -> anyhow::Result<Secure> {
+        use agora_master::pki;
+        let home = pki::home(master_dir, None, None, Duration::from_secs(10))?;
+        let secrets = pki::load_or_create(&home, pki::now()).await?;
+        let framework_token =
+            agora_net::pki::JoinToken::parse(&secrets.token(pki::TokenKind::Framework)?)?;
+        let ca_file = master_dir.join("ca.pem");
+        Ok(Secure {
+            agent_token: secrets.token(pki::TokenKind::Agent)?,
+            framework_token,
+            ca_file,
+            verify: agora_net::tls::ClientTls {
+                ca_pem: secrets.ca_cert_pem.clone().into_bytes(),
+                identity: None,
+            },
+        })
+    }
+
+    /// Logs the CLI in to this cluster (`agora login` with the framework token) unless the login
+    /// directory holds one to another master; says which, for the banner.
+    async fn cli_login(&self, master: &str) -> String {
+        let dir = match super::login::home() {
+            Ok(d) => d,
+            Err(e) => return format!("not logged in ({e:#})"),
+        };
+        let by_hand = format!(
+            "agora login --master {master} --token-file <(agora master token --framework --work-dir {})",
+            self.ca_file.parent().map_or_else(String::new, |d| d.display().to_string())
+        );
+        if let Ok(Some(other)) = super::login::load() {
+            if other.master != master {
+                return format!(
+                    "{} holds a login to {}, kept: to use this cluster instead, {by_hand}",
+                    dir.display(),
+                    other.master
+                );
+            }
+        }
+        match super::login::login_into(&dir, master, &self.framework_token).await {
+            Ok(_) => format!(
+                "logged in ({}): `agora cluster status`, `agora app list`, … need no flags (`agora logout` undoes it)",
+                dir.display()
+            ),
+            Err(e) => format!("not logged in ({e:#}); try {by_hand}"),
+        }
+    }
 }
 
 /// Splits the machine (or the given total) evenly between `n` agents, ports included.
@@ -127,11 +193,27 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.port),
         work_dir: work_dir.join("master"),
         allocation_interval: Duration::from_millis(250),
+        cluster_ca: !args.insecure,
         ..Default::default()
     })
     .await
     .with_context(|| format!("starting the master on 127.0.0.1:{}", args.port))?;
     let master_address = format!("127.0.0.1:{}", master.address.port());
+    let secure = if args.insecure {
+        None
+    } else {
+        Some(
+            Secure::load(&work_dir.join("master"))
+                .await
+                .context("reading the cluster CA the master made")?,
+        )
+    };
+    let scheme = agora_net::tls::scheme(secure.is_some());
+    let http = super::cli::with_tls(
+        reqwest::Client::builder().timeout(Duration::from_secs(5)),
+        secure.as_ref().map(|s| s.verify.clone()).as_ref(),
+    )?
+    .build()?;
 
     let machine = agora_agent::detect_resources();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -167,6 +249,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
                 domain: "agora".into(),
                 forward: true,
             }),
+            join_token: secure.as_ref().map(|s| s.agent_token.clone()),
             mesh: (!args.no_mesh).then(|| agora_agent::mesh::MeshConfig {
                 http_port: mesh_http_port,
                 ..agora_agent::mesh::MeshConfig::new(IpAddr::V4(ip))
@@ -185,10 +268,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         }));
     }
 
-    let state_url = format!("http://{master_address}/state");
+    let state_url = format!("{scheme}://{master_address}/state");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let registered = match reqwest::get(&state_url).await {
+        let registered = match http.get(&state_url).send().await {
             Ok(r) => r
                 .json::<serde_json::Value>()
                 .await
@@ -223,7 +306,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             advertise: None,
             credential: None,
             tls: Default::default(),
-            join_token: None,
+            join_token: secure.as_ref().map(|s| s.framework_token.clone()),
             issued: None,
         },
         args.service_port_range,
@@ -248,7 +331,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         advertise: None,
         credential: None,
         tls: Default::default(),
-        join_token: None,
+        join_token: secure.as_ref().map(|s| s.framework_token.clone()),
         issued: None,
     })
     .await
@@ -267,18 +350,33 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         "Agora is running locally with {} agents, using {uses}.",
         args.agents
     );
-    println!("  web UI and master API   http://{master_address}/");
-    println!("  cluster state           http://{master_address}/state");
-    println!("  metrics                 http://{master_address}/metrics");
+    println!("  web UI and master API   {scheme}://{master_address}/");
+    println!("  cluster state           {scheme}://{master_address}/state");
+    println!("  metrics                 {scheme}://{master_address}/metrics");
     println!(
-        "  services (Marathon)     http://{}/v2/apps",
+        "  services (Marathon)     {scheme}://{}/v2/apps",
         services.address
     );
-    println!("  services web UI         http://{}/ui/", services.address);
     println!(
-        "  batch jobs (Chronos)    http://{}/v1/scheduler/jobs",
+        "  services web UI         {scheme}://{}/ui/",
+        services.address
+    );
+    println!(
+        "  batch jobs (Chronos)    {scheme}://{}/v1/scheduler/jobs",
         batch.address
     );
+    if let Some(s) = &secure {
+        let ca = s.ca_file.display();
+        println!(
+            "  cluster CA              {ca}   (curl --cacert {ca} {scheme}://{master_address}/state; add it to a browser's trusted authorities for the web UIs)"
+        );
+        println!(
+            "  agora CLI               {}",
+            s.cli_login(&master_address).await
+        );
+    } else {
+        println!("  in clear (--insecure)   no TLS, no certificates: anyone who reaches these ports is trusted");
+    }
     let dns: Vec<String> = (0..args.agents)
         .map(|i| format!("127.0.0.{}:{dns_port}", i + 2))
         .collect();
@@ -330,25 +428,6 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_machine_is_split_evenly_with_disjoint_ports() {
-        let total = agora_proto::Resources::parse("cpus:2;mem:8000").expect("res");
-        assert_eq!(
-            share(&total, 2, 0),
-            "cpus:1;mem:4000;disk:5120;ports:[31000-31499]"
-        );
-        assert_eq!(
-            share(&total, 2, 1),
-            "cpus:1;mem:4000;disk:5120;ports:[31500-31999]"
-        );
-        assert!(agora_proto::Resources::parse(&share(&total, 3, 2)).is_ok());
-    }
-}
-
 /// A port free for both UDP and TCP on 127.0.0.2 (the first agent's address; the others' are
 /// distinct addresses, so the same port is free there unless something binds all of loopback).
 fn free_dns_port() -> std::io::Result<u16> {
@@ -371,4 +450,23 @@ fn free_tcp_port() -> std::io::Result<u16> {
             .local_addr()?
             .port(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machine_is_split_evenly_with_disjoint_ports() {
+        let total = agora_proto::Resources::parse("cpus:2;mem:8000").expect("res");
+        assert_eq!(
+            share(&total, 2, 0),
+            "cpus:1;mem:4000;disk:5120;ports:[31000-31499]"
+        );
+        assert_eq!(
+            share(&total, 2, 1),
+            "cpus:1;mem:4000;disk:5120;ports:[31500-31999]"
+        );
+        assert!(agora_proto::Resources::parse(&share(&total, 3, 2)).is_ok());
+    }
 }

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod local;
+pub mod login;
 pub mod master;
 pub mod services;
 pub mod stack;

@@ -90,22 +90,37 @@ pub enum AppAction {
 
 #[derive(Args, Debug)]
 pub struct ServicesAddress {
-    /// The services framework's API (default: `agora local`'s).
-    #[arg(
-        long,
-        env = "AGORA_SERVICES",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub services: String,
+    /// The services framework's API (default: the one registered with the master `agora login`
+    /// stored, else `agora local`'s, http://127.0.0.1:8080).
+    #[arg(long, env = "AGORA_SERVICES", global = true)]
+    pub services: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
     #[command(flatten)]
     pub token: super::cli::TokenArgs,
-    /// The cluster CA (PEM) when the framework's API serves https (`--tls-cert` on it).
+    /// The cluster CA (PEM) when the framework's API serves https (default: the one `agora
+    /// login` stored).
     #[arg(long, env = "AGORA_TLS_CA", global = true)]
     pub tls_ca: Option<PathBuf>,
+}
+
+impl ServicesAddress {
+    /// The API's base URL and a client for it (see [`super::cli::framework_api`]).
+    ///
+    /// # Errors
+    /// As [`super::cli::framework_api`].
+    pub async fn api(&self) -> anyhow::Result<(String, reqwest::Client)> {
+        super::cli::framework_api(
+            self.services.as_deref(),
+            "services",
+            "--services",
+            "http://127.0.0.1:8080",
+            &self.token,
+            self.tls_ca.as_deref(),
+        )
+        .await
+    }
 }
 
 pub(super) async fn send(req: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
@@ -215,8 +230,7 @@ pub(super) async fn wait_deployment(
 }
 
 pub async fn app(action: AppAction, a: ServicesAddress) -> anyhow::Result<()> {
-    let base = a.services.trim_end_matches('/').to_string();
-    let client = a.token.client(a.tls_ca.as_deref())?;
+    let (base, client) = a.api().await?;
     let path = |id: &str| format!("{base}/v2/apps/{}", id.trim_start_matches('/'));
     match action {
         AppAction::Create { file, wait } => {

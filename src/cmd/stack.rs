@@ -34,8 +34,9 @@ pub enum StackAction {
         dry_run: bool,
         /// The master (`host:port` or `zk://…`), asked for its agents when a service runs in
         /// `deploy.mode: global`.
-        #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
-        master: String,
+        /// (default: the one `agora login` stored, else 127.0.0.1:5050).
+        #[arg(long, env = "AGORA_MASTER")]
+        master: Option<String>,
     },
     /// List stacks with their services.
     Ls,
@@ -83,9 +84,16 @@ async fn stack_group(
 }
 
 /// The active agents, as global services count them.
-async fn agents(master: &str, a: &ServicesAddress) -> anyhow::Result<Vec<Agent>> {
-    let base = super::cli::leader_url(master, a.tls_ca.is_some()).await?;
-    let client = a.token.client(a.tls_ca.as_deref())?;
+async fn agents(master: Option<String>, a: &ServicesAddress) -> anyhow::Result<Vec<Agent>> {
+    let m = super::cli::MasterAddress {
+        master,
+        json: false,
+        token: a.token.clone(),
+        tls_ca: a.tls_ca.clone(),
+    };
+    let super::cli::Reached {
+        base, api: client, ..
+    } = m.reach().await?;
     let state = super::cli::get_json(&client, &format!("{base}/state")).await?;
     Ok(state["agents"]
         .as_array()
@@ -117,8 +125,13 @@ fn read_file(file: &std::path::Path) -> anyhow::Result<String> {
 }
 
 pub async fn stack(action: StackAction, a: ServicesAddress) -> anyhow::Result<()> {
-    let base = a.services.trim_end_matches('/').to_string();
-    let client = a.token.client(a.tls_ca.as_deref())?;
+    // A dry run talks to no framework.
+    let dry = matches!(action, StackAction::Deploy { dry_run: true, .. });
+    let (base, client) = if dry {
+        (String::new(), reqwest::Client::new())
+    } else {
+        a.api().await?
+    };
     match action {
         StackAction::Deploy {
             file,
@@ -132,7 +145,7 @@ pub async fn stack(action: StackAction, a: ServicesAddress) -> anyhow::Result<()
             let stack = compose::parse(&name, &text, &env)
                 .map_err(|e| anyhow!("{} cannot be deployed:\n{e}", file.display()))?;
             let agents = if stack.needs_agents() {
-                agents(&master, &a)
+                agents(master, &a)
                     .await
                     .context("a service runs in deploy.mode: global, which needs the master's agents (--master)")?
             } else {

@@ -82,6 +82,7 @@ async fn start_local(dir: &Path) -> (Process, u16) {
         let batch_port = free_port();
         let mut args: Vec<String> = [
             "local",
+            "--insecure",
             "--port",
             &free_port().to_string(),
             "--work-dir",

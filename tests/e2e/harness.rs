@@ -135,11 +135,22 @@ fn release_agents(dirs: &AgentDirs) {
 
 impl Process {
     pub fn spawn(name: &str, args: &[String], dir: &Path) -> Process {
+        Process::spawn_with_env(name, args, dir, &[])
+    }
+
+    /// [`Process::spawn`] with environment variables set (`AGORA_HOME` for the CLI's login).
+    pub fn spawn_with_env(
+        name: &str,
+        args: &[String],
+        dir: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Process {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_agora"))
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out)
@@ -758,8 +769,34 @@ pub fn spawn_local_with(
     services: u16,
     containerizers: &str,
 ) -> Process {
+    let args = local_args(dir, port, services, free_port(), containerizers);
+    Process::spawn(name, &args, dir)
+}
+
+/// `agora local` on the cluster CA (no `--insecure`), its batch API on `batch`, the CLI login it
+/// makes kept in `agora_home` (`AGORA_HOME`).
+pub fn spawn_local_secure(
+    dir: &Path,
+    port: u16,
+    name: &str,
+    (services, batch): (u16, u16),
+    agora_home: &Path,
+) -> Process {
+    let mut args = local_args(dir, port, services, batch, "native");
+    args.retain(|a| a != "--insecure");
+    Process::spawn_with_env(name, &args, dir, &[("AGORA_HOME", agora_home.as_os_str())])
+}
+
+/// The flags of [`spawn_local_with`]: in clear, two agents, the given ports, state under `dir`.
+fn local_args(
+    dir: &Path,
+    port: u16,
+    services: u16,
+    batch: u16,
+    containerizers: &str,
+) -> Vec<String> {
     let agent_port = local_agent_port(dir);
-    let args: Vec<String> = [
+    [
         "local",
         "--insecure",
         "--agent-port",
@@ -773,14 +810,13 @@ pub fn spawn_local_with(
         "--containerizers",
         containerizers,
         "--batch-port",
-        &free_port().to_string(),
+        &batch.to_string(),
         "--services-port",
         &services.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    Process::spawn(name, &args, dir)
+    .collect()
 }
 
 /// The agents' HTTP port of the `agora local` under `dir`: free when first chosen, then the same

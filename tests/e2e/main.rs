@@ -17,6 +17,7 @@ mod guide;
 mod ha;
 mod harness;
 mod local;
+mod login;
 mod logs;
 mod marathon_client;
 mod marathon_groups;

@@ -41,7 +41,7 @@ fn master(dir: &Path, zk: &str, port: u16) -> Process {
     Process::spawn(&format!("master-{port}"), &args, dir)
 }
 
-fn agent(dir: &Path, name: &str, zk: &str, port: u16, token: &str) -> Process {
+pub fn agent(dir: &Path, name: &str, zk: &str, port: u16, token: &str) -> Process {
     let mut args = agent_args(dir, name, zk, port, "cpus:1;mem:256", "native");
     args.retain(|a| a != "--insecure");
     args.extend(["--join-token".to_string(), token.to_string()]);
@@ -63,7 +63,7 @@ fn token(zk: &str, framework: bool) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn https(ca_pem: &str) -> reqwest::Client {
+pub fn https(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA"))
         .tls_built_in_root_certs(false)
@@ -363,7 +363,7 @@ async fn the_cluster_ca_znode_is_readable_only_with_the_masters_zk_credential() 
 
 /// `agora services` / `agora batch` (or any framework process) on `127.0.0.1:port`, standalone,
 /// with `extra` flags (no --insecure).
-fn framework(kind: &str, dir: &Path, master: &str, port: u16, extra: &[&str]) -> Process {
+pub fn framework(kind: &str, dir: &Path, master: &str, port: u16, extra: &[&str]) -> Process {
     let mut args: Vec<String> = [
         kind,
         "--master",
@@ -382,16 +382,14 @@ fn framework(kind: &str, dir: &Path, master: &str, port: u16, extra: &[&str]) ->
     Process::spawn(&format!("{kind}-{port}"), &args, dir)
 }
 
-/// A master with no TLS flag (its CA in its work dir); services and batch started with the
-/// framework token get certificates of that CA: the master sees them over mutual TLS, their APIs
-/// answer over https only (verified against the cluster CA alone, by the address clients use),
-/// and an app deploys on an agent that joined with the agent token. Without a token against
-/// that master a framework exits non-zero saying what it needs; an agent token is refused.
-#[tokio::test(flavor = "multi_thread")]
-async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certificate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let master_dir = dir.path().join("master");
+/// A master on 127.0.0.1:`port` with no TLS flag, its CA in `master_dir` (its work dir), issuing
+/// certificates of `lifetime_secs`; returned once it answers over https, with its CA (PEM).
+pub async fn standalone_master(
+    dir: &Path,
+    port: u16,
+    master_dir: &Path,
+    lifetime_secs: u64,
+) -> (Process, String) {
     let args: Vec<String> = [
         "master",
         "--ip",
@@ -403,12 +401,12 @@ async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certi
         "--allocation-interval",
         "0.1",
         "--test-certificate-lifetime",
-        &LIFETIME_SECS.to_string(),
+        &lifetime_secs.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let _master = Process::spawn("master", &args, dir.path());
+    let master = Process::spawn("master", &args, dir);
     let ca_pem = eventually("the master's ca.pem", Duration::from_secs(30), || {
         let read = std::fs::read_to_string(master_dir.join("ca.pem")).ok();
         async move { read }
@@ -424,21 +422,40 @@ async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certi
         }
     })
     .await;
-    let token_of = |framework: bool| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-        cmd.args(["master", "token", "--work-dir"]).arg(&master_dir);
-        if framework {
-            cmd.arg("--framework");
-        }
-        let out = cmd.output().expect("agora master token runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let (agent_token, framework_token) = (token_of(false), token_of(true));
+    (master, ca_pem)
+}
+
+/// `agora master token --work-dir master_dir [--framework]`.
+pub fn token_in(master_dir: &Path, framework: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+    cmd.args(["master", "token", "--work-dir"]).arg(master_dir);
+    if framework {
+        cmd.arg("--framework");
+    }
+    let out = cmd.output().expect("agora master token runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A master with no TLS flag (its CA in its work dir); services and batch started with the
+/// framework token get certificates of that CA: the master sees them over mutual TLS, their APIs
+/// answer over https only (verified against the cluster CA alone, by the address clients use),
+/// and an app deploys on an agent that joined with the agent token. Without a token against
+/// that master a framework exits non-zero saying what it needs; an agent token is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let master_dir = dir.path().join("master");
+    let (_master, ca_pem) = standalone_master(dir.path(), port, &master_dir, LIFETIME_SECS).await;
+    let client = https(&ca_pem);
+    let address = format!("127.0.0.1:{port}");
+    let (agent_token, framework_token) =
+        (token_in(&master_dir, false), token_in(&master_dir, true));
 
     // Without a token (nor TLS files) against this master: a non-zero exit that says what to do.
     let mut clear = framework("services", dir.path(), &address, free_port(), &[]);

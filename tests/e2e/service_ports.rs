@@ -24,6 +24,7 @@ fn start_local(
 ) -> Process {
     let args: Vec<String> = [
         "local",
+        "--insecure",
         "--port",
         &port.to_string(),
         "--work-dir",
