@@ -313,7 +313,8 @@ impl Issued {
             .read()
             .map(|h| h.ca_pem.clone())
             .map_err(|_| AgentError::Stopped)?;
-        let leaf = pki::first_der("the renewed certificate", &resp.certificate_pem).map_err(config)?;
+        let leaf =
+            pki::first_der("the renewed certificate", &resp.certificate_pem).map_err(config)?;
         // After a CA rotation the master names the CAs to trust now.
         let ca_pem = pki::rotation::roots_after_renewal(&held_ca, &resp.ca_pem, &leaf);
         let new = held(ca_pem, resp.certificate_pem, csr.key_pem, lifetime)?;
@@ -366,7 +367,9 @@ impl Issued {
         let leaf = pki::first_der("the agent certificate", &h.cert_pem).map_err(config)?;
         let of_current = pki::rotation::issued_by(&leaf, &authority.issuer_der);
         if !of_current {
-            info!("the certificate's issuer is no longer the cluster's CA (rotated): renewing it now");
+            info!(
+                "the certificate's issuer is no longer the cluster's CA (rotated): renewing it now"
+            );
         }
         let (not_before, not_after) = pki::rotation::validity(&leaf).unwrap_or((0, 0));
         Ok(pki::rotation::renewal_due(

@@ -509,9 +509,8 @@ pub async fn start(
         .map_err(|e| RunError::Config(format!("{}/ca.pem: {e}", work_dir.display())))?;
     let roots = agora_net::tls::pem_roots(roots_pem.as_bytes()).map_err(config)?;
     let client_roots = agora_net::tls::SwappableClientRoots::new(roots).map_err(config)?;
-    let server =
-        agora_net::tls::server_config_swappable(cert.clone(), client_roots.clone())
-            .map_err(config)?;
+    let server = agora_net::tls::server_config_swappable(cert.clone(), client_roots.clone())
+        .map_err(config)?;
     let digest = authority.ca.digest();
     let authority: Shared = Arc::new(std::sync::RwLock::new(Arc::new(authority)));
     Ok(AutoTls {
@@ -658,8 +657,14 @@ mod tests {
         let first = load_or_create(&home, now()).await.expect("create");
         let old = first.ca().expect("ca");
         assert!(first.trust().transition.is_none());
-        let e = finish_ca_rotation(&home, now()).await.err().expect("nothing to finish");
-        assert!(e.to_string().contains("no CA rotation is in progress"), "{e}");
+        let e = finish_ca_rotation(&home, now())
+            .await
+            .err()
+            .expect("nothing to finish");
+        assert!(
+            e.to_string().contains("no CA rotation is in progress"),
+            "{e}"
+        );
 
         let rotated = rotate_ca(&home, now()).await.expect("rotate");
         let new = rotated.ca().expect("new ca");
@@ -688,7 +693,12 @@ mod tests {
         let finished = finish_ca_rotation(&home, now()).await.expect("finish");
         assert_eq!(finished.trust().digests().expect("d"), [new.digest()]);
         assert_eq!(
-            load_or_create(&home, now()).await.expect("load").ca().expect("ca").digest(),
+            load_or_create(&home, now())
+                .await
+                .expect("load")
+                .ca()
+                .expect("ca")
+                .digest(),
             new.digest()
         );
         // A document written before rotations existed still reads.

@@ -815,18 +815,22 @@ async fn the_cluster_ca_rotates_without_an_outage() {
 
     // Both masters pick it up: ca.pem holds the new CA then the old; they serve a certificate of
     // the new CA that a client trusting only the old one still verifies.
-    let bundle = eventually("both masters on the new CA", Duration::from_secs(20), || {
-        let read: Vec<String> = ports
-            .iter()
-            .map(|p| std::fs::read_to_string(ca_file(*p)).unwrap_or_default())
-            .collect();
-        let d = ders(&read[0]);
-        let ok = read[0] == read[1]
-            && d.len() == 2
-            && agora_net::pki::digest_hex(&d[0]) == new_digest
-            && d[1] == old_der;
-        async move { ok.then(|| read[0].clone()) }
-    })
+    let bundle = eventually(
+        "both masters on the new CA",
+        Duration::from_secs(20),
+        || {
+            let read: Vec<String> = ports
+                .iter()
+                .map(|p| std::fs::read_to_string(ca_file(*p)).unwrap_or_default())
+                .collect();
+            let d = ders(&read[0]);
+            let ok = read[0] == read[1]
+                && d.len() == 2
+                && agora_net::pki::digest_hex(&d[0]) == new_digest
+                && d[1] == old_der;
+            async move { ok.then(|| read[0].clone()) }
+        },
+    )
     .await;
     let new_ca = agora_net::pki::pem_of(&ders(&bundle)[0]);
     let new_der = ders(&bundle)[0].clone();
@@ -877,9 +881,15 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     }
     let s = leader_state(&client, &ports).await.expect("the leader");
     assert_eq!(active_agents(&s), names);
-    assert_eq!(running_task().await, Some(task_id.clone()), "the same task runs");
+    assert_eq!(
+        running_task().await,
+        Some(task_id.clone()),
+        "the same task runs"
+    );
     // The agents' own ports serve the renewed certificate, verified through the cross-signed CA.
-    let fw_cert = dir.path().join(format!("services-{services_port}/tls/framework.pem"));
+    let fw_cert = dir
+        .path()
+        .join(format!("services-{services_port}/tls/framework.pem"));
     eventually(
         "the services framework's certificate of the new CA",
         Duration::from_secs(25),
@@ -894,7 +904,9 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     // the masters answer through the cross-signed chain; and with the services' re-fetched CAs.
     let old_file = dir.path().join("old-ca.pem");
     std::fs::write(&old_file, &old_ca).expect("write");
-    let refetched = dir.path().join(format!("services-{services_port}/tls/ca.pem"));
+    let refetched = dir
+        .path()
+        .join(format!("services-{services_port}/tls/ca.pem"));
     assert_eq!(
         ders(&std::fs::read_to_string(&refetched).expect("services' ca.pem")),
         [new_der.clone(), old_der.clone()]
@@ -936,7 +948,10 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     let again = ca_rotate(&zk, false);
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains("in progress") && err.contains("--finish"), "{err}");
+    assert!(
+        err.contains("in progress") && err.contains("--finish"),
+        "{err}"
+    );
 
     // Finish: the old CA is dropped by both masters.
     let out = ca_rotate(&zk, true);
@@ -994,8 +1009,9 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     let mut late = agent(dir.path(), "agent-late", &zk, free_port(), &old_token);
     let log = exits_with(&mut late, Duration::from_secs(30)).await;
     assert!(
-        log.contains(&format!("the master's CA digest {new_digest} does not match"))
-            && log.contains("rotated"),
+        log.contains(&format!(
+            "the master's CA digest {new_digest} does not match"
+        )) && log.contains("rotated"),
         "{log}"
     );
     drop(joiners);

@@ -102,7 +102,10 @@ impl Trust {
     pub fn digests(&self) -> Result<Vec<String>, PkiError> {
         let mut out = vec![digest_hex(&first_der("cluster CA", &self.current_pem)?)];
         if let Some(t) = &self.transition {
-            out.push(digest_hex(&first_der("previous cluster CA", &t.previous_pem)?));
+            out.push(digest_hex(&first_der(
+                "previous cluster CA",
+                &t.previous_pem,
+            )?));
         }
         Ok(out)
     }
@@ -349,7 +352,11 @@ mod tests {
         let (chain, _key) = new
             .issue_serving(&trust, Role::Master, &names, NOW + 20, DEFAULT_LIFETIME)
             .expect("issue");
-        assert_eq!(chain_ders(&chain).len(), 4, "[leaf, cross, previous, current]");
+        assert_eq!(
+            chain_ders(&chain).len(),
+            4,
+            "[leaf, cross, previous, current]"
+        );
         let at = NOW + 60;
         verifies(&chain, old.cert_pem(), "m1", at).expect("a peer trusting only the old CA");
         verifies(&chain, new.cert_pem(), "m1", at).expect("a peer trusting only the new CA");
@@ -392,13 +399,21 @@ mod tests {
         assert_eq!(c.subject().as_raw(), n.subject().as_raw());
         assert_eq!(c.public_key().raw, n.public_key().raw);
         assert_eq!(
-            c.basic_constraints().expect("ext").map(|b| b.value.path_len_constraint),
+            c.basic_constraints()
+                .expect("ext")
+                .map(|b| b.value.path_len_constraint),
             Some(Some(0))
         );
         // A leaf the new CA signed chains to the old through it (as the issued chain says).
         let csr = Csr::generate(&["agent-1".into()]).expect("csr");
         let leaf = new
-            .sign_csr(Role::Agent, &csr.csr_pem, &["agent-1".into()], NOW + 20, DEFAULT_LIFETIME)
+            .sign_csr(
+                Role::Agent,
+                &csr.csr_pem,
+                &["agent-1".into()],
+                NOW + 20,
+                DEFAULT_LIFETIME,
+            )
             .expect("sign");
         let issued = trust.issued_chain(&leaf);
         assert_eq!(chain_ders(&issued).len(), 2);
@@ -409,7 +424,9 @@ mod tests {
         // A new CA allows one CA below it, for the next rotation's cross-signed certificate.
         let (_, n) = x509_parser::parse_x509_certificate(new.der()).expect("parse");
         assert_eq!(
-            n.basic_constraints().expect("ext").map(|b| b.value.path_len_constraint),
+            n.basic_constraints()
+                .expect("ext")
+                .map(|b| b.value.path_len_constraint),
             Some(Some(1))
         );
     }
@@ -421,10 +438,22 @@ mod tests {
         assert!(!renewal_due(NOW + 59, start, end, true));
         assert!(renewal_due(NOW + 60, start, end, true));
         assert!(renewal_due(NOW + 200, start, end, true));
-        assert!(renewal_due(NOW + 1, start, end, false), "issued by a CA no longer current");
-        assert!(renewal_due(NOW, end, start, true), "nonsense validity renews");
-        assert_eq!(check_interval(Duration::from_secs(6)), Duration::from_secs(1));
-        assert_eq!(check_interval(Duration::from_secs(120)), Duration::from_secs(12));
+        assert!(
+            renewal_due(NOW + 1, start, end, false),
+            "issued by a CA no longer current"
+        );
+        assert!(
+            renewal_due(NOW, end, start, true),
+            "nonsense validity renews"
+        );
+        assert_eq!(
+            check_interval(Duration::from_secs(6)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            check_interval(Duration::from_secs(120)),
+            Duration::from_secs(12)
+        );
         assert_eq!(check_interval(DEFAULT_LIFETIME), MAX_CHECK_INTERVAL);
     }
 
@@ -444,13 +473,24 @@ mod tests {
         assert!(e.contains("at most"), "{e}");
         let csr = Csr::generate(&[]).expect("csr");
         let leaf = new
-            .sign_csr(Role::Agent, &csr.csr_pem, &["a".into()], NOW + 20, DEFAULT_LIFETIME)
+            .sign_csr(
+                Role::Agent,
+                &csr.csr_pem,
+                &["a".into()],
+                NOW + 20,
+                DEFAULT_LIFETIME,
+            )
             .expect("sign");
-        let e = check_roots("ca_pem", &leaf).expect_err("a leaf").to_string();
+        let e = check_roots("ca_pem", &leaf)
+            .expect_err("a leaf")
+            .to_string();
         assert!(e.contains("not a CA"), "{e}");
         // Renewal: the master's roots when one of them signed the new certificate.
         let leaf_der = der(&leaf);
-        assert_eq!(roots_after_renewal(old.cert_pem(), &roots, &leaf_der), roots);
+        assert_eq!(
+            roots_after_renewal(old.cert_pem(), &roots, &leaf_der),
+            roots
+        );
         let stranger = ClusterCa::generate(NOW).expect("stranger");
         assert_eq!(
             roots_after_renewal(old.cert_pem(), stranger.cert_pem(), &leaf_der),
@@ -459,7 +499,10 @@ mod tests {
         assert_eq!(roots_after_renewal("held", "junk", &leaf_der), "held");
         // Join: the master's roots when they hold the pinned CA, else the pinned CA alone.
         assert_eq!(roots_after_join(old.der(), &roots), roots);
-        assert_eq!(roots_after_join(old.der(), new.cert_pem()), pem_of(old.der()));
+        assert_eq!(
+            roots_after_join(old.der(), new.cert_pem()),
+            pem_of(old.der())
+        );
         assert_eq!(not_after(&leaf_der), Some(NOW + 20 + 90 * 24 * 3600));
     }
 }
