@@ -722,9 +722,9 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let zk = zk_url(&zk_servers(), "secure-rotate");
     let ports = [free_port(), free_port()];
-    let _masters: Vec<Process> = ports
+    let mut masters: Vec<Option<Process>> = ports
         .iter()
-        .map(|p| master_lived(dir.path(), &zk, *p, ROTATE_LIFETIME_SECS))
+        .map(|p| Some(master_lived(dir.path(), &zk, *p, ROTATE_LIFETIME_SECS)))
         .collect();
     let ca_file = |p: u16| dir.path().join(format!("master-{p}/ca.pem"));
     let old_ca = eventually("both masters' ca.pem", Duration::from_secs(30), || {
@@ -747,9 +747,11 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     let framework_token = token(&zk, true);
 
     let names = ["agent-a", "agent-b"];
+    let agent_ports = [free_port(), free_port()];
     let agents: Vec<Process> = names
         .iter()
-        .map(|n| agent(dir.path(), n, &zk, free_port(), &old_token))
+        .zip(agent_ports)
+        .map(|(n, port)| agent(dir.path(), n, &zk, port, &old_token))
         .collect();
     let services_port = free_port();
     let _services = framework(
@@ -886,7 +888,13 @@ async fn the_cluster_ca_rotates_without_an_outage() {
         Some(task_id.clone()),
         "the same task runs"
     );
-    // The agents' own ports serve the renewed certificate, verified through the cross-signed CA.
+    // The agents' own ports serve the renewed certificate: verified with the new CA alone, and
+    // through the cross-signed CA with the old one.
+    for port in agent_ports {
+        let address = format!("127.0.0.1:{port}");
+        assert!(healthy_with(&new_ca, &address).await, "{address}");
+        assert!(healthy_with(&old_ca, &address).await, "{address}");
+    }
     let fw_cert = dir
         .path()
         .join(format!("services-{services_port}/tls/framework.pem"));
@@ -1005,6 +1013,30 @@ async fn the_cluster_ca_rotates_without_an_outage() {
         .await
         .expect("services with the new CA");
     assert!(r.status().is_success());
+    // New connections present the renewed certificates: the leader gone, every agent registers
+    // with the other master, which trusts the new CA only.
+    let leading = leader_state(&client, &ports).await.expect("the leader");
+    let leader = leading["leader"].as_str().expect("leader").to_string();
+    let i = ports
+        .iter()
+        .position(|p| leader.ends_with(&format!(":{p}")))
+        .expect("one of ours");
+    if let Some(mut m) = masters[i].take() {
+        m.kill();
+    }
+    let other = [ports[1 - i]];
+    eventually(
+        "the four agents active on the other master",
+        Duration::from_secs(60),
+        || {
+            let c = client.clone();
+            async move {
+                let s = leader_state(&c, &other).await?;
+                (active_agents(&s) == all).then_some(())
+            }
+        },
+    )
+    .await;
     // A token pinning the old CA is refused now, saying why.
     let mut late = agent(dir.path(), "agent-late", &zk, free_port(), &old_token);
     let log = exits_with(&mut late, Duration::from_secs(30)).await;
