@@ -170,9 +170,7 @@ impl Credentials {
         }
         Ok(())
     }
-}
 
-impl Credentials {
     /// Asks the leading master which CAs to trust (kept, with the stored `ca.pem`) and which one
     /// issues; true when that is not the one that signed the current certificate (the cluster CA
     /// was rotated: renew now). False when the master cannot be asked.
