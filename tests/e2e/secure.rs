@@ -754,7 +754,7 @@ async fn the_cluster_ca_rotates_without_an_outage() {
         .map(|(n, port)| agent(dir.path(), n, &zk, port, &old_token))
         .collect();
     let services_port = free_port();
-    let _services = framework(
+    let services_process = framework(
         "services",
         dir.path(),
         &zk,
@@ -907,6 +907,11 @@ async fn the_cluster_ca_rotates_without_an_outage() {
         },
     )
     .await;
+    let log = services_process.log_text();
+    assert!(
+        log.contains("no longer the cluster's CA (rotated): renewing it now"),
+        "services renewed because of the rotation:\n{log}"
+    );
 
     // The community Marathon client (OpenSSL) with only the old CA file: the services API and
     // the masters answer through the cross-signed chain; and with the services' re-fetched CAs.
