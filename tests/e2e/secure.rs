@@ -819,7 +819,7 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     // the new CA that a client trusting only the old one still verifies.
     let bundle = eventually(
         "both masters on the new CA",
-        Duration::from_secs(20),
+        Duration::from_secs(40),
         || {
             let read: Vec<String> = ports
                 .iter()
@@ -840,7 +840,7 @@ async fn the_cluster_ca_rotates_without_an_outage() {
         let address = format!("127.0.0.1:{p}");
         eventually(
             "the master's certificate of the new CA",
-            Duration::from_secs(20),
+            Duration::from_secs(40),
             || {
                 let (n, a) = (new_ca.clone(), address.clone());
                 async move { healthy_with(&n, &a).await.then_some(()) }
@@ -857,7 +857,7 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     let agent_cert = |n: &str| dir.path().join(format!("{n}/tls/agent.pem"));
     eventually(
         "both agents' certificates of the new CA",
-        Duration::from_secs(25),
+        Duration::from_secs(40),
         || {
             let ok = names
                 .iter()
@@ -900,7 +900,7 @@ async fn the_cluster_ca_rotates_without_an_outage() {
         .join(format!("services-{services_port}/tls/framework.pem"));
     eventually(
         "the services framework's certificate of the new CA",
-        Duration::from_secs(25),
+        Duration::from_secs(40),
         || {
             let ok = issued_by(&leaf(&fw_cert), &new_der);
             async move { ok.then_some(()) }
@@ -975,7 +975,7 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     );
     for p in ports {
         let address = format!("127.0.0.1:{p}");
-        eventually("the old CA dropped", Duration::from_secs(20), || {
+        eventually("the old CA dropped", Duration::from_secs(40), || {
             let (o, a, f) = (old_ca.clone(), address.clone(), ca_file(p));
             let new_der = new_der.clone();
             async move {
@@ -989,7 +989,7 @@ async fn the_cluster_ca_rotates_without_an_outage() {
     // The agents learn it (their ca.pem is the new CA alone) and keep running.
     eventually(
         "the agents' ca.pem the new CA alone",
-        Duration::from_secs(25),
+        Duration::from_secs(40),
         || {
             let ok = all.iter().all(|n| {
                 ders(
