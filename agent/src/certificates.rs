@@ -8,6 +8,8 @@
 //!             ─▶ store (key 0600) ─▶ mutual TLS to the master, TLS on the agent's own port
 //!  session: at 2/3 of the certificate's life ─▶ Certificates/Renew(CSR) on the session's channel
 //!           ─▶ store, swap: new connections and handshakes use it; the session stays
+//!           every check_interval: Certificates/Authority ─▶ keep the roots it names (ca.pem);
+//!           its issuer is not this certificate's (the CA was rotated) ─▶ renew at once
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,8 @@ struct Held {
     renew_at: Instant,
     /// Unix seconds after which the certificate is no longer valid.
     not_after: i64,
+    /// How often to ask the masters which CA issues now.
+    check_every: Duration,
 }
 
 /// The agent's issued certificate, shared by the master link (client side) and the agent's
@@ -106,6 +110,7 @@ fn held(
         key_pem,
         renew_at: Instant::now() + lifetime * 2 / 3,
         not_after,
+        check_every: pki::rotation::check_interval(lifetime),
     })
 }
 
@@ -163,8 +168,13 @@ impl Issued {
         let (ca, cert, key) = files(dir);
         let read = |p: &Path| std::fs::read_to_string(p).ok();
         let (ca_pem, cert_pem, key_pem) = (read(&ca)?, read(&cert)?, read(&key)?);
-        let ca_der = pki::first_der("ca", &ca_pem).ok()?;
-        if pki::digest_hex(&ca_der) != token.ca_digest {
+        // During a CA rotation the stored roots are the new CA and the old: either may be the
+        // token's.
+        let pinned = pki::rotation::check_roots("ca.pem", &ca_pem)
+            .ok()?
+            .iter()
+            .any(|der| pki::digest_hex(der) == token.ca_digest);
+        if !pinned {
             info!("the stored certificate is of another CA than the token's: joining again");
             return None;
         }
@@ -184,6 +194,7 @@ impl Issued {
             key_pem,
             renew_at: Instant::now() + left * 2 / 3,
             not_after,
+            check_every: pki::rotation::check_interval(left),
         })
     }
 
@@ -297,11 +308,15 @@ impl Issued {
             .map_err(|s| AgentError::Config(format!("renewing the certificate: {}", s.message())))?
             .into_inner();
         let lifetime = Duration::from_secs(resp.lifetime_seconds.max(1));
-        let ca_pem = self
+        let held_ca = self
             .held
             .read()
             .map(|h| h.ca_pem.clone())
             .map_err(|_| AgentError::Stopped)?;
+        let leaf =
+            pki::first_der("the renewed certificate", &resp.certificate_pem).map_err(config)?;
+        // After a CA rotation the master names the CAs to trust now.
+        let ca_pem = pki::rotation::roots_after_renewal(&held_ca, &resp.ca_pem, &leaf);
         let new = held(ca_pem, resp.certificate_pem, csr.key_pem, lifetime)?;
         self.server
             .replace(new.cert_pem.as_bytes(), new.key_pem.as_bytes())
@@ -312,5 +327,56 @@ impl Issued {
         }
         info!(?lifetime, "renewed the agent certificate");
         Ok(())
+    }
+
+    /// How often to ask the masters which CA issues now ([`Issued::check_authority`]).
+    pub fn check_every(&self) -> Duration {
+        self.held
+            .read()
+            .map(|h| h.check_every)
+            .unwrap_or(pki::rotation::MAX_CHECK_INTERVAL)
+    }
+
+    /// Asks `Certificates/Authority` over `channel` (the session's: verified by the roots held)
+    /// which CAs to trust, keeps them (stored as `ca.pem`), and says whether the certificate is
+    /// due for renewal now: at two thirds of its life, or at once when the CA issuing now is not
+    /// the one that signed it (the cluster CA was rotated).
+    ///
+    /// # Errors
+    /// The call failed or its answer is unusable.
+    pub async fn check_authority(
+        &self,
+        channel: tonic::transport::Channel,
+        address: &str,
+    ) -> Result<bool, AgentError> {
+        let authority = pki::rotation::authority(channel, address)
+            .await
+            .map_err(config)?;
+        let h = self
+            .held
+            .read()
+            .map(|h| h.clone())
+            .map_err(|_| AgentError::Stopped)?;
+        if authority.roots_pem != h.ca_pem {
+            store(&self.dir, &authority.roots_pem, &h.cert_pem, &h.key_pem)?;
+            if let Ok(mut held) = self.held.write() {
+                held.ca_pem = authority.roots_pem.clone();
+            }
+            info!("the cluster's CAs changed: stored the ones the master names");
+        }
+        let leaf = pki::first_der("the agent certificate", &h.cert_pem).map_err(config)?;
+        let of_current = pki::rotation::issued_by(&leaf, &authority.issuer_der);
+        if !of_current {
+            info!(
+                "the certificate's issuer is no longer the cluster's CA (rotated): renewing it now"
+            );
+        }
+        let (not_before, not_after) = pki::rotation::validity(&leaf).unwrap_or((0, 0));
+        Ok(pki::rotation::renewal_due(
+            now_unix(),
+            not_before,
+            not_after,
+            of_current,
+        ))
     }
 }

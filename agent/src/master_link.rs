@@ -360,6 +360,10 @@ impl MasterLink {
         let mut ticker = tokio::time::interval(heartbeat);
         ticker.tick().await;
         let mut renew_at = self.issued.as_ref().map(|i| i.renew_at());
+        let mut authority_check = self.issued.as_ref().map(|i| {
+            let every = i.check_every();
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+        });
         loop {
             let renewal = async {
                 match renew_at {
@@ -367,8 +371,26 @@ impl MasterLink {
                     None => std::future::pending().await,
                 }
             };
+            let check = async {
+                match authority_check.as_mut() {
+                    Some(i) => {
+                        i.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stopped(stop) => return Ok(End::Stopped),
+                () = check => {
+                    // A CA rotation: renew at once, on this session's connection.
+                    if let Some(issued) = &self.issued {
+                        match issued.check_authority(channel.clone(), address).await {
+                            Ok(true) => renew_at = Some(std::time::Instant::now()),
+                            Ok(false) => {}
+                            Err(e) => debug!(error = %e, "asking the master which CA issues"),
+                        }
+                    }
+                }
                 () = renewal => {
                     // Renewed on this session's connection: the session itself is not touched.
                     if let Some(issued) = &self.issued {

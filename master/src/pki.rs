@@ -13,22 +13,37 @@
 //! Every master (standbys too) serves the service: it needs only the CA, not the leader's state.
 //! The secrets are re-read at each `Issue`, so `agora master token --rotate` takes effect at
 //! once, without a restart; certificates already issued keep working.
+//!
+//! CA rotation (`agora master ca rotate`, see [`agora_net::pki::rotation`]):
+//!
+//! ```text
+//!  rotate_ca: new CA, cross-signed by the old ─▶ ClusterSecrets { CA = new, previous: { old, cross } }
+//!  every master, every PKI_POLL: the stored Trust changed? ─▶ issue its own certificate from the
+//!      new CA (chain [leaf, cross, old, new]), trust client certificates of both CAs, sign with the
+//!      new one, <work dir>/ca.pem = both CAs, Certificates/Authority names them
+//!  holders (agents, frameworks) see Authority's issuer ≠ theirs ─▶ Certificates/Renew at once
+//!  finish_ca_rotation: previous dropped ─▶ masters serve [leaf, new] and trust the new CA only
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agora_ha::secret_store::SecretHome;
+use agora_net::pki::rotation::{Transition, Trust};
 use agora_net::pki::{self, ClusterCa, JoinToken, Role};
 use agora_proto::v1;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::RunError;
 
 /// Lifetime of a master's own serving certificate (it renews it at two thirds).
 pub const MASTER_CERT_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// How often every master re-reads the stored PKI to pick up a CA rotation.
+pub const PKI_POLL: Duration = Duration::from_secs(5);
 
 /// The cluster's secret document.
 #[derive(Clone, Serialize, Deserialize)]
@@ -37,6 +52,20 @@ pub struct ClusterSecrets {
     pub ca_key_pem: String,
     pub agent_secret: String,
     pub framework_secret: String,
+    /// Set by `agora master ca rotate` until `--finish`: the CA being replaced (its key is not
+    /// kept: it signs nothing more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousCa>,
+}
+
+/// The CA a rotation replaces, still trusted until the rotation is finished.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PreviousCa {
+    pub ca_cert_pem: String,
+    /// The current CA's certificate signed by this one.
+    pub cross_cert_pem: String,
+    /// When the rotation started (Unix seconds).
+    pub rotated_at: i64,
 }
 
 /// Which token.
@@ -56,7 +85,19 @@ impl ClusterSecrets {
             ca_key_pem: ca.key_pem().to_string(),
             agent_secret: pki::generate_secret().map_err(config)?,
             framework_secret: pki::generate_secret().map_err(config)?,
+            previous: None,
         })
+    }
+
+    /// What the cluster trusts and serves now.
+    pub fn trust(&self) -> Trust {
+        Trust {
+            current_pem: self.ca_cert_pem.clone(),
+            transition: self.previous.as_ref().map(|p| Transition {
+                previous_pem: p.ca_cert_pem.clone(),
+                cross_pem: p.cross_cert_pem.clone(),
+            }),
+        }
     }
 
     fn parse(data: &[u8], home: &SecretHome) -> Result<ClusterSecrets, RunError> {
@@ -155,6 +196,34 @@ pub async fn load_or_create(home: &SecretHome, now: i64) -> Result<ClusterSecret
     Ok(secrets)
 }
 
+/// Applies `change` to the stored secrets (compare-and-set, retried when another writer came
+/// first) and returns what was stored.
+async fn update(
+    home: &SecretHome,
+    now: i64,
+    what: &str,
+    change: impl Fn(&mut ClusterSecrets) -> Result<(), RunError>,
+) -> Result<ClusterSecrets, RunError> {
+    for _ in 0..5 {
+        load_or_create(home, now).await?;
+        let Some(v) = home.read().await? else {
+            continue;
+        };
+        let mut secrets = ClusterSecrets::parse(&v.data, home)?;
+        change(&mut secrets)?;
+        let data = serde_json::to_vec(&secrets).map_err(config)?;
+        match home.replace(&data, v.version).await {
+            Ok(()) => return Ok(secrets),
+            Err(agora_ha::store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RunError::Config(format!(
+        "{} kept changing while {what}",
+        home.describe()
+    )))
+}
+
 /// Replaces the secret of `kind`; the CA is not changed.
 ///
 /// # Errors
@@ -164,28 +233,61 @@ pub async fn rotate(
     kind: TokenKind,
     now: i64,
 ) -> Result<ClusterSecrets, RunError> {
-    for _ in 0..5 {
-        load_or_create(home, now).await?;
-        let Some(v) = home.read().await? else {
-            continue;
-        };
-        let mut secrets = ClusterSecrets::parse(&v.data, home)?;
+    update(home, now, "rotating the token", |secrets| {
         let new = pki::generate_secret().map_err(config)?;
         match kind {
             TokenKind::Agent => secrets.agent_secret = new,
             TokenKind::Framework => secrets.framework_secret = new,
         }
-        let data = serde_json::to_vec(&secrets).map_err(config)?;
-        match home.replace(&data, v.version).await {
-            Ok(()) => return Ok(secrets),
-            Err(agora_ha::store::StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
+        Ok(())
+    })
+    .await
+}
+
+/// Starts a CA rotation: a new CA (new key) becomes the current one, its certificate
+/// cross-signed by the old CA, which stays trusted (and its digest accepted in join tokens)
+/// until [`finish_ca_rotation`]. The token secrets are not changed.
+///
+/// # Errors
+/// [`RunError::Config`] while another rotation is in progress; as [`load_or_create`].
+pub async fn rotate_ca(home: &SecretHome, now: i64) -> Result<ClusterSecrets, RunError> {
+    update(home, now, "rotating the CA", |secrets| {
+        if let Some(p) = &secrets.previous {
+            return Err(RunError::Config(format!(
+                "a CA rotation (started at Unix time {}) is in progress: once every agent and \
+                 framework has renewed, finish it with `agora master ca rotate --finish`",
+                p.rotated_at
+            )));
         }
-    }
-    Err(RunError::Config(format!(
-        "{} kept changing while rotating the token",
-        home.describe()
-    )))
+        let old = secrets.ca()?;
+        let new = ClusterCa::generate(now).map_err(config)?;
+        let cross = old.cross_sign(&new).map_err(config)?;
+        secrets.previous = Some(PreviousCa {
+            ca_cert_pem: old.cert_pem().to_string(),
+            cross_cert_pem: cross,
+            rotated_at: now,
+        });
+        secrets.ca_cert_pem = new.cert_pem().to_string();
+        secrets.ca_key_pem = new.key_pem().to_string();
+        Ok(())
+    })
+    .await
+}
+
+/// Ends a CA rotation: the previous CA is no longer trusted nor accepted in join tokens.
+///
+/// # Errors
+/// [`RunError::Config`] when no rotation is in progress; as [`load_or_create`].
+pub async fn finish_ca_rotation(home: &SecretHome, now: i64) -> Result<ClusterSecrets, RunError> {
+    update(home, now, "finishing the CA rotation", |secrets| {
+        if secrets.previous.take().is_none() {
+            return Err(RunError::Config(
+                "no CA rotation is in progress (start one with `agora master ca rotate`)".into(),
+            ));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// The names a master's certificate is valid for: its hostname, `--hostname`, the advertised
@@ -228,30 +330,133 @@ pub fn write_ca_file(work_dir: &Path, ca_pem: &str) -> std::io::Result<PathBuf> 
     Ok(path)
 }
 
+/// What a master signs with and hands out now; replaced when the stored PKI changes.
+struct Authority {
+    ca: ClusterCa,
+    trust: Trust,
+}
+
+impl Authority {
+    fn of(secrets: &ClusterSecrets) -> Result<Authority, RunError> {
+        Ok(Authority {
+            ca: secrets.ca()?,
+            trust: secrets.trust(),
+        })
+    }
+}
+
+type Shared = Arc<std::sync::RwLock<Arc<Authority>>>;
+
+fn current(shared: &Shared) -> Arc<Authority> {
+    match shared.read() {
+        Ok(a) => a.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
 /// A master's TLS in secure-by-default mode: what its listener serves, and the service.
 pub struct AutoTls {
     pub server: Arc<rustls::ServerConfig>,
     pub service: CertificateService,
     pub ca_file: PathBuf,
     pub digest: String,
-    ca: Arc<ClusterCa>,
+    authority: Shared,
+    home: SecretHome,
+    work_dir: PathBuf,
     cert: Arc<agora_net::tls::SwappableCert>,
+    client_roots: Arc<agora_net::tls::SwappableClientRoots>,
     names: Vec<String>,
 }
 
+/// Serves `authority`: this master's certificate from its CA with the chain its trust says, client
+/// certificates verified against its roots, `ca.pem` holding them.
+fn install(
+    authority: &Authority,
+    cert: &agora_net::tls::SwappableCert,
+    client_roots: &agora_net::tls::SwappableClientRoots,
+    names: &[String],
+    work_dir: &Path,
+) -> Result<PathBuf, RunError> {
+    let (chain, key) = authority
+        .ca
+        .issue_serving(
+            &authority.trust,
+            Role::Master,
+            names,
+            now(),
+            MASTER_CERT_LIFETIME,
+        )
+        .map_err(config)?;
+    let roots_pem = authority.trust.roots_pem();
+    let roots = agora_net::tls::pem_roots(roots_pem.as_bytes()).map_err(config)?;
+    client_roots.replace(roots).map_err(config)?;
+    cert.replace(chain.as_bytes(), key.as_bytes())
+        .map_err(config)?;
+    write_ca_file(work_dir, &roots_pem)
+        .map_err(|e| RunError::Config(format!("{}/ca.pem: {e}", work_dir.display())))
+}
+
 impl AutoTls {
-    /// Renews this master's certificate at two thirds of its life, forever (drop it to stop).
+    /// Keeps this master's certificate current, forever (drop it to stop): renewed at two thirds
+    /// of its life, and re-issued when the stored PKI changed (a CA rotation started or
+    /// finished, by any master's operator), which it re-reads every [`PKI_POLL`].
     pub fn renewal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (ca, cert, names) = (self.ca.clone(), self.cert.clone(), self.names.clone());
+        let (authority, home, work_dir) = (
+            self.authority.clone(),
+            self.home.clone(),
+            self.work_dir.clone(),
+        );
+        let (cert, client_roots, names) = (
+            self.cert.clone(),
+            self.client_roots.clone(),
+            self.names.clone(),
+        );
         async move {
+            let mut renew_at = tokio::time::Instant::now() + MASTER_CERT_LIFETIME * 2 / 3;
+            let mut poll = tokio::time::interval(PKI_POLL);
             loop {
-                tokio::time::sleep(MASTER_CERT_LIFETIME * 2 / 3).await;
-                match ca.issue_own(Role::Master, &names, now(), MASTER_CERT_LIFETIME) {
-                    Ok((chain, key)) => match cert.replace(chain.as_bytes(), key.as_bytes()) {
-                        Ok(()) => info!("renewed this master's certificate"),
-                        Err(e) => warn!(error = %e, "renewing this master's certificate"),
+                let held = current(&authority);
+                let next = tokio::select! {
+                    () = tokio::time::sleep_until(renew_at) => Some(held),
+                    _ = poll.tick() => match home.read().await {
+                        Ok(Some(v)) => match ClusterSecrets::parse(&v.data, &home)
+                            .and_then(|s| Authority::of(&s))
+                        {
+                            Ok(stored) if stored.trust != held.trust => {
+                                info!(
+                                    digest = %stored.ca.digest(),
+                                    rotating = stored.trust.transition.is_some(),
+                                    "the cluster CA changed: re-issuing this master's certificate"
+                                );
+                                Some(Arc::new(stored))
+                            }
+                            Ok(_) => None,
+                            Err(e) => {
+                                warn!(error = %e, "re-reading the cluster PKI");
+                                None
+                            }
+                        },
+                        Ok(None) => None,
+                        Err(e) => {
+                            debug!(error = %e, "re-reading the cluster PKI");
+                            None
+                        }
                     },
-                    Err(e) => warn!(error = %e, "renewing this master's certificate"),
+                };
+                let Some(next) = next else { continue };
+                match install(&next, &cert, &client_roots, &names, &work_dir) {
+                    Ok(_) => {
+                        renew_at = tokio::time::Instant::now() + MASTER_CERT_LIFETIME * 2 / 3;
+                        match authority.write() {
+                            Ok(mut a) => *a = next,
+                            Err(poisoned) => *poisoned.into_inner() = next,
+                        }
+                        info!("this master's certificate is current");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "renewing this master's certificate");
+                        renew_at = tokio::time::Instant::now() + PKI_POLL;
+                    }
                 }
             }
         }
@@ -286,28 +491,42 @@ pub async fn start(
             Err(e) => return Err(e),
         }
     };
-    let ca = Arc::new(secrets.ca()?);
-    let ca_file = write_ca_file(work_dir, ca.cert_pem())
-        .map_err(|e| RunError::Config(format!("{}/ca.pem: {e}", work_dir.display())))?;
-    let (chain, key) = ca
-        .issue_own(Role::Master, &names, now(), MASTER_CERT_LIFETIME)
+    let authority = Authority::of(&secrets)?;
+    let (chain, key) = authority
+        .ca
+        .issue_serving(
+            &authority.trust,
+            Role::Master,
+            &names,
+            now(),
+            MASTER_CERT_LIFETIME,
+        )
         .map_err(config)?;
     let cert = agora_net::tls::SwappableCert::from_pem(chain.as_bytes(), key.as_bytes())
         .map_err(config)?;
-    let roots = agora_net::tls::pem_roots(ca.cert_pem().as_bytes()).map_err(config)?;
-    let server = agora_net::tls::server_config_with(cert.clone(), Some(roots)).map_err(config)?;
-    let digest = ca.digest();
+    let roots_pem = authority.trust.roots_pem();
+    let ca_file = write_ca_file(work_dir, &roots_pem)
+        .map_err(|e| RunError::Config(format!("{}/ca.pem: {e}", work_dir.display())))?;
+    let roots = agora_net::tls::pem_roots(roots_pem.as_bytes()).map_err(config)?;
+    let client_roots = agora_net::tls::SwappableClientRoots::new(roots).map_err(config)?;
+    let server = agora_net::tls::server_config_swappable(cert.clone(), client_roots.clone())
+        .map_err(config)?;
+    let digest = authority.ca.digest();
+    let authority: Shared = Arc::new(std::sync::RwLock::new(Arc::new(authority)));
     Ok(AutoTls {
         server,
         service: CertificateService {
-            ca: ca.clone(),
-            home,
+            authority: authority.clone(),
+            home: home.clone(),
             lifetime: issued_lifetime,
         },
         ca_file,
         digest,
-        ca,
+        authority,
+        home,
+        work_dir: work_dir.to_path_buf(),
         cert,
+        client_roots,
         names,
     })
 }
@@ -315,7 +534,7 @@ pub async fn start(
 /// The `Certificates` gRPC service (see the module documentation).
 #[derive(Clone)]
 pub struct CertificateService {
-    ca: Arc<ClusterCa>,
+    authority: Shared,
     home: SecretHome,
     lifetime: Duration,
 }
@@ -327,7 +546,8 @@ impl CertificateService {
         csr_pem: &str,
         names: &[String],
     ) -> Result<v1::IssueCertificateResponse, Status> {
-        let pem = self
+        let authority = current(&self.authority);
+        let pem = authority
             .ca
             .sign_csr(role, csr_pem, names, now(), self.lifetime)
             .map_err(|e| match e {
@@ -335,8 +555,8 @@ impl CertificateService {
                 other => Status::internal(other.to_string()),
             })?;
         Ok(v1::IssueCertificateResponse {
-            certificate_pem: pem,
-            ca_pem: self.ca.cert_pem().to_string(),
+            certificate_pem: authority.trust.issued_chain(&pem),
+            ca_pem: authority.trust.roots_pem(),
             lifetime_seconds: self.lifetime.as_secs().max(1),
         })
     }
@@ -386,6 +606,17 @@ impl v1::certificates_server::Certificates for CertificateService {
         info!(role = role.unit(), names = ?r.names, "renewed a certificate");
         Ok(Response::new(resp))
     }
+
+    async fn authority(
+        &self,
+        _request: Request<v1::CertificateAuthorityRequest>,
+    ) -> Result<Response<v1::CertificateAuthorityResponse>, Status> {
+        let authority = current(&self.authority);
+        Ok(Response::new(v1::CertificateAuthorityResponse {
+            ca_pem: authority.trust.roots_pem(),
+            issuer_pem: authority.trust.current_pem.clone(),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -417,6 +648,66 @@ mod tests {
             framework,
             "the other token stays"
         );
+    }
+
+    #[tokio::test]
+    async fn a_ca_rotation_keeps_the_old_ca_trusted_until_it_is_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = home(dir.path(), None, None, Duration::from_secs(5)).expect("home");
+        let first = load_or_create(&home, now()).await.expect("create");
+        let old = first.ca().expect("ca");
+        assert!(first.trust().transition.is_none());
+        let e = finish_ca_rotation(&home, now())
+            .await
+            .err()
+            .expect("nothing to finish");
+        assert!(
+            e.to_string().contains("no CA rotation is in progress"),
+            "{e}"
+        );
+
+        let rotated = rotate_ca(&home, now()).await.expect("rotate");
+        let new = rotated.ca().expect("new ca");
+        assert_ne!(new.digest(), old.digest());
+        let token = JoinToken::parse(&rotated.token(TokenKind::Agent).expect("t")).expect("p");
+        assert_eq!(token.ca_digest, new.digest(), "tokens pin the new CA");
+        assert_eq!(token.secret, first.agent_secret, "the secrets stay");
+        let trust = rotated.trust();
+        assert_eq!(
+            trust.digests().expect("digests"),
+            [new.digest(), old.digest()],
+            "both digests are accepted meanwhile"
+        );
+        let cross = pki::first_der(
+            "cross",
+            &trust.transition.as_ref().expect("transition").cross_pem,
+        )
+        .expect("der");
+        assert!(pki::rotation::issued_by(&cross, old.der()));
+        // Stored: another master reads the same.
+        let again = load_or_create(&home, now()).await.expect("load");
+        assert!(again.trust() == trust);
+        let e = rotate_ca(&home, now()).await.err().expect("one at a time");
+        assert!(e.to_string().contains("--finish"), "{e}");
+
+        let finished = finish_ca_rotation(&home, now()).await.expect("finish");
+        assert_eq!(finished.trust().digests().expect("d"), [new.digest()]);
+        assert_eq!(
+            load_or_create(&home, now())
+                .await
+                .expect("load")
+                .ca()
+                .expect("ca")
+                .digest(),
+            new.digest()
+        );
+        // A document written before rotations existed still reads.
+        let legacy = serde_json::json!({
+            "ca_cert_pem": old.cert_pem(), "ca_key_pem": old.key_pem(),
+            "agent_secret": "a".repeat(64), "framework_secret": "b".repeat(64),
+        });
+        let parsed: ClusterSecrets = serde_json::from_value(legacy).expect("legacy");
+        assert!(parsed.previous.is_none());
     }
 
     #[test]

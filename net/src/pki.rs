@@ -27,6 +27,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+pub mod rotation;
+
 /// What a join token starts with; the `1` is the format's version.
 pub const TOKEN_PREFIX: &str = "AGORA-1-";
 
@@ -68,7 +70,7 @@ pub enum PkiError {
         message: String,
     },
     /// The master's chain does not hold the pinned CA.
-    #[error("the master's CA digest {found} does not match the join token's {pinned}: the token is from another cluster, or someone is in the middle")]
+    #[error("the master's CA digest {found} does not match the join token's {pinned}: the token is from another cluster, its CA was rotated away (`agora master token` prints the current token), or someone is in the middle")]
     DigestMismatch { found: String, pinned: String },
     /// The master could not be reached, or the TLS handshake failed for another reason.
     #[error("cannot reach the master at {address}: {message}")]
@@ -307,7 +309,9 @@ impl ClusterCa {
         let mut params = CertificateParams::default();
         let id = generate_secret()?;
         params.distinguished_name = name(&format!("Agora cluster CA {}", &id[..12]), None);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        // One CA below it: the next CA's certificate it cross-signs at a rotation
+        // (rotation::Trust::serving_chain); OpenSSL clients enforce a root's path length.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -707,9 +711,8 @@ pub async fn join(
 ) -> Result<Joined, PkiError> {
     use agora_proto::v1;
     let ca_der = fetch_pinned_ca(address, &token.ca_digest, within).await?;
-    let ca_pem = pem_of(&ca_der);
     let verify = crate::tls::ClientTls {
-        ca_pem: ca_pem.clone().into_bytes(),
+        ca_pem: pem_of(&ca_der).into_bytes(),
         identity: None,
     };
     let csr = Csr::generate(names)?;
@@ -739,7 +742,8 @@ pub async fn join(
         })?
         .into_inner();
     Ok(Joined {
-        ca_pem,
+        // During a CA rotation the master names both CAs: the token's and the current one.
+        ca_pem: rotation::roots_after_join(&ca_der, &resp.ca_pem),
         cert_pem: resp.certificate_pem,
         key_pem: csr.key_pem,
         lifetime: Duration::from_secs(resp.lifetime_seconds.max(1)),
@@ -784,8 +788,12 @@ pub async fn renew(
             _ => connect(format!("{}: {}", s.code(), s.message())),
         })?
         .into_inner();
+    let leaf = first_der("the renewed certificate", &resp.certificate_pem)
+        .map_err(|e| PkiError::Refused(e.to_string()))?;
     Ok(Joined {
-        ca_pem: current.ca_pem.clone(),
+        // After a CA rotation: the roots the master names now (over a connection verified by
+        // the ones held), when one of them signed the new certificate.
+        ca_pem: rotation::roots_after_renewal(&current.ca_pem, &resp.ca_pem, &leaf),
         cert_pem: resp.certificate_pem,
         key_pem: csr.key_pem,
         lifetime: Duration::from_secs(resp.lifetime_seconds.max(1)),

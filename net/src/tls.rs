@@ -248,6 +248,121 @@ pub fn server_config_with(
     Ok(Arc::new(config))
 }
 
+/// A listener's verifier of client certificates whose roots can be replaced while it serves (the
+/// cluster CA rotated: both CAs during the transition, then the new one): each handshake uses the
+/// roots current when it starts. Clients need not present a certificate; one the roots did not
+/// sign fails the handshake.
+#[derive(Debug)]
+pub struct SwappableClientRoots(RwLock<Arc<dyn rustls::server::danger::ClientCertVerifier>>);
+
+fn client_verifier(
+    roots: RootCertStore,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Invalid {
+            flag: "--tls-ca",
+            message: e.to_string(),
+        })
+}
+
+impl SwappableClientRoots {
+    /// Verifies client certificates against `roots`.
+    ///
+    /// # Errors
+    /// [`TlsError::Invalid`] for unusable roots.
+    pub fn new(roots: RootCertStore) -> Result<Arc<SwappableClientRoots>, TlsError> {
+        Ok(Arc::new(SwappableClientRoots(RwLock::new(
+            client_verifier(roots)?,
+        ))))
+    }
+
+    /// Verifies against `roots` from the next handshake on.
+    ///
+    /// # Errors
+    /// [`TlsError::Invalid`]; the roots are then unchanged.
+    pub fn replace(&self, roots: RootCertStore) -> Result<(), TlsError> {
+        let new = client_verifier(roots)?;
+        match self.0.write() {
+            Ok(mut v) => *v = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        match self.0.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for SwappableClientRoots {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    /// No hints (they would borrow from roots that may be replaced): clients of the cluster have
+    /// one certificate and present it.
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.current()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.current().supported_verify_schemes()
+    }
+}
+
+/// As [`server_config_with`], the client roots replaceable while it serves.
+///
+/// # Errors
+/// [`TlsError::Invalid`].
+pub fn server_config_swappable(
+    cert: Arc<SwappableCert>,
+    client_roots: Arc<SwappableClientRoots>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Invalid {
+            flag: "--tls-cert",
+            message: e.to_string(),
+        })?
+        .with_client_cert_verifier(client_roots)
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The TLS flags every component takes: `--tls-cert`, `--tls-key`, `--tls-ca`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {

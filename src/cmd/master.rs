@@ -40,6 +40,38 @@ pub enum MasterAction {
         #[arg(long, conflicts_with_all = ["zk", "framework"])]
         join_token_file: Option<PathBuf>,
     },
+    /// The cluster CA.
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CaAction {
+    /// Replace the cluster CA without an outage: a new CA (new key), cross-signed by the old one
+    /// which stays trusted until --finish. The masters pick it up within seconds, agents and
+    /// frameworks renew their certificates from it within a minute, and `agora master token`
+    /// prints tokens that pin it (tokens pinning the old CA keep working until --finish).
+    Rotate {
+        /// The cluster's ZooKeeper URL, as the masters are given (the CA lives there).
+        #[arg(long, env = "AGORA_ZK")]
+        zk: Option<String>,
+        /// Without --zk: the master's work dir (the CA lives in <dir>/pki).
+        #[arg(
+            long,
+            default_value = "/var/lib/agora/master",
+            env = "AGORA_MASTER_WORK_DIR"
+        )]
+        work_dir: PathBuf,
+        /// File with ZooKeeper's `user:password` (digest scheme), as the masters are given.
+        #[arg(long)]
+        zk_auth_file: Option<PathBuf>,
+        /// End the rotation: the old CA is no longer trusted, nor accepted in join tokens. Run it
+        /// once every agent and framework holds a certificate of the new CA.
+        #[arg(long)]
+        finish: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -163,7 +195,48 @@ fn zk_auth(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
     }
 }
 
+async fn ca(action: CaAction) -> anyhow::Result<()> {
+    use agora_master::pki;
+    let CaAction::Rotate {
+        zk,
+        work_dir,
+        zk_auth_file,
+        finish,
+    } = action;
+    let home = pki::home(
+        &work_dir,
+        zk.as_deref(),
+        zk_auth(zk_auth_file.as_deref())?,
+        Duration::from_secs(10),
+    )?;
+    if finish {
+        let secrets = pki::finish_ca_rotation(&home, pki::now()).await?;
+        println!(
+            "finished: only the CA {} is trusted now (the masters drop the previous one within {} s)",
+            secrets.ca()?.digest(),
+            pki::PKI_POLL.as_secs()
+        );
+        return Ok(());
+    }
+    let secrets = pki::rotate_ca(&home, pki::now()).await?;
+    let digests = secrets.trust().digests()?;
+    println!("new CA {}", digests[0]);
+    if let Some(old) = digests.get(1) {
+        println!("old CA {old} (trusted until `agora master ca rotate --finish`)");
+    }
+    println!(
+        "the masters pick it up within {} s; agents and frameworks renew within a minute; \
+         `agora master token` prints tokens that pin the new CA",
+        pki::PKI_POLL.as_secs()
+    );
+    Ok(())
+}
+
 pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
+    let args = match args.action {
+        Some(MasterAction::Ca { action }) => return ca(action).await,
+        action => MasterArgs { action, ..args },
+    };
     if let Some(MasterAction::Token {
         zk,
         work_dir,

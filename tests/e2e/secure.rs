@@ -10,12 +10,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::ha::{zk_servers, zk_url};
-use crate::harness::{agent_args, eventually, free_port, Process};
+use crate::harness::{agent_args, eventually, free_port, run_python_script, Process};
 
 /// Lifetime of the agents' certificates: renewed every 4 s.
 const LIFETIME_SECS: u64 = 6;
 
 fn master(dir: &Path, zk: &str, port: u16) -> Process {
+    master_lived(dir, zk, port, LIFETIME_SECS)
+}
+
+/// A master of `zk` whose issued certificates last `lifetime` seconds.
+fn master_lived(dir: &Path, zk: &str, port: u16, lifetime: u64) -> Process {
     let args: Vec<String> = [
         "master",
         "--ip",
@@ -33,7 +38,7 @@ fn master(dir: &Path, zk: &str, port: u16) -> Process {
         "--agent-reregister-timeout",
         "10",
         "--test-certificate-lifetime",
-        &LIFETIME_SECS.to_string(),
+        &lifetime.to_string(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -64,8 +69,11 @@ fn token(zk: &str, framework: bool) -> String {
 }
 
 pub fn https(ca_pem: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA"))
+    let mut builder = reqwest::Client::builder();
+    for ca in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).expect("CA") {
+        builder = builder.add_root_certificate(ca);
+    }
+    builder
         .tls_built_in_root_certs(false)
         .timeout(Duration::from_secs(5))
         .build()
@@ -679,4 +687,386 @@ async fn frameworks_join_with_the_framework_token_and_serve_https_with_its_certi
         .filter(|f| f["connected"] == true)
         .count();
     assert_eq!(active, 2, "{s}");
+}
+
+/// Lifetime of the certificates in the CA rotation test: long enough that a renewal within
+/// seconds of `ca rotate` is the rotation's doing (they check the CA every 6 s), short as a test.
+const ROTATE_LIFETIME_SECS: u64 = 60;
+
+/// `agora master ca rotate` with the cluster's ZooKeeper URL (`--finish` with `finish`).
+fn ca_rotate(zk: &str, finish: bool) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
+    cmd.args(["master", "ca", "rotate", "--zk", zk]);
+    if finish {
+        cmd.arg("--finish");
+    }
+    cmd.output().expect("agora master ca rotate runs")
+}
+
+/// The certificates of a PEM file (DER).
+fn ders(pem: &str) -> Vec<Vec<u8>> {
+    agora_net::pki::rotation::check_roots("pem", pem).unwrap_or_default()
+}
+
+/// The first certificate of a PEM file (DER), empty when there is none.
+fn leaf(path: &Path) -> Vec<u8> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|p| agora_net::pki::first_der("cert", &p).ok())
+        .unwrap_or_default()
+}
+
+/// Whether a fresh client trusting only `ca_pem` gets `/health` from `address` (a new handshake).
+async fn healthy_with(ca_pem: &str, address: &str) -> bool {
+    https(ca_pem)
+        .get(format!("https://{address}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+/// The CA rotation without an outage: two masters of one ZooKeeper, two agents running a task
+/// of the services framework (joined with the framework token). `agora master ca rotate`: both
+/// masters serve a certificate of the new CA whose chain clients trusting only the old CA still
+/// verify (rustls here, OpenSSL through the community Marathon client); the agents keep their
+/// sessions and the task, and renew from the new CA within seconds (not at two thirds of their
+/// life); services too; new tokens pin the new CA; agents join with the new token and, until
+/// `--finish`, with the old one. After `--finish` the old CA is refused by the masters, an old
+/// token is refused with the reason, and the agents still run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_ca_rotates_without_an_outage() {
+    use agora_net::pki::rotation::issued_by;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zk = zk_url(&zk_servers(), "secure-rotate");
+    let ports = [free_port(), free_port()];
+    let mut masters: Vec<Option<Process>> = ports
+        .iter()
+        .map(|p| Some(master_lived(dir.path(), &zk, *p, ROTATE_LIFETIME_SECS)))
+        .collect();
+    let ca_file = |p: u16| dir.path().join(format!("master-{p}/ca.pem"));
+    let old_ca = eventually("both masters' ca.pem", Duration::from_secs(30), || {
+        let read: Option<Vec<String>> = ports
+            .iter()
+            .map(|p| std::fs::read_to_string(ca_file(*p)).ok())
+            .collect();
+        async move { read.filter(|r| r[0] == r[1]).map(|r| r[0].clone()) }
+    })
+    .await;
+    let old_der = agora_net::pki::first_der("ca", &old_ca).expect("the CA");
+    let old_digest = agora_net::pki::digest_hex(&old_der);
+    let client = https(&old_ca);
+    eventually("a leader", Duration::from_secs(30), || {
+        let (c, p) = (client.clone(), ports);
+        async move { leader_state(&c, &p).await }
+    })
+    .await;
+    let old_token = token(&zk, false);
+    let framework_token = token(&zk, true);
+
+    let names = ["agent-a", "agent-b"];
+    let agent_ports = [free_port(), free_port()];
+    let agents: Vec<Process> = names
+        .iter()
+        .zip(agent_ports)
+        .map(|(n, port)| agent(dir.path(), n, &zk, port, &old_token))
+        .collect();
+    let services_port = free_port();
+    let services_process = framework(
+        "services",
+        dir.path(),
+        &zk,
+        services_port,
+        &["--join-token", &framework_token],
+    );
+    let services = format!("https://127.0.0.1:{services_port}");
+    let app = serde_json::json!({
+        "id": "/rotate/sleeper", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 1
+    });
+    eventually("the app deployed", Duration::from_secs(60), || {
+        let (c, s, a) = (client.clone(), services.clone(), app.clone());
+        async move {
+            let r = c.post(format!("{s}/v2/apps")).json(&a).send().await.ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+    let running_task = || {
+        let (c, s) = (https(&old_ca), services.clone());
+        async move {
+            let v: serde_json::Value = c
+                .get(format!("{s}/v2/apps/rotate/sleeper?embed=apps.tasks"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["app"]["tasksRunning"] == 1)
+                .then(|| v["app"]["tasks"][0]["id"].as_str().map(str::to_string))
+                .flatten()
+        }
+    };
+    let task_id = eventually("the task running", Duration::from_secs(60), running_task).await;
+    eventually("both agents active", Duration::from_secs(30), || {
+        let (c, p) = (client.clone(), ports);
+        async move {
+            let s = leader_state(&c, &p).await?;
+            (active_agents(&s) == names).then_some(())
+        }
+    })
+    .await;
+
+    // Rotate.
+    let out = ca_rotate(&zk, false);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_token = token(&zk, false);
+    let new_digest = agora_net::pki::JoinToken::parse(&new_token)
+        .expect("token")
+        .ca_digest;
+    assert_ne!(new_digest, old_digest, "new tokens pin the new CA");
+    assert!(stdout.contains(&format!("new CA {new_digest}")), "{stdout}");
+    assert!(stdout.contains(&format!("old CA {old_digest}")), "{stdout}");
+
+    // Both masters pick it up: ca.pem holds the new CA then the old; they serve a certificate of
+    // the new CA that a client trusting only the old one still verifies.
+    let bundle = eventually(
+        "both masters on the new CA",
+        Duration::from_secs(40),
+        || {
+            let read: Vec<String> = ports
+                .iter()
+                .map(|p| std::fs::read_to_string(ca_file(*p)).unwrap_or_default())
+                .collect();
+            let d = ders(&read[0]);
+            let ok = read[0] == read[1]
+                && d.len() == 2
+                && agora_net::pki::digest_hex(&d[0]) == new_digest
+                && d[1] == old_der;
+            async move { ok.then(|| read[0].clone()) }
+        },
+    )
+    .await;
+    let new_ca = agora_net::pki::pem_of(&ders(&bundle)[0]);
+    let new_der = ders(&bundle)[0].clone();
+    for p in ports {
+        let address = format!("127.0.0.1:{p}");
+        eventually(
+            "the master's certificate of the new CA",
+            Duration::from_secs(40),
+            || {
+                let (n, a) = (new_ca.clone(), address.clone());
+                async move { healthy_with(&n, &a).await.then_some(()) }
+            },
+        )
+        .await;
+        assert!(
+            healthy_with(&old_ca, &address).await,
+            "{address}: a client trusting only the old CA verifies the cross-signed chain"
+        );
+    }
+
+    // The agents renew from the new CA promptly, on their sessions; the task keeps running.
+    let agent_cert = |n: &str| dir.path().join(format!("{n}/tls/agent.pem"));
+    eventually(
+        "both agents' certificates of the new CA",
+        Duration::from_secs(40),
+        || {
+            let ok = names
+                .iter()
+                .all(|n| issued_by(&leaf(&agent_cert(n)), &new_der));
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    for (p, n) in agents.iter().zip(names) {
+        let log = p.log_text();
+        assert!(
+            log.contains("no longer the cluster's CA (rotated): renewing it now"),
+            "{n} renewed because of the rotation:\n{log}"
+        );
+        assert_eq!(
+            log.matches("registered with the master").count(),
+            1,
+            "{n} kept its one session:\n{log}"
+        );
+        let roots = std::fs::read_to_string(dir.path().join(format!("{n}/tls/ca.pem")))
+            .expect("the agent's ca.pem");
+        assert_eq!(ders(&roots), [new_der.clone(), old_der.clone()], "{n}");
+    }
+    let s = leader_state(&client, &ports).await.expect("the leader");
+    assert_eq!(active_agents(&s), names);
+    assert_eq!(
+        running_task().await,
+        Some(task_id.clone()),
+        "the same task runs"
+    );
+    // The agents' own ports serve the renewed certificate: verified with the new CA alone, and
+    // through the cross-signed CA with the old one.
+    for port in agent_ports {
+        let address = format!("127.0.0.1:{port}");
+        assert!(healthy_with(&new_ca, &address).await, "{address}");
+        assert!(healthy_with(&old_ca, &address).await, "{address}");
+    }
+    let fw_cert = dir
+        .path()
+        .join(format!("services-{services_port}/tls/framework.pem"));
+    eventually(
+        "the services framework's certificate of the new CA",
+        Duration::from_secs(40),
+        || {
+            let ok = issued_by(&leaf(&fw_cert), &new_der);
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    let log = services_process.log_text();
+    assert!(
+        log.contains("no longer the cluster's CA (rotated): renewing it now"),
+        "services renewed because of the rotation:\n{log}"
+    );
+
+    // The community Marathon client (OpenSSL) with only the old CA file: the services API and
+    // the masters answer through the cross-signed chain; and with the services' re-fetched CAs.
+    let old_file = dir.path().join("old-ca.pem");
+    std::fs::write(&old_file, &old_ca).expect("write");
+    let refetched = dir
+        .path()
+        .join(format!("services-{services_port}/tls/ca.pem"));
+    assert_eq!(
+        ders(&std::fs::read_to_string(&refetched).expect("services' ca.pem")),
+        [new_der.clone(), old_der.clone()]
+    );
+    for ca in [&old_file, &refetched] {
+        let mut args = vec![
+            services.clone(),
+            ca.display().to_string(),
+            "/rotate/sleeper".to_string(),
+        ];
+        args.extend(ports.iter().map(|p| format!("https://127.0.0.1:{p}")));
+        let out = run_python_script("marathon_tls.py", args, Duration::from_secs(60)).await;
+        assert!(
+            out.contains(&format!("tasks_running=1 task_ids={task_id}")),
+            "{out}"
+        );
+        assert_eq!(out.matches(" 200").count(), 2, "{out}");
+    }
+
+    // New joins: with the new token, and until --finish with the old one.
+    let joiners: Vec<Process> = [("agent-new", &new_token), ("agent-old-token", &old_token)]
+        .iter()
+        .map(|(n, t)| agent(dir.path(), n, &zk, free_port(), t))
+        .collect();
+    let all = ["agent-a", "agent-b", "agent-new", "agent-old-token"];
+    eventually("four agents active", Duration::from_secs(40), || {
+        let (c, p) = (client.clone(), ports);
+        async move {
+            let s = leader_state(&c, &p).await?;
+            (active_agents(&s) == all).then_some(())
+        }
+    })
+    .await;
+    for n in ["agent-new", "agent-old-token"] {
+        assert!(issued_by(&leaf(&agent_cert(n)), &new_der), "{n}");
+    }
+
+    // One rotation at a time.
+    let again = ca_rotate(&zk, false);
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("in progress") && err.contains("--finish"),
+        "{err}"
+    );
+
+    // Finish: the old CA is dropped by both masters.
+    let out = ca_rotate(&zk, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in ports {
+        let address = format!("127.0.0.1:{p}");
+        eventually("the old CA dropped", Duration::from_secs(40), || {
+            let (o, a, f) = (old_ca.clone(), address.clone(), ca_file(p));
+            let new_der = new_der.clone();
+            async move {
+                let only_new = ders(&std::fs::read_to_string(f).unwrap_or_default()) == [new_der];
+                (only_new && !healthy_with(&o, &a).await).then_some(())
+            }
+        })
+        .await;
+        assert!(healthy_with(&new_ca, &address).await, "{address}");
+    }
+    // The agents learn it (their ca.pem is the new CA alone) and keep running.
+    eventually(
+        "the agents' ca.pem the new CA alone",
+        Duration::from_secs(40),
+        || {
+            let ok = all.iter().all(|n| {
+                ders(
+                    &std::fs::read_to_string(dir.path().join(format!("{n}/tls/ca.pem")))
+                        .unwrap_or_default(),
+                ) == [new_der.clone()]
+            });
+            async move { ok.then_some(()) }
+        },
+    )
+    .await;
+    let client = https(&new_ca);
+    let s = leader_state(&client, &ports).await.expect("the leader");
+    assert_eq!(active_agents(&s), all);
+    for (p, n) in agents.iter().zip(names) {
+        let log = p.log_text();
+        assert_eq!(
+            log.matches("registered with the master").count(),
+            1,
+            "{n} kept its one session:\n{log}"
+        );
+    }
+    let r = client
+        .get(format!("{services}/v2/apps/rotate/sleeper"))
+        .send()
+        .await
+        .expect("services with the new CA");
+    assert!(r.status().is_success());
+    // New connections present the renewed certificates: the leader gone, every agent registers
+    // with the other master, which trusts the new CA only.
+    let leading = leader_state(&client, &ports).await.expect("the leader");
+    let leader = leading["leader"].as_str().expect("leader").to_string();
+    let i = ports
+        .iter()
+        .position(|p| leader.ends_with(&format!(":{p}")))
+        .expect("one of ours");
+    if let Some(mut m) = masters[i].take() {
+        m.kill();
+    }
+    let other = [ports[1 - i]];
+    eventually(
+        "the four agents active on the other master",
+        Duration::from_secs(60),
+        || {
+            let c = client.clone();
+            async move {
+                let s = leader_state(&c, &other).await?;
+                (active_agents(&s) == all).then_some(())
+            }
+        },
+    )
+    .await;
+    // A token pinning the old CA is refused now, saying why.
+    let mut late = agent(dir.path(), "agent-late", &zk, free_port(), &old_token);
+    let log = exits_with(&mut late, Duration::from_secs(30)).await;
+    assert!(
+        log.contains(&format!(
+            "the master's CA digest {new_digest} does not match"
+        )) && log.contains("rotated"),
+        "{log}"
+    );
+    drop(joiners);
 }

@@ -10,14 +10,16 @@
 //!
 //! The certificate is issued at every start (the token stays valid) and renewed at two thirds of
 //! its life over mutual TLS with the current one (`Certificates/Renew`); the API listener and new
-//! connections to the masters use the renewed one without a restart.
+//! connections to the masters use the renewed one without a restart. Meanwhile it asks
+//! `Certificates/Authority` every [`pki::rotation::check_interval`]: after `agora master ca
+//! rotate` it keeps the CAs named there and renews at once from the new CA.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use agora_net::pki::{self, JoinToken};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::FrameworkConfig;
 
@@ -119,6 +121,8 @@ pub struct Credentials {
     joined: RwLock<pki::Joined>,
     /// The API listener's certificate.
     pub server: Arc<agora_net::tls::SwappableCert>,
+    /// The roots the API listener verifies client certificates with (the cluster's CAs).
+    client_roots: Arc<agora_net::tls::SwappableClientRoots>,
     /// What connections to the masters present.
     pub client: agora_net::tls::SharedClientTls,
 }
@@ -139,9 +143,7 @@ impl Credentials {
     /// # Errors
     /// [`agora_net::tls::TlsError`].
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, agora_net::tls::TlsError> {
-        let ca = self.client.get().ca_pem;
-        let roots = agora_net::tls::pem_roots(&ca)?;
-        agora_net::tls::server_config_with(self.server.clone(), Some(roots))
+        agora_net::tls::server_config_swappable(self.server.clone(), self.client_roots.clone())
     }
 
     fn current(&self) -> pki::Joined {
@@ -156,13 +158,65 @@ impl Credentials {
         self.server
             .replace(new.cert_pem.as_bytes(), new.key_pem.as_bytes())
             .map_err(|e| e.to_string())?;
+        let roots = agora_net::tls::pem_roots(new.ca_pem.as_bytes()).map_err(|e| e.to_string())?;
         store(&self.dir, &new).map_err(|e| e.to_string())?;
+        self.client_roots
+            .replace(roots)
+            .map_err(|e| e.to_string())?;
         self.client.set(new.client());
         match self.joined.write() {
             Ok(mut j) => *j = new,
             Err(p) => *p.into_inner() = new,
         }
         Ok(())
+    }
+
+    /// Asks the leading master which CAs to trust (kept, with the stored `ca.pem`) and which one
+    /// issues; true when that is not the one that signed the current certificate (the cluster CA
+    /// was rotated: renew now). False when the master cannot be asked.
+    async fn rotated(&self) -> bool {
+        let current = self.current();
+        let leader = match agora_ha::detector::Detector::new(&self.master) {
+            Ok(mut d) => d.wait_for_leader(JOIN_ATTEMPT).await.ok(),
+            Err(_) => None,
+        };
+        let Some(address) = leader else { return false };
+        let Ok(endpoint) = agora_net::tls::endpoint(&address, Some(&current.client())) else {
+            return false;
+        };
+        let channel = match endpoint
+            .connect_timeout(JOIN_ATTEMPT)
+            .timeout(JOIN_ATTEMPT)
+            .connect()
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(error = %agora_net::tls::error_chain(&e), "asking the master which CA issues");
+                return false;
+            }
+        };
+        let authority = match pki::rotation::authority(channel, &address).await {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(error = %e, "asking the master which CA issues");
+                return false;
+            }
+        };
+        if authority.roots_pem != current.ca_pem {
+            let mut kept = current.clone();
+            kept.ca_pem = authority.roots_pem.clone();
+            match self.install(kept) {
+                Ok(()) => info!("the cluster's CAs changed: stored the ones the master names"),
+                Err(error) => warn!(%error, "storing the cluster's CAs"),
+            }
+        }
+        let issued_by_current = pki::first_der("cert", &current.cert_pem)
+            .is_ok_and(|leaf| pki::rotation::issued_by(&leaf, &authority.issuer_der));
+        if !issued_by_current {
+            info!("the framework certificate's issuer is no longer the cluster's CA (rotated): renewing it now");
+        }
+        !issued_by_current
     }
 }
 
@@ -180,8 +234,20 @@ fn now_unix() -> i64 {
 /// do not say when they stop).
 async fn renew_loop(c: Arc<Credentials>, first: Duration) {
     let mut wait = first * 2 / 3;
+    let mut check_every = pki::rotation::check_interval(first);
     loop {
-        tokio::time::sleep(wait).await;
+        let due = tokio::time::Instant::now() + wait;
+        // Until then, ask now and then which CA issues: a rotation makes the renewal due at once.
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= due {
+                break;
+            }
+            tokio::time::sleep((due - now).min(check_every)).await;
+            if tokio::time::Instant::now() >= due || c.rotated().await {
+                break;
+            }
+        }
         let current = c.current();
         let expired = pki::first_der("cert", &current.cert_pem)
             .ok()
@@ -211,6 +277,7 @@ async fn renew_loop(c: Arc<Credentials>, first: Duration) {
                     "renewed the framework certificate"
                 );
                 wait = lifetime * 2 / 3;
+                check_every = pki::rotation::check_interval(lifetime);
             }
             Err(error) => {
                 warn!(%error, "cannot renew the framework certificate yet");
@@ -253,7 +320,11 @@ pub async fn secure(config: FrameworkConfig) -> Result<FrameworkConfig, JoinSetu
     )
     .map_err(|e| JoinSetupError::Refused(e.to_string()))?;
     let lifetime = joined.lifetime;
+    let client_roots = agora_net::tls::pem_roots(joined.ca_pem.as_bytes())
+        .and_then(agora_net::tls::SwappableClientRoots::new)
+        .map_err(|e| JoinSetupError::Refused(e.to_string()))?;
     let creds = Arc::new(Credentials {
+        client_roots,
         dir,
         names,
         master: config.master.clone(),

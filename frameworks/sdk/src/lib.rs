@@ -155,7 +155,8 @@ impl FrameworkBuilder {
     /// subscription the driver pins the token's CA, gets a certificate of the framework role for
     /// a key it generates ([`agora_net::pki::join`]) and talks to the masters with mutual TLS;
     /// a connection made past two thirds of the certificate's life renews it first
-    /// (`Certificates/Renew`), one made past its end joins again. Replaces [`FrameworkBuilder::tls`].
+    /// (`Certificates/Renew`), as does one made after the cluster CA was rotated
+    /// (`Certificates/Authority` names another issuer), and one made past its end joins again. Replaces [`FrameworkBuilder::tls`].
     /// A token the master refuses (another cluster's CA, a wrong secret) ends the driver with
     /// [`Event::Error`].
     pub fn join_token(mut self, token: agora_net::pki::JoinToken) -> Self {
@@ -528,6 +529,27 @@ fn leader_hint(status: &tonic::Status) -> Option<String> {
         .map(str::to_string)
 }
 
+/// True when the master at `address` says another CA than the one that signed `current` issues
+/// now (`Certificates/Authority`: the cluster CA was rotated). False when it cannot be asked.
+async fn rotated(address: &str, current: &agora_net::pki::Joined) -> bool {
+    let Ok(endpoint) = agora_net::tls::endpoint(address, Some(&current.client())) else {
+        return false;
+    };
+    let Ok(channel) = endpoint
+        .connect_timeout(JOIN_ATTEMPT)
+        .timeout(JOIN_ATTEMPT)
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    match agora_net::pki::rotation::authority(channel, address).await {
+        Ok(a) => agora_net::pki::first_der("cert", &current.cert_pem)
+            .is_ok_and(|leaf| !agora_net::pki::rotation::issued_by(&leaf, &a.issuer_der)),
+        Err(_) => false,
+    }
+}
+
 /// [`FrameworkBuilder::join_token`]'s state in the driver.
 struct Join {
     token: agora_net::pki::JoinToken,
@@ -663,12 +685,12 @@ impl Driver {
             return Ok(());
         };
         let now = std::time::Instant::now();
-        if join
-            .joined
-            .as_ref()
-            .is_some_and(|(_, renew_at)| now < *renew_at)
-        {
-            return Ok(());
+        if let Some((current, _)) = join.joined.as_ref().filter(|(_, at)| now < *at) {
+            // Not due: unless the cluster CA was rotated (the CA issuing now did not sign it).
+            if !rotated(address, current).await {
+                return Ok(());
+            }
+            info!("the framework certificate's issuer is no longer the cluster's CA (rotated): renewing it now");
         }
         let names: Vec<String> = JOIN_NAMES.iter().map(|n| n.to_string()).collect();
         let unix_now = std::time::SystemTime::now()

@@ -375,3 +375,38 @@ async fn a_plain_client_can_tell_a_tls_server_from_a_plain_one() {
     drop(closed);
     assert!(!speaks_tls(&gone.to_string(), within).await);
 }
+
+/// Client certificates are verified against the roots current at each handshake: a client of a
+/// CA added later is served from then on, one of a CA removed is refused.
+#[tokio::test]
+async fn swappable_client_roots_apply_from_the_next_handshake() {
+    let (old, new) = (Pki::new("swap-old"), Pki::new("swap-new"));
+    let (cert, key) = old.issue("server", &["127.0.0.1"]);
+    let (old_cert, old_key) = old.issue("agent", &["agent1"]);
+    let (new_cert, new_key) = new.issue("agent", &["agent1"]);
+    let pem = |p: &Path| std::fs::read(p).expect("read");
+    let served = SwappableCert::from_pem(&pem(&cert), &pem(&key)).expect("cert");
+    let roots = SwappableClientRoots::new(pem_roots(&pem(&old.ca())).expect("roots")).expect("v");
+    let addr = start(Some(
+        server_config_swappable(served, roots.clone()).expect("config"),
+    ))
+    .await;
+    let get = |c: &Path, k: &Path| get_peer(addr, client_config(&old.ca(), Some((c, k))));
+    let served_with_certificate =
+        |r: io::Result<String>| r.is_ok_and(|r| r.contains("client_certificate=true"));
+    assert!(served_with_certificate(get(&old_cert, &old_key).await));
+    assert!(!served_with_certificate(get(&new_cert, &new_key).await));
+    let both = [pem(&new.ca()), pem(&old.ca())].concat();
+    roots
+        .replace(pem_roots(&both).expect("roots"))
+        .expect("replace");
+    assert!(served_with_certificate(get(&old_cert, &old_key).await));
+    assert!(served_with_certificate(get(&new_cert, &new_key).await));
+    roots
+        .replace(pem_roots(&pem(&new.ca())).expect("roots"))
+        .expect("replace");
+    assert!(!served_with_certificate(get(&old_cert, &old_key).await));
+    assert!(served_with_certificate(get(&new_cert, &new_key).await));
+    let anonymous = get_peer(addr, client_config(&old.ca(), None)).await;
+    assert!(anonymous.is_ok_and(|r| r.contains("client_certificate=false")));
+}
