@@ -6,7 +6,8 @@
 //!                                  └─HTTP mode: hyper, one endpoint per request (pooled client)─▶ task
 //!  client ──▶ agent:<--mesh-http-port> ──Host header → HAPROXY_{n}_VHOST → that port's route─────▶ task
 //! ```
-//! Pure core in [`table`] (routes from the table, listener plan, round-robin balancer with
+//! Pure core in [`table`] (routes from the table, listener plan, round-robin or least-connections
+//! balancer (`HAPROXY_{n}_BALANCE`) with
 //! ejections); this module is the tokio shell. Listeners come and go with the table without
 //! touching other listeners or open connections: an endpoint leaving the table gets no new
 //! connection or request, connections already relayed to it run until they end.
