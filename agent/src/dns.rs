@@ -1210,6 +1210,11 @@ mod fast_tests {
         let mut notify = Message::from_vec(&query(1, "agora.", RecordType::SOA, None)).expect("q");
         notify.set_op_code(OpCode::Notify);
         assert!(ask(&zone, &notify.to_vec().expect("q")).is_none());
+        // A question that points into the header instead of spelling its name: the handler's.
+        let mut pointed = query(1, "nope.services.agora.", RecordType::A, None);
+        pointed.truncate(12);
+        pointed.extend_from_slice(&[0xC0, 0x04, 0, 1, 0, 1]);
+        assert!(zone.replies().reply(&pointed, &mut Vec::new()).is_none());
         // Garbage: never a panic, never a reply.
         for junk in [
             &[][..],

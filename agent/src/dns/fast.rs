@@ -265,7 +265,10 @@ impl Replies {
             None => return None,
         };
         let question = query.get(q_start..q_end)?;
-        if wire.question_len.is_some_and(|l| l != question.len()) {
+        // Plain labels only (a compression pointer in a question could only point into the
+        // header, which the reply's differs from): the name's own length, type and class.
+        let plain_len = name.iter().map(|l| l.len() + 1).sum::<usize>() + 1 + 4;
+        if question.len() != plain_len || wire.question_len.is_some_and(|l| l != plain_len) {
             return None;
         }
         let opt = opt.filter(|o| !o.is_empty());

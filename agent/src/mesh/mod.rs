@@ -7,10 +7,10 @@
 //!  client ──▶ agent:<--mesh-http-port> ──Host header → HAPROXY_{n}_VHOST → that port's route─────▶ task
 //! ```
 //! Pure core in [`table`] (routes from the table, listener plan, round-robin or least-connections
-//! balancer (`HAPROXY_{n}_BALANCE`) with
-//! ejections); this module is the tokio shell. Listeners come and go with the table without
-//! touching other listeners or open connections: an endpoint leaving the table gets no new
-//! connection or request, connections already relayed to it run until they end.
+//! balancer per `HAPROXY_{n}_BALANCE`, with ejections); this module is the tokio shell. Listeners
+//! come and go with the table without touching other listeners or open connections: an endpoint
+//! leaving the table gets no new connection or request, connections already relayed to it run
+//! until they end.
 //!
 //! Retries: a connect that is refused, reset or times out ([`MeshConfig::connect_timeout`]) ejects
 //! the endpoint and is retried on another one, up to [`MAX_ATTEMPTS`] endpoints, before the client
