@@ -707,8 +707,13 @@ async fn udp_loop(
         let (n, src) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
-                // ICMP errors of earlier replies surface here (ECONNREFUSED); keep serving.
-                debug!(error = %e, "DNS receive");
+                use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, Interrupted};
+                // ICMP errors of earlier replies surface here (ECONNREFUSED); keep serving. Any
+                // other error is logged and retried after a pause, never in a busy loop.
+                if !matches!(e.kind(), ConnectionRefused | ConnectionReset | Interrupted) {
+                    warn!(error = %e, "DNS receive failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 continue;
             }
         };
