@@ -116,8 +116,9 @@ fn main() {
 /// journald), JSON lines with `--log-format json`.
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
+    // hickory-server logs every DNS request at info (two lines per query on the agent's TCP DNS).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

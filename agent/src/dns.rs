@@ -12,7 +12,13 @@
 //! the host's resolvers (`/etc/resolv.conf`) or REFUSED (`--dns-forward=false`). TTL is
 //! [`TTL_SECONDS`]. The zone is rebuilt from each new table snapshot, so queries read a prepared
 //! map.
+//!
+//! UDP queries are received by our own loops ([`fast`]: replies prepared per table change, only
+//! the id, flags and question put in); what they do not answer goes to the hickory-server handler
+//! below, as TCP does.
 #![forbid(unsafe_code)]
+
+pub mod fast;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -20,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::authority::MessageResponseBuilder;
@@ -178,6 +184,8 @@ pub struct Zone {
     /// The answers of each name as DNS records, made once per table change so that a query
     /// only copies them.
     prepared: HashMap<String, Prepared>,
+    /// The same answers as whole UDP replies (the fast path).
+    replies: fast::Replies,
 }
 
 /// One name's answers, ready to send.
@@ -225,8 +233,9 @@ fn prepare(names: &HashMap<String, Rrset>) -> HashMap<String, Prepared> {
 }
 
 impl Zone {
-    /// The zone of `table` under `domain` (no trailing dot).
-    pub fn build(table: &EndpointTable, domain: &str) -> Zone {
+    /// The zone of `table` under `domain` (no trailing dot); `forward` is whether names outside
+    /// it are forwarded (the replies' RA flag).
+    pub fn build(table: &EndpointTable, domain: &str, forward: bool) -> Zone {
         let mut names: HashMap<String, Rrset> = HashMap::new();
         let mut skipped = 0usize;
         for ((framework, name), service) in &table.services {
@@ -284,11 +293,29 @@ impl Zone {
             );
         }
         let prepared = prepare(&names);
+        let apex = Name::from_ascii(format!("{domain}.")).unwrap_or_else(|_| Name::root());
+        let replies = fast::Replies::build(
+            prepared.iter().map(|(name, p)| fast::NameRecords {
+                name,
+                a: &p.a,
+                srv: &p.srv,
+                srv_additionals: &p.srv_additionals,
+            }),
+            &apex,
+            &soa_record(&apex),
+            forward,
+        );
         Zone {
             domain: format!("{domain}."),
             names,
             prepared,
+            replies,
         }
+    }
+
+    /// The prepared UDP replies.
+    pub fn replies(&self) -> &fast::Replies {
+        &self.replies
     }
 
     pub fn len(&self) -> usize {
@@ -315,6 +342,7 @@ impl Zone {
 }
 
 /// The request handler: the zone (rebuilt on table changes) and the forwarders.
+#[derive(Clone)]
 pub struct Handler {
     zone: Arc<RwLock<Arc<Zone>>>,
     /// The zone's domain in lower case with its trailing dot, as zone keys are.
@@ -330,6 +358,20 @@ fn record(name: &Name, rdata: RData) -> Record {
     Record::from_rdata(name.clone(), TTL_SECONDS, rdata)
 }
 
+/// The zone's SOA record (authority of negative answers).
+fn soa_record(domain: &Name) -> Record {
+    let mname = Name::from_ascii("ns")
+        .and_then(|n| n.append_domain(domain))
+        .unwrap_or_else(|_| domain.clone());
+    let rname = Name::from_ascii("hostmaster")
+        .and_then(|n| n.append_domain(domain))
+        .unwrap_or_else(|_| domain.clone());
+    record(
+        domain,
+        RData::SOA(SOA::new(mname, rname, 1, 60, 60, 3600, TTL_SECONDS)),
+    )
+}
+
 impl Handler {
     fn new(
         zone: Arc<RwLock<Arc<Zone>>>,
@@ -338,16 +380,7 @@ impl Handler {
         forward: bool,
         metrics: Arc<DnsMetrics>,
     ) -> Handler {
-        let mname = Name::from_ascii("ns")
-            .and_then(|n| n.append_domain(&domain))
-            .unwrap_or_else(|_| domain.clone());
-        let rname = Name::from_ascii("hostmaster")
-            .and_then(|n| n.append_domain(&domain))
-            .unwrap_or_else(|_| domain.clone());
-        let soa = record(
-            &domain,
-            RData::SOA(SOA::new(mname, rname, 1, 60, 60, 3600, TTL_SECONDS)),
-        );
+        let soa = soa_record(&domain);
         let mut domain_key = domain.to_lowercase().to_ascii();
         if !domain_key.ends_with('.') {
             domain_key.push('.');
@@ -480,7 +513,19 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         self.metrics.queries.fetch_add(1, Ordering::Relaxed);
-        let builder = MessageResponseBuilder::from_message_request(request);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        // Answer EDNS with EDNS (RFC 6891), as the fast path does.
+        if let Some(asked) = request.edns() {
+            let mut edns = Edns::new();
+            edns.set_max_payload(
+                asked
+                    .max_payload()
+                    .clamp(fast::PLAIN_UDP_MAX as u16, fast::EDNS_UDP_MAX),
+            )
+            .set_version(0);
+            edns.set_dnssec_ok(asked.flags().dnssec_ok);
+            builder.edns(edns);
+        }
         let info = match request.request_info() {
             Ok(i)
                 if request.op_code() == OpCode::Query
@@ -606,6 +651,174 @@ pub fn check_domain(domain: &str) -> Result<Name, DnsError> {
     Name::from_ascii(format!("{}.", d.to_ascii_lowercase())).map_err(|e| bad(&e.to_string()))
 }
 
+/// Most UDP queries the hickory-server handler works on at once (forwarded ones wait up to
+/// [`FORWARD_TIMEOUT`]); beyond it further slow-path queries are dropped, as a busy server does.
+pub const MAX_SLOW_QUERIES: usize = 1024;
+/// Most UDP receive loops (one per core the agent's runtime has, up to this).
+pub const MAX_UDP_LOOPS: usize = 4;
+
+/// A running DNS server: our UDP loops and hickory-server's TCP listener. Dropping it stops the
+/// UDP loops; [`DnsServer::shutdown_gracefully`] stops both.
+pub struct DnsServer {
+    tcp: ServerFuture<Handler>,
+    udp: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Stops answering: UDP at once, TCP after its open connections finish.
+    pub async fn shutdown_gracefully(&mut self) {
+        for t in &self.udp {
+            t.abort();
+        }
+        let _ = self.tcp.shutdown_gracefully().await;
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        for t in &self.udp {
+            t.abort();
+        }
+    }
+}
+
+/// Whether a reply can be sent to `src` (as hickory-server checks: no port 0, no unspecified or
+/// broadcast address).
+fn can_reply_to(src: SocketAddr) -> bool {
+    src.port() != 0
+        && match src.ip() {
+            IpAddr::V4(ip) => !ip.is_unspecified() && !ip.is_broadcast(),
+            IpAddr::V6(ip) => !ip.is_unspecified(),
+        }
+}
+
+/// One UDP receive loop: the fast path for what it covers, the hickory-server handler (in a
+/// task of its own, at most [`MAX_SLOW_QUERIES`] at once) for the rest.
+async fn udp_loop(
+    sock: Arc<UdpSocket>,
+    zone: Arc<RwLock<Arc<Zone>>>,
+    handler: Arc<Handler>,
+    slow: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<DnsMetrics>,
+) {
+    let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(fast::PLAIN_UDP_MAX);
+    loop {
+        let (n, src) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, Interrupted};
+                // ICMP errors of earlier replies surface here (ECONNREFUSED); keep serving. Any
+                // other error is logged and retried after a pause, never in a busy loop.
+                if !matches!(e.kind(), ConnectionRefused | ConnectionReset | Interrupted) {
+                    warn!(error = %e, "DNS receive failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        let Some(query) = buf.get(..n) else { continue };
+        if !can_reply_to(src) {
+            continue;
+        }
+        let zone_now = zone.read().map(|z| z.clone()).ok();
+        if let Some(outcome) = zone_now.and_then(|z| z.replies().reply(query, &mut out)) {
+            metrics.queries.fetch_add(1, Ordering::Relaxed);
+            match outcome {
+                fast::Outcome::Answer => metrics.answers.fetch_add(1, Ordering::Relaxed),
+                fast::Outcome::NxDomain => metrics.nxdomain.fetch_add(1, Ordering::Relaxed),
+                fast::Outcome::NoData => 0,
+            };
+            if let Err(e) = sock.send_to(&out, src).await {
+                debug!(error = %e, %src, "DNS reply not sent");
+            }
+            continue;
+        }
+        let Ok(permit) = slow.clone().try_acquire_owned() else {
+            debug!(%src, "DNS query dropped: too many queries in the slow path");
+            continue;
+        };
+        let bytes = query.to_vec();
+        let (sock, handler) = (sock.clone(), handler.clone());
+        tokio::spawn(async move {
+            slow_query(&bytes, src, sock, &handler).await;
+            drop(permit);
+        });
+    }
+}
+
+/// A UDP query the fast path left: decoded and answered by the hickory-server handler.
+async fn slow_query(bytes: &[u8], src: SocketAddr, sock: Arc<UdpSocket>, handler: &Handler) {
+    use hickory_proto::serialize::binary::BinDecodable;
+    let message = match hickory_server::authority::MessageRequest::from_bytes(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            // A readable header gets FORMERR (as hickory-server does); anything else is dropped.
+            let mut d = hickory_proto::serialize::binary::BinDecoder::new(bytes);
+            if let Ok(h) = Header::read(&mut d) {
+                if h.message_type() == MessageType::Query {
+                    debug!(error = %e, %src, "malformed DNS query");
+                    let reply = Message::error_msg(h.id(), h.op_code(), ResponseCode::FormErr);
+                    if let Ok(b) = reply.to_vec() {
+                        let _ = sock.send_to(&b, src).await;
+                    }
+                }
+            }
+            return;
+        }
+    };
+    if message.message_type() != MessageType::Query {
+        return; // no replies to replies (reflection)
+    }
+    let request = Request::new(message, src, hickory_proto::xfer::Protocol::Udp);
+    handler
+        .handle_request(&request, UdpReply { sock, dst: src })
+        .await;
+}
+
+/// Sends a hickory-server reply over our UDP socket, bounded as hickory-server's own UDP replies
+/// are (the reply's EDNS payload size, else 512 bytes; hickory truncates beyond it).
+#[derive(Clone)]
+struct UdpReply {
+    sock: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for UdpReply {
+    async fn send_response<'a>(
+        &mut self,
+        response: hickory_server::authority::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> std::io::Result<ResponseInfo> {
+        let id = response.header().id();
+        let max = response
+            .get_edns()
+            .as_ref()
+            .map_or(fast::PLAIN_UDP_MAX as u16, |e| e.max_payload());
+        let mut buf = Vec::with_capacity(fast::PLAIN_UDP_MAX);
+        let mut encoder = hickory_proto::serialize::binary::BinEncoder::new(&mut buf);
+        encoder.set_max_size(max);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(e) => {
+                warn!(error = %e, "DNS reply could not be encoded; SERVFAIL");
+                let reply = Message::error_msg(id, OpCode::Query, ResponseCode::ServFail);
+                buf = reply.to_vec().map_err(std::io::Error::other)?;
+                (*reply.header()).into()
+            }
+        };
+        self.sock.send_to(&buf, self.dst).await?;
+        Ok(info)
+    }
+}
+
 /// Starts DNS on `config.listen` (UDP and TCP), answering from `endpoints` until the returned
 /// server is dropped or shut down.
 ///
@@ -615,14 +828,14 @@ pub async fn start(
     config: &DnsConfig,
     endpoints: &Endpoints,
     metrics: Arc<DnsMetrics>,
-) -> Result<(ServerFuture<Handler>, SocketAddr), DnsError> {
+) -> Result<(DnsServer, SocketAddr), DnsError> {
     let domain = check_domain(&config.domain)?;
     let plain = domain.to_ascii().trim_end_matches('.').to_string();
     let bind_err = |e| DnsError::Bind {
         addr: config.listen.to_string(),
         source: e,
     };
-    let udp = UdpSocket::bind(config.listen).await.map_err(bind_err)?;
+    let udp = Arc::new(UdpSocket::bind(config.listen).await.map_err(bind_err)?);
     let local = udp.local_addr().map_err(bind_err)?;
     let tcp = tokio::net::TcpListener::bind(local)
         .await
@@ -638,10 +851,10 @@ pub async fn start(
         Vec::new()
     };
     let mut rx = endpoints.subscribe();
-    let zone = Arc::new(RwLock::new(Arc::new(Zone::build(
-        &rx.borrow_and_update(),
-        &plain,
-    ))));
+    let forward = config.forward;
+    let first = Zone::build(&rx.borrow_and_update(), &plain, forward);
+    metrics.names.store(first.len() as u64, Ordering::Relaxed);
+    let zone = Arc::new(RwLock::new(Arc::new(first)));
     let handler = Handler::new(
         zone.clone(),
         domain,
@@ -650,20 +863,44 @@ pub async fn start(
         metrics.clone(),
     );
     // Rebuild the zone on each new table; the task ends when the table's sender is gone.
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let z = Zone::build(&rx.borrow_and_update(), &plain);
-            metrics.names.store(z.len() as u64, Ordering::Relaxed);
-            if let Ok(mut w) = zone.write() {
-                *w = Arc::new(z);
+    {
+        let (zone, metrics) = (zone.clone(), metrics.clone());
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let z = Zone::build(&rx.borrow_and_update(), &plain, forward);
+                metrics.names.store(z.len() as u64, Ordering::Relaxed);
+                if let Ok(mut w) = zone.write() {
+                    *w = Arc::new(z);
+                }
             }
-        }
-    });
+        });
+    }
+    let loops = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_UDP_LOOPS);
+    let shared = Arc::new(handler.clone());
+    let slow = Arc::new(tokio::sync::Semaphore::new(MAX_SLOW_QUERIES));
+    let udp_tasks = (0..loops)
+        .map(|_| {
+            tokio::spawn(udp_loop(
+                udp.clone(),
+                zone.clone(),
+                shared.clone(),
+                slow.clone(),
+                metrics.clone(),
+            ))
+        })
+        .collect();
     let mut server = ServerFuture::new(handler);
-    server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5));
-    info!(dns = %local, domain = %config.domain, forward = config.forward, "DNS listening");
-    Ok((server, local))
+    info!(dns = %local, domain = %config.domain, forward = config.forward, udp_loops = loops, "DNS listening");
+    Ok((
+        DnsServer {
+            tcp: server,
+            udp: udp_tasks,
+        },
+        local,
+    ))
 }
 
 #[cfg(test)]
@@ -715,7 +952,7 @@ mod tests {
                 ..Default::default()
             }],
         });
-        let z = Zone::build(&table, "agora");
+        let z = Zone::build(&table, "agora", false);
         let (a, _) = z.lookup("web-prod.services.agora.").expect("A name");
         assert_eq!(a, [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]);
         let (_, srv) = z
@@ -760,7 +997,7 @@ mod tests {
             }],
         });
         let domain = check_domain("agora").expect("domain");
-        let zone = Arc::new(RwLock::new(Arc::new(Zone::build(&table, "agora"))));
+        let zone = Arc::new(RwLock::new(Arc::new(Zone::build(&table, "agora", false))));
         let h = Handler::new(zone, domain, vec![], false, Arc::new(DnsMetrics::default()));
         assert!(h.covers("agora.") && h.covers("x.services.agora.") && !h.covers("xagora."));
         let asked = Name::from_ascii("Web-Prod.Services.Agora.").expect("name");
@@ -806,5 +1043,275 @@ mod tests {
                 "[fe80::1]:53".parse().expect("b")
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod fast_tests {
+    use super::*;
+    use agora_proto::v1;
+
+    fn endpoint(task: &str, host: &str, ip: &str, port: u32) -> v1::Endpoint {
+        v1::Endpoint {
+            task_id: task.into(),
+            host: host.into(),
+            ip: ip.into(),
+            port,
+            protocol: "tcp".into(),
+            ..Default::default()
+        }
+    }
+
+    fn table_of(endpoints: Vec<v1::Endpoint>) -> EndpointTable {
+        let mut table = EndpointTable::default();
+        table.apply(v1::master_message::EndpointUpdate {
+            full: true,
+            ack_seq: 0,
+            services: vec![v1::ServiceEndpoints {
+                framework: "services".into(),
+                name: "/prod/web".into(),
+                endpoints,
+                ..Default::default()
+            }],
+        });
+        table
+    }
+
+    fn query(id: u16, name: &str, qtype: RecordType, edns: Option<bool>) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(id)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+        if let Some(dnssec_ok) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(4096).set_dnssec_ok(dnssec_ok);
+            m.set_edns(e);
+        }
+        m.to_vec().expect("encode")
+    }
+
+    fn ask(zone: &Zone, q: &[u8]) -> Option<(fast::Outcome, Message)> {
+        let mut out = Vec::new();
+        let outcome = zone.replies().reply(q, &mut out)?;
+        Some((outcome, Message::from_vec(&out).expect("the reply decodes")))
+    }
+
+    #[test]
+    fn a_reply_carries_the_askers_id_flags_and_case() {
+        let zone = Zone::build(
+            &table_of(vec![
+                endpoint("t1", "a1", "10.0.0.1", 31000),
+                endpoint("t2", "a2", "10.0.0.2", 31001),
+            ]),
+            "agora",
+            true,
+        );
+        let q = query(0xBEEF, "wEb-PrOd.SERVICES.agora.", RecordType::A, None);
+        let (outcome, m) = ask(&zone, &q).expect("answered by the fast path");
+        assert_eq!(outcome, fast::Outcome::Answer);
+        assert_eq!(m.id(), 0xBEEF, "the asker's id");
+        assert_eq!(m.message_type(), MessageType::Response);
+        assert!(m.recursion_desired() && m.recursion_available() && m.authoritative());
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        assert_eq!(m.queries().len(), 1);
+        assert_eq!(m.queries()[0].name().to_ascii(), "wEb-PrOd.SERVICES.agora.");
+        let mut ips: Vec<String> = m
+            .answers()
+            .iter()
+            .map(|r| {
+                assert_eq!(
+                    r.name().to_ascii(),
+                    "wEb-PrOd.SERVICES.agora.",
+                    "asked case"
+                );
+                assert!(r.ttl() <= TTL_SECONDS);
+                r.data().to_string()
+            })
+            .collect();
+        ips.sort();
+        assert_eq!(ips, ["10.0.0.1", "10.0.0.2"]);
+        assert!(m.extensions().is_none(), "no OPT to a query without one");
+        // Another id, another case: the same prepared bytes, patched.
+        let q = query(7, "web-prod.services.AGORA.", RecordType::A, None);
+        let (_, m) = ask(&zone, &q).expect("answered");
+        assert_eq!(m.id(), 7);
+        assert_eq!(m.answers().len(), 2);
+        assert_eq!(m.answers()[0].name().to_ascii(), "web-prod.services.AGORA.");
+        // RD off in the query: off in the reply.
+        let mut plain = Message::from_vec(&q).expect("q");
+        plain.set_recursion_desired(false);
+        let (_, m) = ask(&zone, &plain.to_vec().expect("q")).expect("answered");
+        assert!(!m.recursion_desired());
+    }
+
+    #[test]
+    fn fast_replies_match_the_handler_for_srv_nxdomain_and_nodata() {
+        let zone = Zone::build(
+            &table_of(vec![endpoint("t1", "a1", "10.0.0.1", 31000)]),
+            "agora",
+            false,
+        );
+        let handler = Handler::new(
+            Arc::new(RwLock::new(Arc::new(Zone::build(
+                &table_of(vec![endpoint("t1", "a1", "10.0.0.1", 31000)]),
+                "agora",
+                false,
+            )))),
+            check_domain("agora").expect("domain"),
+            vec![],
+            false,
+            Arc::new(DnsMetrics::default()),
+        );
+        for (name, qtype, outcome) in [
+            (
+                "_web-prod._tcp.services.agora.",
+                RecordType::SRV,
+                fast::Outcome::Answer,
+            ),
+            (
+                "web-prod.services.agora.",
+                RecordType::ANY,
+                fast::Outcome::Answer,
+            ),
+            (
+                "a1.web-prod.services.agora.",
+                RecordType::A,
+                fast::Outcome::Answer,
+            ),
+            (
+                "nope.services.agora.",
+                RecordType::A,
+                fast::Outcome::NxDomain,
+            ),
+            (
+                "web-prod.services.agora.",
+                RecordType::AAAA,
+                fast::Outcome::NoData,
+            ),
+            ("agora.", RecordType::SOA, fast::Outcome::Answer),
+            ("agora.", RecordType::A, fast::Outcome::NoData),
+        ] {
+            let (got, m) = ask(&zone, &query(1, name, qtype, None)).expect(name);
+            assert_eq!(got, outcome, "{name} {qtype}");
+            let asked = Name::from_ascii(name).expect("name");
+            let (code, answers, authority, additionals) = handler.answer(&asked, name, qtype);
+            assert_eq!(m.response_code(), code, "{name} {qtype}");
+            assert_eq!(m.answers(), answers.as_slice(), "{name} {qtype}");
+            assert_eq!(m.name_servers(), authority.as_slice(), "{name} {qtype}");
+            assert_eq!(m.additionals(), additionals.as_slice(), "{name} {qtype}");
+        }
+        // Outside the domain, another class, a non-query: the handler's.
+        assert!(ask(&zone, &query(1, "example.com.", RecordType::A, None)).is_none());
+        let mut chaos =
+            Message::from_vec(&query(1, "web-prod.services.agora.", RecordType::A, None))
+                .expect("q");
+        let mut q = chaos.queries()[0].clone();
+        q.set_query_class(hickory_proto::rr::DNSClass::CH);
+        chaos.take_queries();
+        chaos.add_query(q);
+        assert!(ask(&zone, &chaos.to_vec().expect("q")).is_none());
+        let mut notify = Message::from_vec(&query(1, "agora.", RecordType::SOA, None)).expect("q");
+        notify.set_op_code(OpCode::Notify);
+        assert!(ask(&zone, &notify.to_vec().expect("q")).is_none());
+        // A question that points into the header instead of spelling its name: the handler's.
+        let mut pointed = query(1, "nope.services.agora.", RecordType::A, None);
+        pointed.truncate(12);
+        pointed.extend_from_slice(&[0xC0, 0x04, 0, 1, 0, 1]);
+        assert!(zone.replies().reply(&pointed, &mut Vec::new()).is_none());
+        // Garbage: never a panic, never a reply.
+        for junk in [
+            &[][..],
+            &[0u8; 5],
+            &[0xff; 40],
+            &query(1, "agora.", RecordType::A, None)[..14],
+        ] {
+            assert!(zone.replies().reply(junk, &mut Vec::new()).is_none());
+        }
+    }
+
+    #[test]
+    fn edns_is_answered_with_edns_and_size_limits_hold() {
+        let zone = Zone::build(
+            &table_of(vec![endpoint("t1", "a1", "10.0.0.1", 31000)]),
+            "agora",
+            false,
+        );
+        for dnssec_ok in [false, true] {
+            let q = query(
+                9,
+                "web-prod.services.agora.",
+                RecordType::A,
+                Some(dnssec_ok),
+            );
+            let (_, m) = ask(&zone, &q).expect("answered");
+            let e = m.extensions().as_ref().expect("an OPT record");
+            assert_eq!(e.max_payload(), fast::EDNS_UDP_MAX);
+            assert_eq!(e.flags().dnssec_ok, dnssec_ok);
+            assert_eq!(m.answers().len(), 1);
+        }
+        // 200 tasks: more than 512 bytes of A records; no EDNS → the handler (which truncates).
+        let many: Vec<v1::Endpoint> = (0..200u32)
+            .map(|i| {
+                endpoint(
+                    &format!("t{i}"),
+                    &format!("h{i}"),
+                    &format!("10.0.{}.{}", i / 250, i % 250 + 1),
+                    31000,
+                )
+            })
+            .collect();
+        let zone = Zone::build(&table_of(many), "agora", false);
+        assert!(ask(
+            &zone,
+            &query(1, "web-prod.services.agora.", RecordType::A, None)
+        )
+        .is_none());
+        // With EDNS the reply may be up to 1232 bytes: 200 A records (16 bytes each) are more.
+        assert!(ask(
+            &zone,
+            &query(1, "web-prod.services.agora.", RecordType::A, Some(false))
+        )
+        .is_none());
+        assert!(ask(
+            &zone,
+            &query(1, "h1.web-prod.services.agora.", RecordType::A, None)
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn a_name_whose_tasks_turn_unhealthy_is_gone_at_the_next_table_change() {
+        let q = query(3, "web-prod.services.agora.", RecordType::A, None);
+        let healthy = table_of(vec![
+            endpoint("t1", "a1", "10.0.0.1", 31000),
+            endpoint("t2", "a2", "10.0.0.2", 31000),
+        ]);
+        let (_, m) = ask(&Zone::build(&healthy, "agora", false), &q).expect("answered");
+        assert_eq!(m.answers().len(), 2);
+        // t2 unhealthy: the master's next table lists only t1.
+        let one = table_of(vec![endpoint("t1", "a1", "10.0.0.1", 31000)]);
+        let zone = Zone::build(&one, "agora", false);
+        let (_, m) = ask(&zone, &q).expect("answered");
+        assert_eq!(
+            m.answers()
+                .iter()
+                .map(|r| r.data().to_string())
+                .collect::<Vec<_>>(),
+            ["10.0.0.1"]
+        );
+        let (outcome, _) = ask(
+            &zone,
+            &query(3, "a2.web-prod.services.agora.", RecordType::A, None),
+        )
+        .expect("answered");
+        assert_eq!(outcome, fast::Outcome::NxDomain);
+        // None healthy: the service has no endpoints; its names are unknown.
+        let zone = Zone::build(&table_of(vec![]), "agora", false);
+        let (outcome, m) = ask(&zone, &q).expect("answered");
+        assert_eq!(outcome, fast::Outcome::NxDomain);
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        assert!(m.answers().is_empty());
     }
 }

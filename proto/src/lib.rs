@@ -5,6 +5,8 @@
 //! - [`resources`]: exact arithmetic on resource sets (scalars in thousandths, port ranges), the
 //!   agent flag syntax `cpus:4;mem:8192;ports:[31000-32000]`, and conversion to and from the wire type.
 //! - [`is_terminal`] / [`is_terminal_name`]: the one definition of a terminal task state.
+//! - [`MESH_BALANCE_VALUES`] / [`is_balance_label`]: the discovery label `HAPROXY_{n}_BALANCE`
+//!   that frameworks check and the agents' mesh follows.
 //!
 //! Finding the leader lives in `agora-ha`, TLS and HTTP authentication in `agora-net`: this crate
 //! is the contract only. Every other crate trusts it for what a resource set is, so it is unit- and
@@ -45,9 +47,35 @@ pub fn is_terminal_name(state: &str) -> bool {
     v1::TaskState::from_str_name(state).is_some_and(is_terminal)
 }
 
+/// The values of discovery label `HAPROXY_{n}_BALANCE` (marathon-lb's label for HAProxy's
+/// `balance` of service port `n`) that the agents' routing mesh implements, case-insensitive:
+/// round robin (the default) and least connections.
+pub const MESH_BALANCE_VALUES: [&str; 2] = ["roundrobin", "leastconn"];
+
+/// Whether `key` is a `HAPROXY_{n}_BALANCE` label (`n` a service port index: decimal digits).
+pub fn is_balance_label(key: &str) -> bool {
+    key.strip_prefix("HAPROXY_")
+        .and_then(|k| k.strip_suffix("_BALANCE"))
+        .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1::TaskState;
+
+    #[test]
+    fn balance_labels() {
+        assert!(super::is_balance_label("HAPROXY_0_BALANCE"));
+        assert!(super::is_balance_label("HAPROXY_12_BALANCE"));
+        for k in [
+            "HAPROXY__BALANCE",
+            "HAPROXY_x_BALANCE",
+            "HAPROXY_0_VHOST",
+            "haproxy_0_balance",
+        ] {
+            assert!(!super::is_balance_label(k), "{k}");
+        }
+    }
 
     #[test]
     fn terminal_states_are_exactly_the_documented_ones() {

@@ -471,3 +471,114 @@ async fn a_docker_task_is_reached_through_another_agents_mesh() {
     })
     .await;
 }
+
+/// marathon-lb's `HAPROXY_0_BALANCE=leastconn`: while one connection is held open to a task, new
+/// connections go to the other; once it closes, both serve again. An unknown value is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_sends_new_connections_away_from_a_busy_task() {
+    use std::io::{BufRead, BufReader, Write};
+    const IPS: [&str; 2] = ["127.0.0.51", "127.0.0.52"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let vhost_port = free_port();
+    let mut agents = Vec::new();
+    for (i, ip) in IPS.iter().enumerate() {
+        let ports = format!("{}-{}", 31740 + i * 20, 31759 + i * 20);
+        agents.push(mesh_agent(
+            dir.path(),
+            &format!("least-a{}", i + 1),
+            &master.address(),
+            ip,
+            &ports,
+            "native",
+            Some(vhost_port),
+        ));
+    }
+    let (_services, url) = start_services(dir.path(), &master.address(), "17400-17499");
+    services_ready(&url).await;
+
+    // A value the mesh does not implement: 422 naming the label.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v2/apps"))
+        .json(
+            &json!({"id": "/mesh/bad", "cmd": "sleep 100", "cpus": 0.1, "mem": 32,
+                      "labels": {"HAPROXY_0_BALANCE": "source"}}),
+        )
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap_or_default();
+    assert!(
+        body.contains("/labels/HAPROXY_0_BALANCE") && body.contains("leastconn"),
+        "{body}"
+    );
+
+    // Each task serves its id at / and, at /cgi-bin/hold, its id and then 8 s of silence.
+    let cmd = "mkdir -p www/cgi-bin && echo $MESOS_TASK_ID > www/index.html && \
+        printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho %s\\nsleep 8\\n' \"$MESOS_TASK_ID\" > www/cgi-bin/hold && \
+        chmod +x www/cgi-bin/hold && exec busybox httpd -f -p $PORT0 -h www";
+    post_app(
+        &url,
+        json!({
+            "id": "/mesh/least", "cmd": cmd, "cpus": 0.1, "mem": 32, "instances": 2,
+            "constraints": [["hostname", "UNIQUE"]],
+            "portDefinitions": [{"port": 0}],
+            "labels": {"HAPROXY_0_BALANCE": "leastconn"},
+            "healthChecks": [{"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 5,
+                "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}]
+        }),
+    )
+    .await;
+    let (ids, sp) = until_meshed(&url, "/mesh/least", 2, &IPS).await;
+
+    // Idle: new connections alternate (ties in turn).
+    let answers = |ip: &str, n: usize| -> BTreeSet<String> {
+        (0..n)
+            .map(|_| {
+                let (code, body) = curl(&format!("http://{ip}:{sp}/"), &[]);
+                assert_eq!(code, 200, "{body}");
+                body.trim().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(answers(IPS[0], 4).len(), 2, "both tasks answer when idle");
+
+    // Hold one connection open (TCP mode: the connection is relayed to one task for its life).
+    let mut held = TcpStream::connect((IPS[0], sp)).expect("connect to the mesh");
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    held.write_all(b"GET /cgi-bin/hold HTTP/1.0\r\n\r\n")
+        .expect("send");
+    let mut reader = BufReader::new(held.try_clone().expect("clone"));
+    let busy = loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read the held response");
+        assert!(n > 0, "the held connection closed early");
+        if let Some(id) = ids.iter().find(|id| line.trim() == id.as_str()) {
+            break id.clone();
+        }
+    };
+    let other: Vec<&String> = ids.iter().filter(|id| **id != busy).collect();
+    // While it is open every new connection goes to the other task.
+    for _ in 0..10 {
+        let (code, body) = curl(&format!("http://{}:{sp}/", IPS[0]), &[]);
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(
+            body.trim(),
+            other[0].as_str(),
+            "a new connection went to {busy}, which holds an open connection"
+        );
+    }
+    // The other agent's mesh counts only its own connections: it still alternates.
+    assert_eq!(answers(IPS[1], 4).len(), 2, "another agent's mesh");
+    drop(reader);
+    drop(held);
+    // Once the held response ends, both tasks serve new connections again.
+    eventually(
+        "both tasks answering after the held connection ended",
+        Duration::from_secs(30),
+        || async { (answers(IPS[0], 4).len() == 2).then_some(()) },
+    )
+    .await;
+}

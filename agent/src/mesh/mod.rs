@@ -6,10 +6,11 @@
 //!                                  └─HTTP mode: hyper, one endpoint per request (pooled client)─▶ task
 //!  client ──▶ agent:<--mesh-http-port> ──Host header → HAPROXY_{n}_VHOST → that port's route─────▶ task
 //! ```
-//! Pure core in [`table`] (routes from the table, listener plan, round-robin balancer with
-//! ejections); this module is the tokio shell. Listeners come and go with the table without
-//! touching other listeners or open connections: an endpoint leaving the table gets no new
-//! connection or request, connections already relayed to it run until they end.
+//! Pure core in [`table`] (routes from the table, listener plan, round-robin or least-connections
+//! balancer per `HAPROXY_{n}_BALANCE`, with ejections); this module is the tokio shell. Listeners
+//! come and go with the table without touching other listeners or open connections: an endpoint
+//! leaving the table gets no new connection or request, connections already relayed to it run
+//! until they end.
 //!
 //! Retries: a connect that is refused, reset or times out ([`MeshConfig::connect_timeout`]) ejects
 //! the endpoint and is retried on another one, up to [`MAX_ATTEMPTS`] endpoints, before the client
@@ -158,6 +159,27 @@ impl Route {
         if let Ok(mut b) = self.balancer.lock() {
             b.track(u, opened);
         }
+    }
+
+    /// Counts a connection/request to `u` (least connections) until the guard is dropped.
+    fn hold(self: &Arc<Self>, u: &Upstream) -> Held {
+        self.track(u, true);
+        Held {
+            route: self.clone(),
+            upstream: u.clone(),
+        }
+    }
+}
+
+/// An open connection/request counted on its endpoint (see [`Route::hold`]).
+struct Held {
+    route: Arc<Route>,
+    upstream: Upstream,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.route.track(&self.upstream, false);
     }
 }
 
@@ -626,16 +648,18 @@ async fn connect(u: &Upstream, timeout: Duration) -> io::Result<TcpStream> {
 /// TCP mode: one endpoint for the whole connection.
 async fn relay(mut client: Counted, route: Arc<Route>, shared: &Shared) {
     let mut tried: Vec<Upstream> = Vec::new();
-    let (upstream, mut server) = loop {
+    let (held, mut server) = loop {
         let Some(pick) = route.pick(&tried) else {
             route.metrics.errors.fetch_add(1, Ordering::Relaxed);
             debug!(port = route.port, "mesh: no endpoint left for a connection");
             return;
         };
+        // Counted from the pick, so that connections opened at once spread (least connections).
+        let held = route.hold(&pick.upstream);
         match connect(&pick.upstream, shared.config.connect_timeout).await {
             Ok(s) => {
                 route.succeeded(&pick.upstream);
-                break (pick.upstream, s);
+                break (held, s);
             }
             Err(e) => {
                 debug!(port = route.port, upstream = %pick.upstream.authority(), error = %e, "mesh: connect failed");
@@ -650,11 +674,10 @@ async fn relay(mut client: Counted, route: Arc<Route>, shared: &Shared) {
         }
     };
     let _ = server.set_nodelay(true);
-    route.track(&upstream, true);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
         debug!(port = route.port, error = %e, "mesh: relay ended with an error");
     }
-    route.track(&upstream, false);
+    drop(held);
 }
 
 /// HTTP mode (a service port's route, or virtual hosts by `Host` when `route` is `None`).
@@ -827,6 +850,7 @@ async fn proxy(
                 .map_err(|never: Infallible| match never {})
                 .boxed(),
         };
+        let held = route.hold(&pick.upstream);
         let mut up = Request::new(b);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
@@ -838,6 +862,11 @@ async fn proxy(
                 for n in HOP_BY_HOP.iter() {
                     rp.headers.remove(n);
                 }
+                // The request counts on its endpoint until its response body is done (or dropped).
+                let rb = rb.map_frame(move |f| {
+                    let _counted = &held;
+                    f
+                });
                 return Response::from_parts(rp, rb.boxed());
             }
             Err(e) => {

@@ -7,6 +7,12 @@
 //! label `HAPROXY_{n}_MODE=http` or any `HAPROXY_{n}_VHOST`, where `n` is the index of the service
 //! port among the service's service ports in ascending order (the services framework assigns an
 //! app's service ports in its port-definition order from an ascending range).
+//!
+//! Balancing follows marathon-lb's `HAPROXY_{n}_BALANCE` (HAProxy's `balance`): `roundrobin`
+//! (the default) or `leastconn` — the endpoint with the fewest connections (TCP mode) or requests
+//! (HTTP mode) open through this agent's mesh, ties broken in round robin. The services framework
+//! refuses other values ([`agora_proto::MESH_BALANCE_VALUES`]); a value that reaches the agent anyway (another
+//! framework) means round robin.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,6 +36,31 @@ pub enum Mode {
     Tcp,
     /// HTTP/1.1, balanced per request.
     Http,
+}
+
+/// How a service port picks an endpoint (`HAPROXY_{n}_BALANCE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// The fewest open connections/requests on this agent, ties in turn.
+    LeastConn,
+}
+
+impl Balance {
+    /// A `HAPROXY_{n}_BALANCE` value; `None` for one the mesh does not implement.
+    pub fn parse(value: &str) -> Option<Balance> {
+        let [round_robin, least_conn] = agora_proto::MESH_BALANCE_VALUES;
+        let v = value.trim();
+        if v.eq_ignore_ascii_case(round_robin) {
+            Some(Balance::RoundRobin)
+        } else if v.eq_ignore_ascii_case(least_conn) {
+            Some(Balance::LeastConn)
+        } else {
+            None
+        }
+    }
 }
 
 /// Where one endpoint listens.
@@ -59,6 +90,7 @@ impl Upstream {
 pub struct RouteSpec {
     pub service: ServiceKey,
     pub mode: Mode,
+    pub balance: Balance,
     /// Lower-cased virtual hosts (`HAPROXY_{n}_VHOST`, comma separated).
     pub vhosts: Vec<String>,
     pub upstreams: Vec<Upstream>,
@@ -122,6 +154,9 @@ pub fn routes(table: &EndpointTable) -> (BTreeMap<u16, RouteSpec>, Vec<(u16, Ser
             let http = !vhosts.is_empty()
                 || haproxy_label(&svc.labels, n, "MODE")
                     .is_some_and(|m| m.eq_ignore_ascii_case("http"));
+            let balance = haproxy_label(&svc.labels, n, "BALANCE")
+                .and_then(Balance::parse)
+                .unwrap_or_default();
             let mut upstreams: Vec<Upstream> = svc
                 .endpoints
                 .iter()
@@ -144,6 +179,7 @@ pub fn routes(table: &EndpointTable) -> (BTreeMap<u16, RouteSpec>, Vec<(u16, Ser
                 RouteSpec {
                     service: key.clone(),
                     mode: if http { Mode::Http } else { Mode::Tcp },
+                    balance,
                     vhosts,
                     upstreams,
                     generation,
@@ -200,12 +236,14 @@ struct Slot {
     ejected_until: Option<Instant>,
 }
 
-/// Round robin over a service port's endpoints, skipping ejected ones. Endpoints are picked by
-/// index into the current list; a pick carries the upstream so a list change in between is safe.
+/// Round robin or least connections over a service port's endpoints, skipping ejected ones.
+/// Endpoints are picked by index into the current list; a pick carries the upstream so a list
+/// change in between is safe.
 #[derive(Debug, Clone)]
 pub struct Balancer {
     slots: Vec<Slot>,
     next: usize,
+    balance: Balance,
     generation: usize,
     eject_for: Duration,
 }
@@ -224,6 +262,7 @@ impl Balancer {
         let mut b = Balancer {
             slots: Vec::new(),
             next: 0,
+            balance: spec.balance,
             generation: 0,
             eject_for,
         };
@@ -259,6 +298,7 @@ impl Balancer {
             })
             .collect();
         self.generation = spec.generation;
+        self.balance = spec.balance;
         if self.slots.is_empty() {
             self.next = 0;
         } else {
@@ -283,12 +323,15 @@ impl Balancer {
             .count()
     }
 
-    /// The next endpoint in round robin that is not ejected and not in `tried`; when every
-    /// untried endpoint is ejected, the one whose ejection ends first (better a try than a
-    /// certain failure); `None` when all were tried.
+    /// The endpoint for a new connection/request among those not ejected and not in `tried`:
+    /// round robin, the next in turn; least connections, the fewest [`Balancer::active`], the
+    /// next in turn among equals. When every untried endpoint is ejected, the one whose ejection
+    /// ends first (better a try than a certain failure); `None` when all were tried. The caller
+    /// counts the connection with [`Balancer::track`] from the pick on.
     pub fn pick(&mut self, now: Instant, tried: &[Upstream]) -> Option<Pick> {
         let n = self.slots.len();
         let mut fallback: Option<(usize, Instant)> = None;
+        let mut best: Option<(usize, u64)> = None;
         for k in 0..n {
             let i = (self.next + k) % n;
             let s = &self.slots[i];
@@ -302,13 +345,21 @@ impl Balancer {
                     }
                 }
                 _ => {
-                    self.next = (i + 1) % n;
-                    return Some(Pick {
-                        upstream: s.upstream.clone(),
-                        was_ejected: false,
-                    });
+                    if best.is_none_or(|(_, a)| s.active < a) {
+                        best = Some((i, s.active));
+                    }
+                    if self.balance == Balance::RoundRobin {
+                        break;
+                    }
                 }
             }
+        }
+        if let Some((i, _)) = best {
+            self.next = (i + 1) % n;
+            return Some(Pick {
+                upstream: self.slots[i].upstream.clone(),
+                was_ejected: false,
+            });
         }
         fallback.map(|(i, _)| Pick {
             upstream: self.slots[i].upstream.clone(),
@@ -479,6 +530,7 @@ mod tests {
         let spec = |n: &str, mode| RouteSpec {
             service: key(n),
             mode,
+            balance: Balance::RoundRobin,
             vhosts: vec![],
             upstreams: vec![],
             generation: 1,
@@ -512,6 +564,7 @@ mod tests {
         RouteSpec {
             service: ("f".into(), "/s".into()),
             mode: Mode::Tcp,
+            balance: Balance::RoundRobin,
             vhosts: vec![],
             upstreams: tasks.iter().map(|t| up(t)).collect(),
             generation,
@@ -582,6 +635,112 @@ mod tests {
         b.update(&spec_of(&[], 4));
         assert!(b.is_empty());
         assert_eq!(b.pick(now, &[]), None);
+    }
+
+    fn least(tasks: &[&str], generation: usize) -> RouteSpec {
+        RouteSpec {
+            balance: Balance::LeastConn,
+            ..spec_of(tasks, generation)
+        }
+    }
+
+    fn picked(b: &mut Balancer, now: Instant, tried: &[Upstream]) -> String {
+        b.pick(now, tried)
+            .map(|p| p.upstream.task_id)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_balance_label_picks_the_balancer_per_service_port() {
+        let t = table(vec![svc(
+            "/web",
+            vec![
+                ep("w1", "127.0.0.2", 31000, 10000),
+                ep("w1", "127.0.0.2", 31001, 10001),
+                ep("w1", "127.0.0.2", 31002, 10002),
+            ],
+            &[
+                ("HAPROXY_0_BALANCE", "leastconn"),
+                ("HAPROXY_1_BALANCE", " RoundRobin "),
+                ("HAPROXY_2_BALANCE", "source"),
+            ],
+        )]);
+        let (r, _) = routes(&t);
+        assert_eq!(r[&10000].balance, Balance::LeastConn);
+        assert_eq!(r[&10001].balance, Balance::RoundRobin);
+        assert_eq!(
+            r[&10002].balance,
+            Balance::RoundRobin,
+            "unknown: the default"
+        );
+        assert_eq!(Balance::parse("LEASTCONN"), Some(Balance::LeastConn));
+        assert_eq!(Balance::parse("static-rr"), None);
+    }
+
+    #[test]
+    fn least_connections_picks_the_fewest_open_ties_in_turn() {
+        let now = Instant::now();
+        let mut b = Balancer::new(&least(&["a", "b", "c"], 1), Duration::from_secs(5));
+        // All at 0: in turn, as round robin.
+        let order: Vec<String> = (0..3)
+            .map(|_| {
+                let t = picked(&mut b, now, &[]);
+                b.track(&up(&t), true);
+                t
+            })
+            .collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        // a keeps a long connection; b and c close theirs: new ones alternate b, c, never a.
+        b.track(&up("b"), false);
+        b.track(&up("c"), false);
+        let order: Vec<String> = (0..4)
+            .map(|_| {
+                let t = picked(&mut b, now, &[]);
+                b.track(&up(&t), true);
+                b.track(&up(&t), false);
+                t
+            })
+            .collect();
+        assert_eq!(order, ["b", "c", "b", "c"]);
+        // Held connections: a 1, b 2, c 0 → c; then a 1, b 2, c 1 → a (first in turn of the 1s).
+        b.track(&up("b"), true);
+        b.track(&up("b"), true);
+        assert_eq!(picked(&mut b, now, &[]), "c");
+        b.track(&up("c"), true);
+        assert_eq!(picked(&mut b, now, &[]), "a");
+        // The counts survive a new update; a changed label switches the balancer in place.
+        b.update(&least(&["a", "b", "c"], 2));
+        assert_eq!(b.active(&up("b")), 2);
+        b.update(&spec_of(&["a", "b", "c"], 3));
+        let order: Vec<String> = (0..3).map(|_| picked(&mut b, now, &[])).collect();
+        assert_eq!(order, ["b", "c", "a"], "round robin again, counts ignored");
+    }
+
+    #[test]
+    fn least_connections_skips_ejected_and_tried_endpoints() {
+        let now = Instant::now();
+        let mut b = Balancer::new(&least(&["a", "b", "c"], 1), Duration::from_secs(5));
+        b.track(&up("b"), true);
+        b.track(&up("c"), true);
+        b.track(&up("c"), true);
+        // a has the fewest but refused: ejected, so b (1) before c (2).
+        assert!(b.eject(&up("a"), now));
+        assert_eq!(picked(&mut b, now, &[]), "b");
+        // A retry after b failed goes to c, not back to b nor to the ejected a.
+        assert_eq!(picked(&mut b, now, &[up("b")]), "c");
+        // Only the ejected a left untried: tried rather than nothing.
+        let p = b.pick(now, &[up("b"), up("c")]).expect("pick");
+        assert_eq!((p.upstream.task_id.as_str(), p.was_ejected), ("a", true));
+        // The ejection over: a (0 open) is the one.
+        let later = now + Duration::from_secs(6);
+        assert_eq!(picked(&mut b, later, &[]), "a");
+        // A fresh update listing a also ends its ejection.
+        b.eject(&up("a"), later);
+        b.update(&least(&["a", "b", "c"], 2));
+        assert_eq!(picked(&mut b, later, &[]), "a");
+        // Removed endpoints are never picked, however idle.
+        b.update(&least(&["b", "c"], 3));
+        assert_eq!(picked(&mut b, later, &[]), "b");
     }
 
     #[test]

@@ -576,6 +576,21 @@ impl App {
             }
         }
         check_labels(&mut bad, "/labels", &self.labels);
+        // The mesh balances as marathon-lb's HAPROXY_{n}_BALANCE says, for the values it has.
+        for (k, v) in &self.labels {
+            let known = agora_proto::MESH_BALANCE_VALUES
+                .iter()
+                .any(|b| b.eq_ignore_ascii_case(v.trim()));
+            if agora_proto::is_balance_label(k) && !known {
+                bad(
+                    &format!("/labels/{}", pointer_escape(k)),
+                    format!(
+                        "{k} must be one of {} (the routing mesh's balancing)",
+                        agora_proto::MESH_BALANCE_VALUES.join(", ")
+                    ),
+                );
+            }
+        }
         if let Some(u) = &self.user {
             too_long(&mut bad, "/user", u, limits::MAX_ENV_KEY);
         }

@@ -351,3 +351,22 @@ fn patch_merges_objects_and_replaces_the_rest() {
         serde_json::json!({"id": "/a", "instances": 3, "env": {"A": "1", "B": "x"}})
     );
 }
+
+#[test]
+fn the_balance_label_is_one_the_mesh_implements() {
+    for ok in ["leastconn", "roundrobin", " LeastConn "] {
+        let a = app(&format!(
+            r#"{{"id":"/a","cmd":"x","labels":{{"HAPROXY_0_BALANCE":"{ok}","HAPROXY_1_BALANCE":"roundrobin"}}}}"#
+        ));
+        assert!(a.validate().is_ok(), "{ok}");
+    }
+    let a = app(r#"{"id":"/a","cmd":"x","labels":{"HAPROXY_1_BALANCE":"source"}}"#);
+    let errors = a.validate().unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "/labels/HAPROXY_1_BALANCE");
+    let text = format!("{errors:?}");
+    assert!(
+        text.contains("HAPROXY_1_BALANCE must be one of roundrobin, leastconn"),
+        "{text}"
+    );
+}
