@@ -36,6 +36,48 @@ pub const DEFAULT_CPUS: f64 = 0.1;
 /// `mem` (MiB) of a service without `deploy.resources`.
 pub const DEFAULT_MEM: f64 = 128.0;
 
+/// The stack an app belongs to: `NAME` when the app is `/NAME/<service>` and carries
+/// `com.docker.stack.namespace=NAME` (as every app `agora stack deploy` makes does; a group put
+/// through `/v2/groups` with that label is a stack too), with its service name.
+pub fn stack_of(app: &crate::app::App) -> Option<(&str, &str)> {
+    let stack = app.labels.get(STACK_LABEL)?;
+    let (top, service) = app.id.strip_prefix('/')?.split_once('/')?;
+    (top == stack.as_str() && !service.is_empty() && !service.contains('/'))
+        .then_some((top, service))
+}
+
+/// The names a task of `app` resolves to its agent's routing mesh (`ContainerInfo.host_aliases`),
+/// as a Swarm task resolves its stack's services: for every app of the same stack (see
+/// [`stack_of`], `app` itself included) that has a service port, its service name (`db`) and its
+/// full name `<stack>_<service>` (`shop_db`). Then `db:5432` — the published port, which is the
+/// service port — reaches a healthy `db` task through the mesh of whichever agent the task is on.
+/// Empty for an app outside a stack. Sorted; names a hosts file cannot hold are left out; at most
+/// [`agora_proto::host_aliases::MAX_HOST_ALIASES`].
+pub fn stack_aliases<'a>(
+    app: &crate::app::App,
+    apps: impl IntoIterator<Item = &'a crate::app::App>,
+) -> Vec<String> {
+    use agora_proto::host_aliases::{alias_problem, MAX_HOST_ALIASES};
+    let Some((stack, _)) = stack_of(app) else {
+        return Vec::new();
+    };
+    let mut names = BTreeSet::new();
+    for other in apps {
+        let Some((s, service)) = stack_of(other) else {
+            continue;
+        };
+        if s != stack || crate::ports::service_ports(other).is_empty() {
+            continue;
+        }
+        for name in [service.to_string(), format!("{stack}_{service}")] {
+            if alias_problem(&name).is_none() {
+                names.insert(name);
+            }
+        }
+    }
+    names.into_iter().take(MAX_HOST_ALIASES).collect()
+}
+
 /// One problem in a Compose file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeError {

@@ -839,6 +839,8 @@ impl ServicesCore {
                 .filter_map(|c| Constraint::parse(c).ok())
                 .collect();
             let needs = task_needs(&app);
+            let host_aliases =
+                crate::compose::stack_aliases(&app, self.apps.values().map(|s| &s.app));
             let service_ports: Vec<u64> = crate::ports::service_ports(&app)
                 .into_iter()
                 .map(u64::from)
@@ -867,8 +869,14 @@ impl ServicesCore {
                     break;
                 };
                 let task_id = task_id_for(&id);
-                let task =
-                    crate::launch::task_info(&app, &task_id, &st.config_version, &carved, offer);
+                let task = crate::launch::task_info(
+                    &app,
+                    &task_id,
+                    &st.config_version,
+                    &carved,
+                    offer,
+                    &host_aliases,
+                );
                 let record = TaskRecord {
                     id: task_id.clone(),
                     app_id: id.clone(),
