@@ -41,7 +41,9 @@ pub fn alias_problem(name: &str) -> Option<String> {
             ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Some(format!("has a label starting or ending with '-' ({label:?})"));
+            return Some(format!(
+                "has a label starting or ending with '-' ({label:?})"
+            ));
         }
     }
     None

@@ -360,3 +360,259 @@ async fn a_compose_stack_deploys_in_dependency_order_scales_and_is_removed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no stack 'shop'"));
     drop(local);
 }
+
+/// `PUT /v2/groups/{id}` with `group`; the deployment is accepted.
+async fn put_group(url: &str, id: &str, group: Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{url}/v2/groups/{id}"))
+        .json(&group)
+        .send()
+        .await
+        .expect("PUT /v2/groups");
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+/// GET `url`'s body when it answers 200.
+async fn page(url: &str) -> Option<String> {
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?
+        .get(url)
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.text().await.ok()
+}
+
+/// Waits until `page_url` (what a web task fetched from its db by name) is `<prefix> <task id>`
+/// of a RUNNING task of app `db` (a db task replaced meanwhile is fine: its successor answers).
+async fn fetched_from(url: &str, db: &str, prefix: &str, page_url: &str) {
+    eventually(
+        &format!("{page_url}: the answer of a running task of {db}"),
+        Duration::from_secs(90),
+        || {
+            let tasks = format!("{url}/v2/apps{db}?embed=app.tasks");
+            let p = page_url.to_string();
+            let prefix = prefix.to_string();
+            async move {
+                let got = page(&p).await?;
+                let app = get(&tasks).await?;
+                app["app"]["tasks"]
+                    .as_array()?
+                    .iter()
+                    .filter(|t| t["state"] == "TASK_RUNNING")
+                    .any(|t| {
+                        t["id"]
+                            .as_str()
+                            .is_some_and(|id| got == format!("{prefix} {id}\n"))
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Inside a stack a task reaches a sibling service by its Compose name and published port
+/// (`db:PORT`, and Swarm's full name `calls_db:PORT`), through its own agent's routing mesh, for
+/// native tasks (a per-task `/etc/hosts` in the task's mount namespace: the host's entries plus
+/// the aliases; the host's own file unchanged) and Docker tasks (the container's extra hosts; host
+/// network here, as `agora local`'s agents listen on loopback addresses a bridge container cannot
+/// reach). Each `web` task fetches `db`'s page by name from inside the task, every second, and
+/// serves what it got; the test reads it through the mesh. The stacks are groups put through
+/// `/v2/groups` with the stack label (as `agora stack deploy` makes them; Compose files only make
+/// Docker apps). A group without the label gets no aliases.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_of_a_stack_call_each_other_by_compose_name() {
+    let image = ensure_busybox_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services_port = free_port();
+    let url = format!("http://127.0.0.1:{services_port}");
+    let local = spawn_local_with(
+        dir.path(),
+        free_port(),
+        "local",
+        services_port,
+        "docker,native",
+    );
+    eventually("the services API", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/groups");
+        async move { get(&u).await }
+    })
+    .await;
+    let host_hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+    let label = |stack: &str| serde_json::json!({ "com.docker.stack.namespace": stack });
+
+    // Native: db serves its task id; web fetches http://db:DB/ and http://calls_db:DB/ by name.
+    let (db_port, web_port) = (free_port(), free_port());
+    let fetch = |name: &str, file: &str| {
+        format!("busybox wget -q -O www/{file}.tmp http://{name}:{db_port}/ && mv www/{file}.tmp www/{file}; ")
+    };
+    put_group(
+        &url,
+        "calls",
+        serde_json::json!({
+            "id": "/calls",
+            "apps": [
+                {
+                    "id": "/calls/db",
+                    "cmd": "mkdir -p www && echo \"db $MESOS_TASK_ID\" > www/index.html && exec busybox httpd -f -p $PORT0 -h www",
+                    "cpus": 0.1, "mem": 32, "instances": 1,
+                    "portDefinitions": [{ "port": db_port }],
+                    "labels": label("calls"),
+                },
+                {
+                    "id": "/calls/web",
+                    "cmd": format!(
+                        "mkdir -p www; cp /etc/hosts www/hosts; echo web > www/index.html; \
+                         (while :; do {}{}sleep 1; done) & exec busybox httpd -f -p $PORT0 -h www",
+                        fetch("db", "short"),
+                        fetch("calls_db", "full")
+                    ),
+                    "cpus": 0.1, "mem": 32, "instances": 1,
+                    "portDefinitions": [{ "port": web_port }],
+                    "labels": label("calls"),
+                },
+            ],
+        }),
+    )
+    .await;
+    // Through both agents' meshes: web's task is on one of them, either way.
+    for agent in ["127.0.0.2", "127.0.0.3"] {
+        for file in ["short", "full"] {
+            fetched_from(
+                &url,
+                "/calls/db",
+                "db",
+                &format!("http://{agent}:{web_port}/{file}"),
+            )
+            .await;
+        }
+    }
+    let hosts = page(&format!("http://127.0.0.2:{web_port}/hosts"))
+        .await
+        .expect("web's /etc/hosts");
+    assert!(
+        hosts.starts_with(&host_hosts),
+        "the host's entries are kept: {hosts}"
+    );
+    let web_host = get(&format!("{url}/v2/apps/calls/web?embed=app.tasks"))
+        .await
+        .and_then(|a| a["app"]["tasks"][0]["host"].as_str().map(str::to_string))
+        .expect("web's host");
+    let mesh_ip = if web_host == "127.0.0.2" || web_host == "127.0.0.3" {
+        web_host.clone()
+    } else {
+        // The agents' hostnames are not addresses: each is still one of the two meshes.
+        String::new()
+    };
+    for name in ["calls_db", "calls_web", "db", "web"] {
+        assert!(
+            hosts
+                .lines()
+                .any(|l| l.ends_with(&format!("\t{name}")) && l.starts_with(&mesh_ip)),
+            "{name} in {hosts}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string("/etc/hosts").expect("/etc/hosts"),
+        host_hosts,
+        "the host's /etc/hosts is not touched"
+    );
+
+    // Docker (host network): the same by the container's extra hosts.
+    let (ddb_port, dweb_port) = (free_port(), free_port());
+    let docker_app = |id: &str, cmd: String, port: u16| {
+        serde_json::json!({
+            "id": id,
+            "cmd": cmd,
+            "cpus": 0.1, "mem": 32, "instances": 1,
+            "container": { "type": "DOCKER", "docker": { "image": image, "network": "HOST" } },
+            "portDefinitions": [{ "port": port }],
+            "labels": label("dcalls"),
+        })
+    };
+    put_group(
+        &url,
+        "dcalls",
+        serde_json::json!({
+            "id": "/dcalls",
+            "apps": [
+                docker_app("/dcalls/db", "cd $AGORA_SANDBOX && mkdir -p w && echo \"docker db $MESOS_TASK_ID\" > w/index.html && exec httpd -f -p $PORT0 -h w".into(), ddb_port),
+                docker_app(
+                    "/dcalls/web",
+                    format!("cd $AGORA_SANDBOX; mkdir -p w; cp /etc/hosts w/hosts; (while :; do wget -q -O w/f.tmp http://db:{ddb_port}/ && mv w/f.tmp w/short; wget -q -O w/g.tmp http://dcalls_db:{ddb_port}/ && mv w/g.tmp w/full; sleep 1; done) & exec httpd -f -p $PORT0 -h w"),
+                    dweb_port,
+                ),
+            ],
+        }),
+    )
+    .await;
+    for file in ["short", "full"] {
+        fetched_from(
+            &url,
+            "/dcalls/db",
+            "docker db",
+            &format!("http://127.0.0.2:{dweb_port}/{file}"),
+        )
+        .await;
+    }
+    let hosts = page(&format!("http://127.0.0.2:{dweb_port}/hosts"))
+        .await
+        .expect("docker web's /etc/hosts");
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.ends_with("\tdb") || l.ends_with(" db")),
+        "{hosts}"
+    );
+
+    // A group that is not a stack: its tasks get no aliases.
+    let plain_port = free_port();
+    put_group(
+        &url,
+        "plainer",
+        serde_json::json!({
+            "id": "/plainer",
+            "apps": [{
+                "id": "/plainer/web",
+                "cmd": "mkdir -p www; cp /etc/hosts www/hosts; exec busybox httpd -f -p $PORT0 -h www",
+                "cpus": 0.1, "mem": 32, "instances": 1,
+                "portDefinitions": [{ "port": plain_port }],
+            }],
+        }),
+    )
+    .await;
+    let hosts = eventually("the plain task's hosts", Duration::from_secs(60), || {
+        let u = format!("http://127.0.0.2:{plain_port}/hosts");
+        async move { page(&u).await }
+    })
+    .await;
+    assert_eq!(hosts, host_hosts, "no aliases outside a stack");
+
+    for g in ["calls", "dcalls", "plainer"] {
+        let r = reqwest::Client::new()
+            .delete(format!("{url}/v2/groups/{g}"))
+            .send()
+            .await
+            .expect("DELETE");
+        assert!(r.status().is_success());
+    }
+    eventually("every task gone", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/tasks");
+        async move {
+            let tasks = get(&u).await?;
+            tasks["tasks"].as_array()?.is_empty().then_some(())
+        }
+    })
+    .await;
+    drop(local);
+}
