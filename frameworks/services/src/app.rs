@@ -576,6 +576,9 @@ impl App {
             }
         }
         check_labels(&mut bad, "/labels", &self.labels);
+        if let Some(p) = crate::global::label_problem(self) {
+            bad(&format!("/labels/{}", crate::global::GLOBAL_LABEL), p);
+        }
         if let Some(u) = &self.user {
             too_long(&mut bad, "/user", u, limits::MAX_ENV_KEY);
         }

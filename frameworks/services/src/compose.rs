@@ -290,9 +290,11 @@ impl Stack {
         self.services.iter().map(|s| s.name.as_str()).collect()
     }
 
-    /// The Marathon group: `{"id": "/NAME", "apps": [...]}`. A global service gets one instance
-    /// per agent of `agents` (the active ones) that its constraints allow, and a `hostname
-    /// UNIQUE` constraint.
+    /// The Marathon group: `{"id": "/NAME", "apps": [...]}`. A global service gets the label
+    /// `AGORA_GLOBAL=true` (the services framework then runs one instance on every agent its
+    /// constraints allow, following agents as they join and leave: [`crate::global`]), a
+    /// `hostname UNIQUE` constraint, and as its first `instances` the agents of `agents` (the
+    /// active ones) that its constraints allow.
     ///
     /// # Errors
     /// What the services API's own reader refuses in the apps, named by service and app field
@@ -1058,7 +1060,19 @@ fn service(
             format!("'{STACK_LABEL}' is set by `agora stack deploy` to the stack's name"),
         );
     }
+    if labels.contains_key(crate::global::GLOBAL_LABEL) {
+        s.bad(
+            "labels",
+            format!(
+                "'{}' is set by `agora stack deploy` from deploy.mode",
+                crate::global::GLOBAL_LABEL
+            ),
+        );
+    }
     labels.insert(STACK_LABEL.into(), stack.to_string());
+    if replicas.is_none() {
+        labels.insert(crate::global::GLOBAL_LABEL.into(), "true".into());
+    }
     app.insert("labels".into(), json!(labels));
     app.insert("cpus".into(), json!(cpus_v.unwrap_or(DEFAULT_CPUS)));
     app.insert("mem".into(), json!(mem_v.unwrap_or(DEFAULT_MEM)));
