@@ -616,3 +616,141 @@ async fn tasks_of_a_stack_call_each_other_by_compose_name() {
     .await;
     drop(local);
 }
+
+/// `deploy.mode: global` follows the agents without a redeploy: a master (agents unreachable
+/// after 2 s of silence), two agents and the services framework; the global service runs 2
+/// tasks, a third agent that joins gets one (3, `instances` 3 in `/v2/apps`), and when that
+/// agent dies (killed, its containers cleaned up) the count drops back to 2 while the other two
+/// tasks keep running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_global_service_follows_agents_as_they_join_and_leave() {
+    use crate::harness::{framework_args, Agent, Master, Process};
+    let image = ensure_busybox_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &["--agent-timeout", "2"]).await;
+    let res = "cpus:2;mem:512";
+    let agent = |name: &str| {
+        Agent::start_with(
+            dir.path(),
+            name,
+            &master.address(),
+            res,
+            "docker,native",
+            free_port(),
+        )
+    };
+    let _g1 = agent("g1");
+    let _g2 = agent("g2");
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let services_port = free_port();
+    let _services = Process::spawn(
+        "services",
+        &framework_args(
+            "services",
+            dir.path(),
+            services_port,
+            &master.address(),
+            &format!("zk://{servers}/agora-test-global-{unique}"),
+            Duration::from_secs(10),
+        ),
+        dir.path(),
+    );
+    let url = format!("http://127.0.0.1:{services_port}");
+    master
+        .state_where("two agents", Duration::from_secs(30), |s| {
+            s["agents"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    eventually("the services API", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/groups");
+        async move { get(&u).await }
+    })
+    .await;
+    let file = dir.path().join("global.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  probe:\n    image: {image}\n    command: ['sh', '-c', 'sleep 3600']\n    deploy:\n      mode: global\n      resources:\n        limits: {{ cpus: '0.1', memory: 32M }}\n"
+        ),
+    )
+    .expect("write");
+    ok(&agora(
+        &url,
+        &[
+            "stack",
+            "deploy",
+            "-c",
+            &file.display().to_string(),
+            "everywhere",
+            "--master",
+            &master.address(),
+        ],
+    ));
+    // (running tasks' hosts, instances)
+    let running = |want: usize| {
+        let u = format!("{url}/v2/apps/everywhere/probe?embed=app.tasks");
+        async move {
+            let app = get(&u).await?;
+            let hosts: Vec<String> = app["app"]["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .filter_map(|t| t["host"].as_str().map(str::to_string))
+                .collect();
+            let unique: std::collections::BTreeSet<&String> = hosts.iter().collect();
+            (hosts.len() == want
+                && unique.len() == want
+                && app["app"]["instances"] == want
+                && app["app"]["tasks"].as_array()?.len() == want)
+                .then(|| {
+                    app["app"]["tasks"]
+                        .as_array()
+                        .map(|t| {
+                            t.iter()
+                                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+        }
+    };
+    let two = eventually("2 tasks on 2 agents", Duration::from_secs(90), || {
+        running(2)
+    })
+    .await;
+    // A third agent joins: it gets a task, no redeploy.
+    let g3 = agent("g3");
+    let three = eventually(
+        "3 tasks once a third agent joined",
+        Duration::from_secs(90),
+        || running(3),
+    )
+    .await;
+    assert!(two.iter().all(|t| three.contains(t)), "{two:?} {three:?}");
+    // It dies: back to 2, the first two tasks untouched.
+    drop(g3);
+    let after = eventually(
+        "2 tasks once the third agent is gone",
+        Duration::from_secs(90),
+        || running(2),
+    )
+    .await;
+    assert_eq!(
+        after.iter().collect::<std::collections::BTreeSet<_>>(),
+        two.iter().collect(),
+        "the tasks on the agents that stayed keep running"
+    );
+    ok(&agora(&url, &["stack", "rm", "everywhere", "--wait"]));
+    eventually("the stack's tasks gone", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/tasks");
+        async move {
+            let tasks = get(&u).await?;
+            tasks["tasks"].as_array()?.is_empty().then_some(())
+        }
+    })
+    .await;
+}
