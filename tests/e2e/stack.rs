@@ -4,7 +4,8 @@
 //! service port is the published port, the page is served on the task's host port — then listed
 //! (`stack ls`, `stack ps`), scaled by a second deploy, and removed (`stack rm`). A bad Compose
 //! file is refused with errors naming the service and key, and nothing is deployed.
-//! (Calls between services by name need the mesh and DNS; not asserted here.)
+//! Then: tasks of a stack call each other by Compose name through their agent's mesh (native and
+//! Docker tasks), and a global service follows agents as they join and leave.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -194,6 +195,7 @@ async fn a_compose_stack_deploys_in_dependency_order_scales_and_is_removed() {
         )))
         .expect("json");
         assert_eq!(g["apps"][0]["instances"], want, "{constraint}: {g}");
+        assert_eq!(g["apps"][0]["labels"]["AGORA_GLOBAL"], "true", "{g}");
         assert!(
             g["apps"][0]["constraints"]
                 .as_array()
