@@ -855,8 +855,15 @@ impl ServicesCore {
     /// counts the offer in its [`OfferStats`]: used, or unused with Marathon's reasons (the
     /// resource it lacks, the constraint it misses).
     pub fn launches_for(&mut self, offer: &v1::Offer, now: DateTime<Utc>) -> Vec<Launch> {
-        self.agents.offered(offer, now);
-        self.follow_agents(now);
+        if self
+            .apps
+            .values()
+            .any(|st| crate::global::is_global(&st.app))
+        {
+            // Only global apps need the agents (no map of every agent otherwise).
+            self.agents.offered(offer, now);
+            self.follow_agents(now);
+        }
         let Ok(mut left) = agora_proto::Resources::from_proto(&offer.resources) else {
             return Vec::new();
         };
