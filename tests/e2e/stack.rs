@@ -5,7 +5,9 @@
 //! (`stack ls`, `stack ps`), scaled by a second deploy, and removed (`stack rm`). A bad Compose
 //! file is refused with errors naming the service and key, and nothing is deployed.
 //! Then: tasks of a stack call each other by Compose name through their agent's mesh (native and
-//! Docker tasks), and a global service follows agents as they join and leave.
+//! host-network Docker tasks on `agora local`; a deployed Compose file's bridge containers on an
+//! agent at the Docker bridge's gateway), and a global service follows agents as they join and
+//! leave.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -747,6 +749,130 @@ async fn a_global_service_follows_agents_as_they_join_and_leave() {
         "the tasks on the agents that stayed keep running"
     );
     ok(&agora(&url, &["stack", "rm", "everywhere", "--wait"]));
+    eventually("the stack's tasks gone", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/tasks");
+        async move {
+            let tasks = get(&u).await?;
+            tasks["tasks"].as_array()?.is_empty().then_some(())
+        }
+    })
+    .await;
+}
+
+/// The Swarm case end to end: `agora stack deploy` of a Compose file whose `web` service (a
+/// bridge-network container) fetches `http://db:PUBLISHED/` and `http://calls_db:PUBLISHED/` by
+/// name, on an agent whose `--ip` the containers reach (the Docker bridge's gateway, 172.17.0.1:
+/// `agora local`'s loopback addresses are not reachable from a bridge container). The names
+/// resolve to the agent's mesh (the container's extra hosts), which relays the published port to
+/// db's task; the test reads what web got through web's own published port on the mesh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compose_stack_s_bridge_containers_call_each_other_by_name() {
+    use crate::harness::{agent_args, framework_args, Master, Process};
+    let image = ensure_busybox_image();
+    let gateway = "172.17.0.1";
+    let has_gateway = Command::new("ip")
+        .args(["-4", "addr", "show", "docker0"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(gateway));
+    assert!(
+        has_gateway,
+        "dockerd's default bridge docker0 with {gateway} is needed"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let mut args = agent_args(
+        dir.path(),
+        "bridge-agent",
+        &master.address(),
+        free_port(),
+        "cpus:2;mem:512;ports:[31000-31100]",
+        "docker,native",
+    );
+    for a in args.iter_mut() {
+        if a == "127.0.0.1" {
+            *a = gateway.into();
+        } else if a == "--mesh=false" {
+            *a = "--mesh-http-port=0".into();
+        }
+    }
+    let _agent = Process::spawn("bridge-agent", &args, dir.path());
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let services_port = free_port();
+    let _services = Process::spawn(
+        "services",
+        &framework_args(
+            "services",
+            dir.path(),
+            services_port,
+            &master.address(),
+            &format!("zk://{servers}/agora-test-bridge-{unique}"),
+            Duration::from_secs(10),
+        ),
+        dir.path(),
+    );
+    let url = format!("http://127.0.0.1:{services_port}");
+    eventually("the services API", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/groups");
+        async move { get(&u).await }
+    })
+    .await;
+    let (db, web) = (free_port(), free_port());
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+services:
+  db:
+    image: {image}
+    command: httpd -f -p 8080
+    working_dir: /www
+    ports: ["{db}:8080"]
+    deploy:
+      resources:
+        limits: {{ cpus: "0.1", memory: 32M }}
+  web:
+    image: {image}
+    command:
+      - sh
+      - -c
+      - "cd $$AGORA_SANDBOX; mkdir -p w; (while :; do wget -q -O w/a http://db:{db}/ && mv w/a w/short; wget -q -O w/b http://calls_db:{db}/ && mv w/b w/full; sleep 1; done) & exec httpd -f -p 8081 -h w"
+    ports: ["{web}:8081"]
+    deploy:
+      resources:
+        limits: {{ cpus: "0.1", memory: 32M }}
+"#
+        ),
+    )
+    .expect("write");
+    let out = ok(&agora(
+        &url,
+        &[
+            "stack",
+            "deploy",
+            "-c",
+            &file.display().to_string(),
+            "calls",
+        ],
+    ));
+    assert!(out.contains("creating stack calls"), "{out}");
+    for name in ["short", "full"] {
+        let got = eventually(
+            &format!("web's fetch of db by name ({name})"),
+            Duration::from_secs(90),
+            || {
+                let u = format!("http://{gateway}:{web}/{name}");
+                async move { page(&u).await }
+            },
+        )
+        .await;
+        assert_eq!(got, "agora-ok\n", "{name}: db's page, through the mesh");
+    }
+    ok(&agora(&url, &["stack", "rm", "calls", "--wait"]));
     eventually("the stack's tasks gone", Duration::from_secs(60), || {
         let u = format!("{url}/v2/tasks");
         async move {
