@@ -424,6 +424,7 @@ impl Agent {
                 default_user: config.default_task_user.clone(),
                 allow_root: config.allow_root_tasks,
             },
+            mesh_ip: config.mesh.as_ref().map(|m| m.ip),
         })
         .await?;
         let info = v1::AgentInfo {

@@ -4,6 +4,7 @@
 //!   `AgentControl`, `Operator`), clients and servers.
 //! - [`resources`]: exact arithmetic on resource sets (scalars in thousandths, port ranges), the
 //!   agent flag syntax `cpus:4;mem:8192;ports:[31000-32000]`, and conversion to and from the wire type.
+//! - [`host_aliases`]: the bounds of `ContainerInfo.host_aliases`.
 //! - [`is_terminal`] / [`is_terminal_name`]: the one definition of a terminal task state.
 //! - [`MESH_BALANCE_VALUES`] / [`is_balance_label`]: the discovery label `HAPROXY_{n}_BALANCE`
 //!   that frameworks check and the agents' mesh follows.
@@ -13,6 +14,7 @@
 //! property-tested.
 #![forbid(unsafe_code)]
 
+pub mod host_aliases;
 pub mod resources;
 
 /// Generated code for package `agora.v1`.

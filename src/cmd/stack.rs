@@ -1,6 +1,8 @@
 //! `agora stack …`: Compose files deployed as Marathon groups on the services framework.
 //! The translation is `agora_services::compose` (pure, unit-tested); this module reads the file,
-//! asks the master for its agents when a service runs in `deploy.mode: global`, and talks to the
+//! asks the master for its agents when a service runs in `deploy.mode: global` (the first
+//! `instances`; the services framework then follows the agents itself, see
+//! `agora_services::global`), and talks to the
 //! services API: `PUT /v2/groups/NAME` (deploy and update), `GET /v2/groups`, `GET /v2/tasks`,
 //! `DELETE /v2/groups/NAME`. A stack is a top-level group whose apps carry the label
 //! `com.docker.stack.namespace=NAME`.
@@ -33,8 +35,8 @@ pub enum StackAction {
         #[arg(long)]
         dry_run: bool,
         /// The master (`host:port` or `zk://…`), asked for its agents when a service runs in
-        /// `deploy.mode: global`.
-        /// (default: the one `agora login` stored, else 127.0.0.1:5050).
+        /// `deploy.mode: global` (the first instance count; the services framework follows the
+        /// agents from there) (default: the one `agora login` stored, else 127.0.0.1:5050).
         #[arg(long, env = "AGORA_MASTER")]
         master: Option<String>,
     },

@@ -4,7 +4,10 @@
 //! service port is the published port, the page is served on the task's host port — then listed
 //! (`stack ls`, `stack ps`), scaled by a second deploy, and removed (`stack rm`). A bad Compose
 //! file is refused with errors naming the service and key, and nothing is deployed.
-//! (Calls between services by name need the mesh and DNS; not asserted here.)
+//! Then: tasks of a stack call each other by Compose name through their agent's mesh (native and
+//! host-network Docker tasks on `agora local`; a deployed Compose file's bridge containers on an
+//! agent at the Docker bridge's gateway), and a global service follows agents as they join and
+//! leave.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -194,6 +197,7 @@ async fn a_compose_stack_deploys_in_dependency_order_scales_and_is_removed() {
         )))
         .expect("json");
         assert_eq!(g["apps"][0]["instances"], want, "{constraint}: {g}");
+        assert_eq!(g["apps"][0]["labels"]["AGORA_GLOBAL"], "true", "{g}");
         assert!(
             g["apps"][0]["constraints"]
                 .as_array()
@@ -359,4 +363,522 @@ async fn a_compose_stack_deploys_in_dependency_order_scales_and_is_removed() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no stack 'shop'"));
     drop(local);
+}
+
+/// `PUT /v2/groups/{id}` with `group`; the deployment is accepted.
+async fn put_group(url: &str, id: &str, group: Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{url}/v2/groups/{id}"))
+        .json(&group)
+        .send()
+        .await
+        .expect("PUT /v2/groups");
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
+/// GET `url`'s body when it answers 200.
+async fn page(url: &str) -> Option<String> {
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?
+        .get(url)
+        .send()
+        .await
+        .ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.text().await.ok()
+}
+
+/// Waits until `page_url` (what a web task fetched from its db by name) is `<prefix> <task id>`
+/// of a RUNNING task of app `db` (a db task replaced meanwhile is fine: its successor answers).
+async fn fetched_from(url: &str, db: &str, prefix: &str, page_url: &str) {
+    eventually(
+        &format!("{page_url}: the answer of a running task of {db}"),
+        Duration::from_secs(90),
+        || {
+            let tasks = format!("{url}/v2/apps{db}?embed=app.tasks");
+            let p = page_url.to_string();
+            let prefix = prefix.to_string();
+            async move {
+                let got = page(&p).await?;
+                let app = get(&tasks).await?;
+                app["app"]["tasks"]
+                    .as_array()?
+                    .iter()
+                    .filter(|t| t["state"] == "TASK_RUNNING")
+                    .any(|t| {
+                        t["id"]
+                            .as_str()
+                            .is_some_and(|id| got == format!("{prefix} {id}\n"))
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Inside a stack a task reaches a sibling service by its Compose name and published port
+/// (`db:PORT`, and Swarm's full name `calls_db:PORT`), through its own agent's routing mesh, for
+/// native tasks (a per-task `/etc/hosts` in the task's mount namespace: the host's entries plus
+/// the aliases; the host's own file unchanged) and Docker tasks (the container's extra hosts; host
+/// network here, as `agora local`'s agents listen on loopback addresses a bridge container cannot
+/// reach). Each `web` task fetches `db`'s page by name from inside the task, every second, and
+/// serves what it got; the test reads it through the mesh. The stacks are groups put through
+/// `/v2/groups` with the stack label (as `agora stack deploy` makes them; Compose files only make
+/// Docker apps). A group without the label gets no aliases.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_of_a_stack_call_each_other_by_compose_name() {
+    let image = ensure_busybox_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let services_port = free_port();
+    let url = format!("http://127.0.0.1:{services_port}");
+    let local = spawn_local_with(
+        dir.path(),
+        free_port(),
+        "local",
+        services_port,
+        "docker,native",
+    );
+    eventually("the services API", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/groups");
+        async move { get(&u).await }
+    })
+    .await;
+    let host_hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+    let label = |stack: &str| serde_json::json!({ "com.docker.stack.namespace": stack });
+
+    // Native: db serves its task id; web fetches http://db:DB/ and http://calls_db:DB/ by name.
+    let (db_port, web_port) = (free_port(), free_port());
+    let fetch = |name: &str, file: &str| {
+        format!("busybox wget -q -O www/{file}.tmp http://{name}:{db_port}/ && mv www/{file}.tmp www/{file}; ")
+    };
+    put_group(
+        &url,
+        "calls",
+        serde_json::json!({
+            "id": "/calls",
+            "apps": [
+                {
+                    "id": "/calls/db",
+                    "cmd": "mkdir -p www && echo \"db $MESOS_TASK_ID\" > www/index.html && exec busybox httpd -f -p $PORT0 -h www",
+                    "cpus": 0.1, "mem": 32, "instances": 1,
+                    "portDefinitions": [{ "port": db_port }],
+                    "labels": label("calls"),
+                },
+                {
+                    "id": "/calls/web",
+                    "cmd": format!(
+                        "mkdir -p www; cp /etc/hosts www/hosts; echo web > www/index.html; \
+                         (while :; do {}{}sleep 1; done) & exec busybox httpd -f -p $PORT0 -h www",
+                        fetch("db", "short"),
+                        fetch("calls_db", "full")
+                    ),
+                    "cpus": 0.1, "mem": 32, "instances": 1,
+                    "portDefinitions": [{ "port": web_port }],
+                    "labels": label("calls"),
+                },
+            ],
+        }),
+    )
+    .await;
+    // Through both agents' meshes: web's task is on one of them, either way.
+    for agent in ["127.0.0.2", "127.0.0.3"] {
+        for file in ["short", "full"] {
+            fetched_from(
+                &url,
+                "/calls/db",
+                "db",
+                &format!("http://{agent}:{web_port}/{file}"),
+            )
+            .await;
+        }
+    }
+    let hosts = page(&format!("http://127.0.0.2:{web_port}/hosts"))
+        .await
+        .expect("web's /etc/hosts");
+    assert!(
+        hosts.starts_with(&host_hosts),
+        "the host's entries are kept: {hosts}"
+    );
+    let web_host = get(&format!("{url}/v2/apps/calls/web?embed=app.tasks"))
+        .await
+        .and_then(|a| a["app"]["tasks"][0]["host"].as_str().map(str::to_string))
+        .expect("web's host");
+    let mesh_ip = if web_host == "127.0.0.2" || web_host == "127.0.0.3" {
+        web_host.clone()
+    } else {
+        // The agents' hostnames are not addresses: each is still one of the two meshes.
+        String::new()
+    };
+    for name in ["calls_db", "calls_web", "db", "web"] {
+        assert!(
+            hosts
+                .lines()
+                .any(|l| l.ends_with(&format!("\t{name}")) && l.starts_with(&mesh_ip)),
+            "{name} in {hosts}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string("/etc/hosts").expect("/etc/hosts"),
+        host_hosts,
+        "the host's /etc/hosts is not touched"
+    );
+
+    // Docker (host network): the same by the container's extra hosts.
+    let (ddb_port, dweb_port) = (free_port(), free_port());
+    let docker_app = |id: &str, cmd: String, port: u16| {
+        serde_json::json!({
+            "id": id,
+            "cmd": cmd,
+            "cpus": 0.1, "mem": 32, "instances": 1,
+            "container": { "type": "DOCKER", "docker": { "image": image, "network": "HOST" } },
+            "portDefinitions": [{ "port": port }],
+            "labels": label("dcalls"),
+        })
+    };
+    put_group(
+        &url,
+        "dcalls",
+        serde_json::json!({
+            "id": "/dcalls",
+            "apps": [
+                docker_app("/dcalls/db", "cd $AGORA_SANDBOX && mkdir -p w && echo \"docker db $MESOS_TASK_ID\" > w/index.html && exec httpd -f -p $PORT0 -h w".into(), ddb_port),
+                docker_app(
+                    "/dcalls/web",
+                    format!("cd $AGORA_SANDBOX; mkdir -p w; cp /etc/hosts w/hosts; (while :; do wget -q -O w/f.tmp http://db:{ddb_port}/ && mv w/f.tmp w/short; wget -q -O w/g.tmp http://dcalls_db:{ddb_port}/ && mv w/g.tmp w/full; sleep 1; done) & exec httpd -f -p $PORT0 -h w"),
+                    dweb_port,
+                ),
+            ],
+        }),
+    )
+    .await;
+    for file in ["short", "full"] {
+        fetched_from(
+            &url,
+            "/dcalls/db",
+            "docker db",
+            &format!("http://127.0.0.2:{dweb_port}/{file}"),
+        )
+        .await;
+    }
+    let hosts = page(&format!("http://127.0.0.2:{dweb_port}/hosts"))
+        .await
+        .expect("docker web's /etc/hosts");
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.ends_with("\tdb") || l.ends_with(" db")),
+        "{hosts}"
+    );
+
+    // A group that is not a stack: its tasks get no aliases.
+    let plain_port = free_port();
+    put_group(
+        &url,
+        "plainer",
+        serde_json::json!({
+            "id": "/plainer",
+            "apps": [{
+                "id": "/plainer/web",
+                "cmd": "mkdir -p www; cp /etc/hosts www/hosts; exec busybox httpd -f -p $PORT0 -h www",
+                "cpus": 0.1, "mem": 32, "instances": 1,
+                "portDefinitions": [{ "port": plain_port }],
+            }],
+        }),
+    )
+    .await;
+    let hosts = eventually("the plain task's hosts", Duration::from_secs(60), || {
+        let u = format!("http://127.0.0.2:{plain_port}/hosts");
+        async move { page(&u).await }
+    })
+    .await;
+    assert_eq!(hosts, host_hosts, "no aliases outside a stack");
+
+    for g in ["calls", "dcalls", "plainer"] {
+        let r = reqwest::Client::new()
+            .delete(format!("{url}/v2/groups/{g}"))
+            .send()
+            .await
+            .expect("DELETE");
+        assert!(r.status().is_success());
+    }
+    eventually("every task gone", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/tasks");
+        async move {
+            let tasks = get(&u).await?;
+            tasks["tasks"].as_array()?.is_empty().then_some(())
+        }
+    })
+    .await;
+    drop(local);
+}
+
+/// `deploy.mode: global` follows the agents without a redeploy: a master (agents unreachable
+/// after 2 s of silence), two agents and the services framework; the global service runs 2
+/// tasks, a third agent that joins gets one (3, `instances` 3 in `/v2/apps`), and when that
+/// agent dies (killed, its containers cleaned up) the count drops back to 2 while the other two
+/// tasks keep running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_global_service_follows_agents_as_they_join_and_leave() {
+    use crate::harness::{framework_args, Agent, Master, Process};
+    let image = ensure_busybox_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &["--agent-timeout", "2"]).await;
+    let res = "cpus:2;mem:512";
+    let agent = |name: &str| {
+        Agent::start_with(
+            dir.path(),
+            name,
+            &master.address(),
+            res,
+            "docker,native",
+            free_port(),
+        )
+    };
+    let _g1 = agent("g1");
+    let _g2 = agent("g2");
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let services_port = free_port();
+    let _services = Process::spawn(
+        "services",
+        &framework_args(
+            "services",
+            dir.path(),
+            services_port,
+            &master.address(),
+            &format!("zk://{servers}/agora-test-global-{unique}"),
+            Duration::from_secs(10),
+        ),
+        dir.path(),
+    );
+    let url = format!("http://127.0.0.1:{services_port}");
+    master
+        .state_where("two agents", Duration::from_secs(30), |s| {
+            s["agents"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    eventually("the services API", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/groups");
+        async move { get(&u).await }
+    })
+    .await;
+    let file = dir.path().join("global.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  probe:\n    image: {image}\n    command: ['sh', '-c', 'sleep 3600']\n    deploy:\n      mode: global\n      resources:\n        limits: {{ cpus: '0.1', memory: 32M }}\n"
+        ),
+    )
+    .expect("write");
+    ok(&agora(
+        &url,
+        &[
+            "stack",
+            "deploy",
+            "-c",
+            &file.display().to_string(),
+            "everywhere",
+            "--master",
+            &master.address(),
+        ],
+    ));
+    // (running tasks' hosts, instances)
+    let running = |want: usize| {
+        let u = format!("{url}/v2/apps/everywhere/probe?embed=app.tasks");
+        async move {
+            let app = get(&u).await?;
+            let hosts: Vec<String> = app["app"]["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .filter_map(|t| t["host"].as_str().map(str::to_string))
+                .collect();
+            let unique: std::collections::BTreeSet<&String> = hosts.iter().collect();
+            (hosts.len() == want
+                && unique.len() == want
+                && app["app"]["instances"] == want
+                && app["app"]["tasks"].as_array()?.len() == want)
+                .then(|| {
+                    app["app"]["tasks"]
+                        .as_array()
+                        .map(|t| {
+                            t.iter()
+                                .filter_map(|t| t["id"].as_str().map(str::to_string))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+        }
+    };
+    let two = eventually("2 tasks on 2 agents", Duration::from_secs(90), || {
+        running(2)
+    })
+    .await;
+    // A third agent joins: it gets a task, no redeploy.
+    let g3 = agent("g3");
+    let three = eventually(
+        "3 tasks once a third agent joined",
+        Duration::from_secs(90),
+        || running(3),
+    )
+    .await;
+    assert!(two.iter().all(|t| three.contains(t)), "{two:?} {three:?}");
+    // It dies: back to 2, the first two tasks untouched.
+    drop(g3);
+    let after = eventually(
+        "2 tasks once the third agent is gone",
+        Duration::from_secs(90),
+        || running(2),
+    )
+    .await;
+    assert_eq!(
+        after.iter().collect::<std::collections::BTreeSet<_>>(),
+        two.iter().collect(),
+        "the tasks on the agents that stayed keep running"
+    );
+    ok(&agora(&url, &["stack", "rm", "everywhere", "--wait"]));
+    eventually("the stack's tasks gone", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/tasks");
+        async move {
+            let tasks = get(&u).await?;
+            tasks["tasks"].as_array()?.is_empty().then_some(())
+        }
+    })
+    .await;
+}
+
+/// The Swarm case end to end: `agora stack deploy` of a Compose file whose `web` service (a
+/// bridge-network container) fetches `http://db:PUBLISHED/` and `http://calls_db:PUBLISHED/` by
+/// name, on an agent whose `--ip` the containers reach (the Docker bridge's gateway, 172.17.0.1:
+/// `agora local`'s loopback addresses are not reachable from a bridge container). The names
+/// resolve to the agent's mesh (the container's extra hosts), which relays the published port to
+/// db's task; the test reads what web got through web's own published port on the mesh.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compose_stack_s_bridge_containers_call_each_other_by_name() {
+    use crate::harness::{agent_args, framework_args, Master, Process};
+    let image = ensure_busybox_image();
+    let gateway = "172.17.0.1";
+    let has_gateway = Command::new("ip")
+        .args(["-4", "addr", "show", "docker0"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(gateway));
+    assert!(
+        has_gateway,
+        "dockerd's default bridge docker0 with {gateway} is needed"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let mut args = agent_args(
+        dir.path(),
+        "bridge-agent",
+        &master.address(),
+        free_port(),
+        "cpus:2;mem:512;ports:[31000-31100]",
+        "docker,native",
+    );
+    for a in args.iter_mut() {
+        if a == "127.0.0.1" {
+            *a = gateway.into();
+        } else if a == "--mesh=false" {
+            *a = "--mesh-http-port=0".into();
+        }
+    }
+    let _agent = Process::spawn("bridge-agent", &args, dir.path());
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let services_port = free_port();
+    let _services = Process::spawn(
+        "services",
+        &framework_args(
+            "services",
+            dir.path(),
+            services_port,
+            &master.address(),
+            &format!("zk://{servers}/agora-test-bridge-{unique}"),
+            Duration::from_secs(10),
+        ),
+        dir.path(),
+    );
+    let url = format!("http://127.0.0.1:{services_port}");
+    eventually("the services API", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/groups");
+        async move { get(&u).await }
+    })
+    .await;
+    let (db, web) = (free_port(), free_port());
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+services:
+  db:
+    image: {image}
+    command: httpd -f -p 8080
+    working_dir: /www
+    ports: ["{db}:8080"]
+    deploy:
+      resources:
+        limits: {{ cpus: "0.1", memory: 32M }}
+  web:
+    image: {image}
+    command:
+      - sh
+      - -c
+      - "cd $$AGORA_SANDBOX; mkdir -p w; (while :; do wget -q -O w/a http://db:{db}/ && mv w/a w/short; wget -q -O w/b http://calls_db:{db}/ && mv w/b w/full; sleep 1; done) & exec httpd -f -p 8081 -h w"
+    ports: ["{web}:8081"]
+    deploy:
+      resources:
+        limits: {{ cpus: "0.1", memory: 32M }}
+"#
+        ),
+    )
+    .expect("write");
+    let out = ok(&agora(
+        &url,
+        &[
+            "stack",
+            "deploy",
+            "-c",
+            &file.display().to_string(),
+            "calls",
+        ],
+    ));
+    assert!(out.contains("creating stack calls"), "{out}");
+    for name in ["short", "full"] {
+        let got = eventually(
+            &format!("web's fetch of db by name ({name})"),
+            Duration::from_secs(90),
+            || {
+                let u = format!("http://{gateway}:{web}/{name}");
+                async move { page(&u).await }
+            },
+        )
+        .await;
+        assert_eq!(got, "agora-ok\n", "{name}: db's page, through the mesh");
+    }
+    ok(&agora(&url, &["stack", "rm", "calls", "--wait"]));
+    eventually("the stack's tasks gone", Duration::from_secs(60), || {
+        let u = format!("{url}/v2/tasks");
+        async move {
+            let tasks = get(&u).await?;
+            tasks["tasks"].as_array()?.is_empty().then_some(())
+        }
+    })
+    .await;
 }

@@ -66,6 +66,9 @@ pub struct AgentSettings {
     pub status_retry_max: Duration,
     /// Which Unix user tasks run as (see [`crate::user`]).
     pub user_policy: UserPolicy,
+    /// The routing mesh's address (`--ip`), where a task's `container.host_aliases` point;
+    /// `None`: the agent runs no mesh, and tasks get no aliases.
+    pub mesh_ip: Option<std::net::IpAddr>,
 }
 
 /// Resource usage of one task's container, for `/monitor/statistics` and heartbeats.
@@ -346,6 +349,7 @@ struct Actor {
     events: mpsc::UnboundedSender<Event>,
     jobs: JoinSet<()>,
     user_policy: UserPolicy,
+    mesh_ip: Option<std::net::IpAddr>,
 }
 
 /// The actor's clock: tokio's, so that tests can pause and advance it (`tokio::time::pause`). The
@@ -392,6 +396,7 @@ pub async fn start(
         events,
         jobs: JoinSet::new(),
         user_policy: settings.user_policy,
+        mesh_ip: settings.mesh_ip,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let join = tokio::spawn(async move {
@@ -627,6 +632,7 @@ mod tests {
             status_retry_initial: Duration::from_secs(10),
             status_retry_max: Duration::from_secs(600),
             user_policy: UserPolicy::default(),
+            mesh_ip: None,
         })
         .await
         .expect("start");

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use super::{environment, now, sandbox, Actor, Command, ContainerStatistics, Event, TaskEntry};
 use crate::checkpoint::{write_atomic, TaskCheckpoint};
-use crate::containerizer::{ContainerizerKind, LaunchSpec};
+use crate::containerizer::{ContainerizerKind, HostAliases, LaunchSpec};
 use crate::health::HealthCheckSpec;
 use crate::status_update::{Ack, TaskKey};
 use crate::user::{TaskUser, UserError};
@@ -247,6 +247,7 @@ impl Actor {
             );
         }
         let cpus = Some(resources.scalar_total("cpus")).filter(|c| *c > 0.0);
+        let host_aliases = self.host_aliases(&key, &task);
         let spec = LaunchSpec {
             container_id: container_id.clone(),
             agent_id: self.agent_id(),
@@ -260,6 +261,7 @@ impl Actor {
             ports,
             env,
             user,
+            host_aliases,
         };
         let Some(c) = self.containerizer(Some(kind)) else {
             return;
@@ -279,6 +281,23 @@ impl Actor {
         });
     }
 
+    /// The names the task resolves to this agent's routing mesh (its `container.host_aliases`,
+    /// already bounded by [`Self::refusal`]); none, logged, when the agent runs no mesh.
+    fn host_aliases(&self, key: &TaskKey, task: &v1::TaskInfo) -> Option<HostAliases> {
+        let names = task
+            .container
+            .as_ref()
+            .map(|c| c.host_aliases.clone())
+            .filter(|n| !n.is_empty())?;
+        match self.mesh_ip {
+            Some(ip) => Some(HostAliases { names, ip }),
+            None => {
+                warn!(framework = %key.0, task = %key.1, aliases = ?names, "the task asks for host aliases to the routing mesh, but this agent runs no mesh (--mesh=false): it gets none, so those names will not resolve in it");
+                None
+            }
+        }
+    }
+
     /// Why a task cannot be launched, as its TASK_ERROR or TASK_FAILED update (the first problem
     /// found, in this order); `None` when it can be.
     fn refusal(
@@ -296,6 +315,12 @@ impl Actor {
             Some(invalid(format!("the task needs the {} containerizer, which is not enabled on this agent (--containerizers)", kind.as_str())))
         } else if let Err(e) = resources {
             Some(invalid(format!("invalid resources: {e}")))
+        } else if let Some(Err((field, why))) = task
+            .container
+            .as_ref()
+            .map(|c| agora_proto::host_aliases::check(&c.host_aliases))
+        {
+            Some(invalid(format!("container.{field}: {why}")))
         } else if let Some(Err(e)) = task.health_check.as_ref().map(HealthCheckSpec::from_proto) {
             Some(invalid(e.to_string()))
         } else if privileged(task) && !self.user_policy.allow_root {

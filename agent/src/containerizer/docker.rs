@@ -392,6 +392,11 @@ impl DockerContainerizer {
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             binds: Some(binds),
             privileged: Some(docker.privileged),
+            extra_hosts: spec
+                .host_aliases
+                .as_ref()
+                .map(|a| extra_hosts(a, network_mode, &spec.container_id))
+                .filter(|h| !h.is_empty()),
             ..Default::default()
         };
         Ok(ContainerCreateBody {
@@ -759,9 +764,62 @@ impl Containerizer for DockerContainerizer {
     }
 }
 
+/// The container's extra hosts (`name:address` lines of its `/etc/hosts`) for its host aliases:
+/// the agent's mesh address as the container reaches it. Host network: the address itself
+/// (loopback when the mesh listens on every address). Bridge: the address, or Docker's
+/// `host-gateway` (the host, seen from the bridge) when the mesh listens on every address; a
+/// loopback mesh address is the container's own loopback there, which the mesh does not listen
+/// on, so that is logged. No network: nothing to reach, none.
+fn extra_hosts(aliases: &super::HostAliases, network_mode: &str, container: &str) -> Vec<String> {
+    let target = match network_mode {
+        "none" => {
+            warn!(container, names = ?aliases.names, "the task has no network: its host aliases are not applied");
+            return Vec::new();
+        }
+        "host" => aliases.host_ip().to_string(),
+        _ if aliases.ip.is_unspecified() => "host-gateway".to_string(),
+        _ => {
+            if aliases.ip.is_loopback() {
+                warn!(container, ip = %aliases.ip, "the routing mesh listens on a loopback address, which a bridge-network container cannot reach: its host aliases will not connect (give the agent a routable --ip, or run the task on the host network)");
+            }
+            aliases.ip.to_string()
+        }
+    };
+    aliases
+        .names
+        .iter()
+        .map(|n| format!("{n}:{target}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_hosts_point_at_the_mesh_as_the_container_reaches_it() {
+        let at = |ip: &str| super::super::HostAliases {
+            names: vec!["db".into(), "shop_db".into()],
+            ip: ip.parse().expect("ip"),
+        };
+        assert_eq!(
+            extra_hosts(&at("10.0.0.5"), "bridge", "c"),
+            ["db:10.0.0.5", "shop_db:10.0.0.5"]
+        );
+        assert_eq!(
+            extra_hosts(&at("0.0.0.0"), "bridge", "c"),
+            ["db:host-gateway", "shop_db:host-gateway"]
+        );
+        assert_eq!(
+            extra_hosts(&at("127.0.0.2"), "host", "c"),
+            ["db:127.0.0.2", "shop_db:127.0.0.2"]
+        );
+        assert_eq!(
+            extra_hosts(&at("0.0.0.0"), "host", "c"),
+            ["db:127.0.0.1", "shop_db:127.0.0.1"]
+        );
+        assert!(extra_hosts(&at("10.0.0.5"), "none", "c").is_empty());
+    }
 
     #[test]
     fn image_references() {

@@ -117,6 +117,40 @@ pub struct LaunchSpec {
     /// The Unix user the task runs as; `None`: the agent's own user (an agent that is not root).
     /// The sandbox already belongs to this user.
     pub user: Option<crate::user::TaskUser>,
+    /// The task's `container.host_aliases` and the address they resolve to (the agent's routing
+    /// mesh, where each service port reaches a healthy task of its service): `None` when the task
+    /// asks for none or the agent runs no mesh. The address may be unspecified (the mesh listens
+    /// on every address): each containerizer then picks one its containers reach.
+    pub host_aliases: Option<HostAliases>,
+}
+
+/// Names a container resolves to the agent's mesh address (see [`LaunchSpec::host_aliases`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAliases {
+    pub names: Vec<String>,
+    pub ip: std::net::IpAddr,
+}
+
+impl HostAliases {
+    /// The address for a process that shares the host's network: `ip`, or loopback when the mesh
+    /// listens on every address.
+    pub fn host_ip(&self) -> std::net::IpAddr {
+        match self.ip {
+            std::net::IpAddr::V4(a) if a.is_unspecified() => {
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+            }
+            std::net::IpAddr::V6(a) if a.is_unspecified() => {
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+            ip => ip,
+        }
+    }
+
+    /// `hosts(5)` lines, one per name: `<address>\t<name>`.
+    pub fn hosts_lines(&self) -> String {
+        let ip = self.host_ip();
+        self.names.iter().map(|n| format!("{ip}\t{n}\n")).collect()
+    }
 }
 
 /// Resource usage of one container, from cgroups or `docker stats`.

@@ -49,8 +49,9 @@ use crate::paths::Layout;
 const POLL: Duration = Duration::from_millis(100);
 
 /// `$1` meta dir, `$2` cgroup.procs files (space separated), `$3` "1" to mount /proc, `$4` hostname,
-/// `$5` the agent's work dir to hide from the task ("" for none), `$6` the task's sandbox, then the
-/// task's argv. Once the namespace's init (the first child) exits, nothing can fork into
+/// `$5` the agent's work dir to hide from the task ("" for none), `$6` the task's sandbox, `$7` a
+/// hosts file to bind over `/etc/hosts` in the task's mount namespace ("" for none: the task's host
+/// aliases, see [`hosts_file`]), then the task's argv. Once the namespace's init (the first child) exits, nothing can fork into
 /// that PID namespace any more, so the supervisor uses only shell builtins after starting it, and
 /// the hostname is set by the init. The supervisor shares the task's cgroups, so it shields itself
 /// from the OOM killer (oom_score_adj -1000; the init puts the task back to 0): it must survive the
@@ -65,22 +66,50 @@ const POLL: Duration = Duration::from_millis(100);
 /// canonicalised to the now hidden path; busybox's mount, in the FROM-scratch agent images, has
 /// no `-c` but binds `/proc/self/cwd` as the kernel resolves it). The directories leading to it are 0711: the task cannot list the work dir.
 /// The agent, outside the namespace, still sees the real tree (stdout/stderr are served from there).
-const SUPERVISOR: &str = r#"meta=$1; procs=$2; ns=$3; host=$4; hide=$5; sb=$6; shift 6
+const SUPERVISOR: &str = r#"meta=$1; procs=$2; ns=$3; host=$4; hide=$5; sb=$6; hosts=$7; shift 7
 echo -1000 2>/dev/null >/proc/self/oom_score_adj
 for f in $procs; do
   echo $$ > "$f" || { echo "agora: cannot join cgroup $f" >&2; echo 125 > "$meta/exit_status"; exit 125; }
 done
-init='echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; if [ -n "$3" ]; then mount -t tmpfs -o mode=0711,size=1m,nosuid,nodev agora-hidden "$3" && (umask 066; mkdir -p "$4") && { mount -c --bind . "$4" 2>/dev/null || mount --bind /proc/self/cwd "$4"; } && cd "$4" || { echo "agora: cannot hide the agent work dir $3 from the task" >&2; exit 125; }; fi; shift 4; "$@"; exit $?'
+init='echo 0 2>/dev/null >/proc/self/oom_score_adj; if [ "$1" = 1 ]; then mount -t proc proc /proc 2>/dev/null; if [ -n "$2" ]; then hostname "$2"; fi; fi; if [ -n "$5" ]; then mount --bind "$5" /etc/hosts || { echo "agora: cannot bind the hosts file $5 over /etc/hosts" >&2; exit 125; }; fi; if [ -n "$3" ]; then mount -t tmpfs -o mode=0711,size=1m,nosuid,nodev agora-hidden "$3" && (umask 066; mkdir -p "$4") && { mount -c --bind . "$4" 2>/dev/null || mount --bind /proc/self/cwd "$4"; } && cd "$4" || { echo "agora: cannot hide the agent work dir $3 from the task" >&2; exit 125; }; fi; shift 5; "$@"; exit $?'
 if [ -n "$hide" ]; then
-  unshare --mount --propagation private /bin/sh -c "$init" agora-init "$ns" "$host" "$hide" "$sb" "$@" &
+  unshare --mount --propagation private /bin/sh -c "$init" agora-init "$ns" "$host" "$hide" "$sb" "$hosts" "$@" &
 else
-  /bin/sh -c "$init" agora-init "$ns" "$host" "" "$sb" "$@" &
+  /bin/sh -c "$init" agora-init "$ns" "$host" "" "$sb" "" "$@" &
 fi
 wait $!
 s=$?
 echo $s > "$meta/exit_status"
 exit $s
 "#;
+
+/// The host's hosts file, which a task with host aliases sees with its aliases added.
+const HOST_HOSTS: &str = "/etc/hosts";
+
+/// Longest part of the host's hosts file copied into a task's (a hosts file is small; this only
+/// bounds what the agent writes per task).
+const MAX_HOST_HOSTS_BYTES: usize = 1 << 20;
+
+/// A task's hosts file: the host's entries (`host`, at most 1 MiB of it, whole lines), then one
+/// line per alias to the agent's mesh address.
+pub fn hosts_file(host: &str, aliases: &super::HostAliases) -> String {
+    let mut out = String::with_capacity(host.len().min(MAX_HOST_HOSTS_BYTES) + 64);
+    let mut kept = host;
+    if kept.len() > MAX_HOST_HOSTS_BYTES {
+        let mut end = MAX_HOST_HOSTS_BYTES;
+        while !kept.is_char_boundary(end) {
+            end -= 1;
+        }
+        kept = &kept[..kept[..end].rfind('\n').map_or(0, |i| i + 1)];
+    }
+    out.push_str(kept);
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("# agora: the routing mesh of this agent, for the task's host aliases\n");
+    out.push_str(&aliases.hosts_lines());
+    out
+}
 
 /// See the module documentation.
 pub struct NativeContainerizer {
@@ -277,6 +306,28 @@ impl NativeContainerizer {
         } else {
             None
         };
+        let hosts = match (&spec.host_aliases, self.namespaces) {
+            (Some(aliases), true) => {
+                let path = meta.join("hosts");
+                let host = fs::read_to_string(HOST_HOSTS).unwrap_or_else(|e| {
+                    warn!(error = %e, "cannot read {HOST_HOSTS}: the task's hosts file has only its aliases");
+                    String::new()
+                });
+                write_atomic(&path, hosts_file(&host, aliases).as_bytes()).map_err(|e| {
+                    ContainerError::Launch(format!("cannot write the task's hosts file: {e}"))
+                })?;
+                // Readable by the task's user whatever the agent's umask (it holds no secret).
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                    .map_err(|e| ContainerError::io(&path, e))?;
+                Some(path)
+            }
+            (Some(aliases), false) => {
+                warn!(container = %spec.container_id, names = ?aliases.names, "the agent is not root: the task shares the host's /etc/hosts, so its host aliases are not applied");
+                None
+            }
+            (None, _) => None,
+        };
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(SUPERVISOR)
@@ -291,6 +342,7 @@ impl NativeContainerizer {
             })
             .arg(hide.as_deref().unwrap_or(Path::new("")))
             .arg(&sandbox)
+            .arg(hosts.as_deref().unwrap_or(Path::new("")))
             .args(&task_argv)
             .env_clear()
             .env(
@@ -534,5 +586,36 @@ impl Containerizer for NativeContainerizer {
             }
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containerizer::HostAliases;
+
+    #[test]
+    fn a_task_hosts_file_keeps_the_host_entries_and_adds_the_aliases() {
+        let aliases = HostAliases {
+            names: vec!["db".into(), "shop_db".into()],
+            ip: "127.0.0.2".parse().expect("ip"),
+        };
+        let f = hosts_file("127.0.0.1\tlocalhost\n::1 localhost", &aliases);
+        assert_eq!(
+            f,
+            "127.0.0.1\tlocalhost\n::1 localhost\n# agora: the routing mesh of this agent, for the task's host aliases\n127.0.0.2\tdb\n127.0.0.2\tshop_db\n"
+        );
+        // A mesh on every address: the task reaches it on loopback.
+        let any = HostAliases {
+            names: vec!["db".into()],
+            ip: "0.0.0.0".parse().expect("ip"),
+        };
+        assert!(hosts_file("", &any).ends_with("127.0.0.1\tdb\n"));
+        // A huge host file is cut at a line end.
+        let big = "10.0.0.1 x\n".repeat(MAX_HOST_HOSTS_BYTES / 11 + 10);
+        let f = hosts_file(&big, &aliases);
+        assert!(f.len() <= MAX_HOST_HOSTS_BYTES + 200);
+        assert!(f.contains("\n# agora:"));
+        assert!(f.ends_with("127.0.0.2\tshop_db\n"));
     }
 }

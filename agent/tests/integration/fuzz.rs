@@ -358,6 +358,7 @@ async fn actor(
         status_retry_initial: Duration::from_secs(10),
         status_retry_max: Duration::from_secs(600),
         user_policy: Default::default(),
+        mesh_ip: None,
     })
     .await
     .expect("the actor starts");

@@ -288,6 +288,7 @@ fn task_info(launch: &Launch, resources: &agora_sdk::Carved) -> v1::TaskInfo {
                 })
                 .collect(),
             hostname: String::new(),
+            host_aliases: Vec::new(),
         }
     });
     v1::TaskInfo {

@@ -591,6 +591,9 @@ impl App {
                 );
             }
         }
+        if let Some(p) = crate::global::label_problem(self) {
+            bad(&format!("/labels/{}", crate::global::GLOBAL_LABEL), p);
+        }
         if let Some(u) = &self.user {
             too_long(&mut bad, "/user", u, limits::MAX_ENV_KEY);
         }

@@ -36,6 +36,48 @@ pub const DEFAULT_CPUS: f64 = 0.1;
 /// `mem` (MiB) of a service without `deploy.resources`.
 pub const DEFAULT_MEM: f64 = 128.0;
 
+/// The stack an app belongs to: `NAME` when the app is `/NAME/<service>` and carries
+/// `com.docker.stack.namespace=NAME` (as every app `agora stack deploy` makes does; a group put
+/// through `/v2/groups` with that label is a stack too), with its service name.
+pub fn stack_of(app: &crate::app::App) -> Option<(&str, &str)> {
+    let stack = app.labels.get(STACK_LABEL)?;
+    let (top, service) = app.id.strip_prefix('/')?.split_once('/')?;
+    (top == stack.as_str() && !service.is_empty() && !service.contains('/'))
+        .then_some((top, service))
+}
+
+/// The names a task of `app` resolves to its agent's routing mesh (`ContainerInfo.host_aliases`),
+/// as a Swarm task resolves its stack's services: for every app of the same stack (see
+/// [`stack_of`], `app` itself included) that has a service port, its service name (`db`) and its
+/// full name `<stack>_<service>` (`shop_db`). Then `db:5432` — the published port, which is the
+/// service port — reaches a healthy `db` task through the mesh of whichever agent the task is on.
+/// Empty for an app outside a stack. Sorted; names a hosts file cannot hold are left out; at most
+/// [`agora_proto::host_aliases::MAX_HOST_ALIASES`].
+pub fn stack_aliases<'a>(
+    app: &crate::app::App,
+    apps: impl IntoIterator<Item = &'a crate::app::App>,
+) -> Vec<String> {
+    use agora_proto::host_aliases::{alias_problem, MAX_HOST_ALIASES};
+    let Some((stack, _)) = stack_of(app) else {
+        return Vec::new();
+    };
+    let mut names = BTreeSet::new();
+    for other in apps {
+        let Some((s, service)) = stack_of(other) else {
+            continue;
+        };
+        if s != stack || crate::ports::service_ports(other).is_empty() {
+            continue;
+        }
+        for name in [service.to_string(), format!("{stack}_{service}")] {
+            if alias_problem(&name).is_none() {
+                names.insert(name);
+            }
+        }
+    }
+    names.into_iter().take(MAX_HOST_ALIASES).collect()
+}
+
 /// One problem in a Compose file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeError {
@@ -248,9 +290,11 @@ impl Stack {
         self.services.iter().map(|s| s.name.as_str()).collect()
     }
 
-    /// The Marathon group: `{"id": "/NAME", "apps": [...]}`. A global service gets one instance
-    /// per agent of `agents` (the active ones) that its constraints allow, and a `hostname
-    /// UNIQUE` constraint.
+    /// The Marathon group: `{"id": "/NAME", "apps": [...]}`. A global service gets the label
+    /// `AGORA_GLOBAL=true` (the services framework then runs one instance on every agent its
+    /// constraints allow, following agents as they join and leave: [`crate::global`]), a
+    /// `hostname UNIQUE` constraint, and as its first `instances` the agents of `agents` (the
+    /// active ones) that its constraints allow.
     ///
     /// # Errors
     /// What the services API's own reader refuses in the apps, named by service and app field
@@ -1016,7 +1060,19 @@ fn service(
             format!("'{STACK_LABEL}' is set by `agora stack deploy` to the stack's name"),
         );
     }
+    if labels.contains_key(crate::global::GLOBAL_LABEL) {
+        s.bad(
+            "labels",
+            format!(
+                "'{}' is set by `agora stack deploy` from deploy.mode",
+                crate::global::GLOBAL_LABEL
+            ),
+        );
+    }
     labels.insert(STACK_LABEL.into(), stack.to_string());
+    if replicas.is_none() {
+        labels.insert(crate::global::GLOBAL_LABEL.into(), "true".into());
+    }
     app.insert("labels".into(), json!(labels));
     app.insert("cpus".into(), json!(cpus_v.unwrap_or(DEFAULT_CPUS)));
     app.insert("mem".into(), json!(mem_v.unwrap_or(DEFAULT_MEM)));

@@ -154,6 +154,9 @@ pub struct ServicesCore {
     /// Apps a plan stops, until their tasks are gone.
     #[serde(default)]
     retiring: BTreeMap<String, Retiring>,
+    /// The agents seen in offers, for global apps (`AGORA_GLOBAL=true`, [`crate::global`]).
+    #[serde(default)]
+    agents: crate::global::Agents,
     /// Events for `/v2/events`, drained by the driver.
     #[serde(skip)]
     events: Vec<(String, Value)>,
@@ -560,6 +563,10 @@ impl ServicesCore {
             t.version.clone(),
             t.agent_id.clone(),
         );
+        let agent_lost = matches!(
+            state.as_str(),
+            "TASK_LOST" | "TASK_GONE" | "TASK_GONE_BY_OPERATOR" | "TASK_UNREACHABLE"
+        );
         if agora_proto::is_terminal_name(&state) {
             st.tasks.remove(&status.task_id);
             let failure = matches!(
@@ -624,6 +631,10 @@ impl ServicesCore {
                 now,
             );
         }
+        if agent_lost {
+            // Global apps stop counting that agent until it offers again.
+            self.agents.lost(&agent);
+        }
         let mut effects = self.plan(now);
         // A task this framework is killing, reported running by a reconciliation: the kill was
         // lost (a master that held it for a drain failed over before sending it, say). Again.
@@ -674,6 +685,7 @@ impl ServicesCore {
     /// moves deployment plans on (a step done, the next begins). Launches are made from offers
     /// ([`ServicesCore::launches_for`]).
     pub fn plan(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
+        self.follow_agents(now);
         let mut effects = self.kill_again(now);
         let ids: Vec<String> = self.apps.keys().cloned().collect();
         let held: std::collections::BTreeSet<String> =
@@ -806,13 +818,52 @@ impl ServicesCore {
 
     /// Whether any app needs offers now.
     pub fn wants_offers(&self, now: DateTime<Utc>) -> bool {
-        self.apps.values().any(|st| self.wanted(st, now) > 0)
+        // A global app watches for agents that join: offers are how it sees them.
+        self.apps
+            .values()
+            .any(|st| self.wanted(st, now) > 0 || crate::global::is_global(&st.app))
+    }
+
+    /// Sets every global app's `instances` to the present agents its constraints allow
+    /// ([`crate::global`]): agents offered recently or running a task of ours that is not
+    /// unreachable.
+    fn follow_agents(&mut self, now: DateTime<Utc>) {
+        if !self
+            .apps
+            .values()
+            .any(|st| crate::global::is_global(&st.app))
+        {
+            return;
+        }
+        let running: std::collections::BTreeSet<String> = self
+            .apps
+            .values()
+            .chain(self.retiring.values().map(|r| &r.state))
+            .flat_map(|st| st.tasks.values())
+            .filter(|t| !agora_proto::is_terminal_name(&t.state) && t.state != "TASK_UNREACHABLE")
+            .map(|t| t.agent_id.clone())
+            .collect();
+        let present = self.agents.present(now, &running);
+        for st in self.apps.values_mut() {
+            if crate::global::is_global(&st.app) {
+                st.app.instances = crate::global::target(&st.app, &present);
+            }
+        }
     }
 
     /// The launches an offer can take, recorded as STAGING tasks. Every app that waits for tasks
     /// counts the offer in its [`OfferStats`]: used, or unused with Marathon's reasons (the
     /// resource it lacks, the constraint it misses).
     pub fn launches_for(&mut self, offer: &v1::Offer, now: DateTime<Utc>) -> Vec<Launch> {
+        if self
+            .apps
+            .values()
+            .any(|st| crate::global::is_global(&st.app))
+        {
+            // Only global apps need the agents (no map of every agent otherwise).
+            self.agents.offered(offer, now);
+            self.follow_agents(now);
+        }
         let Ok(mut left) = agora_proto::Resources::from_proto(&offer.resources) else {
             return Vec::new();
         };
@@ -839,6 +890,8 @@ impl ServicesCore {
                 .filter_map(|c| Constraint::parse(c).ok())
                 .collect();
             let needs = task_needs(&app);
+            let host_aliases =
+                crate::compose::stack_aliases(&app, self.apps.values().map(|s| &s.app));
             let service_ports: Vec<u64> = crate::ports::service_ports(&app)
                 .into_iter()
                 .map(u64::from)
@@ -849,14 +902,18 @@ impl ServicesCore {
                 let Some(st) = self.apps.get(&id) else { break };
                 let placed_tasks: Vec<&TaskRecord> =
                     st.tasks.values().filter(|t| t.live()).collect();
-                let blocked = constraints.iter().any(|c| {
-                    let value = field_value(&c.field, &offer.hostname, &offer.attributes);
-                    let placed: Vec<Option<String>> = placed_tasks
-                        .iter()
-                        .map(|t| t.fields.get(&c.field).cloned())
-                        .collect();
-                    !c.allows(value.as_deref(), &placed)
-                });
+                // A global app runs one instance per agent, whatever its constraints say.
+                let twice = crate::global::is_global(&app)
+                    && placed_tasks.iter().any(|t| t.agent_id == offer.agent_id);
+                let blocked = twice
+                    || constraints.iter().any(|c| {
+                        let value = field_value(&c.field, &offer.hostname, &offer.attributes);
+                        let placed: Vec<Option<String>> = placed_tasks
+                            .iter()
+                            .map(|t| t.fields.get(&c.field).cloned())
+                            .collect();
+                        !c.allows(value.as_deref(), &placed)
+                    });
                 if blocked {
                     reasons.push(Reason::UnfulfilledConstraint);
                     reasons.extend(missing(&left, &app, &needs));
@@ -867,8 +924,14 @@ impl ServicesCore {
                     break;
                 };
                 let task_id = task_id_for(&id);
-                let task =
-                    crate::launch::task_info(&app, &task_id, &st.config_version, &carved, offer);
+                let task = crate::launch::task_info(
+                    &app,
+                    &task_id,
+                    &st.config_version,
+                    &carved,
+                    offer,
+                    &host_aliases,
+                );
                 let record = TaskRecord {
                     id: task_id.clone(),
                     app_id: id.clone(),

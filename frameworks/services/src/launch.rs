@@ -17,13 +17,17 @@ fn env_string(v: &serde_json::Value) -> String {
     }
 }
 
-/// The TaskInfo for one instance of `app` on `offer`, with the resources carved for it.
+/// The TaskInfo for one instance of `app` on `offer`, with the resources carved for it;
+/// `host_aliases`: the names the task resolves to its agent's routing mesh
+/// ([`crate::compose::stack_aliases`]; a task without a container then gets a NATIVE one to carry
+/// them).
 pub fn task_info(
     app: &App,
     task_id: &str,
     version: &str,
     carved: &Carved,
     offer: &v1::Offer,
+    host_aliases: &[String],
 ) -> v1::TaskInfo {
     let mut env: HashMap<String, String> = app
         .env
@@ -191,8 +195,17 @@ pub fn task_info(
                 })
                 .collect(),
             hostname: String::new(),
+            host_aliases: host_aliases.to_vec(),
         }
     });
+    let container = match container {
+        None if !host_aliases.is_empty() => Some(v1::ContainerInfo {
+            r#type: v1::ContainerType::Native as i32,
+            host_aliases: host_aliases.to_vec(),
+            ..Default::default()
+        }),
+        c => c,
+    };
     let health_check = app.health_checks.first().map(|h| {
         let port = h
             .port
@@ -364,5 +377,71 @@ mod tests {
             [(31000, "http", "tcp", 10001), (31001, "", "udp", 10002)]
         );
         assert_eq!(d.labels["HAPROXY_0_VHOST"], "web.example.com");
+    }
+
+    #[test]
+    fn stack_tasks_carry_their_siblings_names_as_host_aliases() {
+        let app = |v: serde_json::Value| crate::app::from_value(v).expect("a valid app");
+        let web = app(serde_json::json!({
+            "id": "/shop/web", "cmd": "serve",
+            "portDefinitions": [{"port": 10080}],
+            "labels": {"com.docker.stack.namespace": "shop"}
+        }));
+        let db = app(serde_json::json!({
+            "id": "/shop/db",
+            "container": {"type": "DOCKER", "docker": {"image": "busybox"},
+                          "portMappings": [{"containerPort": 5432, "servicePort": 15432}]},
+            "networks": [{"mode": "container/bridge"}],
+            "labels": {"com.docker.stack.namespace": "shop"}
+        }));
+        // No service port: nothing to reach it on.
+        let worker = app(serde_json::json!({
+            "id": "/shop/worker", "cmd": "work", "portDefinitions": [],
+            "labels": {"com.docker.stack.namespace": "shop"}
+        }));
+        // Not of the stack: another stack, no label, a nested group.
+        let other = app(serde_json::json!({
+            "id": "/other/db", "cmd": "x", "portDefinitions": [{"port": 10081}],
+            "labels": {"com.docker.stack.namespace": "other"}
+        }));
+        let plain = app(serde_json::json!({
+            "id": "/shop/cache", "cmd": "x", "portDefinitions": [{"port": 10082}]
+        }));
+        let nested = app(serde_json::json!({
+            "id": "/shop/a/b", "cmd": "x", "portDefinitions": [{"port": 10083}],
+            "labels": {"com.docker.stack.namespace": "shop"}
+        }));
+        let all = [&web, &db, &worker, &other, &plain, &nested];
+        let aliases = crate::compose::stack_aliases(&worker, all);
+        assert_eq!(aliases, ["db", "shop_db", "shop_web", "web"]);
+        assert!(crate::compose::stack_aliases(&plain, all).is_empty());
+        assert!(crate::compose::stack_aliases(&nested, all).is_empty());
+
+        let offer = v1::Offer {
+            agent_id: "a1".into(),
+            hostname: "h1".into(),
+            ..Default::default()
+        };
+        let carved = Carved {
+            resources: agora_proto::Resources::new(),
+            ports: vec![],
+        };
+        // A command app gets a NATIVE container to carry them; a Docker app keeps its own.
+        let t = task_info(&worker, "t1", "v", &carved, &offer, &aliases);
+        let c = t.container.expect("a container for the aliases");
+        assert_eq!(c.r#type, v1::ContainerType::Native as i32);
+        assert_eq!(c.host_aliases, aliases);
+        assert!(agora_proto::host_aliases::check(&c.host_aliases).is_ok());
+        let carved = Carved {
+            resources: agora_proto::Resources::new(),
+            ports: vec![31000],
+        };
+        let t = task_info(&db, "t2", "v", &carved, &offer, &aliases);
+        let c = t.container.expect("docker");
+        assert_eq!(c.r#type, v1::ContainerType::Docker as i32);
+        assert_eq!(c.host_aliases, aliases);
+        // Outside a stack nothing changes: no container for a command app.
+        let t = task_info(&plain, "t3", "v", &carved, &offer, &[]);
+        assert!(t.container.is_none());
     }
 }

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod compose;
 pub mod core;
+pub mod global;
 pub mod group;
 pub mod handle;
 pub mod http;

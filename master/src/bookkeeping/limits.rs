@@ -228,6 +228,8 @@ pub fn resource_list(field: &str, list: &[v1::Resource]) -> Result<(), MasterErr
 
 fn container(field: &str, c: &v1::ContainerInfo) -> Result<(), MasterError> {
     too_long(&format!("{field}.hostname"), c.hostname.len(), MAX_ID_BYTES)?;
+    agora_proto::host_aliases::check(&c.host_aliases)
+        .map_err(|(f, why)| MasterError::invalid(format!("{field}.{f}"), why))?;
     too_many(&format!("{field}.volumes"), c.volumes.len(), MAX_LIST_ITEMS)?;
     for (i, v) in c.volumes.iter().enumerate() {
         let f = format!("{field}.volumes[{i}]");
@@ -443,4 +445,38 @@ pub fn short(s: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_aliases_are_bounded_naming_the_field() {
+        let mut t = v1::TaskInfo {
+            task_id: "t".into(),
+            container: Some(v1::ContainerInfo {
+                host_aliases: vec!["db".into(), "shop_db".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(task_info(&t).is_ok());
+        if let Some(c) = t.container.as_mut() {
+            c.host_aliases.push("bad name".into());
+        }
+        let e = task_info(&t).expect_err("a space is refused");
+        assert!(
+            matches!(&e, MasterError::InvalidArgument { field, .. } if field == "container.host_aliases[2]"),
+            "{e}"
+        );
+        if let Some(c) = t.container.as_mut() {
+            c.host_aliases = (0..513).map(|i| format!("s{i}")).collect();
+        }
+        let e = task_info(&t).expect_err("too many");
+        assert!(
+            matches!(&e, MasterError::InvalidArgument { field, .. } if field == "container.host_aliases"),
+            "{e}"
+        );
+    }
 }

@@ -707,6 +707,7 @@ fn container(field: &str, c: ContainerInfo) -> Result<v1::ContainerInfo, MasterE
             })
             .collect(),
         hostname: c.hostname,
+        host_aliases: Vec::new(),
     })
 }
 

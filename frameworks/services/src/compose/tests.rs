@@ -345,8 +345,22 @@ fn global_mode_runs_one_task_on_every_matching_agent() {
         a["constraints"],
         json!([["zone", "LIKE", "eu"], ["hostname", "UNIQUE"]])
     );
+    // The framework follows the agents from there (crate::global): the label says so.
+    assert_eq!(a["labels"][crate::global::GLOBAL_LABEL], "true");
     assert_eq!(app(&g, "web")["instances"], 1);
     assert_eq!(app(&g, "web").get("constraints"), None);
+    assert_eq!(
+        app(&g, "web")["labels"].get(crate::global::GLOBAL_LABEL),
+        None
+    );
+    let e = errors("services:\n  c:\n    image: i\n    labels: { AGORA_GLOBAL: 'true' }\n");
+    assert!(
+        e.contains(
+            &"service c: labels: 'AGORA_GLOBAL' is set by `agora stack deploy` from deploy.mode"
+                .to_string()
+        ),
+        "{e:?}"
+    );
     let e = errors("services:\n  a:\n    image: i\n    deploy: { mode: global, replicas: 2 }\n  b:\n    image: i\n    deploy: { mode: replicated-job }\n");
     assert!(
         e.contains(

@@ -1000,3 +1000,63 @@ fn a_kill_that_brings_no_end_is_sent_again_every_ten_seconds() {
     );
     assert_eq!(kills(core.plan(t(40))), 0);
 }
+
+/// A global app (`AGORA_GLOBAL=true`) follows the agents: one instance per agent seen, a new
+/// agent gets one without an API call, an agent whose task is lost stops counting (its task is
+/// not replaced elsewhere, no other task is killed), and it counts again when it offers again.
+#[test]
+fn a_global_app_follows_agents_as_they_join_and_leave() {
+    let mut core = ServicesCore::default();
+    core.put_app(
+        app(
+            r#"{"id":"/s/probe","cmd":"sleep 100","cpus":0.1,"mem":16,"instances":1,
+                "labels":{"AGORA_GLOBAL":"true"}}"#,
+        ),
+        true,
+        false,
+        t(0),
+    )
+    .expect("create");
+    assert!(core.wants_offers(t(0)));
+    let instances = |core: &ServicesCore| core.apps.get("/s/probe").map(|s| s.app.instances);
+    let res = "cpus:4;mem:1024";
+    // One per agent, never two on one agent.
+    let l1 = core.launches_for(&offer("o1", "h1", res), t(1));
+    assert_eq!(l1.len(), 1);
+    let l2 = core.launches_for(&offer("o2", "h2", res), t(1));
+    assert_eq!(l2.len(), 1);
+    run_all(&mut core, &l1, None, t(2));
+    run_all(&mut core, &l2, None, t(2));
+    assert_eq!(instances(&core), Some(2));
+    assert!(core.launches_for(&offer("o3", "h1", res), t(3)).is_empty());
+    // Still wanting offers with nothing to launch: that is how a new agent is seen.
+    assert!(core.wants_offers(t(3)));
+    // A third agent joins.
+    let l3 = core.launches_for(&offer("o4", "h3", res), t(4));
+    assert_eq!(l3.len(), 1);
+    assert_eq!(instances(&core), Some(3));
+    run_all(&mut core, &l3, None, t(5));
+    assert!(core.plan(t(5)).is_empty());
+    // Agents that offer nothing (all resources in use) still count while our tasks run there.
+    assert_eq!(
+        core.plan(t(5 + crate::global::AGENT_TTL_SECS * 2)),
+        Vec::new()
+    );
+    assert_eq!(instances(&core), Some(3));
+    // h3 is lost: 2 again, nothing killed, nothing to launch on the others.
+    let later = t(10 + crate::global::AGENT_TTL_SECS * 2);
+    let effects = update(
+        &mut core,
+        &l3[0].task.task_id,
+        v1::TaskState::TaskLost,
+        None,
+        later,
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(instances(&core), Some(2));
+    assert!(core.launches_for(&offer("o5", "h1", res), later).is_empty());
+    // h3 offers again: it gets a task again.
+    let back = core.launches_for(&offer("o6", "h3", res), later);
+    assert_eq!(back.len(), 1);
+    assert_eq!(instances(&core), Some(3));
+}
