@@ -967,7 +967,8 @@ async fn mesos_frameworks_authenticate_and_operator_reads_need_the_api_token() {
 /// A pymesos framework changes its name, roles, failover timeout, labels and capabilities with
 /// UPDATE_FRAMEWORK while subscribed (sent over pymesos's own HTTP session: pymesos 0.3 has no
 /// method for it); `/master/frameworks` and `mesos-cli framework list` show the change, offers
-/// come for the new role, and updates of fixed fields are refused with 400.
+/// come for the new role, and updates of fixed fields are refused with 400. Before that, one
+/// ACCEPT launches a task and one asking for a SET resource: that one alone gets TASK_ERROR.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pymesos_framework_updates_its_framework_info_while_subscribed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1065,6 +1066,25 @@ async fn a_pymesos_framework_updates_its_framework_info_while_subscribed() {
     assert_eq!(summary["update_answer"], json!({}), "{all}");
     assert_eq!(summary["bad_user_status"], 400, "{all}");
     assert_eq!(summary["other_id_status"], 400, "{all}");
+    // The task asking for a SET resource was refused alone, naming it; its neighbour ran.
+    assert_eq!(
+        summary["states"]["with-set"],
+        json!(["TASK_ERROR"]),
+        "{all}"
+    );
+    assert_eq!(summary["set_reason"], "REASON_TASK_INVALID", "{all}");
+    assert!(
+        summary["set_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'gpu_ids' is a SET resource")),
+        "{all}"
+    );
+    assert!(
+        summary["states"]["plain"]
+            .as_array()
+            .is_some_and(|s| s.contains(&json!("TASK_RUNNING"))),
+        "{all}"
+    );
     // Offered under `*` first, then (the held offers rescinded) only under the new role.
     assert_eq!(summary["offer_roles"], json!(["*", "analytics"]), "{all}");
 }

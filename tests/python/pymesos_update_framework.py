@@ -5,7 +5,8 @@ call, so it is sent over the driver's own HTTP session (`driver._send`, which ad
 
     python pymesos_update_framework.py --master 127.0.0.1:5050 --updated-file F --done-file D
 
-Subscribes as `pymesos-before` in role `*`, takes its first offer's role, then updates to
+Subscribes as `pymesos-before` in role `*`, launches from its first offer a task and one that
+asks for a SET resource (refused alone), then updates to
 `pymesos-after` in role `analytics` (failover timeout, labels, capabilities changed too), checks
 that an update changing `user` is refused with 400 and one naming another framework id too,
 waits for an offer allocated to `analytics`, writes F, waits for D (the caller reads the master
@@ -30,6 +31,11 @@ class Test(Scheduler):
         self.offer_before = threading.Event()
         self.offer_after = threading.Event()
         self.framework_id = None
+        self.launched = False
+        self.launch_outcome = threading.Event()
+        self.states = {}
+        self.set_message = None
+        self.set_reason = None
         # Roles of the offers in the order they came, repeats folded.
         self.roles = []
         self.problem = None
@@ -41,6 +47,23 @@ class Test(Scheduler):
     def resourceOffers(self, driver, offers):
         with self.lock:
             for offer in offers:
+                if not self.launched:
+                    # One ACCEPT with a plain task and one asking for a SET resource, which no
+                    # agent has: that one is refused alone (TASK_ERROR), the other runs.
+                    self.launched = True
+                    self.roles.append(offer.get("allocation_info", {}).get("role"))
+                    small = [scalar("cpus", 0.1), scalar("mem", 32)]
+                    gpus = {"name": "gpu_ids", "type": "SET", "set": {"item": ["g0", "g1"]}}
+                    driver.launchTasks(
+                        offer["id"],
+                        [
+                            task(offer, "plain", small, "sleep 60"),
+                            task(offer, "with-set", small + [gpus], "true"),
+                        ],
+                        {"refuse_seconds": 0.2},
+                    )
+                    self.offer_before.set()
+                    continue
                 role = offer.get("allocation_info", {}).get("role")
                 if not self.roles or self.roles[-1] != role:
                     self.roles.append(role)
@@ -50,8 +73,34 @@ class Test(Scheduler):
                 # Declined at once: the master may offer the agent again right away.
                 driver.declineOffer([offer["id"]], {"refuse_seconds": 0.2})
 
+    def statusUpdate(self, driver, update):
+        with self.lock:
+            task_id = update["task_id"]["value"]
+            self.states.setdefault(task_id, []).append(update["state"])
+            if task_id == "with-set":
+                self.set_message = update.get("message", "")
+                self.set_reason = update.get("reason", "")
+            if "uuid" in update:
+                driver.acknowledgeStatusUpdate(update)
+            if self.states.get("with-set") and "TASK_RUNNING" in self.states.get("plain", []):
+                self.launch_outcome.set()
+
     def error(self, driver, message):
         self.problem = "ERROR event: " + message
+
+
+def scalar(name, value):
+    return {"name": name, "type": "SCALAR", "scalar": {"value": value}}
+
+
+def task(offer, name, resources, cmd):
+    return {
+        "task_id": {"value": name},
+        "agent_id": offer["agent_id"],
+        "name": name,
+        "resources": resources,
+        "command": {"value": cmd},
+    }
 
 
 def update_call(framework_id, info, suppressed=()):
@@ -107,6 +156,8 @@ def main():
             raise Exception("not subscribed")
         if not sched.offer_before.wait(left()):
             raise Exception("no offer before the update")
+        if not sched.launch_outcome.wait(left()):
+            raise Exception("no outcome of the launch: %r" % sched.states)
         fid = sched.framework_id
         summary["framework_id"] = fid
         new_info = {
@@ -138,6 +189,9 @@ def main():
         summary["error"] = repr(e)
     with sched.lock:
         summary["offer_roles"] = list(sched.roles)
+        summary["states"] = dict(sched.states)
+        summary["set_message"] = sched.set_message
+        summary["set_reason"] = sched.set_reason
     if sched.problem:
         summary["error"] = sched.problem
     driver.stop()  # TEARDOWN
