@@ -110,9 +110,20 @@ impl Bookkeeping {
         for o in offers {
             self.rescind(&o, notify);
         }
+        let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.0 == id).cloned().collect();
+        // The allocator keeps a removed framework's resources allocated until they are recovered:
+        // the tasks' resources are freed first, then allocated again under the new roles.
+        for key in &keys {
+            if let Some(t) = self.tasks.get(key) {
+                if t.allocated {
+                    let _ = self
+                        .allocator
+                        .recover(&t.task.agent_id, id, &t.role, &t.resources);
+                }
+            }
+        }
         let _ = self.allocator.remove_framework(id);
         let _ = self.allocator.add_framework(id, &roles);
-        let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.0 == id).cloned().collect();
         for key in keys {
             if let Some(t) = self.tasks.get_mut(&key) {
                 if !roles.contains(&t.role) {

@@ -2121,3 +2121,56 @@ fn refused_tasks_get_task_error_on_the_offers_agent_and_the_offers_stay_usable()
         )
         .is_err());
 }
+
+#[test]
+fn update_framework_to_other_roles_keeps_counting_its_running_tasks_once() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 60.0);
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t1", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskRunning, 1.1);
+    let mut info = w.book.frameworks[&h.framework_id].info.clone();
+    info.roles = vec!["batch".into()];
+    w.book
+        .update_framework(Some(&h), info, vec![])
+        .expect("update");
+    // Offered under the new role what the running task leaves, no more and no less.
+    let again = w.offers(2.0);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].allocation_role, "batch");
+    let left = Resources::from_proto(&again[0].resources).expect("resources");
+    assert_eq!(left.scalar_total("cpus"), 1.0);
+    assert_eq!(left.scalar_total("mem"), 896.0);
+    let t = &w.book.tasks[&(h.framework_id.clone(), "t1".to_string())];
+    assert_eq!(t.role, "batch");
+    // When it ends, all of the agent comes back.
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskFinished, 3.0);
+    w.book
+        .decline(
+            v1::DeclineRequest {
+                header: Some(h.clone()),
+                offer_ids: vec![again[0].id.clone()],
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(0.0),
+                }),
+            },
+            &w.at(3.0),
+        )
+        .expect("decline");
+    let all: f64 = w
+        .offers(4.0)
+        .iter()
+        .map(|o| {
+            Resources::from_proto(&o.resources)
+                .expect("resources")
+                .scalar_total("cpus")
+        })
+        .sum();
+    assert_eq!(all, 2.0);
+}
