@@ -963,3 +963,128 @@ async fn mesos_frameworks_authenticate_and_operator_reads_need_the_api_token() {
     let version = get_json(&format!("{}/version", master.url())).await;
     assert_eq!(version["version"], "1.11.0");
 }
+
+/// A pymesos framework changes its name, roles, failover timeout, labels and capabilities with
+/// UPDATE_FRAMEWORK while subscribed (sent over pymesos's own HTTP session: pymesos 0.3 has no
+/// method for it); `/master/frameworks` and `mesos-cli framework list` show the change, offers
+/// come for the new role, and updates of fixed fields are refused with 400. Before that, one
+/// ACCEPT launches a task and one asking for a SET resource: that one alone gets TASK_ERROR.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pymesos_framework_updates_its_framework_info_while_subscribed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = Master::start(dir.path(), &[]).await;
+    let _agent = agent(dir.path(), "agent-a", &master.address(), "cpus:2;mem:1024");
+    let updated = dir.path().join("updated");
+    let done = dir.path().join("done");
+    let python = tokio::spawn(run_python(
+        vec![
+            script("pymesos_update_framework.py").display().to_string(),
+            "--master".into(),
+            master.address(),
+            "--updated-file".into(),
+            updated.display().to_string(),
+            "--done-file".into(),
+            done.display().to_string(),
+            "--timeout".into(),
+            "90".into(),
+        ],
+        Duration::from_secs(120),
+    ));
+    let fw_id = eventually("the updated framework", Duration::from_secs(100), || {
+        let updated = updated.clone();
+        async move { std::fs::read_to_string(&updated).ok() }
+    })
+    .await;
+    let frameworks = get_json(&format!("{}/master/frameworks", master.url())).await;
+    let fw = frameworks["frameworks"]
+        .as_array()
+        .expect("frameworks")
+        .iter()
+        .find(|f| f["id"] == fw_id.as_str())
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(fw["name"], "pymesos-after", "{frameworks}");
+    assert_eq!(fw["roles"], json!(["analytics"]), "{frameworks}");
+    assert_eq!(fw["role"], "analytics", "{frameworks}");
+    assert_eq!(fw["failover_timeout"], 120.0, "{frameworks}");
+    assert_eq!(fw["user"], "root", "{frameworks}");
+    assert_eq!(fw["active"], true, "{frameworks}");
+    assert!(
+        fw["capabilities"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("PARTITION_AWARE"))),
+        "{frameworks}"
+    );
+    assert_eq!(
+        fw["labels"],
+        json!([{"key": "team", "value": "data"}]),
+        "{frameworks}"
+    );
+    // The v1 operator API and avmesos-cli read the same.
+    let state: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1", master.url()))
+        .header("content-type", "application/json")
+        .body(r#"{"type":"GET_FRAMEWORKS"}"#)
+        .send()
+        .await
+        .expect("GET_FRAMEWORKS")
+        .json()
+        .await
+        .expect("json");
+    let info = &state["get_frameworks"]["frameworks"][0]["framework_info"];
+    assert_eq!(info["name"], "pymesos-after", "{state}");
+    assert_eq!(info["roles"], json!(["analytics"]), "{state}");
+    let config = dir.path().join("mesos-cli.toml");
+    std::fs::write(
+        &config,
+        format!("[master]\naddress = \"{}\"\n", master.address()),
+    )
+    .expect("config");
+    let listed = mesos_cli(&config, &["framework", "list"]);
+    assert!(
+        listed.contains(&fw_id)
+            && listed.contains("pymesos-after")
+            && !listed.contains("pymesos-before"),
+        "{listed}"
+    );
+    // Without the stream id, the call is refused as every non-SUBSCRIBE call is.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/scheduler", master.url()))
+        .header("content-type", "application/json")
+        .body(
+            json!({"type": "UPDATE_FRAMEWORK", "framework_id": {"value": fw_id},
+                   "update_framework": {"framework_info": {"id": {"value": fw_id}, "user": "root", "name": "x"}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 400);
+    std::fs::write(&done, "").expect("done");
+    let (ok, summary, all) = python.await.expect("join");
+    assert!(ok, "{all}");
+    assert_eq!(summary["update_answer"], json!({}), "{all}");
+    assert_eq!(summary["bad_user_status"], 400, "{all}");
+    assert_eq!(summary["other_id_status"], 400, "{all}");
+    // The task asking for a SET resource was refused alone, naming it; its neighbour ran.
+    assert_eq!(
+        summary["states"]["with-set"],
+        json!(["TASK_ERROR"]),
+        "{all}"
+    );
+    assert_eq!(summary["set_reason"], "REASON_TASK_INVALID", "{all}");
+    assert!(
+        summary["set_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'gpu_ids' is a SET resource")),
+        "{all}"
+    );
+    assert!(
+        summary["states"]["plain"]
+            .as_array()
+            .is_some_and(|s| s.contains(&json!("TASK_RUNNING"))),
+        "{all}"
+    );
+    // Offered under `*` first, then (the held offers rescinded) only under the new role.
+    assert_eq!(summary["offer_roles"], json!(["*", "analytics"]), "{all}");
+}

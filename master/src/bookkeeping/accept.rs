@@ -127,6 +127,52 @@ impl Bookkeeping {
         }
     }
 
+    /// Tasks of an accept that an adapter could not hand to [`Bookkeeping::accept`] (a Mesos
+    /// task using a SET resource, which no agent has): each gets TASK_ERROR with
+    /// REASON_TASK_INVALID and `why`, as a task its offers cannot hold does, naming the agent of
+    /// the first of `offer_ids` the framework holds. Nothing else changes: the offers are left to
+    /// the accept that follows.
+    ///
+    /// # Errors
+    /// Header errors.
+    pub fn refuse_tasks(
+        &mut self,
+        header: Option<&v1::CallHeader>,
+        offer_ids: &[String],
+        tasks: Vec<(String, String)>,
+        clock: &Clock,
+    ) -> Result<(), MasterError> {
+        let framework_id = self.check_header(header)?;
+        let agent_id = offer_ids
+            .iter()
+            .filter_map(|o| self.offers.get(o))
+            .find(|e| e.offer.framework_id == framework_id)
+            .map(|e| e.offer.agent_id.clone())
+            .unwrap_or_default();
+        for (i, (task_id, _)) in tasks.iter().enumerate() {
+            if task_id.is_empty() || task_id.len() > limits::MAX_ID_BYTES {
+                return Err(MasterError::invalid(
+                    format!("tasks[{i}].task_id"),
+                    format!("must be 1 to {} bytes", limits::MAX_ID_BYTES),
+                ));
+            }
+        }
+        for (task_id, why) in tasks {
+            self.counters.tasks_invalid += 1;
+            let mut st = status(
+                &task_id,
+                &agent_id,
+                TaskState::TaskError,
+                v1::Reason::TaskInvalid,
+                why,
+                clock.wall,
+            );
+            limits::bound_status(&mut st);
+            self.to_framework(&framework_id, update_event(st));
+        }
+        Ok(())
+    }
+
     /// Checks a whole accept against the books, changing nothing. `taken` and `problems` are what
     /// [`Bookkeeping::take_offers`] made of the named offers.
     fn plan_accept(

@@ -24,30 +24,7 @@ impl Bookkeeping {
         let mut info = req
             .framework_info
             .ok_or_else(|| MasterError::invalid("framework_info", "is required"))?;
-        if info.roles.is_empty() {
-            info.roles.push("*".to_string());
-        }
-        for (i, role) in info.roles.iter().enumerate() {
-            agora_proto::resources::validate_role(role)
-                .map_err(|p| MasterError::invalid(format!("framework_info.roles[{i}]"), p))?;
-        }
-        if !info.failover_timeout_seconds.is_finite() || info.failover_timeout_seconds < 0.0 {
-            return Err(MasterError::invalid(
-                "framework_info.failover_timeout_seconds",
-                format!(
-                    "{} must be a finite number >= 0",
-                    info.failover_timeout_seconds
-                ),
-            ));
-        }
-        for (i, role) in req.suppressed_roles.iter().enumerate() {
-            if !info.roles.contains(role) {
-                return Err(MasterError::invalid(
-                    format!("suppressed_roles[{i}]"),
-                    format!("'{role}' is not one of the framework's roles"),
-                ));
-            }
-        }
+        check_info(&mut info, &req.suppressed_roles)?;
         if self.removed_frameworks.contains(&info.id) {
             return Err(MasterError::FailedPrecondition(format!(
                 "framework '{}' was torn down or timed out; subscribe without an id to start anew",
@@ -78,27 +55,8 @@ impl Bookkeeping {
             fw.stream_id = stream_id.clone();
             fw.failover_deadline = None;
             if role_change {
-                // Roles changed: re-add to the allocator under the new roles (its offers go back).
-                let offers: Vec<String> = fw.offers.iter().cloned().collect();
-                for o in offers {
-                    self.rescind(&o, false);
-                }
-                let _ = self.allocator.remove_framework(&id);
-                let _ = self.allocator.add_framework(&id, &info.roles);
-                let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.0 == id).cloned().collect();
-                for key in keys {
-                    if let Some(t) = self.tasks.get_mut(&key) {
-                        if !info.roles.contains(&t.role) {
-                            t.role = info.roles[0].clone();
-                        }
-                        if t.allocated {
-                            t.allocated = self
-                                .allocator
-                                .allocate_used(&t.task.agent_id, &id, &t.role, &t.resources)
-                                .is_ok();
-                        }
-                    }
-                }
+                // The old stream is gone: its offers go back without RESCIND events.
+                self.change_roles(&id, false);
             }
             let _ = self.allocator.activate_framework(&id);
         } else {
@@ -138,6 +96,119 @@ impl Bookkeeping {
         };
         self.to_framework(&id, subscribed);
         Ok((id, stream_id))
+    }
+
+    /// The framework's roles changed (in `info` already): it is re-added to the allocator under
+    /// the new ones, every offer it holds goes back (with a RESCIND event when `notify`), and a
+    /// task whose role it no longer has is counted under its first role.
+    fn change_roles(&mut self, id: &str, notify: bool) {
+        let Some(fw) = self.frameworks.get(id) else {
+            return;
+        };
+        let roles = fw.info.roles.clone();
+        let offers: Vec<String> = fw.offers.iter().cloned().collect();
+        for o in offers {
+            self.rescind(&o, notify);
+        }
+        let keys: Vec<TaskKey> = self.tasks.keys().filter(|k| k.0 == id).cloned().collect();
+        // The allocator keeps a removed framework's resources allocated until they are recovered:
+        // the tasks' resources are freed first, then allocated again under the new roles.
+        for key in &keys {
+            if let Some(t) = self.tasks.get(key) {
+                if t.allocated {
+                    let _ = self
+                        .allocator
+                        .recover(&t.task.agent_id, id, &t.role, &t.resources);
+                }
+            }
+        }
+        let _ = self.allocator.remove_framework(id);
+        let _ = self.allocator.add_framework(id, &roles);
+        for key in keys {
+            if let Some(t) = self.tasks.get_mut(&key) {
+                if !roles.contains(&t.role) {
+                    t.role = roles[0].clone();
+                }
+                if t.allocated {
+                    t.allocated = self
+                        .allocator
+                        .allocate_used(&t.task.agent_id, id, &t.role, &t.resources)
+                        .is_ok();
+                }
+            }
+        }
+    }
+
+    /// A subscribed framework changes its `FrameworkInfo` and its suppressed roles without
+    /// subscribing again (Mesos's `UPDATE_FRAMEWORK`): all of it at once or nothing. `id`, `user`,
+    /// `principal` and `checkpoint` cannot change. New roles are offered at once; when the roles
+    /// change, the offers the framework holds are rescinded (RESCIND events) and come again under
+    /// the new roles. `suppressed_roles` replaces the suppressed set (a subset of the new roles);
+    /// a role that leaves it is revived (its filters cleared), the others keep their filters.
+    ///
+    /// # Errors
+    /// Header errors; [`MasterError::InvalidArgument`] naming the field for a bad or disallowed
+    /// change.
+    pub fn update_framework(
+        &mut self,
+        header: Option<&v1::CallHeader>,
+        mut info: v1::FrameworkInfo,
+        suppressed_roles: Vec<String>,
+    ) -> Result<(), MasterError> {
+        let id = self.check_header(header)?;
+        if info.id != id {
+            return Err(MasterError::invalid(
+                "framework_info.id",
+                format!("'{}' is not the calling framework '{id}'", info.id),
+            ));
+        }
+        check_info(&mut info, &suppressed_roles)?;
+        let fw = &self.frameworks[&id];
+        let fixed: [(&str, String, String); 3] = [
+            (
+                "principal",
+                fw.info.principal.clone(),
+                info.principal.clone(),
+            ),
+            ("user", fw.info.user.clone(), info.user.clone()),
+            (
+                "checkpoint",
+                fw.info.checkpoint.to_string(),
+                info.checkpoint.to_string(),
+            ),
+        ];
+        for (field, old, new) in fixed {
+            if old != new {
+                return Err(MasterError::invalid(
+                    format!("framework_info.{field}"),
+                    format!("cannot be changed (from '{old}' to '{new}')"),
+                ));
+            }
+        }
+        let role_change = fw.info.roles != info.roles;
+        let was_suppressed = fw.suppressed.clone();
+        if let Some(fw) = self.frameworks.get_mut(&id) {
+            fw.info = info;
+            fw.suppressed = suppressed_roles.iter().cloned().collect();
+        }
+        if role_change {
+            // Re-added: every role starts unsuppressed and without filters.
+            self.change_roles(&id, true);
+        } else {
+            let leaving: Vec<&str> = was_suppressed
+                .iter()
+                .filter(|r| !suppressed_roles.contains(r))
+                .map(String::as_str)
+                .collect();
+            if !leaving.is_empty() {
+                let _ = self.allocator.revive(&id, &leaving);
+            }
+        }
+        let suppressed: Vec<&str> = suppressed_roles.iter().map(String::as_str).collect();
+        if !suppressed.is_empty() {
+            let _ = self.allocator.suppress(&id, &suppressed);
+        }
+        Ok(())
     }
 
     /// The framework's subscription stream `stream_id` ended. A stale stream (already replaced by a
@@ -361,6 +432,40 @@ impl Bookkeeping {
         }
         Ok(())
     }
+}
+
+/// Checks a framework's info as SUBSCRIBE and UPDATE_FRAMEWORK take it: its sizes, roles (`*` when
+/// none), the failover timeout, and suppressed roles among its roles.
+fn check_info(
+    info: &mut v1::FrameworkInfo,
+    suppressed_roles: &[String],
+) -> Result<(), MasterError> {
+    super::limits::framework_info(info)?;
+    if info.roles.is_empty() {
+        info.roles.push("*".to_string());
+    }
+    for (i, role) in info.roles.iter().enumerate() {
+        agora_proto::resources::validate_role(role)
+            .map_err(|p| MasterError::invalid(format!("framework_info.roles[{i}]"), p))?;
+    }
+    if !info.failover_timeout_seconds.is_finite() || info.failover_timeout_seconds < 0.0 {
+        return Err(MasterError::invalid(
+            "framework_info.failover_timeout_seconds",
+            format!(
+                "{} must be a finite number >= 0",
+                info.failover_timeout_seconds
+            ),
+        ));
+    }
+    for (i, role) in suppressed_roles.iter().enumerate() {
+        if !info.roles.contains(role) {
+            return Err(MasterError::invalid(
+                format!("suppressed_roles[{i}]"),
+                format!("'{role}' is not one of the framework's roles"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Stream ids are secrets: compared without telling, through timing, how much of a guess was right.

@@ -383,6 +383,43 @@ pub fn task_info(t: &v1::TaskInfo) -> Result<(), MasterError> {
     kill_policy("kill_policy", t.kill_policy.as_ref())
 }
 
+/// Most roles of one framework.
+pub const MAX_ROLES: usize = 100;
+
+/// A framework's info as SUBSCRIBE and UPDATE_FRAMEWORK take it: ids, names and labels bounded,
+/// at most [`MAX_ROLES`] roles.
+///
+/// # Errors
+/// [`MasterError::InvalidArgument`] naming the `framework_info.…` field.
+pub fn framework_info(f: &v1::FrameworkInfo) -> Result<(), MasterError> {
+    too_long("framework_info.id", f.id.len(), MAX_ID_BYTES)?;
+    for (field, len) in [
+        ("framework_info.name", f.name.len()),
+        ("framework_info.user", f.user.len()),
+        ("framework_info.principal", f.principal.len()),
+        ("framework_info.hostname", f.hostname.len()),
+        ("framework_info.webui_url", f.webui_url.len()),
+    ] {
+        too_long(field, len, MAX_NAME_BYTES)?;
+    }
+    too_many("framework_info.roles", f.roles.len(), MAX_ROLES)?;
+    too_many(
+        "framework_info.capabilities",
+        f.capabilities.len(),
+        MAX_LABELS,
+    )?;
+    too_many("framework_info.labels", f.labels.len(), MAX_LABELS)?;
+    for (k, v) in &f.labels {
+        too_long("framework_info.labels key", k.len(), MAX_ID_BYTES)?;
+        too_long(
+            &format!("framework_info.labels[{}]", short(k)),
+            v.len(),
+            MAX_NAME_BYTES,
+        )?;
+    }
+    Ok(())
+}
+
 /// Most ports of a task's discovery info.
 pub const MAX_DISCOVERY_PORTS: usize = MAX_LIST_ITEMS;
 

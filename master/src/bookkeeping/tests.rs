@@ -1897,3 +1897,280 @@ fn a_zero_drain_period_kills_at_once_and_maintenance_drains_too() {
     k.sort();
     assert_eq!(k, ["t1", "t2"]);
 }
+
+fn rescinded(out: &[Outbound]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Outbound::Framework {
+                event:
+                    v1::Event {
+                        event: Some(event::Event::Rescind(r)),
+                    },
+                ..
+            } => Some(r.offer_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn update_framework_changes_the_info_and_new_roles_are_offered_at_once() {
+    let mut w = World::new();
+    w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("before", "*", 0.0);
+    let held = w.offers(1.0);
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].allocation_role, "*");
+    w.book.take_outbound();
+    let mut info = w.book.frameworks[&h.framework_id].info.clone();
+    info.name = "after".into();
+    info.roles = vec!["web".into(), "batch".into()];
+    info.failover_timeout_seconds = 3600.0;
+    info.capabilities
+        .push(v1::FrameworkCapability::MultiRole as i32);
+    info.labels.insert("team".into(), "data".into());
+    w.book
+        .update_framework(Some(&h), info, vec!["batch".into()])
+        .expect("update");
+    // The offer made under the old role is taken back and told.
+    assert_eq!(rescinded(&w.book.take_outbound()), vec![held[0].id.clone()]);
+    let fw = &w.book.frameworks[&h.framework_id];
+    assert_eq!(fw.info.name, "after");
+    assert_eq!(fw.info.roles, ["web", "batch"]);
+    assert_eq!(fw.info.failover_timeout_seconds, 3600.0);
+    assert_eq!(fw.info.labels["team"], "data");
+    assert!(fw.connected);
+    assert_eq!(fw.suppressed, HashSet::from(["batch".to_string()]));
+    // The same subscription goes on: offered again at once, under the unsuppressed new role.
+    let again = w.offers(1.1);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].allocation_role, "web");
+    // A longer failover timeout is in force when it disconnects.
+    w.book
+        .framework_disconnected(&h.framework_id, &h.stream_id, &w.at(2.0));
+    assert!(w.book.frameworks.contains_key(&h.framework_id));
+}
+
+#[test]
+fn update_framework_replaces_the_suppressed_roles_and_keeps_its_tasks() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 60.0);
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t1", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskRunning, 1.1);
+    w.book.take_outbound();
+    let info = w.book.frameworks[&h.framework_id].info.clone();
+    // Suppressed: no offers, with the roles unchanged (nothing rescinded, nothing re-added).
+    w.book
+        .update_framework(Some(&h), info.clone(), vec!["web".into()])
+        .expect("suppress by update");
+    assert!(rescinded(&w.book.take_outbound()).is_empty());
+    assert!(w.offers(2.0).is_empty());
+    // Out of the suppressed set: offered again what the running task leaves.
+    w.book
+        .update_framework(Some(&h), info, vec![])
+        .expect("revive by update");
+    let again = w.offers(3.0);
+    assert_eq!(again.len(), 1);
+    let left = Resources::from_proto(&again[0].resources).expect("resources");
+    assert_eq!(left.scalar_total("cpus"), 1.0);
+    assert!(w
+        .book
+        .tasks
+        .contains_key(&(h.framework_id.clone(), "t1".into())));
+}
+
+#[test]
+fn update_framework_refuses_fixed_fields_and_bad_values_and_changes_nothing() {
+    let mut w = World::new();
+    w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 60.0);
+    let base = w.book.frameworks[&h.framework_id].info.clone();
+    let change = |f: &dyn Fn(&mut v1::FrameworkInfo)| {
+        let mut i = base.clone();
+        i.name = "renamed".into();
+        f(&mut i);
+        i
+    };
+    let cases: Vec<(v1::FrameworkInfo, Vec<String>, &str)> = vec![
+        (
+            change(&|i| i.user = "other".into()),
+            vec![],
+            "framework_info.user",
+        ),
+        (
+            change(&|i| i.principal = "p2".into()),
+            vec![],
+            "framework_info.principal",
+        ),
+        (
+            change(&|i| i.checkpoint = !i.checkpoint),
+            vec![],
+            "framework_info.checkpoint",
+        ),
+        (
+            change(&|i| i.id = "someone-else".into()),
+            vec![],
+            "framework_info.id",
+        ),
+        (change(&|i| i.id.clear()), vec![], "framework_info.id"),
+        (
+            change(&|i| i.roles = vec!["bad role".into()]),
+            vec![],
+            "framework_info.roles[0]",
+        ),
+        (
+            change(&|i| i.failover_timeout_seconds = f64::NAN),
+            vec![],
+            "framework_info.failover_timeout_seconds",
+        ),
+        (change(&|_| {}), vec!["batch".into()], "suppressed_roles[0]"),
+    ];
+    for (info, suppressed, field) in cases {
+        let err = w
+            .book
+            .update_framework(Some(&h), info, suppressed)
+            .expect_err(field);
+        assert!(
+            matches!(&err, MasterError::InvalidArgument { field: f, .. } if f == field),
+            "{field}: {err}"
+        );
+    }
+    // Another stream (a replaced scheduler instance) may not update it.
+    let stale = v1::CallHeader {
+        framework_id: h.framework_id.clone(),
+        stream_id: "not-the-stream".into(),
+    };
+    assert!(w
+        .book
+        .update_framework(Some(&stale), change(&|_| {}), vec![])
+        .is_err());
+    assert_eq!(w.book.frameworks[&h.framework_id].info, base);
+    assert_eq!(w.offers(1.0).len(), 1);
+}
+
+#[test]
+fn refused_tasks_get_task_error_on_the_offers_agent_and_the_offers_stay_usable() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "*", 0.0);
+    let offers = w.offers(1.0);
+    w.book.take_outbound();
+    w.book
+        .refuse_tasks(
+            Some(&h),
+            std::slice::from_ref(&offers[0].id),
+            vec![("gpu".into(), "uses a SET resource".into())],
+            &w.at(1.0),
+        )
+        .expect("refused");
+    let out = w.book.take_outbound();
+    assert_eq!(
+        updates(&out),
+        vec![(
+            "gpu".to_string(),
+            TaskState::TaskError,
+            "uses a SET resource".to_string()
+        )]
+    );
+    let agent_of_update = out.iter().find_map(|o| match o {
+        Outbound::Framework {
+            event: v1::Event {
+                event: Some(event::Event::Update(u)),
+            },
+            ..
+        } => u.status.as_ref().map(|s| s.agent_id.clone()),
+        _ => None,
+    });
+    assert_eq!(agent_of_update.as_deref(), Some(a.as_str()));
+    // The offer was not touched: the rest of the call launches from it.
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("plain", "cpus:1;mem:128")]),
+            &w.at(1.1),
+        )
+        .expect("accept");
+    assert_eq!(run_tasks(&w.book.take_outbound()), ["plain"]);
+    // A task id out of bounds, or another stream, is refused as a call.
+    assert!(w
+        .book
+        .refuse_tasks(
+            Some(&h),
+            &[],
+            vec![("x".repeat(300), "why".into())],
+            &w.at(1.2)
+        )
+        .is_err());
+    let stale = v1::CallHeader {
+        framework_id: h.framework_id.clone(),
+        stream_id: "other".into(),
+    };
+    assert!(w
+        .book
+        .refuse_tasks(
+            Some(&stale),
+            &[],
+            vec![("t".into(), "why".into())],
+            &w.at(1.2)
+        )
+        .is_err());
+}
+
+#[test]
+fn update_framework_to_other_roles_keeps_counting_its_running_tasks_once() {
+    let mut w = World::new();
+    let a = w.agent("h1", "cpus:2;mem:1024");
+    let h = w.framework("f", "web", 60.0);
+    let offers = w.offers(1.0);
+    w.book
+        .accept(
+            launch(&h, &[&offers[0].id], vec![task("t1", "cpus:1;mem:128")]),
+            &w.at(1.0),
+        )
+        .expect("accept");
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskRunning, 1.1);
+    let mut info = w.book.frameworks[&h.framework_id].info.clone();
+    info.roles = vec!["batch".into()];
+    w.book
+        .update_framework(Some(&h), info, vec![])
+        .expect("update");
+    // Offered under the new role what the running task leaves, no more and no less.
+    let again = w.offers(2.0);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].allocation_role, "batch");
+    let left = Resources::from_proto(&again[0].resources).expect("resources");
+    assert_eq!(left.scalar_total("cpus"), 1.0);
+    assert_eq!(left.scalar_total("mem"), 896.0);
+    let t = &w.book.tasks[&(h.framework_id.clone(), "t1".to_string())];
+    assert_eq!(t.role, "batch");
+    // When it ends, all of the agent comes back.
+    w.update(&a, &h.framework_id, "t1", TaskState::TaskFinished, 3.0);
+    w.book
+        .decline(
+            v1::DeclineRequest {
+                header: Some(h.clone()),
+                offer_ids: vec![again[0].id.clone()],
+                filters: Some(v1::Filters {
+                    refuse_seconds: Some(0.0),
+                }),
+            },
+            &w.at(3.0),
+        )
+        .expect("decline");
+    let all: f64 = w
+        .offers(4.0)
+        .iter()
+        .map(|o| {
+            Resources::from_proto(&o.resources)
+                .expect("resources")
+                .scalar_total("cpus")
+        })
+        .sum();
+    assert_eq!(all, 2.0);
+}

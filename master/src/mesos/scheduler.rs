@@ -48,9 +48,10 @@ pub async fn call(State(node): State<Arc<Node>>, request: Request) -> Response {
                 .unwrap_or_else(|r| r);
             // Schedulers keep one connection for their calls and may leave it idle for hours;
             // pymesos does not retry a call on a connection the server closed meanwhile, and its
-            // driver then dies. A call of a subscribed framework (202: its stream id and
-            // credentials checked) lets its connection stay idle as long as Mesos's would.
-            if response.status() == StatusCode::ACCEPTED {
+            // driver then dies. A call of a subscribed framework (202, or 200 for
+            // UPDATE_FRAMEWORK: its stream id and credentials checked) lets its connection stay
+            // idle as long as Mesos's would.
+            if response.status().is_success() {
                 if let Some(k) = parts.extensions.get::<agora_net::keep_alive::KeepAlive>() {
                     k.extend();
                 }
@@ -209,9 +210,12 @@ fn frame(format: Format, v: &serde_json::Value) -> Bytes {
 
 /// What the core made of a call, as Mesos answers it.
 enum Answer {
-    Accepted,
+    /// 202, or 200 for UPDATE_FRAMEWORK (Mesos answers it once applied).
+    Done,
     BadRequest(String),
     Forbidden(String),
+    /// 409: UPDATE_FRAMEWORK of a framework that went away meanwhile.
+    Conflict(String),
 }
 
 type Op = Box<dyn FnOnce(&mut Bookkeeping, &Clock) -> Result<(), MasterError> + Send>;
@@ -249,7 +253,12 @@ async fn other(
         framework_id: call.framework_id.clone(),
         stream_id,
     };
-    let op = operation(header.clone(), call)?;
+    let update = call.kind == "UPDATE_FRAMEWORK";
+    let op = if update {
+        update_framework(node, authorization, header.clone(), call)?
+    } else {
+        operation(header.clone(), call)?
+    };
     let master = node.leading().map_err(|e| error_response(&e))?;
     let answer = master
         .call(move |book, clock| {
@@ -285,24 +294,66 @@ async fn other(
                 return Ok(Answer::Forbidden(e.to_string()));
             }
             Ok(match op(book, clock) {
-                Ok(()) => Answer::Accepted,
+                Ok(()) => Answer::Done,
                 Err(e @ MasterError::InvalidArgument { .. }) => Answer::BadRequest(e.to_string()),
                 Err(e @ MasterError::PermissionDenied(_)) => Answer::Forbidden(e.to_string()),
+                Err(e) if update => Answer::Conflict(e.to_string()),
                 // Checked and taken, but nothing to apply it to now: Mesos answers 202 and the
                 // framework learns the outcome from its events.
                 Err(e) => {
                     debug!(error = %e, "Mesos scheduler call accepted with nothing to do");
-                    Answer::Accepted
+                    Answer::Done
                 }
             })
         })
         .await
         .map_err(|e| error_response(&e))?;
     Ok(match answer {
-        Answer::Accepted => StatusCode::ACCEPTED.into_response(),
+        Answer::Done if update => StatusCode::OK.into_response(),
+        Answer::Done => StatusCode::ACCEPTED.into_response(),
         Answer::BadRequest(m) => text(StatusCode::BAD_REQUEST, m),
         Answer::Forbidden(m) => text(StatusCode::FORBIDDEN, m),
+        Answer::Conflict(m) => text(StatusCode::CONFLICT, m),
     })
+}
+
+/// UPDATE_FRAMEWORK: Mesos's checks of the call (the body field, the framework id it names), the
+/// same admission as SUBSCRIBE (the authenticated principal, the ACLs for the new roles: 403),
+/// then the core's [`Bookkeeping::update_framework`], which applies all of it or nothing.
+fn update_framework(
+    node: &Node,
+    authorization: Option<&str>,
+    header: v1::CallHeader,
+    call: Call,
+) -> Result<Op, Response> {
+    let u = call
+        .update_framework
+        .ok_or_else(|| missing("update_framework"))?;
+    let info = u
+        .framework_info
+        .ok_or_else(|| missing("update_framework.framework_info"))?;
+    let mut info = wire::framework_info(info);
+    if info.id != call.framework_id {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "'framework_id' differs from 'update_framework.framework_info.id'",
+        ));
+    }
+    if u.offer_constraints.is_some() {
+        debug!("UPDATE_FRAMEWORK's offer_constraints are not applied: Agora offers every agent");
+    }
+    crate::grpc::admit(node, authorization, &mut info).map_err(|e| error_response(&e))?;
+    let suppressed = u.suppressed_roles;
+    Ok(Box::new(move |book, _| {
+        book.update_framework(Some(&header), info, suppressed)
+            .map_err(|e| match e {
+                MasterError::InvalidArgument { field, problem } => MasterError::InvalidArgument {
+                    field: format!("update_framework.{field}"),
+                    problem,
+                },
+                e => e,
+            })
+    }))
 }
 
 fn missing(what: &str) -> Response {
@@ -326,10 +377,14 @@ fn operation(header: v1::CallHeader, call: Call) -> Result<Op, Response> {
         "ACCEPT" => {
             let a = call.accept.ok_or_else(|| missing("accept"))?;
             let mut operations = Vec::new();
+            let mut refused = Vec::new();
             for (i, op) in a.operations.into_iter().enumerate() {
-                operations.push(
-                    wire::operation(&format!("accept.operations[{i}]"), op).map_err(invalid)?,
-                );
+                let t = wire::operation(&format!("accept.operations[{i}]"), op).map_err(invalid)?;
+                if let Some(why) = t.dropped {
+                    debug!(%why, "Mesos ACCEPT: an operation was dropped");
+                }
+                operations.extend(t.operation);
+                refused.extend(t.refused);
             }
             let req = v1::AcceptRequest {
                 header: h,
@@ -337,18 +392,26 @@ fn operation(header: v1::CallHeader, call: Call) -> Result<Op, Response> {
                 operations,
                 filters: wire::filters(a.filters),
             };
-            Box::new(move |book, clock| match book.accept(req, clock) {
-                // Bad filters: nothing was taken, the call itself is wrong.
-                Err(e @ MasterError::InvalidArgument { .. }) if matches!(&e, MasterError::InvalidArgument { field, .. } if field.starts_with("filters")) => {
-                    Err(e)
+            Box::new(move |book, clock| {
+                // Tasks the core cannot be given (SET resources): TASK_ERROR, as Mesos reports a
+                // task its offers cannot hold; then the rest of the call as usual.
+                if !refused.is_empty() {
+                    crate::bookkeeping::limits::refuse_seconds(req.filters.as_ref())?;
+                    book.refuse_tasks(req.header.as_ref(), &req.offer_ids, refused, clock)?;
                 }
-                // Unusable offers: the tasks were reported dropped (TASK_LOST to frameworks
-                // that are not partition-aware) with REASON_INVALID_OFFERS.
-                Err(e) => {
-                    debug!(error = %e, "Mesos ACCEPT refused; its tasks were reported");
-                    Ok(())
+                match book.accept(req, clock) {
+                    // Bad filters: nothing was taken, the call itself is wrong.
+                    Err(e @ MasterError::InvalidArgument { .. }) if matches!(&e, MasterError::InvalidArgument { field, .. } if field.starts_with("filters")) => {
+                        Err(e)
+                    }
+                    // Unusable offers: the tasks were reported dropped (TASK_LOST to frameworks
+                    // that are not partition-aware) with REASON_INVALID_OFFERS.
+                    Err(e) => {
+                        debug!(error = %e, "Mesos ACCEPT refused; its tasks were reported");
+                        Ok(())
+                    }
+                    Ok(()) => Ok(()),
                 }
-                Ok(()) => Ok(()),
             })
         }
         "DECLINE" => {
@@ -448,13 +511,6 @@ fn operation(header: v1::CallHeader, call: Call) -> Result<Op, Response> {
         | "DECLINE_INVERSE_OFFERS"
         | "ACKNOWLEDGE_OPERATION_STATUS"
         | "RECONCILE_OPERATIONS" => Box::new(|_, _| Ok(())),
-        "UPDATE_FRAMEWORK" => {
-            return Err(text(
-                StatusCode::BAD_REQUEST,
-                "UPDATE_FRAMEWORK is not supported by Agora's Mesos API: SUBSCRIBE again with \
-                 the framework id and the new framework_info",
-            ))
-        }
         other => {
             return Err(text(
                 StatusCode::BAD_REQUEST,

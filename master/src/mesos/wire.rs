@@ -41,6 +41,7 @@ pub struct Call {
     pub acknowledge: Option<Acknowledge>,
     pub reconcile: Option<Reconcile>,
     pub message: Option<Message>,
+    pub update_framework: Option<UpdateFramework>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +50,18 @@ pub struct Subscribe {
     pub framework_info: Option<FrameworkInfo>,
     #[serde(deserialize_with = "lenient::list")]
     pub suppressed_roles: Vec<String>,
+}
+
+/// `Call.UpdateFramework` (Mesos 1.9+). `offer_constraints` (attribute predicates Mesos's
+/// allocator applies as a hint) is read and not applied: Agora offers every agent, and Mesos
+/// frameworks check the offers they get themselves, as Mesos tells them to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UpdateFramework {
+    pub framework_info: Option<FrameworkInfo>,
+    #[serde(deserialize_with = "lenient::list")]
+    pub suppressed_roles: Vec<String>,
+    pub offer_constraints: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,13 +257,21 @@ pub struct Resource {
     pub kind: String,
     pub scalar: Option<Scalar>,
     pub ranges: Option<Ranges>,
-    pub set: Option<Value>,
+    pub set: Option<Set>,
     #[serde(deserialize_with = "lenient::string")]
     pub role: String,
     pub reservation: Option<Reservation>,
     /// Reservation refinement (RESERVATION_REFINEMENT frameworks): the last one is in force.
     #[serde(deserialize_with = "lenient::list")]
     pub reservations: Vec<Reservation>,
+}
+
+/// `Value.Set`: the items of a SET resource.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Set {
+    #[serde(deserialize_with = "lenient::list")]
+    pub item: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -551,13 +572,7 @@ pub fn filters(f: Option<Filters>) -> Option<v1::Filters> {
 pub fn resource(field: &str, r: Resource) -> Result<v1::Resource, MasterError> {
     let value = match (r.kind.as_str(), r.scalar, r.ranges) {
         ("SET", ..) | (_, None, None) if r.set.is_some() => {
-            return Err(MasterError::invalid(
-                field,
-                format!(
-                    "'{}' is a SET resource; Agora has scalars and ranges",
-                    r.name
-                ),
-            ))
+            return Err(MasterError::invalid(field, set_problem(&r.name)))
         }
         ("RANGES", _, Some(rs)) | ("", None, Some(rs)) => v1::resource::Value::Ranges(v1::Ranges {
             range: rs
@@ -815,28 +830,144 @@ pub fn task_info(field: &str, t: TaskInfo) -> Result<v1::TaskInfo, MasterError> 
     })
 }
 
-pub fn operation(field: &str, op: Operation) -> Result<v1::Operation, MasterError> {
+/// Most items of one SET resource.
+pub const MAX_SET_ITEMS: usize = crate::bookkeeping::limits::MAX_LIST_ITEMS;
+/// Longest item of a SET resource, and longest name of one.
+pub const MAX_SET_ITEM_BYTES: usize = crate::bookkeeping::limits::MAX_ID_BYTES;
+
+fn set_problem(name: &str) -> String {
+    format!(
+        "'{name}' is a SET resource; no Agora agent has SET resources (they have scalars and \
+         ranges), so no offer holds it"
+    )
+}
+
+/// The first SET resource among `list` (at `field`), as the reason a task or operation using it
+/// cannot be carried out: `Ok(None)` when there is none. Every SET resource is checked against
+/// [`MAX_SET_ITEMS`] and [`MAX_SET_ITEM_BYTES`] first (an error naming the field).
+///
+/// # Errors
+/// [`MasterError::InvalidArgument`] for a SET resource over the bounds.
+pub fn set_resource(field: &str, list: &[Resource]) -> Result<Option<String>, MasterError> {
+    let mut first = None;
+    for (i, r) in list.iter().enumerate() {
+        let Some(set) = &r.set else { continue };
+        if !(r.kind == "SET" || (r.kind.is_empty() && r.scalar.is_none() && r.ranges.is_none())) {
+            continue;
+        }
+        let at = format!("{field}[{i}]");
+        if r.name.len() > MAX_SET_ITEM_BYTES {
+            return Err(MasterError::invalid(
+                format!("{at}.name"),
+                format!("must be at most {MAX_SET_ITEM_BYTES} bytes"),
+            ));
+        }
+        if set.item.len() > MAX_SET_ITEMS {
+            return Err(MasterError::invalid(
+                format!("{at}.set.item"),
+                format!(
+                    "must have at most {MAX_SET_ITEMS} items (got {})",
+                    set.item.len()
+                ),
+            ));
+        }
+        if let Some(j) = set.item.iter().position(|x| x.len() > MAX_SET_ITEM_BYTES) {
+            return Err(MasterError::invalid(
+                format!("{at}.set.item[{j}]"),
+                format!("must be at most {MAX_SET_ITEM_BYTES} bytes"),
+            ));
+        }
+        first.get_or_insert_with(|| {
+            format!("{at} {{{}}}: {}", set.item.join(","), set_problem(&r.name))
+        });
+    }
+    Ok(first)
+}
+
+/// Why a task cannot run: it (or its executor) uses a SET resource. Its id is checked then, as
+/// the TASK_ERROR names it.
+fn task_set_resource(field: &str, t: &TaskInfo) -> Result<Option<String>, MasterError> {
+    let why = match set_resource(&format!("{field}.resources"), &t.resources)? {
+        Some(why) => Some(why),
+        None => match &t.executor {
+            Some(e) => set_resource(&format!("{field}.executor.resources"), &e.resources)?,
+            None => None,
+        },
+    };
+    let max = crate::bookkeeping::limits::MAX_ID_BYTES;
+    if why.is_some() && (t.task_id.is_empty() || t.task_id.len() > max) {
+        return Err(MasterError::invalid(
+            format!("{field}.task_id"),
+            format!("must be 1 to {max} bytes"),
+        ));
+    }
+    Ok(why)
+}
+
+/// An ACCEPT operation translated for the core. What the core cannot take is taken out, as
+/// Mesos treats an operation its offers cannot satisfy: a task using a SET resource is
+/// `refused` (TASK_ERROR, the others launch; a whole group with it), a RESERVE or UNRESERVE of one
+/// is `dropped` (the other operations go on).
+#[derive(Debug, Default)]
+pub struct Translated {
+    pub operation: Option<v1::Operation>,
+    /// Task ids with why.
+    pub refused: Vec<(String, String)>,
+    /// Why the operation was dropped.
+    pub dropped: Option<String>,
+}
+
+pub fn operation(field: &str, op: Operation) -> Result<Translated, MasterError> {
     use v1::operation::{Launch as L, LaunchGroup as G, Operation as O, Reserve, Unreserve};
     let missing = |what: &str| MasterError::invalid(format!("{field}.{what}"), "is required");
+    let mut refused = Vec::new();
     let operation = match op.kind.as_str() {
         "LAUNCH" => {
             let l = op.launch.ok_or_else(|| missing("launch"))?;
             let mut tasks = Vec::new();
             for (i, t) in l.task_infos.into_iter().enumerate() {
-                tasks.push(task_info(&format!("{field}.launch.task_infos[{i}]"), t)?);
+                let at = format!("{field}.launch.task_infos[{i}]");
+                if let Some(why) = task_set_resource(&at, &t)? {
+                    refused.push((t.task_id, why));
+                    continue;
+                }
+                tasks.push(task_info(&at, t)?);
             }
             O::Launch(L { tasks })
         }
         "LAUNCH_GROUP" => {
             let g = op.launch_group.ok_or_else(|| missing("launch_group"))?;
+            let group = g.task_group.map(|g| g.tasks).unwrap_or_default();
+            let mut why_not = g
+                .executor
+                .as_ref()
+                .map(|e| {
+                    set_resource(
+                        &format!("{field}.launch_group.executor.resources"),
+                        &e.resources,
+                    )
+                })
+                .transpose()?
+                .flatten();
+            for (i, t) in group.iter().enumerate() {
+                let at = format!("{field}.launch_group.task_group.tasks[{i}]");
+                if let Some(why) = task_set_resource(&at, t)? {
+                    why_not.get_or_insert(why);
+                }
+            }
+            if let Some(why) = why_not {
+                let refused = group
+                    .into_iter()
+                    .map(|t| (t.task_id, format!("task group refused: {why}")))
+                    .collect();
+                return Ok(Translated {
+                    operation: None,
+                    refused,
+                    dropped: None,
+                });
+            }
             let mut tasks = Vec::new();
-            for (i, t) in g
-                .task_group
-                .map(|g| g.tasks)
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-            {
+            for (i, t) in group.into_iter().enumerate() {
                 tasks.push(task_info(
                     &format!("{field}.launch_group.task_group.tasks[{i}]"),
                     t,
@@ -850,18 +981,33 @@ pub fn operation(field: &str, op: Operation) -> Result<v1::Operation, MasterErro
                 task_group: Some(v1::TaskGroupInfo { tasks }),
             })
         }
-        "RESERVE" => O::Reserve(Reserve {
-            resources: resources(
-                &format!("{field}.reserve.resources"),
-                op.reserve.ok_or_else(|| missing("reserve"))?.resources,
-            )?,
-        }),
-        "UNRESERVE" => O::Unreserve(Unreserve {
-            resources: resources(
-                &format!("{field}.unreserve.resources"),
-                op.unreserve.ok_or_else(|| missing("unreserve"))?.resources,
-            )?,
-        }),
+        "RESERVE" | "UNRESERVE" => {
+            let (list, at) = if op.kind == "RESERVE" {
+                (
+                    op.reserve.ok_or_else(|| missing("reserve"))?.resources,
+                    "reserve",
+                )
+            } else {
+                (
+                    op.unreserve.ok_or_else(|| missing("unreserve"))?.resources,
+                    "unreserve",
+                )
+            };
+            let at = format!("{field}.{at}.resources");
+            if let Some(why) = set_resource(&at, &list)? {
+                return Ok(Translated {
+                    operation: None,
+                    refused: Vec::new(),
+                    dropped: Some(why),
+                });
+            }
+            let resources = resources(&at, list)?;
+            if op.kind == "RESERVE" {
+                O::Reserve(Reserve { resources })
+            } else {
+                O::Unreserve(Unreserve { resources })
+            }
+        }
         other => {
             return Err(MasterError::invalid(
                 format!("{field}.type"),
@@ -871,8 +1017,12 @@ pub fn operation(field: &str, op: Operation) -> Result<v1::Operation, MasterErro
             ))
         }
     };
-    Ok(v1::Operation {
-        operation: Some(operation),
+    Ok(Translated {
+        operation: Some(v1::Operation {
+            operation: Some(operation),
+        }),
+        refused,
+        dropped: None,
     })
 }
 
@@ -1161,7 +1311,8 @@ pub fn heartbeat_event() -> Value {
 /// BMP): clients that split the stream on newlines and count characters as bytes (mesoshttp)
 /// then read each record right.
 pub fn ascii_json(v: &Value) -> String {
-    let s = v.to_string();
+    // Straight into a buffer (`to_string` goes through `fmt::Display`, a third slower).
+    let s = serde_json::to_string(v).unwrap_or_default();
     if s.is_ascii() {
         return s;
     }
@@ -1181,7 +1332,10 @@ pub fn ascii_json(v: &Value) -> String {
 
 /// One RecordIO record: the length in bytes in decimal, a newline, the bytes.
 pub fn record(payload: &[u8]) -> Vec<u8> {
-    let mut out = format!("{}\n", payload.len()).into_bytes();
+    let len = payload.len().to_string();
+    let mut out = Vec::with_capacity(len.len() + 1 + payload.len());
+    out.extend_from_slice(len.as_bytes());
+    out.push(b'\n');
     out.extend_from_slice(payload);
     out
 }
@@ -1271,7 +1425,8 @@ mod tests {
             accept.operations.into_iter().next().expect("one"),
         )
         .expect("translates");
-        let Some(v1::operation::Operation::Launch(l)) = op.operation else {
+        let Some(v1::operation::Operation::Launch(l)) = op.operation.and_then(|o| o.operation)
+        else {
             panic!("not a launch");
         };
         let t = &l.tasks[0];
@@ -1309,7 +1464,7 @@ mod tests {
                 .to_string()
         };
         let e = bad(
-            r#"{"type":"LAUNCH","launch":{"task_infos":[{"resources":[{"name":"x","type":"SET","set":{"item":["a"]}}]}]}}"#,
+            r#"{"type":"LAUNCH","launch":{"task_infos":[{"resources":[{"name":"x","type":"RANGES","scalar":{"value":1}}]}]}}"#,
         );
         assert!(
             e.starts_with("accept.operations[0].launch.task_infos[0].resources[0]"),
@@ -1329,6 +1484,112 @@ mod tests {
             .starts_with("acknowledge.uuid"));
         // A number where a string is expected is taken; an object where a number is, is not.
         assert!(serde_json::from_str::<Filters>(r#"{"refuse_seconds":{"x":1}}"#).is_err());
+    }
+
+    #[test]
+    fn set_resources_are_read_bounded_and_refuse_only_what_uses_them() {
+        let op: Operation = serde_json::from_str(
+            r#"{"type":"LAUNCH","launch":{"task_infos":[
+              {"task_id":{"value":"plain"},"command":{"value":"true"},
+               "resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":0.1}}]},
+              {"task_id":{"value":"gpu"},"command":{"value":"true"},
+               "resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":0.1}},
+                            {"name":"gpu_ids","type":"SET","set":{"item":["g0","g1"]},"role":"*"}]},
+              {"task_id":{"value":"exec"},"executor":{"executor_id":{"value":"e"},
+               "resources":[{"name":"disks","set":{"item":"d0"}}]}}
+            ]}}"#,
+        )
+        .expect("parses");
+        let t = operation("accept.operations[0]", op).expect("translates");
+        let Some(v1::operation::Operation::Launch(l)) = t.operation.and_then(|o| o.operation)
+        else {
+            panic!("not a launch");
+        };
+        assert_eq!(l.tasks.len(), 1);
+        assert_eq!(l.tasks[0].task_id, "plain");
+        assert_eq!(t.refused.len(), 2);
+        assert_eq!(t.refused[0].0, "gpu");
+        assert!(
+            t.refused[0].1.starts_with(
+                "accept.operations[0].launch.task_infos[1].resources[1] {g0,g1}: 'gpu_ids' is a SET"
+            ),
+            "{}",
+            t.refused[0].1
+        );
+        // Without a type, a `set` alone makes it a SET (a single item where a list is expected).
+        assert_eq!(t.refused[1].0, "exec");
+        assert!(
+            t.refused[1].1.starts_with(
+                "accept.operations[0].launch.task_infos[2].executor.resources[0] {d0}"
+            ),
+            "{}",
+            t.refused[1].1
+        );
+        // A group with one SET task is refused whole; a RESERVE of one is dropped.
+        let group: Operation = serde_json::from_str(
+            r#"{"type":"LAUNCH_GROUP","launch_group":{"task_group":{"tasks":[
+              {"task_id":{"value":"a"},"resources":[{"name":"cpus","type":"SCALAR","scalar":{"value":1}}]},
+              {"task_id":{"value":"b"},"resources":[{"name":"s","type":"SET","set":{"item":[]}}]}]}}}"#,
+        )
+        .expect("parses");
+        let t = operation("accept.operations[1]", group).expect("translates");
+        assert!(t.operation.is_none());
+        let ids: Vec<&str> = t.refused.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(t.refused[0].1.starts_with("task group refused: "));
+        let reserve: Operation = serde_json::from_str(
+            r#"{"type":"RESERVE","reserve":{"resources":[{"name":"s","type":"SET","set":{"item":["x"]},"role":"web"}]}}"#,
+        )
+        .expect("parses");
+        let t = operation("accept.operations[2]", reserve).expect("translates");
+        assert!(t.operation.is_none() && t.refused.is_empty());
+        assert!(t
+            .dropped
+            .is_some_and(|d| d.starts_with("accept.operations[2].reserve.resources[0] {x}")));
+        // Bounds, naming the field.
+        let with_items = |items: Vec<String>| -> String {
+            let op: Operation = serde_json::from_value(json!({
+                "type": "LAUNCH",
+                "launch": {"task_infos": [{"task_id": {"value": "t"},
+                    "resources": [{"name": "s", "type": "SET", "set": {"item": items}}]}]}
+            }))
+            .expect("parses");
+            operation("accept.operations[0]", op)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = with_items(vec!["i".into(); MAX_SET_ITEMS + 1]);
+        assert!(
+            e.starts_with("accept.operations[0].launch.task_infos[0].resources[0].set.item:"),
+            "{e}"
+        );
+        let e = with_items(vec!["ok".into(), "x".repeat(MAX_SET_ITEM_BYTES + 1)]);
+        assert!(
+            e.starts_with("accept.operations[0].launch.task_infos[0].resources[0].set.item[1]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn set_resources_map_both_ways_between_json_and_protobuf() {
+        let json_form = json!({
+            "name": "gpu_ids", "type": "SET", "set": {"item": ["g0", "g1"]}, "role": "*"
+        });
+        let bytes =
+            super::super::protobuf::encode("mesos.v1.Resource", &json_form).expect("encodes");
+        let back = super::super::protobuf::decode("mesos.v1.Resource", &bytes).expect("decodes");
+        assert_eq!(back["type"], "SET");
+        assert_eq!(back["set"]["item"], json!(["g0", "g1"]));
+        assert_eq!(back["name"], "gpu_ids");
+        let from_pb: Resource = serde_json::from_value(back).expect("reads");
+        let from_json: Resource = serde_json::from_value(json_form).expect("reads");
+        for r in [&from_pb, &from_json] {
+            assert_eq!(r.kind, "SET");
+            assert_eq!(
+                r.set.as_ref().map(|s| s.item.clone()),
+                Some(vec!["g0".to_string(), "g1".to_string()])
+            );
+        }
     }
 
     #[test]
