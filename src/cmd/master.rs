@@ -14,19 +14,8 @@ pub enum MasterAction {
     /// CA if no master made it yet), or the framework/operator token with --framework; --rotate
     /// replaces the secret.
     Token {
-        /// The cluster's ZooKeeper URL, as the masters are given (the CA and secrets live there).
-        #[arg(long, env = "AGORA_ZK")]
-        zk: Option<String>,
-        /// Without --zk: the master's work dir (the CA and secrets live in <dir>/pki).
-        #[arg(
-            long,
-            default_value = "/var/lib/agora/master",
-            env = "AGORA_MASTER_WORK_DIR"
-        )]
-        work_dir: PathBuf,
-        /// File with ZooKeeper's `user:password` (digest scheme), as the masters are given.
-        #[arg(long)]
-        zk_auth_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: PkiStoreArgs,
         /// The framework/operator token (client certificates for frameworks, the CLI, the SDK)
         /// instead of the agent token.
         #[arg(long)]
@@ -54,24 +43,42 @@ pub enum CaAction {
     /// frameworks renew their certificates from it within a minute, and `agora master token`
     /// prints tokens that pin it (tokens pinning the old CA keep working until --finish).
     Rotate {
-        /// The cluster's ZooKeeper URL, as the masters are given (the CA lives there).
-        #[arg(long, env = "AGORA_ZK")]
-        zk: Option<String>,
-        /// Without --zk: the master's work dir (the CA lives in <dir>/pki).
-        #[arg(
-            long,
-            default_value = "/var/lib/agora/master",
-            env = "AGORA_MASTER_WORK_DIR"
-        )]
-        work_dir: PathBuf,
-        /// File with ZooKeeper's `user:password` (digest scheme), as the masters are given.
-        #[arg(long)]
-        zk_auth_file: Option<PathBuf>,
+        #[command(flatten)]
+        store: PkiStoreArgs,
         /// End the rotation: the old CA is no longer trusted, nor accepted in join tokens. Run it
         /// once every agent and framework holds a certificate of the new CA.
         #[arg(long)]
         finish: bool,
     },
+}
+
+/// Where the cluster CA and the join secrets live, as the masters are given it.
+#[derive(Args, Debug)]
+pub struct PkiStoreArgs {
+    /// The cluster's ZooKeeper URL, as the masters are given (the CA and secrets live there).
+    #[arg(long, env = "AGORA_ZK")]
+    zk: Option<String>,
+    /// Without --zk: the master's work dir (the CA and secrets live in <dir>/pki).
+    #[arg(
+        long,
+        default_value = "/var/lib/agora/master",
+        env = "AGORA_MASTER_WORK_DIR"
+    )]
+    work_dir: PathBuf,
+    /// File with ZooKeeper's `user:password` (digest scheme), as the masters are given.
+    #[arg(long)]
+    zk_auth_file: Option<PathBuf>,
+}
+
+impl PkiStoreArgs {
+    fn home(&self) -> anyhow::Result<agora_ha::secret_store::SecretHome> {
+        Ok(agora_master::pki::home(
+            &self.work_dir,
+            self.zk.as_deref(),
+            zk_auth(self.zk_auth_file.as_deref())?,
+            Duration::from_secs(10),
+        )?)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -197,18 +204,8 @@ fn zk_auth(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
 
 async fn ca(action: CaAction) -> anyhow::Result<()> {
     use agora_master::pki;
-    let CaAction::Rotate {
-        zk,
-        work_dir,
-        zk_auth_file,
-        finish,
-    } = action;
-    let home = pki::home(
-        &work_dir,
-        zk.as_deref(),
-        zk_auth(zk_auth_file.as_deref())?,
-        Duration::from_secs(10),
-    )?;
+    let CaAction::Rotate { store, finish } = action;
+    let home = store.home()?;
     if finish {
         let secrets = pki::finish_ca_rotation(&home, pki::now()).await?;
         println!(
@@ -238,9 +235,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
         action => MasterArgs { action, ..args },
     };
     if let Some(MasterAction::Token {
-        zk,
-        work_dir,
-        zk_auth_file,
+        store,
         framework,
         rotate,
         join_token_file,
@@ -256,12 +251,7 @@ pub async fn run(args: MasterArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         use agora_master::pki;
-        let home = pki::home(
-            &work_dir,
-            zk.as_deref(),
-            zk_auth(zk_auth_file.as_deref())?,
-            Duration::from_secs(10),
-        )?;
+        let home = store.home()?;
         let kind = if framework {
             pki::TokenKind::Framework
         } else {

@@ -307,23 +307,10 @@ impl Stack {
             let instances = match s.replicas {
                 Some(n) => n,
                 None => {
-                    let parsed: Vec<_> = constraints
-                        .iter()
-                        .filter_map(|c| agora_framework::constraints::Constraint::parse(c).ok())
-                        .collect();
-                    let n = agents
-                        .iter()
-                        .filter(|a| {
-                            parsed.iter().all(|c| {
-                                let v = if c.field == "hostname" {
-                                    Some(a.hostname.as_str())
-                                } else {
-                                    a.attributes.get(&c.field).map(String::as_str)
-                                };
-                                c.allows(v, &[])
-                            })
-                        })
-                        .count();
+                    let n = crate::global::allowed_agents(
+                        &constraints,
+                        agents.iter().map(|a| (a.hostname.as_str(), &a.attributes)),
+                    );
                     constraints.push(vec!["hostname".into(), "UNIQUE".into()]);
                     u32::try_from(n).unwrap_or(u32::MAX).min(MAX_REPLICAS)
                 }

@@ -130,27 +130,39 @@ impl Agents {
 
 /// How many instances global `app` should run: the present agents its constraints allow.
 pub fn target(app: &App, present: &BTreeMap<String, SeenAgent>) -> u32 {
-    let constraints: Vec<Constraint> = app
-        .constraints
+    let n = allowed_agents(
+        &app.constraints,
+        present
+            .values()
+            .map(|a| (a.hostname.as_str(), &a.attributes)),
+    );
+    u32::try_from(n)
+        .unwrap_or(u32::MAX)
+        .min(crate::app::limits::MAX_INSTANCES)
+}
+
+/// How many of `agents` (hostname, attributes) every one of `constraints` allows (constraints
+/// that do not parse allow all: the app's reader refuses them first).
+pub fn allowed_agents<'a>(
+    constraints: &[Vec<String>],
+    agents: impl Iterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+) -> usize {
+    let constraints: Vec<Constraint> = constraints
         .iter()
         .filter_map(|c| Constraint::parse(c).ok())
         .collect();
-    let n = present
-        .values()
-        .filter(|a| {
+    agents
+        .filter(|(hostname, attributes)| {
             constraints.iter().all(|c| {
                 let v = if c.field == "hostname" {
-                    Some(a.hostname.as_str())
+                    Some(*hostname)
                 } else {
-                    a.attributes.get(&c.field).map(String::as_str)
+                    attributes.get(&c.field).map(String::as_str)
                 };
                 c.allows(v, &[])
             })
         })
-        .count();
-    u32::try_from(n)
-        .unwrap_or(u32::MAX)
-        .min(crate::app::limits::MAX_INSTANCES)
+        .count()
 }
 
 #[cfg(test)]
