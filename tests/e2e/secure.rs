@@ -54,8 +54,13 @@ pub fn agent(dir: &Path, name: &str, zk: &str, port: u16, token: &str) -> Proces
 }
 
 fn token(zk: &str, framework: bool) -> String {
+    master_token(&["--zk".as_ref(), zk.as_ref()], framework)
+}
+
+/// `agora master token STORE [--framework]`, STORE being `--zk URL` or `--work-dir DIR`.
+fn master_token(store: &[&std::ffi::OsStr], framework: bool) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    cmd.args(["master", "token", "--zk", zk]);
+    cmd.args(["master", "token"]).args(store);
     if framework {
         cmd.arg("--framework");
     }
@@ -435,18 +440,7 @@ pub async fn standalone_master(
 
 /// `agora master token --work-dir master_dir [--framework]`.
 pub fn token_in(master_dir: &Path, framework: bool) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));
-    cmd.args(["master", "token", "--work-dir"]).arg(master_dir);
-    if framework {
-        cmd.arg("--framework");
-    }
-    let out = cmd.output().expect("agora master token runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    master_token(&["--work-dir".as_ref(), master_dir.as_os_str()], framework)
 }
 
 /// A master with no TLS flag (its CA in its work dir); services and batch started with the
