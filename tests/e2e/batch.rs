@@ -350,12 +350,7 @@ async fn batch_instances_elect_a_leader_in_zookeeper_and_the_standby_takes_over_
         &master.address(),
         "cpus:2;mem:1024;disk:4096",
     );
-    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let zk = format!("zk://{servers}/agora-test-batch-{unique}");
+    let zk = crate::harness::unique_zk_url("agora-test-batch");
     let mut first = start_batch_zk(dir.path(), &master.address(), &zk, "batch-1");
     eventually(
         "the first instance to lead",

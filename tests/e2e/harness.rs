@@ -242,6 +242,36 @@ impl Drop for Process {
     }
 }
 
+/// A ZooKeeper URL of the test's ZooKeeper (`AGORA_TEST_ZK`) under a path of its own,
+/// `/PREFIX-<nanoseconds>`.
+pub fn unique_zk_url(prefix: &str) -> String {
+    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("zk://{servers}/{prefix}-{unique}")
+}
+
+/// One `agora services` instance of `master` (in clear), elected under a ZooKeeper path of its
+/// own: the process and its API's base URL.
+pub fn spawn_services(dir: &Path, master: &str, zk_prefix: &str) -> (Process, String) {
+    let port = free_port();
+    let p = Process::spawn(
+        "services",
+        &framework_args(
+            "services",
+            dir,
+            port,
+            master,
+            &unique_zk_url(zk_prefix),
+            Duration::from_secs(10),
+        ),
+        dir,
+    );
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
 /// The arguments of an `agora services` or `agora batch` instance on `127.0.0.1:port` with its
 /// work dir under `dir`, in the ZooKeeper election at `zk` with this session timeout.
 pub fn framework_args(

@@ -508,12 +508,7 @@ async fn a_standby_proxies_to_the_leader_and_takes_over_without_relaunching_task
         &master.address(),
         "cpus:2;mem:1024;ports:[31000-31050]",
     );
-    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let zk = format!("zk://{servers}/agora-test-services-{unique}");
+    let zk = crate::harness::unique_zk_url("agora-test-services");
     let start = |name: &str| {
         let port = free_port();
         let args: Vec<String> = [

@@ -628,7 +628,7 @@ async fn tasks_of_a_stack_call_each_other_by_compose_name() {
 /// tasks keep running.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_global_service_follows_agents_as_they_join_and_leave() {
-    use crate::harness::{framework_args, Agent, Master, Process};
+    use crate::harness::{Agent, Master};
     let image = ensure_busybox_image();
     let dir = tempfile::tempdir().expect("tempdir");
     let master = Master::start(dir.path(), &["--agent-timeout", "2"]).await;
@@ -645,25 +645,8 @@ async fn a_global_service_follows_agents_as_they_join_and_leave() {
     };
     let _g1 = agent("g1");
     let _g2 = agent("g2");
-    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let services_port = free_port();
-    let _services = Process::spawn(
-        "services",
-        &framework_args(
-            "services",
-            dir.path(),
-            services_port,
-            &master.address(),
-            &format!("zk://{servers}/agora-test-global-{unique}"),
-            Duration::from_secs(10),
-        ),
-        dir.path(),
-    );
-    let url = format!("http://127.0.0.1:{services_port}");
+    let (_services, url) =
+        crate::harness::spawn_services(dir.path(), &master.address(), "agora-test-global");
     master
         .state_where("two agents", Duration::from_secs(30), |s| {
             s["agents"].as_array().is_some_and(|a| a.len() == 2)
@@ -767,7 +750,7 @@ async fn a_global_service_follows_agents_as_they_join_and_leave() {
 /// db's task; the test reads what web got through web's own published port on the mesh.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compose_stack_s_bridge_containers_call_each_other_by_name() {
-    use crate::harness::{agent_args, framework_args, Master, Process};
+    use crate::harness::{agent_args, Master, Process};
     let image = ensure_busybox_image();
     let gateway = "172.17.0.1";
     let has_gateway = Command::new("ip")
@@ -796,25 +779,8 @@ async fn a_compose_stack_s_bridge_containers_call_each_other_by_name() {
         }
     }
     let _agent = Process::spawn("bridge-agent", &args, dir.path());
-    let servers = std::env::var("AGORA_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let services_port = free_port();
-    let _services = Process::spawn(
-        "services",
-        &framework_args(
-            "services",
-            dir.path(),
-            services_port,
-            &master.address(),
-            &format!("zk://{servers}/agora-test-bridge-{unique}"),
-            Duration::from_secs(10),
-        ),
-        dir.path(),
-    );
-    let url = format!("http://127.0.0.1:{services_port}");
+    let (_services, url) =
+        crate::harness::spawn_services(dir.path(), &master.address(), "agora-test-bridge");
     eventually("the services API", Duration::from_secs(60), || {
         let u = format!("{url}/v2/groups");
         async move { get(&u).await }
