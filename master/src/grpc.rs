@@ -459,10 +459,9 @@ mod tests {
     use super::*;
 
     fn node() -> Node {
-        let credentials: crate::auth::Credentials = serde_json::from_str(
-            r#"{"credentials":[{"principal":"services","secret":"s3cret"}]}"#,
-        )
-        .expect("credentials");
+        let credentials: crate::auth::Credentials =
+            serde_json::from_str(r#"{"credentials":[{"principal":"services","secret":"s3cret"}]}"#)
+                .expect("credentials");
         let acls: crate::auth::Acls = serde_json::from_str(
             r#"{"permissive": false,
                 "register_frameworks": [{"principals": {"values": ["services"]},
@@ -521,7 +520,10 @@ mod tests {
         let n = node();
         let mut r = request("fw-1", &["web"]);
         r.header = None;
-        assert_eq!(field(update_request(&n, Some(SERVICES), r).unwrap_err()), "header");
+        assert_eq!(
+            field(update_request(&n, Some(SERVICES), r).unwrap_err()),
+            "header"
+        );
         let mut r = request("fw-1", &["web"]);
         r.framework_info = None;
         let e = update_request(&n, Some(SERVICES), r).unwrap_err();

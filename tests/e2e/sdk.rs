@@ -266,14 +266,20 @@ async fn the_sdk_updates_its_framework_info_and_gets_offers_for_its_new_role() {
         other => panic!("a changed user was not refused: {other:?}"),
     }
     let state = master.state().await;
-    assert_eq!(state_framework(&state, &id)["name"], "sdk-before", "{state}");
+    assert_eq!(
+        state_framework(&state, &id)["name"],
+        "sdk-before",
+        "{state}"
+    );
 
     // Role alpha → beta, with a new name and a label.
     let mut info = fw.info();
     info.name = "sdk-after".into();
     info.roles = vec!["beta".into()];
     info.labels.insert("team".into(), "data".into());
-    fw.update_framework(info, &[]).await.expect("update_framework");
+    fw.update_framework(info, &[])
+        .await
+        .expect("update_framework");
     let rescinded = next_matching(&mut fw, "the held offer rescinded", |e| match e {
         Event::Rescind { offer_id } => Some(offer_id),
         _ => None,
@@ -290,13 +296,12 @@ async fn the_sdk_updates_its_framework_info_and_gets_offers_for_its_new_role() {
     let entry = state_framework(&state, &id);
     assert_eq!(entry["name"], "sdk-after", "{state}");
     assert_eq!(entry["roles"], serde_json::json!(["beta"]), "{state}");
-    let frameworks: serde_json::Value =
-        reqwest::get(format!("{}/master/frameworks", master.url()))
-            .await
-            .expect("GET /master/frameworks")
-            .json()
-            .await
-            .expect("json");
+    let frameworks: serde_json::Value = reqwest::get(format!("{}/master/frameworks", master.url()))
+        .await
+        .expect("GET /master/frameworks")
+        .json()
+        .await
+        .expect("json");
     let listed = frameworks["frameworks"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["id"] == id.as_str()))
@@ -314,7 +319,11 @@ async fn the_sdk_updates_its_framework_info_and_gets_offers_for_its_new_role() {
         vec![shell_task(
             "in-beta",
             "sleep 120",
-            &carve_many(&offer, &TaskNeeds::parse("cpus:0.1;mem:32", 0).expect("needs"), 1)[0],
+            &carve_many(
+                &offer,
+                &TaskNeeds::parse("cpus:0.1;mem:32", 0).expect("needs"),
+                1,
+            )[0],
         )],
     )
     .await
@@ -359,5 +368,9 @@ async fn the_sdk_updates_its_framework_info_and_gets_offers_for_its_new_role() {
     let entry = state_framework(&state, &id);
     assert_eq!(entry["name"], "sdk-after", "{state}");
     assert_eq!(entry["roles"], serde_json::json!(["beta"]), "{state}");
-    assert_eq!(entry["suppressed_roles"], serde_json::json!(["beta"]), "{state}");
+    assert_eq!(
+        entry["suppressed_roles"],
+        serde_json::json!(["beta"]),
+        "{state}"
+    );
 }

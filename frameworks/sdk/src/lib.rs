@@ -490,7 +490,8 @@ impl Framework {
         if info.id.is_empty() {
             info.id = s.header.framework_id.clone();
         }
-        let suppressed_roles: Vec<String> = suppressed_roles.iter().map(|r| r.to_string()).collect();
+        let suppressed_roles: Vec<String> =
+            suppressed_roles.iter().map(|r| r.to_string()).collect();
         s.client
             .update_framework(v1::UpdateFrameworkRequest {
                 header: Some(s.header.clone()),
