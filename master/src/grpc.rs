@@ -221,6 +221,55 @@ impl Scheduler for Services {
     ) -> Result<Response<v1::CallResponse>, Status> {
         scheduler_call!(self, request, |book, r, clock| book.teardown(r, clock))
     }
+
+    async fn update_framework(
+        &self,
+        request: Request<v1::UpdateFrameworkRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let authorization = authorization(&request);
+        let principal = self.scheduler_principal(&request)?;
+        let (header, info, suppressed) =
+            update_request(&self.node, authorization.as_deref(), request.into_inner())?;
+        self.master()?
+            .call(move |book, _| {
+                check_caller(book, Some(&header), principal.as_deref())?;
+                book.update_framework(Some(&header), info, suppressed)
+            })
+            .await?;
+        ok()
+    }
+}
+
+/// `UpdateFramework`'s own checks before the core's: a header and an info are present, the info
+/// names the framework of the header, and it passes the same admission as `Subscribe` (the
+/// authenticated principal, the ACLs for its new roles: PERMISSION_DENIED). The core's
+/// [`crate::bookkeeping::Bookkeeping::update_framework`] checks the rest and applies all or nothing.
+///
+/// # Errors
+/// [`MasterError::InvalidArgument`] naming the field, [`MasterError::Unauthenticated`],
+/// [`MasterError::PermissionDenied`].
+pub(crate) fn update_request(
+    node: &Node,
+    authorization: Option<&str>,
+    r: v1::UpdateFrameworkRequest,
+) -> Result<(v1::CallHeader, v1::FrameworkInfo, Vec<String>), MasterError> {
+    let header = r
+        .header
+        .ok_or_else(|| MasterError::invalid("header", "is required"))?;
+    let mut info = r
+        .framework_info
+        .ok_or_else(|| MasterError::invalid("framework_info", "is required"))?;
+    if info.id != header.framework_id {
+        return Err(MasterError::invalid(
+            "framework_info.id",
+            format!(
+                "'{}' differs from header.framework_id '{}'",
+                info.id, header.framework_id
+            ),
+        ));
+    }
+    admit(node, authorization, &mut info)?;
+    Ok((header, info, r.suppressed_roles))
 }
 
 #[tonic::async_trait]
@@ -402,5 +451,104 @@ impl Operator for Services {
             .call(move |book, _| book.set_quota(r))
             .await?;
         Ok(Response::new(v1::OperatorResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        let credentials: crate::auth::Credentials =
+            serde_json::from_str(r#"{"credentials":[{"principal":"services","secret":"s3cret"}]}"#)
+                .expect("credentials");
+        let acls: crate::auth::Acls = serde_json::from_str(
+            r#"{"permissive": false,
+                "register_frameworks": [{"principals": {"values": ["services"]},
+                                         "roles": {"values": ["web", "batch"]}}]}"#,
+        )
+        .expect("acls");
+        Node::new("127.0.0.1:5050".into()).with_auth(Some(credentials), acls)
+    }
+
+    /// base64("services:s3cret")
+    const SERVICES: &str = "Basic c2VydmljZXM6czNjcmV0";
+
+    fn request(id: &str, roles: &[&str]) -> v1::UpdateFrameworkRequest {
+        v1::UpdateFrameworkRequest {
+            header: Some(v1::CallHeader {
+                framework_id: "fw-1".into(),
+                stream_id: "s-1".into(),
+            }),
+            framework_info: Some(v1::FrameworkInfo {
+                id: id.into(),
+                name: "renamed".into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ..Default::default()
+            }),
+            suppressed_roles: vec!["batch".into()],
+        }
+    }
+
+    fn field(e: MasterError) -> String {
+        match e {
+            MasterError::InvalidArgument { field, .. } => field,
+            e => panic!("not an invalid argument: {e}"),
+        }
+    }
+
+    #[test]
+    fn update_framework_takes_the_authenticated_principal_and_passes_the_rest_on() {
+        let (header, info, suppressed) =
+            update_request(&node(), Some(SERVICES), request("fw-1", &["web", "batch"]))
+                .expect("admitted");
+        assert_eq!(header.framework_id, "fw-1");
+        assert_eq!(header.stream_id, "s-1");
+        assert_eq!(info.principal, "services");
+        assert_eq!(info.name, "renamed");
+        assert_eq!(info.roles, ["web", "batch"]);
+        assert_eq!(suppressed, ["batch"]);
+        // Without credentials on the master, the info goes on as sent.
+        let open = Node::new("127.0.0.1:5050".into());
+        let (_, info, _) =
+            update_request(&open, None, request("fw-1", &["web"])).expect("admitted");
+        assert_eq!(info.principal, "");
+    }
+
+    #[test]
+    fn update_framework_refusals_name_the_field_or_the_principal() {
+        let n = node();
+        let mut r = request("fw-1", &["web"]);
+        r.header = None;
+        assert_eq!(
+            field(update_request(&n, Some(SERVICES), r).unwrap_err()),
+            "header"
+        );
+        let mut r = request("fw-1", &["web"]);
+        r.framework_info = None;
+        let e = update_request(&n, Some(SERVICES), r).unwrap_err();
+        assert_eq!(field(e), "framework_info");
+        let e = update_request(&n, Some(SERVICES), request("fw-2", &["web"])).unwrap_err();
+        assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("fw-2"), "{e}");
+        assert_eq!(field(e), "framework_info.id");
+        // Credentials as on every scheduler call.
+        let e = update_request(&n, None, request("fw-1", &["web"])).unwrap_err();
+        assert_eq!(e.to_status().code(), tonic::Code::Unauthenticated, "{e}");
+        // base64("services:nope")
+        let wrong = "Basic c2VydmljZXM6bm9wZQ==";
+        let e = update_request(&n, Some(wrong), request("fw-1", &["web"])).unwrap_err();
+        assert_eq!(e.to_status().code(), tonic::Code::Unauthenticated, "{e}");
+        // A role the principal may not register in, and another principal named in the info.
+        let e = update_request(&n, Some(SERVICES), request("fw-1", &["web", "ops"])).unwrap_err();
+        assert_eq!(e.to_status().code(), tonic::Code::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("'ops'"), "{e}");
+        let mut r = request("fw-1", &["web"]);
+        if let Some(info) = r.framework_info.as_mut() {
+            info.principal = "batch".into();
+        }
+        let e = update_request(&n, Some(SERVICES), r).unwrap_err();
+        assert_eq!(e.to_status().code(), tonic::Code::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("framework_info.principal"), "{e}");
     }
 }

@@ -249,6 +249,10 @@ impl FrameworkBuilder {
             .push(v1::FrameworkCapability::PartitionAware as i32);
         let (tx, events) = mpsc::unbounded_channel();
         let session = Arc::new(Mutex::new(None));
+        let subscription = Arc::new(Mutex::new(Subscription {
+            info: self.info,
+            suppressed_roles: self.suppressed_roles,
+        }));
         let driver = Driver {
             authorization: self.authorization,
             tls: self.tls,
@@ -257,9 +261,8 @@ impl FrameworkBuilder {
                 joined: None,
             }),
             detector,
-            info: self.info,
+            subscription: subscription.clone(),
             auto_ack: self.auto_ack,
-            suppressed_roles: self.suppressed_roles,
             session: session.clone(),
             events: tx,
         };
@@ -267,6 +270,7 @@ impl FrameworkBuilder {
         Ok(Framework {
             events,
             session,
+            subscription,
             driver: task,
         })
     }
@@ -302,10 +306,18 @@ struct Session {
     header: v1::CallHeader,
 }
 
+/// What the driver subscribes (and re-subscribes) with: the builder's, then the framework id
+/// from SUBSCRIBED and what [`Framework::update_framework`] changed.
+struct Subscription {
+    info: v1::FrameworkInfo,
+    suppressed_roles: Vec<String>,
+}
+
 /// A subscribed framework: events in, calls out. Dropping it closes the subscription.
 pub struct Framework {
     events: mpsc::UnboundedReceiver<Event>,
     session: Arc<Mutex<Option<Session>>>,
+    subscription: Arc<Mutex<Subscription>>,
     driver: tokio::task::JoinHandle<()>,
 }
 
@@ -342,6 +354,15 @@ impl Framework {
     /// The framework id, once subscribed.
     pub fn framework_id(&self) -> Option<String> {
         self.session().ok().map(|s| s.header.framework_id)
+    }
+
+    /// The `FrameworkInfo` the framework subscribes with now (its id once subscribed, and what
+    /// [`Framework::update_framework`] last changed): the starting point of an update.
+    pub fn info(&self) -> v1::FrameworkInfo {
+        self.subscription
+            .lock()
+            .map(|s| s.info.clone())
+            .unwrap_or_default()
     }
 
     fn session(&self) -> Result<Session, SdkError> {
@@ -434,6 +455,56 @@ impl Framework {
                 roles: roles.iter().map(|r| r.to_string()).collect(),
             })
             .await?;
+        Ok(())
+    }
+
+    /// Changes the framework's info and suppressed roles without subscribing again (the
+    /// `UpdateFramework` call, Mesos's UPDATE_FRAMEWORK); it returns once the master applied it.
+    /// `info` is the whole new info — start from [`Framework::info`] — with `name`, `roles`,
+    /// `capabilities`, `failover_timeout_seconds`, `hostname`, `webui_url` and `labels` free to
+    /// change; `id`, `user`, `principal` and `checkpoint` are fixed (an empty `id` means this
+    /// framework's). `suppressed_roles` (a subset of the new roles) replaces the suppressed set:
+    /// a role leaving it is revived. When the roles change, held offers are rescinded
+    /// ([`Event::Rescind`]) and offers come again under the new roles. All of it applies or
+    /// nothing does; once applied, the driver re-subscribes with the new info after a
+    /// disconnection.
+    ///
+    /// ```no_run
+    /// # async fn f(fw: &agora_sdk::Framework) -> Result<(), agora_sdk::SdkError> {
+    /// let mut info = fw.info();
+    /// info.roles = vec!["analytics".into()];
+    /// fw.update_framework(info, &[]).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Framework::accept`]; INVALID_ARGUMENT naming the field (`framework_info.user` for a
+    /// changed user, a role name, a limit), PERMISSION_DENIED for a role the principal may not
+    /// use.
+    pub async fn update_framework(
+        &self,
+        mut info: v1::FrameworkInfo,
+        suppressed_roles: &[&str],
+    ) -> Result<(), SdkError> {
+        let mut s = self.session()?;
+        if info.id.is_empty() {
+            info.id = s.header.framework_id.clone();
+        }
+        let suppressed_roles: Vec<String> =
+            suppressed_roles.iter().map(|r| r.to_string()).collect();
+        s.client
+            .update_framework(v1::UpdateFrameworkRequest {
+                header: Some(s.header.clone()),
+                framework_info: Some(info.clone()),
+                suppressed_roles: suppressed_roles.clone(),
+            })
+            .await?;
+        if let Ok(mut current) = self.subscription.lock() {
+            *current = Subscription {
+                info,
+                suppressed_roles,
+            };
+        }
         Ok(())
     }
 
@@ -569,9 +640,8 @@ struct Driver {
     tls: Option<agora_net::tls::SharedClientTls>,
     join: Option<Join>,
     detector: Detector,
-    info: v1::FrameworkInfo,
+    subscription: Arc<Mutex<Subscription>>,
     auto_ack: bool,
-    suppressed_roles: Vec<String>,
     session: Arc<Mutex<Option<Session>>>,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -743,10 +813,16 @@ impl Driver {
             None => None,
         };
         let mut client = SchedulerClient::with_interceptor(channel, Credentials(credentials));
-        let request = tonic::Request::new(v1::SubscribeRequest {
-            framework_info: Some(self.info.clone()),
-            suppressed_roles: self.suppressed_roles.clone(),
-        });
+        let request = {
+            let current = self
+                .subscription
+                .lock()
+                .map_err(|_| tonic::Status::internal("the framework's info is unavailable"))?;
+            tonic::Request::new(v1::SubscribeRequest {
+                framework_info: Some(current.info.clone()),
+                suppressed_roles: current.suppressed_roles.clone(),
+            })
+        };
         let mut stream = client.subscribe(request).await?.into_inner();
         let mut heartbeat = heartbeat_timeout(15.0);
         loop {
@@ -765,7 +841,9 @@ impl Driver {
                 E::Subscribed(s) => {
                     heartbeat = heartbeat_timeout(s.heartbeat_interval_seconds);
                     // Keep the id: every re-subscription is a failover with it.
-                    self.info.id = s.framework_id.clone();
+                    if let Ok(mut current) = self.subscription.lock() {
+                        current.info.id = s.framework_id.clone();
+                    }
                     self.set_session(Some(Session {
                         client: client.clone(),
                         header: v1::CallHeader {
