@@ -27,8 +27,9 @@
 //! Flags map one to one onto [`AgentConfig`] fields: `--master`, `--port` (5051), `--work-dir`,
 //! `--resources`, `--attributes`, `--containerizers docker,native`, `--hostname`,
 //! `--default-task-user` (`nobody`), `--allow-root-tasks`, `--dns-*` ([`dns`]), `--mesh`,
-//! `--mesh-http-port`, `--mesh-max-connections`, `--mesh-connect-timeout` ([`mesh`]: the routing
-//! mesh, a listener per service port relaying to the service's tasks on any agent).
+//! `--mesh-http-port`, `--mesh-max-connections`, `--mesh-connect-timeout`, `--mesh-threads`
+//! ([`mesh`]: the routing mesh, a listener per service port relaying to the service's tasks on
+//! any agent).
 //! For embedding (tests, `agora local`), [`Agent::start`] gives the [`AgentHandle`] and the outbox of
 //! status updates without HTTP or a master.
 //!
@@ -125,8 +126,8 @@ pub struct AgentConfig {
     pub api_token: Option<agora_net::http_auth::ApiToken>,
     /// `--dns-port`/`--dns-domain`/`--dns-forward`: DNS from the endpoint table; `None`: off.
     pub dns: Option<dns::DnsConfig>,
-    /// `--mesh`/`--mesh-http-port`/`--mesh-max-connections`/`--mesh-connect-timeout`: the routing
-    /// mesh on the agent's address; `None`: off.
+    /// `--mesh`/`--mesh-http-port`/`--mesh-max-connections`/`--mesh-connect-timeout`/
+    /// `--mesh-threads`: the routing mesh on the agent's address; `None`: off.
     pub mesh: Option<mesh::MeshConfig>,
 }
 

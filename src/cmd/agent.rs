@@ -91,6 +91,10 @@ pub struct AgentArgs {
     /// Seconds a mesh connect to a task may take before another task is tried.
     #[arg(long, default_value = "2", value_parser = super::seconds)]
     mesh_connect_timeout: std::time::Duration,
+    /// Threads of the mesh's own event loop (1: one thread, no hand-offs between threads); 0 runs
+    /// the mesh on the agent's runtime.
+    #[arg(long, default_value_t = agora_agent::mesh::DEFAULT_THREADS)]
+    mesh_threads: usize,
     // The API token of `agora agent list|drain|reactivate` (a master started with
     // --api-token-file).
     #[command(flatten)]
@@ -210,6 +214,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             http_port: args.mesh_http_port,
             max_connections: args.mesh_max_connections,
             connect_timeout: args.mesh_connect_timeout,
+            threads: args.mesh_threads,
             ..agora_agent::mesh::MeshConfig::new(args.ip)
         }),
         ..Default::default()

@@ -56,6 +56,10 @@ pub struct LocalArgs {
     /// default) picks a free one, printed at start.
     #[arg(long, default_value_t = 0)]
     mesh_http_port: u16,
+    /// Threads of each agent's mesh event loop (1: one thread each); 0 runs the meshes on the
+    /// process's runtime.
+    #[arg(long, default_value_t = agora_agent::mesh::DEFAULT_THREADS)]
+    mesh_threads: usize,
     /// Run no routing mesh on the agents.
     #[arg(long)]
     no_mesh: bool,
@@ -252,6 +256,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             join_token: secure.as_ref().map(|s| s.agent_token.clone()),
             mesh: (!args.no_mesh).then(|| agora_agent::mesh::MeshConfig {
                 http_port: mesh_http_port,
+                threads: args.mesh_threads,
                 ..agora_agent::mesh::MeshConfig::new(IpAddr::V4(ip))
             }),
             ..Default::default()
