@@ -157,20 +157,31 @@ impl Bookkeeping {
                 ));
             }
         }
+        self.tasks_invalid(&framework_id, &agent_id, tasks, clock.wall);
+        Ok(())
+    }
+
+    /// A TASK_ERROR (REASON_TASK_INVALID) to the framework for each task and why it is refused.
+    fn tasks_invalid(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        tasks: Vec<(String, String)>,
+        wall: f64,
+    ) {
         for (task_id, why) in tasks {
             self.counters.tasks_invalid += 1;
             let mut st = status(
                 &task_id,
-                &agent_id,
+                agent_id,
                 TaskState::TaskError,
                 v1::Reason::TaskInvalid,
                 why,
-                clock.wall,
+                wall,
             );
             limits::bound_status(&mut st);
-            self.to_framework(&framework_id, update_event(st));
+            self.to_framework(framework_id, update_event(st));
         }
-        Ok(())
     }
 
     /// Checks a whole accept against the books, changing nothing. `taken` and `problems` are what
@@ -392,18 +403,7 @@ impl Bookkeeping {
             refuse,
             clock.now,
         );
-        for (task_id, why) in errors {
-            self.counters.tasks_invalid += 1;
-            let st = status(
-                &task_id,
-                &agent_id,
-                TaskState::TaskError,
-                v1::Reason::TaskInvalid,
-                why,
-                clock.wall,
-            );
-            self.to_framework(framework_id, update_event(st));
-        }
+        self.tasks_invalid(framework_id, &agent_id, errors, clock.wall);
         for (msg, group) in launches {
             for (info, res) in group {
                 let key = (framework_id.to_string(), info.task_id.clone());
