@@ -1012,11 +1012,18 @@ mod tests {
         }
     }
 
+    /// What the mesh relays from `port`, bounded in time so that a stuck relay fails the test
+    /// instead of hanging it.
     async fn read_from(port: u16) -> io::Result<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok(out)
+        let read = async {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            Ok(out)
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer within 10 s"))?
     }
 
     #[tokio::test]
@@ -1041,12 +1048,13 @@ mod tests {
 
     async fn tcp_mode_case(threads: usize) {
         let a = server("a").await;
-        // A port nothing listens on: connects are refused.
-        let dead = TcpListener::bind("127.0.0.1:0")
-            .await
-            .and_then(|l| l.local_addr())
-            .expect("addr")
-            .port();
+        // A port bound but never listened on, for the whole case: connects are refused, and no
+        // other socket of the suite (the mesh's own listener included) can get that port.
+        let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+        reserved
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let dead = reserved.local_addr().expect("addr").port();
         let sp = TcpListener::bind("127.0.0.1:0")
             .await
             .and_then(|l| l.local_addr())
@@ -1091,6 +1099,7 @@ mod tests {
         }
         assert!(mesh.ports().is_empty());
         mesh.stop();
+        drop(reserved);
     }
 
     #[test]
