@@ -149,6 +149,25 @@ pub fn load() -> anyhow::Result<Option<Login>> {
     load_from(&home()?)
 }
 
+/// A token file holds one token (about 140 bytes) and maybe a newline.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// The UTF-8 text of `path`, refused when it is larger than `max` bytes.
+fn read_capped(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 fn load_from(dir: &Path) -> anyhow::Result<Option<Login>> {
     use std::io::Read;
     let file = login_file(dir);
@@ -185,7 +204,7 @@ fn load_from(dir: &Path) -> anyhow::Result<Option<Login>> {
     }
     let ca = ca_file(dir);
     let ca_pem =
-        std::fs::read_to_string(&ca).map_err(|e| bad(&format!("{}: {e}", ca.display())))?;
+        read_capped(&ca, MAX_LOGIN_FILE).map_err(|e| bad(&format!("{}: {e}", ca.display())))?;
     let joined = pki::Joined {
         ca_pem,
         cert_pem: field("certificate_pem")?,
@@ -298,7 +317,7 @@ fn lifetime_text(d: Duration) -> String {
 
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let text = match (&args.token_file, &args.token) {
-        (Some(path), _) => std::fs::read_to_string(path)
+        (Some(path), _) => read_capped(path, MAX_TOKEN_FILE)
             .map_err(|e| anyhow!("--token-file {}: {e}", path.display()))?,
         (None, Some(t)) => t.clone(),
         (None, None) => bail!("give the framework token: --token AGORA-1-… or --token-file FILE"),
@@ -358,6 +377,22 @@ pub fn logout() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_and_ca_files_are_read_only_up_to_their_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("token");
+        std::fs::write(&f, "x".repeat(4096)).expect("write");
+        assert_eq!(
+            read_capped(&f, MAX_TOKEN_FILE).expect("at the bound").len(),
+            4096
+        );
+        std::fs::write(&f, "x".repeat(4097)).expect("write");
+        let e = read_capped(&f, MAX_TOKEN_FILE).expect_err("past the bound");
+        assert!(e.to_string().contains("larger than 4096 bytes"), "{e}");
+        std::fs::write(&f, [0xff, 0xfe]).expect("write");
+        assert!(read_capped(&f, MAX_TOKEN_FILE).is_err(), "not UTF-8");
+    }
 
     #[test]
     fn certificates_are_renewed_from_two_thirds_and_refused_from_their_end() {
