@@ -11,12 +11,23 @@ use agora_proto::v1::{self, scheduler_client::SchedulerClient};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the process to take).
+/// A free TCP port on 127.0.0.1 (bound, then released for the process to take), never one this
+/// test binary has handed out before: the kernel may give a released port again to the next
+/// `bind(0)`, and two roles of one cluster then collided (the services framework was handed the
+/// master's port before the master had bound it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 50 ms until it returns `Some` or `within` passes.
