@@ -426,6 +426,7 @@ impl Agent {
                 allow_root: config.allow_root_tasks,
             },
             mesh_ip: config.mesh.as_ref().map(|m| m.ip),
+            mesh_bridge_ip: config.mesh.as_ref().and_then(|m| m.bridge_ip),
         })
         .await?;
         let info = v1::AgentInfo {

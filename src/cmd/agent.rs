@@ -95,6 +95,11 @@ pub struct AgentArgs {
     /// the mesh on the agent's runtime.
     #[arg(long, default_value_t = agora_agent::mesh::DEFAULT_THREADS)]
     mesh_threads: usize,
+    /// A second address the mesh also listens on, where bridge-network containers reach this
+    /// host (the Docker bridge's gateway, e.g. 172.17.0.1), for an agent whose `--ip` they cannot
+    /// reach (loopback); tasks' host aliases in such containers point there.
+    #[arg(long)]
+    mesh_bridge_ip: Option<std::net::IpAddr>,
     // The API token of `agora agent list|drain|reactivate` (a master started with
     // --api-token-file).
     #[command(flatten)]
@@ -153,6 +158,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let Some(master) = args.master else {
         anyhow::bail!("--master is required to run an agent (host:port or zk://…)");
     };
+    if let Some(ip) = args.mesh_bridge_ip {
+        if ip.is_unspecified() || ip.is_loopback() || ip == args.ip {
+            anyhow::bail!("--mesh-bridge-ip {ip}: give the address of this host that bridge-network containers reach (the Docker bridge's gateway, e.g. 172.17.0.1), not a wildcard, a loopback address or --ip itself");
+        }
+    }
     if let Some(r) = &args.resources {
         agora_proto::Resources::parse(r).map_err(|e| anyhow::anyhow!("--resources: {e}"))?;
     }
@@ -215,6 +225,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             max_connections: args.mesh_max_connections,
             connect_timeout: args.mesh_connect_timeout,
             threads: args.mesh_threads,
+            bridge_ip: args.mesh_bridge_ip,
+            listen_on_bridge_ip: args.mesh_bridge_ip.is_some(),
             ..agora_agent::mesh::MeshConfig::new(args.ip)
         }),
         ..Default::default()

@@ -151,6 +151,33 @@ async fn docker_answers() -> bool {
     .is_ok_and(|r| r.is_ok())
 }
 
+/// The Docker bridge's gateway, where bridge-network containers reach this host; `None` (logged)
+/// when the engine does not tell.
+async fn docker_bridge_gateway() -> Option<IpAddr> {
+    let asked = tokio::time::timeout(Duration::from_secs(3), async {
+        agora_agent::containerizer::docker::DockerContainerizer::connect()
+            .await?
+            .bridge_gateway()
+            .await
+    })
+    .await;
+    match asked {
+        Ok(Ok(Some(ip))) => Some(ip),
+        Ok(Ok(None)) => {
+            tracing::warn!("Docker's bridge network has no IPv4 gateway: bridge-network containers will not reach the routing mesh");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read Docker's bridge network: bridge-network containers will not reach the routing mesh");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Docker did not describe its bridge network within 3 s: bridge-network containers will not reach the routing mesh");
+            None
+        }
+    }
+}
+
 /// Tasks run as `--default-task-user` (`nobody`) and open their sandboxes by absolute path: a
 /// work dir below a directory that user cannot enter (a 0700 home, `/root`) would make every task
 /// fail, so say so before starting anything.
@@ -226,6 +253,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let mut agents = Vec::new();
     // DNS on every agent, each on its own loopback address, all on one free port.
     let dns_port = free_dns_port().context("finding a free port for the agents' DNS")?;
+    // The agents' addresses are loopback, which a bridge-network container cannot reach (its
+    // loopback is its own): the first agent's mesh also listens on the Docker bridge's gateway,
+    // and every agent points its bridge containers' host aliases there.
+    let bridge_ip = if args.no_mesh || !containerizers.contains("docker") {
+        None
+    } else {
+        docker_bridge_gateway().await
+    };
     let mesh_http_port = match (args.no_mesh, args.mesh_http_port) {
         (true, _) => 0,
         (false, 0) => {
@@ -257,6 +292,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
             mesh: (!args.no_mesh).then(|| agora_agent::mesh::MeshConfig {
                 http_port: mesh_http_port,
                 threads: args.mesh_threads,
+                bridge_ip,
+                listen_on_bridge_ip: i == 0,
                 ..agora_agent::mesh::MeshConfig::new(IpAddr::V4(ip))
             }),
             ..Default::default()

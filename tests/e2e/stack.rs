@@ -5,9 +5,9 @@
 //! (`stack ls`, `stack ps`), scaled by a second deploy, and removed (`stack rm`). A bad Compose
 //! file is refused with errors naming the service and key, and nothing is deployed.
 //! Then: tasks of a stack call each other by Compose name through their agent's mesh (native and
-//! host-network Docker tasks on `agora local`; a deployed Compose file's bridge containers on an
-//! agent at the Docker bridge's gateway), and a global service follows agents as they join and
-//! leave.
+//! host-network Docker tasks on `agora local`; a deployed Compose file's bridge containers, there
+//! too, through the mesh on the Docker bridge's gateway), and a global service follows agents as
+//! they join and leave.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -742,45 +742,25 @@ async fn a_global_service_follows_agents_as_they_join_and_leave() {
     .await;
 }
 
-/// The Swarm case end to end: `agora stack deploy` of a Compose file whose `web` service (a
-/// bridge-network container) fetches `http://db:PUBLISHED/` and `http://calls_db:PUBLISHED/` by
-/// name, on an agent whose `--ip` the containers reach (the Docker bridge's gateway, 172.17.0.1:
-/// `agora local`'s loopback addresses are not reachable from a bridge container). The names
-/// resolve to the agent's mesh (the container's extra hosts), which relays the published port to
-/// db's task; the test reads what web got through web's own published port on the mesh.
+/// The Swarm case end to end, on `agora local`: `agora stack deploy` of a Compose file whose `web`
+/// service (a bridge-network container) fetches `http://db:PUBLISHED/` and
+/// `http://calls_db:PUBLISHED/` by name. The agents' addresses are loopback, which a bridge
+/// container cannot reach: the names resolve (the container's extra hosts) to the Docker bridge's
+/// gateway, where the first agent's mesh also listens, and it relays the published port to db's
+/// task. The test reads what web got through web's published port on the other agent's mesh.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_compose_stack_s_bridge_containers_call_each_other_by_name() {
-    use crate::harness::{agent_args, Master, Process};
     let image = ensure_busybox_image();
-    let gateway = "172.17.0.1";
-    let has_gateway = Command::new("ip")
-        .args(["-4", "addr", "show", "docker0"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(gateway));
-    assert!(
-        has_gateway,
-        "dockerd's default bridge docker0 with {gateway} is needed"
-    );
     let dir = tempfile::tempdir().expect("tempdir");
-    let master = Master::start(dir.path(), &[]).await;
-    let mut args = agent_args(
+    let services_port = free_port();
+    let url = format!("http://127.0.0.1:{services_port}");
+    let _local = spawn_local_with(
         dir.path(),
-        "bridge-agent",
-        &master.address(),
         free_port(),
-        "cpus:2;mem:512;ports:[31000-31100]",
+        "local",
+        services_port,
         "docker,native",
     );
-    for a in args.iter_mut() {
-        if a == "127.0.0.1" {
-            *a = gateway.into();
-        } else if a == "--mesh=false" {
-            *a = "--mesh-http-port=0".into();
-        }
-    }
-    let _agent = Process::spawn("bridge-agent", &args, dir.path());
-    let (_services, url) =
-        crate::harness::spawn_services(dir.path(), &master.address(), "agora-test-bridge");
     eventually("the services API", Duration::from_secs(60), || {
         let u = format!("{url}/v2/groups");
         async move { get(&u).await }
@@ -831,7 +811,7 @@ services:
             &format!("web's fetch of db by name ({name})"),
             Duration::from_secs(90),
             || {
-                let u = format!("http://{gateway}:{web}/{name}");
+                let u = format!("http://127.0.0.3:{web}/{name}");
                 async move { page(&u).await }
             },
         )

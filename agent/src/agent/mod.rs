@@ -69,6 +69,8 @@ pub struct AgentSettings {
     /// The routing mesh's address (`--ip`), where a task's `container.host_aliases` point;
     /// `None`: the agent runs no mesh, and tasks get no aliases.
     pub mesh_ip: Option<std::net::IpAddr>,
+    /// `--mesh-bridge-ip`: where bridge-network containers' host aliases point instead.
+    pub mesh_bridge_ip: Option<std::net::IpAddr>,
 }
 
 /// Resource usage of one task's container, for `/monitor/statistics` and heartbeats.
@@ -350,6 +352,7 @@ struct Actor {
     jobs: JoinSet<()>,
     user_policy: UserPolicy,
     mesh_ip: Option<std::net::IpAddr>,
+    mesh_bridge_ip: Option<std::net::IpAddr>,
 }
 
 /// The actor's clock: tokio's, so that tests can pause and advance it (`tokio::time::pause`). The
@@ -397,6 +400,7 @@ pub async fn start(
         jobs: JoinSet::new(),
         user_policy: settings.user_policy,
         mesh_ip: settings.mesh_ip,
+        mesh_bridge_ip: settings.mesh_bridge_ip,
     };
     let (ready_tx, ready_rx) = oneshot::channel();
     let join = tokio::spawn(async move {
@@ -633,6 +637,7 @@ mod tests {
             status_retry_max: Duration::from_secs(600),
             user_policy: UserPolicy::default(),
             mesh_ip: None,
+            mesh_bridge_ip: None,
         })
         .await
         .expect("start");

@@ -290,7 +290,11 @@ impl Actor {
             .map(|c| c.host_aliases.clone())
             .filter(|n| !n.is_empty())?;
         match self.mesh_ip {
-            Some(ip) => Some(HostAliases { names, ip }),
+            Some(ip) => Some(HostAliases {
+                names,
+                ip,
+                bridge_ip: self.mesh_bridge_ip,
+            }),
             None => {
                 warn!(framework = %key.0, task = %key.1, aliases = ?names, "the task asks for host aliases to the routing mesh, but this agent runs no mesh (--mesh=false): it gets none, so those names will not resolve in it");
                 None

@@ -170,6 +170,24 @@ impl DockerContainerizer {
         })
     }
 
+    /// The host's address on Docker's default `bridge` network (its IPv4 gateway, `172.17.0.1`
+    /// by default): where a bridge-network container reaches the host. `None` when the network
+    /// has no IPv4 gateway.
+    ///
+    /// # Errors
+    /// When the engine cannot be asked.
+    pub async fn bridge_gateway(&self) -> Result<Option<std::net::IpAddr>, ContainerError> {
+        let net = self.docker.inspect_network("bridge", None).await?;
+        Ok(net
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .filter_map(|g| g.parse::<std::net::IpAddr>().ok())
+            .find(std::net::IpAddr::is_ipv4))
+    }
+
     /// Labels this agent's containers with `owner` and lists the unknown ones among them as
     /// orphans.
     pub fn with_owner(mut self, owner: Option<String>) -> Self {
@@ -767,9 +785,10 @@ impl Containerizer for DockerContainerizer {
 /// The container's extra hosts (`name:address` lines of its `/etc/hosts`) for its host aliases:
 /// the agent's mesh address as the container reaches it. Host network: the address itself
 /// (loopback when the mesh listens on every address). Bridge: the address, or Docker's
-/// `host-gateway` (the host, seen from the bridge) when the mesh listens on every address; a
-/// loopback mesh address is the container's own loopback there, which the mesh does not listen
-/// on, so that is logged. No network: nothing to reach, none.
+/// `--mesh-bridge-ip` when the agent has one (the mesh listens there too), else the address, or
+/// Docker's `host-gateway` (the host, seen from the bridge) when the mesh listens on every
+/// address; a loopback mesh address is the container's own loopback there, which the mesh does
+/// not listen on, so that is logged. No network: nothing to reach, none.
 fn extra_hosts(aliases: &super::HostAliases, network_mode: &str, container: &str) -> Vec<String> {
     let target = match network_mode {
         "none" => {
@@ -777,6 +796,10 @@ fn extra_hosts(aliases: &super::HostAliases, network_mode: &str, container: &str
             return Vec::new();
         }
         "host" => aliases.host_ip().to_string(),
+        _ if aliases.bridge_ip.is_some() => aliases
+            .bridge_ip
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
         _ if aliases.ip.is_unspecified() => "host-gateway".to_string(),
         _ => {
             if aliases.ip.is_loopback() {
@@ -801,7 +824,20 @@ mod tests {
         let at = |ip: &str| super::super::HostAliases {
             names: vec!["db".into(), "shop_db".into()],
             ip: ip.parse().expect("ip"),
+            bridge_ip: None,
         };
+        let bridged = super::super::HostAliases {
+            bridge_ip: Some("172.17.0.1".parse().expect("ip")),
+            ..at("127.0.0.2")
+        };
+        assert_eq!(
+            extra_hosts(&bridged, "bridge", "c"),
+            ["db:172.17.0.1", "shop_db:172.17.0.1"]
+        );
+        assert_eq!(
+            extra_hosts(&bridged, "host", "c"),
+            ["db:127.0.0.2", "shop_db:127.0.0.2"]
+        );
         assert_eq!(
             extra_hosts(&at("10.0.0.5"), "bridge", "c"),
             ["db:10.0.0.5", "shop_db:10.0.0.5"]

@@ -129,6 +129,8 @@ pub struct LaunchSpec {
 pub struct HostAliases {
     pub names: Vec<String>,
     pub ip: std::net::IpAddr,
+    /// `--mesh-bridge-ip`: where a bridge-network container reaches the mesh instead of `ip`.
+    pub bridge_ip: Option<std::net::IpAddr>,
 }
 
 impl HostAliases {

@@ -599,6 +599,7 @@ mod tests {
         let aliases = HostAliases {
             names: vec!["db".into(), "shop_db".into()],
             ip: "127.0.0.2".parse().expect("ip"),
+            bridge_ip: None,
         };
         let f = hosts_file("127.0.0.1\tlocalhost\n::1 localhost", &aliases);
         assert_eq!(
@@ -609,6 +610,7 @@ mod tests {
         let any = HostAliases {
             names: vec!["db".into()],
             ip: "0.0.0.0".parse().expect("ip"),
+            bridge_ip: None,
         };
         assert!(hosts_file("", &any).ends_with("127.0.0.1\tdb\n"));
         // A huge host file is cut at a line end.

@@ -78,6 +78,13 @@ pub const MAX_THREADS: usize = 256;
 pub struct MeshConfig {
     /// The agent's address (`--ip`): listeners bind here.
     pub ip: IpAddr,
+    /// `--mesh-bridge-ip`: where bridge-network containers reach the mesh (the Docker bridge's
+    /// gateway) when `ip` is one they cannot reach (loopback); their host aliases point here.
+    pub bridge_ip: Option<IpAddr>,
+    /// Every listener also binds `bridge_ip` (`--mesh-bridge-ip`; on `agora local` its first
+    /// agent only: every agent's mesh serves the same routes). A listener that cannot bind there
+    /// is logged and keeps `ip`.
+    pub listen_on_bridge_ip: bool,
     /// `--mesh-http-port`: virtual hosts by `Host` header (0: off).
     pub http_port: u16,
     /// `--mesh-max-connections`: per listener; further clients wait in the kernel's backlog.
@@ -96,6 +103,8 @@ impl MeshConfig {
     pub fn new(ip: IpAddr) -> Self {
         MeshConfig {
             ip,
+            bridge_ip: None,
+            listen_on_bridge_ip: false,
             http_port: 80,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             connect_timeout: Duration::from_secs(2),
@@ -468,6 +477,25 @@ async fn start_on(
             }
         });
         info!(addr = ?http_addr, "mesh: virtual hosts served");
+        if let Some(also) = config.bridge_ip.filter(|_| config.listen_on_bridge_ip) {
+            let addr = SocketAddr::new(also, http_addr.map_or(config.http_port, |a| a.port()));
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let s = shared.clone();
+                    let mut stop = stop_rx.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = accept_loop(listener, s.clone(), Serve::ByHost, s.vhost_metrics.clone()) => {}
+                            _ = stop.wait_for(|s| *s) => {}
+                        }
+                    });
+                    info!(%addr, "mesh: virtual hosts also served on the bridge address");
+                }
+                Err(e) => {
+                    warn!(%addr, error = %e, "mesh: cannot serve virtual hosts on the bridge address (--mesh-bridge-ip)");
+                }
+            }
+        }
     }
     tokio::spawn(watch_table(shared.clone(), table, stop_rx));
     Ok((shared, http_addr))
@@ -479,7 +507,7 @@ async fn watch_table(
     mut table: watch::Receiver<Arc<EndpointTable>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut listeners: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
+    let mut listeners: BTreeMap<u16, Vec<JoinHandle<()>>> = BTreeMap::new();
     loop {
         let snapshot = table.borrow_and_update().clone();
         apply(&shared, &snapshot, &mut listeners, &stop).await;
@@ -488,7 +516,7 @@ async fn watch_table(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
-    for (_, l) in listeners {
+    for l in listeners.into_values().flatten() {
         l.abort();
     }
 }
@@ -497,7 +525,7 @@ async fn watch_table(
 async fn apply(
     shared: &Arc<Shared>,
     snapshot: &EndpointTable,
-    listeners: &mut BTreeMap<u16, JoinHandle<()>>,
+    listeners: &mut BTreeMap<u16, Vec<JoinHandle<()>>>,
     stop: &watch::Receiver<bool>,
 ) {
     let (wanted, conflicts) = table::routes(snapshot);
@@ -515,7 +543,7 @@ async fn apply(
         .unwrap_or_default();
     let plan = table::plan(&running, &wanted);
     for port in &plan.stop {
-        if let Some(l) = listeners.remove(port) {
+        for l in listeners.remove(port).into_iter().flatten() {
             l.abort();
         }
         if let Ok(mut r) = shared.routes.write() {
@@ -561,19 +589,37 @@ async fn apply(
             Mode::Tcp => Serve::Tcp(route.clone()),
             Mode::Http => Serve::Http(route.clone()),
         };
-        let s = shared.clone();
-        let metrics = route.metrics.clone();
-        let mut stop = stop.clone();
-        listeners.insert(
-            *port,
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = accept_loop(listener, s, serve, metrics) => {}
-                    _ = stop.wait_for(|s| *s) => {}
+        let mut bound = vec![listener];
+        if let Some(also) = shared
+            .config
+            .bridge_ip
+            .filter(|_| shared.config.listen_on_bridge_ip)
+        {
+            let addr = SocketAddr::new(also, *port);
+            match TcpListener::bind(addr).await {
+                Ok(l) => bound.push(l),
+                Err(e) => {
+                    warn!(%addr, service = %spec.service.1, error = %e, "mesh: cannot listen on the service port at the bridge address (--mesh-bridge-ip); bridge containers will not reach it");
                 }
-            }),
-        );
-        info!(%addr, framework = %spec.service.0, service = %spec.service.1, mode = ?spec.mode, endpoints = spec.upstreams.len(), "mesh: listening");
+            }
+        }
+        let handles = bound
+            .into_iter()
+            .map(|listener| {
+                let s = shared.clone();
+                let serve = serve.clone();
+                let metrics = route.metrics.clone();
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = accept_loop(listener, s, serve, metrics) => {}
+                        _ = stop.wait_for(|s| *s) => {}
+                    }
+                })
+            })
+            .collect();
+        listeners.insert(*port, handles);
+        info!(%addr, bridge = ?shared.config.bridge_ip.filter(|_| shared.config.listen_on_bridge_ip), framework = %spec.service.0, service = %spec.service.1, mode = ?spec.mode, endpoints = spec.upstreams.len(), "mesh: listening");
     }
     // Virtual hosts of every HTTP route.
     let mut vhosts = HashMap::new();
@@ -1015,8 +1061,12 @@ mod tests {
     /// What the mesh relays from `port`, bounded in time so that a stuck relay fails the test
     /// instead of hanging it.
     async fn read_from(port: u16) -> io::Result<String> {
+        read_at("127.0.0.1", port).await
+    }
+
+    async fn read_at(ip: &str, port: u16) -> io::Result<String> {
         let read = async {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut s = TcpStream::connect((ip, port)).await?;
             let mut out = String::new();
             s.read_to_string(&mut out).await?;
             Ok(out)
@@ -1032,6 +1082,40 @@ mod tests {
         for threads in [0, 1, 2] {
             tcp_mode_case(threads).await;
         }
+    }
+
+    #[tokio::test]
+    async fn listeners_also_bind_the_bridge_address_and_go_with_the_service() {
+        let a = server("a").await;
+        let sp = TcpListener::bind("127.0.0.1:0")
+            .await
+            .and_then(|l| l.local_addr())
+            .expect("addr")
+            .port();
+        let endpoints = Endpoints::new();
+        let mut config = MeshConfig::new("127.0.0.1".parse().expect("ip"));
+        config.http_port = 0;
+        config.bridge_ip = Some("127.0.0.9".parse().expect("ip"));
+        config.listen_on_bridge_ip = true;
+        let mesh = Mesh::start(config, &endpoints).await.expect("start");
+        endpoints.apply(update(&[a], u32::from(sp)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mesh.ports() != [sp] {
+            assert!(Instant::now() < deadline, "listener never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for ip in ["127.0.0.1", "127.0.0.9"] {
+            assert_eq!(read_at(ip, sp).await.expect(ip), "a", "through {ip}");
+        }
+        endpoints.apply(update(&[], u32::from(sp)));
+        for ip in ["127.0.0.1", "127.0.0.9"] {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while read_at(ip, sp).await.is_ok() {
+                assert!(Instant::now() < deadline, "listener still there on {ip}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        mesh.stop();
     }
 
     #[tokio::test]

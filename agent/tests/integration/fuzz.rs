@@ -359,6 +359,7 @@ async fn actor(
         status_retry_max: Duration::from_secs(600),
         user_policy: Default::default(),
         mesh_ip: None,
+        mesh_bridge_ip: None,
     })
     .await
     .expect("the actor starts");
