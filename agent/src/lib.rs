@@ -551,7 +551,7 @@ pub async fn run(
             let _ = http_stop.wait_for(|s| *s).await;
         },
     );
-    let http = tokio::spawn(async move { server.await });
+    let http = tokio::spawn(server);
     let dns_server = match &config.dns {
         Some(d) => {
             let (server, addr) = dns::start(d, &endpoints, dns_metrics.clone())

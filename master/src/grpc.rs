@@ -344,20 +344,15 @@ impl AgentControl for Services {
             .map_err(|_| MasterError::Unavailable("the master is stopping".into()))??;
         let master = self.master()?.clone();
         tokio::spawn(async move {
-            loop {
-                match inbound.message().await {
-                    Ok(Some(m)) => {
-                        if let Some(message) = m.message {
-                            let req = ActorRequest::AgentMessage {
-                                agent_id: agent_id.clone(),
-                                message,
-                            };
-                            if master.send(req).is_err() {
-                                return;
-                            }
-                        }
+            while let Ok(Some(m)) = inbound.message().await {
+                if let Some(message) = m.message {
+                    let req = ActorRequest::AgentMessage {
+                        agent_id: agent_id.clone(),
+                        message,
+                    };
+                    if master.send(req).is_err() {
+                        return;
                     }
-                    Ok(None) | Err(_) => break,
                 }
             }
             let _ = master.send(ActorRequest::AgentClosed {

@@ -789,7 +789,7 @@ impl FromStr for Resources {
                 let amount: f64 = value
                     .parse()
                     .map_err(|_| bad(&format!("'{value}' is not a number")))?;
-                if !amount.is_finite() || amount < 0.0 || amount > MAX_SCALAR {
+                if !amount.is_finite() || !(0.0..=MAX_SCALAR).contains(&amount) {
                     return Err(bad(&format!(
                         "amount '{value}' must be a finite number from 0 to {MAX_SCALAR}"
                     )));

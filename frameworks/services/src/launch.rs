@@ -124,7 +124,6 @@ pub fn task_info(
             environment: env.clone(),
             user: app.user.clone().unwrap_or_default(),
             uris: uris.clone(),
-            ..Default::default()
         }),
         _ => Some(v1::CommandInfo {
             shell: false,

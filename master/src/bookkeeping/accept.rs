@@ -425,7 +425,7 @@ impl Bookkeeping {
                     labels: info.labels.clone(),
                     container: info.container.clone(),
                     health_check: info.health_check.clone(),
-                    kill_policy: info.kill_policy.clone(),
+                    kill_policy: info.kill_policy,
                     started_at: 0.0,
                     info: Some(info),
                 };

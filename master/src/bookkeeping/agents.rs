@@ -588,10 +588,7 @@ impl Bookkeeping {
                 Some(g) => Some(v1::KillPolicy {
                     grace_period_seconds: g,
                 }),
-                None => self
-                    .tasks
-                    .get(&key)
-                    .and_then(|t| t.task.kill_policy.clone()),
+                None => self.tasks.get(&key).and_then(|t| t.task.kill_policy),
             };
             // Its tasks leave the other agents' tables before they are stopped, as any kill.
             let kill = master_message::KillTask {

@@ -40,7 +40,7 @@ impl Bookkeeping {
             return Ok(());
         }
         let agent_id = entry.task.agent_id.clone();
-        let policy = req.kill_policy.or_else(|| entry.task.kill_policy.clone());
+        let policy = req.kill_policy.or(entry.task.kill_policy);
         let reachable = self
             .agents
             .get(&agent_id)
