@@ -433,6 +433,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         println!(
             "  mesh virtual hosts      http://127.0.0.N:{mesh_http_port}/ by Host header (label HAPROXY_0_VHOST), e.g. curl -H 'Host: web.example.com' http://127.0.0.2:{mesh_http_port}/"
         );
+        if let Some(ip) = bridge_ip {
+            println!(
+                "  mesh (bridge network)   {ip}:<servicePort> (the Docker bridge's gateway; a stack's service names point there)"
+            );
+        }
     }
     println!("  state is kept in        {}", work_dir.display());
     println!("Try: agora app create -f examples/apps/hello.json   ·   agora job add -f examples/jobs/hello.json   ·   Ctrl-C stops everything.");
