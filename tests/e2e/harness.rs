@@ -362,6 +362,21 @@ impl Master {
             },
         )
         .await;
+        // /health answers before a master leads. One without ZooKeeper leads on its own once it
+        // has read its registry (until then gRPC calls get UNAVAILABLE): wait for that too, on
+        // `/` (open without the API token; a standby's is 503 or 307). One with --zk may be a
+        // standby by design; its tests wait for what they need.
+        if !extra.contains(&"--zk") {
+            let url = format!("{}/", m.url());
+            eventually("the master to lead", Duration::from_secs(20), || {
+                let url = url.clone();
+                async move {
+                    let r = reqwest::get(&url).await.ok()?;
+                    r.status().is_success().then_some(())
+                }
+            })
+            .await;
+        }
         m
     }
 
