@@ -1125,7 +1125,8 @@ impl Systemd {
 /// A rolling upgrade as an operator makes one (docs/deploy.md §6), with `systemctl restart`
 /// (SIGTERM, then a start): every master one at a time (standbys first, the leader last), then
 /// the frameworks, then the agents, under load. No task is lost or relaunched, the batch run is
-/// not duplicated, and each master step leaves the cluster without a leader for at most ~2 s.
+/// not duplicated, and each master step hands over before the stopped master's ZooKeeper session
+/// could have expired.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rolling_restart_of_every_component_loses_and_relaunches_nothing() {
     let mut c = Cluster::start("rolling", &zk_servers(), 2).await;
@@ -1186,9 +1187,14 @@ async fn a_rolling_restart_of_every_component_loses_and_relaunches_nothing() {
         )
         .await;
     }
+    // The bound is functional, not a speed target (BENCHMARKS.md has the handover's figures): a
+    // planned stop gives up its election node, so the next master leads before the stopped one's
+    // ZooKeeper session could have expired. A stop that left its node to expire would be
+    // leaderless for the session timeout and more. Under the whole suite's load on 2 cores a
+    // handover took 3.0 s once.
     assert!(
-        worst <= Duration::from_secs(3),
-        "a master's planned stop left the cluster without a leader for {worst:?}"
+        worst < Duration::from_secs_f64(MASTER_SESSION),
+        "a master's planned stop left the cluster without a leader for {worst:?}, as long as its ZooKeeper session ({MASTER_SESSION} s) would take to expire"
     );
     let leader = c.leader(Duration::from_secs(10)).await;
     // Everything follows the last leader before the frameworks go.
