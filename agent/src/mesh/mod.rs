@@ -468,27 +468,15 @@ async fn start_on(
             .await
             .map_err(|source| MeshError::Bind { addr, source })?;
         http_addr = listener.local_addr().ok();
-        let s = shared.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = accept_loop(listener, s.clone(), Serve::ByHost, s.vhost_metrics.clone()) => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-        });
+        let metrics = shared.vhost_metrics.clone();
+        spawn_listener(listener, shared.clone(), Serve::ByHost, metrics, &stop_rx);
         info!(addr = ?http_addr, "mesh: virtual hosts served");
         if let Some(also) = config.bridge_ip.filter(|_| config.listen_on_bridge_ip) {
             let addr = SocketAddr::new(also, http_addr.map_or(config.http_port, |a| a.port()));
             match TcpListener::bind(addr).await {
                 Ok(listener) => {
-                    let s = shared.clone();
-                    let mut stop = stop_rx.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            () = accept_loop(listener, s.clone(), Serve::ByHost, s.vhost_metrics.clone()) => {}
-                            _ = stop.wait_for(|s| *s) => {}
-                        }
-                    });
+                    let metrics = shared.vhost_metrics.clone();
+                    spawn_listener(listener, shared.clone(), Serve::ByHost, metrics, &stop_rx);
                     info!(%addr, "mesh: virtual hosts also served on the bridge address");
                 }
                 Err(e) => {
@@ -606,16 +594,8 @@ async fn apply(
         let handles = bound
             .into_iter()
             .map(|listener| {
-                let s = shared.clone();
-                let serve = serve.clone();
                 let metrics = route.metrics.clone();
-                let mut stop = stop.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = accept_loop(listener, s, serve, metrics) => {}
-                        _ = stop.wait_for(|s| *s) => {}
-                    }
-                })
+                spawn_listener(listener, shared.clone(), serve.clone(), metrics, stop)
             })
             .collect();
         listeners.insert(*port, handles);
@@ -643,6 +623,23 @@ enum Serve {
     Tcp(Arc<Route>),
     Http(Arc<Route>),
     ByHost,
+}
+
+/// Serves `listener` until the mesh stops or the handle is aborted.
+fn spawn_listener(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serve: Serve,
+    metrics: Arc<PortMetrics>,
+    stop: &watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = accept_loop(listener, shared, serve, metrics) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    })
 }
 
 /// Accepts connections, at most `max_connections` open at once (then the kernel's backlog holds
@@ -1058,6 +1055,24 @@ mod tests {
         }
     }
 
+    /// A port nothing listens on (bound once, then let go).
+    async fn unused_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .await
+            .and_then(|l| l.local_addr())
+            .expect("addr")
+            .port()
+    }
+
+    /// Waits (at most 5 s) until the mesh listens on `port` only.
+    async fn until_listening(mesh: &Mesh, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mesh.ports() != [port] {
+            assert!(Instant::now() < deadline, "listener never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// What the mesh relays from `port`, bounded in time so that a stuck relay fails the test
     /// instead of hanging it.
     async fn read_from(port: u16) -> io::Result<String> {
@@ -1087,11 +1102,7 @@ mod tests {
     #[tokio::test]
     async fn listeners_also_bind_the_bridge_address_and_go_with_the_service() {
         let a = server("a").await;
-        let sp = TcpListener::bind("127.0.0.1:0")
-            .await
-            .and_then(|l| l.local_addr())
-            .expect("addr")
-            .port();
+        let sp = unused_port().await;
         let endpoints = Endpoints::new();
         let mut config = MeshConfig::new("127.0.0.1".parse().expect("ip"));
         config.http_port = 0;
@@ -1099,11 +1110,7 @@ mod tests {
         config.listen_on_bridge_ip = true;
         let mesh = Mesh::start(config, &endpoints).await.expect("start");
         endpoints.apply(update(&[a], u32::from(sp)));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while mesh.ports() != [sp] {
-            assert!(Instant::now() < deadline, "listener never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_listening(&mesh, sp).await;
         for ip in ["127.0.0.1", "127.0.0.9"] {
             assert_eq!(read_at(ip, sp).await.expect(ip), "a", "through {ip}");
         }
@@ -1139,22 +1146,14 @@ mod tests {
             .bind("127.0.0.1:0".parse().expect("addr"))
             .expect("bind");
         let dead = reserved.local_addr().expect("addr").port();
-        let sp = TcpListener::bind("127.0.0.1:0")
-            .await
-            .and_then(|l| l.local_addr())
-            .expect("addr")
-            .port();
+        let sp = unused_port().await;
         let endpoints = Endpoints::new();
         let mut config = MeshConfig::new("127.0.0.1".parse().expect("ip"));
         config.http_port = 0;
         config.threads = threads;
         let mesh = Mesh::start(config, &endpoints).await.expect("start");
         endpoints.apply(update(&[dead, a], u32::from(sp)));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while mesh.ports() != [sp] {
-            assert!(Instant::now() < deadline, "listener never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_listening(&mesh, sp).await;
         for _ in 0..4 {
             assert_eq!(read_from(sp).await.expect("relayed"), "a");
         }
