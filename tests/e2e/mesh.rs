@@ -582,3 +582,31 @@ async fn least_connections_sends_new_connections_away_from_a_busy_task() {
     )
     .await;
 }
+
+/// `--mesh-bridge-ip` must be an address bridge containers reach: a wildcard, a loopback address,
+/// `--ip` itself or no address at all is refused, naming the flag, before the agent starts.
+#[test]
+fn a_bad_mesh_bridge_ip_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let work = dir.path().join("agent").display().to_string();
+    for (ip, bridge) in [
+        ("10.9.8.7", "0.0.0.0"),
+        ("10.9.8.7", "::"),
+        ("10.9.8.7", "127.0.0.1"),
+        ("10.9.8.7", "10.9.8.7"),
+        ("10.9.8.7", "gateway"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .args(["agent", "--master", "127.0.0.1:1", "--work-dir", &work])
+            .args(["--ip", ip, "--mesh-bridge-ip", bridge])
+            .output()
+            .expect("agora runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bridge}: accepted");
+        assert!(err.contains("--mesh-bridge-ip"), "{bridge}: {err}");
+    }
+    assert!(
+        !dir.path().join("agent").exists(),
+        "nothing is made before the flags are checked"
+    );
+}
