@@ -790,16 +790,13 @@ impl Containerizer for DockerContainerizer {
 /// address; a loopback mesh address is the container's own loopback there, which the mesh does
 /// not listen on, so that is logged. No network: nothing to reach, none.
 fn extra_hosts(aliases: &super::HostAliases, network_mode: &str, container: &str) -> Vec<String> {
-    let target = match network_mode {
-        "none" => {
+    let target = match (network_mode, aliases.bridge_ip) {
+        ("none", _) => {
             warn!(container, names = ?aliases.names, "the task has no network: its host aliases are not applied");
             return Vec::new();
         }
-        "host" => aliases.host_ip().to_string(),
-        _ if aliases.bridge_ip.is_some() => aliases
-            .bridge_ip
-            .map(|ip| ip.to_string())
-            .unwrap_or_default(),
+        ("host", _) => aliases.host_ip().to_string(),
+        (_, Some(bridge)) => bridge.to_string(),
         _ if aliases.ip.is_unspecified() => "host-gateway".to_string(),
         _ => {
             if aliases.ip.is_loopback() {

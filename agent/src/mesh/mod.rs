@@ -100,6 +100,11 @@ pub struct MeshConfig {
 }
 
 impl MeshConfig {
+    /// The second address every listener binds, when this mesh listens on the bridge address.
+    pub fn bridge_listen(&self) -> Option<IpAddr> {
+        self.bridge_ip.filter(|_| self.listen_on_bridge_ip)
+    }
+
     pub fn new(ip: IpAddr) -> Self {
         MeshConfig {
             ip,
@@ -471,7 +476,7 @@ async fn start_on(
         let metrics = shared.vhost_metrics.clone();
         spawn_listener(listener, shared.clone(), Serve::ByHost, metrics, &stop_rx);
         info!(addr = ?http_addr, "mesh: virtual hosts served");
-        if let Some(also) = config.bridge_ip.filter(|_| config.listen_on_bridge_ip) {
+        if let Some(also) = config.bridge_listen() {
             let addr = SocketAddr::new(also, http_addr.map_or(config.http_port, |a| a.port()));
             match TcpListener::bind(addr).await {
                 Ok(listener) => {
@@ -578,11 +583,7 @@ async fn apply(
             Mode::Http => Serve::Http(route.clone()),
         };
         let mut bound = vec![listener];
-        if let Some(also) = shared
-            .config
-            .bridge_ip
-            .filter(|_| shared.config.listen_on_bridge_ip)
-        {
+        if let Some(also) = shared.config.bridge_listen() {
             let addr = SocketAddr::new(also, *port);
             match TcpListener::bind(addr).await {
                 Ok(l) => bound.push(l),
@@ -599,7 +600,7 @@ async fn apply(
             })
             .collect();
         listeners.insert(*port, handles);
-        info!(%addr, bridge = ?shared.config.bridge_ip.filter(|_| shared.config.listen_on_bridge_ip), framework = %spec.service.0, service = %spec.service.1, mode = ?spec.mode, endpoints = spec.upstreams.len(), "mesh: listening");
+        info!(%addr, bridge = ?shared.config.bridge_listen(), framework = %spec.service.0, service = %spec.service.1, mode = ?spec.mode, endpoints = spec.upstreams.len(), "mesh: listening");
     }
     // Virtual hosts of every HTTP route.
     let mut vhosts = HashMap::new();
