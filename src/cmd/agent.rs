@@ -159,6 +159,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         anyhow::bail!("--master is required to run an agent (host:port or zk://…)");
     };
     if let Some(ip) = args.mesh_bridge_ip {
+        if !args.mesh {
+            anyhow::bail!("--mesh-bridge-ip {ip} is an address for the routing mesh, which --mesh=false turns off: drop one of the two");
+        }
         if ip.is_unspecified() || ip.is_loopback() || ip == args.ip {
             anyhow::bail!("--mesh-bridge-ip {ip}: give the address of this host that bridge-network containers reach (the Docker bridge's gateway, e.g. 172.17.0.1), not a wildcard, a loopback address or --ip itself");
         }

@@ -584,7 +584,8 @@ async fn least_connections_sends_new_connections_away_from_a_busy_task() {
 }
 
 /// `--mesh-bridge-ip` must be an address bridge containers reach: a wildcard, a loopback address,
-/// `--ip` itself or no address at all is refused, naming the flag, before the agent starts.
+/// `--ip` itself or no address at all is refused, naming the flag, before the agent starts; so is
+/// one given with `--mesh=false`, where it would do nothing.
 #[test]
 fn a_bad_mesh_bridge_ip_is_refused_naming_the_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -605,6 +606,26 @@ fn a_bad_mesh_bridge_ip_is_refused_naming_the_flag() {
         assert!(!out.status.success(), "{bridge}: accepted");
         assert!(err.contains("--mesh-bridge-ip"), "{bridge}: {err}");
     }
+    let out = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["agent", "--master", "127.0.0.1:1", "--work-dir", &work])
+        .args([
+            "--ip",
+            "10.9.8.7",
+            "--mesh=false",
+            "--mesh-bridge-ip",
+            "172.17.0.1",
+        ])
+        .output()
+        .expect("agora runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "--mesh=false with a bridge ip: accepted"
+    );
+    assert!(
+        err.contains("--mesh-bridge-ip") && err.contains("--mesh=false"),
+        "{err}"
+    );
     assert!(
         !dir.path().join("agent").exists(),
         "nothing is made before the flags are checked"
